@@ -1,0 +1,84 @@
+#include "core/allocator.h"
+
+#include <bit>
+#include <cstdlib>
+
+#include "core/error.h"
+
+namespace automodel {
+
+CachingAllocator& CachingAllocator::cpu() {
+  static CachingAllocator instance;
+  return instance;
+}
+
+size_t CachingAllocator::bucket_size(size_t nbytes) {
+  if (nbytes <= 512) return (nbytes + kAlignment - 1) / kAlignment * kAlignment;
+  // Four buckets per power of two bound rounding waste to 25%.
+  size_t pow2 = std::bit_floor(nbytes);
+  size_t step = pow2 / 4;
+  return (nbytes + step - 1) / step * step;
+}
+
+void* CachingAllocator::allocate(size_t nbytes) {
+  if (nbytes == 0) nbytes = 1;
+  size_t size = bucket_size(nbytes);
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    stats_.allocations++;
+    auto it = free_blocks_.find(size);
+    if (it != free_blocks_.end() && !it->second.empty()) {
+      void* p = it->second.back();
+      it->second.pop_back();
+      stats_.cache_hits++;
+      stats_.cached_bytes -= size;
+      stats_.current_bytes += size;
+      if (stats_.current_bytes > stats_.peak_bytes) stats_.peak_bytes = stats_.current_bytes;
+      return p;
+    }
+  }
+  void* p = std::aligned_alloc(kAlignment, size);
+  if (!p) {
+    empty_cache();
+    p = std::aligned_alloc(kAlignment, size);
+  }
+  if (!p)
+    throw Error("out of memory allocating " + std::to_string(size) + " bytes", "CachingAllocator::allocate",
+                "reduce batch size or sequence length, or enable activation checkpointing");
+  std::lock_guard<std::mutex> lock(mutex_);
+  stats_.current_bytes += size;
+  if (stats_.current_bytes > stats_.peak_bytes) stats_.peak_bytes = stats_.current_bytes;
+  return p;
+}
+
+void CachingAllocator::deallocate(void* ptr, size_t nbytes) {
+  if (!ptr) return;
+  if (nbytes == 0) nbytes = 1;
+  size_t size = bucket_size(nbytes);
+  std::lock_guard<std::mutex> lock(mutex_);
+  free_blocks_[size].push_back(ptr);
+  stats_.current_bytes -= size;
+  stats_.cached_bytes += size;
+}
+
+AllocatorStats CachingAllocator::stats() const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return stats_;
+}
+
+void CachingAllocator::reset_peak() {
+  std::lock_guard<std::mutex> lock(mutex_);
+  stats_.peak_bytes = stats_.current_bytes;
+}
+
+void CachingAllocator::empty_cache() {
+  std::lock_guard<std::mutex> lock(mutex_);
+  for (auto& [size, blocks] : free_blocks_)
+    for (void* p : blocks) std::free(p);
+  free_blocks_.clear();
+  stats_.cached_bytes = 0;
+}
+
+CachingAllocator::~CachingAllocator() { empty_cache(); }
+
+}  // namespace automodel

@@ -1,0 +1,64 @@
+#pragma once
+// The autograd graph's vocabulary, shared by ops/ (which records nodes as ops run) and autograd/
+// (which walks them backwards): Node, Edge and the thread-local grad mode.
+#include <atomic>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "core/tensor.h"
+
+namespace automodel {
+
+struct Edge {
+  std::shared_ptr<Node> fn;  // null: that input needs no gradient
+  uint32_t input_nr = 0;     // which output of fn the gradient belongs to
+};
+
+// Shape and dtype of one output, so the engine can pass zeros for outputs that got no gradient.
+struct OutputMeta {
+  Shape shape;
+  DType dtype = DType::f32;
+};
+
+struct Node {
+  Node();
+  virtual ~Node() = default;
+  virtual std::string name() const = 0;
+  // One gradient per output in, one per next_edges entry out (undefined: no gradient).
+  virtual std::vector<Tensor> apply(std::vector<Tensor>&& grad_outputs) = 0;
+  // Drop saved tensors once backward has run (unless the graph is retained).
+  virtual void release_saved() {}
+
+  std::vector<Edge> next_edges;
+  std::vector<OutputMeta> outputs;
+  uint64_t sequence_nr;  // creation order: later nodes run first in backward
+};
+
+bool grad_enabled();
+void set_grad_enabled(bool enabled);
+
+// Disables graph recording in this thread for its lifetime.
+class NoGradGuard {
+ public:
+  NoGradGuard() : prev_(grad_enabled()) { set_grad_enabled(false); }
+  ~NoGradGuard() { set_grad_enabled(prev_); }
+  NoGradGuard(const NoGradGuard&) = delete;
+  NoGradGuard& operator=(const NoGradGuard&) = delete;
+
+ private:
+  bool prev_;
+};
+
+class EnableGradGuard {
+ public:
+  EnableGradGuard() : prev_(grad_enabled()) { set_grad_enabled(true); }
+  ~EnableGradGuard() { set_grad_enabled(prev_); }
+  EnableGradGuard(const EnableGradGuard&) = delete;
+  EnableGradGuard& operator=(const EnableGradGuard&) = delete;
+
+ private:
+  bool prev_;
+};
+
+}  // namespace automodel

@@ -1,0 +1,33 @@
+#pragma once
+// Storage: one block of bytes that tensors view. Either owned (from the caching allocator) or
+// borrowed (e.g. an mmap'd safetensors file) with a release callback.
+#include <cstddef>
+#include <functional>
+#include <memory>
+
+#include "core/device.h"
+
+namespace automodel {
+
+class Storage {
+ public:
+  static std::shared_ptr<Storage> allocate(size_t nbytes, Device device = cpu_device());
+  static std::shared_ptr<Storage> wrap(void* data, size_t nbytes, std::function<void()> release,
+                                       Device device = cpu_device());
+  ~Storage();
+  Storage(const Storage&) = delete;
+  Storage& operator=(const Storage&) = delete;
+
+  void* data() const { return data_; }
+  size_t nbytes() const { return nbytes_; }
+  Device device() const { return device_; }
+
+ private:
+  Storage() = default;
+  void* data_ = nullptr;
+  size_t nbytes_ = 0;
+  Device device_;
+  std::function<void()> release_;  // empty: owned by the caching allocator
+};
+
+}  // namespace automodel

@@ -1,0 +1,241 @@
+#include "core/tensor.h"
+
+#include <cstring>
+
+#include "core/grad_node.h"
+
+namespace automodel {
+
+std::string shape_str(const Shape& shape) {
+  std::string s = "[";
+  for (size_t i = 0; i < shape.size(); ++i) s += (i ? ", " : "") + std::to_string(shape[i]);
+  return s + "]";
+}
+
+int64_t shape_numel(const Shape& shape) {
+  int64_t n = 1;
+  for (int64_t d : shape) n *= d;
+  return n;
+}
+
+Shape contiguous_strides(const Shape& shape) {
+  Shape strides(shape.size());
+  int64_t s = 1;
+  for (size_t i = shape.size(); i-- > 0;) {
+    strides[i] = s;
+    s *= shape[i];
+  }
+  return strides;
+}
+
+Tensor Tensor::empty(const Shape& shape, DType dtype, Device device) {
+  for (int64_t d : shape) AM_CHECK(d >= 0, "negative dimension in shape ", shape_str(shape));
+  auto impl = std::make_shared<TensorImpl>();
+  impl->storage = Storage::allocate(size_t(shape_numel(shape)) * dtype_size(dtype), device);
+  impl->shape = shape;
+  impl->strides = contiguous_strides(shape);
+  impl->dtype = dtype;
+  return Tensor(std::move(impl));
+}
+
+Tensor Tensor::zeros(const Shape& shape, DType dtype, Device device) {
+  Tensor t = empty(shape, dtype, device);
+  std::memset(t.raw_data(), 0, t.nbytes());
+  return t;
+}
+
+template <class T>
+static void fill_as(void* p, int64_t n, double v) {
+  T x = from_compute<T>(v);
+  T* q = static_cast<T*>(p);
+  for (int64_t i = 0; i < n; ++i) q[i] = x;
+}
+
+template <class F>
+static void dispatch_all(DType dt, F&& f) {
+  switch (dt) {
+    case DType::f32: f(float{}); break;
+    case DType::f64: f(double{}); break;
+    case DType::bf16: f(bf16{}); break;
+    case DType::f16: f(f16{}); break;
+    case DType::i32: f(int32_t{}); break;
+    case DType::i64: f(int64_t{}); break;
+    case DType::b8: f(bool{}); break;
+  }
+}
+
+Tensor Tensor::full(const Shape& shape, double value, DType dtype) {
+  Tensor t = empty(shape, dtype);
+  dispatch_all(dtype, [&](auto tag) { fill_as<decltype(tag)>(t.raw_data(), t.numel(), value); });
+  return t;
+}
+
+Tensor Tensor::from_values(const std::vector<double>& values, const Shape& shape, DType dtype) {
+  Tensor t = empty(shape, dtype);
+  AM_CHECK(int64_t(values.size()) == t.numel(), "from_values: ", values.size(), " values for shape ",
+           shape_str(shape));
+  dispatch_all(dtype, [&](auto tag) {
+    using T = decltype(tag);
+    T* p = static_cast<T*>(t.raw_data());
+    for (size_t i = 0; i < values.size(); ++i) p[i] = from_compute<T>(values[i]);
+  });
+  return t;
+}
+
+void Tensor::check_defined() const {
+  if (!impl_) throw Error("use of an undefined tensor", "Tensor");
+}
+const Shape& Tensor::shape() const {
+  check_defined();
+  return impl_->shape;
+}
+const Shape& Tensor::strides() const {
+  check_defined();
+  return impl_->strides;
+}
+int64_t Tensor::offset() const {
+  check_defined();
+  return impl_->offset;
+}
+int64_t Tensor::size(int64_t d) const {
+  int64_t n = dim();
+  int64_t i = d < 0 ? d + n : d;
+  AM_CHECK(i >= 0 && i < n, "dimension ", d, " out of range for a tensor of shape ", shape_str(shape()));
+  return impl_->shape[size_t(i)];
+}
+int64_t Tensor::numel() const { return shape_numel(shape()); }
+DType Tensor::dtype() const {
+  check_defined();
+  return impl_->dtype;
+}
+Device Tensor::device() const {
+  check_defined();
+  return impl_->storage->device();
+}
+const std::shared_ptr<Storage>& Tensor::storage() const {
+  check_defined();
+  return impl_->storage;
+}
+
+bool Tensor::is_contiguous() const {
+  const Shape& sh = shape();
+  const Shape& st = strides();
+  int64_t expected = 1;
+  for (size_t i = sh.size(); i-- > 0;) {
+    if (sh[i] == 1) continue;
+    if (st[i] != expected) return false;
+    expected *= sh[i];
+  }
+  return true;
+}
+
+void* Tensor::raw_data() const {
+  check_defined();
+  return static_cast<char*>(impl_->storage->data()) + impl_->offset * int64_t(dtype_size(impl_->dtype));
+}
+
+void Tensor::check_dtype(DType expected) const {
+  if (dtype() != expected)
+    throw Error(detail::str("tensor has dtype ", dtype_name(dtype()), ", accessed as ", dtype_name(expected)),
+                "Tensor::data");
+}
+
+Tensor Tensor::as_strided(const Shape& shape, const Shape& strides, int64_t offset) const {
+  check_defined();
+  AM_CHECK(shape.size() == strides.size(), "as_strided: shape ", shape_str(shape), " and strides ",
+           shape_str(strides), " differ in rank");
+  int64_t lo = offset, hi = offset;
+  for (size_t i = 0; i < shape.size(); ++i) {
+    if (shape[i] == 0) {
+      lo = hi = offset;
+      break;
+    }
+    int64_t span = (shape[i] - 1) * strides[i];
+    (span < 0 ? lo : hi) += span;
+  }
+  int64_t capacity = int64_t(impl_->storage->nbytes() / dtype_size(impl_->dtype));
+  AM_CHECK(lo >= 0 && (shape_numel(shape) == 0 || hi < capacity), "as_strided: view ", shape_str(shape),
+           " strides ", shape_str(strides), " offset ", offset, " exceeds storage of ", capacity, " elements");
+  auto impl = std::make_shared<TensorImpl>();
+  impl->storage = impl_->storage;
+  impl->shape = shape;
+  impl->strides = strides;
+  impl->offset = offset;
+  impl->dtype = impl_->dtype;
+  return Tensor(std::move(impl));
+}
+
+std::vector<double> Tensor::to_doubles() const {
+  check_defined();
+  const Shape& sh = shape();
+  const Shape& st = strides();
+  int64_t n = numel();
+  std::vector<double> out(static_cast<size_t>(n));
+  std::vector<int64_t> idx(sh.size(), 0);
+  dispatch_all(dtype(), [&](auto tag) {
+    using T = decltype(tag);
+    const T* base = static_cast<const T*>(impl_->storage->data()) + impl_->offset;
+    for (int64_t k = 0; k < n; ++k) {
+      int64_t off = 0;
+      for (size_t d = 0; d < sh.size(); ++d) off += idx[d] * st[d];
+      if constexpr (std::is_same_v<T, bf16> || std::is_same_v<T, f16>)
+        out[size_t(k)] = double(to_compute(base[off]));
+      else
+        out[size_t(k)] = double(base[off]);
+      for (size_t d = sh.size(); d-- > 0;) {
+        if (++idx[d] < sh[d]) break;
+        idx[d] = 0;
+      }
+    }
+  });
+  return out;
+}
+
+std::vector<float> Tensor::to_floats() const {
+  std::vector<double> d = to_doubles();
+  return std::vector<float>(d.begin(), d.end());
+}
+
+double Tensor::item() const {
+  AM_CHECK(numel() == 1, "item() needs a one-element tensor, got shape ", shape_str(shape()));
+  return to_doubles()[0];
+}
+
+bool Tensor::requires_grad() const { return impl_ && impl_->requires_grad; }
+
+Tensor& Tensor::set_requires_grad(bool on) {
+  check_defined();
+  AM_CHECK(!impl_->grad_fn, "set_requires_grad on a non-leaf tensor (it was produced by ", impl_->grad_fn->name(),
+           "); call detach() first");
+  AM_CHECK(!on || is_floating(dtype()), "only floating-point tensors can require gradients, got ",
+           dtype_name(dtype()));
+  impl_->requires_grad = on;
+  return *this;
+}
+
+bool Tensor::is_leaf() const { return !impl_ || !impl_->grad_fn; }
+Tensor Tensor::grad() const { return impl_ ? impl_->grad : Tensor(); }
+void Tensor::set_grad(const Tensor& g) const {
+  check_defined();
+  if (g.defined())
+    AM_CHECK(g.shape() == shape(), "set_grad: gradient shape ", shape_str(g.shape()), " differs from tensor shape ",
+             shape_str(shape()));
+  impl_->grad = g;
+}
+const std::shared_ptr<Node>& Tensor::grad_fn() const {
+  check_defined();
+  return impl_->grad_fn;
+}
+uint32_t Tensor::output_nr() const { return impl_ ? impl_->output_nr : 0; }
+
+Tensor Tensor::detach() const {
+  check_defined();
+  return as_strided(impl_->shape, impl_->strides, impl_->offset);
+}
+
+std::string Tensor::describe() const {
+  if (!impl_) return "undefined";
+  return std::string(dtype_name(dtype())) + shape_str(shape());
+}
+
+}  // namespace automodel

@@ -1,0 +1,118 @@
+// core/: dtypes, allocator, tensors and views, RNG.
+#include <gtest/gtest.h>
+
+#include <cmath>
+
+#include "core/allocator.h"
+#include "core/rng.h"
+#include "core/tensor.h"
+
+using namespace automodel;
+
+TEST(DType, Bf16RoundsToNearestEven) {
+  EXPECT_EQ(float_to_bf16(1.0f).bits, 0x3f80);
+  // 1 + 2^-8 is exactly half-way between two bf16 values: ties go to the even one (1.0).
+  EXPECT_EQ(float_to_bf16(1.00390625f).bits, 0x3f80);
+  EXPECT_EQ(float_to_bf16(1.01171875f).bits, 0x3f82);  // 1 + 3*2^-8: tie, rounds up to even
+  EXPECT_TRUE(std::isnan(bf16_to_float(float_to_bf16(NAN))));
+  EXPECT_EQ(bf16_to_float(float_to_bf16(-2.5f)), -2.5f);
+}
+
+TEST(DType, F16RoundTrip) {
+  for (float v : {0.0f, 1.0f, -2.0f, 65504.0f, 6.1035156e-05f, 5.9604645e-08f, 0.333251953125f})
+    EXPECT_EQ(f16_to_float(float_to_f16(v)), v) << v;
+  EXPECT_TRUE(std::isinf(f16_to_float(float_to_f16(70000.0f))));
+  EXPECT_EQ(float_to_f16(1.0f + 1.0f / 2048).bits, 0x3c00);  // tie to even
+}
+
+TEST(DType, NamesRoundTripAndUnknownIsAnError) {
+  for (DType d : {DType::f32, DType::f64, DType::bf16, DType::f16, DType::i32, DType::i64, DType::b8})
+    EXPECT_EQ(dtype_from_name(dtype_name(d)), d);
+  EXPECT_EQ(dtype_from_name("bfloat16"), DType::bf16);
+  EXPECT_THROW(dtype_from_name("float8"), Error);
+}
+
+TEST(Allocator, ReusesFreedBlocksAndTracksPeak) {
+  auto& alloc = CachingAllocator::cpu();
+  alloc.reset_peak();
+  AllocatorStats before = alloc.stats();
+  void* p = alloc.allocate(100000);
+  size_t bucket = CachingAllocator::bucket_size(100000);
+  EXPECT_GE(bucket, 100000u);
+  EXPECT_LE(bucket, 125000u);
+  EXPECT_EQ(reinterpret_cast<uintptr_t>(p) % CachingAllocator::kAlignment, 0u);
+  EXPECT_EQ(alloc.stats().current_bytes, before.current_bytes + bucket);
+  alloc.deallocate(p, 100000);
+  void* q = alloc.allocate(99000);  // same bucket: served from the cache
+  EXPECT_EQ(p, q);
+  EXPECT_GT(alloc.stats().cache_hits, before.cache_hits);
+  alloc.deallocate(q, 99000);
+  EXPECT_GE(alloc.stats().peak_bytes, before.current_bytes + bucket);
+  EXPECT_EQ(alloc.stats().current_bytes, before.current_bytes);
+}
+
+TEST(Tensor, FactoriesAndMetadata) {
+  Tensor t = Tensor::full({2, 3}, 1.5, DType::bf16);
+  EXPECT_EQ(t.numel(), 6);
+  EXPECT_EQ(t.size(-1), 3);
+  EXPECT_EQ(t.describe(), "bf16[2, 3]");
+  EXPECT_TRUE(t.is_contiguous());
+  EXPECT_EQ(t.to_doubles(), std::vector<double>(6, 1.5));
+  EXPECT_THROW(t.data<float>(), Error);
+  EXPECT_THROW(t.size(2), Error);
+  EXPECT_THROW(Tensor::from_values({1, 2}, {3}), Error);
+}
+
+TEST(Tensor, AsStridedViewsShareStorageAndCheckBounds) {
+  Tensor t = Tensor::from_values({0, 1, 2, 3, 4, 5}, {2, 3});
+  Tensor tr = t.as_strided({3, 2}, {1, 3}, 0);
+  EXPECT_FALSE(tr.is_contiguous());
+  EXPECT_EQ(tr.to_doubles(), (std::vector<double>{0, 3, 1, 4, 2, 5}));
+  t.data<float>()[1] = 10;
+  EXPECT_EQ(tr.to_doubles()[2], 10);
+  EXPECT_THROW(t.as_strided({4, 2}, {2, 1}, 0), Error);
+}
+
+TEST(Tensor, RequiresGradOnlyOnFloatingLeaves) {
+  Tensor i = Tensor::zeros({2}, DType::i64);
+  EXPECT_THROW(i.set_requires_grad(true), Error);
+  Tensor f = Tensor::zeros({2});
+  f.set_requires_grad(true);
+  EXPECT_TRUE(f.requires_grad());
+  EXPECT_FALSE(f.detach().requires_grad());
+}
+
+TEST(Rng, SameSeedSameStreamAndStateRestores) {
+  Generator a(42), b(42), c(43);
+  Tensor x = randn({1000}, a), y = randn({1000}, b), z = randn({1000}, c);
+  EXPECT_EQ(x.to_doubles(), y.to_doubles());
+  EXPECT_NE(x.to_doubles(), z.to_doubles());
+  GeneratorState s = a.state();
+  Tensor u = rand_uniform({17}, -1, 1, a);
+  a.set_state(s);
+  Tensor v = rand_uniform({17}, -1, 1, a);
+  EXPECT_EQ(u.to_doubles(), v.to_doubles());
+  for (double e : u.to_doubles()) {
+    EXPECT_GE(e, -1);
+    EXPECT_LT(e, 1);
+  }
+}
+
+TEST(Rng, NormalMoments) {
+  Generator g(7);
+  std::vector<double> v = randn({200000}, g).to_doubles();
+  double mean = 0, sq = 0;
+  for (double e : v) mean += e;
+  mean /= double(v.size());
+  for (double e : v) sq += (e - mean) * (e - mean);
+  EXPECT_NEAR(mean, 0, 0.01);
+  EXPECT_NEAR(sq / double(v.size()), 1, 0.01);
+}
+
+TEST(Error, CarriesWhatWhereAndHint) {
+  Error e("bad thing", "file.json: key x", "fix it");
+  std::string msg = e.what();
+  EXPECT_NE(msg.find("bad thing"), std::string::npos);
+  EXPECT_NE(msg.find("where: file.json: key x"), std::string::npos);
+  EXPECT_NE(msg.find("what to do: fix it"), std::string::npos);
+}
