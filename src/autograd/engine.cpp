@@ -87,11 +87,17 @@ void backward(const std::vector<Tensor>& outputs, const std::vector<Tensor>& gra
     for (const Tensor& g : grads) any = any || g.defined();
     std::vector<Tensor> input_grads;
     if (any) {  // a node that received no gradient at all contributes none
+      AM_CHECK(!n->released, "backward through ", n->name(),
+               " a second time: its saved tensors were freed by the first backward; pass retain_graph=true to "
+               "the first one");
       for (size_t i = 0; i < grads.size(); ++i)
         if (!grads[i].defined()) grads[i] = Tensor::zeros(n->outputs[i].shape, n->outputs[i].dtype);
       input_grads = n->apply(std::move(grads));
     }
-    if (!retain_graph) n->release_saved();
+    if (!retain_graph) {
+      n->release_saved();
+      n->released = !n->reusable();
+    }
     AM_CHECK(input_grads.empty() || input_grads.size() == n->next_edges.size(), n->name(), " returned ",
              input_grads.size(), " gradients for ", n->next_edges.size(), " inputs");
     for (size_t i = 0; i < input_grads.size(); ++i) {

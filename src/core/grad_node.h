@@ -29,10 +29,13 @@ struct Node {
   virtual std::vector<Tensor> apply(std::vector<Tensor>&& grad_outputs) = 0;
   // Drop saved tensors once backward has run (unless the graph is retained).
   virtual void release_saved() {}
+  // True for nodes that keep working after a backward freed the graph (leaf accumulators).
+  virtual bool reusable() const { return false; }
 
   std::vector<Edge> next_edges;
   std::vector<OutputMeta> outputs;
   uint64_t sequence_nr;  // creation order: later nodes run first in backward
+  bool released = false;  // saved tensors already freed by a backward without retain_graph
 };
 
 bool grad_enabled();

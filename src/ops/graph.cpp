@@ -11,6 +11,7 @@ namespace {
 struct AccumulateGrad : Node {
   std::weak_ptr<TensorImpl> variable;
   std::string name() const override { return "AccumulateGrad"; }
+  bool reusable() const override { return true; }
   std::vector<Tensor> apply(std::vector<Tensor>&& grads) override {
     if (auto impl = variable.lock()) accumulate_grad(Tensor(impl), grads[0]);
     return {};

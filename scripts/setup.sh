@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Installs what building automodel needs when it is missing (Debian 12 packages), and with
+# --oracle the Python venv (.venv) holding the reference libraries the oracle tests compare with.
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+
+APT_PACKAGES=(build-essential cmake pkg-config libopenblas-openmp-dev libdnnl-dev nlohmann-json3-dev
+              libgtest-dev libbenchmark-dev)
+
+missing=()
+for p in "${APT_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "setup: installing ${missing[*]}"
+  as_root apt-get update -q
+  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -q "${missing[@]}"
+fi
+
+if [ "${1:-}" = "--oracle" ]; then
+  REQ="$ROOT/tests/oracle/requirements.txt"
+  VENV="$ROOT/.venv"
+  STAMP="$VENV/.requirements.sha256"
+  want="$(sha256sum "$REQ" | cut -d' ' -f1)"
+  if [ ! -f "$STAMP" ] || [ "$(cat "$STAMP")" != "$want" ]; then
+    # Debian's python3 needs python3-venv for ensurepip; other Pythons carry it.
+    python3 -c "import ensurepip" 2>/dev/null || DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -q python3-venv
+    echo "setup: creating the oracle venv in $VENV (torch and friends; a few minutes the first time)"
+    [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
+    "$VENV/bin/pip" install -q --upgrade pip
+    "$VENV/bin/pip" install -q -r "$REQ"
+    echo "$want" > "$STAMP"
+  fi
+fi

@@ -1,0 +1,27 @@
+#pragma once
+// Normalisation layers: RMSNorm (Llama; Gemma's (1 + w) with unit_offset) and LayerNorm.
+#include "nn/module.h"
+
+namespace automodel::nn {
+
+class RMSNorm : public Module {
+ public:
+  // weight starts at ones (zeros with unit_offset, so both start as the identity scale).
+  RMSNorm(int64_t dim, double eps = 1e-6, bool unit_offset = false, DType dtype = DType::f32);
+  Tensor forward(const Tensor& x) const;
+
+  Tensor weight;
+  double eps;
+  bool unit_offset;
+};
+
+class LayerNorm : public Module {
+ public:
+  LayerNorm(int64_t dim, double eps = 1e-5, bool bias = true, DType dtype = DType::f32);
+  Tensor forward(const Tensor& x) const;
+
+  Tensor weight, bias;
+  double eps;
+};
+
+}  // namespace automodel::nn
