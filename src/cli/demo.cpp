@@ -86,8 +86,8 @@ class TinyLM : public nn::Module {
     for (size_t i = 0; i < layers_->size(); ++i) {
       const Block& block = (*layers_)[i];
       if (checkpoint)
-        x = autograd::checkpoint([&](const std::vector<Tensor>& in) { return std::vector{block.forward(in[0], in[1])}; },
-                                 {x, positions})[0];
+        x = autograd::checkpoint(
+            [&](const std::vector<Tensor>& in) { return std::vector{block.forward(in[0], in[1])}; }, {x, positions})[0];
       else
         x = block.forward(x, positions);
     }
@@ -126,7 +126,7 @@ void make_batch(const DemoConfig& c, const std::vector<int64_t>& successor, Gene
 
 // AdamW over one flat buffer: one pass, moments in fp32.
 struct AdamW {
-  double lr, beta1 = 0.9, beta2 = 0.95, eps = 1e-8, weight_decay = 0.01;
+  double lr = 1e-3, beta1 = 0.9, beta2 = 0.95, eps = 1e-8, weight_decay = 0.01;
   int64_t step = 0;
   std::vector<float> m, v;
   void update(nn::FlatParameters& flat) {
@@ -165,12 +165,14 @@ int run_demo(const Args& args) {
   std::vector<int64_t> successor(static_cast<size_t>(c.vocab));
   std::iota(successor.begin(), successor.end(), 0);
   std::vector<double> keys = rand_uniform({c.vocab}, 0, 1, data_gen).to_doubles();
-  std::sort(successor.begin(), successor.end(), [&](int64_t a, int64_t b) { return keys[size_t(a)] < keys[size_t(b)]; });
+  std::sort(successor.begin(), successor.end(),
+            [&](int64_t a, int64_t b) { return keys[size_t(a)] < keys[size_t(b)]; });
 
   std::vector<int64_t> pos(static_cast<size_t>(c.seq));
   std::iota(pos.begin(), pos.end(), 0);
   Tensor positions = Tensor::from_vector(pos, {c.seq});
-  AdamW opt{lr};
+  AdamW opt;
+  opt.lr = lr;
   std::printf("demo: %lld-layer transformer, %lld parameters, %d threads, batch %lldx%lld, %lld steps%s\n",
               (long long)c.layers, (long long)model.num_parameters(), num_threads(), (long long)c.batch,
               (long long)c.seq, (long long)steps, checkpoint ? ", activation checkpointing" : "");

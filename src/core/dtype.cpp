@@ -72,7 +72,7 @@ f16 float_to_f16(float f) {
   std::memcpy(&u, &f, 4);
   uint16_t sign = uint16_t((u >> 16) & 0x8000u);
   uint32_t absu = u & 0x7fffffffu;
-  if (absu > 0x7f800000u) return f16{uint16_t(sign | 0x7e00u)};  // NaN
+  if (absu > 0x7f800000u) return f16{uint16_t(sign | 0x7e00u)};   // NaN
   if (absu >= 0x477ff000u) return f16{uint16_t(sign | 0x7c00u)};  // overflow -> inf (RNE boundary)
   if (absu < 0x38800000u) {  // subnormal or zero in f16: round value*2^24 to nearest even
     float a;

@@ -30,7 +30,7 @@ std::string str(const Args&... args) {
 }  // namespace automodel
 
 // AM_CHECK(cond, message parts...): throws automodel::Error naming the enclosing function.
-#define AM_CHECK(cond, ...)                                                             \
-  do {                                                                                  \
+#define AM_CHECK(cond, ...)                                                                 \
+  do {                                                                                      \
     if (!(cond)) throw ::automodel::Error(::automodel::detail::str(__VA_ARGS__), __func__); \
   } while (0)

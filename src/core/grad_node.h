@@ -34,7 +34,7 @@ struct Node {
 
   std::vector<Edge> next_edges;
   std::vector<OutputMeta> outputs;
-  uint64_t sequence_nr;  // creation order: later nodes run first in backward
+  uint64_t sequence_nr;   // creation order: later nodes run first in backward
   bool released = false;  // saved tensors already freed by a backward without retain_graph
 };
 

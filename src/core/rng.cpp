@@ -29,7 +29,7 @@ static std::vector<double> draw(int64_t n, Generator& gen, F&& from_block) {
 Tensor randn(const Shape& shape, Generator& gen, DType dtype) {
   auto values = draw(shape_numel(shape), gen, [](std::array<uint32_t, 4> r) {
     std::array<double, 4> out;
-    for (int k = 0; k < 2; ++k) {  // Box-Muller on two pairs
+    for (int k = 0; k < 2; ++k) {                              // Box-Muller on two pairs
       double u1 = (double(r[2 * k] >> 8) + 1.0) / 16777217.0;  // (0, 1]
       double u2 = double(uint32_to_unit_float(r[2 * k + 1]));
       double rad = std::sqrt(-2.0 * std::log(u1));

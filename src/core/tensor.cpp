@@ -72,8 +72,7 @@ Tensor Tensor::full(const Shape& shape, double value, DType dtype) {
 
 Tensor Tensor::from_values(const std::vector<double>& values, const Shape& shape, DType dtype) {
   Tensor t = empty(shape, dtype);
-  AM_CHECK(int64_t(values.size()) == t.numel(), "from_values: ", values.size(), " values for shape ",
-           shape_str(shape));
+  AM_CHECK(int64_t(values.size()) == t.numel(), "from_values: ", values.size(), " values for shape ", shape_str(shape));
   dispatch_all(dtype, [&](auto tag) {
     using T = decltype(tag);
     T* p = static_cast<T*>(t.raw_data());
@@ -142,8 +141,8 @@ void Tensor::check_dtype(DType expected) const {
 
 Tensor Tensor::as_strided(const Shape& shape, const Shape& strides, int64_t offset) const {
   check_defined();
-  AM_CHECK(shape.size() == strides.size(), "as_strided: shape ", shape_str(shape), " and strides ",
-           shape_str(strides), " differ in rank");
+  AM_CHECK(shape.size() == strides.size(), "as_strided: shape ", shape_str(shape), " and strides ", shape_str(strides),
+           " differ in rank");
   int64_t lo = offset, hi = offset;
   for (size_t i = 0; i < shape.size(); ++i) {
     if (shape[i] == 0) {
@@ -154,8 +153,8 @@ Tensor Tensor::as_strided(const Shape& shape, const Shape& strides, int64_t offs
     (span < 0 ? lo : hi) += span;
   }
   int64_t capacity = int64_t(impl_->storage->nbytes() / dtype_size(impl_->dtype));
-  AM_CHECK(lo >= 0 && (shape_numel(shape) == 0 || hi < capacity), "as_strided: view ", shape_str(shape),
-           " strides ", shape_str(strides), " offset ", offset, " exceeds storage of ", capacity, " elements");
+  AM_CHECK(lo >= 0 && (shape_numel(shape) == 0 || hi < capacity), "as_strided: view ", shape_str(shape), " strides ",
+           shape_str(strides), " offset ", offset, " exceeds storage of ", capacity, " elements");
   auto impl = std::make_shared<TensorImpl>();
   impl->storage = impl_->storage;
   impl->shape = shape;
@@ -207,8 +206,7 @@ Tensor& Tensor::set_requires_grad(bool on) {
   check_defined();
   AM_CHECK(!impl_->grad_fn, "set_requires_grad on a non-leaf tensor (it was produced by ", impl_->grad_fn->name(),
            "); call detach() first");
-  AM_CHECK(!on || is_floating(dtype()), "only floating-point tensors can require gradients, got ",
-           dtype_name(dtype()));
+  AM_CHECK(!on || is_floating(dtype()), "only floating-point tensors can require gradients, got ", dtype_name(dtype()));
   impl_->requires_grad = on;
   return *this;
 }

@@ -95,22 +95,21 @@ class Tensor {
 struct TensorImpl {
   std::shared_ptr<Storage> storage;
   Shape shape;
-  Shape strides;  // in elements
+  Shape strides;       // in elements
   int64_t offset = 0;  // in elements
   DType dtype = DType::f32;
 
   bool requires_grad = false;
   Tensor grad;
-  std::shared_ptr<Node> grad_fn;     // set on outputs of recorded ops
-  uint32_t output_nr = 0;            // which output of grad_fn this is
+  std::shared_ptr<Node> grad_fn;           // set on outputs of recorded ops
+  uint32_t output_nr = 0;                  // which output of grad_fn this is
   std::shared_ptr<Node> grad_accumulator;  // leaves: the node that accumulates into grad
 };
 
 template <class T>
 Tensor Tensor::from_vector(const std::vector<T>& values, const Shape& shape) {
   Tensor t = empty(shape, dtype_of<T>::value);
-  AM_CHECK(int64_t(values.size()) == t.numel(), "from_vector: ", values.size(), " values for shape ",
-           shape_str(shape));
+  AM_CHECK(int64_t(values.size()) == t.numel(), "from_vector: ", values.size(), " values for shape ", shape_str(shape));
   T* p = t.data<T>();
   for (size_t i = 0; i < values.size(); ++i) p[i] = values[i];
   return t;

@@ -47,9 +47,7 @@ class Module {
 template <class M>
 class ModuleList : public Module {
  public:
-  void append(std::shared_ptr<M> m) {
-    items_.push_back(register_module(std::to_string(items_.size()), std::move(m)));
-  }
+  void append(std::shared_ptr<M> m) { items_.push_back(register_module(std::to_string(items_.size()), std::move(m))); }
   size_t size() const { return items_.size(); }
   M& operator[](size_t i) const { return *items_[i]; }
 

@@ -6,11 +6,11 @@
 namespace automodel::ops {
 
 struct AttentionOptions {
-  double scale = 0;         // 0: 1/sqrt(head_dim)
-  bool causal = true;       // query i sees keys at positions <= its own
-  int64_t window = 0;       // > 0: query at position p sees keys at p - window < position <= p
-  double softcap = 0;       // > 0: scores become softcap * tanh(scores / softcap) before masking
-  Tensor seq_ids;           // optional i32/i64 [B, Tk]: tokens attend only within equal ids (packing)
+  double scale = 0;    // 0: 1/sqrt(head_dim)
+  bool causal = true;  // query i sees keys at positions <= its own
+  int64_t window = 0;  // > 0: query at position p sees keys at p - window < position <= p
+  double softcap = 0;  // > 0: scores become softcap * tanh(scores / softcap) before masking
+  Tensor seq_ids;      // optional i32/i64 [B, Tk]: tokens attend only within equal ids (packing)
 };
 
 // q [B, Tq, Hq, D], k [B, Tk, Hkv, D], v [B, Tk, Hkv, Dv] with Hq a multiple of Hkv (grouped-query

@@ -14,8 +14,7 @@ void dispatch_floating(DType dt, const char* op, F&& f) {
     case DType::f32: f(float{}); return;
     case DType::f64: f(double{}); return;
     case DType::bf16: f(bf16{}); return;
-    default:
-      throw Error(detail::str(op, ": unsupported dtype ", dtype_name(dt)), op, "use f32, f64 or bf16 tensors");
+    default: throw Error(detail::str(op, ": unsupported dtype ", dtype_name(dt)), op, "use f32, f64 or bf16 tensors");
   }
 }
 

@@ -54,8 +54,7 @@ void record(const std::shared_ptr<Node>& node, const std::vector<Tensor>& inputs
 }
 
 Tensor add_same_shape(const Tensor& a, const Tensor& b) {
-  AM_CHECK(a.shape() == b.shape() && a.dtype() == b.dtype(), "gradient sum of ", a.describe(), " and ",
-           b.describe());
+  AM_CHECK(a.shape() == b.shape() && a.dtype() == b.dtype(), "gradient sum of ", a.describe(), " and ", b.describe());
   Tensor ac = a.is_contiguous() ? a : contiguous_copy(a);
   Tensor bc = b.is_contiguous() ? b : contiguous_copy(b);
   Tensor out = Tensor::empty(a.shape(), a.dtype());

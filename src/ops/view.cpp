@@ -48,10 +48,8 @@ Tensor copy_to_contiguous(const Tensor& x) {
 }  // namespace
 
 void copy_into(const Tensor& dst, const Tensor& src) {
-  AM_CHECK(dst.shape() == src.shape(), "copy_into: shape ", shape_str(src.shape()), " into ",
-           shape_str(dst.shape()));
-  AM_CHECK(dst.dtype() == src.dtype(), "copy_into: dtype ", dtype_name(src.dtype()), " into ",
-           dtype_name(dst.dtype()));
+  AM_CHECK(dst.shape() == src.shape(), "copy_into: shape ", shape_str(src.shape()), " into ", shape_str(dst.shape()));
+  AM_CHECK(dst.dtype() == src.dtype(), "copy_into: dtype ", dtype_name(src.dtype()), " into ", dtype_name(dst.dtype()));
   check_cpu(dst, "copy_into");
   check_cpu(src, "copy_into");
   cpu::strided_copy(src.raw_data(), src.strides().data(), dst.raw_data(), dst.strides().data(), src.shape().data(),
@@ -84,8 +82,8 @@ Tensor reshape(const Tensor& x, Shape shape) {
     }
   }
   if (infer >= 0) {
-    AM_CHECK(known > 0 && x.numel() % known == 0, "reshape: cannot infer -1 in ", shape_str(shape),
-             " for ", x.numel(), " elements");
+    AM_CHECK(known > 0 && x.numel() % known == 0, "reshape: cannot infer -1 in ", shape_str(shape), " for ", x.numel(),
+             " elements");
     shape[size_t(infer)] = x.numel() / known;
   }
   AM_CHECK(shape_numel(shape) == x.numel(), "reshape: shape ", shape_str(shape), " does not fit a tensor of shape ",

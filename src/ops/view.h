@@ -7,8 +7,8 @@
 
 namespace automodel::ops {
 
-Tensor contiguous(const Tensor& x);  // x itself when already contiguous
-Tensor clone(const Tensor& x);       // always a fresh contiguous copy
+Tensor contiguous(const Tensor& x);            // x itself when already contiguous
+Tensor clone(const Tensor& x);                 // always a fresh contiguous copy
 Tensor reshape(const Tensor& x, Shape shape);  // one dim may be -1
 Tensor transpose(const Tensor& x, int64_t dim0, int64_t dim1);
 Tensor permute(const Tensor& x, const std::vector<int64_t>& dims);

@@ -46,7 +46,7 @@ void embedding_backward(const I* ids, int64_t n, const T* grad, int64_t vocab, i
   const int64_t groups = int64_t(starts.size()) - 1;
   const int64_t grain = std::max<int64_t>(1, (1 << 14) / std::max<int64_t>(hidden, 1));
   parallel_for(groups, grain, [&](int64_t gb, int64_t ge) {
-    std::vector<C> acc(size_t(hidden));
+    std::vector<C> acc(static_cast<size_t>(hidden));
     for (int64_t g = gb; g < ge; ++g) {
       std::fill(acc.begin(), acc.end(), C(0));
       for (int64_t k = starts[size_t(g)]; k < starts[size_t(g) + 1]; ++k) {
@@ -64,8 +64,8 @@ void embedding_backward(const I* ids, int64_t n, const T* grad, int64_t vocab, i
 template int64_t embedding_first_bad_id<int32_t>(const int32_t*, int64_t, int64_t);
 template int64_t embedding_first_bad_id<int64_t>(const int64_t*, int64_t, int64_t);
 
-#define AM_EMBEDDING_INSTANTIATE(I, T)                                                               \
-  template void embedding_forward<I, T>(const I*, int64_t, const T*, int64_t, T*);                   \
+#define AM_EMBEDDING_INSTANTIATE(I, T)                                             \
+  template void embedding_forward<I, T>(const I*, int64_t, const T*, int64_t, T*); \
   template void embedding_backward<I, T>(const I*, int64_t, const T*, int64_t, int64_t, int64_t, T*);
 AM_EMBEDDING_INSTANTIATE(int32_t, float)
 AM_EMBEDDING_INSTANTIATE(int32_t, double)

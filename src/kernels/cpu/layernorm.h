@@ -9,8 +9,8 @@ namespace automodel::cpu {
 
 // w and b may be null. Writes y and the per-row mean and rstd.
 template <class T>
-void layernorm_forward(const T* x, const T* w, const T* b, T* y, compute_t<T>* mean, compute_t<T>* rstd,
-                       int64_t rows, int64_t hidden, double eps);
+void layernorm_forward(const T* x, const T* w, const T* b, T* y, compute_t<T>* mean, compute_t<T>* rstd, int64_t rows,
+                       int64_t hidden, double eps);
 
 // Gradients from g = dL/dy; each of dx, dw, db is computed when not null (dw/db summed over rows
 // with per-thread partial sums, in a fixed order).

@@ -6,39 +6,9 @@
 #include <vector>
 
 #include "core/threads.h"
+#include "kernels/cpu/row_partials.h"
 
 namespace automodel::cpu {
-
-namespace {
-
-// Runs fn(row, acc) for every row in parallel. Rows are split into fixed contiguous chunks, each
-// with its own zeroed buffer of `width` sums (acc); the buffers [chunks, width] are returned so the
-// caller can reduce them in chunk order, which keeps the result independent of scheduling.
-template <class C, class F>
-std::vector<C> rows_with_partials(int64_t rows, int64_t width, int64_t hidden, F&& fn) {
-  const int64_t grain_rows = std::max<int64_t>(1, 4096 / std::max<int64_t>(hidden, 1));
-  const int64_t chunks =
-      std::max<int64_t>(1, std::min<int64_t>(num_threads(), (rows + grain_rows - 1) / grain_rows));
-  std::vector<C> partial(size_t(chunks * width), C(0));
-#pragma omp parallel for schedule(static) if (chunks > 1)
-  for (int64_t c = 0; c < chunks; ++c) {
-    C* acc = width ? partial.data() + c * width : nullptr;
-    for (int64_t r = rows * c / chunks; r < rows * (c + 1) / chunks; ++r) fn(r, acc);
-  }
-  return partial;
-}
-
-template <class C, class T>
-void reduce_partials(const std::vector<C>& partial, int64_t chunks_width, int64_t offset, int64_t n, T* out) {
-  const int64_t chunks = chunks_width ? int64_t(partial.size()) / chunks_width : 0;
-  for (int64_t h = 0; h < n; ++h) {
-    C s = 0;
-    for (int64_t c = 0; c < chunks; ++c) s += partial[size_t(c * chunks_width + offset + h)];
-    out[h] = from_compute<T>(s);
-  }
-}
-
-}  // namespace
 
 template <class T>
 void rmsnorm_forward(const T* x, const T* w, T* y, compute_t<T>* rstd, int64_t rows, int64_t hidden, double eps,
@@ -117,10 +87,9 @@ void rmsnorm_backward(const T* g, const T* x, const T* w, const compute_t<T>* rs
   if (want_dw) reduce_partials(partial, width, 0, hidden, dw);
 }
 
-#define AM_RMSNORM_INSTANTIATE(T)                                                                                  \
-  template void rmsnorm_forward<T>(const T*, const T*, T*, compute_t<T>*, int64_t, int64_t, double, bool);        \
-  template void rmsnorm_backward<T>(const T*, const T*, const T*, const compute_t<T>*, T*, T*, int64_t, int64_t, \
-                                    bool);
+#define AM_RMSNORM_INSTANTIATE(T)                                                                          \
+  template void rmsnorm_forward<T>(const T*, const T*, T*, compute_t<T>*, int64_t, int64_t, double, bool); \
+  template void rmsnorm_backward<T>(const T*, const T*, const T*, const compute_t<T>*, T*, T*, int64_t, int64_t, bool);
 AM_RMSNORM_INSTANTIATE(float)
 AM_RMSNORM_INSTANTIATE(double)
 AM_RMSNORM_INSTANTIATE(bf16)

@@ -34,14 +34,22 @@ Tensor read_npy(const std::string& path, const std::string& as) {
   for (auto it = std::sregex_iterator(dims.begin(), dims.end(), num); it != std::sregex_iterator(); ++it)
     shape.push_back(std::stoll(it->str()));
   DType dt;
-  if (descr == "<f4") dt = DType::f32;
-  else if (descr == "<f8") dt = DType::f64;
-  else if (descr == "<i4") dt = DType::i32;
-  else if (descr == "<i8") dt = DType::i64;
-  else if (descr == "|b1") dt = DType::b8;
-  else if (descr == "<u2" && as == "bf16") dt = DType::bf16;
-  else if (descr == "<u2" && as == "f16") dt = DType::f16;
-  else throw Error("unsupported npy dtype " + descr, path);
+  if (descr == "<f4")
+    dt = DType::f32;
+  else if (descr == "<f8")
+    dt = DType::f64;
+  else if (descr == "<i4")
+    dt = DType::i32;
+  else if (descr == "<i8")
+    dt = DType::i64;
+  else if (descr == "|b1")
+    dt = DType::b8;
+  else if (descr == "<u2" && as == "bf16")
+    dt = DType::bf16;
+  else if (descr == "<u2" && as == "f16")
+    dt = DType::f16;
+  else
+    throw Error("unsupported npy dtype " + descr, path);
   Tensor t = Tensor::empty(shape, dt);
   in.read(static_cast<char*>(t.raw_data()), std::streamsize(t.nbytes()));
   AM_CHECK(in, "truncated data in ", path);

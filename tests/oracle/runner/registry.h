@@ -30,5 +30,4 @@ struct RegisterOp {
 #define ORACLE_CAT2(a, b) a##b
 #define ORACLE_CAT(a, b) ORACLE_CAT2(a, b)
 // ORACLE_OP("name", [](const OpCall& c) -> std::vector<Tensor> { ... });
-#define ORACLE_OP(name, ...) \
-  static ::automodel::oracle::RegisterOp ORACLE_CAT(oracle_op_, __LINE__)(name, __VA_ARGS__)
+#define ORACLE_OP(name, ...) static ::automodel::oracle::RegisterOp ORACLE_CAT(oracle_op_, __LINE__)(name, __VA_ARGS__)

@@ -1,0 +1,656 @@
+#include "kernels/cpu/attention.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <limits>
+
+#include "core/allocator.h"
+
+namespace automodel::cpu {
+
+namespace {
+
+// Query rows and keys per tile. Per-thread scratch is a handful of 64 x 64 / 64 x head_dim tiles.
+constexpr int64_t kTile = 64;
+constexpr int kRowBlock = 4;  // rows of the GEMM micro-kernel; tiles are padded to a multiple of it
+
+// 64-byte vectors (one AVX-512 register; lowered to narrower registers elsewhere).
+typedef float vf32 __attribute__((vector_size(64)));
+typedef double vf64 __attribute__((vector_size(64)));
+typedef int32_t vi32 __attribute__((vector_size(64)));
+
+template <class C>
+struct Simd;
+template <>
+struct Simd<float> {
+  using V = vf32;
+  static constexpr int64_t W = 16;
+};
+template <>
+struct Simd<double> {
+  using V = vf64;
+  static constexpr int64_t W = 8;
+};
+
+inline int64_t round_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
+
+// Below this many multiply-adds a call runs on one thread: waking a team costs more than it saves.
+constexpr double kParallelWork = 1 << 18;
+
+template <class V, class C>
+inline V splat(C c) {
+  return V{} + c;
+}
+
+// ---------------------------------------------------------------------------------------------
+// GEMM on tiles: c[M, N] (+)= sum_k a(i, k) * b[k, :] with a(i, k) = a[i * a_si + k * a_sk], so one
+// routine covers A, A^T and the K-transposed layouts. b and c rows are W-aligned with N % W == 0,
+// M % kRowBlock == 0. The micro-kernel keeps a kRowBlock x (NV * W) block of c in registers.
+
+template <class C, int NV, bool ACC>
+inline void micro_kernel(int64_t K, const C* a, int64_t a_si, int64_t a_sk, const C* b, int64_t ldb, C* c,
+                         int64_t ldc) {
+  using V = typename Simd<C>::V;
+  constexpr int64_t W = Simd<C>::W;
+  V acc[kRowBlock][NV];
+#pragma GCC unroll 4
+  for (int i = 0; i < kRowBlock; ++i)
+#pragma GCC unroll 4
+    for (int v = 0; v < NV; ++v) acc[i][v] = ACC ? *reinterpret_cast<const V*>(c + i * ldc + v * W) : V{};
+  for (int64_t kk = 0; kk < K; ++kk) {
+    const C* bk = b + kk * ldb;
+    V bv[NV];
+#pragma GCC unroll 4
+    for (int v = 0; v < NV; ++v) {
+      bv[v] = *reinterpret_cast<const V*>(bk + v * W);
+#if defined(__AVX512F__) && defined(__GNUC__)
+      // Keep b in registers: otherwise GCC folds the load into every row's FMA, and the kernel
+      // becomes load-bound (measured ~20% slower).
+      asm("" : "+v"(bv[v]));
+#endif
+    }
+    const C* ak = a + kk * a_sk;
+#pragma GCC unroll 4
+    for (int i = 0; i < kRowBlock; ++i) {
+      C av = ak[i * a_si];
+#pragma GCC unroll 4
+      for (int v = 0; v < NV; ++v) acc[i][v] += av * bv[v];
+    }
+  }
+#pragma GCC unroll 4
+  for (int i = 0; i < kRowBlock; ++i)
+#pragma GCC unroll 4
+    for (int v = 0; v < NV; ++v) *reinterpret_cast<V*>(c + i * ldc + v * W) = acc[i][v];
+}
+
+template <class C, bool ACC>
+void gemm(int64_t M, int64_t N, int64_t K, const C* a, int64_t a_si, int64_t a_sk, const C* b, int64_t ldb, C* c,
+          int64_t ldc) {
+  constexpr int64_t W = Simd<C>::W;
+  for (int64_t n0 = 0; n0 < N; n0 += 4 * W) {
+    int64_t nv = std::min<int64_t>(4, (N - n0) / W);
+    for (int64_t i0 = 0; i0 < M; i0 += kRowBlock) {
+      const C* ai = a + i0 * a_si;
+      const C* bn = b + n0;
+      C* ci = c + i0 * ldc + n0;
+      switch (nv) {
+        case 4: micro_kernel<C, 4, ACC>(K, ai, a_si, a_sk, bn, ldb, ci, ldc); break;
+        case 3: micro_kernel<C, 3, ACC>(K, ai, a_si, a_sk, bn, ldb, ci, ldc); break;
+        case 2: micro_kernel<C, 2, ACC>(K, ai, a_si, a_sk, bn, ldb, ci, ldc); break;
+        default: micro_kernel<C, 1, ACC>(K, ai, a_si, a_sk, bn, ldb, ci, ldc); break;
+      }
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// exp and tanh over rows of kTile values. float: vectorised Cephes-style approximations (about
+// 1 ulp); double: the C library (the f64 path exists for gradient checks).
+
+__attribute__((always_inline)) inline vf32 exp_vec(vf32 x) {
+  const vf32 hi = splat<vf32>(88.0f), lo = splat<vf32>(-87.33654475f);
+  vi32 under = x < lo;  // also -inf: exp is 0
+  x = x > hi ? hi : x;
+  x = x < lo ? lo : x;
+  vf32 t = x * 1.44269504088896341f + 12582912.0f;  // round(x / ln 2) by the 1.5 * 2^23 trick
+  vf32 n = t - 12582912.0f;
+  vf32 r = x - n * 0.693359375f;
+  r = r - n * -2.12194440e-4f;
+  vf32 p = splat<vf32>(1.9875691500e-4f);
+  p = p * r + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  vf32 y = p * (r * r) + r + 1.0f;
+  vi32 bits = (__builtin_convertvector(n, vi32) + 127) << 23;
+  vf32 pow2;
+  std::memcpy(&pow2, &bits, sizeof(pow2));
+  y = y * pow2;
+  return under ? vf32{} : y;
+}
+
+__attribute__((always_inline)) inline vf32 tanh_vec(vf32 x) {
+  vf32 ax = x < 0.0f ? -x : x;
+  vf32 z = x * x;
+  vf32 p = splat<vf32>(-5.70498872745e-3f);
+  p = p * z + 2.06390887954e-2f;
+  p = p * z - 5.37397155531e-2f;
+  p = p * z + 1.33314422036e-1f;
+  p = p * z - 3.33332819422e-1f;
+  vf32 small = p * z * x + x;
+  vf32 big = 1.0f - 2.0f / (exp_vec(ax + ax) + 1.0f);
+  big = x < 0.0f ? -big : big;
+  return ax < 0.625f ? small : big;
+}
+
+// x[c] = exp(x[c] - sub) for c < kTile; returns the sum.
+inline float exp_sub_sum(float* x, float sub) {
+  vf32 sum{};
+  for (int64_t c = 0; c < kTile; c += 16) {
+    vf32* p = reinterpret_cast<vf32*>(x + c);
+    *p = exp_vec(*p - sub);
+    sum += *p;
+  }
+  float s = 0;
+  for (int i = 0; i < 16; ++i) s += sum[i];
+  return s;
+}
+inline double exp_sub_sum(double* x, double sub) {
+  double s = 0;
+  for (int64_t c = 0; c < kTile; ++c) {
+    x[c] = std::exp(x[c] - sub);
+    s += x[c];
+  }
+  return s;
+}
+
+// Elementwise over n values (n % W == 0): x = exp(x - sub), and sum += x when sum is not null.
+inline void exp_sub_vec(float* x, const float* sub, float* sum, int64_t n) {
+  for (int64_t i = 0; i < n; i += 16) {
+    vf32* p = reinterpret_cast<vf32*>(x + i);
+    *p = exp_vec(*p - *reinterpret_cast<const vf32*>(sub + i));
+    if (sum) *reinterpret_cast<vf32*>(sum + i) += *p;
+  }
+}
+inline void exp_sub_vec(double* x, const double* sub, double* sum, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) {
+    x[i] = std::exp(x[i] - sub[i]);
+    if (sum) sum[i] += x[i];
+  }
+}
+
+// s = cap * tanh(s / cap) over n values (n % W == 0); dcap = 1 - tanh^2 (the derivative) when
+// dcap is not null.
+inline void softcap_row(float* s, float* dcap, float cap, int64_t n) {
+  for (int64_t c = 0; c < n; c += 16) {
+    vf32* p = reinterpret_cast<vf32*>(s + c);
+    vf32 t = tanh_vec(*p * (1.0f / cap));
+    *p = t * cap;
+    if (dcap) *reinterpret_cast<vf32*>(dcap + c) = 1.0f - t * t;
+  }
+}
+inline void softcap_row(double* s, double* dcap, double cap, int64_t n) {
+  for (int64_t c = 0; c < n; ++c) {
+    double t = std::tanh(s[c] / cap);
+    s[c] = t * cap;
+    if (dcap) dcap[c] = 1 - t * t;
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Geometry of one call and the tile loaders.
+
+template <class T>
+struct Geometry {
+  using C = compute_t<T>;
+  static constexpr int64_t W = Simd<C>::W;
+  int64_t B, Tq, Tk, Hq, Hkv, D, Dv, G, off, Dp, Dvp;
+  C scale, cap;
+  bool causal;
+  int64_t window;
+  const int64_t* ids;
+
+  explicit Geometry(const AttentionShape& s)
+      : B(s.batch),
+        Tq(s.q_len),
+        Tk(s.kv_len),
+        Hq(s.q_heads),
+        Hkv(s.kv_heads),
+        D(s.head_dim),
+        Dv(s.v_head_dim),
+        G(s.kv_heads > 0 ? s.q_heads / s.kv_heads : 1),
+        off(s.kv_len - s.q_len),
+        Dp(round_up(s.head_dim, W)),
+        Dvp(round_up(s.v_head_dim, W)),
+        scale(C(s.scale)),
+        cap(C(s.softcap)),
+        causal(s.causal),
+        window(s.window > s.kv_len ? 0 : s.window),  // a window longer than the keys masks nothing
+        ids(s.seq_ids) {}
+
+  // Keys [lo, hi) that some query in rows [i0, i0 + nq) may see (causal / window bounds only).
+  void key_range(int64_t i0, int64_t nq, int64_t& lo, int64_t& hi) const {
+    lo = window > 0 ? std::max<int64_t>(0, i0 + off - window + 1) : 0;
+    hi = causal ? std::min(Tk, i0 + nq + off) : Tk;
+  }
+  // Query rows [lo, hi) that may see some key in [j0, j0 + nk).
+  void query_range(int64_t j0, int64_t nk, int64_t& lo, int64_t& hi) const {
+    lo = causal ? std::max<int64_t>(0, j0 - off) : 0;
+    hi = window > 0 ? std::min(Tq, j0 + nk - 1 + window - off) : Tq;
+  }
+  // False when no query row of the tile shares a sequence id with any key of it (ranges disjoint).
+  bool ids_overlap(int64_t b, int64_t i0, int64_t nq, int64_t j0, int64_t nk) const {
+    if (!ids) return true;
+    const int64_t* row = ids + b * Tk;
+    auto [qmin, qmax] = std::minmax_element(row + i0 + off, row + i0 + off + nq);
+    auto [kmin, kmax] = std::minmax_element(row + j0, row + j0 + nk);
+    return !(*qmax < *kmin || *kmax < *qmin);
+  }
+  // Whether some (query, key) pair of the tile is masked by causality, the window or the ids.
+  bool tile_needs_mask(int64_t i0, int64_t nq, int64_t j0, int64_t nk) const {
+    if (ids) return true;
+    if (causal && j0 + nk - 1 > i0 + off) return true;
+    if (window > 0 && i0 + nq - 1 + off - j0 >= window) return true;
+    return false;
+  }
+
+  // dst[r, d] = mult * x[b, t0 + r, h, d] (x is [B, len, H, width]) for r < n; zeros up to rows mr
+  // and columns ldd.
+  void load_rows(const T* x, int64_t b, int64_t h, int64_t t0, int64_t n, int64_t mr, int64_t len, int64_t H,
+                 int64_t width, int64_t ldd, C mult, C* dst) const {
+    for (int64_t r = 0; r < mr; ++r) {
+      C* o = dst + r * ldd;
+      if (r < n) {
+        const T* src = x + ((b * len + t0 + r) * H + h) * width;
+#pragma omp simd
+        for (int64_t d = 0; d < width; ++d) o[d] = mult * C(to_compute(src[d]));
+        for (int64_t d = width; d < ldd; ++d) o[d] = 0;
+      } else {
+        std::fill(o, o + ldd, C(0));
+      }
+    }
+  }
+  // Transposed: dst[d, r] (row stride kTile) = mult * x[b, t0 + r, h, d] for r < n, zero for
+  // n <= r < kTile.
+  void load_transposed(const T* x, int64_t b, int64_t h, int64_t t0, int64_t n, int64_t len, int64_t H, int64_t width,
+                       C mult, C* dst) const {
+    for (int64_t r = 0; r < kTile; ++r) {
+      if (r < n) {
+        const T* src = x + ((b * len + t0 + r) * H + h) * width;
+        for (int64_t d = 0; d < width; ++d) dst[d * kTile + r] = mult * C(to_compute(src[d]));
+      } else {
+        for (int64_t d = 0; d < width; ++d) dst[d * kTile + r] = 0;
+      }
+    }
+  }
+  // Sequence ids of positions p0 + r (0 without ids, and for r >= n).
+  void load_ids(int64_t b, int64_t p0, int64_t n, int64_t* out) const {
+    for (int64_t r = 0; r < kTile; ++r) out[r] = ids && r < n ? ids[b * Tk + p0 + r] : 0;
+  }
+
+  // Query-major score tile S[r, c] for queries i0 + r (r < mr) and keys j0 + c (c < kTile):
+  // pre-scaled q . k, soft-capped (dcap = 1 - tanh^2 when not null), -inf where masked (rows
+  // r < nq; columns c >= nk are always masked).
+  void scores_qk(const C* qs, const C* kt, const int64_t* kid, const int64_t* qid, int64_t i0, int64_t nq, int64_t mr,
+                 int64_t j0, int64_t nk, C* S, C* dcap) const {
+    gemm<C, false>(mr, kTile, D, qs, Dp, 1, kt, kTile, S, kTile);
+    if (cap > 0)
+      for (int64_t r = 0; r < mr; ++r) softcap_row(S + r * kTile, dcap ? dcap + r * kTile : nullptr, cap, kTile);
+    if (nk == kTile && !tile_needs_mask(i0, nq, j0, nk)) return;
+    const C neg_inf = -std::numeric_limits<C>::infinity();
+    for (int64_t r = 0; r < nq; ++r) {
+      const int64_t qp = i0 + r + off;
+      const int64_t lo = window > 0 ? qp - window + 1 - j0 : 0;
+      const int64_t hi = causal ? std::min(nk, qp - j0 + 1) : nk;
+      const int64_t id = qid[r];
+      C* s = S + r * kTile;
+#pragma omp simd
+      for (int64_t c = 0; c < kTile; ++c) s[c] = (c < lo || c >= hi || kid[c] != id) ? neg_inf : s[c];
+    }
+  }
+
+  // Key-major score tile St[c, i] for keys j0 + c (c < mk) and queries i0 + i (i < nqp), from key
+  // rows kn [mk, Dp] and transposed pre-scaled queries qt [D, kTile]; -inf where masked (rows
+  // c < nk; padding rows and columns are left to the caller).
+  void scores_kq(const C* kn, const C* qt, const int64_t* kid, const int64_t* qid, int64_t i0, int64_t nq, int64_t nqp,
+                 int64_t j0, int64_t nk, int64_t mk, C* St, C* dcap) const {
+    gemm<C, false>(mk, nqp, D, kn, Dp, 1, qt, kTile, St, kTile);
+    if (cap > 0)
+      for (int64_t c = 0; c < nk; ++c) softcap_row(St + c * kTile, dcap ? dcap + c * kTile : nullptr, cap, nqp);
+    if (!tile_needs_mask(i0, nq, j0, nk)) return;
+    const C neg_inf = -std::numeric_limits<C>::infinity();
+    for (int64_t c = 0; c < nk; ++c) {
+      const int64_t j = j0 + c;
+      const int64_t lo = causal ? j - i0 - off : std::numeric_limits<int64_t>::min();
+      const int64_t hi = window > 0 ? j + window - i0 - off : std::numeric_limits<int64_t>::max();
+      const int64_t id = kid[c];
+      C* s = St + c * kTile;
+#pragma omp simd
+      for (int64_t i = 0; i < nqp; ++i) s[i] = (i < lo || i >= hi || qid[i] != id) ? neg_inf : s[i];
+    }
+  }
+};
+
+// Scratch from the caching allocator (so memory statistics see it), 64-byte aligned: one block per
+// thread carved into tiles, or the per-row delta of backward.
+template <class C>
+class Scratch {
+ public:
+  explicit Scratch(int64_t n)
+      : data_(static_cast<C*>(CachingAllocator::cpu().allocate(size_t(n) * sizeof(C)))), bytes_(size_t(n) * sizeof(C)) {
+    std::fill(data_, data_ + n, C(0));
+  }
+  ~Scratch() { CachingAllocator::cpu().deallocate(data_, bytes_); }
+  Scratch(const Scratch&) = delete;
+  Scratch& operator=(const Scratch&) = delete;
+  // Successive tiles; sizes are multiples of the vector width, so every tile stays aligned.
+  C* take(int64_t n) {
+    C* p = data_ + used_;
+    used_ += n;
+    return p;
+  }
+  C* data() const { return data_; }
+
+ private:
+  C* data_;
+  size_t bytes_;
+  int64_t used_ = 0;
+};
+
+// ---------------------------------------------------------------------------------------------
+
+// Forward: one task per (batch, query head, query tile). Scores are computed key-major
+// (St[key, query] = k . q^T with q transposed once per task), so key and value tiles are plain row
+// copies and the online softmax runs down the columns, vectorised across queries.
+template <class T>
+void forward_impl(const AttentionShape& shape, const T* q, const T* k, const T* v, T* out, compute_t<T>* lse) {
+  using C = compute_t<T>;
+  constexpr int64_t W = Simd<C>::W;
+  const Geometry<T> g(shape);
+  if (g.B == 0 || g.Tq == 0 || g.Hq == 0) return;
+  const int64_t nqt = (g.Tq + kTile - 1) / kTile;
+  const int64_t bh_count = g.B * g.Hq;
+  const int64_t ntasks = bh_count * nqt;
+  const C inf = std::numeric_limits<C>::infinity();
+  const bool parallel = double(g.B * g.Hq) * double(g.Tq) * double(g.Tk) * double(g.D + g.Dv) > kParallelWork;
+
+#pragma omp parallel if (parallel)
+  {
+    Scratch<C> w(g.Dp * kTile + kTile * g.Dp + kTile * g.Dvp + kTile * kTile + kTile * g.Dvp + 6 * kTile);
+    C* qt = w.take(g.Dp * kTile);
+    C* kn = w.take(kTile * g.Dp);
+    C* vn = w.take(kTile * g.Dvp);
+    C* St = w.take(kTile * kTile);
+    C* O = w.take(kTile * g.Dvp);
+    C* m = w.take(kTile);      // running max per query
+    C* l = w.take(kTile);      // running sum per query
+    C* base = w.take(kTile);   // max used for this tile's exponentials (0 while nothing is seen)
+    C* alpha = w.take(kTile);  // rescale of the earlier sum and output
+    C* mx = w.take(kTile);
+    C* tsum = w.take(kTile);
+    int64_t kid[kTile], qid[kTile];
+
+    // Later query tiles see more keys (causal): hand them out first.
+#pragma omp for schedule(dynamic, 1)
+    for (int64_t task = 0; task < ntasks; ++task) {
+      const int64_t qtile = nqt - 1 - task / bh_count;
+      const int64_t b = (task % bh_count) / g.Hq, h = task % g.Hq, hk = h / g.G;
+      const int64_t i0 = qtile * kTile, nq = std::min(kTile, g.Tq - i0);
+      const int64_t mr = round_up(nq, kRowBlock), nqp = round_up(nq, W);
+      g.load_transposed(q, b, h, i0, nq, g.Tq, g.Hq, g.D, g.scale, qt);
+      g.load_ids(b, i0 + g.off, nq, qid);
+      std::fill(O, O + mr * g.Dvp, C(0));
+      std::fill(m, m + kTile, -inf);
+      std::fill(l, l + kTile, C(0));
+      int64_t klo, khi;
+      g.key_range(i0, nq, klo, khi);
+      for (int64_t j0 = klo; j0 < khi; j0 += kTile) {
+        const int64_t nk = std::min(kTile, khi - j0), mk = round_up(nk, kRowBlock);
+        if (!g.ids_overlap(b, i0, nq, j0, nk)) continue;
+        g.load_rows(k, b, hk, j0, nk, mk, g.Tk, g.Hkv, g.D, g.Dp, C(1), kn);
+        g.load_rows(v, b, hk, j0, nk, nk, g.Tk, g.Hkv, g.Dv, g.Dvp, C(1), vn);
+        g.load_ids(b, j0, nk, kid);
+        g.scores_kq(kn, qt, kid, qid, i0, nq, nqp, j0, nk, mk, St, nullptr);
+        std::fill(mx, mx + nqp, -inf);
+        for (int64_t c = 0; c < nk; ++c) {
+          const C* s = St + c * kTile;
+#pragma omp simd
+          for (int64_t i = 0; i < nqp; ++i) mx[i] = std::max(mx[i], s[i]);
+        }
+#pragma omp simd
+        for (int64_t i = 0; i < nqp; ++i) {
+          const C m_new = std::max(m[i], mx[i]);
+          base[i] = m_new == -inf ? C(0) : m_new;
+          alpha[i] = m[i];  // exp(m - base) below; exp(-inf) = 0
+          m[i] = m_new;
+          tsum[i] = 0;
+        }
+        exp_sub_vec(alpha, base, nullptr, nqp);
+        for (int64_t c = 0; c < nk; ++c) exp_sub_vec(St + c * kTile, base, tsum, nqp);
+#pragma omp simd
+        for (int64_t i = 0; i < nqp; ++i) l[i] = l[i] * alpha[i] + tsum[i];
+        for (int64_t i = 0; i < mr; ++i) {
+          if (alpha[i] == C(1)) continue;
+          C* o = O + i * g.Dvp;
+          const C a = alpha[i];
+#pragma omp simd
+          for (int64_t d = 0; d < g.Dvp; ++d) o[d] *= a;
+        }
+        gemm<C, true>(mr, g.Dvp, nk, St, 1, kTile, vn, g.Dvp, O, g.Dvp);  // O += P V
+      }
+      for (int64_t r = 0; r < nq; ++r) {
+        T* dst = out + ((b * g.Tq + i0 + r) * g.Hq + h) * g.Dv;
+        const C* o = O + r * g.Dvp;
+        const C inv = l[r] > 0 ? C(1) / l[r] : C(0);
+        for (int64_t d = 0; d < g.Dv; ++d) dst[d] = from_compute<T>(o[d] * inv);
+        lse[(b * g.Hq + h) * g.Tq + i0 + r] = l[r] > 0 ? m[r] + C(std::log(l[r])) : inf;
+      }
+    }
+  }
+}
+
+// Backward. delta[b, h, i] = sum_d dout * out; with P = exp(S - lse) recomputed per tile,
+// dP = dO V^T and dS = P * (dP - delta) * (1 - tanh^2 when soft-capped), the gradients are
+// dV = P^T dO, dK = dS^T (scale q), dQ = scale * dS K. Two passes keep every write private to its
+// task: dK/dV per (batch, kv head, key tile) summing over the group's query heads, then dQ per
+// (batch, query head, query tile).
+template <class T>
+void backward_impl(const AttentionShape& shape, const T* q, const T* k, const T* v, const T* out, const T* dout,
+                   const compute_t<T>* lse, T* dq, T* dk, T* dv) {
+  using C = compute_t<T>;
+  constexpr int64_t W = Simd<C>::W;
+  const Geometry<T> g(shape);
+  const C inf = std::numeric_limits<C>::infinity();
+  const int64_t nqt = (g.Tq + kTile - 1) / kTile, nkt = (g.Tk + kTile - 1) / kTile;
+  const bool parallel = double(g.B * g.Hq) * double(g.Tq) * double(g.Tk) * double(g.D + g.Dv) > kParallelWork;
+  if (g.B == 0 || g.Hq == 0) return;
+
+  Scratch<C> delta_buf(std::max<int64_t>(1, g.B * g.Hq * g.Tq));
+  C* delta = delta_buf.data();
+  const int64_t rows = g.B * g.Tq * g.Hq;
+#pragma omp parallel for schedule(static) if (parallel)
+  for (int64_t row = 0; row < rows; ++row) {
+    const int64_t b = row / (g.Tq * g.Hq), i = (row / g.Hq) % g.Tq, h = row % g.Hq;
+    const T* o = out + row * g.Dv;
+    const T* go = dout + row * g.Dv;
+    C acc = 0;
+    for (int64_t d = 0; d < g.Dv; ++d) acc += C(to_compute(o[d])) * C(to_compute(go[d]));
+    delta[(b * g.Hq + h) * g.Tq + i] = acc;
+  }
+  // lse and delta of query rows i0 + r; padding rows get lse = +inf (P = 0) and delta = 0.
+  auto load_row_stats = [&](int64_t b, int64_t h, int64_t i0, int64_t nq, C* lse_rows, C* delta_rows) {
+    for (int64_t r = 0; r < kTile; ++r) {
+      const int64_t idx = (b * g.Hq + h) * g.Tq + i0 + r;
+      lse_rows[r] = r < nq ? C(lse[idx]) : inf;
+      delta_rows[r] = r < nq ? delta[idx] : C(0);
+    }
+  };
+
+  // Pass 1: dK and dV, query-major tiles S[query, key] against the key tile's transposed K and V
+  // (transposed once per task).
+  if (dk && dv && g.B * g.Hkv * nkt > 0) {
+    const int64_t ntasks = g.B * g.Hkv * nkt;
+#pragma omp parallel if (parallel)
+    {
+      Scratch<C> w(kTile * g.Dp + kTile * g.Dvp + g.Dp * kTile + g.Dvp * kTile + 3 * kTile * kTile + kTile * g.Dp +
+                   kTile * g.Dvp + 2 * kTile);
+      C* qs = w.take(kTile * g.Dp);
+      C* dO = w.take(kTile * g.Dvp);
+      C* kt = w.take(g.Dp * kTile);
+      C* vt = w.take(g.Dvp * kTile);
+      C* S = w.take(kTile * kTile);
+      C* dS = w.take(kTile * kTile);
+      C* dcap = w.take(kTile * kTile);
+      C* dK = w.take(kTile * g.Dp);
+      C* dV = w.take(kTile * g.Dvp);
+      C* lse_rows = w.take(kTile);
+      C* delta_rows = w.take(kTile);
+      int64_t kid[kTile], qid[kTile];
+
+#pragma omp for schedule(dynamic, 1)
+      for (int64_t task = 0; task < ntasks; ++task) {
+        const int64_t ktile = task / (g.B * g.Hkv);  // early key tiles have the most queries (causal)
+        const int64_t b = (task % (g.B * g.Hkv)) / g.Hkv, hk = task % g.Hkv;
+        const int64_t j0 = ktile * kTile, nk = std::min(kTile, g.Tk - j0);
+        std::fill(dK, dK + kTile * g.Dp, C(0));
+        std::fill(dV, dV + kTile * g.Dvp, C(0));
+        int64_t qlo, qhi;
+        g.query_range(j0, nk, qlo, qhi);
+        if (qlo < qhi) {
+          g.load_transposed(k, b, hk, j0, nk, g.Tk, g.Hkv, g.D, C(1), kt);
+          g.load_transposed(v, b, hk, j0, nk, g.Tk, g.Hkv, g.Dv, C(1), vt);
+          g.load_ids(b, j0, nk, kid);
+        }
+        for (int64_t h = hk * g.G; h < (hk + 1) * g.G; ++h) {
+          for (int64_t i0 = qlo; i0 < qhi; i0 += kTile) {
+            const int64_t nq = std::min(kTile, qhi - i0), mr = round_up(nq, kRowBlock);
+            if (!g.ids_overlap(b, i0, nq, j0, nk)) continue;
+            g.load_rows(q, b, h, i0, nq, mr, g.Tq, g.Hq, g.D, g.Dp, g.scale, qs);
+            g.load_rows(dout, b, h, i0, nq, mr, g.Tq, g.Hq, g.Dv, g.Dvp, C(1), dO);
+            g.load_ids(b, i0 + g.off, nq, qid);
+            load_row_stats(b, h, i0, nq, lse_rows, delta_rows);
+            g.scores_qk(qs, kt, kid, qid, i0, nq, mr, j0, nk, S, g.cap > 0 ? dcap : nullptr);
+            for (int64_t r = 0; r < mr; ++r) exp_sub_sum(S + r * kTile, lse_rows[r]);  // S becomes P
+            gemm<C, false>(mr, kTile, g.Dv, dO, g.Dvp, 1, vt, kTile, dS, kTile);       // dP = dO V^T
+            for (int64_t r = 0; r < mr; ++r) {
+              const C* p = S + r * kTile;
+              C* ds = dS + r * kTile;
+              const C dr = delta_rows[r];
+              if (g.cap > 0) {
+                const C* dc = dcap + r * kTile;
+#pragma omp simd
+                for (int64_t c = 0; c < kTile; ++c) ds[c] = p[c] * (ds[c] - dr) * dc[c];
+              } else {
+#pragma omp simd
+                for (int64_t c = 0; c < kTile; ++c) ds[c] = p[c] * (ds[c] - dr);
+              }
+            }
+            gemm<C, true>(kTile, g.Dvp, mr, S, 1, kTile, dO, g.Dvp, dV, g.Dvp);  // dV += P^T dO
+            gemm<C, true>(kTile, g.Dp, mr, dS, 1, kTile, qs, g.Dp, dK, g.Dp);    // dK += dS^T (scale q)
+          }
+        }
+        for (int64_t c = 0; c < nk; ++c) {
+          T* dkr = dk + ((b * g.Tk + j0 + c) * g.Hkv + hk) * g.D;
+          T* dvr = dv + ((b * g.Tk + j0 + c) * g.Hkv + hk) * g.Dv;
+          for (int64_t d = 0; d < g.D; ++d) dkr[d] = from_compute<T>(dK[c * g.Dp + d]);
+          for (int64_t d = 0; d < g.Dv; ++d) dvr[d] = from_compute<T>(dV[c * g.Dvp + d]);
+        }
+      }
+    }
+  }
+
+  // Pass 2: dQ, key-major tiles St[key, query] as in forward (q and dO transposed once per task).
+  if (dq && g.Tq > 0) {
+    const int64_t bh_count = g.B * g.Hq;
+    const int64_t ntasks = bh_count * nqt;
+#pragma omp parallel if (parallel)
+    {
+      Scratch<C> w(g.Dp * kTile + g.Dvp * kTile + kTile * g.Dp + kTile * g.Dvp + 3 * kTile * kTile + kTile * g.Dp +
+                   2 * kTile);
+      C* qt = w.take(g.Dp * kTile);
+      C* dOt = w.take(g.Dvp * kTile);
+      C* kn = w.take(kTile * g.Dp);
+      C* vn = w.take(kTile * g.Dvp);
+      C* St = w.take(kTile * kTile);
+      C* dSt = w.take(kTile * kTile);
+      C* dcap = w.take(kTile * kTile);
+      C* dQ = w.take(kTile * g.Dp);
+      C* lse_cols = w.take(kTile);
+      C* delta_cols = w.take(kTile);
+      int64_t kid[kTile], qid[kTile];
+
+#pragma omp for schedule(dynamic, 1)
+      for (int64_t task = 0; task < ntasks; ++task) {
+        const int64_t qtile = nqt - 1 - task / bh_count;
+        const int64_t b = (task % bh_count) / g.Hq, h = task % g.Hq, hk = h / g.G;
+        const int64_t i0 = qtile * kTile, nq = std::min(kTile, g.Tq - i0);
+        const int64_t mr = round_up(nq, kRowBlock), nqp = round_up(nq, W);
+        g.load_transposed(q, b, h, i0, nq, g.Tq, g.Hq, g.D, g.scale, qt);
+        g.load_transposed(dout, b, h, i0, nq, g.Tq, g.Hq, g.Dv, C(1), dOt);
+        g.load_ids(b, i0 + g.off, nq, qid);
+        load_row_stats(b, h, i0, nq, lse_cols, delta_cols);
+        std::fill(dQ, dQ + mr * g.Dp, C(0));
+        int64_t klo, khi;
+        g.key_range(i0, nq, klo, khi);
+        for (int64_t j0 = klo; j0 < khi; j0 += kTile) {
+          const int64_t nk = std::min(kTile, khi - j0), mk = round_up(nk, kRowBlock);
+          if (!g.ids_overlap(b, i0, nq, j0, nk)) continue;
+          g.load_rows(k, b, hk, j0, nk, mk, g.Tk, g.Hkv, g.D, g.Dp, C(1), kn);
+          g.load_rows(v, b, hk, j0, nk, mk, g.Tk, g.Hkv, g.Dv, g.Dvp, C(1), vn);
+          g.load_ids(b, j0, nk, kid);
+          g.scores_kq(kn, qt, kid, qid, i0, nq, nqp, j0, nk, mk, St, g.cap > 0 ? dcap : nullptr);
+          for (int64_t c = 0; c < nk; ++c) exp_sub_vec(St + c * kTile, lse_cols, nullptr, nqp);  // St becomes P^T
+          gemm<C, false>(mk, nqp, g.Dv, vn, g.Dvp, 1, dOt, kTile, dSt, kTile);                   // dP^T = V dO^T
+          for (int64_t c = 0; c < nk; ++c) {
+            const C* p = St + c * kTile;
+            C* ds = dSt + c * kTile;
+            if (g.cap > 0) {
+              const C* dc = dcap + c * kTile;
+#pragma omp simd
+              for (int64_t i = 0; i < nqp; ++i) ds[i] = p[i] * (ds[i] - delta_cols[i]) * dc[i];
+            } else {
+#pragma omp simd
+              for (int64_t i = 0; i < nqp; ++i) ds[i] = p[i] * (ds[i] - delta_cols[i]);
+            }
+          }
+          gemm<C, true>(mr, g.Dp, nk, dSt, 1, kTile, kn, g.Dp, dQ, g.Dp);  // dQ += dS K
+        }
+        for (int64_t r = 0; r < nq; ++r) {
+          T* dst = dq + ((b * g.Tq + i0 + r) * g.Hq + h) * g.D;
+          for (int64_t d = 0; d < g.D; ++d) dst[d] = from_compute<T>(dQ[r * g.Dp + d] * g.scale);
+        }
+      }
+    }
+  }
+}
+
+}  // namespace
+
+void attention_forward(const AttentionShape& s, const float* q, const float* k, const float* v, float* out,
+                       float* lse) {
+  forward_impl(s, q, k, v, out, lse);
+}
+void attention_forward(const AttentionShape& s, const double* q, const double* k, const double* v, double* out,
+                       double* lse) {
+  forward_impl(s, q, k, v, out, lse);
+}
+void attention_forward(const AttentionShape& s, const bf16* q, const bf16* k, const bf16* v, bf16* out, float* lse) {
+  forward_impl(s, q, k, v, out, lse);
+}
+
+void attention_backward(const AttentionShape& s, const float* q, const float* k, const float* v, const float* out,
+                        const float* dout, const float* lse, float* dq, float* dk, float* dv) {
+  backward_impl(s, q, k, v, out, dout, lse, dq, dk, dv);
+}
+void attention_backward(const AttentionShape& s, const double* q, const double* k, const double* v, const double* out,
+                        const double* dout, const double* lse, double* dq, double* dk, double* dv) {
+  backward_impl(s, q, k, v, out, dout, lse, dq, dk, dv);
+}
+void attention_backward(const AttentionShape& s, const bf16* q, const bf16* k, const bf16* v, const bf16* out,
+                        const bf16* dout, const float* lse, bf16* dq, bf16* dk, bf16* dv) {
+  backward_impl(s, q, k, v, out, dout, lse, dq, dk, dv);
+}
+
+}  // namespace automodel::cpu

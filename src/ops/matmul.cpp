@@ -1,0 +1,401 @@
+#include "ops/matmul.h"
+
+#include <type_traits>
+
+#include "kernels/cpu/cast.h"
+#include "kernels/cpu/gemm.h"
+#include "ops/cast.h"
+#include "ops/dispatch.h"
+#include "ops/graph.h"
+#include "ops/view.h"
+
+namespace automodel::ops {
+
+namespace {
+
+// Scalar type of alpha / beta for a storage type.
+template <class T>
+using scalar_t = std::conditional_t<std::is_same_v<T, double>, double, float>;
+
+// One operand as the GEMM reads it: the stored matrices of `data` (a detached tensor, possibly a
+// contiguous copy), op(stored) = the logical matrix, rows ld apart; batch dims with their strides.
+struct Operand {
+  Tensor data;
+  bool trans = false;
+  int64_t ld = 1;
+  Shape batch_shape, batch_strides;
+};
+
+// x's last two dims are a matrix [R, C] that the op reads as is (t false) or transposed (t true).
+// A row-major matrix keeps the flag; a column-major one (a transposed view) flips it and reads the
+// same memory; anything else is copied.
+Operand make_operand(const Tensor& x, bool t) {
+  Operand op;
+  Tensor d = x.detach();
+  const int64_t n = d.dim(), R = d.shape()[size_t(n - 2)], C = d.shape()[size_t(n - 1)];
+  const int64_t sr = d.strides()[size_t(n - 2)], sc = d.strides()[size_t(n - 1)];
+  const bool empty = d.numel() == 0;
+  if (empty || ((C == 1 || sc == 1) && (R == 1 || sr >= C))) {
+    op.trans = t;
+    op.ld = (R == 1 || empty) ? std::max<int64_t>(C, 1) : sr;
+  } else if ((R == 1 || sr == 1) && (C == 1 || sc >= R)) {
+    op.trans = !t;
+    op.ld = C == 1 ? std::max<int64_t>(R, 1) : sc;
+  } else {
+    d = Tensor::empty(d.shape(), d.dtype());
+    copy_into(d, x.detach());
+    op.trans = t;
+    op.ld = std::max<int64_t>(C, 1);
+  }
+  op.data = d;
+  op.batch_shape.assign(d.shape().begin(), d.shape().end() - 2);
+  op.batch_strides.assign(d.strides().begin(), d.strides().end() - 2);
+  return op;
+}
+
+// The product's batch: for every output batch index, the element offset of each operand's
+// matrix and its linear index in the operand's own batch shape (for gradient reduction).
+struct BatchPlan {
+  Shape out_batch;
+  int64_t count = 1;
+  std::vector<int64_t> a_off, b_off, a_lin, b_lin;
+  int64_t a_count = 1, b_count = 1;  // matrices in each operand's batch
+};
+
+BatchPlan plan_batch(const Operand& a, const Operand& b, const Tensor& ta, const Tensor& tb) {
+  BatchPlan p;
+  const size_t nd = std::max(a.batch_shape.size(), b.batch_shape.size());
+  p.out_batch.assign(nd, 1);
+  // Right-aligned per-dim sizes and strides; broadcast dims get stride 0.
+  std::vector<int64_t> as(nd, 0), bs(nd, 0), al(nd, 0), bl(nd, 0);
+  auto fill = [&](const Operand& o, std::vector<int64_t>& st, std::vector<int64_t>& lin, int64_t& cnt) {
+    const size_t k = o.batch_shape.size();
+    int64_t l = 1;
+    for (size_t i = k; i-- > 0;) {
+      const size_t j = nd - k + i;
+      if (o.batch_shape[i] != 1) {
+        st[j] = o.batch_strides[i];
+        lin[j] = l;
+      }
+      l *= o.batch_shape[i];
+    }
+    cnt = l;
+  };
+  fill(a, as, al, p.a_count);
+  fill(b, bs, bl, p.b_count);
+  for (size_t j = 0; j < nd; ++j) {
+    const int64_t da = j + a.batch_shape.size() >= nd ? a.batch_shape[j + a.batch_shape.size() - nd] : 1;
+    const int64_t db = j + b.batch_shape.size() >= nd ? b.batch_shape[j + b.batch_shape.size() - nd] : 1;
+    if (da != db && da != 1 && db != 1)
+      throw Error(detail::str("matmul: batch dims of a ", ta.describe(), " and b ", tb.describe(),
+                              " do not broadcast (", da, " vs ", db, " in batch dim ", j, ")"),
+                  "matmul", "batch dims must be equal or 1 (or missing on one side)");
+    p.out_batch[j] = da == 1 ? db : da;
+  }
+  p.count = shape_numel(p.out_batch);
+  p.a_off.resize(size_t(p.count));
+  p.b_off.resize(size_t(p.count));
+  p.a_lin.resize(size_t(p.count));
+  p.b_lin.resize(size_t(p.count));
+  std::vector<int64_t> idx(nd, 0);
+  int64_t ao = 0, bo = 0, ali = 0, bli = 0;
+  for (int64_t i = 0; i < p.count; ++i) {
+    p.a_off[size_t(i)] = ao, p.b_off[size_t(i)] = bo, p.a_lin[size_t(i)] = ali, p.b_lin[size_t(i)] = bli;
+    for (size_t j = nd; j-- > 0;) {  // odometer step, updating the offsets incrementally
+      ao += as[j], bo += bs[j], ali += al[j], bli += bl[j];
+      if (++idx[j] < p.out_batch[j]) break;
+      ao -= as[j] * idx[j], bo -= bs[j] * idx[j], ali -= al[j] * idx[j], bli -= bl[j] * idx[j];
+      idx[j] = 0;
+    }
+  }
+  return p;
+}
+
+bool all_equal(const std::vector<int64_t>& v) {
+  for (size_t i = 1; i < v.size(); ++i)
+    if (v[i] != v[0]) return false;
+  return true;
+}
+bool is_identity(const std::vector<int64_t>& v) {
+  for (size_t i = 0; i < v.size(); ++i)
+    if (v[i] != int64_t(i)) return false;
+  return true;
+}
+bool is_progression(const std::vector<int64_t>& v, int64_t step) {
+  for (size_t i = 1; i < v.size(); ++i)
+    if (v[i] - v[i - 1] != step) return false;
+  return true;
+}
+
+// C[c_lin[i]] (+)= op(A_i) @ op(B_i) over the batch, where several i may share one C matrix (a
+// broadcast operand's gradient): such sums run in rounds, the first with beta = 0, the rest
+// accumulating with beta = 1, each round one batched GEMM over distinct C matrices. C has
+// c_count contiguous [M, N] matrices. bf16 sums accumulate in an fp32 buffer, rounded once.
+template <class T>
+void gemm_reduce(bool ta, bool tb, int64_t M, int64_t N, int64_t K, const T* A, const std::vector<int64_t>& a_off,
+                 int64_t lda, const T* B, const std::vector<int64_t>& b_off, int64_t ldb, T* C,
+                 const std::vector<int64_t>& c_lin, int64_t c_count) {
+  using S = scalar_t<T>;
+  const int64_t count = int64_t(c_lin.size());
+  std::vector<std::vector<int64_t>> members(static_cast<size_t>(c_count));
+  for (int64_t i = 0; i < count; ++i) members[size_t(c_lin[size_t(i)])].push_back(i);
+  size_t rounds = 0;
+  for (auto& m : members) rounds = std::max(rounds, m.size());
+  auto run = [&](auto* out) {
+    for (size_t r = 0; r < rounds; ++r) {
+      std::vector<int64_t> ao, bo, co;
+      for (int64_t c = 0; c < c_count; ++c) {
+        const auto& m = members[size_t(c)];
+        if (r >= m.size()) continue;
+        ao.push_back(a_off[size_t(m[r])]);
+        bo.push_back(b_off[size_t(m[r])]);
+        co.push_back(c * M * N);
+      }
+      cpu::gemm_batched(ta, tb, M, N, K, S(1), A, ao.data(), lda, B, bo.data(), ldb, r == 0 ? S(0) : S(1), out,
+                        co.data(), N, int64_t(ao.size()));
+    }
+  };
+  if constexpr (std::is_same_v<T, bf16>) {
+    if (rounds > 1) {
+      std::vector<float> acc(static_cast<size_t>(c_count * M * N));
+      run(acc.data());
+      cpu::cast(acc.data(), C, int64_t(acc.size()));
+      return;
+    }
+  }
+  run(C);
+}
+
+// The logical matrices of a batched product: a [.., M, K], b [.., K, N] after the flags.
+struct Dims {
+  int64_t M, N, K;
+};
+
+struct MatmulBackward : Node {
+  Operand a, b;
+  BatchPlan plan;
+  Dims dims{};
+  bool ta = false, tb = false;
+  Shape a_shape, b_shape;
+  std::string name() const override { return "MatmulBackward"; }
+  void release_saved() override {
+    a.data = Tensor();
+    b.data = Tensor();
+  }
+  std::vector<Tensor> apply(std::vector<Tensor>&& grads) override {
+    Tensor g = grads[0];
+    const bool need_a = next_edges[0].fn != nullptr, need_b = next_edges[1].fn != nullptr;
+    if (!g.defined() || (!need_a && !need_b)) return {Tensor(), Tensor()};
+    const DType dt = outputs[0].dtype;
+    NoGradGuard no_grad;
+    if (g.dtype() != dt) g = to_dtype(g, dt);
+    if (!g.is_contiguous()) g = contiguous(g);
+    Tensor ga, gb;
+    if (need_a) ga = plan.count == 0 ? Tensor::zeros(a_shape, dt) : Tensor::empty(a_shape, dt);
+    if (need_b) gb = plan.count == 0 ? Tensor::zeros(b_shape, dt) : Tensor::empty(b_shape, dt);
+    if (plan.count == 0) return {ga, gb};
+    dispatch_floating(dt, "matmul backward", [&](auto tag) {
+      using T = decltype(tag);
+      using S = scalar_t<T>;
+      const auto [M, N, K] = dims;
+      const int64_t cnt = plan.count;
+      const T* G = g.data<T>();
+      std::vector<int64_t> g_off(static_cast<size_t>(cnt));
+      for (int64_t i = 0; i < cnt; ++i) g_off[size_t(i)] = i * M * N;
+      const bool b_shared = all_equal(plan.b_off) && all_equal(plan.b_lin);
+      if (need_a) {
+        const T* B = b.data.data<T>();
+        T* dA = ga.data<T>();
+        if (!ta && b_shared && is_identity(plan.a_lin)) {
+          // dA [cnt*M, K] = G [cnt*M, N] @ op(B)^T in one GEMM.
+          cpu::gemm(false, !b.trans, cnt * M, K, N, S(1), G, N, B + plan.b_off[0], b.ld, S(0), dA, K);
+        } else if (!ta) {  // dA_i [M, K] = G_i @ op(B_i)^T
+          gemm_reduce(false, !b.trans, M, K, N, G, g_off, N, B, plan.b_off, b.ld, dA, plan.a_lin, plan.a_count);
+        } else {  // dA_i [K, M] = op(B_i) @ G_i^T
+          gemm_reduce(b.trans, true, K, M, N, B, plan.b_off, b.ld, G, g_off, N, dA, plan.a_lin, plan.a_count);
+        }
+      }
+      if (need_b) {
+        const T* A = a.data.data<T>();
+        T* dB = gb.data<T>();
+        // op(A) for every batch stacked as one [cnt*M, K] row-major matrix: sum_i op(A_i)^T G_i folds.
+        const bool a_stacked = !a.trans && (cnt == 1 || is_progression(plan.a_off, M * a.ld));
+        const bool fold = b_shared && (a_stacked || cnt == 1);
+        if (fold && !tb) {  // dB [K, N] = op(A)^T @ G over all rows
+          cpu::gemm(!a.trans, false, K, N, cnt * M, S(1), A + plan.a_off[0], a.ld, G, N, S(0), dB, N);
+        } else if (fold) {  // dB [N, K] = G^T @ op(A)
+          cpu::gemm(true, a.trans, N, K, cnt * M, S(1), G, N, A + plan.a_off[0], a.ld, S(0), dB, K);
+        } else if (!tb) {  // dB_i [K, N] = op(A_i)^T @ G_i
+          gemm_reduce(!a.trans, false, K, N, M, A, plan.a_off, a.ld, G, g_off, N, dB, plan.b_lin, plan.b_count);
+        } else {  // dB_i [N, K] = G_i^T @ op(A_i)
+          gemm_reduce(true, a.trans, N, K, M, G, g_off, N, A, plan.a_off, a.ld, dB, plan.b_lin, plan.b_count);
+        }
+      }
+    });
+    return {ga, gb};
+  }
+};
+
+struct LinearBackward : Node {
+  Tensor x;   // detached, contiguous [rows, in]
+  Operand w;  // weight read as op(stored) = W^T [in, out]
+  int64_t rows = 0, in = 0, out = 0;
+  Shape x_shape, w_shape;
+  bool has_bias = false;
+  std::string name() const override { return "LinearBackward"; }
+  void release_saved() override {
+    x = Tensor();
+    w.data = Tensor();
+  }
+  std::vector<Tensor> apply(std::vector<Tensor>&& grads) override {
+    Tensor g = grads[0];
+    const bool need_x = next_edges[0].fn != nullptr, need_w = next_edges[1].fn != nullptr;
+    const bool need_b = has_bias && next_edges[2].fn != nullptr;
+    if (!g.defined()) return {Tensor(), Tensor(), Tensor()};
+    const DType dt = outputs[0].dtype;
+    NoGradGuard no_grad;
+    if (g.dtype() != dt) g = to_dtype(g, dt);
+    if (!g.is_contiguous()) g = contiguous(g);
+    Tensor gx, gw, gbias;
+    if (need_x) gx = Tensor::empty(x_shape, dt);
+    if (need_w) gw = Tensor::empty(w_shape, dt);
+    if (need_b) gbias = Tensor::empty({out}, dt);
+    dispatch_floating(dt, "linear backward", [&](auto tag) {
+      using T = decltype(tag);
+      using S = scalar_t<T>;
+      const T* G = g.data<T>();
+      // dx [rows, in] = G [rows, out] @ W [out, in]
+      if (need_x)
+        cpu::gemm(false, !w.trans, rows, in, out, S(1), G, out, w.data.data<T>(), w.ld, S(0), gx.data<T>(), in);
+      // dW [out, in] = G^T @ x
+      if (need_w) cpu::gemm(true, false, out, in, rows, S(1), G, out, x.data<T>(), in, S(0), gw.data<T>(), in);
+      if (need_b) {
+        if (rows == 0) {
+          for (int64_t j = 0; j < out; ++j) gbias.data<T>()[j] = from_compute<T>(0.0f);
+        } else {
+          cpu::column_sums(G, rows, out, out, gbias.data<T>());
+        }
+      }
+    });
+    return {gx, gw, gbias};
+  }
+};
+
+void check_matrix_input(const Tensor& t, const char* op, const char* arg) {
+  check_defined(t, op, arg);
+  check_cpu(t, op);
+  if (t.dim() < 2)
+    throw Error(detail::str(op, ": argument '", arg, "' must have rank >= 2, got ", t.describe()), op,
+                "add a leading dim with ops::unsqueeze");
+}
+
+}  // namespace
+
+Tensor matmul(const Tensor& a, const Tensor& b, bool transpose_a, bool transpose_b) {
+  check_matrix_input(a, "matmul", "a");
+  check_matrix_input(b, "matmul", "b");
+  check_same_dtype(a, b, "matmul");
+  const int64_t M = transpose_a ? a.size(-1) : a.size(-2), Ka = transpose_a ? a.size(-2) : a.size(-1);
+  const int64_t Kb = transpose_b ? b.size(-1) : b.size(-2), N = transpose_b ? b.size(-2) : b.size(-1);
+  if (Ka != Kb)
+    throw Error(detail::str("matmul: inner dims differ: a ", a.describe(), transpose_a ? " (transposed)" : "",
+                            " has K=", Ka, ", b ", b.describe(), transpose_b ? " (transposed)" : "", " has K=", Kb),
+                "matmul",
+                "a's last dim (its second-last with transpose_a) must equal b's second-last (last with "
+                "transpose_b)");
+  const int64_t K = Ka;
+  Tensor out;
+  Operand oa, ob;
+  BatchPlan plan;
+  dispatch_floating(a.dtype(), "matmul", [&](auto tag) {
+    using T = decltype(tag);
+    using S = scalar_t<T>;
+    oa = make_operand(a, transpose_a);
+    ob = make_operand(b, transpose_b);
+    plan = plan_batch(oa, ob, a, b);
+    Shape shape = plan.out_batch;
+    shape.push_back(M);
+    shape.push_back(N);
+    out = Tensor::empty(shape, a.dtype());
+    if (plan.count == 0 || M == 0 || N == 0) return;
+    const T* A = oa.data.data<T>();
+    const T* B = ob.data.data<T>();
+    T* C = out.data<T>();
+    const bool b_shared = all_equal(plan.b_off);
+    if (plan.count == 1 || (b_shared && !oa.trans && is_progression(plan.a_off, M * oa.ld))) {
+      // Every batch's rows of a evenly spaced and one b: a single [count*M, K] @ [K, N] GEMM.
+      cpu::gemm(oa.trans, ob.trans, plan.count * M, N, K, S(1), A + plan.a_off[0], oa.ld, B + plan.b_off[0], ob.ld,
+                S(0), C, N);
+    } else {
+      std::vector<int64_t> c_off(static_cast<size_t>(plan.count));
+      for (int64_t i = 0; i < plan.count; ++i) c_off[size_t(i)] = i * M * N;
+      cpu::gemm_batched(oa.trans, ob.trans, M, N, K, S(1), A, plan.a_off.data(), oa.ld, B, plan.b_off.data(), ob.ld,
+                        S(0), C, c_off.data(), N, plan.count);
+    }
+  });
+  if (needs_grad(a, b)) {
+    auto node = std::make_shared<MatmulBackward>();
+    record(node, {a, b}, {out});
+    node->dims = {M, N, K};
+    node->ta = transpose_a;
+    node->tb = transpose_b;
+    node->a_shape = a.shape();
+    node->b_shape = b.shape();
+    node->plan = std::move(plan);
+    // dA needs b, dB needs a.
+    if (node->next_edges[1].fn) node->a = std::move(oa);
+    if (node->next_edges[0].fn) node->b = std::move(ob);
+  }
+  return out;
+}
+
+Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias) {
+  check_defined(x, "linear", "x");
+  check_defined(weight, "linear", "weight");
+  check_cpu(x, "linear");
+  check_cpu(weight, "linear");
+  check_same_dtype(x, weight, "linear");
+  if (weight.dim() != 2)
+    throw Error(detail::str("linear: weight must be [out, in], got ", weight.describe()), "linear");
+  if (x.dim() < 1) throw Error(detail::str("linear: x must have rank >= 1, got ", x.describe()), "linear");
+  const int64_t out_f = weight.size(0), in_f = weight.size(1);
+  if (x.size(-1) != in_f)
+    throw Error(detail::str("linear: x ", x.describe(), " has ", x.size(-1), " features but weight ", weight.describe(),
+                            " expects ", in_f),
+                "linear", "x's last dim must equal weight's second dim (weight is [out, in])");
+  Tensor bc;
+  if (bias.defined()) {
+    check_cpu(bias, "linear");
+    check_same_dtype(x, bias, "linear");
+    if (bias.dim() != 1 || bias.size(0) != out_f)
+      throw Error(detail::str("linear: bias ", bias.describe(), " does not match weight ", weight.describe(),
+                              " (expected [", out_f, "])"),
+                  "linear");
+    bc = bias.is_contiguous() ? bias.detach() : contiguous(bias.detach());
+  }
+  Tensor xc = x.is_contiguous() ? x.detach() : contiguous(x.detach());
+  const int64_t rows = shape_numel(Shape(x.shape().begin(), x.shape().end() - 1));
+  Operand w = make_operand(weight, true);  // op(stored) = W^T [in, out]
+  Shape shape = x.shape();
+  shape.back() = out_f;
+  Tensor out = Tensor::empty(shape, x.dtype());
+  dispatch_floating(x.dtype(), "linear", [&](auto tag) {
+    using T = decltype(tag);
+    using S = scalar_t<T>;
+    cpu::gemm(false, w.trans, rows, out_f, in_f, S(1), xc.data<T>(), std::max<int64_t>(in_f, 1), w.data.data<T>(), w.ld,
+              S(0), out.data<T>(), std::max<int64_t>(out_f, 1), bc.defined() ? bc.data<T>() : nullptr);
+  });
+  if (needs_grad(x, weight, bias)) {
+    auto node = std::make_shared<LinearBackward>();
+    record(node, {x, weight, bias}, {out});
+    node->rows = rows, node->in = in_f, node->out = out_f;
+    node->x_shape = x.shape();
+    node->w_shape = weight.shape();
+    node->has_bias = bias.defined();
+    if (node->next_edges[1].fn) node->x = xc;  // dW needs x
+    if (node->next_edges[0].fn) node->w = w;   // dx needs W
+  }
+  return out;
+}
+
+}  // namespace automodel::ops
