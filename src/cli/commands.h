@@ -5,5 +5,8 @@
 namespace automodel::cli {
 
 int run_demo(const Args& args);
+int run_inspect(const Args& args);   // models/: describe a model directory
+int run_generate(const Args& args);  // models/: continue a prompt of token ids
+int run_logprobs(const Args& args);  // models/: next-token log-probabilities of a sequence
 
 }  // namespace automodel::cli

@@ -17,6 +17,19 @@ constexpr const char* kUsage =
     "  demo      train a tiny transformer on synthetic data and print the loss falling\n"
     "            [--steps N=200] [--threads N] [--seed S=0] [--checkpoint] [--lr LR=3e-3]\n"
     "\n"
+    "  inspect   describe a Hugging Face model directory (architecture, parameters, dtype, layers)\n"
+    "            DIR | --model DIR  [--json] [--dtype f32|bf16]\n"
+    "\n"
+    "  generate  continue a prompt; prints the new token ids as a JSON array\n"
+    "            --model DIR --prompt-ids 1,2,3 [--max-new-tokens N=32] [--dtype f32|bf16] [--threads N]\n"
+    "            greedy unless one of [--temperature T] [--top-k K] [--top-p P] is given; [--seed S=0]\n"
+    "            (--prompt TEXT needs the tokenizer: not supported yet)\n"
+    "\n"
+    "  logprobs  log p(token[i+1] | tokens[..i]) of a sequence under the model, as JSON\n"
+    "            --model DIR --prompt-ids 1,2,3,... [--dtype f32|bf16] [--threads N]\n"
+    "\n"
+    "  DIR may also be a hub id (org/name) found in the local Hugging Face cache.\n"
+    "\n"
     "  --help    this text;  --version  the version\n";
 
 }  // namespace
@@ -35,6 +48,9 @@ int main(int argc, char** argv) {
   try {
     cli::Args parsed = cli::parse_args(std::vector<std::string>(args.begin() + 1, args.end()));
     if (args[0] == "demo") return cli::run_demo(parsed);
+    if (args[0] == "inspect") return cli::run_inspect(parsed);
+    if (args[0] == "generate") return cli::run_generate(parsed);
+    if (args[0] == "logprobs") return cli::run_logprobs(parsed);
     throw Error("unknown command '" + args[0] + "'", "automodel", "run `automodel --help` for the commands");
   } catch (const Error& e) {
     std::fprintf(stderr, "error: %s\n", e.what());

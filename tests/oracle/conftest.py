@@ -62,7 +62,7 @@ def run_op(op, inputs, params=None, grad_outputs=None, requires_grad=()):
                 spec["grad_outputs"].append(f"gout_{i}.npy")
                 spec["grad_dtype"] = tag
         (d / "case.json").write_text(json.dumps(spec))
-        subprocess.run([str(RUNNER), str(d)], capture_output=True, timeout=600)
+        subprocess.run([str(RUNNER), str(d)], capture_output=True, timeout=120)
         result = json.loads((d / "result.json").read_text())
         if not result["ok"]:
             raise OpError(result["error"])

@@ -5,10 +5,12 @@
 
 #include "autograd/engine.h"
 #include "core/rng.h"
+#include "error_of.h"
 #include "gradcheck.h"
 #include "ops/view.h"
 
 using namespace automodel;
+using automodel::testing::error_of;
 using automodel::testing::expect_gradients_match;
 using automodel::testing::rand_leaf;
 
@@ -17,17 +19,6 @@ namespace {
 template <class I>
 Tensor ids_tensor(const std::vector<I>& v, const Shape& shape) {
   return Tensor::from_vector<I>(v, shape);
-}
-
-// The message of the automodel::Error that f throws ("" if none).
-template <class F>
-std::string error_of(F&& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
 }
 
 }  // namespace

@@ -1,0 +1,187 @@
+#include "models/auto_model.h"
+
+#include <fnmatch.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <filesystem>
+#include <map>
+#include <mutex>
+
+#include "core/error.h"
+#include "core/rng.h"
+#include "io/hf_dir.h"
+#include "io/safetensors.h"
+#include "models/families.h"
+#include "nn/init.h"
+#include "ops/binary.h"
+#include "ops/cast.h"
+#include "ops/view.h"
+
+namespace automodel::models {
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+namespace {
+
+std::map<std::string, FamilyFactory>& families() {
+  static std::map<std::string, FamilyFactory> map;
+  return map;
+}
+
+// The family table with the built-in families registered (once, on first use).
+std::map<std::string, FamilyFactory>& registry() {
+  static std::once_flag builtins;
+  std::call_once(builtins, [] {
+    register_llama_family();
+    register_mistral_family();
+    register_qwen2_family();
+    register_qwen3_family();
+    register_gemma_family();
+    register_gemma2_family();
+    register_phi3_family();
+  });
+  return families();
+}
+
+std::string join(const std::vector<std::string>& v) {
+  std::string s;
+  for (const std::string& x : v) s += (s.empty() ? "" : ", ") + x;
+  return s;
+}
+
+const char* hf_dtype_name(DType dt) {
+  switch (dt) {
+    case DType::bf16: return "bfloat16";
+    case DType::f16: return "float16";
+    case DType::f64: return "float64";
+    default: return "float32";
+  }
+}
+
+std::unique_ptr<CausalLM> build(ModelConfig config, const LoadOptions& options) {
+  auto& table = registry();
+  auto it = table.find(config.model_type);
+  if (it == table.end())
+    throw Error("unsupported model_type '" + config.model_type + "'", "config.json",
+                "supported model types: " + join(supported_model_types()));
+  AM_CHECK(options.dtype == DType::f32 || options.dtype == DType::bf16, "models load as f32 or bf16, not ",
+           dtype_name(options.dtype));
+  DecoderSpec spec = it->second(config);
+  auto model = std::make_unique<CausalLM>(std::move(config), spec, options.dtype);
+  model->set_requires_grad(options.trainable && options.trainable_patterns.empty());
+  if (options.trainable && !options.trainable_patterns.empty()) {
+    size_t matched = 0;
+    for (auto& [name, param] : model->named_parameters()) {
+      bool on = std::any_of(options.trainable_patterns.begin(), options.trainable_patterns.end(),
+                            [&](const std::string& p) { return fnmatch(p.c_str(), name.c_str(), 0) == 0; });
+      param.set_requires_grad(on);
+      matched += on;
+    }
+    if (matched == 0)
+      throw Error("no parameter matches the trainable patterns " + join(options.trainable_patterns), "LoadOptions",
+                  "patterns are globs over names like model.layers.0.self_attn.q_proj.weight");
+  }
+  return model;
+}
+
+}  // namespace
+
+void register_family(const std::string& model_type, FamilyFactory factory) { families()[model_type] = factory; }
+
+std::vector<std::string> supported_model_types() {
+  std::vector<std::string> out;
+  for (auto& [name, f] : registry()) out.push_back(name);
+  return out;
+}
+
+ModelConfig load_config(const std::string& model_dir) {
+  const std::string path = (fs::path(model_dir) / "config.json").string();
+  if (!fs::exists(path))
+    throw Error("no config.json in " + model_dir, model_dir,
+                "point at a directory written by transformers' save_pretrained");
+  ModelConfig config = ModelConfig::from_json(io::read_json_file(path), path);
+  const std::string gen = (fs::path(model_dir) / "generation_config.json").string();
+  if (fs::exists(gen)) config.generation_config = io::read_json_file(gen);
+  return config;
+}
+
+std::unique_ptr<CausalLM> AutoModelForCausalLM::from_pretrained(const std::string& name_or_path,
+                                                                const LoadOptions& options) {
+  const std::string dir = io::resolve_model_dir(name_or_path);
+  std::unique_ptr<CausalLM> model;
+  {
+    nn::SkipInitGuard skip;  // every parameter is overwritten below
+    model = build(load_config(dir), options);
+  }
+  io::ShardedReader reader(dir);
+  std::vector<std::string> missing;
+  for (auto& [name, param] : model->named_parameters()) {
+    if (!reader.contains(name)) {
+      missing.push_back(name);
+      continue;
+    }
+    const io::TensorInfo& info = reader.info(name);
+    if (info.shape != param.shape())
+      throw Error("tensor '" + name + "' has shape " + shape_str(info.shape) +
+                      " in the checkpoint but the config implies " + shape_str(param.shape()),
+                  reader.file_of(name), "the weights and config.json disagree; re-export the model");
+    ops::copy_into(param, reader.get(name, param.dtype()));
+  }
+  if (!missing.empty())
+    throw Error(
+        "checkpoint is missing " + std::to_string(missing.size()) + " tensor(s): " +
+            join(std::vector<std::string>(missing.begin(), missing.begin() + std::min<size_t>(missing.size(), 8))),
+        dir, "the checkpoint does not match config.json (model_type " + model->config().model_type + ")");
+  return model;
+}
+
+std::unique_ptr<CausalLM> AutoModelForCausalLM::from_config(const ModelConfig& config, const LoadOptions& options,
+                                                            uint64_t seed) {
+  std::unique_ptr<CausalLM> model;
+  {
+    nn::SkipInitGuard skip;
+    model = build(config, options);
+  }
+  // transformers' _init_weights: normal(0, initializer_range) for matrices, zero biases, unit
+  // norms (zero for Gemma's (1 + w) form).
+  const double std_dev = json_get<double>(config.raw, "initializer_range", 0.02, "config.json");
+  Generator gen(seed);
+  for (auto& [name, param] : model->named_parameters()) {
+    const bool is_norm = name.find("norm.weight") != std::string::npos;
+    Tensor value;
+    if (is_norm)
+      value = Tensor::full(param.shape(), model->spec().norm_unit_offset ? 0.0 : 1.0, param.dtype());
+    else if (name.size() > 5 && name.substr(name.size() - 5) == ".bias")
+      value = Tensor::zeros(param.shape(), param.dtype());
+    else
+      value = ops::to_dtype(ops::scale(randn(param.shape(), gen, DType::f32), std_dev), param.dtype());
+    ops::copy_into(param, value);
+  }
+  return model;
+}
+
+void save_pretrained(const CausalLM& model, const std::string& dir, const SaveOptions& options) {
+  fs::create_directories(dir);
+  ModelConfig config = model.config();
+  config.dtype = hf_dtype_name(model.dtype());
+  json cj = config.to_json();
+  io::write_file_atomic((fs::path(dir) / "config.json").string(), cj.dump(2) + "\n");
+  json gen = config.generation_config.is_object() ? config.generation_config : json::object();
+  if (gen.empty()) {
+    gen["_from_model_config"] = true;
+    if (config.bos_token_id) gen["bos_token_id"] = *config.bos_token_id;
+    if (config.eos_token_ids.size() == 1)
+      gen["eos_token_id"] = config.eos_token_ids[0];
+    else if (!config.eos_token_ids.empty())
+      gen["eos_token_id"] = config.eos_token_ids;
+    if (config.pad_token_id) gen["pad_token_id"] = *config.pad_token_id;
+  }
+  io::write_file_atomic((fs::path(dir) / "generation_config.json").string(), gen.dump(2) + "\n");
+  io::NamedTensors tensors;
+  for (auto& [name, param] : model.named_parameters()) tensors.emplace_back(name, ops::contiguous(param.detach()));
+  io::write_sharded(dir, tensors, uint64_t(options.max_shard_bytes));
+}
+
+}  // namespace automodel::models

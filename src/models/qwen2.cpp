@@ -1,0 +1,28 @@
+// Qwen2 / Qwen2.5 (modeling_qwen2.py): Llama with biases on q/k/v (not o), and sliding-window
+// layers from max_window_layers on when use_sliding_window is set.
+#include "core/error.h"
+#include "models/auto_model.h"
+#include "models/families.h"
+#include "models/layer_types.h"
+
+namespace automodel::models {
+
+// Shared with Qwen3: use_sliding_window / sliding_window / max_window_layers / layer_types.
+void apply_qwen_windows(ModelConfig& c) {
+  const std::string src = "config.json";
+  const bool use = json_get<bool>(c.raw, "use_sliding_window", false, src);
+  const int64_t window = use ? json_get<int64_t>(c.raw, "sliding_window", 0, src) : 0;
+  const int64_t first = json_get<int64_t>(c.raw, "max_window_layers", 28, src);
+  apply_layer_types(c, window, [&](int64_t i) { return window > 0 && i >= first; });
+}
+
+void register_qwen2_family() {
+  register_family("qwen2", [](ModelConfig& c) {
+    apply_qwen_windows(c);
+    DecoderSpec spec;
+    spec.qkv_bias = true;
+    return spec;
+  });
+}
+
+}  // namespace automodel::models

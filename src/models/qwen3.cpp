@@ -1,0 +1,19 @@
+// Qwen3 (modeling_qwen3.py): Llama with RMSNorm on each head's queries and keys (q_norm,
+// k_norm) before RoPE; attention_bias on all projections when set.
+#include "models/auto_model.h"
+#include "models/families.h"
+
+namespace automodel::models {
+
+void apply_qwen_windows(ModelConfig& c);  // qwen2.cpp
+
+void register_qwen3_family() {
+  register_family("qwen3", [](ModelConfig& c) {
+    apply_qwen_windows(c);
+    DecoderSpec spec;
+    spec.qk_norm = true;
+    return spec;
+  });
+}
+
+}  // namespace automodel::models
