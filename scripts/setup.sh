@@ -4,7 +4,7 @@
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 
-APT_PACKAGES=(build-essential cmake pkg-config libopenblas-openmp-dev libdnnl-dev nlohmann-json3-dev
+APT_PACKAGES=(build-essential cmake pkg-config libopenblas-openmp-dev libdnnl-dev nlohmann-json3-dev libpcre2-dev libicu-dev
               libgtest-dev libbenchmark-dev)
 
 missing=()
@@ -20,9 +20,10 @@ fi
 
 if [ "${1:-}" = "--oracle" ]; then
   REQ="$ROOT/tests/oracle/requirements.txt"
+  DATA_REQ="$ROOT/tests/oracle/requirements-data.txt"
   VENV="$ROOT/.venv"
   STAMP="$VENV/.requirements.sha256"
-  want="$(sha256sum "$REQ" | cut -d' ' -f1)"
+  want="$(cat "$REQ" "$DATA_REQ" | sha256sum | cut -d' ' -f1)"
   if [ ! -f "$STAMP" ] || [ "$(cat "$STAMP")" != "$want" ]; then
     # Debian's python3 needs python3-venv for ensurepip; other Pythons carry it.
     python3 -c "import ensurepip" 2>/dev/null || DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -q python3-venv
@@ -30,6 +31,7 @@ if [ "${1:-}" = "--oracle" ]; then
     [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
     "$VENV/bin/pip" install -q --upgrade pip
     "$VENV/bin/pip" install -q -r "$REQ"
+    "$VENV/bin/pip" install -q --no-deps -r "$DATA_REQ"
     echo "$want" > "$STAMP"
   fi
 fi

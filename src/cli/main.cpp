@@ -28,6 +28,12 @@ constexpr const char* kUsage =
     "  logprobs  log p(token[i+1] | tokens[..i]) of a sequence under the model, as JSON\n"
     "            --model DIR --prompt-ids 1,2,3,... [--dtype f32|bf16] [--threads N]\n"
     "\n"
+    "  tokenize       text to token ids (JSON array) with a tokenizer.json\n"
+    "                 --tokenizer DIR (--text T | --file F) [--no-special]\n"
+    "\n"
+    "  chat-template  render a conversation with the tokenizer's chat template\n"
+    "                 --tokenizer DIR --messages FILE.json [--add-generation-prompt]\n"
+    "\n"
     "  DIR may also be a hub id (org/name) found in the local Hugging Face cache.\n"
     "\n"
     "  --help    this text;  --version  the version\n";
@@ -51,6 +57,8 @@ int main(int argc, char** argv) {
     if (args[0] == "inspect") return cli::run_inspect(parsed);
     if (args[0] == "generate") return cli::run_generate(parsed);
     if (args[0] == "logprobs") return cli::run_logprobs(parsed);
+    if (args[0] == "tokenize") return cli::run_tokenize(parsed);
+    if (args[0] == "chat-template") return cli::run_chat_template(parsed);
     throw Error("unknown command '" + args[0] + "'", "automodel", "run `automodel --help` for the commands");
   } catch (const Error& e) {
     std::fprintf(stderr, "error: %s\n", e.what());

@@ -1,0 +1,513 @@
+#include "components/tokenizer/jinja_builtins.h"
+
+#include <algorithm>
+#include <cctype>
+#include <cmath>
+#include <cstdlib>
+#include <ctime>
+#include <optional>
+
+#include "components/tokenizer/jinja_util.h"
+
+namespace automodel::tokenizer::jinja {
+namespace {
+
+bool starts_or_ends(const std::string& s, const Value& what, bool start) {
+  auto one = [&](const std::string& p) {
+    if (p.size() > s.size()) return false;
+    return start ? s.compare(0, p.size(), p) == 0 : s.compare(s.size() - p.size(), p.size(), p) == 0;
+  };
+  if (what.is_list()) {
+    for (const auto& p : *what.list)
+      if (one(str_of(p, "startswith/endswith"))) return true;
+    return false;
+  }
+  return one(str_of(what, start ? "startswith" : "endswith"));
+}
+
+Value bound(const std::string& name, std::function<Value(List&, KwArgs&)> f) {
+  return Value::callable(name, std::move(f));
+}
+
+Value string_method(const Value& obj, const std::string& name) {
+  const std::string s = obj.s;
+  if (name == "strip" || name == "lstrip" || name == "rstrip")
+    return bound(name, [s, name](List& a, KwArgs& k) {
+      return Value::string(strip_chars(s, arg(a, k, 0, "chars"), name != "rstrip", name != "lstrip"));
+    });
+  if (name == "split")
+    return bound(name, [s](List& a, KwArgs& k) {
+      return Value::make_list(py_split(s, arg(a, k, 0, "sep"), int_arg(a, k, 1, "maxsplit", -1)));
+    });
+  if (name == "startswith" || name == "endswith")
+    return bound(name, [s, name](List& a, KwArgs& k) {
+      const Value* p = arg(a, k, 0, "prefix");
+      if (!p) fail(name + "() takes at least 1 argument");
+      return Value::boolean(starts_or_ends(s, *p, name == "startswith"));
+    });
+  if (name == "replace")
+    return bound(name, [s](List& a, KwArgs& k) {
+      if (a.size() < 2) fail("replace() takes at least 2 arguments");
+      return Value::string(
+          replace_all(s, str_of(a[0], "replace"), str_of(a[1], "replace"), int_arg(a, k, 2, "count", -1)));
+    });
+  if (name == "upper") return bound(name, [s](List&, KwArgs&) { return Value::string(upper(s)); });
+  if (name == "lower") return bound(name, [s](List&, KwArgs&) { return Value::string(lower(s)); });
+  if (name == "title") return bound(name, [s](List&, KwArgs&) { return Value::string(py_title(s)); });
+  if (name == "capitalize") return bound(name, [s](List&, KwArgs&) { return Value::string(capitalize(s)); });
+  if (name == "find" || name == "count" || name == "rfind")
+    return bound(name, [s, name](List& a, KwArgs& k) {
+      const Value* p = arg(a, k, 0, "sub");
+      if (!p) fail(name + "() takes at least 1 argument");
+      const std::string& sub = str_of(*p, name.c_str());
+      if (name == "find") {
+        size_t f = s.find(sub);
+        return Value::integer(f == std::string::npos ? -1 : static_cast<int64_t>(utf8_length(s.substr(0, f))));
+      }
+      if (name == "rfind") {
+        size_t f = s.rfind(sub);
+        return Value::integer(f == std::string::npos ? -1 : static_cast<int64_t>(utf8_length(s.substr(0, f))));
+      }
+      if (sub.empty()) return Value::integer(static_cast<int64_t>(utf8_length(s)) + 1);
+      int64_t n = 0;
+      for (size_t f = s.find(sub); f != std::string::npos; f = s.find(sub, f + sub.size())) ++n;
+      return Value::integer(n);
+    });
+  if (name == "join")
+    return bound(name, [s](List& a, KwArgs&) {
+      if (a.empty()) fail("join() takes exactly one argument");
+      std::string out;
+      bool first = true;
+      for (const auto& it : iterate(a[0])) {
+        out += (first ? "" : s) + str_of(it, "join");
+        first = false;
+      }
+      return Value::string(out);
+    });
+  if (name == "format") return bound(name, [s](List& a, KwArgs& k) { return Value::string(brace_format(s, a, k)); });
+  if (name == "splitlines")
+    return bound(name, [s](List&, KwArgs&) {
+      List out;
+      size_t pos = 0;
+      while (pos < s.size()) {
+        size_t e = s.find('\n', pos);
+        if (e == std::string::npos) e = s.size();
+        std::string line = s.substr(pos, e - pos);
+        if (!line.empty() && line.back() == '\r') line.pop_back();
+        out.push_back(Value::string(line));
+        pos = e + 1;
+      }
+      return Value::make_list(out);
+    });
+  if (name == "isdigit" || name == "isspace" || name == "isalpha" || name == "isalnum" || name == "islower" ||
+      name == "isupper")
+    return bound(name, [s, name](List&, KwArgs&) {
+      if (s.empty()) return Value::boolean(false);
+      bool ok = true, cased = false;
+      for (unsigned char c : s) {
+        if (name == "isdigit")
+          ok = ok && std::isdigit(c);
+        else if (name == "isspace")
+          ok = ok && is_py_space(static_cast<char>(c));
+        else if (name == "isalpha")
+          ok = ok && std::isalpha(c);
+        else if (name == "isalnum")
+          ok = ok && std::isalnum(c);
+        else if (name == "islower") {
+          ok = ok && !std::isupper(c);
+          cased = cased || std::islower(c);
+        } else {
+          ok = ok && !std::islower(c);
+          cased = cased || std::isupper(c);
+        }
+      }
+      return Value::boolean(ok && (name.compare(0, 4, "isup") != 0 && name.compare(0, 4, "islo") != 0 ? true : cased));
+    });
+  return Value::undefined("'str object' has no attribute '" + name + "'");
+}
+
+Value unsafe(const Value& obj, const std::string& name) {
+  std::string msg = "access to attribute '" + name + "' of '" + kind_name(obj) + "' object is unsafe.";
+  return bound(name, [msg](List&, KwArgs&) -> Value { fail(msg); });
+}
+
+Value dict_method(const Value& obj, const std::string& name) {
+  auto d = obj.dict;
+  if (name == "items")
+    return bound(name, [d](List&, KwArgs&) {
+      List out;
+      for (const auto& kv : d->items) out.push_back(Value::make_list({Value::string(kv.first), kv.second}, true));
+      return Value::make_list(out);
+    });
+  if (name == "keys")
+    return bound(name, [d](List&, KwArgs&) {
+      List out;
+      for (const auto& kv : d->items) out.push_back(Value::string(kv.first));
+      return Value::make_list(out);
+    });
+  if (name == "values")
+    return bound(name, [d](List&, KwArgs&) {
+      List out;
+      for (const auto& kv : d->items) out.push_back(kv.second);
+      return Value::make_list(out);
+    });
+  if (name == "get")
+    return bound(name, [d](List& a, KwArgs& k) {
+      if (a.empty()) fail("get() takes at least 1 argument");
+      const Value* v = a[0].is_string() ? d->find(a[0].s) : nullptr;
+      if (v) return *v;
+      const Value* def = arg(a, k, 1, "default");
+      return def ? *def : Value::none();
+    });
+  if (name == "copy") return bound(name, [d](List&, KwArgs&) { return Value::make_dict(*d); });
+  if (name == "pop" || name == "update" || name == "setdefault" || name == "clear" || name == "popitem")
+    return unsafe(obj, name);
+  return Value();
+}
+
+Value list_method(const Value& obj, const std::string& name) {
+  if (name == "append" || name == "pop" || name == "extend" || name == "insert" || name == "remove" ||
+      name == "clear" || name == "sort" || name == "reverse")
+    return unsafe(obj, name);
+  auto l = obj.list;
+  if (name == "index" || name == "count")
+    return bound(name, [l, name](List& a, KwArgs&) {
+      if (a.empty()) fail(name + "() takes at least 1 argument");
+      int64_t n = 0;
+      for (size_t k = 0; k < l->size(); ++k)
+        if (equals((*l)[k], a[0])) {
+          if (name == "index") return Value::integer(static_cast<int64_t>(k));
+          ++n;
+        }
+      if (name == "index") fail("ValueError: value is not in list");
+      return Value::integer(n);
+    });
+  return Value();
+}
+
+// Follows a dotted attribute path ("a.b", "0.name") the way filters' attribute= arguments do.
+}  // namespace
+
+List iterate(const Value& v) {
+  switch (v.kind) {
+    case Value::Kind::Undefined: return {};
+    case Value::Kind::List: return *v.list;
+    case Value::Kind::Dict: {
+      List out;
+      for (const auto& kv : v.dict->items) out.push_back(Value::string(kv.first));
+      return out;
+    }
+    case Value::Kind::String: {
+      List out;
+      for (auto& c : utf8_chars(v.s)) out.push_back(Value::string(c));
+      return out;
+    }
+    default: fail(std::string("'") + kind_name(v) + "' object is not iterable");
+  }
+}
+
+Value get_attr(const Value& obj, const std::string& name) {
+  switch (obj.kind) {
+    case Value::Kind::Undefined: fail(obj.s.empty() ? "'" + name + "' of an undefined value" : obj.s);
+    case Value::Kind::String: return string_method(obj, name);
+    case Value::Kind::Dict: {
+      Value m = dict_method(obj, name);
+      if (!m.is_undefined()) return m;
+      if (const Value* v = obj.dict->find(name)) return *v;
+      return Value::undefined("'dict object' has no attribute '" + name + "'");
+    }
+    case Value::Kind::Namespace: {
+      if (const Value* v = obj.dict->find(name)) return *v;
+      return Value::undefined("'Namespace object' has no attribute '" + name + "'");
+    }
+    case Value::Kind::List: {
+      Value m = list_method(obj, name);
+      if (!m.is_undefined()) return m;
+      break;
+    }
+    default: break;
+  }
+  return Value::undefined(std::string("'") + kind_name(obj) + " object' has no attribute '" + name + "'");
+}
+
+Value get_item(const Value& obj, const Value& key) {
+  switch (obj.kind) {
+    case Value::Kind::Undefined: fail(obj.s.empty() ? "subscript of an undefined value" : obj.s);
+    case Value::Kind::Dict:
+    case Value::Kind::Namespace:
+      if (key.is_string()) {
+        if (const Value* v = obj.dict->find(key.s)) return *v;
+        if (obj.kind == Value::Kind::Dict) {
+          Value m = dict_method(obj, key.s);
+          if (!m.is_undefined()) return m;
+        }
+      }
+      return Value::undefined("'dict object' has no attribute " + repr(key));
+    case Value::Kind::List:
+    case Value::Kind::String: {
+      if (key.is_string()) return get_attr(obj, key.s);
+      if (key.kind != Value::Kind::Int && key.kind != Value::Kind::Bool)
+        fail(std::string("indices must be integers, not ") + kind_name(key));
+      int64_t idx = key.kind == Value::Kind::Bool ? key.b : key.i;
+      if (obj.is_list()) {
+        int64_t n = static_cast<int64_t>(obj.list->size());
+        if (idx < 0) idx += n;
+        if (idx < 0 || idx >= n)
+          return Value::undefined(std::string("list object has no element ") + std::to_string(key.i));
+        return (*obj.list)[static_cast<size_t>(idx)];
+      }
+      auto chars = utf8_chars(obj.s);
+      int64_t n = static_cast<int64_t>(chars.size());
+      if (idx < 0) idx += n;
+      if (idx < 0 || idx >= n) return Value::undefined("str object has no element " + std::to_string(key.i));
+      return Value::string(chars[static_cast<size_t>(idx)]);
+    }
+    default: return Value::undefined(std::string("'") + kind_name(obj) + " object' has no attribute " + repr(key));
+  }
+}
+
+Value slice(const Value& obj, const Value& start_v, const Value& stop_v, const Value& step_v) {
+  auto opt = [](const Value& v, const char* what) -> std::optional<int64_t> {
+    if (v.is_none() || v.is_undefined()) return std::nullopt;
+    if (v.kind == Value::Kind::Int) return v.i;
+    if (v.kind == Value::Kind::Bool) return v.b;
+    fail(std::string("slice ") + what + " must be an integer or None");
+  };
+  std::vector<Value> items;
+  bool is_str = obj.is_string();
+  if (is_str) {
+    for (auto& c : utf8_chars(obj.s)) items.push_back(Value::string(c));
+  } else if (obj.is_list()) {
+    items = *obj.list;
+  } else if (obj.is_undefined()) {
+    fail(obj.s.empty() ? "slice of an undefined value" : obj.s);
+  } else {
+    fail(std::string("'") + kind_name(obj) + "' object is not subscriptable");
+  }
+  int64_t n = static_cast<int64_t>(items.size());
+  int64_t step = opt(step_v, "step").value_or(1);
+  if (step == 0) fail("slice step cannot be zero");
+  auto norm = [&](std::optional<int64_t> v, int64_t dflt, int64_t lo, int64_t hi) {
+    if (!v) return dflt;
+    int64_t x = *v < 0 ? *v + n : *v;
+    return std::clamp(x, lo, hi);
+  };
+  int64_t start, stop;
+  if (step > 0) {
+    start = norm(opt(start_v, "start"), 0, 0, n);
+    stop = norm(opt(stop_v, "stop"), n, 0, n);
+  } else {
+    start = norm(opt(start_v, "start"), n - 1, -1, n - 1);
+    stop = norm(opt(stop_v, "stop"), -1, -1, n - 1);
+  }
+  List out;
+  for (int64_t k = start; step > 0 ? k < stop : k > stop; k += step) out.push_back(items[static_cast<size_t>(k)]);
+  if (!is_str) return Value::make_list(out, obj.tuple);
+  std::string s;
+  for (auto& v : out) s += v.s;
+  return Value::string(s);
+}
+
+bool contains(const Value& container, const Value& item) {
+  switch (container.kind) {
+    case Value::Kind::String:
+      if (!item.is_string()) fail(std::string("'in <string>' requires string as left operand, not ") + kind_name(item));
+      return container.s.find(item.s) != std::string::npos;
+    case Value::Kind::List:
+      for (const auto& v : *container.list)
+        if (equals(v, item)) return true;
+      return false;
+    case Value::Kind::Dict:
+    case Value::Kind::Namespace: return item.is_string() && container.dict->find(item.s) != nullptr;
+    case Value::Kind::Undefined: return false;
+    default: fail(std::string("argument of type '") + kind_name(container) + "' is not iterable");
+  }
+}
+
+Value binary_op(const std::string& op, const Value& a, const Value& b) {
+  if (op == "~") return Value::string(to_str(a) + to_str(b));
+  if (a.is_undefined() || b.is_undefined())
+    fail((a.is_undefined() ? a.s : b.s).empty() ? "operator '" + op + "' on an undefined value"
+                                                : (a.is_undefined() ? a.s : b.s));
+  bool ints = (a.kind == Value::Kind::Int || a.kind == Value::Kind::Bool) &&
+              (b.kind == Value::Kind::Int || b.kind == Value::Kind::Bool);
+  auto iv = [](const Value& v) { return v.kind == Value::Kind::Bool ? static_cast<int64_t>(v.b) : v.i; };
+  if (a.is_number() && b.is_number()) {
+    if (op == "+") return ints ? Value::integer(iv(a) + iv(b)) : Value::number(a.as_double() + b.as_double());
+    if (op == "-") return ints ? Value::integer(iv(a) - iv(b)) : Value::number(a.as_double() - b.as_double());
+    if (op == "*") return ints ? Value::integer(iv(a) * iv(b)) : Value::number(a.as_double() * b.as_double());
+    if (op == "/") {
+      if (b.as_double() == 0) fail("division by zero");
+      return Value::number(a.as_double() / b.as_double());
+    }
+    if (op == "//" || op == "%") {
+      if (b.as_double() == 0) fail(op == "%" ? "modulo by zero" : "integer division or modulo by zero");
+      if (ints) {
+        int64_t x = iv(a), y = iv(b);
+        int64_t q = x / y, r = x % y;
+        if (r != 0 && ((r < 0) != (y < 0))) {
+          q -= 1;
+          r += y;
+        }
+        return Value::integer(op == "//" ? q : r);
+      }
+      double x = a.as_double(), y = b.as_double();
+      double r = std::fmod(x, y);
+      if (r != 0 && ((r < 0) != (y < 0))) r += y;
+      return Value::number(op == "//" ? std::floor(x / y) : r);
+    }
+    if (op == "**") {
+      if (ints && iv(b) >= 0) {
+        int64_t r = 1, x = iv(a);
+        for (int64_t k = 0; k < iv(b); ++k) r *= x;
+        return Value::integer(r);
+      }
+      return Value::number(std::pow(a.as_double(), b.as_double()));
+    }
+  }
+  if (op == "+" && a.is_string() && b.is_string()) return Value::string(a.s + b.s);
+  if (op == "%" && a.is_string()) return Value::string(percent_format(a.s, b));
+  if (op == "+" && a.is_list() && b.is_list()) {
+    List out = *a.list;
+    out.insert(out.end(), b.list->begin(), b.list->end());
+    return Value::make_list(out, a.tuple);
+  }
+  if (op == "*" && (a.is_string() || a.is_list()) && (b.kind == Value::Kind::Int || b.kind == Value::Kind::Bool)) {
+    if (a.is_string()) {
+      std::string out;
+      for (int64_t k = 0; k < iv(b); ++k) out += a.s;
+      return Value::string(out);
+    }
+    List out;
+    for (int64_t k = 0; k < iv(b); ++k) out.insert(out.end(), a.list->begin(), a.list->end());
+    return Value::make_list(out);
+  }
+  if (op == "*" && (b.is_string() || b.is_list()) && (a.kind == Value::Kind::Int || a.kind == Value::Kind::Bool))
+    return binary_op(op, b, a);
+  fail("unsupported operand type(s) for " + op + ": '" + kind_name(a) + "' and '" + kind_name(b) + "'");
+}
+
+bool has_test(const std::string& n) {
+  static const char* names[] = {"defined", "undefined",   "none",        "boolean",  "false",    "true",     "integer",
+                                "float",   "number",      "string",      "mapping",  "iterable", "sequence", "callable",
+                                "even",    "odd",         "divisibleby", "eq",       "equalto",  "==",       "ne",
+                                "!=",      "lt",          "<",           "lessthan", "le",       "<=",       "gt",
+                                ">",       "greaterthan", "ge",          ">=",       "in",       "sameas",   "lower",
+                                "upper",   "escaped",     "filter",      "test"};
+  for (const char* x : names)
+    if (n == x) return true;
+  return false;
+}
+
+bool apply_test(const std::string& n, const Value& v, List& args) {
+  auto need = [&](size_t k) {
+    if (args.size() < k) fail("test '" + n + "' needs an argument");
+  };
+  using K = Value::Kind;
+  if (n == "defined") return !v.is_undefined();
+  if (n == "undefined") return v.is_undefined();
+  if (n == "none") return v.is_none();
+  if (n == "boolean") return v.kind == K::Bool;
+  if (n == "false") return v.kind == K::Bool && !v.b;
+  if (n == "true") return v.kind == K::Bool && v.b;
+  if (n == "integer") return v.kind == K::Int;
+  if (n == "float") return v.kind == K::Float;
+  if (n == "number") return v.is_number();
+  if (n == "string") return v.is_string();
+  if (n == "mapping") return v.kind == K::Dict;
+  if (n == "iterable") return v.is_string() || v.is_list() || v.kind == K::Dict || v.is_undefined();
+  if (n == "sequence") return v.is_string() || v.is_list() || v.kind == K::Dict || v.is_undefined();
+  if (n == "callable") return v.kind == K::Callable || v.is_undefined();  // Undefined defines __call__
+  if (n == "even" || n == "odd") {
+    if (v.kind != K::Int && v.kind != K::Bool) fail(std::string("test '") + n + "' expects an integer");
+    int64_t x = v.kind == K::Bool ? v.b : v.i;
+    return (((x % 2) + 2) % 2 == 0) == (n == "even");
+  }
+  if (n == "divisibleby") {
+    need(1);
+    Value r = binary_op("%", v, args[0]);
+    return r.as_double() == 0;
+  }
+  if (n == "eq" || n == "equalto" || n == "==") return need(1), equals(v, args[0]);
+  if (n == "ne" || n == "!=") return need(1), !equals(v, args[0]);
+  if (n == "lt" || n == "<" || n == "lessthan") return need(1), compare(v, args[0]) < 0;
+  if (n == "le" || n == "<=") return need(1), compare(v, args[0]) <= 0;
+  if (n == "gt" || n == ">" || n == "greaterthan") return need(1), compare(v, args[0]) > 0;
+  if (n == "ge" || n == ">=") return need(1), compare(v, args[0]) >= 0;
+  if (n == "in") return need(1), contains(args[0], v);
+  if (n == "sameas") {
+    need(1);
+    const Value& o = args[0];
+    if (v.kind != o.kind) return false;
+    if (v.kind == K::None || v.kind == K::Undefined) return true;
+    if (v.kind == K::Bool) return v.b == o.b;
+    if (v.is_list()) return v.list == o.list;
+    if (v.kind == K::Dict || v.kind == K::Namespace) return v.dict == o.dict;
+    return equals(v, o);
+  }
+  if (n == "lower") return v.is_string() && lower(v.s) == v.s;
+  if (n == "upper") return v.is_string() && upper(v.s) == v.s;
+  if (n == "escaped") return false;
+  if (n == "filter") return need(1), has_filter(str_of(args[0], "filter test"));
+  if (n == "test") return need(1), has_test(str_of(args[0], "test test"));
+  fail("no test named '" + n + "'");
+}
+
+Dict make_globals() {
+  Dict g;
+  g.set("range", Value::callable("range", [](List& a, KwArgs&) {
+          int64_t start = 0, stop = 0, step = 1;
+          auto iv = [](const Value& v) {
+            if (v.kind != Value::Kind::Int && v.kind != Value::Kind::Bool) fail("range() arguments must be integers");
+            return v.kind == Value::Kind::Bool ? static_cast<int64_t>(v.b) : v.i;
+          };
+          if (a.size() == 1)
+            stop = iv(a[0]);
+          else if (a.size() >= 2) {
+            start = iv(a[0]);
+            stop = iv(a[1]);
+            if (a.size() >= 3) step = iv(a[2]);
+          } else
+            fail("range expected at least 1 argument");
+          if (step == 0) fail("range() arg 3 must not be zero");
+          List out;
+          for (int64_t k = start; step > 0 ? k < stop : k > stop; k += step) {
+            out.push_back(Value::integer(k));
+            if (out.size() > 100000) fail("range too big");
+          }
+          return Value::make_list(out);
+        }));
+  g.set("dict", Value::callable("dict", [](List& a, KwArgs& k) {
+          Dict d;
+          if (!a.empty() && a[0].kind == Value::Kind::Dict) d = *a[0].dict;
+          for (auto& kv : k) d.set(kv.first, kv.second);
+          return Value::make_dict(d);
+        }));
+  g.set("namespace", Value::callable("namespace", [](List& a, KwArgs& k) {
+          Dict d;
+          if (!a.empty() && a[0].kind == Value::Kind::Dict) d = *a[0].dict;
+          for (auto& kv : k) d.set(kv.first, kv.second);
+          for (auto& kv : d.items)
+            if (!kv.first.empty() && kv.first[0] == '_')
+              fail("Chat templates cannot store underscore-prefixed attributes on a namespace, but got '" + kv.first +
+                   "'.");
+          return Value::make_namespace(d);
+        }));
+  g.set("raise_exception", Value::callable("raise_exception", [](List& a, KwArgs& k) -> Value {
+          const Value* m = arg(a, k, 0, "message");
+          throw RaisedError(m ? to_str(*m) : "");
+        }));
+  g.set("strftime_now", Value::callable("strftime_now", [](List& a, KwArgs& k) {
+          const Value* f = arg(a, k, 0, "format");
+          if (!f) fail("strftime_now() needs a format");
+          std::time_t now = std::time(nullptr);
+          std::tm tm{};
+          localtime_r(&now, &tm);
+          char buf[512];
+          size_t n = std::strftime(buf, sizeof buf, str_of(*f, "strftime_now").c_str(), &tm);
+          return Value::string(std::string(buf, n));
+        }));
+  return g;
+}
+
+}  // namespace automodel::tokenizer::jinja

@@ -1,0 +1,433 @@
+#include "components/tokenizer/jinja_eval.h"
+
+#include <map>
+
+#include "components/tokenizer/jinja_builtins.h"
+#include "core/error.h"
+
+namespace automodel::tokenizer::jinja {
+namespace {
+
+using Scope = std::map<std::string, Value>;
+using Scopes = std::vector<std::shared_ptr<Scope>>;
+
+enum class Flow { Normal, Break, Continue };
+
+class Interpreter {
+ public:
+  explicit Interpreter(const Dict& context) {
+    auto globals = std::make_shared<Scope>();
+    for (auto& kv : make_globals().items) (*globals)[kv.first] = kv.second;
+    for (auto& kv : context.items) (*globals)[kv.first] = kv.second;
+    scopes_.push_back(globals);
+  }
+
+  std::string run(const Body& body) {
+    std::string out;
+    try {
+      Flow f = exec_body(body, out);
+      if (f != Flow::Normal) fail("'break'/'continue' outside of a loop");
+    } catch (const RaisedError& e) {
+      throw Error(e.what(), "chat template line " + std::to_string(line_) + " (raise_exception)");
+    } catch (const TemplateError& e) {
+      throw Error(e.what(), "chat template line " + std::to_string(line_) + ", in " + construct_);
+    }
+    return out;
+  }
+
+ private:
+  Scopes scopes_;
+  int line_ = 0;
+  std::string construct_ = "template";
+
+  void at(int line, std::string construct) {
+    line_ = line;
+    construct_ = std::move(construct);
+  }
+
+  Value lookup(const std::string& name) const {
+    for (auto it = scopes_.rbegin(); it != scopes_.rend(); ++it) {
+      auto f = (*it)->find(name);
+      if (f != (*it)->end()) return f->second;
+    }
+    return Value::undefined("'" + name + "' is undefined");
+  }
+
+  void assign(const Expr& target, const Value& v) {
+    if (target.kind == Expr::Kind::Name) {
+      (*scopes_.back())[target.name] = v;
+      return;
+    }
+    // ns.attr = value
+    Value obj = lookup(target.args[0]->name);
+    if (obj.kind != Value::Kind::Namespace)
+      fail("cannot assign attribute '" + target.name + "' on '" + target.args[0]->name + "': not a namespace");
+    if (!target.name.empty() && target.name[0] == '_')
+      fail("Chat templates cannot store underscore-prefixed attributes on a namespace, but got '" + target.name + "'.");
+    obj.dict->set(target.name, v);
+  }
+
+  void assign_targets(const std::vector<ExprP>& targets, const Value& v) {
+    if (targets.size() == 1) {
+      assign(*targets[0], v);
+      return;
+    }
+    List items = iterate(v);
+    if (items.size() != targets.size())
+      fail("cannot unpack " + std::to_string(items.size()) + " values into " + std::to_string(targets.size()) +
+           " targets");
+    for (size_t k = 0; k < targets.size(); ++k) assign(*targets[k], items[k]);
+  }
+
+  Flow exec_body(const Body& body, std::string& out) {
+    for (const auto& s : body) {
+      Flow f = exec(*s, out);
+      if (f != Flow::Normal) return f;
+    }
+    return Flow::Normal;
+  }
+
+  std::string render_scoped(const Body& body, std::shared_ptr<Scope> scope = nullptr) {
+    std::string out;
+    scopes_.push_back(scope ? scope : std::make_shared<Scope>());
+    Flow f = exec_body(body, out);
+    scopes_.pop_back();
+    if (f != Flow::Normal) fail("'break'/'continue' outside of a loop");
+    return out;
+  }
+
+  Flow exec(const Stmt& s, std::string& out) {
+    switch (s.kind) {
+      case Stmt::Kind::Text: out += s.text; return Flow::Normal;
+      case Stmt::Kind::Output: {
+        at(s.line, "expression output");
+        out += to_str(eval(*s.expr));
+        return Flow::Normal;
+      }
+      case Stmt::Kind::If: {
+        for (const auto& br : s.branches) {
+          at(s.line, "if");
+          if (eval(*br.first).truthy()) return exec_body(br.second, out);
+        }
+        return exec_body(s.else_body, out);
+      }
+      case Stmt::Kind::For: return exec_for(s, out);
+      case Stmt::Kind::Set: {
+        at(s.line, "set");
+        assign_targets(s.targets, eval(*s.expr));
+        return Flow::Normal;
+      }
+      case Stmt::Kind::SetBlock: {
+        std::string body = render_scoped(s.body);
+        at(s.line, "set block");
+        Value v = Value::string(body);
+        if (s.expr) v = eval_with_body(*s.expr, v);
+        assign(*s.targets[0], v);
+        return Flow::Normal;
+      }
+      case Stmt::Kind::Macro: {
+        at(s.line, "macro " + s.text);
+        (*scopes_.back())[s.text] = make_macro(s, s.text, scopes_);
+        return Flow::Normal;
+      }
+      case Stmt::Kind::CallBlock: {
+        at(s.line, "call block");
+        auto scope = std::make_shared<Scope>();
+        (*scope)["caller"] = make_macro(s, "caller", scopes_);
+        scopes_.push_back(scope);
+        Value v;
+        try {
+          v = eval(*s.expr);
+        } catch (...) {
+          scopes_.pop_back();
+          throw;
+        }
+        scopes_.pop_back();
+        out += to_str(v);
+        return Flow::Normal;
+      }
+      case Stmt::Kind::FilterBlock: {
+        std::string body = render_scoped(s.body);
+        at(s.line, "filter block");
+        out += to_str(eval_with_body(*s.expr, Value::string(body)));
+        return Flow::Normal;
+      }
+      case Stmt::Kind::Break: return Flow::Break;
+      case Stmt::Kind::Continue: return Flow::Continue;
+      case Stmt::Kind::Scope: {
+        if (s.params.empty()) return exec_body(s.body, out);  // {% generation %}
+        auto scope = std::make_shared<Scope>();
+        at(s.line, "with");
+        for (const auto& p : s.params) (*scope)[p.first] = eval(*p.second);
+        scopes_.push_back(scope);
+        Flow f;
+        try {
+          f = exec_body(s.body, out);
+        } catch (...) {
+          scopes_.pop_back();
+          throw;
+        }
+        scopes_.pop_back();
+        return f;
+      }
+    }
+    return Flow::Normal;
+  }
+
+  Value eval_with_body(const Expr& filters, const Value& body) {
+    auto scope = std::make_shared<Scope>();
+    (*scope)["\x01body"] = body;
+    scopes_.push_back(scope);
+    Value v = eval(filters);
+    scopes_.pop_back();
+    return v;
+  }
+
+  Value make_macro(const Stmt& s, const std::string& name, const Scopes& closure) {
+    const Stmt* stmt = &s;
+    Scopes captured = closure;
+    return Value::callable(name, [this, stmt, captured, name](List& args, KwArgs& kwargs) {
+      auto scope = std::make_shared<Scope>();
+      if (args.size() > stmt->params.size() && name != "caller")
+        fail("macro '" + name + "' takes " + std::to_string(stmt->params.size()) + " arguments, got " +
+             std::to_string(args.size()));
+      Scopes saved = scopes_;
+      scopes_ = captured;
+      scopes_.push_back(scope);
+      try {
+        List varargs;
+        for (size_t k = 0; k < stmt->params.size(); ++k) {
+          const auto& p = stmt->params[k];
+          Value v = Value::undefined("'" + p.first + "' is undefined");
+          bool set = false;
+          if (k < args.size()) {
+            v = args[k];
+            set = true;
+          }
+          for (auto& kv : kwargs)
+            if (kv.first == p.first) {
+              v = kv.second;
+              set = true;
+            }
+          if (!set && p.second) v = eval(*p.second);
+          (*scope)[p.first] = v;
+        }
+        for (size_t k = stmt->params.size(); k < args.size(); ++k) varargs.push_back(args[k]);
+        (*scope)["varargs"] = Value::make_list(varargs);
+        Dict extra;
+        for (auto& kv : kwargs) {
+          bool known = false;
+          for (const auto& p : stmt->params) known = known || p.first == kv.first;
+          if (!known) extra.set(kv.first, kv.second);
+        }
+        (*scope)["kwargs"] = Value::make_dict(extra);
+        if (name != "caller")
+          if (auto c = saved.back()->find("caller"); c != saved.back()->end()) (*scope)["caller"] = c->second;
+        std::string out;
+        Flow f = exec_body(stmt->body, out);
+        if (f != Flow::Normal) fail("'break'/'continue' outside of a loop");
+        scopes_ = saved;
+        return Value::string(out);
+      } catch (...) {
+        scopes_ = saved;
+        throw;
+      }
+    });
+  }
+
+  Flow exec_for(const Stmt& s, std::string& out) {
+    at(s.line, "for");
+    List all = iterate(eval(*s.expr));
+    List items;
+    if (s.cond) {
+      for (const auto& it : all) {
+        auto scope = std::make_shared<Scope>();
+        scopes_.push_back(scope);
+        assign_targets(s.targets, it);
+        at(s.line, "for ... if");
+        bool keep = eval(*s.cond).truthy();
+        scopes_.pop_back();
+        if (keep) items.push_back(it);
+      }
+    } else {
+      items = std::move(all);
+    }
+    if (items.empty()) return exec_body(s.else_body, out);
+    int64_t n = static_cast<int64_t>(items.size());
+    for (int64_t k = 0; k < n; ++k) {
+      auto scope = std::make_shared<Scope>();
+      Dict loop;
+      loop.set("index", Value::integer(k + 1));
+      loop.set("index0", Value::integer(k));
+      loop.set("revindex", Value::integer(n - k));
+      loop.set("revindex0", Value::integer(n - k - 1));
+      loop.set("first", Value::boolean(k == 0));
+      loop.set("last", Value::boolean(k == n - 1));
+      loop.set("length", Value::integer(n));
+      loop.set("depth", Value::integer(1));
+      loop.set("depth0", Value::integer(0));
+      loop.set("previtem", k > 0 ? items[static_cast<size_t>(k - 1)] : Value::undefined("there is no previous item"));
+      loop.set("nextitem", k + 1 < n ? items[static_cast<size_t>(k + 1)] : Value::undefined("there is no next item"));
+      loop.set("cycle", Value::callable("cycle", [k](List& a, KwArgs&) {
+                 if (a.empty()) fail("no items for cycling given");
+                 return a[static_cast<size_t>(k) % a.size()];
+               }));
+      (*scope)["loop"] = Value::make_dict(loop);
+      scopes_.push_back(scope);
+      Flow f;
+      try {
+        at(s.line, "for");
+        assign_targets(s.targets, items[static_cast<size_t>(k)]);
+        f = exec_body(s.body, out);
+      } catch (...) {
+        scopes_.pop_back();
+        throw;
+      }
+      scopes_.pop_back();
+      if (f == Flow::Break) break;
+    }
+    return Flow::Normal;
+  }
+
+  void eval_args(const Expr& e, size_t first, List& args, KwArgs& kwargs) {
+    for (size_t k = first; k < e.args.size(); ++k) args.push_back(eval(*e.args[k]));
+    for (const auto& kv : e.kwargs) kwargs.emplace_back(kv.first, eval(*kv.second));
+  }
+
+  Value eval(const Expr& e) {
+    line_ = e.line;
+    switch (e.kind) {
+      case Expr::Kind::Literal: return e.literal;
+      case Expr::Kind::Name: return lookup(e.name);
+      case Expr::Kind::List:
+      case Expr::Kind::Tuple: {
+        List items;
+        for (const auto& a : e.args) items.push_back(eval(*a));
+        return Value::make_list(items, e.kind == Expr::Kind::Tuple);
+      }
+      case Expr::Kind::Dict: {
+        Dict d;
+        for (size_t k = 0; k + 1 < e.args.size(); k += 2) {
+          Value key = eval(*e.args[k]);
+          if (!key.is_string()) fail("only string keys are supported in dict literals");
+          d.set(key.s, eval(*e.args[k + 1]));
+        }
+        return Value::make_dict(d);
+      }
+      case Expr::Kind::Attr: {
+        Value obj = eval(*e.args[0]);
+        at(e.line, "attribute '." + e.name + "'");
+        return get_attr(obj, e.name);
+      }
+      case Expr::Kind::Item: {
+        Value obj = eval(*e.args[0]);
+        Value key = eval(*e.args[1]);
+        at(e.line, "subscript [" + repr(key) + "]");
+        return get_item(obj, key);
+      }
+      case Expr::Kind::Slice: {
+        Value obj = eval(*e.args[0]);
+        Value parts[3];
+        for (int k = 0; k < 3; ++k) parts[k] = e.args[1 + k] ? eval(*e.args[1 + k]) : Value::none();
+        at(e.line, "slice");
+        return slice(obj, parts[0], parts[1], parts[2]);
+      }
+      case Expr::Kind::Call: {
+        Value fn = eval(*e.args[0]);
+        List args;
+        KwArgs kwargs;
+        eval_args(e, 1, args, kwargs);
+        std::string what = e.args[0]->kind == Expr::Kind::Name   ? e.args[0]->name
+                           : e.args[0]->kind == Expr::Kind::Attr ? e.args[0]->name
+                                                                 : "expression";
+        at(e.line, "call of '" + what + "'");
+        if (fn.kind != Value::Kind::Callable) {
+          if (fn.is_undefined() && !fn.s.empty()) fail(fn.s);
+          fail("'" + what + "' is not callable (" + kind_name(fn) + ")");
+        }
+        int line = e.line;
+        auto fnp = fn.fn;
+        Value r = fnp->fn(args, kwargs);
+        at(line, "call of '" + what + "'");
+        return r;
+      }
+      case Expr::Kind::Filter: {
+        Value input = eval(*e.args[0]);
+        List args;
+        KwArgs kwargs;
+        eval_args(e, 1, args, kwargs);
+        at(e.line, "filter '" + e.name + "'");
+        return apply_filter(e.name, input, args, kwargs);
+      }
+      case Expr::Kind::Test: {
+        Value input = eval(*e.args[0]);
+        List args;
+        KwArgs kwargs;
+        eval_args(e, 1, args, kwargs);
+        at(e.line, "test '" + e.name + "'");
+        return Value::boolean(apply_test(e.name, input, args) != e.negated);
+      }
+      case Expr::Kind::Neg:
+      case Expr::Kind::Pos: {
+        Value v = eval(*e.args[0]);
+        at(e.line, "unary operator");
+        if (!v.is_number()) fail(std::string("bad operand type for unary operator: '") + kind_name(v) + "'");
+        if (e.kind == Expr::Kind::Pos) return v.kind == Value::Kind::Bool ? Value::integer(v.b) : v;
+        if (v.kind == Value::Kind::Float) return Value::number(-v.f);
+        return Value::integer(-(v.kind == Value::Kind::Bool ? v.b : v.i));
+      }
+      case Expr::Kind::Not: return Value::boolean(!eval(*e.args[0]).truthy());
+      case Expr::Kind::And: {
+        Value l = eval(*e.args[0]);
+        return l.truthy() ? eval(*e.args[1]) : l;
+      }
+      case Expr::Kind::Or: {
+        Value l = eval(*e.args[0]);
+        return l.truthy() ? l : eval(*e.args[1]);
+      }
+      case Expr::Kind::Binary: {
+        Value l = eval(*e.args[0]);
+        Value r = eval(*e.args[1]);
+        at(e.line, "operator '" + e.name + "'");
+        return binary_op(e.name, l, r);
+      }
+      case Expr::Kind::Compare: {
+        Value l = eval(*e.args[0]);
+        for (size_t k = 0; k < e.ops.size(); ++k) {
+          Value r = eval(*e.args[k + 1]);
+          at(e.line, "comparison '" + e.ops[k] + "'");
+          const std::string& op = e.ops[k];
+          bool ok;
+          if (op == "==")
+            ok = equals(l, r);
+          else if (op == "!=")
+            ok = !equals(l, r);
+          else if (op == "in")
+            ok = contains(r, l);
+          else if (op == "not in")
+            ok = !contains(r, l);
+          else {
+            if (l.is_undefined() || r.is_undefined()) fail((l.is_undefined() ? l : r).s);
+            int c = compare(l, r);
+            ok = op == "<" ? c < 0 : op == ">" ? c > 0 : op == "<=" ? c <= 0 : c >= 0;
+          }
+          if (!ok) return Value::boolean(false);
+          l = r;
+        }
+        return Value::boolean(true);
+      }
+      case Expr::Kind::Cond: {
+        if (eval(*e.args[0]).truthy()) return eval(*e.args[1]);
+        if (e.args.size() > 2) return eval(*e.args[2]);
+        return Value::undefined("the inline if-expression evaluated to false and no else section was defined");
+      }
+    }
+    return Value();
+  }
+};
+
+}  // namespace
+
+std::string render(const Body& body, const Dict& context) { return Interpreter(context).run(body); }
+
+}  // namespace automodel::tokenizer::jinja
