@@ -2,12 +2,15 @@
 // directory in, its description / continuation / next-token log-probabilities out.
 #include <cmath>
 #include <cstdio>
+#include <filesystem>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <sstream>
 #include <string>
 #include <vector>
 
 #include "cli/commands.h"
+#include "components/tokenizer/tokenizer.h"
 #include "core/error.h"
 #include "core/threads.h"
 #include "io/hf_dir.h"
@@ -184,7 +187,7 @@ int run_generate(const Args& args) {
   const std::string model_arg = require_model(args, "generate");
   const std::string prompt_ids = args.str("prompt-ids", "");
   const bool has_text = args.options.count("prompt") > 0;
-  if (has_text) args.str("prompt", "");
+  const std::string text = args.str("prompt", "");
   const int64_t max_new = args.integer("max-new-tokens", 32);
   const bool has_t = args.options.count("temperature"), has_k = args.options.count("top-k"),
              has_p = args.options.count("top-p");
@@ -198,11 +201,8 @@ int run_generate(const Args& args) {
 
   if (has_text && !prompt_ids.empty())
     throw Error("--prompt and --prompt-ids both given", "command line", "pass only one of them");
-  if (has_text)
-    throw Error("text prompts need the tokenizer, which is not supported yet", "automodel generate --prompt",
-                "pass token ids instead: --prompt-ids 1,2,3");
-  if (prompt_ids.empty() || prompt_ids == "true")
-    throw Error("`automodel generate` needs a prompt", "command line", "pass --prompt-ids 1,2,3");
+  if (!has_text && (prompt_ids.empty() || prompt_ids == "true"))
+    throw Error("`automodel generate` needs a prompt", "command line", "pass --prompt TEXT or --prompt-ids 1,2,3");
   if (max_new < 0) throw Error("--max-new-tokens must be >= 0, got " + std::to_string(max_new), "command line");
   if (has_t && !(temperature > 0))
     throw Error("--temperature must be > 0, got " + std::to_string(temperature), "command line",
@@ -210,7 +210,16 @@ int run_generate(const Args& args) {
   if (has_k && top_k < 0) throw Error("--top-k must be >= 0 (0 = off), got " + std::to_string(top_k), "command line");
   if (has_p && !(top_p > 0 && top_p <= 1))
     throw Error("--top-p must be in (0, 1], got " + std::to_string(top_p), "command line");
-  std::vector<int64_t> prompt = parse_ids(prompt_ids, "prompt-ids");
+  // A text prompt goes through the model's own tokenizer.json, and the answer comes back as text.
+  std::optional<tokenizer::Tokenizer> tok;
+  if (has_text) {
+    const std::string dir = io::resolve_model_dir(model_arg);
+    if (!std::filesystem::exists(std::filesystem::path(dir) / "tokenizer.json"))
+      throw Error("no tokenizer.json in " + dir + " to encode --prompt", "automodel generate --prompt",
+                  "save the tokenizer beside the model, or pass token ids with --prompt-ids");
+    tok = tokenizer::Tokenizer::from_pretrained(dir);
+  }
+  std::vector<int64_t> prompt = tok ? tok->encode(text).ids : parse_ids(prompt_ids, "prompt-ids");
 
   std::unique_ptr<models::CausalLM> model = load_for_inference(model_arg, prompt, dtype, threads);
 
@@ -223,7 +232,11 @@ int run_generate(const Args& args) {
   gen.top_k = top_k;
   gen.top_p = top_p;
   gen.seed = seed;
-  print_json_line(json(models::generate(*model, prompt, gen)));
+  std::vector<int64_t> out = models::generate(*model, prompt, gen);
+  if (tok)
+    std::printf("%s\n", tok->decode(out, /*skip_special_tokens=*/true).c_str());
+  else
+    print_json_line(json(out));
   return 0;
 }
 

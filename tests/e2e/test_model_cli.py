@@ -244,3 +244,26 @@ def test_errors(models, tmp_path):
     config["model_type"] = "bert"
     (alien / "config.json").write_text(json.dumps(config))
     expect_error(run("inspect", alien), "bert", "llama")
+
+
+def test_text_prompt_uses_the_model_tokenizer(models, tmp_path):
+    """--prompt TEXT: encoded with the directory's tokenizer.json, continuation printed as text, the same as
+    transformers' tokenizer + generate + decode."""
+    tokenizers = pytest.importorskip("tokenizers")
+    path, model = models["llama"]
+    tok = tokenizers.Tokenizer(tokenizers.models.BPE())
+    tok.pre_tokenizer = tokenizers.pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = tokenizers.decoders.ByteLevel()
+    trainer = tokenizers.trainers.BpeTrainer(vocab_size=600, special_tokens=["<s>"],
+                                             initial_alphabet=tokenizers.pre_tokenizers.ByteLevel.alphabet())
+    tok.train_from_iterator(["the quick brown fox jumps over the lazy dog, déjà vu 123"] * 8, trainer)
+    fast = transformers.PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>")
+    with_tok = tmp_path / "llama_with_tokenizer"
+    shutil.copytree(path, with_tok)
+    fast.save_pretrained(with_tok)
+    text = "the lazy fox, déjà"
+    prompt = fast(text)["input_ids"]
+    ref, _ = reference_generate(model, prompt, n=12)
+    r = run("generate", "--model", with_tok, "--prompt", text, "--max-new-tokens", 12)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == fast.decode(ref, skip_special_tokens=True) + "\n"
