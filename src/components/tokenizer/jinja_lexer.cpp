@@ -4,6 +4,7 @@
 #include <cstdlib>
 
 #include "components/tokenizer/jinja_value.h"
+#include "components/tokenizer/unicode.h"
 
 namespace automodel::tokenizer::jinja {
 namespace {
@@ -248,7 +249,7 @@ class Lexer {
         if (k + count > src_.size()) fail_at("truncated \\x/\\u escape in string literal");
         uint32_t v = static_cast<uint32_t>(std::strtoul(src_.substr(k, count).c_str(), nullptr, 16));
         k += count;
-        append_utf8(out, v);
+        unicode::append_utf8(out, v);
       };
       switch (n) {
         case 'n': out += '\n'; break;
@@ -270,7 +271,7 @@ class Lexer {
             uint32_t v = static_cast<uint32_t>(n - '0');
             for (int d = 0; d < 2 && k < src_.size() && src_[k] >= '0' && src_[k] <= '7'; ++d, ++k)
               v = v * 8 + static_cast<uint32_t>(src_[k] - '0');
-            append_utf8(out, v);
+            unicode::append_utf8(out, v);
           } else {
             out += '\\';
             out += n;

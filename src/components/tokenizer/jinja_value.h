@@ -84,9 +84,8 @@ int compare(const Value& a, const Value& b);
 std::string to_json(const Value& v, int indent, const std::string& item_sep, const std::string& key_sep, bool sort_keys,
                     bool ensure_ascii = false);
 
-// UTF-8 helpers: code points of a string and back.
+// UTF-8 helpers: the characters of a string, and how many there are.
 std::vector<std::string> utf8_chars(const std::string& s);
 size_t utf8_length(const std::string& s);
-void append_utf8(std::string& out, uint32_t cp);
 
 }  // namespace automodel::tokenizer::jinja
