@@ -250,7 +250,7 @@ class Parser {
     auto s = make_stmt(Stmt::Kind::SetBlock, line);
     if (targets.size() != 1) error("a block set takes exactly one target");
     s->targets = std::move(targets);
-    if (is_op("|")) s->expr = parse_filter_chain(body_placeholder(line));
+    if (is_op("|")) s->expr = parse_filter_chain(rendered_body(line));
     expect_block_end();
     s->body = parse_body({"endset"});
     take_end_tag();
@@ -259,7 +259,9 @@ class Parser {
     return s;
   }
 
-  ExprP body_placeholder(int line) {
+  // The rendered body of a filter block / block set, as the first input of its filter chain (a name
+  // no template can spell).
+  ExprP rendered_body(int line) {
     auto e = make(Expr::Kind::Name, line);
     e->name = "\x01body";
     return e;
@@ -311,7 +313,7 @@ class Parser {
   StmtP parse_filter_block(int line) {
     auto s = make_stmt(Stmt::Kind::FilterBlock, line);
     open_.push_back("filter");
-    s->expr = parse_filter_chain(body_placeholder(line), /*first_without_bar=*/true);
+    s->expr = parse_filter_chain(rendered_body(line), /*first_without_bar=*/true);
     expect_block_end();
     s->body = parse_body({"endfilter"});
     take_end_tag();

@@ -285,6 +285,19 @@ struct Geometry {
       }
     }
   }
+  // Tasks over (batch, query head, query tile), later query tiles first: under a causal mask they
+  // see the most keys, so handing them out first balances the threads.
+  struct QueryTask {
+    int64_t b, h, hk, i0, nq, mr, nqp;
+  };
+  int64_t query_tiles() const { return (Tq + kTile - 1) / kTile; }
+  int64_t query_tasks() const { return B * Hq * query_tiles(); }
+  QueryTask query_task(int64_t task) const {
+    const int64_t bh_count = B * Hq, qtile = query_tiles() - 1 - task / bh_count;
+    const int64_t h = task % Hq, i0 = qtile * kTile, nq = std::min(kTile, Tq - i0);
+    return {(task % bh_count) / Hq, h, h / G, i0, nq, round_up(nq, kRowBlock), round_up(nq, W)};
+  }
+
   // Sequence ids of positions p0 + r (0 without ids, and for r >= n).
   void load_ids(int64_t b, int64_t p0, int64_t n, int64_t* out) const {
     for (int64_t r = 0; r < kTile; ++r) out[r] = ids && r < n ? ids[b * Tk + p0 + r] : 0;
@@ -367,12 +380,9 @@ class Scratch {
 template <class T>
 void forward_impl(const AttentionShape& shape, const T* q, const T* k, const T* v, T* out, compute_t<T>* lse) {
   using C = compute_t<T>;
-  constexpr int64_t W = Simd<C>::W;
   const Geometry<T> g(shape);
   if (g.B == 0 || g.Tq == 0 || g.Hq == 0) return;
-  const int64_t nqt = (g.Tq + kTile - 1) / kTile;
-  const int64_t bh_count = g.B * g.Hq;
-  const int64_t ntasks = bh_count * nqt;
+  const int64_t ntasks = g.query_tasks();
   const C inf = std::numeric_limits<C>::infinity();
   const bool parallel = double(g.B * g.Hq) * double(g.Tq) * double(g.Tk) * double(g.D + g.Dv) > kParallelWork;
 
@@ -392,13 +402,9 @@ void forward_impl(const AttentionShape& shape, const T* q, const T* k, const T* 
     C* tsum = w.take(kTile);
     int64_t kid[kTile], qid[kTile];
 
-    // Later query tiles see more keys (causal): hand them out first.
 #pragma omp for schedule(dynamic, 1)
     for (int64_t task = 0; task < ntasks; ++task) {
-      const int64_t qtile = nqt - 1 - task / bh_count;
-      const int64_t b = (task % bh_count) / g.Hq, h = task % g.Hq, hk = h / g.G;
-      const int64_t i0 = qtile * kTile, nq = std::min(kTile, g.Tq - i0);
-      const int64_t mr = round_up(nq, kRowBlock), nqp = round_up(nq, W);
+      const auto [b, h, hk, i0, nq, mr, nqp] = g.query_task(task);
       g.load_transposed(q, b, h, i0, nq, g.Tq, g.Hq, g.D, g.scale, qt);
       g.load_ids(b, i0 + g.off, nq, qid);
       std::fill(O, O + mr * g.Dvp, C(0));
@@ -460,10 +466,9 @@ template <class T>
 void backward_impl(const AttentionShape& shape, const T* q, const T* k, const T* v, const T* out, const T* dout,
                    const compute_t<T>* lse, T* dq, T* dk, T* dv) {
   using C = compute_t<T>;
-  constexpr int64_t W = Simd<C>::W;
   const Geometry<T> g(shape);
   const C inf = std::numeric_limits<C>::infinity();
-  const int64_t nqt = (g.Tq + kTile - 1) / kTile, nkt = (g.Tk + kTile - 1) / kTile;
+  const int64_t nkt = (g.Tk + kTile - 1) / kTile;
   const bool parallel = double(g.B * g.Hq) * double(g.Tq) * double(g.Tk) * double(g.D + g.Dv) > kParallelWork;
   if (g.B == 0 || g.Hq == 0) return;
 
@@ -563,8 +568,7 @@ void backward_impl(const AttentionShape& shape, const T* q, const T* k, const T*
 
   // Pass 2: dQ, key-major tiles St[key, query] as in forward (q and dO transposed once per task).
   if (dq && g.Tq > 0) {
-    const int64_t bh_count = g.B * g.Hq;
-    const int64_t ntasks = bh_count * nqt;
+    const int64_t ntasks = g.query_tasks();
 #pragma omp parallel if (parallel)
     {
       Scratch<C> w(g.Dp * kTile + g.Dvp * kTile + kTile * g.Dp + kTile * g.Dvp + 3 * kTile * kTile + kTile * g.Dp +
@@ -583,10 +587,7 @@ void backward_impl(const AttentionShape& shape, const T* q, const T* k, const T*
 
 #pragma omp for schedule(dynamic, 1)
       for (int64_t task = 0; task < ntasks; ++task) {
-        const int64_t qtile = nqt - 1 - task / bh_count;
-        const int64_t b = (task % bh_count) / g.Hq, h = task % g.Hq, hk = h / g.G;
-        const int64_t i0 = qtile * kTile, nq = std::min(kTile, g.Tq - i0);
-        const int64_t mr = round_up(nq, kRowBlock), nqp = round_up(nq, W);
+        const auto [b, h, hk, i0, nq, mr, nqp] = g.query_task(task);
         g.load_transposed(q, b, h, i0, nq, g.Tq, g.Hq, g.D, g.scale, qt);
         g.load_transposed(dout, b, h, i0, nq, g.Tq, g.Hq, g.Dv, C(1), dOt);
         g.load_ids(b, i0 + g.off, nq, qid);
