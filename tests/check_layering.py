@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Fails when a file includes a header from a higher layer than its own (DESIGN.md: lower never
-includes higher). Usage: check_layering.py SRC_DIR"""
+includes higher), or when a component includes a sibling component. Usage: check_layering.py SRC_DIR"""
 import pathlib
 import re
 import sys
@@ -18,6 +18,10 @@ def layer_of(rel: str) -> int:
     return best
 
 
+def component_of(rel: str) -> str:
+    return rel.split("/")[1]
+
+
 def main() -> int:
     src = pathlib.Path(sys.argv[1])
     bad = []
@@ -33,6 +37,9 @@ def main() -> int:
             target = layer_of(m.group(1))
             if target > own or (LAYERS[target] == "kernels/cuda" and LAYERS[own] == "kernels/cpu"):
                 bad.append(f"{rel}:{n}: {LAYERS[own]} includes {m.group(1)} ({LAYERS[target]})")
+            elif LAYERS[own] == "components" and LAYERS[target] == "components" and \
+                    component_of(rel) != component_of(m.group(1)):
+                bad.append(f"{rel}:{n}: component {component_of(rel)} includes {m.group(1)} (a sibling component)")
     for b in bad:
         print(b)
     print(f"layering: {len(bad)} violations")

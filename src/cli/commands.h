@@ -1,14 +1,19 @@
 #pragma once
 // The subcommands of the automodel executable; each returns the process exit code.
+#include <string>
+#include <vector>
+
 #include "cli/args.h"
 
 namespace automodel::cli {
 
-int run_demo(const Args& args);
 int run_inspect(const Args& args);        // models/: describe a model directory
 int run_generate(const Args& args);       // models/: continue a prompt of token ids
 int run_logprobs(const Args& args);       // models/: next-token log-probabilities of a sequence
 int run_tokenize(const Args& args);       // tokenizer: text to ids
 int run_chat_template(const Args& args);  // tokenizer: render a conversation with the chat template
+// recipes: `finetune llm -c recipe.yaml [overrides]` (args after "finetune") and `recipe.yaml [overrides]`.
+int run_finetune(std::vector<std::string> args);
+int run_recipe_file(const std::string& config_path, std::vector<std::string> args);
 
 }  // namespace automodel::cli

@@ -14,8 +14,9 @@ constexpr const char* kUsage =
     "usage: automodel <command> [options]\n"
     "\n"
     "commands:\n"
-    "  demo      train a tiny transformer on synthetic data and print the loss falling\n"
-    "            [--steps N=200] [--threads N] [--seed S=0] [--checkpoint] [--lr LR=3e-3]\n"
+    "  finetune  fine-tune a Hugging Face model from a NeMo Automodel-style recipe YAML\n"
+    "            finetune llm -c recipe.yaml [--threads N] [--section.key value ...]\n"
+    "            (or: automodel recipe.yaml [...], the recipe named by its recipe: key)\n"
     "\n"
     "  inspect   describe a Hugging Face model directory (architecture, parameters, dtype, layers)\n"
     "            DIR | --model DIR  [--json] [--dtype f32|bf16]\n"
@@ -52,8 +53,11 @@ int main(int argc, char** argv) {
     return 0;
   }
   try {
+    // Recipe commands take NeMo Automodel's `--a.b.c value` overrides, not subcommand options.
+    if (args[0] == "finetune") return cli::run_finetune(std::vector<std::string>(args.begin() + 1, args.end()));
+    if (args[0].ends_with(".yaml") || args[0].ends_with(".yml"))
+      return cli::run_recipe_file(args[0], std::vector<std::string>(args.begin() + 1, args.end()));
     cli::Args parsed = cli::parse_args(std::vector<std::string>(args.begin() + 1, args.end()));
-    if (args[0] == "demo") return cli::run_demo(parsed);
     if (args[0] == "inspect") return cli::run_inspect(parsed);
     if (args[0] == "generate") return cli::run_generate(parsed);
     if (args[0] == "logprobs") return cli::run_logprobs(parsed);

@@ -256,8 +256,25 @@ TEST(ConfigEnv, InterpolationForms) {
   EXPECT_TRUE(has(error_of([] { parse_yaml("k: ${OPEN\n", "env.yaml"); }), "unterminated"));
 }
 
+namespace {
+// The names a recipe registers (recipes/build.cpp), registered here so the config component is tested on its own.
+void register_recipe_like_targets() {
+  using automodel::config::register_target;
+  register_target("automodel.AutoModelForCausalLM.from_pretrained",
+                  {"nemo_automodel.NeMoAutoModelForCausalLM.from_pretrained"});
+  register_target("automodel.datasets.llm.make_squad_dataset",
+                  {"nemo_automodel.components.datasets.llm.squad.make_squad_dataset"});
+  register_target("automodel.loss.MaskedCrossEntropy", {"nemo_automodel.components.loss.masked_ce.MaskedCrossEntropy"});
+  register_target("automodel.optim.AdamW", {"torch.optim.AdamW"});
+  register_target("automodel.optim.Adam", {"torch.optim.Adam"});
+  register_target("automodel.datasets.DataLoader", {"torchdata.stateful_dataloader.StatefulDataLoader"});
+  register_target("automodel.datasets.default_collater", {"nemo_automodel.components.datasets.utils.default_collater"});
+}
+}  // namespace
+
 TEST(ConfigTargets, ResolveAliasesAndSuggest) {
   using automodel::config::resolve_target;
+  register_recipe_like_targets();
   EXPECT_EQ(resolve_target("torch.optim.AdamW"), "automodel.optim.AdamW");
   EXPECT_EQ(resolve_target("automodel.optim.AdamW"), "automodel.optim.AdamW");
   EXPECT_EQ(resolve_target("nemo_automodel.NeMoAutoModelForCausalLM.from_pretrained"),
@@ -420,6 +437,7 @@ optimizer:
   EXPECT_EQ(c.get<std::vector<double>>("optimizer.betas"), (std::vector<double>{0.9, 0.999}));
   EXPECT_EQ(c.get<std::string>("dataloader.collate_fn"), "nemo_automodel.components.datasets.utils.default_collater");
   EXPECT_EQ(c.at("optimizer.lr").where(), path + ":61");
+  register_recipe_like_targets();
   EXPECT_EQ(automodel::config::resolve_target(c.at("model")), "automodel.AutoModelForCausalLM.from_pretrained");
   EXPECT_EQ(automodel::config::resolve_target(c.at("optimizer")), "automodel.optim.Adam");
   EXPECT_EQ(automodel::config::resolve_target(c.at("dataset")), "automodel.datasets.llm.make_squad_dataset");

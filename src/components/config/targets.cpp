@@ -31,20 +31,7 @@ struct Registry {
 };
 
 Registry& registry() {
-  static Registry* r = [] {
-    auto* reg = new Registry();
-    // NeMo Automodel's names as aliases of ours; the factories are attached to the canonical names by the recipes.
-    reg->add("automodel.AutoModelForCausalLM.from_pretrained",
-             {"nemo_automodel.NeMoAutoModelForCausalLM.from_pretrained"});
-    reg->add("automodel.datasets.llm.make_squad_dataset",
-             {"nemo_automodel.components.datasets.llm.squad.make_squad_dataset"});
-    reg->add("automodel.loss.MaskedCrossEntropy", {"nemo_automodel.components.loss.masked_ce.MaskedCrossEntropy"});
-    reg->add("automodel.optim.AdamW", {"torch.optim.AdamW"});
-    reg->add("automodel.optim.Adam", {"torch.optim.Adam"});
-    reg->add("automodel.datasets.DataLoader", {"torchdata.stateful_dataloader.StatefulDataLoader"});
-    reg->add("automodel.datasets.default_collater", {"nemo_automodel.components.datasets.utils.default_collater"});
-    return reg;
-  }();
+  static Registry* r = new Registry();
   return *r;
 }
 

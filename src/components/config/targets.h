@@ -1,6 +1,6 @@
 #pragma once
 // The `_target_` registry: our canonical names, each with aliases (NeMo Automodel's dotted names). Only names live
-// here; the recipes attach the factories to the canonical names. The built-in names are registered on first use.
+// here; the recipes register the names they build (recipes/build.cpp) and attach the factories to them.
 #include <string>
 #include <vector>
 

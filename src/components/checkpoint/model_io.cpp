@@ -1,0 +1,63 @@
+#include "components/checkpoint/model_io.h"
+
+#include <filesystem>
+#include <set>
+
+#include "core/error.h"
+#include "io/hf_dir.h"
+#include "io/safetensors.h"
+#include "models/auto_model.h"
+#include "ops/view.h"
+
+namespace automodel::checkpoint {
+
+namespace fs = std::filesystem;
+
+void save_consolidated_model(const models::CausalLM& model, const std::string& dir,
+                             const std::vector<std::string>& extra_files_to_copy) {
+  for (const auto& file : extra_files_to_copy) {
+    std::error_code ec;
+    if (!fs::is_regular_file(file, ec))
+      throw Error("file to copy into the consolidated checkpoint is missing", file,
+                  "pass existing tokenizer files (tokenizer.json, tokenizer_config.json, ...)");
+  }
+  models::save_pretrained(model, dir);
+  for (const auto& file : extra_files_to_copy) {
+    const fs::path dest = fs::path(dir) / fs::path(file).filename();
+    std::error_code ec;
+    fs::copy_file(file, dest.string() + ".tmp", fs::copy_options::overwrite_existing, ec);
+    if (!ec) fs::rename(dest.string() + ".tmp", dest, ec);
+    if (ec)
+      throw Error("cannot copy into the checkpoint: " + ec.message(), file + " -> " + dest.string(),
+                  "check free disk space and permissions");
+  }
+}
+
+void load_model_weights(models::CausalLM& model, const std::string& dir) {
+  io::ShardedReader reader(dir);
+  auto params = model.named_parameters();
+  std::set<std::string> expected;
+  std::vector<std::string> missing;
+  for (const auto& [name, param] : params) {
+    expected.insert(name);
+    if (!reader.contains(name)) {
+      missing.push_back(name);
+      continue;
+    }
+    const io::TensorInfo& info = reader.info(name);
+    if (info.shape != param.shape())
+      throw Error("tensor '" + name + "' has shape " + shape_str(info.shape) + " in the checkpoint but " +
+                      shape_str(param.shape()) + " in the model",
+                  reader.file_of(name), "the checkpoint was saved from a different model configuration");
+  }
+  if (!missing.empty())
+    throw Error("the checkpoint lacks " + std::to_string(missing.size()) + " parameter(s), first '" + missing[0] + "'",
+                dir, "the checkpoint was saved from a different model configuration");
+  for (const auto& name : reader.names())
+    if (!expected.count(name))
+      throw Error("the checkpoint has tensor '" + name + "' that the model does not", reader.file_of(name),
+                  "the checkpoint was saved from a different model configuration (e.g. tie_word_embeddings)");
+  for (auto& [name, param] : params) ops::copy_into(param, reader.get(name, param.dtype()));
+}
+
+}  // namespace automodel::checkpoint

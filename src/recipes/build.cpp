@@ -1,0 +1,246 @@
+#include "recipes/build.h"
+
+#include <cmath>
+#include <filesystem>
+
+#include "components/config/targets.h"
+#include "components/tokenizer/chat_template.h"
+#include "core/error.h"
+#include "io/hf_dir.h"
+#include "models/auto_model.h"
+
+namespace automodel::recipes {
+
+namespace {
+
+namespace fs = std::filesystem;
+using config::check_keys;
+
+constexpr const char* kFromPretrained = "automodel.AutoModelForCausalLM.from_pretrained";
+constexpr const char* kAdamW = "automodel.optim.AdamW";
+constexpr const char* kAdam = "automodel.optim.Adam";
+constexpr const char* kSGD = "automodel.optim.SGD";
+constexpr const char* kMaskedCE = "automodel.loss.MaskedCrossEntropy";
+constexpr const char* kChunkedCE = "automodel.loss.ChunkedCrossEntropy";
+constexpr const char* kFusedLinearCE = "automodel.loss.FusedLinearCrossEntropy";
+constexpr const char* kDataLoader = "automodel.datasets.DataLoader";
+constexpr const char* kDefaultCollater = "automodel.datasets.default_collater";
+
+// The section's canonical target, or an Error naming what the section accepts.
+std::string target_of(const ConfigNode& section, const std::vector<std::string>& accepted) {
+  if (!section.contains("_target_"))
+    throw Error(section.path() + " has no _target_", section.where(),
+                "add `_target_: " + accepted.front() + "` (or another of: " + [&] {
+                  std::string s;
+                  for (size_t i = 1; i < accepted.size(); ++i) s += (i > 1 ? ", " : "") + accepted[i];
+                  return s.empty() ? std::string("none") : s;
+                }() + ")");
+  std::string canonical = config::resolve_target(section);
+  for (const auto& a : accepted)
+    if (canonical == a) return canonical;
+  std::string list;
+  for (const auto& a : accepted) list += (list.empty() ? "" : ", ") + a;
+  throw Error(section.path() + "._target_ '" + section.get<std::string>("_target_") + "' cannot build a " +
+                  section.path(),
+              section.at("_target_").where(), "use one of: " + list);
+}
+
+DType parse_dtype(const ConfigNode& node) {
+  std::string s = node.as_string();
+  if (s.rfind("torch.", 0) == 0) s = s.substr(6);
+  if (s == "float32" || s == "fp32" || s == "float" || s == "auto") return DType::f32;
+  if (s == "bfloat16" || s == "bf16") return DType::bf16;
+  throw Error(node.path() + ": unsupported dtype '" + node.as_string() + "'", node.where(),
+              "use float32 or bfloat16 (torch.float32 / torch.bfloat16 also accepted)");
+}
+
+}  // namespace
+
+void register_recipe_targets() {
+  using config::register_target;
+  register_target(kFromPretrained, {"nemo_automodel.NeMoAutoModelForCausalLM.from_pretrained",
+                                    "nemo_automodel._transformers.NeMoAutoModelForCausalLM.from_pretrained",
+                                    "transformers.AutoModelForCausalLM.from_pretrained"});
+  register_target(kAdamW, {"torch.optim.AdamW"});
+  register_target(kAdam, {"torch.optim.Adam"});
+  register_target(kSGD, {"torch.optim.SGD"});
+  register_target(kMaskedCE, {"nemo_automodel.components.loss.masked_ce.MaskedCrossEntropy"});
+  register_target(kChunkedCE, {"nemo_automodel.components.loss.chunked_ce.ChunkedCrossEntropy"});
+  register_target(kFusedLinearCE, {"nemo_automodel.components.loss.linear_ce.FusedLinearCrossEntropy"});
+  register_target(kDataLoader, {"torchdata.stateful_dataloader.StatefulDataLoader", "torch.utils.data.DataLoader"});
+  register_target(kDefaultCollater, {"nemo_automodel.components.datasets.utils.default_collater"});
+  register_dataset_targets();
+}
+
+std::unique_ptr<models::CausalLM> build_model(const ConfigNode& section, std::string& model_dir) {
+  check_keys(section, {"_target_", "pretrained_model_name_or_path", "torch_dtype", "dtype", "attn_implementation",
+                       "use_liger_kernel", "trust_remote_code", "force_hf", "use_cache", "revision"});
+  target_of(section, {kFromPretrained});
+  if (!section.contains("pretrained_model_name_or_path"))
+    throw Error("model.pretrained_model_name_or_path is missing", section.where(),
+                "give a model directory written by transformers or a hub id in the local HF cache");
+  model_dir = io::resolve_model_dir(section.get<std::string>("pretrained_model_name_or_path"),
+                                    section.get<std::string>("revision", "main"));
+  if (const ConfigNode* a = section.find("attn_implementation"); a && !a->is_null()) {
+    const std::string impl = a->as_string();
+    // Ours is one tiled flash-attention kernel; the names of the transformers backends all map onto it.
+    if (impl != "eager" && impl != "sdpa" && impl != "flash_attention_2" && impl != "flex_attention")
+      throw Error("model.attn_implementation '" + impl + "' is not known", a->where(),
+                  "use eager, sdpa or flash_attention_2 (all run automodel's flash attention)");
+  }
+  models::LoadOptions options;
+  const ConfigNode* dtype = section.find("torch_dtype");
+  if (dtype == nullptr || dtype->is_null()) dtype = section.find("dtype");
+  if (dtype != nullptr && !dtype->is_null()) options.dtype = parse_dtype(*dtype);
+  return models::AutoModelForCausalLM::from_pretrained(model_dir, options);
+}
+
+TokenizerBundle build_tokenizer(const ConfigNode* section, const std::string& model_dir) {
+  TokenizerBundle b;
+  b.dir = model_dir;
+  if (section != nullptr && !section->is_null()) {
+    check_keys(*section, {"_target_", "pretrained_model_name_or_path", "trust_remote_code"});
+    if (section->contains("pretrained_model_name_or_path"))
+      b.dir = io::resolve_model_dir(section->get<std::string>("pretrained_model_name_or_path"));
+  }
+  b.tokenizer = std::make_shared<tokenizer::Tokenizer>(tokenizer::Tokenizer::from_pretrained(b.dir));
+  auto tok = b.tokenizer;
+  auto id_of = [&](const std::optional<std::string>& token) -> std::optional<int64_t> {
+    return token ? tok->token_to_id(*token) : std::nullopt;
+  };
+  b.text.bos_id = id_of(tok->bos_token());
+  b.text.eos_id = id_of(tok->eos_token());
+  b.text.pad_id = id_of(tok->pad_token());
+  b.pad_id = b.text.pad_id.value_or(b.text.eos_id.value_or(0));
+  b.text.encode = [tok](const std::string& text, bool add_special) { return tok->encode(text, add_special).ids; };
+  const std::string dir = b.dir;
+  const bool has_template =
+      fs::exists(fs::path(dir) / "chat_template.jinja") || tok->tokenizer_config().contains("chat_template");
+  if (has_template) {
+    auto templates = std::make_shared<tokenizer::ChatTemplates>(tokenizer::load_chat_templates(dir));
+    b.text.apply_chat_template = [templates](const nlohmann::ordered_json& messages,
+                                             const nlohmann::ordered_json& tools, bool add_generation_prompt) {
+      return tokenizer::apply_chat_template(*templates, messages, add_generation_prompt, tools);
+    };
+  }
+  return b;
+}
+
+LoaderOptions build_loader_options(const ConfigNode* section, bool default_shuffle) {
+  LoaderOptions o;
+  o.shuffle = default_shuffle;
+  if (section == nullptr || section->is_null()) return o;
+  // Worker and memory-pinning options of torch's loader have no meaning for an in-process loader; they are accepted
+  // so NeMo Automodel recipes run unchanged.
+  check_keys(*section, {"_target_", "collate_fn", "shuffle", "drop_last", "batch_size", "num_workers", "pin_memory",
+                        "persistent_workers", "prefetch_factor", "seed"});
+  if (section->contains("_target_")) target_of(*section, {kDataLoader});
+  o.shuffle = section->get<bool>("shuffle", default_shuffle);
+  o.drop_last = section->get<bool>("drop_last", false);
+  if (const ConfigNode* c = section->find("collate_fn"); c && !c->is_null()) {
+    check_keys(*c, {"_target_", "pad_seq_len_divisible"});
+    target_of(*c, {kDefaultCollater});
+    if (c->contains("pad_seq_len_divisible")) o.pad_to_multiple_of = c->get<int64_t>("pad_seq_len_divisible", 1);
+  }
+  if (o.pad_to_multiple_of < 1)
+    throw Error("collate_fn.pad_seq_len_divisible must be >= 1", section->where(), "use 1 for no rounding");
+  return o;
+}
+
+std::unique_ptr<optim::Optimizer> build_optimizer(const ConfigNode& section, models::CausalLM& model) {
+  const std::string target = target_of(section, {kAdamW, kAdam, kSGD});
+  // foreach / fused pick torch's implementation, not the math: ours is always one pass over flat buffers.
+  check_keys(section, {"_target_", "lr", "betas", "eps", "weight_decay", "momentum", "dampening", "nesterov",
+                       "foreach", "fused", "amsgrad", "maximize", "capturable", "differentiable"});
+  if (section.get<bool>("amsgrad", false) || section.get<bool>("maximize", false))
+    throw Error("optimizer: amsgrad and maximize are not supported", section.where(), "remove them");
+
+  std::vector<optim::ParamGroup> groups(1);
+  int64_t trainable = 0, total = 0;
+  for (auto& [name, p] : model.named_parameters()) {
+    total += 1;
+    if (p.requires_grad()) trainable += 1;
+  }
+  if (trainable == 0)
+    throw Error("no parameter of the model requires a gradient", section.where(),
+                "enable training of some parameters (full fine-tune or a peft: section)");
+  if (trainable == total) {
+    groups[0].flat.push_back(nn::flatten_parameters(model));
+  } else {
+    for (auto& [name, p] : model.named_parameters())
+      if (p.requires_grad()) groups[0].params.emplace_back(name, p);
+  }
+  if (target == kSGD) {
+    optim::SGDOptions o;
+    o.lr = section.get<double>("lr", o.lr);
+    o.momentum = section.get<double>("momentum", 0.0);
+    o.dampening = section.get<double>("dampening", 0.0);
+    o.nesterov = section.get<bool>("nesterov", false);
+    o.weight_decay = section.get<double>("weight_decay", 0.0);
+    return std::make_unique<optim::SGD>(std::move(groups), o);
+  }
+  optim::AdamOptions o = target == kAdamW ? optim::AdamW::defaults() : optim::AdamOptions{};
+  o.lr = section.get<double>("lr", o.lr);
+  o.eps = section.get<double>("eps", o.eps);
+  o.weight_decay = section.get<double>("weight_decay", o.weight_decay);
+  if (const ConfigNode* betas = section.find("betas"); betas && !betas->is_null()) {
+    auto b = betas->as<std::vector<double>>();
+    if (b.size() != 2) throw Error("optimizer.betas must have two values", betas->where(), "e.g. [0.9, 0.999]");
+    o.beta1 = b[0];
+    o.beta2 = b[1];
+  }
+  if (target == kAdamW) return std::make_unique<optim::AdamW>(std::move(groups), o);
+  return std::make_unique<optim::Adam>(std::move(groups), o);
+}
+
+std::unique_ptr<optim::OptimizerParamScheduler> build_lr_scheduler(const ConfigNode* section,
+                                                                   optim::Optimizer& optimizer, int64_t total_steps) {
+  if (section == nullptr || section->is_null()) return nullptr;
+  check_keys(*section, {"init_lr", "max_lr", "min_lr", "lr_warmup_steps", "lr_decay_steps", "lr_decay_style",
+                        "start_weight_decay", "end_weight_decay", "wd_incr_steps", "weight_decay_incr_style",
+                        "wsd_decay_steps", "lr_wsd_decay_style", "use_checkpoint_opt_param_scheduler",
+                        "override_opt_param_scheduler"});
+  const optim::ParamGroup& g = optimizer.param_groups().front();
+  optim::LRSchedulerConfig c =
+      optim::default_scheduler_config(g.lr.value_or(0.0), g.weight_decay.value_or(0.0), total_steps);
+  c.init_lr = section->get<double>("init_lr", c.init_lr);
+  c.max_lr = section->get<double>("max_lr", c.max_lr);
+  c.min_lr = section->get<double>("min_lr", c.min_lr);
+  c.lr_warmup_steps = section->get<int64_t>("lr_warmup_steps", c.lr_warmup_steps);
+  c.lr_decay_steps = section->get<int64_t>("lr_decay_steps", c.lr_decay_steps);
+  c.lr_decay_style = section->get<std::string>("lr_decay_style", c.lr_decay_style);
+  c.start_wd = section->get<double>("start_weight_decay", c.start_wd);
+  c.end_wd = section->get<double>("end_weight_decay", c.end_wd);
+  c.wd_incr_steps = section->get<int64_t>("wd_incr_steps", c.wd_incr_steps);
+  c.wd_incr_style = section->get<std::string>("weight_decay_incr_style", c.wd_incr_style);
+  if (section->contains("wsd_decay_steps")) c.wsd_decay_steps = section->get<int64_t>("wsd_decay_steps");
+  c.lr_wsd_decay_style = section->get<std::string>("lr_wsd_decay_style", c.lr_wsd_decay_style);
+  try {
+    return std::make_unique<optim::OptimizerParamScheduler>(c, &optimizer);
+  } catch (const Error& e) {
+    throw Error(e.what_part(), section->where(), e.hint().empty() ? "fix the lr_scheduler section" : e.hint());
+  }
+}
+
+LossFunction build_loss(const ConfigNode* section) {
+  LossFunction f;
+  if (section == nullptr || section->is_null()) return f;
+  const std::string target = target_of(*section, {kMaskedCE, kChunkedCE, kFusedLinearCE});
+  check_keys(*section, {"_target_", "fp32_upcast", "ignore_index", "reduction", "chunk_len"});
+  if (section->get<std::string>("reduction", "sum") != "sum")
+    throw Error("loss_fn.reduction must be 'sum'", section->where(),
+                "the recipe divides the summed loss by the step's number of label tokens, as NeMo Automodel does");
+  f.ignore_index = section->get<int64_t>("ignore_index", -100);
+  f.fp32_upcast = section->get<bool>("fp32_upcast", true);
+  if (target == kChunkedCE) {
+    f.kind = LossFunction::Kind::Chunked;
+    f.chunk_len = section->get<int64_t>("chunk_len", 32);
+  } else if (target == kFusedLinearCE) {
+    f.kind = LossFunction::Kind::FusedLinear;
+    f.chunk_len = section->get<int64_t>("chunk_len", 0);
+  }
+  if (f.chunk_len < 0) throw Error("loss_fn.chunk_len must be >= 0", section->where(), "e.g. 32");
+  return f;
+}
+
+}  // namespace automodel::recipes

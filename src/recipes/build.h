@@ -1,0 +1,68 @@
+#pragma once
+// Recipe builders: one function per YAML section (NeMo Automodel's shape) that checks the section's keys, resolves its
+// `_target_` through the registry (our names or NeMo Automodel's) and builds the component it names.
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "components/config/config.h"
+#include "components/data/collate.h"
+#include "components/data/sample.h"
+#include "components/loss/cross_entropy.h"
+#include "components/optim/optimizer.h"
+#include "components/optim/scheduler.h"
+#include "components/tokenizer/tokenizer.h"
+#include "models/causal_lm.h"
+
+namespace automodel::recipes {
+
+using config::ConfigNode;
+
+// Registers the canonical `_target_` names the builders below accept (with NeMo Automodel's names as aliases).
+void register_recipe_targets();
+
+// model: {_target_, pretrained_model_name_or_path, torch_dtype, attn_implementation, ...}. The model directory is
+// resolved (a local path or a hub id in the HF cache) and returned through `model_dir`.
+std::unique_ptr<models::CausalLM> build_model(const ConfigNode& section, std::string& model_dir);
+
+// The tokenizer of the model directory (or `tokenizer.pretrained_model_name_or_path` when given), with its chat
+// template wired into the data seam.
+struct TokenizerBundle {
+  std::shared_ptr<tokenizer::Tokenizer> tokenizer;
+  data::TextTokenizer text;  // the seam the datasets use
+  std::string dir;
+  int64_t pad_id = 0;        // pad token, else eos, else 0 (as NeMo Automodel's collater)
+};
+TokenizerBundle build_tokenizer(const ConfigNode* section, const std::string& model_dir);
+
+// dataset / validation_dataset sections: tokenized samples (build_data.cpp).
+void register_dataset_targets();
+std::vector<data::Sample> build_dataset(const ConfigNode& section, const data::TextTokenizer& tokenizer);
+
+// dataloader / validation_dataloader sections.
+struct LoaderOptions {
+  bool shuffle = false;
+  bool drop_last = false;
+  std::optional<int64_t> pad_to_length;  // collate_fn.pad_seq_len_divisible / max-length padding
+  int64_t pad_to_multiple_of = 1;
+};
+LoaderOptions build_loader_options(const ConfigNode* section, bool default_shuffle);
+
+// optimizer section over the trainable parameters (one flat group when every parameter trains).
+std::unique_ptr<optim::Optimizer> build_optimizer(const ConfigNode& section, models::CausalLM& model);
+
+// lr_scheduler section (absent: none, as NeMo Automodel); total_steps from the step scheduler.
+std::unique_ptr<optim::OptimizerParamScheduler> build_lr_scheduler(const ConfigNode* section,
+                                                                   optim::Optimizer& optimizer, int64_t total_steps);
+
+// loss_fn section: which cross-entropy and its options.
+struct LossFunction {
+  enum class Kind { Masked, Chunked, FusedLinear } kind = Kind::Masked;
+  int64_t ignore_index = -100;
+  bool fp32_upcast = true;
+  int64_t chunk_len = 32;  // chunked; 0 = automatic for fused linear
+};
+LossFunction build_loss(const ConfigNode* section);
+
+}  // namespace automodel::recipes

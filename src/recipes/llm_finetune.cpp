@@ -1,0 +1,461 @@
+#include "recipes/llm_finetune.h"
+
+#include <chrono>
+#include <csignal>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <iostream>
+#include <limits>
+
+#include "autograd/engine.h"
+#include "components/checkpoint/checkpoint_dir.h"
+#include "components/checkpoint/model_io.h"
+#include "components/checkpoint/state_io.h"
+#include "components/config/targets.h"
+#include "components/data/loader.h"
+#include "components/data/packing.h"
+#include "components/training/metrics.h"
+#include "components/training/progress.h"
+#include "components/training/step_scheduler.h"
+#include "core/allocator.h"
+#include "core/error.h"
+#include "core/grad_node.h"
+#include "core/rng.h"
+#include "recipes/build.h"
+
+namespace automodel::recipes {
+
+namespace {
+
+namespace fs = std::filesystem;
+using config::check_keys;
+using Clock = std::chrono::steady_clock;
+
+constexpr const char* kFinetuneRecipe = "automodel.recipes.llm.TrainFinetuneRecipeForNextTokenPrediction";
+
+// Sections NeMo Automodel recipes carry that configure what a single CPU process has no use for (process groups,
+// torch.compile, remote loggers); accepted so its recipes run unchanged.
+const std::vector<std::string> kTopLevelKeys = {
+    "recipe",  "step_scheduler", "model",        "tokenizer", "dataset",       "validation_dataset",
+    "dataloader", "validation_dataloader", "packed_sequence", "optimizer", "lr_scheduler", "loss_fn",
+    "clip_grad_norm", "checkpoint", "distributed", "rng", "seed", "peft", "dist_env", "compile", "wandb", "mlflow",
+    "tensorboard", "comet", "autocast", "benchmark"};
+
+struct CheckpointOptions {
+  bool enabled = true;
+  std::string dir = "checkpoints/";
+  std::optional<std::string> restore_from;
+  std::optional<int64_t> max_recent;
+};
+
+CheckpointOptions checkpoint_options(const ConfigNode* s) {
+  CheckpointOptions o;
+  if (s == nullptr || s->is_null()) return o;
+  check_keys(*s, {"enabled", "checkpoint_dir", "model_save_format", "save_consolidated", "restore_from",
+                  "max_recent_checkpoints", "model_cache_dir", "model_repo_id", "is_async", "is_peft"});
+  o.enabled = s->get<bool>("enabled", true);
+  o.dir = s->get<std::string>("checkpoint_dir", o.dir);
+  if (s->get<std::string>("model_save_format", "safetensors") != "safetensors")
+    throw Error("checkpoint.model_save_format must be safetensors", s->at("model_save_format").where(),
+                "automodel writes Hugging Face safetensors (torch_save is a PyTorch format)");
+  if (const ConfigNode* r = s->find("restore_from"); r && !r->is_null()) o.restore_from = r->as_string();
+  if (const ConfigNode* m = s->find("max_recent_checkpoints"); m && !m->is_null()) {
+    o.max_recent = m->as_int();
+    if (*o.max_recent < 1) throw Error("checkpoint.max_recent_checkpoints must be >= 1", m->where(), "or null");
+  }
+  return o;
+}
+
+// distributed: one CPU process is every strategy with all sizes 1; activation_checkpointing applies.
+bool activation_checkpointing(const ConfigNode* s) {
+  if (s == nullptr || s->is_null()) return false;
+  check_keys(*s, {"_target_", "strategy", "dp_size", "dp_replicate_size", "tp_size", "cp_size", "pp_size", "ep_size",
+                  "sequence_parallel", "activation_checkpointing", "defer_fsdp_grad_sync"});
+  for (const char* key : {"dp_size", "dp_replicate_size", "tp_size", "cp_size", "pp_size", "ep_size"}) {
+    const ConfigNode* n = s->find(key);
+    if (n != nullptr && !n->is_null() && n->as_int() > 1)
+      throw Error(std::string("distributed.") + key + " = " + std::to_string(n->as_int()) +
+                      ": this build trains in one process",
+                  n->where(), "set it to 1 (or none)");
+  }
+  return s->get<bool>("activation_checkpointing", false);
+}
+
+uint64_t seed_of(const ConfigNode& cfg) {
+  if (const ConfigNode* rng = cfg.find("rng"); rng && !rng->is_null()) {
+    check_keys(*rng, {"_target_", "seed", "ranked"});
+    return static_cast<uint64_t>(rng->get<int64_t>("seed", 42));
+  }
+  return static_cast<uint64_t>(cfg.get<int64_t>("seed", 42));
+}
+
+training::StepSchedulerOptions step_scheduler_options(const ConfigNode& s) {
+  check_keys(s, {"global_batch_size", "local_batch_size", "ckpt_every_steps", "val_every_steps", "num_epochs",
+                 "max_steps", "save_checkpoint_every_epoch", "validate_on_checkpoint", "log_remote_every_steps",
+                 "loss_average_window_steps", "gc_every_steps"});
+  training::StepSchedulerOptions o;
+  o.global_batch_size = s.get<int64_t>("global_batch_size", 32);
+  o.local_batch_size = s.get<int64_t>("local_batch_size", 1);
+  auto opt = [&](const char* key) -> std::optional<int64_t> {
+    const ConfigNode* n = s.find(key);
+    return n && !n->is_null() ? std::optional<int64_t>(n->as_int()) : std::nullopt;
+  };
+  o.ckpt_every_steps = opt("ckpt_every_steps");
+  o.val_every_steps = opt("val_every_steps");
+  o.num_epochs = opt("num_epochs");
+  o.max_steps = opt("max_steps");
+  o.save_checkpoint_every_epoch = s.get<bool>("save_checkpoint_every_epoch", true);
+  o.validate_on_checkpoint = s.get<bool>("validate_on_checkpoint", o.validate_on_checkpoint);
+  return o;
+}
+
+// Tokens of a label row that are not trailing padding (NeMo's count_tail_padding).
+int64_t tokens_without_tail_padding(const Tensor& labels) {
+  const int64_t* l = labels.data<int64_t>();
+  const int64_t rows = labels.shape()[0], cols = labels.shape()[1];
+  int64_t n = 0;
+  for (int64_t r = 0; r < rows; ++r) {
+    int64_t end = cols;
+    while (end > 0 && l[r * cols + end - 1] == -100) --end;
+    n += end;
+  }
+  return n;
+}
+
+// Test hook: AUTOMODEL_FAULT_INJECTION=kill_during_<point>:<n> SIGKILLs the process the n-th time it reaches
+// <point>, so the end-to-end tests can show that an interrupted checkpoint save never becomes the one resumed from.
+void fault_injection_point(const std::string& point) {
+  static int hits = 0;
+  const char* spec = std::getenv("AUTOMODEL_FAULT_INJECTION");
+  const std::string prefix = "kill_during_" + point + ":";
+  if (spec == nullptr || std::string(spec).rfind(prefix, 0) != 0) return;
+  if (++hits == std::atoi(spec + prefix.size())) std::raise(SIGKILL);
+}
+
+double peak_memory_gib() { return double(CachingAllocator::cpu().stats().peak_bytes) / double(1 << 30); }
+
+class FinetuneRun {
+ public:
+  FinetuneRun(const ConfigNode& cfg, const training::Callbacks& callbacks) : cfg_(cfg), callbacks_(callbacks) {}
+
+  RunResult run() {
+    setup();
+    train();
+    return result_;
+  }
+
+ private:
+  // ---- setup: every component from its section -------------------------------------------------------------------
+  void setup() {
+    check_keys(cfg_, kTopLevelKeys);
+    if (cfg_.contains("peft") && !cfg_.at("peft").is_null())
+      throw Error("the peft: section (LoRA) is not supported by this build yet", cfg_.at("peft").where(),
+                  "remove it for a full fine-tune");
+    seed_ = seed_of(cfg_);
+    manual_seed(seed_);
+    ckpt_ = checkpoint_options(cfg_.find("checkpoint"));
+    checkpoint_layers_ = activation_checkpointing(cfg_.find("distributed"));
+
+    model_ = build_model(cfg_.at("model"), model_dir_);
+    tok_ = build_tokenizer(cfg_.find("tokenizer"), model_dir_);
+    loss_ = build_loss(cfg_.find("loss_fn"));
+
+    train_samples_ = build_dataset(cfg_.at("dataset"), tok_.text);
+    if (const ConfigNode* p = cfg_.find("packed_sequence"); p && !p->is_null()) {
+      check_keys(*p, {"packed_sequence_size", "split_across_pack", "max_packs", "packing_strategy"});
+      const int64_t size = p->get<int64_t>("packed_sequence_size", 0);
+      if (size > 0) train_samples_ = data::pack_sequences(train_samples_, size, tok_.pad_id);
+    }
+    if (const ConfigNode* v = cfg_.find("validation_dataset"); v && !v->is_null())
+      val_samples_ = build_dataset(*v, tok_.text);
+
+    const ConfigNode& sched_cfg = cfg_.at("step_scheduler");
+    training::StepSchedulerOptions sched_opts = step_scheduler_options(sched_cfg);
+    train_loader_opts_ = build_loader_options(cfg_.find("dataloader"), false);
+    val_loader_opts_ = build_loader_options(cfg_.find("validation_dataloader"), false);
+    const uint64_t loader_seed =
+        cfg_.contains("dataloader.seed") ? cfg_.get<int64_t>("dataloader.seed") : static_cast<int64_t>(seed_);
+    loader_ = std::make_unique<data::DataLoader>(train_samples_.size(), sched_opts.local_batch_size,
+                                                 train_loader_opts_.shuffle, loader_seed, train_loader_opts_.drop_last);
+    if (loader_->num_batches() == 0)
+      throw Error("the training dataset has fewer samples than one batch with drop_last", cfg_.at("dataset").where(),
+                  "lower step_scheduler.local_batch_size or set dataloader.drop_last: false");
+    sched_ = std::make_unique<training::StepScheduler>(sched_opts, static_cast<int64_t>(loader_->num_batches()));
+
+    optimizer_ = build_optimizer(cfg_.at("optimizer"), *model_);
+    lr_sched_ = build_lr_scheduler(cfg_.find("lr_scheduler"), *optimizer_, sched_->max_steps());
+    if (const ConfigNode* c = cfg_.find("clip_grad_norm"); c && !c->is_null()) {
+      check_keys(*c, {"max_norm"});
+      if (const ConfigNode* m = c->find("max_norm"); m && !m->is_null()) max_grad_norm_ = m->as_double();
+    }
+
+    fs::create_directories(ckpt_.dir);
+    restored_ = ckpt_.enabled && restore();
+    train_log_ = std::make_unique<training::JsonlWriter>((fs::path(ckpt_.dir) / "training.jsonl").string());
+    if (!val_samples_.empty())
+      val_log_ = std::make_unique<training::JsonlWriter>((fs::path(ckpt_.dir) / "validation.jsonl").string());
+    std::printf("model %s: %lld parameters (%lld trainable), %zu training samples, %lld micro-batches of %lld per "
+                "step, %lld steps\n",
+                model_dir_.c_str(), (long long)model_->num_parameters(), (long long)model_->num_parameters(true),
+                train_samples_.size(), (long long)sched_->grad_acc_steps(), (long long)sched_opts.local_batch_size,
+                (long long)sched_->max_steps());
+  }
+
+  // ---- the train loop ----------------------------------------------------------------------------------------------
+  void train() {
+    training::ProgressOptions po;
+    po.total_steps = sched_->max_steps();
+    po.initial_step = sched_->step();
+    po.is_tty = training::stdout_is_tty();
+    training::ProgressReporter progress(std::cout, po);
+    bool continue_epoch = restored_;  // a restored loader resumes inside its epoch
+    state_.step = sched_->step();
+    state_.epoch = sched_->epoch();
+    state_.max_steps = sched_->max_steps();
+    training::invoke(callbacks_.on_train_start, state_);
+    last_time_ = Clock::now();
+    while (sched_->next_epoch()) {
+      if (!continue_epoch) loader_->set_epoch(sched_->epoch());
+      continue_epoch = false;
+      while (true) {
+        std::vector<data::Batch> micro_batches;
+        std::vector<size_t> indices;
+        while (static_cast<int64_t>(micro_batches.size()) < sched_->micro_batches_this_step() &&
+               loader_->next(indices))
+          micro_batches.push_back(collate(train_samples_, indices, train_loader_opts_));
+        if (micro_batches.empty()) {  // the loader ended the epoch (a run resumed at an epoch's end)
+          sched_->end_epoch();
+          break;
+        }
+        const nlohmann::ordered_json metrics = train_step(micro_batches);
+        train_log_->write(metrics);
+        update_state(metrics);
+        training::invoke(callbacks_.on_step_end, state_);
+        progress.update({sched_->step(), sched_->epoch(), metrics["loss"], metrics["lr"], metrics["tps"],
+                         metrics["grad_norm"].get<double>()});
+        if (sched_->is_val_step() && !val_samples_.empty()) validate();
+        if (ckpt_.enabled && sched_->is_ckpt_step()) save_checkpoint();
+        result_.steps_run += 1;
+        if (!sched_->advance_step()) break;
+      }
+    }
+    progress.close();
+    training::invoke(callbacks_.on_train_end, state_);
+    result_.stopped_by_signal = sched_->sigterm_flag();
+    if (result_.stopped_by_signal)
+      std::printf("stopped on SIGTERM after step %lld%s\n", (long long)sched_->step() - 1,
+                  result_.last_checkpoint.empty() ? "" : (", checkpoint " + result_.last_checkpoint).c_str());
+  }
+
+  // The callbacks' view: step, epoch, the last training loss and every numeric metric logged so far.
+  void update_state(const nlohmann::ordered_json& record) {
+    state_.step = record.at("step").get<int64_t>();
+    state_.epoch = record.at("epoch").get<int64_t>();
+    for (const auto& [key, value] : record.items())
+      if (value.is_number() && key != "step" && key != "epoch") state_.metrics[key] = value.get<double>();
+    if (record.contains(training::metric::kLoss)) state_.loss = record.at(training::metric::kLoss).get<double>();
+  }
+
+  data::Batch collate(const std::vector<data::Sample>& samples, const std::vector<size_t>& indices,
+                      const LoaderOptions& o) const {
+    std::vector<const data::Sample*> rows;
+    rows.reserve(indices.size());
+    for (size_t i : indices) rows.push_back(&samples[i]);
+    return data::default_collater(rows, tok_.pad_id, o.pad_to_length, o.pad_to_multiple_of);
+  }
+
+  // Sum of the batch's per-token cross-entropy divided by `denominator` (the step's label tokens).
+  Tensor loss_of(const data::Batch& b, int64_t denominator) const {
+    models::ForwardOptions fo;
+    // Packed rows confine attention by sequence id (pack padding has its own id); the model takes one or the other.
+    if (b.seq_ids.defined()) {
+      fo.seq_ids = b.seq_ids;
+      fo.position_ids = b.position_ids;
+    } else {
+      fo.attention_mask = b.attention_mask;
+    }
+    fo.checkpoint_layers = checkpoint_layers_;
+    Tensor hidden = model_->forward_hidden(b.input_ids, fo);
+    switch (loss_.kind) {
+      case LossFunction::Kind::FusedLinear:
+        return loss::FusedLinearCrossEntropy(loss_.chunk_len, loss_.ignore_index,
+                                             model_->config().final_logit_softcapping)(
+            hidden, model_->lm_head_weight(), b.labels, denominator);
+      case LossFunction::Kind::Chunked:
+        return loss::ChunkedCrossEntropy(loss_.chunk_len, loss_.ignore_index)(model_->logits(hidden), b.labels,
+                                                                              denominator);
+      case LossFunction::Kind::Masked:
+        break;
+    }
+    return loss::MaskedCrossEntropy(loss_.fp32_upcast, loss_.ignore_index)(model_->logits(hidden), b.labels,
+                                                                           denominator);
+  }
+
+  // One optimizer step over the micro-batches (gradient accumulation); the loss is normalised by the step's label
+  // tokens across all micro-batches, as NeMo Automodel's recipe does.
+  nlohmann::ordered_json train_step(const std::vector<data::Batch>& micro_batches) {
+    int64_t num_label_tokens = 0, num_tokens = 0;
+    for (const auto& b : micro_batches) {
+      num_label_tokens += b.num_label_tokens;
+      num_tokens += tokens_without_tail_padding(b.labels);
+    }
+    double loss_sum = 0.0;
+    for (const auto& b : micro_batches) {
+      Tensor loss = loss_of(b, num_label_tokens);
+      loss_sum += loss.item();
+      autograd::backward({loss});
+    }
+    const double grad_norm = clip_gradients();
+    optimizer_->step();
+    optimizer_->zero_grad();
+    const double lr = optimizer_->param_groups().front().lr.value_or(0.0);
+    if (lr_sched_) lr_sched_->step(1);
+
+    const auto now = Clock::now();
+    const double seconds = std::chrono::duration<double>(now - last_time_).count();
+    last_time_ = now;
+    const double tps = seconds > 0 ? double(num_tokens) / seconds : 0.0;
+    namespace m = training::metric;
+    return training::metrics_record(sched_->step(), sched_->epoch(),
+                                    {{m::kLoss, loss_sum},
+                                     {m::kGradNorm, grad_norm},
+                                     {m::kLr, lr},
+                                     {m::kMem, peak_memory_gib()},
+                                     {m::kTps, tps},
+                                     {m::kTpsPerGpu, tps},
+                                     {m::kNumTokensPerStep, num_tokens},
+                                     {m::kNumLabelTokens, num_label_tokens}});
+  }
+
+  double clip_gradients() {
+    const double max_norm = max_grad_norm_.value_or(std::numeric_limits<double>::infinity());
+    std::vector<Tensor> grads;
+    for (const auto& g : optimizer_->param_groups()) {
+      for (const auto& flat : g.flat) grads.push_back(flat.grad);
+      for (const auto& [name, p] : g.params)
+        if (p.grad().defined()) grads.push_back(p.grad());
+    }
+    return optim::clip_grads(grads, max_norm);
+  }
+
+  // ---- validation: summed token loss over the whole validation set / its label tokens ------------------------------
+  void validate() {
+    NoGradGuard no_grad;
+    data::DataLoader loader(val_samples_.size(), loader_batch_size(), false, 0, false);
+    loader.set_epoch(0);
+    double total = 0.0;
+    int64_t label_tokens = 0;
+    std::vector<size_t> indices;
+    while (loader.next(indices)) {
+      data::Batch b = collate(val_samples_, indices, val_loader_opts_);
+      total += loss_of(b, 1).item();
+      label_tokens += b.num_label_tokens;
+    }
+    namespace m = training::metric;
+    const nlohmann::ordered_json record = training::metrics_record(
+        sched_->step(), sched_->epoch(),
+        {{m::kValLoss, label_tokens > 0 ? total / double(label_tokens) : 0.0},
+         {m::kLr, optimizer_->param_groups().front().lr.value_or(0.0)},
+         {m::kNumLabelTokens, label_tokens},
+         {m::kMem, peak_memory_gib()}});
+    val_log_->write(record);
+    update_state(record);
+    training::invoke(callbacks_.on_validation_end, state_);
+    std::cout << training::format_val_line(record) << std::endl;
+  }
+
+  int64_t loader_batch_size() const { return cfg_.get<int64_t>("step_scheduler.local_batch_size", 1); }
+
+  // ---- checkpoints -------------------------------------------------------------------------------------------------
+  std::vector<std::string> tokenizer_files() const {
+    std::vector<std::string> files;
+    for (const char* name : {"tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
+                             "chat_template.jinja", "tokenizer.model", "vocab.json", "merges.txt"})
+      if (fs::exists(fs::path(tok_.dir) / name)) files.push_back((fs::path(tok_.dir) / name).string());
+    return files;
+  }
+
+  void save_checkpoint() {
+    namespace layout = checkpoint::layout;
+    checkpoint::CheckpointStage stage(ckpt_.dir, checkpoint::checkpoint_name(sched_->epoch(), sched_->step()));
+    const fs::path p = stage.path();
+    checkpoint::save_text((p / layout::kConfigFile).string(), cfg_.to_yaml());
+    checkpoint::save_consolidated_model(*model_, (p / layout::kConsolidatedDir).string(), tokenizer_files());
+    fault_injection_point("checkpoint_save");
+    checkpoint::save_optimizer_state((p / layout::kOptimDir).string(), optimizer_->state_dict(),
+                                     optimizer_->step_counts(),
+                                     {{"optimizer", optimizer_->name()},
+                                      {"lr_scheduler_num_steps", lr_sched_ ? lr_sched_->num_steps() : 0}});
+    checkpoint::save_json((p / layout::kDataloaderDir / "dataloader.json").string(), loader_->state_dict());
+    checkpoint::save_rng_state((p / layout::kRngDir).string(), {{"default", default_generator().state()}});
+    checkpoint::save_json((p / layout::kStepSchedulerFile).string(), sched_->state_dict());
+    stage.publish(ckpt_.max_recent);
+    result_.last_checkpoint = stage.final_path();
+    training::invoke(callbacks_.on_checkpoint, state_, result_.last_checkpoint);
+    std::cout << "saved checkpoint " << result_.last_checkpoint << std::endl;
+  }
+
+  // Resumes from checkpoint.restore_from (LATEST, a name under checkpoint_dir, or a path), or — as NeMo Automodel
+  // does when it is unset — from the latest complete checkpoint in checkpoint_dir if there is one.
+  bool restore() {
+    namespace layout = checkpoint::layout;
+    const std::optional<std::string> path =
+        checkpoint::resolve_restore_path(ckpt_.dir, ckpt_.restore_from.value_or("LATEST"));
+    if (!path) return false;
+    const fs::path p = *path;
+    std::cout << "resuming from " << *path << std::endl;
+    checkpoint::load_model_weights(*model_, (p / layout::kConsolidatedDir).string());
+    std::map<std::string, Tensor> state = optimizer_->state_dict();
+    const checkpoint::OptimizerStateFiles optim = checkpoint::load_optimizer_state((p / layout::kOptimDir).string(), state);
+    optimizer_->set_step_counts(optim.step_counts);
+    loader_->load_state_dict(checkpoint::load_json((p / layout::kDataloaderDir / "dataloader.json").string()));
+    default_generator().set_state(checkpoint::load_rng_state((p / layout::kRngDir).string()).at("default"));
+    sched_->load_state_dict(checkpoint::load_json((p / layout::kStepSchedulerFile).string()));
+    if (lr_sched_) lr_sched_->set_num_steps(optim.extra.at("lr_scheduler_num_steps").get<int64_t>());
+    return true;
+  }
+
+  const ConfigNode& cfg_;
+  const training::Callbacks& callbacks_;
+  training::TrainingState state_;
+  uint64_t seed_ = 42;
+  CheckpointOptions ckpt_;
+  bool checkpoint_layers_ = false;
+  std::string model_dir_;
+  std::unique_ptr<models::CausalLM> model_;
+  TokenizerBundle tok_;
+  LossFunction loss_;
+  std::vector<data::Sample> train_samples_, val_samples_;
+  LoaderOptions train_loader_opts_, val_loader_opts_;
+  std::unique_ptr<data::DataLoader> loader_;
+  std::unique_ptr<training::StepScheduler> sched_;
+  std::unique_ptr<optim::Optimizer> optimizer_;
+  std::unique_ptr<optim::OptimizerParamScheduler> lr_sched_;
+  std::optional<double> max_grad_norm_;
+  std::unique_ptr<training::JsonlWriter> train_log_, val_log_;
+  bool restored_ = false;
+  Clock::time_point last_time_;
+  RunResult result_;
+};
+
+}  // namespace
+
+RunResult run_llm_finetune(const ConfigNode& config, const training::Callbacks& callbacks) {
+  return FinetuneRun(config, callbacks).run();
+}
+
+RunResult run_recipe(const ConfigNode& config, const training::Callbacks& callbacks) {
+  register_recipe_targets();
+  config::register_target(kFinetuneRecipe,
+                          {"nemo_automodel.recipes.llm.train_ft.TrainFinetuneRecipeForNextTokenPrediction",
+                           "nemo_automodel.recipes.llm.finetune.FinetuneRecipeForNextTokenPrediction"});
+  if (const ConfigNode* r = config.find("recipe"); r && !r->is_null()) {
+    const std::string name = r->is_map() ? config::resolve_target(*r) : config::resolve_target(r->as_string());
+    if (name != kFinetuneRecipe)
+      throw Error("recipe '" + name + "' is not available", r->where(), std::string("use ") + kFinetuneRecipe);
+  }
+  return run_llm_finetune(config, callbacks);
+}
+
+}  // namespace automodel::recipes
