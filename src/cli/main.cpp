@@ -18,6 +18,9 @@ constexpr const char* kUsage =
     "            finetune llm -c recipe.yaml [--threads N] [--section.key value ...]\n"
     "            (or: automodel recipe.yaml [...], the recipe named by its recipe: key)\n"
     "\n"
+    "  merge-lora  merge a LoRA adapter (peft format) into its base model: a plain Hugging Face directory\n"
+    "              --base DIR --adapter DIR --out DIR [--dtype f32|bf16]\n"
+    "\n"
     "  inspect   describe a Hugging Face model directory (architecture, parameters, dtype, layers)\n"
     "            DIR | --model DIR  [--json] [--dtype f32|bf16]\n"
     "\n"
@@ -62,6 +65,7 @@ int main(int argc, char** argv) {
     if (args[0] == "generate") return cli::run_generate(parsed);
     if (args[0] == "logprobs") return cli::run_logprobs(parsed);
     if (args[0] == "tokenize") return cli::run_tokenize(parsed);
+    if (args[0] == "merge-lora") return cli::run_merge_lora(parsed);
     if (args[0] == "chat-template") return cli::run_chat_template(parsed);
     throw Error("unknown command '" + args[0] + "'", "automodel", "run `automodel --help` for the commands");
   } catch (const Error& e) {

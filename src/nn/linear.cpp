@@ -2,8 +2,10 @@
 
 #include <cmath>
 
+#include "core/error.h"
 #include "core/rng.h"
 #include "nn/init.h"
+#include "ops/cast.h"
 #include "ops/matmul.h"
 
 namespace automodel::nn {
@@ -24,6 +26,46 @@ Linear::Linear(int64_t in_features, int64_t out_features, bool with_bias, DType 
   }
 }
 
-Tensor Linear::forward(const Tensor& x) const { return ops::linear(x, weight, bias); }
+void Linear::attach_lora(const Tensor& lora_a, const Tensor& lora_b, const LoraSettings& settings) {
+  AM_CHECK(lora_a.defined() && lora_b.defined() && lora_a.dim() == 2 && lora_b.dim() == 2 &&
+               lora_a.size(1) == in_features() && lora_b.size(0) == out_features() &&
+               lora_b.size(1) == lora_a.size(0) && lora_a.size(0) >= 1,
+           "Linear::attach_lora: lora_A ", lora_a.describe(), " and lora_B ", lora_b.describe(), " do not fit weight ",
+           weight.describe(), " (expected [r, ", in_features(), "] and [", out_features(), ", r], r >= 1)");
+  AM_CHECK(lora_a.dtype() == lora_b.dtype(), "Linear::attach_lora: lora_A ", lora_a.describe(), " and lora_B ",
+           lora_b.describe(), " differ in dtype");
+  if (!lora_a_) {
+    lora_a_ = register_module("lora_A", std::make_shared<LoraWeight>());
+    lora_b_ = register_module("lora_B", std::make_shared<LoraWeight>());
+  }
+  lora_a_->weight = lora_a;
+  lora_b_->weight = lora_b;
+  lora_a_->weight.set_requires_grad(true);
+  lora_b_->weight.set_requires_grad(true);
+  lora_ = settings;
+}
+
+void Linear::detach_lora() {
+  if (!lora_a_) return;
+  lora_a_->weight = Tensor();
+  lora_b_->weight = Tensor();
+}
+
+Tensor Linear::forward(const Tensor& x) const {
+  if (!has_lora()) return ops::linear(x, weight, bias);
+  const DType dt = lora_a_->weight.dtype();
+  // The op takes one dtype throughout, or a bf16 base under f32 adapters; anything else is cast.
+  const bool base_ok = weight.dtype() == dt || (weight.dtype() == DType::bf16 && dt == DType::f32);
+  Tensor w = base_ok ? weight : ops::to_dtype(weight, dt);
+  Tensor b = !bias.defined() || base_ok ? bias : ops::to_dtype(bias, dt);
+  ops::LoraOptions options;
+  options.scale = lora_.scale;
+  options.dropout = lora_.dropout;
+  options.dropout_position = lora_.dropout_position;
+  options.training = lora_.training;
+  options.generator = lora_.generator;
+  Tensor y = ops::lora_linear(ops::to_dtype(x, dt), w, b, lora_a_->weight, lora_b_->weight, options);
+  return ops::to_dtype(y, x.dtype());
+}
 
 }  // namespace automodel::nn

@@ -25,6 +25,7 @@ constexpr const char* kChunkedCE = "automodel.loss.ChunkedCrossEntropy";
 constexpr const char* kFusedLinearCE = "automodel.loss.FusedLinearCrossEntropy";
 constexpr const char* kDataLoader = "automodel.datasets.DataLoader";
 constexpr const char* kDefaultCollater = "automodel.datasets.default_collater";
+constexpr const char* kLora = "automodel.peft.LoRA";
 
 // The section's canonical target, or an Error naming what the section accepts.
 std::string target_of(const ConfigNode& section, const std::vector<std::string>& accepted) {
@@ -69,6 +70,7 @@ void register_recipe_targets() {
   register_target(kFusedLinearCE, {"nemo_automodel.components.loss.linear_ce.FusedLinearCrossEntropy"});
   register_target(kDataLoader, {"torchdata.stateful_dataloader.StatefulDataLoader", "torch.utils.data.DataLoader"});
   register_target(kDefaultCollater, {"nemo_automodel.components.datasets.utils.default_collater"});
+  register_target(kLora, {"nemo_automodel.components._peft.lora.PeftConfig"});
   register_dataset_targets();
 }
 
@@ -145,6 +147,36 @@ LoaderOptions build_loader_options(const ConfigNode* section, bool default_shuff
   if (o.pad_to_multiple_of < 1)
     throw Error("collate_fn.pad_seq_len_divisible must be >= 1", section->where(), "use 1 for no rounding");
   return o;
+}
+
+std::optional<peft::PeftConfig> build_peft_config(const ConfigNode* section) {
+  if (section == nullptr || section->is_null()) return std::nullopt;
+  check_keys(*section, {"_target_", "target_modules", "exclude_modules", "match_all_linear", "dim", "alpha", "dropout",
+                        "dropout_position", "lora_A_init", "lora_dtype", "use_rslora", "use_triton"});
+  if (section->contains("_target_")) target_of(*section, {kLora});
+  peft::PeftConfig c;
+  // A single pattern may be given as a string, as NeMo Automodel accepts.
+  auto patterns = [&](const char* key) {
+    const ConfigNode* n = section->find(key);
+    if (n == nullptr || n->is_null()) return std::vector<std::string>{};
+    return n->is_list() ? n->as<std::vector<std::string>>() : std::vector<std::string>{n->as_string()};
+  };
+  c.target_modules = patterns("target_modules");
+  c.exclude_modules = patterns("exclude_modules");
+  c.match_all_linear = section->get<bool>("match_all_linear", c.match_all_linear);
+  c.dim = section->get<int64_t>("dim", c.dim);
+  c.alpha = section->get<double>("alpha", c.alpha);
+  c.dropout = section->get<double>("dropout", c.dropout);
+  c.dropout_position = section->get<std::string>("dropout_position", c.dropout_position);
+  c.lora_A_init = section->get<std::string>("lora_A_init", c.lora_A_init);
+  if (const ConfigNode* d = section->find("lora_dtype"); d && !d->is_null()) c.lora_dtype = parse_dtype(*d);
+  c.use_rslora = section->get<bool>("use_rslora", c.use_rslora);
+  try {
+    peft::validate(c);
+  } catch (const Error& e) {
+    throw Error("peft: " + e.what_part(), section->where(), e.hint());
+  }
+  return c;
 }
 
 std::unique_ptr<optim::Optimizer> build_optimizer(const ConfigNode& section, models::CausalLM& model) {

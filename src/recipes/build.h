@@ -12,6 +12,7 @@
 #include "components/loss/cross_entropy.h"
 #include "components/optim/optimizer.h"
 #include "components/optim/scheduler.h"
+#include "components/peft/peft_config.h"
 #include "components/tokenizer/tokenizer.h"
 #include "models/causal_lm.h"
 
@@ -48,6 +49,9 @@ struct LoaderOptions {
   int64_t pad_to_multiple_of = 1;
 };
 LoaderOptions build_loader_options(const ConfigNode* section, bool default_shuffle);
+
+// peft section (NeMo Automodel's PeftConfig keys); nullopt when absent.
+std::optional<peft::PeftConfig> build_peft_config(const ConfigNode* section);
 
 // optimizer section over the trainable parameters (one flat group when every parameter trains).
 std::unique_ptr<optim::Optimizer> build_optimizer(const ConfigNode& section, models::CausalLM& model);

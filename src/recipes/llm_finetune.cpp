@@ -15,6 +15,8 @@
 #include "components/config/targets.h"
 #include "components/data/loader.h"
 #include "components/data/packing.h"
+#include "components/peft/adapter_io.h"
+#include "components/peft/lora.h"
 #include "components/training/metrics.h"
 #include "components/training/progress.h"
 #include "components/training/step_scheduler.h"
@@ -149,15 +151,22 @@ class FinetuneRun {
   // ---- setup: every component from its section -------------------------------------------------------------------
   void setup() {
     check_keys(cfg_, kTopLevelKeys);
-    if (cfg_.contains("peft") && !cfg_.at("peft").is_null())
-      throw Error("the peft: section (LoRA) is not supported by this build yet", cfg_.at("peft").where(),
-                  "remove it for a full fine-tune");
     seed_ = seed_of(cfg_);
     manual_seed(seed_);
     ckpt_ = checkpoint_options(cfg_.find("checkpoint"));
     checkpoint_layers_ = activation_checkpointing(cfg_.find("distributed"));
 
     model_ = build_model(cfg_.at("model"), model_dir_);
+    peft_ = build_peft_config(cfg_.find("peft"));
+    if (peft_) {
+      std::vector<std::string> adapted;
+      try {
+        adapted = peft::apply_lora(*model_, *peft_, seed_);
+      } catch (const Error& e) {  // name the recipe's line rather than the component
+        throw Error(e.what_part(), cfg_.at("peft").where(), e.hint());
+      }
+      std::printf("LoRA r=%lld alpha=%g on %zu linear layers\n", (long long)peft_->dim, peft_->alpha, adapted.size());
+    }
     tok_ = build_tokenizer(cfg_.find("tokenizer"), model_dir_);
     loss_ = build_loss(cfg_.find("loss_fn"));
 
@@ -342,6 +351,7 @@ class FinetuneRun {
   // ---- validation: summed token loss over the whole validation set / its label tokens ------------------------------
   void validate() {
     NoGradGuard no_grad;
+    if (peft_) peft::set_lora_training(*model_, false);
     data::DataLoader loader(val_samples_.size(), loader_batch_size(), false, 0, false);
     loader.set_epoch(0);
     double total = 0.0;
@@ -359,6 +369,7 @@ class FinetuneRun {
          {m::kLr, optimizer_->param_groups().front().lr.value_or(0.0)},
          {m::kNumLabelTokens, label_tokens},
          {m::kMem, peak_memory_gib()}});
+    if (peft_) peft::set_lora_training(*model_, true);
     val_log_->write(record);
     update_state(record);
     training::invoke(callbacks_.on_validation_end, state_);
@@ -381,7 +392,12 @@ class FinetuneRun {
     checkpoint::CheckpointStage stage(ckpt_.dir, checkpoint::checkpoint_name(sched_->epoch(), sched_->step()));
     const fs::path p = stage.path();
     checkpoint::save_text((p / layout::kConfigFile).string(), cfg_.to_yaml());
-    checkpoint::save_consolidated_model(*model_, (p / layout::kConsolidatedDir).string(), tokenizer_files());
+    // With LoRA only the adapter is saved (in peft's format, loadable by PeftModel.from_pretrained); the base model
+    // is the one the recipe names.
+    if (peft_)
+      peft::save_adapter(*model_, (p / layout::kModelDir).string(), *peft_, model_dir_);
+    else
+      checkpoint::save_consolidated_model(*model_, (p / layout::kConsolidatedDir).string(), tokenizer_files());
     fault_injection_point("checkpoint_save");
     checkpoint::save_optimizer_state((p / layout::kOptimDir).string(), optimizer_->state_dict(),
                                      optimizer_->step_counts(),
@@ -405,7 +421,10 @@ class FinetuneRun {
     if (!path) return false;
     const fs::path p = *path;
     std::cout << "resuming from " << *path << std::endl;
-    checkpoint::load_model_weights(*model_, (p / layout::kConsolidatedDir).string());
+    if (peft_)
+      load_adapter_weights((p / layout::kModelDir / "adapter_model.safetensors").string());
+    else
+      checkpoint::load_model_weights(*model_, (p / layout::kConsolidatedDir).string());
     std::map<std::string, Tensor> state = optimizer_->state_dict();
     const checkpoint::OptimizerStateFiles optim = checkpoint::load_optimizer_state((p / layout::kOptimDir).string(), state);
     optimizer_->set_step_counts(optim.step_counts);
@@ -416,6 +435,14 @@ class FinetuneRun {
     return true;
   }
 
+  // Copies a saved adapter into the live adapter parameters (the optimizer holds them), keyed by peft's names.
+  void load_adapter_weights(const std::string& file) {
+    std::map<std::string, Tensor> adapters;
+    for (auto& [name, p] : model_->named_parameters())
+      if (p.requires_grad()) adapters.emplace("base_model.model." + name, p);
+    checkpoint::load_tensors_into(file, adapters);
+  }
+
   const ConfigNode& cfg_;
   const training::Callbacks& callbacks_;
   training::TrainingState state_;
@@ -424,6 +451,7 @@ class FinetuneRun {
   bool checkpoint_layers_ = false;
   std::string model_dir_;
   std::unique_ptr<models::CausalLM> model_;
+  std::optional<peft::PeftConfig> peft_;
   TokenizerBundle tok_;
   LossFunction loss_;
   std::vector<data::Sample> train_samples_, val_samples_;
@@ -442,11 +470,11 @@ class FinetuneRun {
 }  // namespace
 
 RunResult run_llm_finetune(const ConfigNode& config, const training::Callbacks& callbacks) {
+  register_recipe_targets();
   return FinetuneRun(config, callbacks).run();
 }
 
 RunResult run_recipe(const ConfigNode& config, const training::Callbacks& callbacks) {
-  register_recipe_targets();
   config::register_target(kFinetuneRecipe,
                           {"nemo_automodel.recipes.llm.train_ft.TrainFinetuneRecipeForNextTokenPrediction",
                            "nemo_automodel.recipes.llm.finetune.FinetuneRecipeForNextTokenPrediction"});

@@ -9,10 +9,6 @@ namespace automodel::data {
 
 using ojson = nlohmann::ordered_json;
 
-int64_t Sample::num_label_tokens() const {
-  return std::count_if(labels.begin(), labels.end(), [](int64_t l) { return l != kIgnoreIndex; });
-}
-
 bool padding_pads_to_max_length(const std::string& padding) {
   if (padding == "max_length") return true;
   if (padding.empty() || padding == "do_not_pad" || padding == "false" || padding == "False" || padding == "longest" ||

@@ -1,0 +1,109 @@
+#include "components/peft/lora.h"
+
+#include <cmath>
+
+#include "core/error.h"
+#include "core/grad_node.h"
+#include "core/rng.h"
+#include "models/auto_model.h"
+#include "ops/binary.h"
+#include "ops/cast.h"
+#include "ops/matmul.h"
+#include "ops/view.h"
+
+namespace automodel::peft {
+
+namespace {
+
+// Linear layers that exist in the model but whose forward does not go through nn::Linear::forward.
+// CausalLM::logits multiplies by lm_head_weight() directly, so an adapter there would be ignored.
+bool adapter_would_be_bypassed(const std::string& name) { return name == "lm_head"; }
+
+Tensor init_lora_a(const PeftConfig& c, int64_t in, DType dtype, Generator& gen) {
+  Tensor a;
+  if (c.lora_A_init == "xavier") {  // xavier_normal_: std = sqrt(2 / (fan_in + fan_out))
+    const double std = std::sqrt(2.0 / double(in + c.dim));
+    a = ops::scale(randn({c.dim, in}, gen, DType::f64), std);
+  } else {  // kaiming_uniform_(a = sqrt(5)): bound = 1 / sqrt(fan_in), NeMo's and peft's default
+    const double bound = 1.0 / std::sqrt(double(in));
+    a = rand_uniform({c.dim, in}, -bound, bound, gen, DType::f64);
+  }
+  return ops::to_dtype(a, dtype).detach();
+}
+
+}  // namespace
+
+std::vector<std::pair<std::string, nn::Linear*>> lora_modules(models::CausalLM& model) {
+  std::vector<std::pair<std::string, nn::Linear*>> out;
+  for (auto& [name, m] : model.named_modules())
+    if (auto* lin = dynamic_cast<nn::Linear*>(m); lin && lin->has_lora()) out.emplace_back(name, lin);
+  return out;
+}
+
+std::vector<std::string> apply_lora(models::CausalLM& model, const PeftConfig& config, uint64_t seed) {
+  validate(config);
+  std::vector<std::pair<std::string, nn::Linear*>> chosen;
+  std::vector<std::string> linear_names;
+  for (auto& [name, m] : model.named_modules()) {
+    auto* lin = dynamic_cast<nn::Linear*>(m);
+    if (!lin) continue;
+    linear_names.push_back(name);
+    if (selects(config, name)) chosen.emplace_back(name, lin);
+  }
+  if (chosen.empty()) {
+    std::string some;
+    for (size_t i = 0; i < linear_names.size() && i < 6; ++i) some += (i ? ", " : "") + linear_names[i];
+    throw Error("peft: the module selection matches no linear layer of the model", "peft config",
+                "patterns match the whole dotted name (use '*.q_proj' or '*_proj'); linear layers here: " + some +
+                    (linear_names.size() > 6 ? ", ..." : ""));
+  }
+  for (auto& [name, lin] : chosen) {
+    if (adapter_would_be_bypassed(name))
+      throw Error("peft: LoRA on '" + name + "' is not supported (the LM head's product bypasses nn::Linear)",
+                  "peft config", "select the projections only, e.g. target_modules: '*_proj'");
+    if (lin->has_lora())
+      throw Error("peft: module '" + name + "' already has a LoRA adapter", "apply_lora",
+                  "apply LoRA once per model, or merge_lora first");
+  }
+  model.set_requires_grad(false);
+  Generator gen(seed);
+  nn::LoraSettings s;
+  s.scale = config.scale();
+  s.dropout = config.dropout;
+  s.dropout_position =
+      config.dropout_position == "pre" ? ops::LoraDropoutPosition::pre : ops::LoraDropoutPosition::post;
+  std::vector<std::string> names;
+  for (auto& [name, lin] : chosen) {
+    const DType dt = config.lora_dtype.value_or(lin->weight.dtype());
+    Tensor a = init_lora_a(config, lin->in_features(), dt, gen);
+    Tensor b = Tensor::zeros({lin->out_features(), config.dim}, dt);
+    lin->attach_lora(a, b, s);
+    names.push_back(name);
+  }
+  return names;
+}
+
+void set_lora_training(models::CausalLM& model, bool training) {
+  for (auto& [name, lin] : lora_modules(model)) lin->lora_settings().training = training;
+}
+
+std::vector<std::string> merge_lora(models::CausalLM& model) {
+  NoGradGuard no_grad;
+  std::vector<std::string> names;
+  for (auto& [name, lin] : lora_modules(model)) {
+    const DType acc = lin->weight.dtype() == DType::f64 ? DType::f64 : DType::f32;
+    Tensor delta = ops::matmul(ops::to_dtype(lin->lora_B(), acc), ops::to_dtype(lin->lora_A(), acc));
+    Tensor merged = ops::to_dtype(lin->weight, acc) + ops::scale(delta, lin->lora_settings().scale);
+    ops::copy_into(lin->weight, ops::to_dtype(merged, lin->weight.dtype()));  // keeps flat-buffer views bound
+    lin->detach_lora();
+    names.push_back(name);
+  }
+  return names;
+}
+
+void save_merged_pretrained(models::CausalLM& model, const std::string& dir) {
+  merge_lora(model);
+  models::save_pretrained(model, dir);
+}
+
+}  // namespace automodel::peft
