@@ -1,0 +1,226 @@
+"""The PyTorch side of bench/train_compare.py, one subcommand per child process:
+
+  assets   --work-dir D --shape S          the benchmark tokenizer and a random-weight model directory (transformers)
+  gemm     --threads T --dtype fp32|bf16    the GEMM peak of torch.matmul at T threads, GFLOP/s
+  train    ...                              PyTorch + transformers (+ peft) training steps; per-step loss and time
+  env                                       versions and torch's parallel / BLAS configuration
+
+Each writes one JSON object to --result (or stdout). The harness runs every training configuration in its own
+process so that its peak RSS is that configuration's alone."""
+import argparse
+import json
+import os
+import pathlib
+import sys
+import time
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+import train_common as common  # noqa: E402
+
+
+def emit(obj, result):
+    text = json.dumps(obj, indent=1)
+    if result:
+        pathlib.Path(result).write_text(text)
+    else:
+        print(text)
+
+
+# ---- assets ---------------------------------------------------------------------------------------------------------
+
+def make_tokenizer(out_dir):
+    """A byte-level BPE trained on the benchmark's synthetic text, BOS prepended as Llama 3's is."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=common.TOKENIZER_VOCAB, special_tokens=common.SPECIAL_TOKENS,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tok.train_from_iterator(common.tokenizer_corpus(), trainer)
+    bos = tok.token_to_id(common.SPECIAL_TOKENS[0])
+    tok.post_processor = processors.TemplateProcessing(single=f"{common.SPECIAL_TOKENS[0]} $A",
+                                                       pair=f"{common.SPECIAL_TOKENS[0]} $A $B",
+                                                       special_tokens=[(common.SPECIAL_TOKENS[0], bos)])
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token=common.SPECIAL_TOKENS[0],
+                                   eos_token=common.SPECIAL_TOKENS[1], pad_token=common.SPECIAL_TOKENS[2])
+    fast.save_pretrained(out_dir)
+    return fast
+
+
+def cmd_assets(args):
+    import shutil
+
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+    work = pathlib.Path(args.work_dir)
+    tok_dir = work / "tokenizer"
+    if not (tok_dir / "tokenizer.json").exists():
+        tmp = work / ".tokenizer.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        make_tokenizer(tmp)
+        tmp.rename(tok_dir)
+    model_dir = work / "models" / args.shape
+    if not (model_dir / "config.json").exists():
+        from tokenizers import Tokenizer
+        tok = Tokenizer.from_file(str(tok_dir / "tokenizer.json"))
+        ids = {t: tok.token_to_id(t) for t in common.SPECIAL_TOKENS}
+        shape = common.SHAPES[args.shape]
+        assert tok.get_vocab_size() <= shape["vocab_size"], "tokenizer ids must stay below the model's vocab_size"
+        config = LlamaConfig(**shape, bos_token_id=ids["<|begin_of_text|>"], eos_token_id=ids["<|end_of_text|>"],
+                             pad_token_id=ids["<|pad|>"], hidden_act="silu", attention_bias=False, mlp_bias=False)
+        torch.manual_seed(0)
+        model = LlamaForCausalLM(config).to(torch.float32)
+        tmp = work / "models" / f".{args.shape}.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        model.save_pretrained(tmp)
+        for f in tok_dir.iterdir():
+            shutil.copy(f, tmp / f.name)
+        tmp.rename(model_dir)
+    emit({"model_dir": str(model_dir)}, args.result)
+
+
+# ---- GEMM peak -------------------------------------------------------------------------------------------------------
+
+def cmd_gemm(args):
+    import torch
+    torch.set_num_threads(args.threads)
+    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[args.dtype]
+    n = args.n
+    a, b = torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype)
+    c = torch.empty(n, n, dtype=dtype)
+    best = float("inf")
+    deadline = time.perf_counter() + args.seconds
+    reps = 0
+    while reps < 3 or (time.perf_counter() < deadline and reps < 50):
+        t0 = time.perf_counter()
+        torch.matmul(a, b, out=c)
+        best = min(best, time.perf_counter() - t0)
+        reps += 1
+    emit({"gflops": 2.0 * n ** 3 / best / 1e9, "n": n, "reps": reps, "threads": torch.get_num_threads()}, args.result)
+
+
+# ---- training --------------------------------------------------------------------------------------------------------
+
+def load_batches(model_dir, data, seq, batch, steps):
+    """The token ids the automodel side trains on: the tokenizer's encoding of "{text} {answer}" (BOS first),
+    truncated to seq + 1 tokens; inputs are the first seq, labels the last seq (every label counted)."""
+    import torch
+    from tokenizers import Tokenizer
+    tok = Tokenizer.from_file(str(pathlib.Path(model_dir) / "tokenizer.json"))
+    records = [json.loads(line) for line in pathlib.Path(data).read_text().splitlines() if line.strip()]
+    need = batch * steps
+    if len(records) < need:
+        raise SystemExit(f"{data} has {len(records)} samples, {need} needed")
+    rows = []
+    for r in records[:need]:
+        ids = tok.encode(common.sample_text(r)).ids
+        if len(ids) < seq + 1:
+            raise SystemExit(f"a sample has {len(ids)} tokens, fewer than seq + 1 = {seq + 1}")
+        rows.append(ids[:seq + 1])
+    ids = torch.tensor(rows, dtype=torch.long).view(steps, batch, seq + 1)
+    return [(ids[s, :, :-1].contiguous(), ids[s, :, 1:].contiguous()) for s in range(steps)]
+
+
+def cmd_train(args):
+    import torch
+    from transformers import AutoModelForCausalLM
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    steps = args.warmup_steps + args.steps
+    batches = load_batches(args.model_dir, args.data, args.seq, args.batch, steps)
+
+    model = AutoModelForCausalLM.from_pretrained(args.model_dir, dtype=torch.float32, attn_implementation=args.attn)
+    if args.dtype == "bf16" and args.bf16 == "cast":
+        model = model.to(torch.bfloat16)
+    if args.activation_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    if args.mode == "lora":
+        from peft import LoraConfig, get_peft_model
+        model = get_peft_model(model, LoraConfig(r=common.LORA_RANK, lora_alpha=common.LORA_ALPHA, lora_dropout=0.0,
+                                                 target_modules=common.LORA_TARGETS, bias="none",
+                                                 task_type="CAUSAL_LM"))
+    model.train()
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=args.lr, betas=(args.beta1, args.beta2), eps=args.eps,
+                                  weight_decay=args.weight_decay)
+    autocast = args.dtype == "bf16" and args.bf16 == "autocast"
+
+    records = []
+    for step, (x, y) in enumerate(batches):
+        t0 = time.perf_counter()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            # shift_labels: y is already shifted, so transformers' loss takes every position.
+            loss = model(input_ids=x, labels=y, shift_labels=y).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        seconds = time.perf_counter() - t0
+        records.append({"step": step, "loss": float(loss.detach()), "seconds": seconds, "tokens": int(y.numel())})
+        print(f"step {step} loss {records[-1]['loss']:.5f} {seconds * 1e3:.0f} ms", flush=True)
+    emit({"steps": records, "threads": torch.get_num_threads(),
+          # peft keeps adapters in fp32 over a bf16 model (its autocast_adapter_dtype default)
+          "frozen_dtypes": sorted({str(p.dtype).replace("torch.", "") for p in model.parameters()
+                                   if not p.requires_grad}),
+          "trainable_dtypes": sorted({str(p.dtype).replace("torch.", "") for p in params}),
+          "trainable_params": sum(p.numel() for p in params),
+          "total_params": sum(p.numel() for p in model.parameters())}, args.result)
+
+
+# ---- environment -----------------------------------------------------------------------------------------------------
+
+def cmd_env(args):
+    import importlib.metadata as md
+
+    import torch
+    versions = {"python": sys.version.split()[0]}
+    for pkg in ("torch", "transformers", "peft", "tokenizers"):
+        try:
+            versions[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            versions[pkg] = "absent"
+    config = torch.__config__.show()
+    blas = next((line.strip() for line in config.splitlines() if "BLAS_INFO" in line), "")
+    emit({"versions": versions, "torch_blas": blas, "mkldnn": torch.backends.mkldnn.is_available(),
+          "torch_cpu_capability": torch.backends.cpu.get_cpu_capability()}, args.result)
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="cmd", required=True)
+    a = sub.add_parser("assets")
+    a.add_argument("--work-dir", required=True)
+    a.add_argument("--shape", required=True, choices=sorted(common.SHAPES))
+    g = sub.add_parser("gemm")
+    g.add_argument("--threads", type=int, required=True)
+    g.add_argument("--dtype", choices=["fp32", "bf16"], required=True)
+    g.add_argument("--n", type=int, default=2048)
+    g.add_argument("--seconds", type=float, default=3.0)
+    t = sub.add_parser("train")
+    t.add_argument("--model-dir", required=True)
+    t.add_argument("--data", required=True)
+    t.add_argument("--seq", type=int, required=True)
+    t.add_argument("--batch", type=int, required=True)
+    t.add_argument("--steps", type=int, required=True)
+    t.add_argument("--warmup-steps", type=int, required=True)
+    t.add_argument("--threads", type=int, required=True)
+    t.add_argument("--mode", choices=["full", "lora"], required=True)
+    t.add_argument("--dtype", choices=["fp32", "bf16"], required=True)
+    t.add_argument("--bf16", choices=["cast", "autocast"], default="cast")
+    t.add_argument("--attn", default="sdpa")
+    t.add_argument("--activation-checkpointing", action="store_true")
+    t.add_argument("--lr", type=float, required=True)
+    t.add_argument("--beta1", type=float, required=True)
+    t.add_argument("--beta2", type=float, required=True)
+    t.add_argument("--eps", type=float, required=True)
+    t.add_argument("--weight-decay", type=float, required=True)
+    sub.add_parser("env")
+    for s in (a, g, t, sub.choices["env"]):
+        s.add_argument("--result")
+    args = p.parse_args()
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    {"assets": cmd_assets, "gemm": cmd_gemm, "train": cmd_train, "env": cmd_env}[args.cmd](args)
+
+
+if __name__ == "__main__":
+    main()
