@@ -237,8 +237,9 @@ struct MatmulBackward : Node {
 };
 
 struct LinearBackward : Node {
-  Tensor x;   // detached, contiguous [rows, in]
-  Operand w;  // weight read as op(stored) = W^T [in, out]
+  Tensor x;       // detached, contiguous [rows, in]
+  Operand w;      // weight read as op(stored) = W^T [in, out]
+  Tensor w_leaf;  // the weight when it is a leaf that requires grad: dW may be accumulated straight into its .grad
   int64_t rows = 0, in = 0, out = 0;
   Shape x_shape, w_shape;
   bool has_bias = false;
@@ -246,6 +247,7 @@ struct LinearBackward : Node {
   void release_saved() override {
     x = Tensor();
     w.data = Tensor();
+    w_leaf = Tensor();
   }
   std::vector<Tensor> apply(std::vector<Tensor>&& grads) override {
     Tensor g = grads[0];
@@ -258,7 +260,12 @@ struct LinearBackward : Node {
     if (!g.is_contiguous()) g = contiguous(g);
     Tensor gx, gw, gbias;
     if (need_x) gx = Tensor::empty(x_shape, dt);
-    if (need_w) gw = Tensor::empty(w_shape, dt);
+    // A weight whose .grad buffer exists (e.g. a view of a flat gradient buffer) takes dW through the GEMM's
+    // beta = 1, which saves a temporary and a pass over it; the accumulator then gets no gradient to add.
+    Tensor w_grad = w_leaf.defined() ? w_leaf.grad() : Tensor();
+    const bool w_in_place =
+        need_w && w_grad.defined() && w_grad.is_contiguous() && w_grad.dtype() == dt && w_grad.shape() == w_shape;
+    if (need_w) gw = w_in_place ? w_grad : Tensor::empty(w_shape, dt);
     if (need_b) gbias = Tensor::empty({out}, dt);
     dispatch_floating(dt, "linear backward", [&](auto tag) {
       using T = decltype(tag);
@@ -268,7 +275,8 @@ struct LinearBackward : Node {
       if (need_x)
         cpu::gemm(false, !w.trans, rows, in, out, S(1), G, out, w.data.data<T>(), w.ld, S(0), gx.data<T>(), in);
       // dW [out, in] = G^T @ x
-      if (need_w) cpu::gemm(true, false, out, in, rows, S(1), G, out, x.data<T>(), in, S(0), gw.data<T>(), in);
+      if (need_w)
+        cpu::gemm(true, false, out, in, rows, S(1), G, out, x.data<T>(), in, S(w_in_place ? 1 : 0), gw.data<T>(), in);
       if (need_b) {
         if (rows == 0) {
           for (int64_t j = 0; j < out; ++j) gbias.data<T>()[j] = from_compute<T>(0.0f);
@@ -277,7 +285,7 @@ struct LinearBackward : Node {
         }
       }
     });
-    return {gx, gw, gbias};
+    return {gx, w_in_place ? Tensor() : gw, gbias};
   }
 };
 
@@ -394,6 +402,7 @@ Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias) {
     node->has_bias = bias.defined();
     if (node->next_edges[1].fn) node->x = xc;  // dW needs x
     if (node->next_edges[0].fn) node->w = w;   // dx needs W
+    if (node->next_edges[1].fn && weight.is_leaf()) node->w_leaf = weight;
   }
   return out;
 }

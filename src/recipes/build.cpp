@@ -1,6 +1,7 @@
 #include "recipes/build.h"
 
 #include <cmath>
+#include <cstdio>
 #include <filesystem>
 
 #include "components/config/targets.h"
@@ -94,6 +95,12 @@ std::unique_ptr<models::CausalLM> build_model(const ConfigNode& section, std::st
   const ConfigNode* dtype = section.find("torch_dtype");
   if (dtype == nullptr || dtype->is_null()) dtype = section.find("dtype");
   if (dtype != nullptr && !dtype->is_null()) options.dtype = parse_dtype(*dtype);
+  if (options.dtype == DType::bf16 && !__builtin_cpu_supports("avx512bf16")) {
+    // Without AVX512-BF16 every bf16 GEMM is emulated and slower than fp32: train in fp32 instead.
+    std::fprintf(stderr, "warning: %s: this CPU has no AVX512-BF16; training in float32 instead of bfloat16\n",
+                 dtype->where().c_str());
+    options.dtype = DType::f32;
+  }
   return models::AutoModelForCausalLM::from_pretrained(model_dir, options);
 }
 
@@ -202,6 +209,9 @@ std::unique_ptr<optim::Optimizer> build_optimizer(const ConfigNode& section, mod
     for (auto& [name, p] : model.named_parameters())
       if (p.requires_grad()) groups[0].params.emplace_back(name, p);
   }
+  // bf16 weights train with fp32 master copies (mixed precision): the update runs in fp32 and the bf16 weights the
+  // GEMMs read are its rounding, so small updates are not lost.
+  const bool bf16_weights = model.dtype() == DType::bf16;
   if (target == kSGD) {
     optim::SGDOptions o;
     o.lr = section.get<double>("lr", o.lr);
@@ -209,7 +219,9 @@ std::unique_ptr<optim::Optimizer> build_optimizer(const ConfigNode& section, mod
     o.dampening = section.get<double>("dampening", 0.0);
     o.nesterov = section.get<bool>("nesterov", false);
     o.weight_decay = section.get<double>("weight_decay", 0.0);
-    return std::make_unique<optim::SGD>(std::move(groups), o);
+    auto sgd = std::make_unique<optim::SGD>(std::move(groups), o);
+    sgd->set_fp32_master_weights(bf16_weights);
+    return sgd;
   }
   optim::AdamOptions o = target == kAdamW ? optim::AdamW::defaults() : optim::AdamOptions{};
   o.lr = section.get<double>("lr", o.lr);
@@ -221,8 +233,10 @@ std::unique_ptr<optim::Optimizer> build_optimizer(const ConfigNode& section, mod
     o.beta1 = b[0];
     o.beta2 = b[1];
   }
-  if (target == kAdamW) return std::make_unique<optim::AdamW>(std::move(groups), o);
-  return std::make_unique<optim::Adam>(std::move(groups), o);
+  std::unique_ptr<optim::Optimizer> adam = target == kAdamW ? std::make_unique<optim::AdamW>(std::move(groups), o)
+                                                              : std::make_unique<optim::Adam>(std::move(groups), o);
+  adam->set_fp32_master_weights(bf16_weights);
+  return adam;
 }
 
 std::unique_ptr<optim::OptimizerParamScheduler> build_lr_scheduler(const ConfigNode* section,

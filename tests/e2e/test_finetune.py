@@ -242,3 +242,19 @@ def test_activation_checkpointing_gives_the_same_losses(tmp_path):
     assert plain.returncode == 0 and ckpt.returncode == 0, plain.stderr + ckpt.stderr
     a, b = jsonl(tmp_path / "plain" / "training.jsonl"), jsonl(tmp_path / "ckpt" / "training.jsonl")
     assert [(m["loss"], m["grad_norm"]) for m in a] == [(m["loss"], m["grad_norm"]) for m in b]
+
+
+def test_bf16_mixed_precision_follows_the_fp32_loss_curve(tmp_path):
+    """model.torch_dtype bfloat16: bf16 weights and activations, fp32 master weights and optimizer state."""
+    common = ["--step_scheduler.max_steps", 40, "--checkpoint.enabled", "false", "--step_scheduler.val_every_steps", 20]
+    runs = {}
+    for dtype in ("float32", "bfloat16"):
+        r = finetune(tmp_path / dtype, *common, "--model.torch_dtype", dtype)
+        assert r.returncode == 0, r.stdout + r.stderr
+        runs[dtype] = (jsonl(tmp_path / dtype / "training.jsonl"), jsonl(tmp_path / dtype / "validation.jsonl"))
+    (t32, v32), (t16, v16) = runs["float32"], runs["bfloat16"]
+    assert max(abs(a["loss"] - b["loss"]) / a["loss"] for a, b in zip(t32, t16)) <= 0.02
+    assert [m["step"] for m in v16] == [19, 39]
+    for a, b in zip(v32, v16):
+        assert abs(a["val_loss"] - b["val_loss"]) <= 0.01 * a["val_loss"], (a, b)
+    assert v16[-1]["val_loss"] < 0.8 * v16[0]["val_loss"]

@@ -271,6 +271,36 @@ TEST(OptimStep, Bf16ParamsUpdateInFp32AndRound) {
   for (int i = 0; i < 5; ++i) EXPECT_EQ(b[i].bits, float_to_bf16(a[i]).bits) << i;
 }
 
+// Mixed precision: with fp32 masters, bf16 weights follow an fp32 run's weights (rounded), even when every single
+// update is below half a bf16 ulp and the plain bf16 update loses all of them.
+TEST(OptimStep, Bf16Fp32MasterWeightsKeepSmallUpdates) {
+  std::vector<double> vals = {1.0, -2.0, 0.75}, grads = {0.5, -0.25, 1.0};
+  Tensor p32 = Tensor::from_values(vals, {3}), master = Tensor::from_values(vals, {3}, DType::bf16),
+         plain = Tensor::from_values(vals, {3}, DType::bf16);
+  SGDOptions o{1e-4};
+  SGD s32({{"p", p32}}, o), smaster({{"p", master}}, o), splain({{"p", plain}}, o);
+  smaster.set_fp32_master_weights(true);
+  for (int step = 0; step < 200; ++step) {
+    p32.set_grad(Tensor::from_values(grads, {3}));
+    master.set_grad(Tensor::from_values(grads, {3}, DType::bf16));
+    plain.set_grad(Tensor::from_values(grads, {3}, DType::bf16));
+    s32.step();
+    smaster.step();
+    splain.step();
+  }
+  const float* a = p32.data<float>();
+  for (int i = 0; i < 3; ++i) {
+    EXPECT_EQ(master.data<bf16>()[i].bits, float_to_bf16(a[i]).bits) << i;
+    EXPECT_EQ(plain.data<bf16>()[i].bits, float_to_bf16(float(vals[size_t(i)])).bits) << i;  // every update lost
+    EXPECT_NE(master.data<bf16>()[i].bits, plain.data<bf16>()[i].bits) << i;
+  }
+  auto state = smaster.state_dict();
+  ASSERT_TRUE(state.count("p.fp32_master"));
+  EXPECT_EQ(state.at("p.fp32_master").dtype(), DType::f32);
+  EXPECT_FLOAT_EQ(state.at("p.fp32_master").data<float>()[0], a[0]);
+  EXPECT_THROW(smaster.set_fp32_master_weights(false), Error);  // only before the first step
+}
+
 // ---- flat-buffer path vs per-tensor path: bit for bit ----
 
 namespace {

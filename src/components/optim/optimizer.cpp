@@ -7,7 +7,10 @@
 #include <type_traits>
 
 #include "core/error.h"
+#include "core/grad_node.h"
 #include "core/threads.h"
+#include "kernels/cpu/cast.h"
+#include "ops/cast.h"
 
 namespace automodel::optim {
 
@@ -46,8 +49,8 @@ struct AdamScalars {
 
 // Decoupled: AdamW's p *= 1 - lr * wd; else Adam's g += wd * p. LerpLo: torch's lerp branch for
 // weight < 0.5 (m + w (g - m)), else g - (g - m) (1 - w).
-template <bool Decoupled, bool LerpLo, class P, class C>
-void adam_kernel(P* __restrict p, const P* __restrict g, C* __restrict m, C* __restrict v, int64_t n,
+template <bool Decoupled, bool LerpLo, class P, class G, class C>
+void adam_kernel(P* __restrict p, const G* __restrict g, C* __restrict m, C* __restrict v, int64_t n,
                  const AdamScalars<C> s) {
 #pragma omp simd
   for (int64_t i = 0; i < n; ++i) {
@@ -77,8 +80,8 @@ struct SgdScalars {
 };
 
 // Kind 0: no momentum; 1: momentum, first step (buf = d); 2: momentum (buf = mom buf + (1 - damp) d).
-template <bool UseWd, int Kind, bool Nesterov, class P, class C>
-void sgd_kernel(P* __restrict p, const P* __restrict g, C* __restrict buf, int64_t n, const SgdScalars<C> s) {
+template <bool UseWd, int Kind, bool Nesterov, class P, class G, class C>
+void sgd_kernel(P* __restrict p, const G* __restrict g, C* __restrict buf, int64_t n, const SgdScalars<C> s) {
 #pragma omp simd
   for (int64_t i = 0; i < n; ++i) {
     const C pi = to_compute(p[i]);
@@ -107,6 +110,18 @@ void with_bool(bool b, F&& f) {
     f(std::true_type{});
   else
     f(std::false_type{});
+}
+
+// Calls f(P{}, G{}) for the updated tensor's type P (the parameter, or its fp32 master) and the gradient's G.
+template <class F>
+void dispatch_update(const Tensor& target, const Tensor& grad, const char* who, F&& f) {
+  dispatch_param(target.dtype(), who, [&](auto tag) {
+    using P = decltype(tag);
+    if constexpr (std::is_same_v<P, float>) {
+      if (grad.dtype() == DType::bf16) return f(P{}, bf16{});
+    }
+    f(P{}, P{});
+  });
 }
 
 void check_unit_tensor(const char* who, const std::string& name, const Tensor& t, const char* what) {
@@ -153,9 +168,20 @@ Optimizer::Optimizer(std::vector<ParamGroup> groups, double default_lr, double d
 }
 
 void Optimizer::ensure_state(Unit& u) {
+  if (fp32_master_ && u.param.dtype() == DType::bf16 && !u.master.defined()) {
+    NoGradGuard no_grad;
+    u.master = ops::to_dtype(u.param.detach(), DType::f32);
+  }
   if (!u.state.empty()) return;
   for (size_t k = 0; k < state_keys().size(); ++k)
     u.state.push_back(Tensor::zeros(u.param.shape(), state_dtype(u.param.dtype())));
+}
+
+void Optimizer::set_fp32_master_weights(bool on) {
+  for (const auto& units : units_)
+    for (const Unit& u : units)
+      AM_CHECK(u.step == 0 && !u.master.defined(), name(), ": set_fp32_master_weights before the first step");
+  fp32_master_ = on;
 }
 
 void Optimizer::step() {
@@ -168,7 +194,9 @@ void Optimizer::step() {
       check_unit_tensor(name(), u.name, grad, "gradient");
       ensure_state(u);
       ++u.step;
-      update(groups_[gi], u, grad);
+      Tensor& target = u.master.defined() ? u.master : u.param;
+      update(groups_[gi], u, target, grad);
+      if (u.master.defined()) cpu::cast(u.master.data<float>(), u.param.data<bf16>(), u.param.numel());
     }
   }
 }
@@ -198,6 +226,10 @@ std::map<std::string, Tensor> Optimizer::state_dict() {
         for (const auto& slot : u.slots)
           out[slot.name + "." + keys[k]] = u.state[k].as_strided({slot.numel}, {1}, u.state[k].offset() + slot.offset);
       }
+      if (!u.master.defined()) continue;
+      if (!u.flat) out[u.name + ".fp32_master"] = u.master;
+      for (const auto& slot : u.slots)
+        out[slot.name + ".fp32_master"] = u.master.as_strided({slot.numel}, {1}, u.master.offset() + slot.offset);
     }
   }
   return out;
@@ -245,12 +277,13 @@ Adam::Adam(const NamedTensors& params, AdamOptions opt) : Adam(one_group(params)
 AdamW::AdamW(std::vector<ParamGroup> groups, AdamOptions opt) : Adam(std::move(groups), opt, true) {}
 AdamW::AdamW(const NamedTensors& params, AdamOptions opt) : Adam(one_group(params), opt, true) {}
 
-void Adam::update(const ParamGroup& group, Unit& u, const Tensor& grad) {
+void Adam::update(const ParamGroup& group, Unit& u, Tensor& target, const Tensor& grad) {
   const double lr = *group.lr, wd = *group.weight_decay;
   const double bc1 = 1.0 - std::pow(opt_.beta1, double(u.step));
   const double bc2 = 1.0 - std::pow(opt_.beta2, double(u.step));
-  dispatch_param(u.param.dtype(), name(), [&](auto tag) {
-    using P = decltype(tag);
+  dispatch_update(target, grad, name(), [&](auto ptag, auto gtag) {
+    using P = decltype(ptag);
+    using G = decltype(gtag);
     using C = compute_t<P>;
     AdamScalars<C> s;
     s.decay = C(1.0 - lr * wd);
@@ -261,13 +294,13 @@ void Adam::update(const ParamGroup& group, Unit& u, const Tensor& grad) {
     s.bc2_sqrt = C(std::sqrt(bc2));
     s.eps = C(opt_.eps);
     s.neg_step_size = C(-(lr / bc1));
-    P* p = u.param.data<P>();
-    const P* g = grad.data<P>();
+    P* p = target.data<P>();
+    const G* g = grad.data<G>();
     C* m = u.state[0].data<C>();
     C* v = u.state[1].data<C>();
     with_bool(decoupled_, [&](auto dec) {
       with_bool(std::abs(double(s.w1)) < 0.5, [&](auto lo) {
-        parallel_for(u.param.numel(), kGrain, [&](int64_t b, int64_t e) {
+        parallel_for(target.numel(), kGrain, [&](int64_t b, int64_t e) {
           adam_kernel<decltype(dec)::value, decltype(lo)::value>(p + b, g + b, m + b, v + b, e - b, s);
         });
       });
@@ -292,33 +325,34 @@ std::vector<std::string> SGD::state_keys() const {
   return {"momentum_buffer"};
 }
 
-void SGD::update(const ParamGroup& group, Unit& u, const Tensor& grad) {
+void SGD::update(const ParamGroup& group, Unit& u, Tensor& target, const Tensor& grad) {
   const double lr = *group.lr, wd = *group.weight_decay;
-  dispatch_param(u.param.dtype(), name(), [&](auto tag) {
-    using P = decltype(tag);
+  dispatch_update(target, grad, name(), [&](auto ptag, auto gtag) {
+    using P = decltype(ptag);
+    using G = decltype(gtag);
     using C = compute_t<P>;
     SgdScalars<C> s;
     s.wd = C(wd);
     s.momentum = C(opt_.momentum);
     s.omd = C(1.0 - opt_.dampening);
     s.neg_lr = C(-lr);
-    P* p = u.param.data<P>();
-    const P* g = grad.data<P>();
+    P* p = target.data<P>();
+    const G* g = grad.data<G>();
     const bool use_momentum = opt_.momentum != 0.0;
     C* buf = use_momentum ? u.state[0].data<C>() : nullptr;
     auto run = [&](auto kernel) {
-      parallel_for(u.param.numel(), kGrain,
+      parallel_for(target.numel(), kGrain,
                    [&](int64_t b, int64_t e) { kernel(p + b, g + b, buf ? buf + b : nullptr, e - b, s); });
     };
     with_bool(wd != 0.0, [&](auto use_wd) {
       with_bool(opt_.nesterov, [&](auto nest) {
         constexpr bool W = decltype(use_wd)::value, N = decltype(nest)::value;
         if (!use_momentum)
-          run(sgd_kernel<W, 0, N, P, C>);
+          run(sgd_kernel<W, 0, N, P, G, C>);
         else if (u.step == 1)
-          run(sgd_kernel<W, 1, N, P, C>);
+          run(sgd_kernel<W, 1, N, P, G, C>);
         else
-          run(sgd_kernel<W, 2, N, P, C>);
+          run(sgd_kernel<W, 2, N, P, G, C>);
       });
     });
   });
@@ -359,6 +393,7 @@ double clip_grads(const std::vector<Tensor>& grads, double max_norm, double norm
   }
   const double total = inf ? acc : (norm_type == 2.0 ? std::sqrt(acc) : std::pow(acc, 1.0 / norm_type));
   const double coef = std::min(max_norm / (total + 1e-6), 1.0);
+  if (coef == 1.0) return total;  // x * 1 == x: the scaling pass would change nothing
   for (const Tensor& g : grads) {
     if (!g.defined()) continue;
     dispatch_param(g.dtype(), "clip_grad_norm", [&](auto tag) {

@@ -4,8 +4,10 @@
 //
 // Precision: optimizer state (exp_avg, exp_avg_sq, momentum_buffer) is fp32 for f32 and bf16
 // parameters (f64 for f64 parameters). bf16 parameters are loaded to fp32, updated in fp32 and
-// rounded back to bf16 (round to nearest even) on every step; no fp32 master copy is kept, so
-// updates smaller than half a bf16 ulp of the weight are lost.
+// rounded back to bf16 (round to nearest even) on every step. By default no fp32 master copy is
+// kept (as torch.optim on bf16 tensors), so updates smaller than half a bf16 ulp of the weight are
+// lost; set_fp32_master_weights(true) keeps one per bf16 parameter (mixed precision): the update
+// runs on the fp32 master and the bf16 parameter is its rounding.
 #include <cstdint>
 #include <map>
 #include <optional>
@@ -53,6 +55,10 @@ class Optimizer {
   // loader can copy into them. Per-tensor parameters: the parameter's shape; flat buffers: 1-D
   // slices of the buffer's state per slot. State not yet created is created (zeros) here.
   std::map<std::string, Tensor> state_dict();
+  // Mixed precision for bf16 parameters (see the top of this file); call before the first step.
+  // The masters appear in state_dict() as "<parameter name>.fp32_master".
+  void set_fp32_master_weights(bool on);
+
   // Number of steps taken per parameter name (torch's per-parameter "step").
   std::map<std::string, int64_t> step_counts() const;
   void set_step_counts(const std::map<std::string, int64_t>& steps);
@@ -67,17 +73,20 @@ class Optimizer {
     bool flat = false;
     std::vector<nn::FlatParameters::Slot> slots;  // flat buffers: their parameters
     std::vector<Tensor> state;                    // one per state_keys(), created on first use
+    Tensor master;                                // fp32 copy of a bf16 param (set_fp32_master_weights)
     int64_t step = 0;
   };
   Optimizer(std::vector<ParamGroup> groups, double default_lr, double default_weight_decay);
   virtual std::vector<std::string> state_keys() const = 0;
-  // Updates u.param from grad (same dtype and numel, contiguous); u.step already incremented.
-  virtual void update(const ParamGroup& group, Unit& u, const Tensor& grad) = 0;
+  // Updates `target` (u.param, or its fp32 master) from grad (u.param's dtype, same numel,
+  // contiguous); u.step already incremented.
+  virtual void update(const ParamGroup& group, Unit& u, Tensor& target, const Tensor& grad) = 0;
   void ensure_state(Unit& u);
 
  private:
   std::vector<ParamGroup> groups_;
   std::vector<std::vector<Unit>> units_;  // per group
+  bool fp32_master_ = false;
 };
 
 struct AdamOptions {
@@ -98,7 +107,7 @@ class Adam : public Optimizer {
  protected:
   Adam(std::vector<ParamGroup> groups, AdamOptions opt, bool decoupled);
   std::vector<std::string> state_keys() const override { return {"exp_avg", "exp_avg_sq"}; }
-  void update(const ParamGroup& group, Unit& u, const Tensor& grad) override;
+  void update(const ParamGroup& group, Unit& u, Tensor& target, const Tensor& grad) override;
 
  private:
   AdamOptions opt_;
@@ -135,7 +144,7 @@ class SGD : public Optimizer {
 
  protected:
   std::vector<std::string> state_keys() const override;
-  void update(const ParamGroup& group, Unit& u, const Tensor& grad) override;
+  void update(const ParamGroup& group, Unit& u, Tensor& target, const Tensor& grad) override;
 
  private:
   SGDOptions opt_;
