@@ -1,6 +1,7 @@
 // `automodel finetune llm -c recipe.yaml [--a.b.c value ...]` and `automodel recipe.yaml [...]`: NeMo Automodel's
 // two command forms. Overrides are applied to the YAML before the recipe reads it.
 #include <cstdio>
+#include <cstdlib>
 #include <string>
 #include <vector>
 
@@ -40,7 +41,11 @@ constexpr const char* kUsage = "automodel finetune llm -c recipe.yaml [--threads
 
 int run_recipe_file(const std::string& config_path, std::vector<std::string> args) {
   const std::string threads = take_option(args, {"--threads"}, kUsage);
-  set_num_threads(threads.empty() ? 0 : std::stoi(threads));
+  char* end = nullptr;
+  const long n = threads.empty() ? 0 : std::strtol(threads.c_str(), &end, 10);
+  if (!threads.empty() && (*end != '\0' || n < 1))
+    throw Error("--threads needs a positive integer, got '" + threads + "'", "command line", kUsage);
+  set_num_threads(int(n));
   config::ConfigNode cfg = config::load_yaml(config_path);
   config::apply_overrides(cfg, config::parse_overrides(args));
   recipes::RunResult r = recipes::run_recipe(cfg);

@@ -60,7 +60,7 @@ std::unique_ptr<optim::Optimizer> build_optimizer(const ConfigNode& section, mod
 std::unique_ptr<optim::OptimizerParamScheduler> build_lr_scheduler(const ConfigNode* section,
                                                                    optim::Optimizer& optimizer, int64_t total_steps);
 
-// loss_fn section: which cross-entropy and its options.
+// loss_fn section: which cross-entropy and its options (absent: MaskedCrossEntropy, as NeMo Automodel).
 struct LossFunction {
   enum class Kind { Masked, Chunked, FusedLinear } kind = Kind::Masked;
   int64_t ignore_index = -100;

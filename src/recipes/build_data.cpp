@@ -16,20 +16,10 @@ constexpr const char* kHellaSwag = "automodel.datasets.llm.HellaSwag";
 constexpr const char* kColumnMapped = "automodel.datasets.llm.ColumnMappedTextInstructionDataset";
 constexpr const char* kChat = "automodel.datasets.llm.ChatDataset";
 
-std::optional<int64_t> optional_int(const ConfigNode& s, const char* key) {
-  const ConfigNode* n = s.find(key);
-  return n && !n->is_null() ? std::optional<int64_t>(n->as_int()) : std::nullopt;
-}
-
-std::optional<std::string> optional_string(const ConfigNode& s, const char* key) {
-  const ConfigNode* n = s.find(key);
-  return n && !n->is_null() ? std::optional<std::string>(n->as_string()) : std::nullopt;
-}
-
 // The local path of the data: the first of `keys` present (NeMo's functions name it differently).
 std::string data_path(const ConfigNode& s, std::initializer_list<const char*> keys) {
   for (const char* k : keys)
-    if (auto v = optional_string(s, k)) return *v;
+    if (auto v = s.get_optional<std::string>(k)) return *v;
   throw Error(s.path() + " names no data", s.where(),
               std::string("set ") + *keys.begin() + " to a local .json/.jsonl file or a directory of them");
 }
@@ -62,12 +52,12 @@ std::vector<data::Sample> build_dataset(const ConfigNode& s, const data::TextTok
     data::SquadOptions o;
     o.path = data_path(s, {"dataset_name", "path_or_dataset"});
     o.split = s.get<std::string>("split", o.split);
-    o.seq_length = optional_int(s, "seq_length");
-    o.limit_dataset_samples = optional_int(s, "limit_dataset_samples");
+    o.seq_length = s.get_optional<int64_t>("seq_length");
+    o.limit_dataset_samples = s.get_optional<int64_t>("limit_dataset_samples");
     o.padding = padding_of(s, "padding", "do_not_pad");
     o.truncation = padding_of(s, "truncation", "do_not_truncate");
-    if (const ConfigNode* c = s.find("use_chat_template"); c && !c->is_null()) o.use_chat_template = c->as_bool();
-    o.start_of_turn_token = optional_string(s, "start_of_turn_token");
+    o.use_chat_template = s.get_optional<bool>("use_chat_template");
+    o.start_of_turn_token = s.get_optional<std::string>("start_of_turn_token");
     return data::make_squad_dataset(tok, o);
   }
   if (target == kHellaSwag) {
@@ -76,7 +66,7 @@ std::vector<data::Sample> build_dataset(const ConfigNode& s, const data::TextTok
     data::HellaSwagOptions o;
     o.path = data_path(s, {"path_or_dataset", "dataset_name"});
     o.split = s.get<std::string>("split", o.split);
-    o.num_samples_limit = optional_int(s, "num_samples_limit");
+    o.num_samples_limit = s.get_optional<int64_t>("num_samples_limit");
     o.pad_to_max_length = s.get<bool>("pad_to_max_length", o.pad_to_max_length);
     return data::make_hellaswag_dataset(tok, o);
   }
@@ -93,8 +83,8 @@ std::vector<data::Sample> build_dataset(const ConfigNode& s, const data::TextTok
     const ConfigNode& m = s.at("column_mapping");
     for (const auto& key : m.keys()) o.column_mapping[key] = m.get<std::string>(key);
     o.answer_only_loss_mask = s.get<bool>("answer_only_loss_mask", true);
-    o.seq_length = optional_int(s, "seq_length");
-    o.limit_dataset_samples = optional_int(s, "limit_dataset_samples");
+    o.seq_length = s.get_optional<int64_t>("seq_length");
+    o.limit_dataset_samples = s.get_optional<int64_t>("limit_dataset_samples");
     o.padding = padding_of(s, "padding", "do_not_pad");
     o.truncation = padding_of(s, "truncation", "do_not_truncate");
     o.use_hf_chat_template = s.get<bool>("use_hf_chat_template", false);
@@ -110,13 +100,13 @@ std::vector<data::Sample> build_dataset(const ConfigNode& s, const data::TextTok
     data::ChatOptions o;
     o.path = data_path(s, {"path_or_dataset_id", "path_or_dataset", "dataset_name"});
     o.split = s.get<std::string>("split", o.split);
-    o.seq_length = optional_int(s, "seq_length");
-    o.limit_dataset_samples = optional_int(s, "limit_dataset_samples");
+    o.seq_length = s.get_optional<int64_t>("seq_length");
+    o.limit_dataset_samples = s.get_optional<int64_t>("limit_dataset_samples");
     o.padding = padding_of(s, "padding", "do_not_pad");
     o.truncation = padding_of(s, "truncation", "do_not_truncate");
     o.answer_only_loss_mask = s.get<bool>("answer_only_loss_mask", true);
     o.mask_history = s.get<bool>("mask_history", false);
-    o.start_of_turn_token = optional_string(s, "start_of_turn_token");
+    o.start_of_turn_token = s.get_optional<std::string>("start_of_turn_token");
     return data::make_chat_dataset(tok, o);
   }
   throw Error(s.path() + "._target_ '" + s.get<std::string>("_target_") + "' is not a dataset", s.at("_target_").where(),

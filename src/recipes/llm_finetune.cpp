@@ -61,11 +61,10 @@ CheckpointOptions checkpoint_options(const ConfigNode* s) {
   if (s->get<std::string>("model_save_format", "safetensors") != "safetensors")
     throw Error("checkpoint.model_save_format must be safetensors", s->at("model_save_format").where(),
                 "automodel writes Hugging Face safetensors (torch_save is a PyTorch format)");
-  if (const ConfigNode* r = s->find("restore_from"); r && !r->is_null()) o.restore_from = r->as_string();
-  if (const ConfigNode* m = s->find("max_recent_checkpoints"); m && !m->is_null()) {
-    o.max_recent = m->as_int();
-    if (*o.max_recent < 1) throw Error("checkpoint.max_recent_checkpoints must be >= 1", m->where(), "or null");
-  }
+  o.restore_from = s->get_optional<std::string>("restore_from");
+  o.max_recent = s->get_optional<int64_t>("max_recent_checkpoints");
+  if (o.max_recent && *o.max_recent < 1)
+    throw Error("checkpoint.max_recent_checkpoints must be >= 1", s->at("max_recent_checkpoints").where(), "or null");
   return o;
 }
 
@@ -99,14 +98,10 @@ training::StepSchedulerOptions step_scheduler_options(const ConfigNode& s) {
   training::StepSchedulerOptions o;
   o.global_batch_size = s.get<int64_t>("global_batch_size", 32);
   o.local_batch_size = s.get<int64_t>("local_batch_size", 1);
-  auto opt = [&](const char* key) -> std::optional<int64_t> {
-    const ConfigNode* n = s.find(key);
-    return n && !n->is_null() ? std::optional<int64_t>(n->as_int()) : std::nullopt;
-  };
-  o.ckpt_every_steps = opt("ckpt_every_steps");
-  o.val_every_steps = opt("val_every_steps");
-  o.num_epochs = opt("num_epochs");
-  o.max_steps = opt("max_steps");
+  o.ckpt_every_steps = s.get_optional<int64_t>("ckpt_every_steps");
+  o.val_every_steps = s.get_optional<int64_t>("val_every_steps");
+  o.num_epochs = s.get_optional<int64_t>("num_epochs");
+  o.max_steps = s.get_optional<int64_t>("max_steps");
   o.save_checkpoint_every_epoch = s.get<bool>("save_checkpoint_every_epoch", true);
   o.validate_on_checkpoint = s.get<bool>("validate_on_checkpoint", o.validate_on_checkpoint);
   return o;
@@ -196,7 +191,7 @@ class FinetuneRun {
     lr_sched_ = build_lr_scheduler(cfg_.find("lr_scheduler"), *optimizer_, sched_->max_steps());
     if (const ConfigNode* c = cfg_.find("clip_grad_norm"); c && !c->is_null()) {
       check_keys(*c, {"max_norm"});
-      if (const ConfigNode* m = c->find("max_norm"); m && !m->is_null()) max_grad_norm_ = m->as_double();
+      max_grad_norm_ = c->get_optional<double>("max_norm");
     }
 
     fs::create_directories(ckpt_.dir);

@@ -11,6 +11,7 @@
 // load time, and the result is typed like a string (translate_value).
 #include <cstdint>
 #include <limits>
+#include <optional>
 #include <string>
 #include <type_traits>
 #include <vector>
@@ -74,6 +75,12 @@ class ConfigNode {
   template <class T>
   T get(const std::string& dotted_key) const {
     return at(dotted_key).as<T>();
+  }
+  // nullopt when the key is absent or null.
+  template <class T>
+  std::optional<T> get_optional(const std::string& dotted_key) const {
+    const ConfigNode* n = find(dotted_key);
+    return (n == nullptr || n->is_null()) ? std::nullopt : std::optional<T>(n->as<T>());
   }
   // The fallback when the key is absent or null.
   template <class T>
