@@ -90,3 +90,19 @@ def assert_close(ours, ref, tol, what=""):
 def _seed():
     torch.manual_seed(0)
     np.random.seed(0)
+
+
+@pytest.fixture(scope="session")
+def model_dir(tmp_path_factory):
+    """model_dir(name): the tests/oracle/tiny_models.py variant saved by transformers, built once per session."""
+    import tiny_models
+
+    root = tmp_path_factory.mktemp("tiny_models")
+    built = {}
+
+    def get(name):
+        if name not in built:
+            built[name] = tiny_models.build(name, root / name)
+        return built[name]
+
+    return get

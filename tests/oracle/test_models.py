@@ -46,20 +46,6 @@ def _record(name, check, err):
     return err
 
 
-@pytest.fixture(scope="session")
-def model_dir(tmp_path_factory):
-    """model_dir(name): the variant saved by transformers, built once per session."""
-    root = tmp_path_factory.mktemp("tiny_models")
-    built = {}
-
-    def get(name):
-        if name not in built:
-            built[name] = tm.build(name, root / name)
-        return built[name]
-
-    return get
-
-
 def _batch():
     """3 rows of T tokens: full; right-padded (13 tokens); left-padded (4 pads). Pads are pad_token_id, and one
     real token is pad_token_id too (transformers' nn.Embedding(padding_idx) gives that row no gradient). Labels

@@ -75,19 +75,6 @@ def test_lora_linear_bad_shapes_are_errors():
 # ---- models --------------------------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="session")
-def model_dir(tmp_path_factory):
-    root = tmp_path_factory.mktemp("peft_models")
-    built = {}
-
-    def get(name):
-        if name not in built:
-            built[name] = tm.build(name, root / name)
-        return built[name]
-
-    return get
-
-
 def _batch():
     g = torch.Generator().manual_seed(7)
     ids = torch.randint(4, tm.VOCAB, (2, T), generator=g)
