@@ -258,3 +258,39 @@ def test_bf16_mixed_precision_follows_the_fp32_loss_curve(tmp_path):
     for a, b in zip(v32, v16):
         assert abs(a["val_loss"] - b["val_loss"]) <= 0.01 * a["val_loss"], (a, b)
     assert v16[-1]["val_loss"] < 0.8 * v16[0]["val_loss"]
+
+
+def squad_records(n):
+    return [json.loads(line) for line in (ROOT / "assets" / "tiny-squad" / "train.jsonl").read_text().splitlines()[:n]]
+
+
+@pytest.mark.parametrize("kind", ["chat", "sharegpt", "column_mapped"])
+def test_other_dataset_kinds_train(tmp_path, kind):
+    """ChatDataset (OpenAI messages, ShareGPT conversations; loss on assistant turns, rendered with the model's
+    chat template) and ColumnMappedTextInstructionDataset through the recipe."""
+    data = tmp_path / "data.jsonl"
+    with open(data, "w") as f:
+        for r in squad_records(64):
+            q, a = f"Context: {r['context']} Question: {r['question']}", r["answers"]["text"][0]
+            if kind == "chat":
+                rec = {"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": a}]}
+            elif kind == "sharegpt":
+                rec = {"conversations": [{"from": "human", "value": q}, {"from": "gpt", "value": a}]}
+            else:
+                rec = {"ctx": r["context"], "q": r["question"], "ans": a}
+            f.write(json.dumps(rec) + "\n")
+    if kind == "column_mapped":
+        dataset = ["--dataset._target_",
+                   "nemo_automodel.components.datasets.llm.column_mapped_text_instruction_dataset."
+                   "ColumnMappedTextInstructionDataset", "--dataset.path_or_dataset_id", data,
+                   "--dataset.column_mapping.context", "ctx", "--dataset.column_mapping.question", "q",
+                   "--dataset.column_mapping.answer", "ans"]
+    else:
+        dataset = ["--dataset._target_", "nemo_automodel.components.datasets.llm.chat_dataset.ChatDataset",
+                   "--dataset.path_or_dataset_id", data]
+    r = finetune(tmp_path / "ck", *dataset, "--validation_dataset", "none", "--step_scheduler.max_steps", 16,
+                 "--checkpoint.enabled", "false", "--lr_scheduler.lr_warmup_steps", 2)
+    assert r.returncode == 0, r.stdout + r.stderr
+    train = jsonl(tmp_path / "ck" / "training.jsonl")
+    assert len(train) == 16 and all(0 < m["num_label_tokens"] for m in train)
+    assert sum(m["loss"] for m in train[-4:]) < 0.8 * sum(m["loss"] for m in train[:4])
