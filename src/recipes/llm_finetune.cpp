@@ -174,8 +174,7 @@ class FinetuneRun {
     if (const ConfigNode* v = cfg_.find("validation_dataset"); v && !v->is_null())
       val_samples_ = build_dataset(*v, tok_.text);
 
-    const ConfigNode& sched_cfg = cfg_.at("step_scheduler");
-    training::StepSchedulerOptions sched_opts = step_scheduler_options(sched_cfg);
+    const training::StepSchedulerOptions sched_opts = step_scheduler_options(cfg_.at("step_scheduler"));
     train_loader_opts_ = build_loader_options(cfg_.find("dataloader"), false);
     val_loader_opts_ = build_loader_options(cfg_.find("validation_dataloader"), false);
     const uint64_t loader_seed =
@@ -347,7 +346,7 @@ class FinetuneRun {
   void validate() {
     NoGradGuard no_grad;
     if (peft_) peft::set_lora_training(*model_, false);
-    data::DataLoader loader(val_samples_.size(), loader_batch_size(), false, 0, false);
+    data::DataLoader loader(val_samples_.size(), loader_->batch_size(), false, 0, false);
     loader.set_epoch(0);
     double total = 0.0;
     int64_t label_tokens = 0;
@@ -370,8 +369,6 @@ class FinetuneRun {
     training::invoke(callbacks_.on_validation_end, state_);
     std::cout << training::format_val_line(record) << std::endl;
   }
-
-  int64_t loader_batch_size() const { return cfg_.get<int64_t>("step_scheduler.local_batch_size", 1); }
 
   // ---- checkpoints -------------------------------------------------------------------------------------------------
   std::vector<std::string> tokenizer_files() const {
