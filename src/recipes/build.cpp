@@ -28,23 +28,22 @@ constexpr const char* kDataLoader = "automodel.datasets.DataLoader";
 constexpr const char* kDefaultCollater = "automodel.datasets.default_collater";
 constexpr const char* kLora = "automodel.peft.LoRA";
 
+std::string join(const std::vector<std::string>& names) {
+  std::string s;
+  for (const auto& n : names) s += (s.empty() ? "" : ", ") + n;
+  return s;
+}
+
 // The section's canonical target, or an Error naming what the section accepts.
 std::string target_of(const ConfigNode& section, const std::vector<std::string>& accepted) {
   if (!section.contains("_target_"))
-    throw Error(section.path() + " has no _target_", section.where(),
-                "add `_target_: " + accepted.front() + "` (or another of: " + [&] {
-                  std::string s;
-                  for (size_t i = 1; i < accepted.size(); ++i) s += (i > 1 ? ", " : "") + accepted[i];
-                  return s.empty() ? std::string("none") : s;
-                }() + ")");
-  std::string canonical = config::resolve_target(section);
+    throw Error(section.path() + " has no _target_", section.where(), "add `_target_:` with one of: " + join(accepted));
+  const std::string canonical = config::resolve_target(section);
   for (const auto& a : accepted)
     if (canonical == a) return canonical;
-  std::string list;
-  for (const auto& a : accepted) list += (list.empty() ? "" : ", ") + a;
   throw Error(section.path() + "._target_ '" + section.get<std::string>("_target_") + "' cannot build a " +
                   section.path(),
-              section.at("_target_").where(), "use one of: " + list);
+              section.at("_target_").where(), "use one of: " + join(accepted));
 }
 
 DType parse_dtype(const ConfigNode& node) {

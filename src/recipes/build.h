@@ -45,8 +45,7 @@ std::vector<data::Sample> build_dataset(const ConfigNode& section, const data::T
 struct LoaderOptions {
   bool shuffle = false;
   bool drop_last = false;
-  std::optional<int64_t> pad_to_length;  // collate_fn.pad_seq_len_divisible / max-length padding
-  int64_t pad_to_multiple_of = 1;
+  int64_t pad_to_multiple_of = 1;  // collate_fn.pad_seq_len_divisible
 };
 LoaderOptions build_loader_options(const ConfigNode* section, bool default_shuffle);
 

@@ -265,7 +265,7 @@ class FinetuneRun {
     std::vector<const data::Sample*> rows;
     rows.reserve(indices.size());
     for (size_t i : indices) rows.push_back(&samples[i]);
-    return data::default_collater(rows, tok_.pad_id, o.pad_to_length, o.pad_to_multiple_of);
+    return data::default_collater(rows, tok_.pad_id, std::nullopt, o.pad_to_multiple_of);
   }
 
   // Sum of the batch's per-token cross-entropy divided by `denominator` (the step's label tokens).
