@@ -2,7 +2,6 @@
 
 #include <cmath>
 #include <cstdio>
-#include <filesystem>
 
 #include "components/config/targets.h"
 #include "components/tokenizer/chat_template.h"
@@ -14,7 +13,6 @@ namespace automodel::recipes {
 
 namespace {
 
-namespace fs = std::filesystem;
 using config::check_keys;
 
 constexpr const char* kFromPretrained = "automodel.AutoModelForCausalLM.from_pretrained";
@@ -41,9 +39,9 @@ std::string target_of(const ConfigNode& section, const std::vector<std::string>&
   const std::string canonical = config::resolve_target(section);
   for (const auto& a : accepted)
     if (canonical == a) return canonical;
-  throw Error(section.path() + "._target_ '" + section.get<std::string>("_target_") + "' cannot build a " +
-                  section.path(),
-              section.at("_target_").where(), "use one of: " + join(accepted));
+  throw Error(
+      section.path() + "._target_ '" + section.get<std::string>("_target_") + "' cannot build a " + section.path(),
+      section.at("_target_").where(), "use one of: " + join(accepted));
 }
 
 DType parse_dtype(const ConfigNode& node) {
@@ -121,11 +119,8 @@ TokenizerBundle build_tokenizer(const ConfigNode* section, const std::string& mo
   b.text.pad_id = id_of(tok->pad_token());
   b.pad_id = b.text.pad_id.value_or(b.text.eos_id.value_or(0));
   b.text.encode = [tok](const std::string& text, bool add_special) { return tok->encode(text, add_special).ids; };
-  const std::string dir = b.dir;
-  const bool has_template =
-      fs::exists(fs::path(dir) / "chat_template.jinja") || tok->tokenizer_config().contains("chat_template");
-  if (has_template) {
-    auto templates = std::make_shared<tokenizer::ChatTemplates>(tokenizer::load_chat_templates(dir));
+  auto templates = std::make_shared<tokenizer::ChatTemplates>(tokenizer::load_chat_templates(b.dir));
+  if (!templates->templates.empty()) {
     b.text.apply_chat_template = [templates](const nlohmann::ordered_json& messages,
                                              const nlohmann::ordered_json& tools, bool add_generation_prompt) {
       return tokenizer::apply_chat_template(*templates, messages, add_generation_prompt, tools);
@@ -188,8 +183,8 @@ std::optional<peft::PeftConfig> build_peft_config(const ConfigNode* section) {
 std::unique_ptr<optim::Optimizer> build_optimizer(const ConfigNode& section, models::CausalLM& model) {
   const std::string target = target_of(section, {kAdamW, kAdam, kSGD});
   // foreach / fused pick torch's implementation, not the math: ours is always one pass over flat buffers.
-  check_keys(section, {"_target_", "lr", "betas", "eps", "weight_decay", "momentum", "dampening", "nesterov",
-                       "foreach", "fused", "amsgrad", "maximize", "capturable", "differentiable"});
+  check_keys(section, {"_target_", "lr", "betas", "eps", "weight_decay", "momentum", "dampening", "nesterov", "foreach",
+                       "fused", "amsgrad", "maximize", "capturable", "differentiable"});
   if (section.get<bool>("amsgrad", false) || section.get<bool>("maximize", false))
     throw Error("optimizer: amsgrad and maximize are not supported", section.where(), "remove them");
 
@@ -233,7 +228,7 @@ std::unique_ptr<optim::Optimizer> build_optimizer(const ConfigNode& section, mod
     o.beta2 = b[1];
   }
   std::unique_ptr<optim::Optimizer> adam = target == kAdamW ? std::make_unique<optim::AdamW>(std::move(groups), o)
-                                                              : std::make_unique<optim::Adam>(std::move(groups), o);
+                                                            : std::make_unique<optim::Adam>(std::move(groups), o);
   adam->set_fp32_master_weights(bf16_weights);
   return adam;
 }
@@ -241,10 +236,10 @@ std::unique_ptr<optim::Optimizer> build_optimizer(const ConfigNode& section, mod
 std::unique_ptr<optim::OptimizerParamScheduler> build_lr_scheduler(const ConfigNode* section,
                                                                    optim::Optimizer& optimizer, int64_t total_steps) {
   if (section == nullptr || section->is_null()) return nullptr;
-  check_keys(*section, {"init_lr", "max_lr", "min_lr", "lr_warmup_steps", "lr_decay_steps", "lr_decay_style",
-                        "start_weight_decay", "end_weight_decay", "wd_incr_steps", "weight_decay_incr_style",
-                        "wsd_decay_steps", "lr_wsd_decay_style", "use_checkpoint_opt_param_scheduler",
-                        "override_opt_param_scheduler"});
+  check_keys(*section,
+             {"init_lr", "max_lr", "min_lr", "lr_warmup_steps", "lr_decay_steps", "lr_decay_style",
+              "start_weight_decay", "end_weight_decay", "wd_incr_steps", "weight_decay_incr_style", "wsd_decay_steps",
+              "lr_wsd_decay_style", "use_checkpoint_opt_param_scheduler", "override_opt_param_scheduler"});
   const optim::ParamGroup& g = optimizer.param_groups().front();
   optim::LRSchedulerConfig c =
       optim::default_scheduler_config(g.lr.value_or(0.0), g.weight_decay.value_or(0.0), total_steps);

@@ -33,7 +33,7 @@ struct TokenizerBundle {
   std::shared_ptr<tokenizer::Tokenizer> tokenizer;
   data::TextTokenizer text;  // the seam the datasets use
   std::string dir;
-  int64_t pad_id = 0;        // pad token, else eos, else 0 (as NeMo Automodel's collater)
+  int64_t pad_id = 0;  // pad token, else eos, else 0 (as NeMo Automodel's collater)
 };
 TokenizerBundle build_tokenizer(const ConfigNode* section, const std::string& model_dir);
 

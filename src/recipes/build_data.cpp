@@ -28,7 +28,8 @@ std::string data_path(const ConfigNode& s, std::initializer_list<const char*> ke
 std::string padding_of(const ConfigNode& s, const char* key, const char* fallback) {
   const ConfigNode* n = s.find(key);
   if (n == nullptr || n->is_null()) return fallback;
-  if (n->kind() == ConfigNode::Kind::Bool) return n->as_bool() ? (std::string(key) == "padding" ? "max_length" : "longest_first") : "do_not_pad";
+  if (n->kind() == ConfigNode::Kind::Bool)
+    return n->as_bool() ? (std::string(key) == "padding" ? "max_length" : "longest_first") : "do_not_pad";
   return n->as_string();
 }
 
@@ -38,9 +39,8 @@ void register_dataset_targets() {
   using config::register_target;
   register_target(kSquad, {"nemo_automodel.components.datasets.llm.squad.make_squad_dataset"});
   register_target(kHellaSwag, {"nemo_automodel.components.datasets.llm.hellaswag.HellaSwag"});
-  register_target(kColumnMapped,
-                  {"nemo_automodel.components.datasets.llm.column_mapped_text_instruction_dataset."
-                   "ColumnMappedTextInstructionDataset"});
+  register_target(kColumnMapped, {"nemo_automodel.components.datasets.llm.column_mapped_text_instruction_dataset."
+                                  "ColumnMappedTextInstructionDataset"});
   register_target(kChat, {"nemo_automodel.components.datasets.llm.chat_dataset.ChatDataset"});
 }
 
@@ -91,9 +91,9 @@ std::vector<data::Sample> build_dataset(const ConfigNode& s, const data::TextTok
     return data::make_column_mapped_dataset(tok, o);
   }
   if (target == kChat) {
-    check_keys(s, {"_target_", "path_or_dataset_id", "path_or_dataset", "dataset_name", "split", "name",
-                   "seq_length", "padding", "truncation", "limit_dataset_samples", "start_of_turn_token",
-                   "answer_only_loss_mask", "mask_history", "chat_template"});
+    check_keys(s, {"_target_", "path_or_dataset_id", "path_or_dataset", "dataset_name", "split", "name", "seq_length",
+                   "padding", "truncation", "limit_dataset_samples", "start_of_turn_token", "answer_only_loss_mask",
+                   "mask_history", "chat_template"});
     if (s.contains("chat_template") && !s.at("chat_template").is_null())
       throw Error(s.path() + ".chat_template: a template given in the recipe is not supported",
                   s.at("chat_template").where(), "put it in the model directory's chat_template.jinja");
@@ -109,7 +109,8 @@ std::vector<data::Sample> build_dataset(const ConfigNode& s, const data::TextTok
     o.start_of_turn_token = s.get_optional<std::string>("start_of_turn_token");
     return data::make_chat_dataset(tok, o);
   }
-  throw Error(s.path() + "._target_ '" + s.get<std::string>("_target_") + "' is not a dataset", s.at("_target_").where(),
+  throw Error(s.path() + "._target_ '" + s.get<std::string>("_target_") + "' is not a dataset",
+              s.at("_target_").where(),
               std::string("use one of: ") + kSquad + ", " + kHellaSwag + ", " + kColumnMapped + ", " + kChat +
                   " (or NeMo Automodel's names for them)");
 }

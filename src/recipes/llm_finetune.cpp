@@ -38,11 +38,32 @@ constexpr const char* kFinetuneRecipe = "automodel.recipes.llm.TrainFinetuneReci
 
 // Sections NeMo Automodel recipes carry that configure what a single CPU process has no use for (process groups,
 // torch.compile, remote loggers); accepted so its recipes run unchanged.
-const std::vector<std::string> kTopLevelKeys = {
-    "recipe",  "step_scheduler", "model",        "tokenizer", "dataset",       "validation_dataset",
-    "dataloader", "validation_dataloader", "packed_sequence", "optimizer", "lr_scheduler", "loss_fn",
-    "clip_grad_norm", "checkpoint", "distributed", "rng", "seed", "peft", "dist_env", "compile", "wandb", "mlflow",
-    "tensorboard", "comet", "autocast", "benchmark"};
+const std::vector<std::string> kTopLevelKeys = {"recipe",
+                                                "step_scheduler",
+                                                "model",
+                                                "tokenizer",
+                                                "dataset",
+                                                "validation_dataset",
+                                                "dataloader",
+                                                "validation_dataloader",
+                                                "packed_sequence",
+                                                "optimizer",
+                                                "lr_scheduler",
+                                                "loss_fn",
+                                                "clip_grad_norm",
+                                                "checkpoint",
+                                                "distributed",
+                                                "rng",
+                                                "seed",
+                                                "peft",
+                                                "dist_env",
+                                                "compile",
+                                                "wandb",
+                                                "mlflow",
+                                                "tensorboard",
+                                                "comet",
+                                                "autocast",
+                                                "benchmark"};
 
 struct CheckpointOptions {
   bool enabled = true;
@@ -198,11 +219,12 @@ class FinetuneRun {
     train_log_ = std::make_unique<training::JsonlWriter>((fs::path(ckpt_.dir) / "training.jsonl").string());
     if (!val_samples_.empty())
       val_log_ = std::make_unique<training::JsonlWriter>((fs::path(ckpt_.dir) / "validation.jsonl").string());
-    std::printf("model %s: %lld parameters (%lld trainable), %zu training samples, %lld micro-batches of %lld per "
-                "step, %lld steps\n",
-                model_dir_.c_str(), (long long)model_->num_parameters(), (long long)model_->num_parameters(true),
-                train_samples_.size(), (long long)sched_->grad_acc_steps(), (long long)sched_opts.local_batch_size,
-                (long long)sched_->max_steps());
+    std::printf(
+        "model %s: %lld parameters (%lld trainable), %zu training samples, %lld micro-batches of %lld per "
+        "step, %lld steps\n",
+        model_dir_.c_str(), (long long)model_->num_parameters(), (long long)model_->num_parameters(true),
+        train_samples_.size(), (long long)sched_->grad_acc_steps(), (long long)sched_opts.local_batch_size,
+        (long long)sched_->max_steps());
   }
 
   // ---- the train loop ----------------------------------------------------------------------------------------------
@@ -224,8 +246,7 @@ class FinetuneRun {
       while (true) {
         std::vector<data::Batch> micro_batches;
         std::vector<size_t> indices;
-        while (static_cast<int64_t>(micro_batches.size()) < sched_->micro_batches_this_step() &&
-               loader_->next(indices))
+        while (static_cast<int64_t>(micro_batches.size()) < sched_->micro_batches_this_step() && loader_->next(indices))
           micro_batches.push_back(collate(train_samples_, indices, train_loader_opts_));
         if (micro_batches.empty()) {  // the loader ended the epoch (a run resumed at an epoch's end)
           sched_->end_epoch();
@@ -283,13 +304,12 @@ class FinetuneRun {
     switch (loss_.kind) {
       case LossFunction::Kind::FusedLinear:
         return loss::FusedLinearCrossEntropy(loss_.chunk_len, loss_.ignore_index,
-                                             model_->config().final_logit_softcapping)(
-            hidden, model_->lm_head_weight(), b.labels, denominator);
+                                             model_->config().final_logit_softcapping)(hidden, model_->lm_head_weight(),
+                                                                                       b.labels, denominator);
       case LossFunction::Kind::Chunked:
         return loss::ChunkedCrossEntropy(loss_.chunk_len, loss_.ignore_index)(model_->logits(hidden), b.labels,
                                                                               denominator);
-      case LossFunction::Kind::Masked:
-        break;
+      case LossFunction::Kind::Masked: break;
     }
     return loss::MaskedCrossEntropy(loss_.fp32_upcast, loss_.ignore_index)(model_->logits(hidden), b.labels,
                                                                            denominator);
@@ -357,12 +377,12 @@ class FinetuneRun {
       label_tokens += b.num_label_tokens;
     }
     namespace m = training::metric;
-    const nlohmann::ordered_json record = training::metrics_record(
-        sched_->step(), sched_->epoch(),
-        {{m::kValLoss, label_tokens > 0 ? total / double(label_tokens) : 0.0},
-         {m::kLr, optimizer_->param_groups().front().lr.value_or(0.0)},
-         {m::kNumLabelTokens, label_tokens},
-         {m::kMem, peak_memory_gib()}});
+    const nlohmann::ordered_json record =
+        training::metrics_record(sched_->step(), sched_->epoch(),
+                                 {{m::kValLoss, label_tokens > 0 ? total / double(label_tokens) : 0.0},
+                                  {m::kLr, optimizer_->param_groups().front().lr.value_or(0.0)},
+                                  {m::kNumLabelTokens, label_tokens},
+                                  {m::kMem, peak_memory_gib()}});
     if (peft_) peft::set_lora_training(*model_, true);
     val_log_->write(record);
     update_state(record);
@@ -391,10 +411,9 @@ class FinetuneRun {
     else
       checkpoint::save_consolidated_model(*model_, (p / layout::kConsolidatedDir).string(), tokenizer_files());
     fault_injection_point("checkpoint_save");
-    checkpoint::save_optimizer_state((p / layout::kOptimDir).string(), optimizer_->state_dict(),
-                                     optimizer_->step_counts(),
-                                     {{"optimizer", optimizer_->name()},
-                                      {"lr_scheduler_num_steps", lr_sched_ ? lr_sched_->num_steps() : 0}});
+    checkpoint::save_optimizer_state(
+        (p / layout::kOptimDir).string(), optimizer_->state_dict(), optimizer_->step_counts(),
+        {{"optimizer", optimizer_->name()}, {"lr_scheduler_num_steps", lr_sched_ ? lr_sched_->num_steps() : 0}});
     checkpoint::save_json((p / layout::kDataloaderDir / "dataloader.json").string(), loader_->state_dict());
     checkpoint::save_rng_state((p / layout::kRngDir).string(), {{"default", default_generator().state()}});
     checkpoint::save_json((p / layout::kStepSchedulerFile).string(), sched_->state_dict());
@@ -418,7 +437,8 @@ class FinetuneRun {
     else
       checkpoint::load_model_weights(*model_, (p / layout::kConsolidatedDir).string());
     std::map<std::string, Tensor> state = optimizer_->state_dict();
-    const checkpoint::OptimizerStateFiles optim = checkpoint::load_optimizer_state((p / layout::kOptimDir).string(), state);
+    const checkpoint::OptimizerStateFiles optim =
+        checkpoint::load_optimizer_state((p / layout::kOptimDir).string(), state);
     optimizer_->set_step_counts(optim.step_counts);
     loader_->load_state_dict(checkpoint::load_json((p / layout::kDataloaderDir / "dataloader.json").string()));
     default_generator().set_state(checkpoint::load_rng_state((p / layout::kRngDir).string()).at("default"));
@@ -431,7 +451,7 @@ class FinetuneRun {
   void load_adapter_weights(const std::string& file) {
     std::map<std::string, Tensor> adapters;
     for (auto& [name, p] : model_->named_parameters())
-      if (p.requires_grad()) adapters.emplace("base_model.model." + name, p);
+      if (p.requires_grad()) adapters.emplace(peft::adapter_tensor_name(name), p);
     checkpoint::load_tensors_into(file, adapters);
   }
 

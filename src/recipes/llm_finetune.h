@@ -10,7 +10,7 @@
 namespace automodel::recipes {
 
 struct RunResult {
-  int64_t steps_run = 0;       // optimizer steps taken by this process
+  int64_t steps_run = 0;  // optimizer steps taken by this process
   bool stopped_by_signal = false;
   std::string last_checkpoint;  // "" when none was written
 };

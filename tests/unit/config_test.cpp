@@ -452,5 +452,5 @@ optimizer:
   EXPECT_EQ(c.get<int64_t>("step_scheduler.max_steps"), 20);
   ConfigNode back = parse_yaml(c.to_yaml(), "config.yaml");
   EXPECT_TRUE(back == c) << c.to_yaml();
-  EXPECT_EQ(back.get<std::string>("checkpoint.checkpoint_dir"), "/tmp/ckpts");  // resolved, not the placeholder
+  EXPECT_EQ(back.get<std::string>("checkpoint.checkpoint_dir"), "/tmp/ckpts");  // the ${...} was resolved at load
 }

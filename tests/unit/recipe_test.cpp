@@ -16,16 +16,24 @@ const std::filesystem::path kAssets = std::filesystem::path(__FILE__).parent_pat
 
 TEST(LlmFinetuneRecipe, CallbacksFollowTheLoop) {
   automodel::testing::TempDir dir;
-  const std::string yaml = "step_scheduler: {global_batch_size: 4, local_batch_size: 2, max_steps: 3,\n"
-                           "                 ckpt_every_steps: 2, val_every_steps: 2}\n"
-                           "model: {_target_: nemo_automodel.NeMoAutoModelForCausalLM.from_pretrained,\n"
-                           "        pretrained_model_name_or_path: " + (kAssets / "tiny-llama").string() + "}\n"
-                           "dataset: {_target_: nemo_automodel.components.datasets.llm.squad.make_squad_dataset,\n"
-                           "          dataset_name: " + (kAssets / "tiny-squad").string() + ", split: 'train[:16]'}\n"
-                           "validation_dataset: {_target_: automodel.datasets.llm.make_squad_dataset,\n"
-                           "          dataset_name: " + (kAssets / "tiny-squad").string() + ", split: 'validation[:4]'}\n"
-                           "optimizer: {_target_: torch.optim.AdamW, lr: 1.0e-3}\n"
-                           "checkpoint: {checkpoint_dir: " + dir.str() + "}\n";
+  const std::string yaml =
+      "step_scheduler: {global_batch_size: 4, local_batch_size: 2, max_steps: 3,\n"
+      "                 ckpt_every_steps: 2, val_every_steps: 2}\n"
+      "model: {_target_: nemo_automodel.NeMoAutoModelForCausalLM.from_pretrained,\n"
+      "        pretrained_model_name_or_path: " +
+      (kAssets / "tiny-llama").string() +
+      "}\n"
+      "dataset: {_target_: nemo_automodel.components.datasets.llm.squad.make_squad_dataset,\n"
+      "          dataset_name: " +
+      (kAssets / "tiny-squad").string() +
+      ", split: 'train[:16]'}\n"
+      "validation_dataset: {_target_: automodel.datasets.llm.make_squad_dataset,\n"
+      "          dataset_name: " +
+      (kAssets / "tiny-squad").string() +
+      ", split: 'validation[:4]'}\n"
+      "optimizer: {_target_: torch.optim.AdamW, lr: 1.0e-3}\n"
+      "checkpoint: {checkpoint_dir: " +
+      dir.str() + "}\n";
   const auto config = automodel::config::parse_yaml(yaml, "recipe.yaml");
 
   std::vector<std::string> events;

@@ -65,6 +65,8 @@ const json* pattern_value(const json& patterns, const std::string& name) {
 
 }  // namespace
 
+std::string adapter_tensor_name(const std::string& parameter_name) { return kPrefix + parameter_name; }
+
 void save_adapter(models::CausalLM& model, const std::string& dir, const PeftConfig& config,
                   const std::string& base_model_name_or_path) {
   auto modules = lora_modules(model);
@@ -73,8 +75,8 @@ void save_adapter(models::CausalLM& model, const std::string& dir, const PeftCon
   io::NamedTensors tensors;
   std::vector<std::string> names;
   for (auto& [name, lin] : modules) {
-    tensors.emplace_back(kPrefix + name + ".lora_A.weight", lin->lora_A().detach());
-    tensors.emplace_back(kPrefix + name + ".lora_B.weight", lin->lora_B().detach());
+    tensors.emplace_back(adapter_tensor_name(name + ".lora_A.weight"), lin->lora_A().detach());
+    tensors.emplace_back(adapter_tensor_name(name + ".lora_B.weight"), lin->lora_B().detach());
     names.push_back(name);
   }
   json c = {

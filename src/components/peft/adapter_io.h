@@ -18,6 +18,11 @@ namespace automodel::peft {
 void save_adapter(models::CausalLM& model, const std::string& dir, const PeftConfig& config,
                   const std::string& base_model_name_or_path = "");
 
+// peft's name in adapter_model.safetensors for an adapter parameter of the model
+// ("model.layers.0.self_attn.q_proj.lora_A.weight" ->
+// "base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight").
+std::string adapter_tensor_name(const std::string& parameter_name);
+
 struct LoadedAdapter {
   PeftConfig config;                 // r, alpha, dropout ("pre", peft's), use_rslora; target = the modules
   std::vector<std::string> modules;  // adapted module names in model order
