@@ -90,12 +90,21 @@ def test_attention_f32(B, T, D, Hkv, window, softcap):
     _check(q, k, v, {"window": window, "softcap": softcap})
 
 
+# T >= 16 runs the AVX512-BF16 kernel (bf16 tile products), shorter the fp32-tile one.
 @pytest.mark.parametrize("B,T,D,Hkv,window,softcap",
                          [(1, 130, 64, 2, 0, 0.0), (2, 64, 80, 8, 16, 0.0), (1, 130, 8, 1, 16, 50.0),
-                          (2, 7, 64, 4, 0, 50.0)])
+                          (2, 7, 64, 4, 0, 50.0), (1, 200, 128, 2, 0, 0.0), (1, 97, 33, 4, 0, 0.0),
+                          (2, 150, 64, 1, 40, 30.0), (1, 16, 64, 8, 0, 0.0)])
 def test_attention_bf16(B, T, D, Hkv, window, softcap):
     q, k, v = _inputs(B, T, T, 8, Hkv, D, D, torch.bfloat16, q_mult=4.0 if softcap else 1.0)
     _check(q, k, v, {"window": window, "softcap": softcap}, fwd_tol=BF16, bwd_tol=BF16)
+
+
+@pytest.mark.parametrize("Tq,causal", [(130, True), (64, False), (20, True)])
+def test_attention_bf16_packed_and_decode(Tq, causal):
+    # Packed documents, queries the last Tq of 130 positions, value head dim != key head dim.
+    q, k, v = _inputs(2, Tq, 130, 8, 2, 64, 48, torch.bfloat16)
+    _check(q, k, v, {"causal": causal}, seq_ids=_packed_ids(2, 130, np.int64), fwd_tol=BF16, bwd_tol=BF16)
 
 
 def _packed_ids(B, T, dtype):

@@ -138,6 +138,48 @@ TEST(Attention, ForwardMatchesReferenceAcrossTiles) {
   }
 }
 
+// bf16 forward and gradients against f64 on the same (bf16-rounded) inputs. With 16 or more queries
+// bf16 runs the AVX512-BF16 kernel (bf16 tile products, one backward pass), with fewer the fp32-tile
+// kernel; both must land within bf16 rounding.
+TEST(Attention, Bf16GradientsMatchF64AcrossTiles) {
+  std::vector<Case> cases = {
+      {1, 130, 130, 4, 2, 64, 64},        {2, 70, 70, 2, 1, 5, 7, true, 20},
+      {1, 100, 100, 3, 3, 16, 16, false}, {1, 65, 200, 4, 1, 12, 12, true, 70, 3.0},
+      {1, 20, 150, 8, 2, 20, 20},         {1, 5, 150, 8, 2, 20, 20, true, 33},
+      {1, 129, 129, 9, 3, 33, 80},        {1, 70, 70, 2, 1, 8, 8, false, 30},
+  };
+  Case packed{2, 150, 150, 2, 1, 64, 64};
+  for (int64_t b = 0; b < 2; ++b)
+    for (int64_t t = 0; t < 150; ++t) packed.ids.push_back(b == 0 ? t / 40 : (t < 100 ? 0 : 1));
+  cases.push_back(packed);
+  for (const Case& c : cases) {
+    SCOPED_TRACE(::testing::Message() << "Tq=" << c.Tq << " Tk=" << c.Tk << " Hq=" << c.Hq << " Hkv=" << c.Hkv
+                                      << " D=" << c.D << " Dv=" << c.Dv << " window=" << c.window);
+    ops::AttentionOptions o = options_of(c);
+    auto run = [&](DType dt, std::vector<std::vector<double>>& grads) {
+      Tensor q = Tensor::from_values(rand_leaf({c.B, c.Tq, c.Hq, c.D}, 3, false).to_doubles(), {c.B, c.Tq, c.Hq, c.D},
+                                     DType::bf16);
+      Tensor k = Tensor::from_values(rand_leaf({c.B, c.Tk, c.Hkv, c.D}, 4, false).to_doubles(), {c.B, c.Tk, c.Hkv, c.D},
+                                     DType::bf16);
+      Tensor v = Tensor::from_values(rand_leaf({c.B, c.Tk, c.Hkv, c.Dv}, 5, false).to_doubles(),
+                                     {c.B, c.Tk, c.Hkv, c.Dv}, DType::bf16);
+      Tensor g = Tensor::from_values(rand_leaf({c.B, c.Tq, c.Hq, c.Dv}, 6, false).to_doubles(), {c.B, c.Tq, c.Hq, c.Dv},
+                                     DType::bf16);
+      std::vector<Tensor> leaves;
+      for (const Tensor& t : {q, k, v})
+        leaves.push_back(Tensor::from_values(t.to_doubles(), t.shape(), dt).set_requires_grad(true));
+      Tensor out = ops::attention(leaves[0], leaves[1], leaves[2], o);
+      autograd::backward({out}, {Tensor::from_values(g.to_doubles(), g.shape(), dt)});
+      for (const Tensor& l : leaves) grads.push_back(l.grad().to_doubles());
+      return out.to_doubles();
+    };
+    std::vector<std::vector<double>> ref_grads, grads;
+    const std::vector<double> ref = run(DType::f64, ref_grads);
+    EXPECT_LE(max_rel_err(run(DType::bf16, grads), ref), 1e-2);
+    for (size_t i = 0; i < grads.size(); ++i) EXPECT_LE(max_rel_err(grads[i], ref_grads[i]), 2e-2) << "qkv"[i];
+  }
+}
+
 TEST(Attention, ForwardPackedSequencesAcrossTiles) {
   Case c{2, 150, 150, 2, 1, 8, 8};
   for (int64_t b = 0; b < 2; ++b)

@@ -5,7 +5,8 @@
 #include <cstring>
 #include <limits>
 
-#include "core/allocator.h"
+#include "kernels/cpu/attention_bf16.h"
+#include "kernels/cpu/scratch.h"
 
 namespace automodel::cpu {
 
@@ -346,32 +347,6 @@ struct Geometry {
   }
 };
 
-// Scratch from the caching allocator (so memory statistics see it), 64-byte aligned: one block per
-// thread carved into tiles, or the per-row delta of backward.
-template <class C>
-class Scratch {
- public:
-  explicit Scratch(int64_t n)
-      : data_(static_cast<C*>(CachingAllocator::cpu().allocate(size_t(n) * sizeof(C)))), bytes_(size_t(n) * sizeof(C)) {
-    std::fill(data_, data_ + n, C(0));
-  }
-  ~Scratch() { CachingAllocator::cpu().deallocate(data_, bytes_); }
-  Scratch(const Scratch&) = delete;
-  Scratch& operator=(const Scratch&) = delete;
-  // Successive tiles; sizes are multiples of the vector width, so every tile stays aligned.
-  C* take(int64_t n) {
-    C* p = data_ + used_;
-    used_ += n;
-    return p;
-  }
-  C* data() const { return data_; }
-
- private:
-  C* data_;
-  size_t bytes_;
-  int64_t used_ = 0;
-};
-
 // ---------------------------------------------------------------------------------------------
 
 // Forward: one task per (batch, query head, query tile). Scores are computed key-major
@@ -638,6 +613,9 @@ void attention_forward(const AttentionShape& s, const double* q, const double* k
   forward_impl(s, q, k, v, out, lse);
 }
 void attention_forward(const AttentionShape& s, const bf16* q, const bf16* k, const bf16* v, bf16* out, float* lse) {
+#if defined(__AVX512BF16__)
+  if (detail::dpbf16_attention_serves(s)) return detail::attention_forward_dpbf16(s, q, k, v, out, lse);
+#endif
   forward_impl(s, q, k, v, out, lse);
 }
 
@@ -651,6 +629,10 @@ void attention_backward(const AttentionShape& s, const double* q, const double* 
 }
 void attention_backward(const AttentionShape& s, const bf16* q, const bf16* k, const bf16* v, const bf16* out,
                         const bf16* dout, const float* lse, bf16* dq, bf16* dk, bf16* dv) {
+#if defined(__AVX512BF16__)
+  if (detail::dpbf16_attention_serves(s))
+    return detail::attention_backward_dpbf16(s, q, k, v, out, dout, lse, dq, dk, dv);
+#endif
   backward_impl(s, q, k, v, out, dout, lse, dq, dk, dv);
 }
 
