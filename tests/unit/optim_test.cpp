@@ -1,14 +1,21 @@
 // components/optim: LR schedule formulas (NeMo Automodel's OptimizerParamScheduler), optimizer
-// steps against hand-computed values, flat-buffer path vs per-tensor path, clip_grad_norm.
+// steps against hand-computed values, flat-buffer path vs per-tensor path, clip_grad_norm, the fused
+// step, split fp32 masters and the 8-bit AdamW state.
 #include <gtest/gtest.h>
 
 #include <cmath>
 #include <cstring>
 #include <memory>
 
+#include "components/optim/adamw8bit.h"
+#include "components/optim/master_split.h"
 #include "components/optim/optimizer.h"
+#include "components/optim/quant8.h"
 #include "components/optim/scheduler.h"
+#include "core/threads.h"
 #include "error_of.h"
+#include "ops/cast.h"
+#include "ops/view.h"
 
 using namespace automodel;
 using namespace automodel::optim;
@@ -478,4 +485,461 @@ TEST(OptimState, SaveAndLoadResumesBitForBit) {
           std::memcmp(u.tensors[i].second.raw_data(), t.tensors[i].second.raw_data(), t.tensors[i].second.nbytes()), 0)
           << a->name() << " " << i;
   }
+}
+
+// ---- step(StepOptions): norm, clipping, update and zero_grad in one pass ----
+
+namespace {
+std::vector<Tensor> grads_of(const Twin& t, bool flat) {
+  if (flat) return {t.flat.grad};
+  std::vector<Tensor> g;
+  for (const auto& [n, p] : t.tensors) g.push_back(p.grad());
+  return g;
+}
+
+ParamGroup group_of(const Twin& t, bool flat) {
+  ParamGroup g;
+  if (flat)
+    g.flat = {t.flat};
+  else
+    g.params = t.tensors;
+  return g;
+}
+
+void expect_same_bytes(const Tensor& a, const Tensor& b, const std::string& what) {
+  ASSERT_EQ(a.nbytes(), b.nbytes()) << what;
+  EXPECT_EQ(std::memcmp(a.raw_data(), b.raw_data(), a.nbytes()), 0) << what;
+}
+
+void expect_same_state(Optimizer& a, Optimizer& b, const std::string& what) {
+  auto sa = a.state_dict(), sb = b.state_dict();
+  ASSERT_EQ(sa.size(), sb.size()) << what;
+  for (auto& [k, v] : sa) {
+    ASSERT_TRUE(sb.count(k)) << what << " " << k;
+    expect_same_bytes(ops::contiguous(v), ops::contiguous(sb.at(k)), what + " " + k);
+  }
+}
+
+// Twin parameters stepped the separate way (clip_grads, step(), zero_grad()) and the fused way give the same bits.
+template <class Opt, class Opts>
+void expect_fused_equals_separate(DType dt, Opts o, std::optional<double> max_norm, bool master, bool flat) {
+  const std::vector<Shape> shapes = {{37}, {50, 33}, {4099}, {130, 257}};
+  Twin a = make_twin(shapes, dt), b = make_twin(shapes, dt);
+  Opt oa({group_of(a, flat)}, o), ob({group_of(b, flat)}, o);
+  oa.set_fp32_master_weights(master);
+  ob.set_fp32_master_weights(master);
+  const std::string what = std::string(oa.name()) + " " + dtype_name(dt) + (master ? " master" : "") +
+                           (flat ? " flat" : " tensors") + (max_norm ? " clipped" : "");
+  for (int s = 0; s < 3; ++s) {
+    set_grads(a, s);
+    set_grads(b, s);
+    const double na = clip_grads(grads_of(a, flat), max_norm.value_or(INFINITY));
+    oa.step();
+    oa.zero_grad();
+    StepOptions so;
+    so.max_norm = max_norm;
+    so.zero_grad = true;
+    const double nb = ob.step(so);
+    if (max_norm)
+      EXPECT_EQ(na, nb) << what;  // the same norm pass
+    else
+      EXPECT_NEAR(na, nb, 1e-12 * na) << what;  // summed in another order
+    for (size_t i = 0; i < a.tensors.size(); ++i) {
+      if (flat) break;
+      expect_same_bytes(a.tensors[i].second, b.tensors[i].second, what + " step " + std::to_string(s));
+    }
+    if (flat) expect_same_bytes(a.flat.data, b.flat.data, what + " step " + std::to_string(s));
+    for (const Tensor& g : grads_of(b, flat))
+      for (double x : g.to_doubles()) ASSERT_EQ(x, 0.0) << what << ": gradients zeroed";
+  }
+  expect_same_state(oa, ob, what);
+}
+}  // namespace
+
+TEST(OptimFused, StepWithOptionsEqualsClipStepZeroGradBitForBit) {
+  for (bool flat : {true, false}) {
+    for (std::optional<double> max_norm : {std::optional<double>{}, std::optional<double>{1.0}}) {
+      for (DType dt : {DType::f32, DType::bf16, DType::f64})
+        expect_fused_equals_separate<AdamW>(dt, AdamOptions{1e-2, 0.9, 0.95, 1e-8, 0.1}, max_norm, false, flat);
+      expect_fused_equals_separate<AdamW>(DType::bf16, AdamOptions{1e-2, 0.9, 0.95, 1e-8, 0.1}, max_norm, true, flat);
+      expect_fused_equals_separate<Adam>(DType::bf16, AdamOptions{1e-2, 0.3, 0.99, 1e-6, 0.05}, max_norm, true, flat);
+      expect_fused_equals_separate<SGD>(DType::bf16, SGDOptions{0.1, 0.9, 0.0, 0.01, true}, max_norm, true, flat);
+      expect_fused_equals_separate<SGD>(DType::f32, SGDOptions{0.1, 0.5, 0.1, 0.0, false}, max_norm, false, flat);
+    }
+  }
+}
+
+TEST(OptimFused, ClippedGradientsStayClippedWithoutZeroGradAndNormTypes) {
+  Twin a = make_twin({{37}, {4099}}, DType::bf16), b = make_twin({{37}, {4099}}, DType::bf16);
+  SGD oa({group_of(a, true)}, SGDOptions{0.1}), ob({group_of(b, true)}, SGDOptions{0.1});
+  set_grads(a, 0);
+  set_grads(b, 0);
+  const double na = clip_grads({a.flat.grad}, 0.5, 1.0);
+  oa.step();
+  StepOptions so;
+  so.max_norm = 0.5;
+  so.norm_type = 1.0;
+  EXPECT_EQ(ob.step(so), na);
+  expect_same_bytes(a.flat.grad, b.flat.grad, "clipped gradient left in place");
+  expect_same_bytes(a.flat.data, b.flat.data, "parameters");
+  so.max_norm.reset();
+  so.norm_type = INFINITY;  // no clipping, but the norm asked for: a norm pass of its own
+  EXPECT_EQ(ob.step(so), clip_grads({b.flat.grad}, INFINITY, INFINITY));
+  EXPECT_NE(error_of([&] {
+              so.norm_type = 0.0;
+              ob.step(so);
+            }).find("norm_type"),
+            std::string::npos);
+}
+
+// The fused norm is summed per fixed block: the same bits for any number of threads.
+TEST(OptimFused, NormDoesNotDependOnTheThreadCount) {
+  Twin t = make_twin({{130, 257}, {50000}}, DType::f32);
+  AdamW opt({group_of(t, true)});
+  std::vector<double> norms;
+  const int threads = num_threads();
+  for (int n : {1, 2, 3}) {
+    set_num_threads(n);
+    set_grads(t, 0);
+    norms.push_back(opt.step(StepOptions{}));
+  }
+  set_num_threads(threads);
+  EXPECT_EQ(norms[0], norms[1]);
+  EXPECT_EQ(norms[0], norms[2]);
+}
+
+// ---- split fp32 masters ----
+
+namespace {
+float float_of_bits(uint32_t u) {
+  float f;
+  std::memcpy(&f, &u, 4);
+  return f;
+}
+uint32_t bits_of_float(float f) {
+  uint32_t u;
+  std::memcpy(&u, &f, 4);
+  return u;
+}
+}  // namespace
+
+// Every float with one of these high halves, i.e. all 2^16 residuals: the split is the bf16 rounding plus the low
+// half, and it restores the float except exactly the ties rounded up (and NaNs the quieting changed).
+TEST(OptimMaster, SplitRestoresEveryFloatButTheTiesRoundedUp) {
+  std::vector<uint32_t> highs = {0x0000, 0x0001, 0x0002, 0x007f, 0x0080, 0x0081, 0x3f7f, 0x3f80, 0x3f81, 0x4000,
+                                 0x4049, 0x7f7e, 0x7f7f, 0x7f80, 0x7f81, 0x7fbf, 0x7fc0, 0x7fc1, 0x7ffe, 0x7fff};
+  for (size_t i = 0, n = highs.size(); i < n; ++i) highs.push_back(highs[i] | 0x8000u);
+  std::vector<float> x(65536), back(65536);
+  std::vector<bf16> p(65536);
+  std::vector<uint16_t> r(65536);
+  for (uint32_t hi : highs) {
+    int failures = 0;
+    for (uint32_t lo = 0; lo < 65536; ++lo) {
+      const float f = float_of_bits((hi << 16) | lo);
+      x[lo] = f;
+      uint16_t pb, rb;
+      const bool ok = master::split(f, pb, rb);
+      ASSERT_EQ(pb, float_to_bf16(f).bits) << std::hex << hi << " " << lo;
+      ASSERT_EQ(rb, lo);
+      ASSERT_EQ(ok, bits_of_float(master::reconstruct(pb, rb)) == ((hi << 16) | lo));
+      if (!std::isnan(f)) {
+        const bool tie_rounded_up = lo == 0x8000 && (hi & 1u);
+        ASSERT_EQ(ok, !tie_rounded_up) << std::hex << hi << " " << lo;
+      } else if ((hi & 0x40u) && lo <= 0x8000) {
+        ASSERT_TRUE(ok) << "a quiet NaN rounding down restores " << std::hex << hi << " " << lo;
+      }
+      failures += !ok;
+    }
+    // The array forms agree with the scalar ones.
+    EXPECT_EQ(master::split_n(x.data(), p.data(), r.data(), 65536), failures == 0) << std::hex << hi;
+    master::reconstruct_n(p.data(), r.data(), back.data(), 65536);
+    for (uint32_t lo = 0; lo < 65536; ++lo) {
+      uint16_t pb, rb;
+      const bool ok = master::split(x[lo], pb, rb);
+      ASSERT_EQ(p[lo].bits, pb);
+      ASSERT_EQ(r[lo], rb);
+      ASSERT_EQ(bits_of_float(back[lo]), bits_of_float(master::reconstruct(pb, rb)));
+      if (ok) {
+        ASSERT_EQ(bits_of_float(back[lo]), bits_of_float(x[lo]));
+      }
+    }
+  }
+  // A tie rounded up and one rounded down share their (bf16, residual): 16 bits cannot tell them apart.
+  uint16_t p1, r1, p2, r2;
+  EXPECT_TRUE(master::split(float_of_bits(0x3f808000u), p1, r1));   // high half even: rounds down
+  EXPECT_FALSE(master::split(float_of_bits(0x3f7f8000u), p2, r2));  // odd: rounds up to the same bf16
+  EXPECT_EQ(p1, p2);
+  EXPECT_EQ(r1, r2);
+}
+
+namespace {
+// A plain f32 AdamW over the masters (the fp32-master training this must equal) and ours over bf16 parameters.
+struct MasterPair {
+  Twin ours;
+  NamedTensors ref;  // f32 copies
+  std::unique_ptr<Optimizer> o, r;
+  MasterPair(bool flat, bool eight_bit) : ours(make_twin({{37}, {64, 64}, {8192}, {4099}}, DType::bf16)) {
+    for (auto& [n, p] : ours.tensors) ref.push_back({n, ops::to_dtype(p, DType::f32)});
+    if (eight_bit) {
+      o = std::make_unique<AdamW8bit>(std::vector<ParamGroup>{group_of(ours, flat)},
+                                      AdamW8bitOptions{1e-2, 0.9, 0.95, 1e-8, 0.1});
+      r = std::make_unique<AdamW8bit>(ref, AdamW8bitOptions{1e-2, 0.9, 0.95, 1e-8, 0.1});
+    } else {
+      o = std::make_unique<AdamW>(std::vector<ParamGroup>{group_of(ours, flat)},
+                                  AdamOptions{1e-2, 0.9, 0.95, 1e-8, 0.1});
+      r = std::make_unique<AdamW>(ref, AdamOptions{1e-2, 0.9, 0.95, 1e-8, 0.1});
+    }
+    o->set_fp32_master_weights(true);
+  }
+  void step(int s) {
+    set_grads(ours, s);
+    for (size_t i = 0; i < ref.size(); ++i)
+      ref[i].second.set_grad(ops::to_dtype(ours.tensors[i].second.grad(), DType::f32));
+    StepOptions so;
+    so.zero_grad = true;
+    o->step(so);
+    r->step();
+  }
+  // Ours: masters equal the reference's f32 parameters bit for bit, bf16 parameters are their rounding.
+  void expect_equal(const std::string& what, bool flat) {
+    auto so = o->state_dict(), sr = r->state_dict();
+    for (size_t i = 0; i < ref.size(); ++i) {
+      const std::string& n = ref[i].first;
+      const Tensor master = so.at(n + ".fp32_master");
+      ASSERT_EQ(master.numel(), ref[i].second.numel());
+      EXPECT_EQ(std::memcmp(master.raw_data(), ref[i].second.raw_data(), master.nbytes()), 0) << what << " " << n;
+      const float* m = ref[i].second.data<float>();
+      const bf16* p =
+          flat ? ours.flat.data.data<bf16>() + ours.flat.slots[i].offset : ours.tensors[i].second.data<bf16>();
+      for (int64_t j = 0; j < master.numel(); ++j) ASSERT_EQ(p[j].bits, float_to_bf16(m[j]).bits) << what << " " << n;
+      for (auto& [k, v] : sr)
+        if (k.rfind(n + ".", 0) == 0) expect_same_bytes(ops::contiguous(so.at(k)), ops::contiguous(v), what + " " + k);
+    }
+  }
+};
+}  // namespace
+
+// Split masters train as fp32 masters do, bit for bit, also through masters 16 bits cannot hold (ties rounded up)
+// written by load_state_dict, carried over a step that leaves them (lr 0) and read by the next one.
+TEST(OptimMaster, SplitMasterTrainsExactlyAsAnFp32Master) {
+  for (bool eight_bit : {false, true}) {
+    for (bool flat : {false, true}) {
+      const std::string what = std::string(eight_bit ? "AdamW8bit" : "AdamW") + (flat ? " flat" : " tensors");
+      MasterPair t(flat, eight_bit);
+      for (int s = 0; s < 2; ++s) t.step(s);
+      t.expect_equal(what + " after 2 steps", flat);
+      auto state = t.o->state_dict();
+      for (size_t i = 0; i < t.ref.size(); ++i) {
+        Tensor& m = state.at(t.ref[i].first + ".fp32_master");
+        float* x = m.data<float>();
+        for (int64_t j = 0; j < m.numel(); j += 3) {  // every third: a tie, rounded up (odd high half) or down
+          uint32_t u = (bits_of_float(x[j]) & 0xffff0000u) | 0x8000u;
+          if (j % 2 == 0) u |= 0x10000u;
+          x[j] = float_of_bits(u);
+        }
+        std::memcpy(t.ref[i].second.raw_data(), m.raw_data(), m.nbytes());
+      }
+      t.o->load_state_dict(state);
+      t.expect_equal(what + " after load_state_dict", flat);
+      for (auto* opt : {t.o.get(), t.r.get()}) opt->param_groups()[0].lr = 0.0;
+      t.step(2);
+      t.expect_equal(what + " after an lr 0 step", flat);
+      for (auto* opt : {t.o.get(), t.r.get()}) opt->param_groups()[0].lr = 1e-2;
+      for (int s = 3; s < 5; ++s) t.step(s);
+      t.expect_equal(what + " after 5 steps", flat);
+    }
+  }
+}
+
+TEST(OptimState, LoadStateDictChecksKeysShapesAndDtypes) {
+  Twin t = make_twin({{37}, {50, 33}}, DType::bf16);
+  AdamW opt({group_of(t, true)});
+  opt.set_fp32_master_weights(true);
+  auto good = opt.state_dict();
+  EXPECT_EQ(good.size(), 6u);
+  auto missing = good;
+  missing.erase("p1.exp_avg");
+  EXPECT_NE(error_of([&] { opt.load_state_dict(missing); }).find("lacks 'p1.exp_avg'"), std::string::npos);
+  auto extra = good;
+  extra["p2.exp_avg"] = Tensor::zeros({3});
+  EXPECT_NE(error_of([&] { opt.load_state_dict(extra); }).find("unexpected tensor 'p2.exp_avg'"), std::string::npos);
+  auto shape = good;
+  shape["p0.fp32_master"] = Tensor::zeros({36});
+  EXPECT_NE(error_of([&] { opt.load_state_dict(shape); }).find("'p0.fp32_master'"), std::string::npos);
+  auto dtype = good;
+  dtype["p0.exp_avg_sq"] = Tensor::zeros({37}, DType::bf16);
+  EXPECT_NE(error_of([&] { opt.load_state_dict(dtype); }).find("'p0.exp_avg_sq'"), std::string::npos);
+  EXPECT_NO_THROW(opt.load_state_dict(good));
+}
+
+// ---- 8-bit AdamW state (torchao.optim.AdamW8bit) ----
+
+TEST(OptimQuant8, MapsHaveTorchaosShape) {
+  const float* s = q8::signed_map().values();
+  const float* u = q8::unsigned_map().values();
+  for (int c = 0; c < 255; ++c) {
+    EXPECT_LT(s[c], s[c + 1]) << c;
+    EXPECT_LT(u[c], u[c + 1]) << c;
+  }
+  EXPECT_EQ(s[127], 0.0f);  // 127 negatives, 0, 127 positives, 1
+  EXPECT_EQ(s[255], 1.0f);
+  for (int c = 0; c < 127; ++c) EXPECT_EQ(s[c], -s[254 - c]) << c;
+  EXPECT_EQ(u[0], 0.0f);
+  EXPECT_EQ(u[255], 1.0f);
+  EXPECT_FLOAT_EQ(s[128], 5.5e-7f);  // 1e-6 * the midpoint of linspace(0.1, 1, 2)
+  EXPECT_FLOAT_EQ(u[1], 3.25e-7f);   // 1e-6 * the first midpoint of linspace(0.1, 1, 3)
+}
+
+TEST(OptimQuant8, TableQuantizerEqualsTheDefinition) {
+  for (const q8::QuantMap* map : {&q8::signed_map(), &q8::unsigned_map()}) {
+    int64_t checked = 0, wrong = 0;
+    auto check = [&](float x) {
+      ++checked;
+      if (map->quantize(x) != map->quantize_reference(x)) ++wrong;
+    };
+    uint32_t seed = 12345;
+    for (uint32_t key = 0; key < 65536; ++key) {
+      for (uint32_t lo : {0u, 1u, 0x7fffu, 0x8000u, 0xfffeu, 0xffffu}) check(float_of_bits((key << 16) | lo));
+      seed = seed * 1664525u + 1013904223u;
+      check(float_of_bits((key << 16) | (seed >> 16)));
+    }
+    // Around every decision threshold, ulp by ulp, and the values themselves.
+    const float* v = map->values();
+    for (int c = 0; c < 255; ++c) {
+      EXPECT_EQ(map->quantize(v[c]), c);
+      const float mid = v[c] + (v[c + 1] - v[c]) * 0.5f;
+      float x = mid;
+      for (int k = 0; k < 8; ++k) x = std::nextafter(x, -INFINITY);
+      for (int k = 0; k < 16; ++k, x = std::nextafter(x, INFINITY)) check(x);
+    }
+    for (float x : {0.0f, -0.0f, 1.0f, -1.0f, 2.0f, INFINITY, -INFINITY, NAN, 1e-30f, -1e-30f, 1e-45f}) check(x);
+    EXPECT_EQ(map->quantize(NAN), 0);
+    EXPECT_EQ(wrong, 0) << "of " << checked;
+  }
+}
+
+TEST(OptimQuant8, BlockQuantizesToTheNearestValue) {
+  std::vector<double> d = random_values(256, 7);
+  std::vector<float> x(d.begin(), d.end()), y(256);
+  x[17] = -1.5f;  // the absmax is negative: -1 is not in the signed map, the nearest value is
+  std::vector<uint8_t> codes(256);
+  const q8::QuantMap& map = q8::signed_map();
+  const float scale = q8::quantize_block(map, x.data(), 256, codes.data());
+  EXPECT_EQ(scale, 1.5f);
+  EXPECT_EQ(codes[17], 0);
+  q8::dequantize_block(map, codes.data(), scale, 256, y.data());
+  const float* v = map.values();
+  for (int i = 0; i < 256; ++i) {
+    const float q = x[size_t(i)] / scale;
+    // no map value is nearer to x / scale than the one chosen (up to the fp32 rounding of the half-way test)
+    for (int c = 0; c < 256; ++c) ASSERT_LE(std::fabs(v[codes[size_t(i)]] - q), std::fabs(v[c] - q) + 1e-7f) << i;
+    EXPECT_EQ(y[size_t(i)], v[codes[size_t(i)]] * scale);
+  }
+  std::vector<float> tiny(256, 0.0f);
+  EXPECT_EQ(q8::quantize_block(map, tiny.data(), 256, codes.data()), 1e-12f);  // clipped scale
+  tiny[3] = NAN;
+  EXPECT_TRUE(std::isnan(q8::quantize_block(map, tiny.data(), 256, codes.data())));
+}
+
+TEST(OptimAdamW8bit, FlatEqualsPerTensorBitForBit) {
+  const std::vector<Shape> shapes = {{37}, {64, 64}, {8192}, {4099}, {17, 512}};
+  for (DType dt : {DType::f32, DType::bf16}) {
+    for (int64_t bs : {256, 128}) {
+      Twin t = make_twin(shapes, dt);
+      ParamGroup gt, gf;
+      gt.params = t.tensors;
+      gf.flat = {t.flat};
+      AdamW8bitOptions o{1e-2, 0.9, 0.95, 1e-8, 0.1, bs};
+      AdamW8bit a({gt}, o), b({gf}, o);
+      for (int s = 0; s < 3; ++s) {
+        set_grads(t, s);
+        a.step();
+        b.step();
+      }
+      for (size_t i = 0; i < shapes.size(); ++i) {
+        const auto& slot = t.flat.slots[i];
+        const Tensor& p = t.tensors[i].second;
+        const char* fp = static_cast<const char*>(t.flat.data.raw_data()) + slot.offset * dtype_size(dt);
+        EXPECT_EQ(std::memcmp(p.raw_data(), fp, p.nbytes()), 0) << dtype_name(dt) << " " << slot.name;
+      }
+      expect_same_state(a, b, std::string("AdamW8bit ") + dtype_name(dt));
+    }
+  }
+}
+
+TEST(OptimAdamW8bit, QuantizesAsTorchaoDecidesAndSavesBytes) {
+  Twin t = make_twin({{37}, {64, 64}, {4099}, {16, 512}}, DType::f32);
+  AdamW8bit opt({group_of(t, true)});
+  auto st = opt.state_dict();
+  EXPECT_EQ(st.at("p1.exp_avg.codes").dtype(), DType::i32);
+  EXPECT_EQ(st.at("p1.exp_avg.codes").numel(), 4096 / 4);  // one byte per element
+  EXPECT_EQ(st.at("p1.exp_avg_sq.scale").numel(), 4096 / 256);
+  EXPECT_EQ(st.at("p3.exp_avg.scale").numel(), 8192 / 256);
+  EXPECT_EQ(st.at("p0.exp_avg").dtype(), DType::f32);  // < 4096 elements: fp32
+  EXPECT_EQ(st.at("p2.exp_avg_sq").numel(), 4099);     // 4099 % 256 != 0: fp32
+  EXPECT_FALSE(st.count("p1.exp_avg"));
+  AdamW8bit coarse({group_of(t, true)}, AdamW8bitOptions{1e-3, 0.9, 0.999, 1e-8, 0.01, 2048});
+  EXPECT_EQ(coarse.state_dict().at("p3.exp_avg.scale").numel(), 4);
+  EXPECT_TRUE(coarse.state_dict().count("p1.exp_avg_sq.codes"));
+}
+
+// 8-bit moments follow fp32 AdamW closely (torchao's claim), and resuming from state_dict is bit for bit.
+TEST(OptimAdamW8bit, FollowsAdamWAndResumesBitForBit) {
+  Twin q = make_twin({{64, 128}}, DType::f32), f = make_twin({{64, 128}}, DType::f32);
+  AdamW8bit o8({group_of(q, true)}, AdamW8bitOptions{1e-2, 0.9, 0.99, 1e-8, 0.0});
+  AdamW o32({group_of(f, true)}, AdamOptions{1e-2, 0.9, 0.99, 1e-8, 0.0});
+  const std::vector<double> p0 = q.flat.data.to_doubles();
+  for (int s = 0; s < 20; ++s) {
+    set_grads(q, s);
+    set_grads(f, s);
+    o8.step();
+    o32.step();
+  }
+  const std::vector<double> a = q.flat.data.to_doubles(), b = f.flat.data.to_doubles();
+  // Mean deviation over the mean movement: elements with a tiny exp_avg_sq in a block with a large one get a coarse
+  // code (the map is relative to the block's absmax), so the maximum is the wrong yardstick. torchao's AdamW8bit
+  // against torch's AdamW on this setup (uniform gradients, 20 steps): 1.3 %; here 2 %.
+  double moved = 0, diff = 0;
+  for (size_t i = 0; i < a.size(); ++i) {
+    moved += std::fabs(b[i] - p0[i]);
+    diff += std::fabs(a[i] - b[i]);
+  }
+  EXPECT_GT(moved / double(a.size()), 0.01);
+  EXPECT_LT(diff, 0.03 * moved);
+
+  for (DType dt : {DType::f32, DType::bf16}) {
+    Twin x = make_twin({{64, 64}, {37}}, dt), y = make_twin({{64, 64}, {37}}, dt);
+    AdamW8bit ox({group_of(x, true)}), oy({group_of(y, true)});
+    ox.set_fp32_master_weights(dt == DType::bf16);
+    oy.set_fp32_master_weights(dt == DType::bf16);
+    for (int s = 0; s < 2; ++s) {
+      set_grads(x, s);
+      ox.step();
+    }
+    oy.load_state_dict(ox.state_dict());  // for bf16 the masters set y's parameters too
+    oy.set_step_counts(ox.step_counts());
+    if (dt == DType::f32) std::memcpy(y.flat.data.raw_data(), x.flat.data.raw_data(), x.flat.data.nbytes());
+    for (int s = 2; s < 4; ++s) {
+      set_grads(x, s);
+      set_grads(y, s);
+      ox.step();
+      oy.step();
+    }
+    expect_same_bytes(x.flat.data, y.flat.data, std::string("resumed AdamW8bit ") + dtype_name(dt));
+    expect_same_state(ox, oy, std::string("resumed AdamW8bit ") + dtype_name(dt));
+  }
+}
+
+TEST(OptimAdamW8bit, BadArguments) {
+  Tensor p = Tensor::zeros({3}, DType::f64);
+  EXPECT_NE(error_of([&] { AdamW8bit({{"p", p}}); }).find("f32 or bf16"), std::string::npos);
+  Tensor q = Tensor::zeros({3});
+  EXPECT_NE(error_of([&] {
+              AdamW8bit({{"q", q}}, AdamW8bitOptions{1e-3, 0.9, 0.999, 1e-8, 0.0, 0});
+            }).find("block_size"),
+            std::string::npos);
+  EXPECT_NE(error_of([&] {
+              AdamW8bit({{"q", q}}, AdamW8bitOptions{1e-3, 0.9, 1.0, 1e-8, 0.0});
+            }).find("beta2"),
+            std::string::npos);
 }

@@ -7,8 +7,14 @@
 // rounded back to bf16 (round to nearest even) on every step. By default no fp32 master copy is
 // kept (as torch.optim on bf16 tensors), so updates smaller than half a bf16 ulp of the weight are
 // lost; set_fp32_master_weights(true) keeps one per bf16 parameter (mixed precision): the update
-// runs on the fp32 master and the bf16 parameter is its rounding.
+// runs on the fp32 master and the bf16 parameter is its rounding. The master is stored split
+// (master_split.h): the bf16 parameter itself plus a 16-bit residual, 2 bytes per parameter.
+//
+// step(StepOptions) is the training step in one pass over memory: gradient norm, clipping, the
+// update and zeroing the gradients, tile by tile while the tile is in cache.
 #include <cstdint>
+#include <functional>
+#include <limits>
 #include <map>
 #include <optional>
 #include <string>
@@ -23,9 +29,9 @@ namespace automodel::optim {
 using NamedTensors = std::vector<std::pair<std::string, Tensor>>;
 
 // A parameter group: named tensors (updated from their .grad(); skipped while it is undefined)
-// and/or flat buffers (updated in one pass over flat.data from flat.grad; every element of the
-// buffer is updated, so a flat buffer must hold only trainable parameters). lr / weight_decay
-// left unset take the optimizer's defaults at construction (as torch fills missing group keys).
+// and/or flat buffers (updated from flat.grad, slot by slot; a flat buffer must hold only
+// trainable parameters). lr / weight_decay left unset take the optimizer's defaults at
+// construction (as torch fills missing group keys).
 struct ParamGroup {
   NamedTensors params;
   std::vector<nn::FlatParameters> flat;
@@ -36,14 +42,30 @@ struct ParamGroup {
   std::optional<double> max_lr, min_lr;
 };
 
+struct StepOptions {
+  // torch.nn.utils.clip_grad_norm_(max_norm, norm_type) before the update: every gradient times
+  // min(1, max_norm / (total + 1e-6)). Unset or infinity: no clipping.
+  std::optional<double> max_norm;
+  double norm_type = 2.0;  // > 0 or infinity
+  // Zero the gradients in the same pass (zero_grad() after the step).
+  bool zero_grad = false;
+};
+
 class Optimizer {
  public:
   virtual ~Optimizer() = default;
   Optimizer(const Optimizer&) = delete;
   Optimizer& operator=(const Optimizer&) = delete;
 
-  // One update of every parameter that has a gradient.
-  void step();
+  // One update of every parameter that has a gradient, with clipping and zeroing as `options`
+  // say. Returns the total norm (norm_type) of those gradients before clipping. Without clipping
+  // the 2-norm is summed inside the update pass (fp64, per fixed block of elements, so the same
+  // for every thread count, but not in clip_grads' order: it may differ from it in the last bits);
+  // with clipping a norm pass as clip_grads' comes first, so the clipped update is clip_grads'
+  // then step() bit for bit.
+  double step(const StepOptions& options);
+  // step(StepOptions{}) without the norm: torch's optimizer.step().
+  void step() { step(StepOptions{}); }
   // Zeroes the gradients in place (they may be views of a flat gradient buffer).
   void zero_grad();
 
@@ -51,12 +73,17 @@ class Optimizer {
   const std::vector<ParamGroup>& param_groups() const { return groups_; }
 
   // State tensors by "<parameter name>.<key>" (key: exp_avg, exp_avg_sq for Adam/AdamW;
-  // momentum_buffer for SGD with momentum), sharing the optimizer's storage, so a checkpoint
-  // loader can copy into them. Per-tensor parameters: the parameter's shape; flat buffers: 1-D
-  // slices of the buffer's state per slot. State not yet created is created (zeros) here.
+  // momentum_buffer for SGD with momentum; see AdamW8bit for its keys). Per-tensor parameters:
+  // the parameter's shape; flat buffers: 1-D slices per slot. They share the optimizer's storage,
+  // except "<parameter name>.fp32_master" (set_fp32_master_weights), which is the master
+  // reconstructed into a fresh fp32 tensor. State not yet created is created (zeros) here.
   std::map<std::string, Tensor> state_dict();
+  // Restores a state_dict(): every key, with its shape and dtype, and no other (Error naming the
+  // tensor otherwise, before anything changes). Masters are split into parameter + residual (so
+  // the bf16 parameters become their rounding), the rest copied in. A loader may also copy into
+  // the tensors of state_dict() and pass them back here.
+  void load_state_dict(const std::map<std::string, Tensor>& state);
   // Mixed precision for bf16 parameters (see the top of this file); call before the first step.
-  // The masters appear in state_dict() as "<parameter name>.fp32_master".
   void set_fp32_master_weights(bool on);
 
   // Number of steps taken per parameter name (torch's per-parameter "step").
@@ -66,21 +93,53 @@ class Optimizer {
   virtual const char* name() const = 0;
 
  protected:
+  // A parameter inside a unit: a flat buffer's slot, or the whole tensor.
+  struct Segment {
+    std::string name;  // "" for a flat buffer without slots
+    int64_t begin = 0, numel = 0;
+  };
+  // A master reconstruct() cannot restore (master_split.h), by element index in its unit.
+  struct MasterException {
+    int64_t index;
+    float value;
+  };
   struct Unit {
     std::string name;  // parameter name (per-tensor) or "" for a flat buffer
     Tensor param;      // contiguous
     Tensor flat_grad;  // flat buffers: their gradient buffer
     bool flat = false;
-    std::vector<nn::FlatParameters::Slot> slots;  // flat buffers: their parameters
-    std::vector<Tensor> state;                    // one per state_keys(), created on first use
-    Tensor master;                                // fp32 copy of a bf16 param (set_fp32_master_weights)
+    std::vector<Segment> segments;  // ascending, disjoint
+    std::vector<Tensor> state;      // created on first use (init_state)
+    bool state_ready = false;
+    // Split fp32 master of a bf16 parameter (set_fp32_master_weights): 16-bit residuals, held in a
+    // bf16-typed tensor for its 2-byte storage (they are not bf16 values); sorted exceptions.
+    Tensor residual;
+    std::vector<MasterException> exceptions;
     int64_t step = 0;
+    bool has_master() const { return residual.defined(); }
   };
+  // n elements of a unit from element `begin` (inside segments[seg]): target is the parameter's
+  // (typed as prepare() was told) or the fp32 master's, grad the gradient's, both at `begin`.
+  struct Tile {
+    void* target;
+    const void* grad;
+    int64_t begin, n;
+    size_t seg;
+  };
+  using TileUpdate = std::function<void(const Tile&)>;
+
   Optimizer(std::vector<ParamGroup> groups, double default_lr, double default_weight_decay);
+  // Called serially once per unit and step, u.step already incremented: the update of one tile of
+  // u, for a target of dtype `target` (the parameter's, or f32 for a master) and a gradient of
+  // dtype `grad`. The returned function runs on many threads at once, on disjoint tiles.
+  virtual TileUpdate prepare(const ParamGroup& group, Unit& u, DType target, DType grad) = 0;
   virtual std::vector<std::string> state_keys() const = 0;
-  // Updates `target` (u.param, or its fp32 master) from grad (u.param's dtype, same numel,
-  // contiguous); u.step already incremented.
-  virtual void update(const ParamGroup& group, Unit& u, Tensor& target, const Tensor& grad) = 0;
+  // Creates u.state. Default: per state_keys(), zeros of the parameter's shape (f32, f64 for f64).
+  virtual void init_state(Unit& u);
+  // The state tensors of u by name, sharing storage. Default: state_keys() per named segment.
+  virtual void state_views(Unit& u, std::map<std::string, Tensor>& out);
+  // Tiles (and the blocks threads take) start at multiples of this from a segment's start.
+  virtual int64_t tile_multiple() const { return 1; }
   void ensure_state(Unit& u);
 
  private:
@@ -107,7 +166,7 @@ class Adam : public Optimizer {
  protected:
   Adam(std::vector<ParamGroup> groups, AdamOptions opt, bool decoupled);
   std::vector<std::string> state_keys() const override { return {"exp_avg", "exp_avg_sq"}; }
-  void update(const ParamGroup& group, Unit& u, Tensor& target, const Tensor& grad) override;
+  TileUpdate prepare(const ParamGroup& group, Unit& u, DType target, DType grad) override;
 
  private:
   AdamOptions opt_;
@@ -144,7 +203,7 @@ class SGD : public Optimizer {
 
  protected:
   std::vector<std::string> state_keys() const override;
-  void update(const ParamGroup& group, Unit& u, Tensor& target, const Tensor& grad) override;
+  TileUpdate prepare(const ParamGroup& group, Unit& u, DType target, DType grad) override;
 
  private:
   SGDOptions opt_;

@@ -1,0 +1,123 @@
+#include "components/optim/quant8.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <limits>
+
+#include "core/error.h"
+
+namespace automodel::optim::q8 {
+
+namespace {
+
+float float_of(uint32_t u) {
+  float f;
+  std::memcpy(&f, &u, 4);
+  return f;
+}
+
+// torch.linspace(0.1, 1, n) in fp32 as torch computes it on the CPU: step = (end - start) / (n - 1); the first
+// half start + step * k, the second end - step * (n - 1 - k), each a single fused multiply-add.
+std::vector<float> linspace_01_1(int n) {
+  const float start = 0.1f, end = 1.0f;
+  const float step = (end - start) / float(n - 1);
+  std::vector<float> out(static_cast<size_t>(n));
+  for (int k = 0; k < n; ++k)
+    out[size_t(k)] = k < n / 2 ? std::fma(step, float(k), start) : std::fma(-step, float(n - 1 - k), end);
+  return out;
+}
+
+}  // namespace
+
+// torchao's create_dynamic_map(signed, max_exponent_bits=7, total_bits=8): for each decade i = 0..6, the midpoints
+// of linspace(0.1, 1, 2^i + 1) (signed; 2^(i+1) + 1 unsigned) times 10^(i-6), and their negatives when signed;
+// then 0 and 1. torch multiplies the fp32 midpoints by the Python float 10^(i-6) in fp32.
+QuantMap::QuantMap(bool is_signed) {
+  std::vector<float> data;
+  for (int i = 0; i < 7; ++i) {
+    const int items = is_signed ? (1 << i) + 1 : (1 << (i + 1)) + 1;
+    const std::vector<float> b = linspace_01_1(items);
+    const float decade = float(std::pow(10.0, double(i - 6)));
+    for (int k = 0; k + 1 < items; ++k) {
+      const float mean = (b[size_t(k)] + b[size_t(k) + 1]) / 2.0f;
+      data.push_back(decade * mean);
+      if (is_signed) data.push_back(-decade * mean);
+    }
+  }
+  data.push_back(0.0f);
+  data.push_back(1.0f);
+  AM_CHECK(data.size() == 256, "quantization map: ", data.size(), " values instead of 256");
+  std::sort(data.begin(), data.end());
+  std::copy(data.begin(), data.end(), values_);
+
+  // One bucket per high half of a float. Codes are monotone in the float's value, so they are monotone in the low
+  // half inside a bucket (rising for positive floats, falling for negative ones): two codes at most means one split.
+  buckets_.resize(65536);
+  for (uint32_t key = 0; key < 65536; ++key) {
+    uint32_t low, high, split = 0;
+    if ((key & 0x7f80u) == 0x7f80u) {  // infinity (low half 0) and NaNs: NaN compares false everywhere, code 0
+      low = quantize_reference(float_of(key << 16));
+      high = 0;
+      split = (key & 0x7fu) == 0 ? 1 : 0;
+    } else {
+      low = quantize_reference(float_of(key << 16));
+      high = quantize_reference(float_of((key << 16) | 0xffffu));
+      if (low != high) {
+        AM_CHECK(std::abs(int(high) - int(low)) == 1, "quantization map: three codes among the floats with high half ",
+                 key, " (the table quantizer needs at most two)");
+        uint32_t lo = 0, hi = 0xffffu;  // code(lo) == low, code(hi) == high
+        while (hi - lo > 1) {
+          const uint32_t mid = (lo + hi) / 2;
+          (quantize_reference(float_of((key << 16) | mid)) == low ? lo : hi) = mid;
+        }
+        split = hi;
+      }
+    }
+    buckets_[key] = low | (high << 8) | (split << 16);
+  }
+}
+
+// torchao's quantize_8bit_with_qmap: a branch-free binary search for the largest code whose value is <= x, then
+// rounding up when x lies at least half-way to the next value.
+uint8_t QuantMap::quantize_reference(float x) const {
+  int c = x >= values_[128] ? 128 : 0;
+  for (int step = 64; step >= 1; step /= 2) c += x >= values_[c + step] ? step : 0;
+  const int up = std::min(c + 1, 255);
+  const float down = values_[c];
+  if (x - down >= (values_[up] - down) * 0.5f) c = up;
+  return uint8_t(c);
+}
+
+const QuantMap& signed_map() {
+  static const QuantMap m(true);
+  return m;
+}
+
+const QuantMap& unsigned_map() {
+  static const QuantMap m(false);
+  return m;
+}
+
+float quantize_block(const QuantMap& map, const float* x, int64_t n, uint8_t* codes) {
+  float amax = 0.0f;
+  int nan = 0;
+#pragma omp simd reduction(max : amax) reduction(| : nan)
+  for (int64_t i = 0; i < n; ++i) {
+    const float a = std::fabs(x[i]);
+    amax = std::max(amax, a);
+    nan |= a != a;
+  }
+  const float scale = nan ? std::numeric_limits<float>::quiet_NaN() : std::max(amax, 1e-12f);
+#pragma omp simd
+  for (int64_t i = 0; i < n; ++i) codes[i] = map.quantize(x[i] / scale);
+  return scale;
+}
+
+void dequantize_block(const QuantMap& map, const uint8_t* codes, float scale, int64_t n, float* x) {
+  const float* v = map.values();
+#pragma omp simd
+  for (int64_t i = 0; i < n; ++i) x[i] = v[codes[i]] * scale;
+}
+
+}  // namespace automodel::optim::q8
