@@ -54,8 +54,12 @@ def test_logits_losses(op, extra, lead, vocab, num, dtype):
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+# Rows not a multiple of the chunk, one row, vocabularies off the 16-lane vectors and across the 2048-element
+# summation blocks, and (40 rows, hidden 1024, chunk 12) bf16 chunks whose weight gradient is added through
+# several fp32 tiles of 2048 vocabulary rows.
 @pytest.mark.parametrize("lead,H,vocab,chunk", [((2, 9), 16, 37, 4), ((3, 17), 24, 130, 0), ((1, 33), 33, 1000, 7),
-                                                ((64,), 8, 17, 64), ((130,), 17, 257, 16)])
+                                                ((64,), 8, 17, 64), ((130,), 17, 257, 16), ((1,), 16, 2053, 0),
+                                                ((40,), 1024, 4100, 12)])
 @pytest.mark.parametrize("num", [None, 100])
 def test_fused_linear_ce(lead, H, vocab, chunk, num, dtype):
     hidden = torch.randn(*lead, H).to(dtype)
@@ -95,16 +99,29 @@ def test_fused_linear_ce_softcap(cap, dtype):
     assert_close(r.grads["weight"], w64.grad, bwd, what + " grad weight")
 
 
-def test_fused_linear_ce_frozen_weight():
-    hidden, weight = torch.randn(20, 8), torch.randn(31, 8)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_fused_linear_ce_frozen_weight(dtype):
+    """LoRA's case: the (tied) LM-head weight is frozen, only d(hidden) is asked for."""
+    hidden, weight = torch.randn(20, 8).to(dtype), torch.randn(31, 8).to(dtype)
     labels = _labels((20,), 31)
     h64 = hidden.double().requires_grad_(True)
     ref = _ref_loss(h64 @ weight.double().T, labels, None)
     ref.backward()
     r = run_op("fused_linear_ce", {"hidden": hidden, "weight": weight, "labels": labels}, {"chunk_len": 6},
                grad_outputs=[torch.tensor(1.0)], requires_grad=["hidden"])
-    assert_close(r.outputs[0], ref, FWD_F32, "frozen forward")
-    assert_close(r.grads["hidden"], h64.grad, BWD_F32, "frozen grad hidden")
+    fwd, bwd = (FWD_F32, BWD_F32) if dtype == torch.float32 else (BF16, BF16)
+    assert_close(r.outputs[0], ref, fwd, f"frozen forward {dtype}")
+    assert_close(r.grads["hidden"], h64.grad, bwd, f"frozen grad hidden {dtype}")
+    assert "weight" not in r.grads
+
+
+def test_fused_linear_ce_all_ignored_is_zero():
+    hidden, weight = torch.randn(6, 5), torch.randn(11, 5)
+    labels = torch.full((6,), -100, dtype=torch.int64)
+    r = run_op("fused_linear_ce", {"hidden": hidden, "weight": weight, "labels": labels}, {"chunk_len": 4},
+               grad_outputs=[torch.tensor(1.0)], requires_grad=["hidden", "weight"])
+    assert float(r.outputs[0]) == 0.0
+    assert (r.grads["hidden"] == 0).all() and (r.grads["weight"] == 0).all()
 
 
 @pytest.mark.parametrize("op", ["masked_ce", "chunked_ce"])

@@ -12,6 +12,8 @@
 #include "core/rng.h"
 #include "error_of.h"
 #include "gradcheck.h"
+#include "ops/activation.h"
+#include "ops/binary.h"
 #include "ops/cast.h"
 #include "ops/matmul.h"
 
@@ -230,32 +232,207 @@ TEST(LossVariants, Errors) {
             std::string::npos);
 }
 
-// Forward + backward of FusedLinearCrossEntropy never holds anything near the [N, V] logits.
-TEST(LossFusedLinearCE, PeakMemoryBelowQuarterOfFullLogits) {
-  const int64_t N = 2048, H = 64, V = 32000;
-  Generator gen(71);
-  Tensor h = randn({N, H}, gen, DType::f32);
-  Tensor w = randn({V, H}, gen, DType::f32);
-  h.set_requires_grad(true);
+// Chunk boundaries in f64 (the scalar kernel path): rows not a multiple of the chunk, one row, a chunk
+// from the byte budget, label rows separated by ignored ones (gathered chunks) and all-ignored rows.
+TEST(LossFusedLinearCE, GradcheckF64ChunkBoundaries) {
+  const int64_t H = 5, V = 19;
+  std::vector<int64_t> mixed = {3, -100, -100, 7, 0, -100, 18, 2, -100, 11, 5};
+  std::vector<int64_t> tail_ignored = {4, 9, -100, -100};
+  for (const auto& lab : {mixed, tail_ignored, std::vector<int64_t>{6}, std::vector<int64_t>(4, -100)}) {
+    const int64_t N = int64_t(lab.size());
+    Tensor labels = Tensor::from_vector<int64_t>(lab, {N});
+    // chunk 0 with a budget of 3 rows of f64 logits: the chunk is derived, and the rows split 3 + 3 + ...
+    for (const loss::FusedLinearCrossEntropy& ce :
+         {loss::FusedLinearCrossEntropy(1), loss::FusedLinearCrossEntropy(2), loss::FusedLinearCrossEntropy(4),
+          loss::FusedLinearCrossEntropy(0, -100, 0.0, 3 * V * 8), loss::FusedLinearCrossEntropy(3, -100, 2.5)}) {
+      expect_gradients_match([&](const std::vector<Tensor>& in) { return ce(in[0], in[1], labels, 9); },
+                             {rand_leaf({N, H}, uint64_t(80 + N)), rand_leaf({V, H}, uint64_t(90 + N))});
+    }
+  }
+  EXPECT_EQ(loss::FusedLinearCrossEntropy(0, -100, 0.0, 3 * V * 8).chunk_rows(7, V, DType::f64), 3);  // 3 + 2 + 2
+  EXPECT_EQ(loss::FusedLinearCrossEntropy(0, -100, 0.0, 3 * V * 8).chunk_rows(6, V, DType::f64), 3);
+  EXPECT_EQ(loss::FusedLinearCrossEntropy(0, -100, 0.0, 3 * V * 4).chunk_rows(7, V, DType::bf16), 3);
+}
+
+namespace {
+
+// Loss, d(hidden) and d(weight) of the fused loss on f32 / bf16 inputs against the same inputs in f64
+// through explicit logits (MaskedCrossEntropy, or soft-capped logits), as max-abs-error / max-abs-reference.
+struct FusedErrors {
+  double loss = 0, dh = 0, dw = 0;
+};
+FusedErrors fused_vs_f64(int64_t N, int64_t H, int64_t V, DType dt, const loss::FusedLinearCrossEntropy& ce, double cap,
+                         uint64_t seed) {
+  Generator gen(seed);
+  Tensor labels = make_labels({N}, V, seed + 1);
+  Tensor h = ops::to_dtype(randn({N, H}, gen, DType::f32), dt).set_requires_grad(true);
+  Tensor w = ops::to_dtype(ops::scale(randn({V, H}, gen, DType::f32), 2.0 / std::sqrt(double(H))), dt);
   w.set_requires_grad(true);
+  Tensor loss = ce(h, w, labels, 100);
+  autograd::backward(loss);
+  Tensor h64 = ops::to_dtype(h.detach(), DType::f64).set_requires_grad(true);
+  Tensor w64 = ops::to_dtype(w.detach(), DType::f64).set_requires_grad(true);
+  Tensor logits = ops::linear(h64, w64);
+  if (cap > 0) logits = ops::softcap(logits, cap);
+  Tensor ref = loss::MaskedCrossEntropy()(logits, labels, 100);
+  autograd::backward(ref);
+  FusedErrors e;
+  e.loss = std::abs(loss.item() - ref.item()) / std::abs(ref.item());
+  e.dh = rel_diff(h.grad().to_doubles(), h64.grad().to_doubles());
+  e.dw = rel_diff(w.grad().to_doubles(), w64.grad().to_doubles());
+  return e;
+}
+
+}  // namespace
+
+// The vectorised f32 path: vocabularies that are not a multiple of the 16-lane vectors and cross the
+// 2048-element summation blocks, several chunks, soft-capping; within the oracle's f32 tolerances.
+TEST(LossFusedLinearCE, F32VectorPathMatchesF64) {
+  for (int64_t V : {37, 2053, 4099})
+    for (double cap : {0.0, 3.0}) {
+      const FusedErrors e = fused_vs_f64(45, 24, V, DType::f32, loss::FusedLinearCrossEntropy(16, -100, cap), cap, 5);
+      EXPECT_LE(e.loss, 1e-5) << "V=" << V << " cap=" << cap;
+      EXPECT_LE(e.dh, 1e-4) << "V=" << V << " cap=" << cap;
+      EXPECT_LE(e.dw, 1e-4) << "V=" << V << " cap=" << cap;
+    }
+}
+
+// bf16: several chunks, so later chunks add their d(weight) through the fp32 tiles (H = 1024 makes a
+// tile 2048 vocabulary rows: V = 5000 takes three, the last partial); fp32 softmax statistics.
+TEST(LossFusedLinearCE, Bf16ChunksAndWeightTilesMatchF64) {
+  for (double cap : {0.0, 5.0}) {
+    const FusedErrors e =
+        fused_vs_f64(40, 1024, 5000, DType::bf16, loss::FusedLinearCrossEntropy(12, -100, cap), cap, 9);
+    EXPECT_LE(e.loss, 1e-2) << cap;
+    EXPECT_LE(e.dh, 1e-2) << cap;
+    EXPECT_LE(e.dw, 1e-2) << cap;
+  }
+}
+
+// Ignored rows are skipped: their d(hidden) is exactly zero and gathering the label rows changes nothing.
+TEST(LossFusedLinearCE, IgnoredRowsAreSkipped) {
+  const int64_t N = 12, H = 8, V = 40;
+  std::vector<int64_t> lab = {-100, 3, -100, -100, 5, 6, -100, 39, 0, -100, -100, 1};
+  Tensor labels = Tensor::from_vector<int64_t>(lab, {N});
+  Generator gen(3);
+  Tensor h = randn({N, H}, gen, DType::f32).set_requires_grad(true);
+  Tensor w = randn({V, H}, gen, DType::f32).set_requires_grad(true);
+  autograd::backward(loss::FusedLinearCrossEntropy(2)(h, w, labels));
+  std::vector<double> dh = h.grad().to_doubles();
+  for (int64_t r = 0; r < N; ++r)
+    for (int64_t k = 0; k < H; ++k) {
+      if (lab[size_t(r)] == -100) {
+        EXPECT_EQ(dh[size_t(r * H + k)], 0.0) << r;
+      }
+    }
+  Tensor h2 = h.detach().set_requires_grad(true), w2 = w.detach().set_requires_grad(true);
+  autograd::backward(loss::MaskedCrossEntropy()(ops::linear(h2, w2), labels));
+  EXPECT_LE(rel_diff(dh, h2.grad().to_doubles()), 1e-6);
+  EXPECT_LE(rel_diff(w.grad().to_doubles(), w2.grad().to_doubles()), 1e-6);
+}
+
+// set_weight_grad_in_place: d(weight) lands in the existing .grad during forward (added to what is there),
+// exactly as the default mode's gradient would be accumulated; upstream gradients other than 1 and a second
+// backward are refused; without an existing .grad it behaves as the default mode.
+TEST(LossFusedLinearCE, WeightGradInPlace) {
+  const int64_t N = 9, H = 6, V = 23;
+  Tensor labels = make_labels({N}, V, 44);
+  for (DType dt : {DType::f64, DType::f32, DType::bf16}) {
+    Tensor h = ops::to_dtype(rand_leaf({N, H}, 45, false), dt).set_requires_grad(true);
+    Tensor w1 = ops::to_dtype(rand_leaf({V, H}, 46, false), dt).set_requires_grad(true);
+    Tensor w2 = w1.detach().set_requires_grad(true);
+    Tensor prior = ops::to_dtype(rand_leaf({V, H}, 47, false), dt);
+    w1.set_grad(ops::scale(prior, 1.0));  // private copies
+    w2.set_grad(ops::scale(prior, 1.0));
+    Tensor l1 = loss::FusedLinearCrossEntropy(4).set_weight_grad_in_place(true)(h, w1, labels);
+    EXPECT_GT(rel_diff(w1.grad().to_doubles(), prior.to_doubles()), 1e-3);  // added in forward
+    autograd::backward(l1);
+    autograd::backward(loss::FusedLinearCrossEntropy(4)(h.detach().set_requires_grad(true), w2, labels));
+    EXPECT_LE(rel_diff(w1.grad().to_doubles(), w2.grad().to_doubles()), dt == DType::bf16  ? 1e-2
+                                                                        : dt == DType::f32 ? 1e-6
+                                                                                           : 1e-12)
+        << dtype_name(dt);
+    EXPECT_TRUE(h.grad().defined());
+  }
+  Tensor h = rand_leaf({N, H}, 48), w = rand_leaf({V, H}, 49);
+  w.set_grad(Tensor::zeros({V, H}, DType::f64));
+  Tensor loss = loss::FusedLinearCrossEntropy(4).set_weight_grad_in_place(true)(h, w, labels);
+  EXPECT_NE(
+      error_of([&] { autograd::backward({loss}, {Tensor::full({}, 2.0, DType::f64)}); }).find("upstream gradient"),
+      std::string::npos);
+  Tensor w4 = rand_leaf({V, H}, 51);
+  w4.set_grad(Tensor::zeros({V, H}, DType::f64));
+  Tensor twice = loss::FusedLinearCrossEntropy(4).set_weight_grad_in_place(true)(h, w4, labels);
+  autograd::backward(twice, /*retain_graph=*/true);
+  try {
+    autograd::backward(twice);
+    ADD_FAILURE() << "a second backward must throw: d(weight) was added once, in forward";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("twice"), std::string::npos) << e.what();
+  }
+  Tensor w3 = rand_leaf({V, H}, 50);  // no .grad yet: d(weight) goes through backward
+  autograd::backward(loss::FusedLinearCrossEntropy(4).set_weight_grad_in_place(true)(h, w3, labels));
+  ASSERT_TRUE(w3.grad().defined());
+}
+
+// A NaN in a label row's hidden state gives a NaN loss, as the masked loss does.
+TEST(LossFusedLinearCE, NanPropagates) {
+  Tensor h = rand_leaf({3, 4}, 5, false), w = rand_leaf({20, 4}, 6, false);
+  h.data<double>()[5] = NAN;
+  Tensor labels = Tensor::from_vector<int64_t>({2, 7, 9}, {3});
+  EXPECT_TRUE(std::isnan(loss::FusedLinearCrossEntropy(2)(h, w, labels).item()));
+  EXPECT_TRUE(std::isnan(
+      loss::FusedLinearCrossEntropy(2)(ops::to_dtype(h, DType::f32), ops::to_dtype(w, DType::f32), labels).item()));
+}
+
+namespace {
+
+// Peak growth of the caching allocator over one bf16 forward (+ backward when grad) at SmolLM2's vocabulary.
+size_t fused_peak(int64_t N, int64_t H, int64_t V, bool grad, double* loss_out) {
+  Generator gen(71);
+  Tensor h = ops::to_dtype(randn({N, H}, gen, DType::f32), DType::bf16).set_requires_grad(grad);
+  Tensor w = ops::to_dtype(ops::scale(randn({V, H}, gen, DType::f32), 0.1), DType::bf16).set_requires_grad(grad);
   Tensor labels = make_labels({N}, V, 72);
   auto& alloc = CachingAllocator::cpu();
   const size_t before = alloc.stats().current_bytes;
   alloc.reset_peak();
   {
     Tensor loss = loss::FusedLinearCrossEntropy()(h, w, labels);
-    autograd::backward(loss);
-    EXPECT_TRUE(std::isfinite(loss.item()));
+    *loss_out = loss.item();
+    if (grad) autograd::backward(loss);
   }
-  const size_t peak = alloc.stats().peak_bytes - before;
-  const size_t full = size_t(N) * size_t(V) * sizeof(float);
+  return alloc.stats().peak_bytes - before;
+}
+
+}  // namespace
+
+// Forward + backward never holds anything [tokens, vocab]: the peak is far below the fp32 logits and
+// within the chunk budget (64 MB) + the bf16 d(weight) tile (8 MB) + d(weight) twice (the node's and the
+// leaf's private .grad copy) + a few [tokens, hidden] buffers, whatever the number of tokens.
+TEST(LossFusedLinearCE, PeakMemoryIsBoundedAndFarBelowTheLogits) {
+  const int64_t H = 64, V = 49152;
+  double loss2k = 0, loss8k = 0, loss_nograd = 0;
+  const size_t peak2k = fused_peak(2048, H, V, true, &loss2k);
+  const size_t peak8k = fused_peak(8192, H, V, true, &loss8k);
+  const size_t logits2k = size_t(2048) * V * 4, logits8k = size_t(8192) * V * 4;
   std::printf(
-      "FusedLinearCrossEntropy N=%lld V=%lld H=%lld: peak growth %.1f MB (chunk %lld rows), full logits %.1f MB\n",
-      (long long)N, (long long)V, (long long)H, double(peak) / 1e6,
-      (long long)loss::FusedLinearCrossEntropy().chunk_rows(N, V, DType::f32), double(full) / 1e6);
-  EXPECT_LT(peak, full / 4);
-  ASSERT_TRUE(h.grad().defined());
-  ASSERT_TRUE(w.grad().defined());
+      "FusedLinearCrossEntropy bf16 H=%lld V=%lld: peak growth %.1f MB at 2048 tokens (fp32 logits %.1f MB), "
+      "%.1f MB at 8192 tokens (fp32 logits %.1f MB)\n",
+      (long long)H, (long long)V, double(peak2k) / 1e6, double(logits2k) / 1e6, double(peak8k) / 1e6,
+      double(logits8k) / 1e6);
+  EXPECT_TRUE(std::isfinite(loss2k) && std::isfinite(loss8k));
+  EXPECT_LT(peak2k, logits2k / 4);
+  EXPECT_LT(peak8k, logits8k / 16);
+  auto bound = [&](int64_t N) {
+    return (size_t(64) << 20) + (size_t(8) << 20) + size_t(2 * V * H) * 2 + size_t(4 * N * H) * 2 + (size_t(1) << 20);
+  };
+  EXPECT_LE(peak2k, bound(2048));
+  EXPECT_LE(peak8k, bound(8192));
+  // Without gradients: no d(weight), so the peak is about the chunk's logits alone.
+  const size_t peak_nograd = fused_peak(8192, H, V, false, &loss_nograd);
+  EXPECT_NEAR(loss_nograd, loss8k, 1e-6 * loss8k);
+  EXPECT_LT(peak_nograd, (size_t(64) << 20) + (size_t(4) << 20));
+  EXPECT_LT(peak_nograd, peak8k - size_t(V) * size_t(H) * 2 / 2);
 }
 
 // ChunkedCrossEntropy on bf16 logits never makes the fp32 copy MaskedCrossEntropy's upcast does: its

@@ -44,29 +44,40 @@ class ChunkedCrossEntropy {
   int64_t ignore_index_;
 };
 
-// Cross-entropy of logits = hidden @ weight^T without ever materialising the [N, V] logits:
-// hidden [B, T, H] or [N, H], weight [V, H] (the LM head, same dtype), labels [B, T] or [N].
-// Tokens are processed in chunks; for each chunk the logits, its loss and (when hidden or weight
-// needs a gradient) d(hidden) and the contribution to d(weight) are computed eagerly in forward,
-// inside one autograd node whose backward only scales them by the upstream gradient. A frozen
-// weight (requires_grad false) gets no gradient and costs no d(weight) work.
-// chunk_len 0 picks the largest chunk whose fp32 logits and their gradient fit chunk_budget_bytes.
+// Cross-entropy of logits = hidden @ weight^T without ever materialising the [N, V] logits (the recipe's
+// default loss): hidden [B, T, H] or [N, H], weight [V, H] (the LM head, same dtype), labels [B, T] or [N].
+// The label rows (ignored ones cost nothing) are processed in chunks by cpu::linear_cross_entropy: per
+// chunk the logits in fp32 (f64 for f64), loss, and when hidden or weight needs a gradient d(hidden) and
+// d(weight) are computed eagerly in forward, inside one autograd node whose backward only scales them by
+// the upstream gradient. A frozen weight (requires_grad false, e.g. LoRA's tied embedding) gets no
+// gradient and costs no d(weight) work; under NoGradGuard only the loss is computed.
+// chunk_len 0 picks the largest chunk whose logits fit chunk_budget_bytes: the working set stays
+// bounded whatever the number of tokens.
 // logit_softcap > 0 applies final-logit soft-capping (Gemma 2's final_logit_softcapping) before the
 // loss: logits = cap * tanh((hidden @ weight^T) / cap).
 class FusedLinearCrossEntropy {
  public:
   explicit FusedLinearCrossEntropy(int64_t chunk_len = 0, int64_t ignore_index = -100, double logit_softcap = 0.0,
-                                   size_t chunk_budget_bytes = size_t(32) << 20);
+                                   size_t chunk_budget_bytes = size_t(64) << 20);
   Tensor operator()(const Tensor& hidden, const Tensor& weight, const Tensor& labels,
                     std::optional<int64_t> num_label_tokens = std::nullopt) const;
-  // The token chunk used for `tokens` rows against a vocabulary of `vocab` in `dtype`.
+  // The chunk of rows used for `tokens` label rows against a vocabulary of `vocab` in `dtype`.
   int64_t chunk_rows(int64_t tokens, int64_t vocab, DType dtype) const;
+  // A training step's mode: when the weight is a leaf whose .grad buffer already exists (the recipe's flat
+  // gradient buffers), d(weight) is added into that buffer during forward, as the masked path's LM-head
+  // backward adds into it, instead of living in a [V, H] temporary until backward. The loss must then be
+  // backpropagated once with upstream gradient 1 (backward(loss)); its backward throws otherwise.
+  FusedLinearCrossEntropy& set_weight_grad_in_place(bool on) {
+    weight_grad_in_place_ = on;
+    return *this;
+  }
 
  private:
   int64_t chunk_len_;
   int64_t ignore_index_;
   double softcap_;
   size_t budget_;
+  bool weight_grad_in_place_ = false;
 };
 
 namespace detail {

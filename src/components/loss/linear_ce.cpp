@@ -1,11 +1,9 @@
 #include <algorithm>
 #include <cmath>
-#include <type_traits>
 
 #include "components/loss/cross_entropy.h"
 #include "core/error.h"
-#include "kernels/cpu/cross_entropy.h"
-#include "kernels/cpu/gemm.h"
+#include "kernels/cpu/linear_cross_entropy.h"
 #include "ops/dispatch.h"
 #include "ops/graph.h"
 #include "ops/view.h"
@@ -19,10 +17,25 @@ constexpr int64_t kParallelMin = int64_t(1) << 16;
 
 // Gradients computed in forward; backward scales them by the upstream gradient of the loss.
 struct FusedLinearCrossEntropyBackward : Node {
-  Tensor dhidden, dweight;  // undefined when that input needs no gradient
+  Tensor dhidden, dweight;         // undefined when that input needs no gradient
+  bool weight_grad_added = false;  // d(weight) already added into the weight's .grad in forward
+  bool applied = false;
   std::string name() const override { return "FusedLinearCrossEntropyBackward"; }
   std::vector<Tensor> apply(std::vector<Tensor>&& grads) override {
     const double g = grads[0].to_doubles().at(0);
+    if (weight_grad_added && applied)
+      throw Error(
+          "FusedLinearCrossEntropy: backward ran twice, but d(weight) was added into the weight's .grad once, "
+          "in forward (set_weight_grad_in_place)",
+          "FusedLinearCrossEntropy backward", "leave set_weight_grad_in_place off to backpropagate twice");
+    applied = true;
+    if (weight_grad_added && g != 1.0)
+      throw Error(automodel::detail::str("FusedLinearCrossEntropy: d(weight) was added into the weight's .grad in "
+                                         "forward (set_weight_grad_in_place), so the loss's upstream gradient must be "
+                                         "1, got ",
+                                         g),
+                  "FusedLinearCrossEntropy backward",
+                  "backpropagate the loss itself, or leave set_weight_grad_in_place off");
     for (Tensor* t : {&dhidden, &dweight}) {
       if (!t->defined() || g == 1.0) continue;
       ops::dispatch_floating(t->dtype(), "FusedLinearCrossEntropy backward", [&](auto tag) {
@@ -41,88 +54,6 @@ struct FusedLinearCrossEntropyBackward : Node {
   void release_saved() override { dhidden = dweight = Tensor(); }
 };
 
-struct FusedResult {
-  double total = 0;
-  Tensor dhidden, dweight;
-};
-
-// hidden [rows, H], weight [V, H]; per chunk: logits (compute type) = hidden_c @ weight^T, the
-// chunk's losses, and when asked dlogits = (softmax - onehot) * scale, d(hidden_c) = dlogits @ weight
-// and d(weight) += dlogits^T @ hidden_c (accumulated in the compute type).
-template <class T>
-FusedResult fused_linear_ce(const T* hidden, const T* weight, const int64_t* labels, int64_t rows, int64_t H, int64_t V,
-                            int64_t chunk, int64_t ignore_index, double softcap, double scale, bool want_dh,
-                            bool want_dw) {
-  using C = compute_t<T>;
-  constexpr bool kNarrow = !std::is_same_v<T, C>;  // bf16: gemm inputs must be bf16 again
-  const DType tdt = dtype_of<T>::value, cdt = dtype_of<C>::value;
-  const bool want_grad = want_dh || want_dw;
-  const int64_t m = std::max<int64_t>(1, std::min(chunk, rows));
-  FusedResult res;
-  Tensor logits = Tensor::empty({m, V}, cdt);
-  Tensor loss = Tensor::empty({m}, cdt);
-  Tensor stats = Tensor::empty({m, 2}, cdt);
-  Tensor dlogits, dlogits_t, dw_acc;
-  if (want_grad) dlogits = Tensor::empty({m, V}, cdt);
-  if (want_grad && kNarrow) dlogits_t = Tensor::empty({m, V}, tdt);
-  if (want_dh) res.dhidden = Tensor::empty({rows, H}, tdt);
-  if (want_dw) dw_acc = Tensor::zeros({V, H}, cdt);
-  const C one = C(1);
-  for (int64_t start = 0; start < rows; start += chunk) {
-    const int64_t n = std::min(chunk, rows - start);
-    const T* h = hidden + start * H;
-    const int64_t* lab = labels + start;
-    C* lg = logits.data<C>();
-    cpu::gemm(false, true, n, V, H, C(1), h, H, weight, H, C(0), lg, V);
-    const C cap = C(softcap);
-    if (softcap > 0) {
-      const int64_t total = n * V;
-#pragma omp parallel for schedule(static) if (total >= kParallelMin)
-      for (int64_t i = 0; i < total; ++i) lg[i] = cap * std::tanh(lg[i] / cap);
-    }
-    cpu::cross_entropy_forward(lg, lab, n, V, ignore_index, loss.data<C>(), stats.data<C>());
-    const C* l = loss.data<C>();
-    for (int64_t r = 0; r < n; ++r) res.total += double(l[r]);
-    if (!want_grad) continue;
-    C* dl = dlogits.data<C>();
-    cpu::cross_entropy_backward(lg, lab, stats.data<C>(), &one, 0, scale, n, V, ignore_index, dl);
-    if (softcap > 0) {  // d(cap * tanh(z / cap)) / dz = 1 - tanh^2 = 1 - (logit / cap)^2
-      const int64_t total = n * V;
-#pragma omp parallel for schedule(static) if (total >= kParallelMin)
-      for (int64_t i = 0; i < total; ++i) {
-        const C t = lg[i] / cap;
-        dl[i] *= C(1) - t * t;
-      }
-    }
-    const T* dlt;
-    if constexpr (kNarrow) {
-      T* d = dlogits_t.data<T>();
-      const int64_t total = n * V;
-#pragma omp parallel for schedule(static) if (total >= kParallelMin)
-      for (int64_t i = 0; i < total; ++i) d[i] = from_compute<T>(dl[i]);
-      dlt = d;
-    } else {
-      dlt = dl;
-    }
-    if (want_dh) cpu::gemm(false, false, n, H, V, C(1), dlt, V, weight, H, C(0), res.dhidden.data<T>() + start * H, H);
-    if (want_dw) cpu::gemm(true, false, V, H, n, C(1), dlt, V, h, H, C(1), dw_acc.data<C>(), H);
-  }
-  if (want_dw) {
-    if constexpr (kNarrow) {
-      logits = dlogits = dlogits_t = Tensor();
-      res.dweight = Tensor::empty({V, H}, tdt);
-      T* d = res.dweight.data<T>();
-      const C* s = dw_acc.data<C>();
-      const int64_t total = V * H;
-#pragma omp parallel for schedule(static) if (total >= kParallelMin)
-      for (int64_t i = 0; i < total; ++i) d[i] = from_compute<T>(s[i]);
-    } else {
-      res.dweight = dw_acc;
-    }
-  }
-  return res;
-}
-
 }  // namespace
 
 FusedLinearCrossEntropy::FusedLinearCrossEntropy(int64_t chunk_len, int64_t ignore_index, double logit_softcap,
@@ -139,12 +70,14 @@ FusedLinearCrossEntropy::FusedLinearCrossEntropy(int64_t chunk_len, int64_t igno
 }
 
 int64_t FusedLinearCrossEntropy::chunk_rows(int64_t tokens, int64_t vocab, DType dtype) const {
-  if (chunk_len_ > 0) return chunk_len_;
-  // Per row: the logits and their gradient in the compute type, plus a bf16 copy of the gradient.
-  const size_t compute = dtype == DType::f64 ? 8 : 4;
-  const size_t per_row = size_t(std::max<int64_t>(vocab, 1)) * (2 * compute + (dtype == DType::bf16 ? 2 : 0));
-  const int64_t fit = int64_t(budget_ / per_row);
-  return std::max<int64_t>(1, std::min(fit, std::max<int64_t>(tokens, 1)));
+  const int64_t most = std::max<int64_t>(tokens, 1);
+  if (chunk_len_ > 0) return std::min(chunk_len_, most);
+  // Per row: the logits in the compute type, which the gradient (bf16 or not) then overwrites in place.
+  const size_t per_row = size_t(std::max<int64_t>(vocab, 1)) * (dtype == DType::f64 ? 8 : 4);
+  const int64_t fit = std::max<int64_t>(1, int64_t(budget_ / per_row));
+  // Equal chunks (the kernel splits the label rows evenly too), so the workspace is no larger than used.
+  const int64_t chunks = (most + fit - 1) / fit;
+  return (most + chunks - 1) / chunks;
 }
 
 Tensor FusedLinearCrossEntropy::operator()(const Tensor& hidden_in, const Tensor& weight_in, const Tensor& labels_in,
@@ -170,24 +103,42 @@ Tensor FusedLinearCrossEntropy::operator()(const Tensor& hidden_in, const Tensor
   Tensor hidden = ops::contiguous(ops::reshape(hidden_in, {-1, H}));
   Tensor weight = ops::contiguous(weight_in);
   Tensor labels = ops::contiguous(ops::reshape(labels_in, {-1}));
-  const int64_t rows = hidden.size(0);
   const bool want_dh = ops::needs_grad(hidden), want_dw = ops::needs_grad(weight);
-  const int64_t chunk = chunk_rows(rows, V, hidden.dtype());
+  cpu::LinearCrossEntropyProblem p;
+  p.rows = hidden.size(0), p.hidden = H, p.vocab = V;
+  p.chunk = chunk_rows(std::max<int64_t>(count, 1), V, hidden.dtype());
+  p.ignore_index = ignore_index_;
+  p.softcap = softcap_;
+  p.grad_scale = scale;
+  // The workspace comes from the caching allocator like every tensor, so its peak memory is accounted for.
+  const size_t ws_bytes = cpu::linear_cross_entropy_workspace(p, hidden.dtype(), want_dh || want_dw);
+  Tensor workspace = Tensor::empty({int64_t((ws_bytes + 7) / 8)}, DType::f64);
+  // In place: the weight's existing .grad (a view of a flat gradient buffer) takes d(weight) directly.
+  const Tensor w_grad = weight_in.grad();
+  const bool in_place = weight_grad_in_place_ && want_dw && weight_in.is_leaf() && w_grad.defined() &&
+                        w_grad.is_contiguous() && w_grad.dtype() == weight.dtype() && w_grad.shape() == weight.shape();
+  p.accumulate_dweight = in_place;
+  Tensor dhidden = want_dh ? Tensor::empty(hidden.shape(), hidden.dtype()) : Tensor();
+  Tensor dweight = in_place ? w_grad : want_dw ? Tensor::empty(weight.shape(), weight.dtype()) : Tensor();
   Tensor out;
-  FusedResult res;
   ops::dispatch_floating(hidden.dtype(), op, [&](auto tag) {
     using T = decltype(tag);
     using C = compute_t<T>;
-    res = fused_linear_ce(hidden.data<T>(), weight.data<T>(), labels.data<int64_t>(), rows, H, V, chunk, ignore_index_,
-                          softcap_, scale, want_dh, want_dw);
+    const double total = cpu::linear_cross_entropy(p, hidden.data<T>(), weight.data<T>(), labels.data<int64_t>(),
+                                                   want_dh ? dhidden.data<T>() : nullptr,
+                                                   want_dw ? dweight.data<T>() : nullptr, workspace.raw_data());
     out = Tensor::empty({}, dtype_of<C>::value);
-    out.data<C>()[0] = C(res.total * scale);
+    out.data<C>()[0] = C(total * scale);
   });
+  workspace = Tensor();
   if (want_dh || want_dw) {
     auto node = std::make_shared<FusedLinearCrossEntropyBackward>();
-    node->dhidden = res.dhidden;
-    node->dweight = res.dweight;
-    res = FusedResult();
+    node->dhidden = std::move(dhidden);
+    if (in_place) {
+      node->weight_grad_added = true;
+    } else {
+      node->dweight = std::move(dweight);
+    }
     ops::record(node, {hidden, weight}, {out});
   }
   return out;
