@@ -6,6 +6,7 @@
 #include "autograd/checkpoint.h"
 #include "core/grad_node.h"
 #include "models/rope.h"
+#include "nn/eager.h"
 #include "ops/activation.h"
 #include "ops/attention.h"
 #include "ops/binary.h"
@@ -31,6 +32,7 @@ struct LayerContext {
   Tensor seq_ids;  // undefined: plain causal attention
   KVCache* cache;
   int64_t layer_index;
+  KernelOptions kernels;
 };
 
 class Attention : public nn::Module {
@@ -73,8 +75,13 @@ class Attention : public nn::Module {
       q = q_norm->forward(q);
       k = k_norm->forward(k);
     }
-    q = ops::rope(q, ctx.position_ids, ctx.rope.inv_freq, ops::RopeStyle::half, ctx.rope.attention_scaling);
-    k = ops::rope(k, ctx.position_ids, ctx.rope.inv_freq, ops::RopeStyle::half, ctx.rope.attention_scaling);
+    auto rope = [&](const Tensor& x) {
+      return ctx.kernels.fused
+                 ? ops::rope(x, ctx.position_ids, ctx.rope.inv_freq, ops::RopeStyle::half, ctx.rope.attention_scaling)
+                 : nn::rope_eager(x, ctx.position_ids, ctx.rope.inv_freq, ctx.rope.attention_scaling);
+    };
+    q = rope(q);
+    k = rope(k);
     if (ctx.cache) {
       KVCache& cache = *ctx.cache;
       const size_t l = size_t(ctx.layer_index);
@@ -85,7 +92,7 @@ class Attention : public nn::Module {
     }
     ops::AttentionOptions options = options_;
     options.seq_ids = ctx.seq_ids;
-    Tensor out = ops::attention(q, k, v, options);
+    Tensor out = ctx.kernels.flash_attention ? ops::attention(q, k, v, options) : nn::attention_eager(q, k, v, options);
     return o_proj->forward(ops::reshape(out, {B, T, heads_ * head_dim_}));
   }
 
@@ -110,7 +117,7 @@ class Mlp : public nn::Module {
     down_proj = register_module("down_proj", std::make_shared<Linear>(I, c.hidden_size, c.mlp_bias, dtype));
   }
 
-  Tensor forward(const Tensor& h) const {
+  Tensor forward(const Tensor& h, bool fused) const {
     Tensor gate, up;
     if (gate_up_proj) {
       Tensor both = gate_up_proj->forward(h);
@@ -119,7 +126,9 @@ class Mlp : public nn::Module {
     } else {
       gate = gate_proj->forward(h), up = up_proj->forward(h);
     }
-    Tensor act = activation_ == MlpActivation::silu ? ops::swiglu(gate, up) : ops::geglu_tanh(gate, up);
+    const bool silu = activation_ == MlpActivation::silu;
+    Tensor act = fused ? (silu ? ops::swiglu(gate, up) : ops::geglu_tanh(gate, up))
+                       : ops::mul(silu ? ops::silu(gate) : ops::gelu(gate, true), up);
     return down_proj->forward(act);
   }
 
@@ -146,12 +155,13 @@ class DecoderLayer : public nn::Module {
 
   Tensor forward(const Tensor& x, const LayerContext& ctx) const {
     Tensor attn = self_attn->forward(input_layernorm->forward(x), ctx);
+    const bool fused = ctx.kernels.fused;
     if (sandwich_) {
-      Tensor r = x + post_attention_layernorm->forward(attn);
-      return r + post_feedforward_layernorm->forward(mlp->forward(pre_feedforward_layernorm->forward(r)));
+      auto [r, h] = pre_feedforward_layernorm->forward_residual(x, post_attention_layernorm->forward(attn));
+      return r + post_feedforward_layernorm->forward(mlp->forward(h, fused));
     }
-    Tensor r = x + attn;
-    return r + mlp->forward(post_attention_layernorm->forward(r));
+    auto [r, h] = post_attention_layernorm->forward_residual(x, attn);
+    return r + mlp->forward(h, fused);
   }
 
   std::shared_ptr<Attention> self_attn;
@@ -221,6 +231,14 @@ Tensor CausalLM::lm_head_weight() const {
   return impl_->lm_head ? impl_->lm_head->weight : impl_->model->embed_tokens->weight;
 }
 
+void CausalLM::set_kernels(const KernelOptions& kernels) {
+  kernels_ = kernels;
+  for (auto& [name, m] : named_modules()) {
+    if (auto* norm = dynamic_cast<nn::RMSNorm*>(m)) norm->fused = kernels.fused;
+    if (auto* linear = dynamic_cast<nn::Linear*>(m)) linear->fused = kernels.fused;
+  }
+}
+
 KVCache CausalLM::make_cache(int64_t batch, int64_t capacity) const {
   KVCache cache;
   cache.capacity = capacity;
@@ -263,7 +281,7 @@ Tensor CausalLM::forward_hidden(const Tensor& input_ids, const ForwardOptions& o
   if (impl_->embed_scale > 0) x = ops::scale(x, impl_->embed_scale);
   const auto& layers = *impl_->model->layers;
   for (size_t l = 0; l < layers.size(); ++l) {
-    LayerContext ctx{positions, rope, seq_ids, options.cache, int64_t(l)};
+    LayerContext ctx{positions, rope, seq_ids, options.cache, int64_t(l), kernels_};
     const DecoderLayer& layer = layers[l];
     if (options.checkpoint_layers && !options.cache) {
       x = autograd::checkpoint(

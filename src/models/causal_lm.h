@@ -36,6 +36,14 @@ struct KVCache {
   int64_t capacity = 0;
 };
 
+// Which implementation runs the layers that have a fused kernel (NeMo Automodel's use_liger_kernel,
+// transformers' attn_implementation): ours, or transformers' eager composition of primitive ops
+// (nn/eager.h), for A/B runs and as an independent check.
+struct KernelOptions {
+  bool fused = true;            // residual add + RMSNorm, RMSNorm, RoPE, SwiGLU / GeGLU, LoRA linear
+  bool flash_attention = true;  // tiled flash attention; false: eager, scores materialised
+};
+
 struct ForwardOptions {
   Tensor attention_mask;  // optional [B, T] (1 = token, 0 = padding); with a cache, [B, past + T]
   Tensor position_ids;    // optional [B, T] or [T]; default cache.length + arange(T)
@@ -63,6 +71,11 @@ class CausalLM : public nn::Module {
   // The LM head matrix [vocab, hidden] (the embedding matrix when tied).
   Tensor lm_head_weight() const;
 
+  // Applies to every layer, the RMSNorm and Linear (LoRA) modules included; call again after
+  // attaching adapters only if they should differ (attach_lora keeps a Linear's setting).
+  void set_kernels(const KernelOptions& kernels);
+  const KernelOptions& kernels() const { return kernels_; }
+
   // An empty cache for `batch` sequences of up to `capacity` positions.
   KVCache make_cache(int64_t batch, int64_t capacity) const;
 
@@ -71,6 +84,7 @@ class CausalLM : public nn::Module {
   ModelConfig config_;
   DecoderSpec spec_;
   DType dtype_;
+  KernelOptions kernels_;
   std::unique_ptr<Impl> impl_;
 };
 

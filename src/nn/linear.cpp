@@ -5,7 +5,9 @@
 #include "core/error.h"
 #include "core/rng.h"
 #include "nn/init.h"
+#include "ops/binary.h"
 #include "ops/cast.h"
+#include "ops/dropout.h"
 #include "ops/matmul.h"
 
 namespace automodel::nn {
@@ -58,6 +60,16 @@ Tensor Linear::forward(const Tensor& x) const {
   const bool base_ok = weight.dtype() == dt || (weight.dtype() == DType::bf16 && dt == DType::f32);
   Tensor w = base_ok ? weight : ops::to_dtype(weight, dt);
   Tensor b = !bias.defined() || base_ok ? bias : ops::to_dtype(bias, dt);
+  if (!fused) {
+    Tensor xd = ops::to_dtype(x, dt);
+    Generator& gen = lora_.generator ? *lora_.generator : default_generator();
+    const bool pre = lora_.dropout_position == ops::LoraDropoutPosition::pre;
+    Tensor branch = ops::linear(pre ? ops::dropout(xd, lora_.dropout, lora_.training, gen) : xd, lora_a_->weight);
+    branch = ops::scale(ops::linear(branch, lora_b_->weight), lora_.scale);
+    if (!pre) branch = ops::dropout(branch, lora_.dropout, lora_.training, gen);
+    Tensor base = ops::to_dtype(ops::linear(ops::to_dtype(x, w.dtype()), w, b), dt);
+    return ops::to_dtype(ops::add(base, branch), x.dtype());
+  }
   ops::LoraOptions options;
   options.scale = lora_.scale;
   options.dropout = lora_.dropout;

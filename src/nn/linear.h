@@ -49,6 +49,9 @@ class Linear : public Module {
 
   Tensor weight;
   Tensor bias;  // undefined without bias
+  // With an adapter: one ops::lora_linear node (fused), or peft's composition of separate ops:
+  // linear(x, W, b) + scale * linear(linear(dropout(x), A), B).
+  bool fused = true;
 
  private:
   std::shared_ptr<LoraWeight> lora_a_, lora_b_;  // registered on first attach, kept (empty) after detach

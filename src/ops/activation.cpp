@@ -11,7 +11,7 @@ namespace automodel::ops {
 
 namespace {
 
-enum class Act { silu, gelu_erf, gelu_tanh, softcap };
+enum class Act { silu, gelu_erf, gelu_tanh, softcap, rsqrt };
 
 const char* act_name(Act a) {
   switch (a) {
@@ -19,6 +19,7 @@ const char* act_name(Act a) {
     case Act::gelu_erf: return "gelu";
     case Act::gelu_tanh: return "gelu";
     case Act::softcap: return "softcap";
+    case Act::rsqrt: return "rsqrt";
   }
   return "activation";
 }
@@ -30,6 +31,7 @@ void act_forward(Act a, const T* x, T* y, int64_t n, double cap) {
     case Act::gelu_erf: cpu::gelu_forward(x, y, n, false); return;
     case Act::gelu_tanh: cpu::gelu_forward(x, y, n, true); return;
     case Act::softcap: cpu::softcap_forward(x, y, n, cap); return;
+    case Act::rsqrt: cpu::rsqrt_forward(x, y, n); return;
   }
 }
 
@@ -40,6 +42,7 @@ void act_backward(Act a, const T* x, const T* g, T* gx, int64_t n, double cap) {
     case Act::gelu_erf: cpu::gelu_backward(x, g, gx, n, false); return;
     case Act::gelu_tanh: cpu::gelu_backward(x, g, gx, n, true); return;
     case Act::softcap: cpu::softcap_backward(x, g, gx, n, cap); return;
+    case Act::rsqrt: cpu::rsqrt_backward(x, g, gx, n); return;
   }
 }
 
@@ -53,6 +56,7 @@ struct UnaryBackward : Node {
       case Act::gelu_erf: return "GeluBackward";
       case Act::gelu_tanh: return "GeluTanhBackward";
       case Act::softcap: return "SoftcapBackward";
+      case Act::rsqrt: return "RsqrtBackward";
     }
     return "ActivationBackward";
   }
@@ -154,6 +158,7 @@ Tensor gelu(const Tensor& x, bool tanh_approximation) {
 }
 Tensor swiglu(const Tensor& gate, const Tensor& up) { return gated(false, gate, up); }
 Tensor geglu_tanh(const Tensor& gate, const Tensor& up) { return gated(true, gate, up); }
+Tensor rsqrt(const Tensor& x) { return unary(Act::rsqrt, x); }
 Tensor softcap(const Tensor& x, double cap) {
   if (!(cap > 0) || !std::isfinite(cap))
     throw Error(detail::str("softcap: cap must be a positive finite number, got ", cap), "softcap",

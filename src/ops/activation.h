@@ -1,5 +1,5 @@
 #pragma once
-// Pointwise activations.
+// Pointwise activations (and rsqrt, which RMSNorm composed of primitive ops needs).
 #include "core/tensor.h"
 
 namespace automodel::ops {
@@ -12,5 +12,7 @@ Tensor swiglu(const Tensor& gate, const Tensor& up);
 Tensor geglu_tanh(const Tensor& gate, const Tensor& up);
 // cap * tanh(x / cap): Gemma 2's logit soft-capping.
 Tensor softcap(const Tensor& x, double cap);
+// 1 / sqrt(x).
+Tensor rsqrt(const Tensor& x);
 
 }  // namespace automodel::ops

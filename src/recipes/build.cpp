@@ -4,6 +4,7 @@
 #include <cstdio>
 
 #include "components/config/targets.h"
+#include "components/optim/adamw8bit.h"
 #include "components/tokenizer/chat_template.h"
 #include "core/error.h"
 #include "io/hf_dir.h"
@@ -19,6 +20,7 @@ constexpr const char* kFromPretrained = "automodel.AutoModelForCausalLM.from_pre
 constexpr const char* kAdamW = "automodel.optim.AdamW";
 constexpr const char* kAdam = "automodel.optim.Adam";
 constexpr const char* kSGD = "automodel.optim.SGD";
+constexpr const char* kAdamW8bit = "automodel.optim.AdamW8bit";
 constexpr const char* kMaskedCE = "automodel.loss.MaskedCrossEntropy";
 constexpr const char* kChunkedCE = "automodel.loss.ChunkedCrossEntropy";
 constexpr const char* kFusedLinearCE = "automodel.loss.FusedLinearCrossEntropy";
@@ -63,6 +65,7 @@ void register_recipe_targets() {
   register_target(kAdamW, {"torch.optim.AdamW"});
   register_target(kAdam, {"torch.optim.Adam"});
   register_target(kSGD, {"torch.optim.SGD"});
+  register_target(kAdamW8bit, {"torchao.optim.AdamW8bit"});
   register_target(kMaskedCE, {"nemo_automodel.components.loss.masked_ce.MaskedCrossEntropy"});
   register_target(kChunkedCE, {"nemo_automodel.components.loss.chunked_ce.ChunkedCrossEntropy"});
   register_target(kFusedLinearCE, {"nemo_automodel.components.loss.linear_ce.FusedLinearCrossEntropy"});
@@ -81,13 +84,18 @@ std::unique_ptr<models::CausalLM> build_model(const ConfigNode& section, std::st
                 "give a model directory written by transformers or a hub id in the local HF cache");
   model_dir = io::resolve_model_dir(section.get<std::string>("pretrained_model_name_or_path"),
                                     section.get<std::string>("revision", "main"));
+  // eager materialises the scores as transformers' eager attention does; the fused backends' names all run our
+  // tiled flash attention. use_liger_kernel (NeMo Automodel's default: true) picks our fused layers or transformers'
+  // composition of primitive ops, so either side of an A/B run is one override.
+  models::KernelOptions kernels;
   if (const ConfigNode* a = section.find("attn_implementation"); a && !a->is_null()) {
     const std::string impl = a->as_string();
-    // Ours is one tiled flash-attention kernel; the names of the transformers backends all map onto it.
     if (impl != "eager" && impl != "sdpa" && impl != "flash_attention_2" && impl != "flex_attention")
       throw Error("model.attn_implementation '" + impl + "' is not known", a->where(),
-                  "use eager, sdpa or flash_attention_2 (all run automodel's flash attention)");
+                  "use eager (scores materialised) or sdpa / flash_attention_2 (automodel's flash attention)");
+    kernels.flash_attention = impl != "eager";
   }
+  kernels.fused = section.get<bool>("use_liger_kernel", true);
   models::LoadOptions options;
   const ConfigNode* dtype = section.find("torch_dtype");
   if (dtype == nullptr || dtype->is_null()) dtype = section.find("dtype");
@@ -98,7 +106,9 @@ std::unique_ptr<models::CausalLM> build_model(const ConfigNode& section, std::st
                  dtype->where().c_str());
     options.dtype = DType::f32;
   }
-  return models::AutoModelForCausalLM::from_pretrained(model_dir, options);
+  std::unique_ptr<models::CausalLM> model = models::AutoModelForCausalLM::from_pretrained(model_dir, options);
+  model->set_kernels(kernels);
+  return model;
 }
 
 TokenizerBundle build_tokenizer(const ConfigNode* section, const std::string& model_dir) {
@@ -181,12 +191,25 @@ std::optional<peft::PeftConfig> build_peft_config(const ConfigNode* section) {
 }
 
 std::unique_ptr<optim::Optimizer> build_optimizer(const ConfigNode& section, models::CausalLM& model) {
-  const std::string target = target_of(section, {kAdamW, kAdam, kSGD});
-  // foreach / fused pick torch's implementation, not the math: ours is always one pass over flat buffers.
-  check_keys(section, {"_target_", "lr", "betas", "eps", "weight_decay", "momentum", "dampening", "nesterov", "foreach",
-                       "fused", "amsgrad", "maximize", "capturable", "differentiable"});
-  if (section.get<bool>("amsgrad", false) || section.get<bool>("maximize", false))
-    throw Error("optimizer: amsgrad and maximize are not supported", section.where(), "remove them");
+  // bitsandbytes' 8-bit AdamW quantizes its state with its own kernels (no fp32 reference to match on the CPU).
+  if (section.contains("_target_") && section.get<std::string>("_target_") == "bitsandbytes.optim.AdamW8bit")
+    throw Error("optimizer._target_ bitsandbytes.optim.AdamW8bit is not supported", section.at("_target_").where(),
+                "use torchao.optim.AdamW8bit (block-wise 8-bit AdamW state, as torchao computes it)");
+  const std::string target = target_of(section, {kAdamW, kAdam, kSGD, kAdamW8bit});
+  if (target == kAdamW8bit) {
+    check_keys(section,
+               {"_target_", "lr", "betas", "eps", "weight_decay", "block_size", "amsgrad", "bf16_stochastic_round"});
+    for (const char* key : {"amsgrad", "bf16_stochastic_round"})
+      if (section.get<bool>(key, false))
+        throw Error(std::string("optimizer.") + key + " is not supported with AdamW8bit", section.at(key).where(),
+                    "remove it (automodel keeps fp32 master weights, rounded to nearest, for bf16 models)");
+  } else {
+    // foreach / fused pick torch's implementation, not the math: ours is always one pass over flat buffers.
+    check_keys(section, {"_target_", "lr", "betas", "eps", "weight_decay", "momentum", "dampening", "nesterov",
+                         "foreach", "fused", "amsgrad", "maximize", "capturable", "differentiable"});
+    if (section.get<bool>("amsgrad", false) || section.get<bool>("maximize", false))
+      throw Error("optimizer: amsgrad and maximize are not supported", section.where(), "remove them");
+  }
 
   std::vector<optim::ParamGroup> groups(1);
   int64_t trainable = 0, total = 0;
@@ -217,7 +240,7 @@ std::unique_ptr<optim::Optimizer> build_optimizer(const ConfigNode& section, mod
     sgd->set_fp32_master_weights(bf16_weights);
     return sgd;
   }
-  optim::AdamOptions o = target == kAdamW ? optim::AdamW::defaults() : optim::AdamOptions{};
+  optim::AdamOptions o = target == kAdam ? optim::AdamOptions{} : optim::AdamW::defaults();
   o.lr = section.get<double>("lr", o.lr);
   o.eps = section.get<double>("eps", o.eps);
   o.weight_decay = section.get<double>("weight_decay", o.weight_decay);
@@ -226,6 +249,25 @@ std::unique_ptr<optim::Optimizer> build_optimizer(const ConfigNode& section, mod
     if (b.size() != 2) throw Error("optimizer.betas must have two values", betas->where(), "e.g. [0.9, 0.999]");
     o.beta1 = b[0];
     o.beta2 = b[1];
+  }
+  if (target == kAdamW8bit) {
+    optim::AdamW8bitOptions o8;
+    o8.lr = o.lr;
+    o8.eps = o.eps;
+    o8.weight_decay = o.weight_decay;
+    o8.beta1 = o.beta1;
+    o8.beta2 = o.beta2;
+    o8.block_size = section.get<int64_t>("block_size", o8.block_size);
+    if (o8.block_size < 1)
+      throw Error("optimizer.block_size must be >= 1", section.at("block_size").where(), "torchao's default is 256");
+    std::unique_ptr<optim::Optimizer> adam8;
+    try {
+      adam8 = std::make_unique<optim::AdamW8bit>(std::move(groups), o8);
+    } catch (const Error& e) {
+      throw Error(e.what_part(), section.where(), "fix the optimizer section");
+    }
+    adam8->set_fp32_master_weights(bf16_weights);
+    return adam8;
   }
   std::unique_ptr<optim::Optimizer> adam = target == kAdamW ? std::make_unique<optim::AdamW>(std::move(groups), o)
                                                             : std::make_unique<optim::Adam>(std::move(groups), o);
@@ -272,14 +314,19 @@ LossFunction build_loss(const ConfigNode* section) {
                 "the recipe divides the summed loss by the step's number of label tokens, as NeMo Automodel does");
   f.ignore_index = section->get<int64_t>("ignore_index", -100);
   f.fp32_upcast = section->get<bool>("fp32_upcast", true);
-  if (target == kChunkedCE) {
+  if (target == kMaskedCE) {
+    f.kind = LossFunction::Kind::Masked;
+  } else if (target == kChunkedCE) {
     f.kind = LossFunction::Kind::Chunked;
     f.chunk_len = section->get<int64_t>("chunk_len", 32);
-  } else if (target == kFusedLinearCE) {
+  } else {
     f.kind = LossFunction::Kind::FusedLinear;
     f.chunk_len = section->get<int64_t>("chunk_len", 0);
   }
-  if (f.chunk_len < 0) throw Error("loss_fn.chunk_len must be >= 0", section->where(), "e.g. 32");
+  if (f.chunk_len < 0 || (f.kind == LossFunction::Kind::Chunked && f.chunk_len == 0))
+    throw Error(f.kind == LossFunction::Kind::Chunked ? "loss_fn.chunk_len must be > 0 for ChunkedCrossEntropy"
+                                                      : "loss_fn.chunk_len must be >= 0 (0: from the memory budget)",
+                section->where(), "e.g. 32");
   return f;
 }
 

@@ -59,12 +59,13 @@ std::unique_ptr<optim::Optimizer> build_optimizer(const ConfigNode& section, mod
 std::unique_ptr<optim::OptimizerParamScheduler> build_lr_scheduler(const ConfigNode* section,
                                                                    optim::Optimizer& optimizer, int64_t total_steps);
 
-// loss_fn section: which cross-entropy and its options (absent: MaskedCrossEntropy, as NeMo Automodel).
+// loss_fn section: which cross-entropy and its options. Absent: FusedLinearCrossEntropy (no full-vocab
+// logits; NeMo Automodel defaults to MaskedCrossEntropy, which stays available by name, unchanged).
 struct LossFunction {
-  enum class Kind { Masked, Chunked, FusedLinear } kind = Kind::Masked;
+  enum class Kind { Masked, Chunked, FusedLinear } kind = Kind::FusedLinear;
   int64_t ignore_index = -100;
-  bool fp32_upcast = true;
-  int64_t chunk_len = 32;  // chunked; 0 = automatic for fused linear
+  bool fp32_upcast = true;  // masked
+  int64_t chunk_len = 0;    // chunked (default 32); fused linear (0 = from its memory budget)
 };
 LossFunction build_loss(const ConfigNode* section);
 

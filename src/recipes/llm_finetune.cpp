@@ -289,7 +289,9 @@ class FinetuneRun {
     return data::default_collater(rows, tok_.pad_id, std::nullopt, o.pad_to_multiple_of);
   }
 
-  // Sum of the batch's per-token cross-entropy divided by `denominator` (the step's label tokens).
+  // Sum of the batch's per-token cross-entropy divided by `denominator` (the step's label tokens). The default
+  // FusedLinearCrossEntropy takes the hidden states and the LM-head weight and never forms the logits; under
+  // validation's NoGradGuard it computes the loss alone.
   Tensor loss_of(const data::Batch& b, int64_t denominator) const {
     models::ForwardOptions fo;
     // Packed rows confine attention by sequence id (pack padding has its own id); the model takes one or the other.
@@ -303,9 +305,10 @@ class FinetuneRun {
     Tensor hidden = model_->forward_hidden(b.input_ids, fo);
     switch (loss_.kind) {
       case LossFunction::Kind::FusedLinear:
+        // train_step backpropagates the loss right away, so d(weight) can go straight into the flat gradient buffer.
         return loss::FusedLinearCrossEntropy(loss_.chunk_len, loss_.ignore_index,
-                                             model_->config().final_logit_softcapping)(hidden, model_->lm_head_weight(),
-                                                                                       b.labels, denominator);
+                                             model_->config().final_logit_softcapping)
+            .set_weight_grad_in_place(true)(hidden, model_->lm_head_weight(), b.labels, denominator);
       case LossFunction::Kind::Chunked:
         return loss::ChunkedCrossEntropy(loss_.chunk_len, loss_.ignore_index)(model_->logits(hidden), b.labels,
                                                                               denominator);
@@ -329,9 +332,11 @@ class FinetuneRun {
       loss_sum += loss.item();
       autograd::backward({loss});
     }
-    const double grad_norm = clip_gradients();
-    optimizer_->step();
-    optimizer_->zero_grad();
+    // Norm, clipping, update and zero_grad in one pass over the parameters (the norm is logged as grad_norm).
+    optim::StepOptions step_options;
+    step_options.max_norm = max_grad_norm_;
+    step_options.zero_grad = true;
+    const double grad_norm = optimizer_->step(step_options);
     const double lr = optimizer_->param_groups().front().lr.value_or(0.0);
     if (lr_sched_) lr_sched_->step(1);
 
@@ -349,17 +354,6 @@ class FinetuneRun {
                                      {m::kTpsPerGpu, tps},
                                      {m::kNumTokensPerStep, num_tokens},
                                      {m::kNumLabelTokens, num_label_tokens}});
-  }
-
-  double clip_gradients() {
-    const double max_norm = max_grad_norm_.value_or(std::numeric_limits<double>::infinity());
-    std::vector<Tensor> grads;
-    for (const auto& g : optimizer_->param_groups()) {
-      for (const auto& flat : g.flat) grads.push_back(flat.grad);
-      for (const auto& [name, p] : g.params)
-        if (p.grad().defined()) grads.push_back(p.grad());
-    }
-    return optim::clip_grads(grads, max_norm);
   }
 
   // ---- validation: summed token loss over the whole validation set / its label tokens ------------------------------
@@ -436,9 +430,12 @@ class FinetuneRun {
       load_adapter_weights((p / layout::kModelDir / "adapter_model.safetensors").string());
     else
       checkpoint::load_model_weights(*model_, (p / layout::kConsolidatedDir).string());
+    // The file's tensors go into state_dict()'s (checked against them), then back into the optimizer, which splits
+    // the fp32 masters into bf16 parameter + residual.
     std::map<std::string, Tensor> state = optimizer_->state_dict();
     const checkpoint::OptimizerStateFiles optim =
         checkpoint::load_optimizer_state((p / layout::kOptimDir).string(), state);
+    optimizer_->load_state_dict(state);
     optimizer_->set_step_counts(optim.step_counts);
     loader_->load_state_dict(checkpoint::load_json((p / layout::kDataloaderDir / "dataloader.json").string()));
     default_generator().set_state(checkpoint::load_rng_state((p / layout::kRngDir).string()).at("default"));

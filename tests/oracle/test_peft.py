@@ -144,15 +144,16 @@ def _masked(x, mask):
     return x[m] if isinstance(x, np.ndarray) else x[torch.from_numpy(m)]
 
 
+@pytest.mark.parametrize("kernels", [{}, {"fused": False, "flash_attention": False}], ids=["fused", "eager"])
 @pytest.mark.parametrize("name", list(CASES))
-def test_peft_adapter_logits_gradients_training_save_and_merge(name, model_dir, tmp_path):
+def test_peft_adapter_logits_gradients_training_save_and_merge(name, kernels, model_dir, tmp_path):
     base_dir = model_dir(name)
     adapter = _peft_adapter(base_dir, CASES[name], tmp_path / "peft_adapter")
     ids, mask, labels = _batch()
     ref_logits, ref_loss, ref_grads, ref_final, ref_model = _reference(base_dir, adapter, ids, mask, labels, STEPS)
     saved, merged = tmp_path / "ours_adapter", tmp_path / "ours_merged"
     params = {"model_dir": str(base_dir), "adapter_dir": str(adapter), "steps": STEPS, "lr": LR, "weight_decay": WD,
-              "save_dir": str(saved), "merged_dir": str(merged)}
+              "save_dir": str(saved), "merged_dir": str(merged), **kernels}
     logits, loss, count, grads, final = _ours(tmp_path, params, ids, mask, labels)
 
     assert_close(_masked(logits, mask), _masked(ref_logits, mask), LOGITS, f"{name} logits")

@@ -11,6 +11,7 @@
 #include "gradcheck.h"
 #include "kernels/cpu/fast_math.h"
 #include "ops/activation.h"
+#include "ops/binary.h"
 #include "ops/view.h"
 
 using namespace automodel;
@@ -105,6 +106,12 @@ TEST(Activation, Gradients) {
                            {rand_leaf(s, 5), rand_leaf(s, 6)});
     expect_gradients_match([](const std::vector<Tensor>& in) { return ops::geglu_tanh(in[0], in[1]); },
                            {rand_leaf(s, 7), rand_leaf(s, 8)});
+    // rsqrt on positive inputs (1.5 + x^2).
+    expect_gradients_match(
+        [](const std::vector<Tensor>& in) {
+          return ops::rsqrt(ops::add(ops::mul(in[0], in[0]), Tensor::from_values({1.5}, {1}, DType::f64)));
+        },
+        {rand_leaf(s, 15)});
   }
   // One gated input only, and strided inputs.
   Tensor up = rand_leaf({4, 9}, 9, false);

@@ -9,6 +9,7 @@
 #include "autograd/engine.h"
 #include "core/rng.h"
 #include "gradcheck.h"
+#include "ops/binary.h"
 #include "ops/view.h"
 
 using namespace automodel;
@@ -97,6 +98,35 @@ TEST(RmsNorm, Bf16RoundsLikeTransformers) {
       }
     }
   }
+}
+
+// add_rms_norm: {x + r, rms_norm(x + r)} in one node. Both outputs feed the checked function, so the
+// gradient the residual stream brings back (through the sum) is checked with the norm's.
+TEST(AddRmsNorm, GradcheckBothOutputs) {
+  for (const Shape& s : kShapes)
+    for (bool unit_offset : {false, true})
+      expect_gradients_match(
+          [&](const std::vector<Tensor>& in) {
+            auto [sum, y] = ops::add_rms_norm(in[0], in[1], in[2], eps_for(s), unit_offset);
+            return ops::add(ops::scale(sum, 0.7), y);
+          },
+          {rand_leaf(s, 20), rand_leaf(s, 21), rand_leaf({s.back()}, 22)});
+  // Only the norm's output used; the residual input frozen.
+  expect_gradients_match(
+      [&](const std::vector<Tensor>& in) { return ops::add_rms_norm(in[0], in[1], in[2], 1e-6).second; },
+      {rand_leaf({4, 17}, 23), rand_leaf({4, 17}, 24, false), rand_leaf({17}, 25)});
+}
+
+TEST(AddRmsNorm, EqualsAddThenRmsNorm) {
+  Generator gen(6);
+  for (DType dt : {DType::f32, DType::bf16}) {
+    Tensor x = randn({5, 96}, gen, dt), r = randn({5, 96}, gen, dt), w = randn({96}, gen, dt);
+    auto [sum, y] = ops::add_rms_norm(x, r, w, 1e-6);
+    Tensor sum_ref = ops::add(x, r);
+    EXPECT_EQ(sum.to_doubles(), sum_ref.to_doubles()) << dtype_name(dt);
+    EXPECT_EQ(y.to_doubles(), ops::rms_norm(sum_ref, w, 1e-6).to_doubles()) << dtype_name(dt);
+  }
+  EXPECT_THROW(ops::add_rms_norm(rand_leaf({2, 8}, 1, false), rand_leaf({2, 7}, 2, false), Tensor(), 1e-6), Error);
 }
 
 TEST(RmsNorm, Errors) {

@@ -171,23 +171,34 @@ void softcap_bwd(const T* x, const T* g, T* gx, int64_t n, double cap) {
   });
 }
 
+template <class T>
+void rsqrt_fwd(const T* x, T* y, int64_t n) {
+  map1(x, y, n, [](auto v) { return decltype(v)(1) / std::sqrt(v); });
+}
+template <class T>
+void rsqrt_bwd(const T* x, const T* g, T* gx, int64_t n) {
+  grad1(x, g, gx, n, [](auto v) { return decltype(v)(-0.5) / (v * std::sqrt(v)); });
+}
+
 }  // namespace
 
-#define AM_ACTIVATION_INSTANTIATE(T)                                                                  \
-  void silu_forward(const T* x, T* y, int64_t n) { silu_fwd(x, y, n); }                               \
-  void silu_backward(const T* x, const T* g, T* gx, int64_t n) { silu_bwd(x, g, gx, n); }             \
-  void gelu_forward(const T* x, T* y, int64_t n, bool a) { gelu_fwd(x, y, n, a); }                    \
-  void gelu_backward(const T* x, const T* g, T* gx, int64_t n, bool a) { gelu_bwd(x, g, gx, n, a); }  \
-  void swiglu_forward(const T* gate, const T* up, T* y, int64_t n) { swiglu_fwd(gate, up, y, n); }    \
-  void swiglu_backward(const T* gate, const T* up, const T* g, T* ggate, T* gup, int64_t n) {         \
-    swiglu_bwd(gate, up, g, ggate, gup, n);                                                           \
-  }                                                                                                   \
-  void geglu_tanh_forward(const T* gate, const T* up, T* y, int64_t n) { geglu_fwd(gate, up, y, n); } \
-  void geglu_tanh_backward(const T* gate, const T* up, const T* g, T* ggate, T* gup, int64_t n) {     \
-    geglu_bwd(gate, up, g, ggate, gup, n);                                                            \
-  }                                                                                                   \
-  void softcap_forward(const T* x, T* y, int64_t n, double cap) { softcap_fwd(x, y, n, cap); }        \
-  void softcap_backward(const T* x, const T* g, T* gx, int64_t n, double cap) { softcap_bwd(x, g, gx, n, cap); }
+#define AM_ACTIVATION_INSTANTIATE(T)                                                                             \
+  void silu_forward(const T* x, T* y, int64_t n) { silu_fwd(x, y, n); }                                          \
+  void silu_backward(const T* x, const T* g, T* gx, int64_t n) { silu_bwd(x, g, gx, n); }                        \
+  void gelu_forward(const T* x, T* y, int64_t n, bool a) { gelu_fwd(x, y, n, a); }                               \
+  void gelu_backward(const T* x, const T* g, T* gx, int64_t n, bool a) { gelu_bwd(x, g, gx, n, a); }             \
+  void swiglu_forward(const T* gate, const T* up, T* y, int64_t n) { swiglu_fwd(gate, up, y, n); }               \
+  void swiglu_backward(const T* gate, const T* up, const T* g, T* ggate, T* gup, int64_t n) {                    \
+    swiglu_bwd(gate, up, g, ggate, gup, n);                                                                      \
+  }                                                                                                              \
+  void geglu_tanh_forward(const T* gate, const T* up, T* y, int64_t n) { geglu_fwd(gate, up, y, n); }            \
+  void geglu_tanh_backward(const T* gate, const T* up, const T* g, T* ggate, T* gup, int64_t n) {                \
+    geglu_bwd(gate, up, g, ggate, gup, n);                                                                       \
+  }                                                                                                              \
+  void softcap_forward(const T* x, T* y, int64_t n, double cap) { softcap_fwd(x, y, n, cap); }                   \
+  void softcap_backward(const T* x, const T* g, T* gx, int64_t n, double cap) { softcap_bwd(x, g, gx, n, cap); } \
+  void rsqrt_forward(const T* x, T* y, int64_t n) { rsqrt_fwd(x, y, n); }                                        \
+  void rsqrt_backward(const T* x, const T* g, T* gx, int64_t n) { rsqrt_bwd(x, g, gx, n); }
 
 AM_ACTIVATION_INSTANTIATE(float)
 AM_ACTIVATION_INSTANTIATE(double)

@@ -1,6 +1,7 @@
 #pragma once
 // Pointwise activations: silu, gelu (erf or tanh form), the fused gated forms swiglu / geglu_tanh,
-// and soft-capping. Backward kernels recompute from the saved inputs (nothing intermediate kept).
+// soft-capping, and rsqrt (for RMSNorm composed of primitive ops). Backward kernels recompute from the saved inputs
+// (nothing intermediate kept).
 #include <cstdint>
 
 #include "core/dtype.h"
@@ -45,5 +46,13 @@ void softcap_forward(const bf16* x, bf16* y, int64_t n, double cap);
 void softcap_backward(const float* x, const float* g, float* gx, int64_t n, double cap);
 void softcap_backward(const double* x, const double* g, double* gx, int64_t n, double cap);
 void softcap_backward(const bf16* x, const bf16* g, bf16* gx, int64_t n, double cap);
+
+// y = 1 / sqrt(x); backward from x.
+void rsqrt_forward(const float* x, float* y, int64_t n);
+void rsqrt_forward(const double* x, double* y, int64_t n);
+void rsqrt_forward(const bf16* x, bf16* y, int64_t n);
+void rsqrt_backward(const float* x, const float* g, float* gx, int64_t n);
+void rsqrt_backward(const double* x, const double* g, double* gx, int64_t n);
+void rsqrt_backward(const bf16* x, const bf16* g, bf16* gx, int64_t n);
 
 }  // namespace automodel::cpu

@@ -11,6 +11,7 @@
 #include "ops/cast.h"
 #include "ops/lora_linear.h"
 #include "ops/view.h"
+#include "kernel_params.h"
 #include "registry.h"
 
 namespace automodel::oracle {
@@ -22,7 +23,7 @@ ORACLE_OP("lora_linear", [](const OpCall& c) -> std::vector<Tensor> {
   return {ops::lora_linear(c.in("x"), c.in("weight"), c.maybe("bias"), c.in("lora_a"), c.in("lora_b"), o)};
 });
 
-// params: model_dir, dtype (default f32); adapter_dir (load_adapter) or peft (a PeftConfig as JSON:
+// params: model_dir, dtype (default f32), fused and flash_attention (kernel_params.h); adapter_dir (load_adapter) or peft (a PeftConfig as JSON:
 // target_modules, exclude_modules, match_all_linear, dim, alpha, use_rslora, lora_A_init) with seed;
 // names_out; steps, lr, weight_decay (AdamW on the adapters over the same batch); save_dir (adapter
 // saved after the steps), merged_dir (merged model saved after the steps). Inputs input_ids, optional
@@ -48,6 +49,7 @@ ORACLE_OP("peft_model", [](const OpCall& c) -> std::vector<Tensor> {
     if (p.contains("lora_dtype")) config.lora_dtype = peft::parse_lora_dtype(p["lora_dtype"].get<std::string>());
     peft::apply_lora(*model, config, c.params.value("seed", uint64_t(0)));
   }
+  model->set_kernels(kernels_from(c));
   models::ForwardOptions options;
   options.attention_mask = c.maybe("attention_mask");
   const Tensor& ids = c.in("input_ids");

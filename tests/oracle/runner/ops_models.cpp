@@ -6,6 +6,7 @@
 #include "models/auto_model.h"
 #include "models/generate.h"
 #include "ops/cast.h"
+#include "kernel_params.h"
 #include "registry.h"
 
 namespace automodel::oracle {
@@ -16,12 +17,15 @@ std::unique_ptr<models::CausalLM> load_model(const OpCall& c, bool trainable) {
   models::LoadOptions options;
   options.dtype = dtype_from_name(c.params.value("dtype", std::string("f32")));
   options.trainable = trainable;
-  return models::AutoModelForCausalLM::from_pretrained(c.params.at("model_dir").get<std::string>(), options);
+  auto model = models::AutoModelForCausalLM::from_pretrained(c.params.at("model_dir").get<std::string>(), options);
+  model->set_kernels(kernels_from(c));
+  return model;
 }
 
 }  // namespace
 
-// params: model_dir, dtype ("f32" | "bf16"), names_out (with labels), checkpoint_layers (default false). Inputs:
+// params: model_dir, dtype ("f32" | "bf16"), names_out (with labels), checkpoint_layers (default false), fused and
+// flash_attention (kernel_params.h). Inputs:
 // input_ids [B, T] i64, optional attention_mask [B, T] i64, optional labels [B, T] i64. Returns [logits as f32]; with
 // labels also the loss (causal_lm_loss) and, after backpropagating it, every parameter's gradient (as f32) in
 // named_parameters() order, whose names go to the JSON file params["names_out"].
