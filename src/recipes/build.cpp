@@ -304,8 +304,9 @@ std::unique_ptr<optim::OptimizerParamScheduler> build_lr_scheduler(const ConfigN
   }
 }
 
-LossFunction build_loss(const ConfigNode* section) {
+LossFunction build_loss(const ConfigNode* section, bool fused_kernels) {
   LossFunction f;
+  if (!fused_kernels) f.kind = LossFunction::Kind::Masked;
   if (section == nullptr || section->is_null()) return f;
   const std::string target = target_of(*section, {kMaskedCE, kChunkedCE, kFusedLinearCE});
   check_keys(*section, {"_target_", "fp32_upcast", "ignore_index", "reduction", "chunk_len"});

@@ -60,13 +60,14 @@ std::unique_ptr<optim::OptimizerParamScheduler> build_lr_scheduler(const ConfigN
                                                                    optim::Optimizer& optimizer, int64_t total_steps);
 
 // loss_fn section: which cross-entropy and its options. Absent: FusedLinearCrossEntropy (no full-vocab
-// logits; NeMo Automodel defaults to MaskedCrossEntropy, which stays available by name, unchanged).
+// logits) with the fused kernels, MaskedCrossEntropy (NeMo Automodel's default, over the logits) with
+// model.use_liger_kernel: false; a named loss is always the one named.
 struct LossFunction {
   enum class Kind { Masked, Chunked, FusedLinear } kind = Kind::FusedLinear;
   int64_t ignore_index = -100;
   bool fp32_upcast = true;  // masked
   int64_t chunk_len = 0;    // chunked (default 32); fused linear (0 = from its memory budget)
 };
-LossFunction build_loss(const ConfigNode* section);
+LossFunction build_loss(const ConfigNode* section, bool fused_kernels = true);
 
 }  // namespace automodel::recipes

@@ -184,7 +184,7 @@ class FinetuneRun {
       std::printf("LoRA r=%lld alpha=%g on %zu linear layers\n", (long long)peft_->dim, peft_->alpha, adapted.size());
     }
     tok_ = build_tokenizer(cfg_.find("tokenizer"), model_dir_);
-    loss_ = build_loss(cfg_.find("loss_fn"));
+    loss_ = build_loss(cfg_.find("loss_fn"), model_->kernels().fused);
 
     train_samples_ = build_dataset(cfg_.at("dataset"), tok_.text);
     if (const ConfigNode* p = cfg_.find("packed_sequence"); p && !p->is_null()) {

@@ -244,6 +244,22 @@ def test_activation_checkpointing_gives_the_same_losses(tmp_path):
     assert [(m["loss"], m["grad_norm"]) for m in a] == [(m["loss"], m["grad_norm"]) for m in b]
 
 
+def test_fused_and_eager_kernels_give_the_same_losses(tmp_path):
+    """use_liger_kernel / attn_implementation pick ours fused (flash attention, fused linear cross-entropy) or
+    transformers' eager composition (materialised attention, cross-entropy over the logits): one override, and in
+    fp32 the two follow the same loss curve to rounding."""
+    common = ["--step_scheduler.max_steps", 20, "--checkpoint.enabled", "false", "--step_scheduler.val_every_steps", 10]
+    fused = finetune(tmp_path / "fused", *common)
+    eager = finetune(tmp_path / "eager", *common, "--model.use_liger_kernel", "false", "--model.attn_implementation",
+                     "eager")
+    assert fused.returncode == 0 and eager.returncode == 0, fused.stderr + eager.stderr
+    for log in ("training.jsonl", "validation.jsonl"):
+        a, b = jsonl(tmp_path / "fused" / log), jsonl(tmp_path / "eager" / log)
+        key = "loss" if log == "training.jsonl" else "val_loss"
+        assert len(a) == len(b) > 0
+        assert max(abs(x[key] - y[key]) / x[key] for x, y in zip(a, b)) <= 1e-4, (log, a, b)
+
+
 def test_bf16_mixed_precision_follows_the_fp32_loss_curve(tmp_path):
     """model.torch_dtype bfloat16: bf16 weights and activations, fp32 master weights and optimizer state."""
     common = ["--step_scheduler.max_steps", 40, "--checkpoint.enabled", "false", "--step_scheduler.val_every_steps", 20]
