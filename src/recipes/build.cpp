@@ -199,10 +199,8 @@ std::unique_ptr<optim::Optimizer> build_optimizer(const ConfigNode& section, mod
   if (target == kAdamW8bit) {
     check_keys(section,
                {"_target_", "lr", "betas", "eps", "weight_decay", "block_size", "amsgrad", "bf16_stochastic_round"});
-    for (const char* key : {"amsgrad", "bf16_stochastic_round"})
-      if (section.get<bool>(key, false))
-        throw Error(std::string("optimizer.") + key + " is not supported with AdamW8bit", section.at(key).where(),
-                    "remove it (automodel keeps fp32 master weights, rounded to nearest, for bf16 models)");
+    if (section.get<bool>("amsgrad", false))
+      throw Error("optimizer.amsgrad is not supported with AdamW8bit", section.at("amsgrad").where(), "remove it");
   } else {
     // foreach / fused pick torch's implementation, not the math: ours is always one pass over flat buffers.
     check_keys(section, {"_target_", "lr", "betas", "eps", "weight_decay", "momentum", "dampening", "nesterov",
@@ -266,7 +264,10 @@ std::unique_ptr<optim::Optimizer> build_optimizer(const ConfigNode& section, mod
     } catch (const Error& e) {
       throw Error(e.what_part(), section.where(), "fix the optimizer section");
     }
-    adam8->set_fp32_master_weights(bf16_weights);
+    // bf16_stochastic_round (torchao's): bf16 weights without fp32 masters, the fp32 update stochastically rounded.
+    const bool stochastic = bf16_weights && section.get<bool>("bf16_stochastic_round", false);
+    adam8->set_fp32_master_weights(bf16_weights && !stochastic);
+    adam8->set_bf16_stochastic_round(stochastic);
     return adam8;
   }
   std::unique_ptr<optim::Optimizer> adam = target == kAdamW ? std::make_unique<optim::AdamW>(std::move(groups), o)

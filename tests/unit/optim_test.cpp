@@ -721,6 +721,55 @@ struct MasterPair {
 
 // Split masters train as fp32 masters do, bit for bit, also through masters 16 bits cannot hold (ties rounded up)
 // written by load_state_dict, carried over a step that leaves them (lr 0) and read by the next one.
+// Stochastic rounding picks one of the two bf16 neighbours, the upper one with probability (low 16 bits) / 2^16,
+// deterministically per (key, index); inf and NaN round as float_to_bf16 does.
+TEST(OptimStochasticRound, NeighboursUnbiasedAndDeterministic) {
+  const int64_t n = 1 << 16;
+  for (float x : {1.0f + 0.3f / 128, -3.0f - 0.9f * 3 / 128, 1e-3f + 1e-6f}) {
+    std::vector<float> xs(size_t(n), x);
+    std::vector<bf16> a(static_cast<size_t>(n)), b(static_cast<size_t>(n));
+    master::stochastic_round_n(xs.data(), a.data(), n, 7u, 0);
+    master::stochastic_round_n(xs.data(), b.data(), n, 7u, 0);
+    const uint32_t u = master::bits_of(x);
+    const uint16_t down = uint16_t(u >> 16), up = uint16_t(down + 1);
+    double mean = 0;
+    for (int64_t i = 0; i < n; ++i) {
+      ASSERT_TRUE(a[size_t(i)].bits == down || a[size_t(i)].bits == up) << x;
+      ASSERT_EQ(a[size_t(i)].bits, b[size_t(i)].bits);
+      mean += double(bf16_to_float(a[size_t(i)]));
+    }
+    mean /= double(n);
+    const double ulp = double(bf16_to_float(bf16{up})) - double(bf16_to_float(bf16{down}));
+    EXPECT_NEAR(mean, double(x), 0.02 * std::abs(ulp)) << x;  // 2^16 draws: ~0.2% of an ulp standard error
+  }
+  std::vector<float> special = {INFINITY, -INFINITY, NAN};
+  std::vector<bf16> out(3);
+  master::stochastic_round_n(special.data(), out.data(), 3, 1u, 0);
+  for (int i = 0; i < 3; ++i) EXPECT_EQ(out[size_t(i)].bits, float_to_bf16(special[size_t(i)]).bits) << i;
+}
+
+// bf16_stochastic_round: no master, and small updates survive on average where round-to-nearest loses them all.
+TEST(OptimStochasticRound, KeepsSmallUpdatesOnAverage) {
+  const int64_t n = 4096;
+  std::vector<double> ones(size_t(n), 1.0), grads(size_t(n), 1.0);
+  Tensor sr = Tensor::from_values(ones, {n}, DType::bf16), rne = Tensor::from_values(ones, {n}, DType::bf16);
+  SGDOptions o{1e-4};  // 1e-4 per step: far below half a bf16 ulp of 1 (2^-8)
+  SGD ssr({{"p", sr}}, o), srne({{"p", rne}}, o);
+  ssr.set_bf16_stochastic_round(true);
+  EXPECT_THROW(ssr.set_fp32_master_weights(true), Error);
+  for (int step = 0; step < 100; ++step) {
+    sr.set_grad(Tensor::from_values(grads, {n}, DType::bf16));
+    rne.set_grad(Tensor::from_values(grads, {n}, DType::bf16));
+    ssr.step();
+    srne.step();
+  }
+  double mean = 0;
+  for (double v : sr.to_doubles()) mean += v / double(n);
+  EXPECT_NEAR(mean, 1.0 - 100 * 1e-4, 2e-4);
+  for (double v : rne.to_doubles()) EXPECT_EQ(v, 1.0);
+  EXPECT_EQ(ssr.state_dict().count("p.fp32_master"), 0u);
+}
+
 TEST(OptimMaster, SplitMasterTrainsExactlyAsAnFp32Master) {
   for (bool eight_bit : {false, true}) {
     for (bool flat : {false, true}) {

@@ -1,4 +1,6 @@
 #pragma once
+// bf16 parameters updated in fp32: the master kept as two 16-bit halves, or (without a master) stochastic rounding.
+//
 // The fp32 master weight of a bf16 parameter kept as two 16-bit halves: the bf16 parameter itself (the master's
 // round-to-nearest-even value, which the GEMMs read) and a 16-bit residual, so mixed precision costs 2 bytes per
 // parameter for the master instead of 4 and needs no separate bf16 copy.
@@ -68,6 +70,31 @@ inline bool split_n(const float* __restrict x, bf16* __restrict p, uint16_t* __r
     bad |= back ^ u;
   }
   return bad == 0;
+}
+
+// bf16 stochastic rounding (torchao's bf16_stochastic_round): x rounds away from zero with probability
+// (x's low 16 bits) / 2^16, else towards zero, so the expected bf16 value is x and updates below half an ulp are
+// kept on average. The 16 random bits of element i come from a counter-based hash of (key, i): the same key and
+// index give the same rounding, so a resumed run rounds as the uninterrupted one.
+inline uint32_t hash32(uint32_t x) {
+  x ^= x >> 16;
+  x *= 0x7feb352du;
+  x ^= x >> 15;
+  x *= 0x846ca68bu;
+  x ^= x >> 16;
+  return x;
+}
+
+inline void stochastic_round_n(const float* __restrict x, bf16* __restrict p, int64_t n, uint32_t key, int64_t first) {
+#pragma omp simd
+  for (int64_t i = 0; i < n; ++i) {
+    uint32_t u;
+    std::memcpy(&u, &x[i], 4);
+    const uint32_t rnd = hash32(key ^ hash32(uint32_t(first + i))) & 0xffffu;
+    const bool special = (u & 0x7f800000u) == 0x7f800000u;  // inf / NaN: nearest, as float_to_bf16
+    const uint32_t hi = special ? ((u >> 16) | ((u & 0x7fffffu) ? 0x40u : 0u)) : ((u >> 16) + (rnd < (u & 0xffffu)));
+    p[i].bits = uint16_t(hi);
+  }
 }
 
 }  // namespace automodel::optim::master

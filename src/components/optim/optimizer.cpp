@@ -9,6 +9,7 @@
 #include "components/optim/master_split.h"
 #include "core/error.h"
 #include "core/threads.h"
+#include "kernels/cpu/cast.h"
 #include "ops/view.h"
 
 namespace automodel::optim {
@@ -284,7 +285,13 @@ void Optimizer::set_fp32_master_weights(bool on) {
   for (const auto& units : units_)
     for (const Unit& u : units)
       AM_CHECK(u.step == 0 && !u.has_master(), name(), ": set_fp32_master_weights before the first step");
+  AM_CHECK(!(on && stochastic_round_), name(), ": fp32 master weights and bf16 stochastic rounding exclude each other");
   fp32_master_ = on;
+}
+
+void Optimizer::set_bf16_stochastic_round(bool on) {
+  AM_CHECK(!(on && fp32_master_), name(), ": fp32 master weights and bf16 stochastic rounding exclude each other");
+  stochastic_round_ = on;
 }
 
 double Optimizer::step(const StepOptions& o) {
@@ -330,7 +337,8 @@ double Optimizer::step(const StepOptions& o) {
   for (Work& w : work) {
     ensure_state(*w.u);
     ++w.u->step;
-    const DType target = w.u->has_master() ? DType::f32 : w.u->param.dtype();
+    const bool via_f32 = w.u->has_master() || (stochastic_round_ && w.u->param.dtype() == DType::bf16);
+    const DType target = via_f32 ? DType::f32 : w.u->param.dtype();
     w.update = prepare(groups_[w.group], *w.u, target, w.grad.dtype());
   }
 
@@ -365,8 +373,11 @@ double Optimizer::step(const StepOptions& o) {
     const size_t gsize = dtype_size(gdt), psize = dtype_size(u.param.dtype());
     char* grad = static_cast<char*>(w.grad.raw_data());
     char* param = static_cast<char*>(u.param.raw_data());
-    bf16* pbits = u.has_master() ? u.param.data<bf16>() : nullptr;
+    const bool rounds = stochastic_round_ && u.param.dtype() == DType::bf16;
+    bf16* pbits = u.has_master() || rounds ? u.param.data<bf16>() : nullptr;
     uint16_t* residual = u.has_master() ? reinterpret_cast<uint16_t*>(u.residual.data<bf16>()) : nullptr;
+    // Per unit and step: distinct random bits for every parameter element and step.
+    const uint32_t key = master::hash32(uint32_t(u.step) * 0x9e3779b9u ^ master::hash32(uint32_t(b.work) + 1u));
     for (int64_t t = b.begin; t < b.end; t += tile) {
       const int64_t n = std::min(tile, b.end - t);
       void* g = grad + size_t(t) * gsize;
@@ -374,11 +385,16 @@ double Optimizer::step(const StepOptions& o) {
       void* target = param + size_t(t) * psize;
       if (pbits != nullptr) {
         x.resize(size_t(tile));
-        materialize_master(u.param, u.residual, u.exceptions, t, n, x.data());
+        if (residual != nullptr)
+          materialize_master(u.param, u.residual, u.exceptions, t, n, x.data());
+        else
+          cpu::cast(pbits + t, x.data(), n);
         target = x.data();
       }
       w.update(Tile{target, g, t, n, b.seg});
-      if (pbits != nullptr && !master::split_n(x.data(), pbits + t, residual + t, n)) {
+      if (rounds) {
+        master::stochastic_round_n(x.data(), pbits + t, n, key, t);
+      } else if (pbits != nullptr && !master::split_n(x.data(), pbits + t, residual + t, n)) {
         for (int64_t j = 0; j < n; ++j) {
           uint16_t p, r;
           if (!master::split(x[size_t(j)], p, r)) exceptions[bi].push_back({t + j, x[size_t(j)]});

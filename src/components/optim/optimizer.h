@@ -85,6 +85,9 @@ class Optimizer {
   void load_state_dict(const std::map<std::string, Tensor>& state);
   // Mixed precision for bf16 parameters (see the top of this file); call before the first step.
   void set_fp32_master_weights(bool on);
+  // bf16 parameters without a master: updated in fp32 and stochastically rounded back
+  // (master_split.h; torchao's bf16_stochastic_round). Exclusive with fp32 masters.
+  void set_bf16_stochastic_round(bool on);
 
   // Number of steps taken per parameter name (torch's per-parameter "step").
   std::map<std::string, int64_t> step_counts() const;
@@ -146,6 +149,7 @@ class Optimizer {
   std::vector<ParamGroup> groups_;
   std::vector<std::vector<Unit>> units_;  // per group
   bool fp32_master_ = false;
+  bool stochastic_round_ = false;
 };
 
 struct AdamOptions {
