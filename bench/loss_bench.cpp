@@ -6,7 +6,7 @@
 // path's LM-head backward adds d(weight) into it, the fused loss too (set_weight_grad_in_place, as the recipe).
 // Counters: GFLOP/s of the three LM-head GEMMs (6 * tokens * vocab * hidden), peak_MB = the caching
 // allocator's peak growth in one step. Threads: OMP_NUM_THREADS. Llama shapes take seconds per step:
-// --benchmark_filter=Smol for the small ones.
+// --benchmark_filter=loss_smol for the small ones.
 #include <benchmark/benchmark.h>
 
 #include <string>
@@ -75,24 +75,28 @@ void smol(benchmark::internal::Benchmark* b) {
   b->Unit(benchmark::kMillisecond)->UseRealTime()->MinTime(1.0);
 }
 void llama(benchmark::internal::Benchmark* b) {
-  b->ArgNames({"N", "H", "V", "chunk"})->Args({512, 2048, 128256, 0})->Args({2048, 2048, 128256, 0})->Args({512, 2048, 128256, 256})->Args({512, 2048, 128256, 512});
+  b->ArgNames({"N", "H", "V", "chunk"})
+      ->Args({512, 2048, 128256, 0})
+      ->Args({2048, 2048, 128256, 0})
+      ->Args({512, 2048, 128256, 256})
+      ->Args({512, 2048, 128256, 512});
   b->Unit(benchmark::kMillisecond)->UseRealTime()->Iterations(2);
 }
 
 #define AM_LOSS_BENCH(kind, dt, train, shapes, name) \
   BENCHMARK(BM_lm_head_loss<Loss::kind, DType::dt, train>)->Name(name)->Apply(shapes)
 
-AM_LOSS_BENCH(masked, bf16, true, smol, "Smol_masked_bf16");
-AM_LOSS_BENCH(fused, bf16, true, smol, "Smol_fused_bf16");
-AM_LOSS_BENCH(masked, f32, true, smol, "Smol_masked_f32");
-AM_LOSS_BENCH(fused, f32, true, smol, "Smol_fused_f32");
-AM_LOSS_BENCH(masked, bf16, false, smol, "Smol_masked_bf16_frozen");
-AM_LOSS_BENCH(fused, bf16, false, smol, "Smol_fused_bf16_frozen");
-AM_LOSS_BENCH(masked, bf16, true, llama, "Llama_masked_bf16");
-AM_LOSS_BENCH(fused, bf16, true, llama, "Llama_fused_bf16");
-AM_LOSS_BENCH(masked, f32, true, llama, "Llama_masked_f32");
-AM_LOSS_BENCH(fused, f32, true, llama, "Llama_fused_f32");
-AM_LOSS_BENCH(masked, bf16, false, llama, "Llama_masked_bf16_frozen");
-AM_LOSS_BENCH(fused, bf16, false, llama, "Llama_fused_bf16_frozen");
+AM_LOSS_BENCH(masked, bf16, true, smol, "loss_smol_masked_bf16");
+AM_LOSS_BENCH(fused, bf16, true, smol, "loss_smol_fused_bf16");
+AM_LOSS_BENCH(masked, f32, true, smol, "loss_smol_masked_f32");
+AM_LOSS_BENCH(fused, f32, true, smol, "loss_smol_fused_f32");
+AM_LOSS_BENCH(masked, bf16, false, smol, "loss_smol_masked_bf16_frozen");
+AM_LOSS_BENCH(fused, bf16, false, smol, "loss_smol_fused_bf16_frozen");
+AM_LOSS_BENCH(masked, bf16, true, llama, "loss_llama_masked_bf16");
+AM_LOSS_BENCH(fused, bf16, true, llama, "loss_llama_fused_bf16");
+AM_LOSS_BENCH(masked, f32, true, llama, "loss_llama_masked_f32");
+AM_LOSS_BENCH(fused, f32, true, llama, "loss_llama_fused_f32");
+AM_LOSS_BENCH(masked, bf16, false, llama, "loss_llama_masked_bf16_frozen");
+AM_LOSS_BENCH(fused, bf16, false, llama, "loss_llama_fused_bf16_frozen");
 
 }  // namespace
