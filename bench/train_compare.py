@@ -17,6 +17,7 @@ import re
 import shlex
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import time
@@ -370,13 +371,14 @@ def measure(args, cfg, model_dir, data, peaks, work):
         return row
     steps = row.pop("steps")
     timed = [s for s in steps if s["step"] >= args.warmup_steps]
-    seconds = sum(s["seconds"] for s in timed)
-    tokens = sum(s["tokens"] for s in timed)
+    # The median step: one stalled step (the VM's second vCPU is shared) moves a mean, not a median.
+    seconds = statistics.median(s["seconds"] for s in timed) if timed else 0.0
     row["loss0"] = steps[0]["loss"] if steps else None
     row["loss_last"] = steps[-1]["loss"] if steps else None
     row["tokens_per_step"] = timed[0]["tokens"] if timed else None
-    row["tokens_per_s"] = tokens / seconds if seconds > 0 else None
-    row["step_ms"] = 1e3 * seconds / len(timed) if timed else None
+    row["tokens_per_s"] = timed[0]["tokens"] / seconds if seconds > 0 else None
+    row["step_ms"] = 1e3 * seconds if timed else None
+    row["step_ms_max"] = 1e3 * max(s["seconds"] for s in timed) if timed else None
     shape_cfg = common.SHAPES[cfg["shape"]]
     flops = common.train_flops_per_token(shape_cfg, cfg["seq"], cfg["mode"])
     peak = peaks.get((cfg["dtype"], cfg["threads"]), {}).get("peak")
@@ -386,7 +388,7 @@ def measure(args, cfg, model_dir, data, peaks, work):
 
 # ---- report ----------------------------------------------------------------------------------------------------------
 
-COLUMNS = ["shape", "seq", "mode", "dtype", "ac", "threads", "framework", "tokens/s", "step ms", "peak RSS MB", "MFU",
+COLUMNS = ["shape", "seq", "mode", "dtype", "ac", "threads", "framework", "tokens/s", "step ms (max)", "peak RSS MB", "MFU",
            "loss@0", "vs torch best", "status"]
 
 
@@ -397,6 +399,10 @@ def fmt(v, spec):
 def expected_trainable(r):
     counts = common.param_counts(common.SHAPES[r["shape"]])
     return counts["total"] if r["mode"] == "full" else counts["lora"]
+
+
+def step_ms(r):
+    return fmt(r.get("step_ms"), ".0f") + (f" ({r['step_ms_max']:.0f})" if r.get("step_ms_max") else "")
 
 
 def table_rows(rows, args_torch_bf16):
@@ -431,7 +437,7 @@ def table_rows(rows, args_torch_bf16):
         if r["status"] == "ok" and r.get("tokens_per_step") != r["batch"] * r["seq"]:
             status += f" (trained {r.get('tokens_per_step')} tokens/step, expected {r['batch'] * r['seq']})"
         out.append([r["shape"], str(r["seq"]), r["mode"], r["dtype"], "on" if r["ac"] else "off", str(r["threads"]),
-                    r["framework"], fmt(r.get("tokens_per_s"), ".1f"), fmt(r.get("step_ms"), ".0f"),
+                    r["framework"], fmt(r.get("tokens_per_s"), ".1f"), step_ms(r),
                     fmt(r.get("peak_rss_mb") if r["status"] == "ok" else None, ".0f"),
                     fmt(100 * r["mfu"] if r.get("mfu") else None, ".1f") + ("%" if r.get("mfu") else ""),
                     fmt(r.get("loss0"), ".5f"), fmt(ratio, ".2f") + ("×" if ratio else ""), status])
@@ -482,8 +488,8 @@ def notes(args):
                   "fp32 weights and AdamW state, forward under `torch.autocast('cpu', dtype=torch.bfloat16)`")
     return [
         f"Every configuration runs in its own process; peak RSS is that process's `ru_maxrss` (os.wait4). "
-        f"Batch {args.batch}; {args.warmup_steps} warmup step(s) then {args.steps} timed step(s); tokens/s = timed "
-        f"tokens / timed seconds; AdamW lr {args.lr:g}, betas {tuple(args.betas)}, eps {args.eps:g}, "
+        f"Batch {args.batch}; {args.warmup_steps} warmup step(s) then {args.steps} timed step(s); tokens/s = tokens "
+        f"per step / the median timed step's seconds (step ms: that median, the slowest timed step in parentheses); AdamW lr {args.lr:g}, betas {tuple(args.betas)}, eps {args.eps:g}, "
         f"weight decay {args.weight_decay:g}, constant lr, no gradient clipping on the PyTorch side "
         f"(automodel computes the gradient norm without clipping).",
         "dtype bf16 — automodel: `model.torch_dtype: bfloat16` (its mixed precision); PyTorch: " + bf16_torch + ".",
