@@ -844,26 +844,31 @@ TEST(OptimQuant8, TableQuantizerEqualsTheDefinition) {
     int64_t checked = 0, wrong = 0;
     auto check = [&](float x) {
       ++checked;
-      if (map->quantize(x) != map->quantize_reference(x)) ++wrong;
+      if (map->quantize_unit(x) != map->quantize_reference(x)) ++wrong;
     };
+    // Every high half of a float in [-1, 1] (exponent field <= 127), at its edges and one random low half.
     uint32_t seed = 12345;
-    for (uint32_t key = 0; key < 65536; ++key) {
-      for (uint32_t lo : {0u, 1u, 0x7fffu, 0x8000u, 0xfffeu, 0xffffu}) check(float_of_bits((key << 16) | lo));
-      seed = seed * 1664525u + 1013904223u;
-      check(float_of_bits((key << 16) | (seed >> 16)));
+    for (uint32_t sign = 0; sign < 2; ++sign) {
+      for (uint32_t high = 0; high <= 0x3f80u; ++high) {
+        const uint32_t key = (sign << 15) | high;
+        for (uint32_t lo : {0u, 1u, 0x7fffu, 0x8000u, 0xfffeu, 0xffffu})
+          if (high < 0x3f80u || lo == 0) check(float_of_bits((key << 16) | lo));
+        seed = seed * 1664525u + 1013904223u;
+        if (high < 0x3f80u) check(float_of_bits((key << 16) | (seed >> 16)));
+      }
     }
     // Around every decision threshold, ulp by ulp, and the values themselves.
     const float* v = map->values();
     for (int c = 0; c < 255; ++c) {
-      EXPECT_EQ(map->quantize(v[c]), c);
+      EXPECT_EQ(map->quantize_unit(v[c]), c);
       const float mid = v[c] + (v[c + 1] - v[c]) * 0.5f;
       float x = mid;
       for (int k = 0; k < 8; ++k) x = std::nextafter(x, -INFINITY);
       for (int k = 0; k < 16; ++k, x = std::nextafter(x, INFINITY)) check(x);
     }
-    for (float x : {0.0f, -0.0f, 1.0f, -1.0f, 2.0f, INFINITY, -INFINITY, NAN, 1e-30f, -1e-30f, 1e-45f}) check(x);
-    EXPECT_EQ(map->quantize(NAN), 0);
+    for (float x : {0.0f, -0.0f, 1.0f, -1.0f, 1e-30f, -1e-30f, 1e-45f, -1e-45f}) check(x);
     EXPECT_EQ(wrong, 0) << "of " << checked;
+    EXPECT_EQ(map->quantize_reference(NAN), 0);
   }
 }
 
@@ -888,6 +893,9 @@ TEST(OptimQuant8, BlockQuantizesToTheNearestValue) {
   EXPECT_EQ(q8::quantize_block(map, tiny.data(), 256, codes.data()), 1e-12f);  // clipped scale
   tiny[3] = NAN;
   EXPECT_TRUE(std::isnan(q8::quantize_block(map, tiny.data(), 256, codes.data())));
+  x[5] = INFINITY;  // x / inf: NaN and zeros, outside the table's [-1, 1]
+  EXPECT_EQ(q8::quantize_block(map, x.data(), 256, codes.data()), INFINITY);
+  for (int i = 0; i < 256; ++i) EXPECT_EQ(codes[size_t(i)], map.quantize_reference(x[size_t(i)] / INFINITY)) << i;
 }
 
 TEST(OptimAdamW8bit, FlatEqualsPerTensorBitForBit) {

@@ -51,31 +51,49 @@ QuantMap::QuantMap(bool is_signed) {
   std::sort(data.begin(), data.end());
   std::copy(data.begin(), data.end(), values_);
 
-  // One bucket per high half of a float. Codes are monotone in the float's value, so they are monotone in the low
-  // half inside a bucket (rising for positive floats, falling for negative ones): two codes at most means one split.
-  buckets_.resize(65536);
-  for (uint32_t key = 0; key < 65536; ++key) {
-    uint32_t low, high, split = 0;
-    if ((key & 0x7f80u) == 0x7f80u) {  // infinity (low half 0) and NaNs: NaN compares false everywhere, code 0
-      low = quantize_reference(float_of(key << 16));
-      high = 0;
-      split = (key & 0x7fu) == 0 ? 1 : 0;
-    } else {
-      low = quantize_reference(float_of(key << 16));
-      high = quantize_reference(float_of((key << 16) | 0xffffu));
-      if (low != high) {
-        AM_CHECK(std::abs(int(high) - int(low)) == 1, "quantization map: three codes among the floats with high half ",
-                 key, " (the table quantizer needs at most two)");
-        uint32_t lo = 0, hi = 0xffffu;  // code(lo) == low, code(hi) == high
-        while (hi - lo > 1) {
-          const uint32_t mid = (lo + hi) / 2;
-          (quantize_reference(float_of((key << 16) | mid)) == low ? lo : hi) = mid;
-        }
-        split = hi;
+  // Row 0 stands for all exponent fields up to the floor: every float of either sign up to it (zeros and
+  // subnormals included) has one code, no split.
+  auto uniform = [&](uint32_t e) {
+    for (uint32_t sign = 0; sign < 2; ++sign)
+      for (uint32_t m = 0; m < 128; ++m)
+        if (bucket((sign << 15) | (e << 7) | m) != bucket(sign << 15)) return false;
+    return true;
+  };
+  AM_CHECK(uniform(0), "quantization map: the smallest floats take more than one code");
+  uint32_t floor = 0;
+  while (floor + 1 < 127 && uniform(floor + 1)) ++floor;
+  exponent_floor_ = int(floor);
+  rows_ = 128 - floor;  // row r > 0: exponent field floor + r, up to 127 (|x| in [1, 2) holds only 1 itself)
+  buckets_.resize(size_t(2 * rows_ * 128));
+  for (uint32_t sign = 0; sign < 2; ++sign)
+    for (uint32_t row = 0; row < rows_; ++row)
+      for (uint32_t m = 0; m < 128; ++m)
+        buckets_[((sign * rows_ + row) << 7) | m] = bucket((sign << 15) | ((floor + row) << 7) | (row ? m : 0));
+}
+
+// Codes are monotone in a float's value, so they are monotone in the low half inside a bucket (rising for positive
+// floats, falling for negative ones): two codes at most means one split.
+uint32_t QuantMap::bucket(uint32_t key) const {
+  uint32_t low, high, split = 0;
+  if ((key & 0x7f80u) == 0x7f80u) {  // infinity (low half 0) and NaNs: NaN compares false everywhere, code 0
+    low = quantize_reference(float_of(key << 16));
+    high = 0;
+    split = (key & 0x7fu) == 0 ? 1 : 0;
+  } else {
+    low = quantize_reference(float_of(key << 16));
+    high = quantize_reference(float_of((key << 16) | 0xffffu));
+    if (low != high) {
+      AM_CHECK(std::abs(int(high) - int(low)) == 1, "quantization map: three codes among the floats with high half ",
+               key, " (the table quantizer needs at most two)");
+      uint32_t lo = 0, hi = 0xffffu;  // code(lo) == low, code(hi) == high
+      while (hi - lo > 1) {
+        const uint32_t mid = (lo + hi) / 2;
+        (quantize_reference(float_of((key << 16) | mid)) == low ? lo : hi) = mid;
       }
+      split = hi;
     }
-    buckets_[key] = low | (high << 8) | (split << 16);
   }
+  return low | (high << 8) | (split << 16);
 }
 
 // torchao's quantize_8bit_with_qmap: a branch-free binary search for the largest code whose value is <= x, then
@@ -109,8 +127,12 @@ float quantize_block(const QuantMap& map, const float* x, int64_t n, uint8_t* co
     nan |= a != a;
   }
   const float scale = nan ? std::numeric_limits<float>::quiet_NaN() : std::max(amax, 1e-12f);
+  if (std::isfinite(scale)) {
 #pragma omp simd
-  for (int64_t i = 0; i < n; ++i) codes[i] = map.quantize(x[i] / scale);
+    for (int64_t i = 0; i < n; ++i) codes[i] = map.quantize_unit(x[i] / scale);
+  } else {  // a NaN or an infinity in the block: quotients outside [-1, 1]
+    for (int64_t i = 0; i < n; ++i) codes[i] = map.quantize_reference(x[i] / scale);
+  }
   return scale;
 }
 

@@ -51,7 +51,7 @@ void check_args(bool ta, bool tb, int64_t M, int64_t N, int64_t K, int64_t lda, 
 }
 
 // ---------------------------------------------------------------------------------------------
-// OpenBLAS.
+// OpenBLAS (f64).
 
 template <class T>
 void blas_gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, T alpha, const T* A, int64_t lda, const T* B,
@@ -98,7 +98,9 @@ void blas_gemm_batched(bool ta, bool tb, int64_t M, int64_t N, int64_t K, T alph
 }
 
 // ---------------------------------------------------------------------------------------------
-// oneDNN (bf16 inputs, fp32 accumulation).
+// oneDNN (f32, or bf16 inputs with fp32 accumulation). f32 goes here rather than to OpenBLAS because oneDNN picks its
+// kernels by ISA features while OpenBLAS 0.3.21 (Debian 12) picks them by CPU model and falls back to its SSE3
+// kernels on CPUs newer than it (a 4-5x slower sgemm on a Xeon of family 6 model 207).
 
 using dt = dnnl::memory::data_type;
 
@@ -125,7 +127,8 @@ struct DnnlProblem {
   int64_t batch_a = 1, batch_b = 1, batch = 1;
   int64_t M, N, K;
   int64_t sa[3], sb[3], sc[3];  // batch, row, column strides of op(A) [M,K], op(B) [K,N], C [M,N]
-  bool bf16_out, has_bias;
+  dt in, out;                   // A, B and bias share `in`
+  bool has_bias;
   float alpha, beta;
 };
 
@@ -146,7 +149,8 @@ std::shared_ptr<DnnlEntry> get_primitive(const DnnlProblem& p) {
                               p.sc[0],
                               p.sc[1],
                               p.sc[2],
-                              p.bf16_out,
+                              int64_t(p.in),
+                              int64_t(p.out),
                               p.has_bias,
                               std::bit_cast<int32_t>(p.alpha),
                               std::bit_cast<int32_t>(p.beta),
@@ -157,9 +161,9 @@ std::shared_ptr<DnnlEntry> get_primitive(const DnnlProblem& p) {
     if (it != st.cache.end()) return it->second;
   }
   using dims = dnnl::memory::dims;
-  dnnl::memory::desc a_md(dims{p.batch_a, p.M, p.K}, dt::bf16, dims{p.sa[0], p.sa[1], p.sa[2]});
-  dnnl::memory::desc b_md(dims{p.batch_b, p.K, p.N}, dt::bf16, dims{p.sb[0], p.sb[1], p.sb[2]});
-  dnnl::memory::desc c_md(dims{p.batch, p.M, p.N}, p.bf16_out ? dt::bf16 : dt::f32, dims{p.sc[0], p.sc[1], p.sc[2]});
+  dnnl::memory::desc a_md(dims{p.batch_a, p.M, p.K}, p.in, dims{p.sa[0], p.sa[1], p.sa[2]});
+  dnnl::memory::desc b_md(dims{p.batch_b, p.K, p.N}, p.in, dims{p.sb[0], p.sb[1], p.sb[2]});
+  dnnl::memory::desc c_md(dims{p.batch, p.M, p.N}, p.out, dims{p.sc[0], p.sc[1], p.sc[2]});
   dnnl::primitive_attr attr;
   // Scratch memory comes from the calling thread (run_dnnl), so concurrent calls never share it.
   attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
@@ -171,7 +175,7 @@ std::shared_ptr<DnnlEntry> get_primitive(const DnnlProblem& p) {
   }
   auto entry = std::make_shared<DnnlEntry>();
   if (p.has_bias) {
-    dnnl::memory::desc bias_md(dims{1, 1, p.N}, dt::bf16, dims{p.N, p.N, 1});
+    dnnl::memory::desc bias_md(dims{1, 1, p.N}, p.in, dims{p.N, p.N, 1});
     entry->pd = dnnl::matmul::primitive_desc(dnnl::matmul::desc(a_md, b_md, bias_md, c_md), attr, st.engine);
   } else {
     entry->pd = dnnl::matmul::primitive_desc(dnnl::matmul::desc(a_md, b_md, c_md), attr, st.engine);
@@ -190,7 +194,7 @@ void op_strides(bool t, int64_t ld, int64_t batch_stride, int64_t* s) {
   s[2] = t ? ld : 1;
 }
 
-void run_dnnl(const DnnlProblem& p, const bf16* A, const bf16* B, void* C, const bf16* bias) {
+void run_dnnl(const DnnlProblem& p, const void* A, const void* B, void* C, const void* bias) {
   Dnnl& st = dnnl_state();
   std::shared_ptr<DnnlEntry> e = get_primitive(p);
   const dnnl::matmul::primitive_desc& pd = e->pd;
@@ -198,22 +202,27 @@ void run_dnnl(const DnnlProblem& p, const bf16* A, const bf16* B, void* C, const
   const dnnl::memory::desc scratch_md = pd.scratchpad_desc();
   if (scratch.size() < scratch_md.get_size()) scratch.resize(scratch_md.get_size());
   std::unordered_map<int, dnnl::memory> args = {
-      {DNNL_ARG_SRC, dnnl::memory(pd.src_desc(), st.engine, const_cast<bf16*>(A))},
-      {DNNL_ARG_WEIGHTS, dnnl::memory(pd.weights_desc(), st.engine, const_cast<bf16*>(B))},
+      {DNNL_ARG_SRC, dnnl::memory(pd.src_desc(), st.engine, const_cast<void*>(A))},
+      {DNNL_ARG_WEIGHTS, dnnl::memory(pd.weights_desc(), st.engine, const_cast<void*>(B))},
       {DNNL_ARG_DST, dnnl::memory(pd.dst_desc(), st.engine, C)},
       {DNNL_ARG_SCRATCHPAD, dnnl::memory(scratch_md, st.engine, scratch.data())}};
-  if (bias) args.insert({DNNL_ARG_BIAS, dnnl::memory(pd.bias_desc(), st.engine, const_cast<bf16*>(bias))});
+  if (bias) args.insert({DNNL_ARG_BIAS, dnnl::memory(pd.bias_desc(), st.engine, const_cast<void*>(bias))});
   e->prim.execute(st.stream, args);
   st.stream.wait();
 }
 
-template <class OutT>
-void dnnl_gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const bf16* A, int64_t lda,
-               const bf16* B, int64_t ldb, float beta, OutT* C, int64_t ldc, const bf16* bias) {
-  check_args<bf16>(ta, tb, M, N, K, lda, ldb, ldc, bias != nullptr, alpha, beta);
+template <class T>
+constexpr dt dnnl_type() {
+  return std::is_same_v<T, bf16> ? dt::bf16 : dt::f32;
+}
+
+template <class InT, class OutT>
+void dnnl_gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const InT* A, int64_t lda, const InT* B,
+               int64_t ldb, float beta, OutT* C, int64_t ldc, const InT* bias) {
+  check_args<InT>(ta, tb, M, N, K, lda, ldb, ldc, bias != nullptr, alpha, beta);
   if (M == 0 || N == 0) return;
   if (K == 0) {
-    if constexpr (std::is_same_v<OutT, bf16>) {
+    if constexpr (std::is_same_v<InT, OutT>) {
       scale_only(M, N, beta, C, ldc, bias);
     } else {
       std::vector<float> fb;
@@ -228,7 +237,7 @@ void dnnl_gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, c
   op_strides(ta, lda, M * K, p.sa);
   op_strides(tb, ldb, K * N, p.sb);
   op_strides(false, ldc, M * ldc, p.sc);
-  p.bf16_out = std::is_same_v<OutT, bf16>;
+  p.in = dnnl_type<InT>(), p.out = dnnl_type<OutT>();
   p.has_bias = bias != nullptr;
   p.alpha = alpha, p.beta = beta;
   run_dnnl(p, A, B, C, bias);
@@ -242,15 +251,15 @@ bool progression(const int64_t* off, int64_t n, int64_t* stride) {
   return true;
 }
 
-template <class OutT>
-void dnnl_gemm_batched(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const bf16* A,
-                       const int64_t* a_off, int64_t lda, const bf16* B, const int64_t* b_off, int64_t ldb, float beta,
+template <class InT, class OutT>
+void dnnl_gemm_batched(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const InT* A,
+                       const int64_t* a_off, int64_t lda, const InT* B, const int64_t* b_off, int64_t ldb, float beta,
                        OutT* C, const int64_t* c_off, int64_t ldc, int64_t batch) {
   if (batch <= 0) return;
   int64_t sa, sb, sc;
   if (batch > 1 && M > 0 && N > 0 && K > 0 && progression(a_off, batch, &sa) && progression(b_off, batch, &sb) &&
       progression(c_off, batch, &sc) && sa >= 0 && sb >= 0 && sc > 0) {
-    check_args<bf16>(ta, tb, M, N, K, lda, ldb, ldc, false, alpha, beta);
+    check_args<InT>(ta, tb, M, N, K, lda, ldb, ldc, false, alpha, beta);
     DnnlProblem p;
     p.M = M, p.N = N, p.K = K;
     p.batch = batch;
@@ -259,7 +268,7 @@ void dnnl_gemm_batched(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float 
     op_strides(ta, lda, sa == 0 ? M * K : sa, p.sa);
     op_strides(tb, ldb, sb == 0 ? K * N : sb, p.sb);
     op_strides(false, ldc, sc, p.sc);
-    p.bf16_out = std::is_same_v<OutT, bf16>;
+    p.in = dnnl_type<InT>(), p.out = dnnl_type<OutT>();
     p.has_bias = false;
     p.alpha = alpha, p.beta = beta;
     bool ok = true;
@@ -271,7 +280,8 @@ void dnnl_gemm_batched(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float 
     if (ok) return run_dnnl(p, A + a_off[0], B + b_off[0], C + c_off[0], nullptr);
   }
   for (int64_t i = 0; i < batch; ++i)
-    dnnl_gemm(ta, tb, M, N, K, alpha, A + a_off[i], lda, B + b_off[i], ldb, beta, C + c_off[i], ldc, nullptr);
+    dnnl_gemm(ta, tb, M, N, K, alpha, A + a_off[i], lda, B + b_off[i], ldb, beta, C + c_off[i], ldc,
+              static_cast<const InT*>(nullptr));
 }
 
 template <class T, class A>
@@ -316,7 +326,7 @@ void column_sums_impl(const T* x, int64_t rows, int64_t cols, int64_t ld, T* out
 
 void gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda, const float* B,
           int64_t ldb, float beta, float* C, int64_t ldc, const float* bias) {
-  blas_gemm(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, bias);
+  dnnl_gemm(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, bias);
 }
 void gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, double alpha, const double* A, int64_t lda,
           const double* B, int64_t ldb, double beta, double* C, int64_t ldc, const double* bias) {
@@ -334,7 +344,7 @@ void gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const 
 void gemm_batched(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float* A, const int64_t* a_off,
                   int64_t lda, const float* B, const int64_t* b_off, int64_t ldb, float beta, float* C,
                   const int64_t* c_off, int64_t ldc, int64_t batch) {
-  blas_gemm_batched(ta, tb, M, N, K, alpha, A, a_off, lda, B, b_off, ldb, beta, C, c_off, ldc, batch);
+  dnnl_gemm_batched(ta, tb, M, N, K, alpha, A, a_off, lda, B, b_off, ldb, beta, C, c_off, ldc, batch);
 }
 void gemm_batched(bool ta, bool tb, int64_t M, int64_t N, int64_t K, double alpha, const double* A,
                   const int64_t* a_off, int64_t lda, const double* B, const int64_t* b_off, int64_t ldb, double beta,

@@ -3,8 +3,8 @@
 //   op(A) is [M, K]: A is stored [M, K] (ta false) or [K, M] (ta true), rows lda apart.
 //   op(B) is [K, N]: B is stored [K, N] (tb false) or [N, K] (tb true), rows ldb apart.
 //   C is [M, N], rows ldc apart. beta == 0 never reads C (it may hold garbage or NaN).
-// float / double go through OpenBLAS (cblas_sgemm / cblas_dgemm); bf16 inputs go through oneDNN
-// with fp32 accumulation and an f32 or bf16 output. oneDNN primitives are cached per shape.
+// float and bf16 inputs go through oneDNN (bf16: fp32 accumulation, an f32 or bf16 output), double through
+// OpenBLAS (cblas_dgemm). oneDNN primitives are cached per shape.
 // `bias` (optional, length N, added to every row of C) is allowed only with beta == 0 and alpha == 1.
 #include <cstdint>
 
@@ -24,9 +24,9 @@ void gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const 
           int64_t ldb, float beta, bf16* C, int64_t ldc, const bf16* bias = nullptr);
 
 // Batched: for i in [0, batch): C + c_off[i] = alpha * op(A + a_off[i]) @ op(B + b_off[i]) + beta * (C + c_off[i]).
-// Offsets are in elements; a_off / b_off may repeat (broadcast operands), c_off must not. Small
-// matrices run in parallel over the batch; large ones one after another, each GEMM threaded. For
-// bf16, offsets in arithmetic progression run as one oneDNN batched matmul.
+// Offsets are in elements; a_off / b_off may repeat (broadcast operands), c_off must not. float and
+// bf16: offsets in arithmetic progression run as one oneDNN batched matmul, others one GEMM after
+// another, each threaded. double: small matrices run in parallel over the batch.
 void gemm_batched(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float* A, const int64_t* a_off,
                   int64_t lda, const float* B, const int64_t* b_off, int64_t ldb, float beta, float* C,
                   const int64_t* c_off, int64_t ldc, int64_t batch);
