@@ -107,6 +107,23 @@ uint8_t QuantMap::quantize_reference(float x) const {
   return uint8_t(c);
 }
 
+// quantize_unit(float) with the table's fields in locals: the byte stores may alias anything, so members would be
+// reloaded every element and the loop would not vectorize.
+void QuantMap::quantize_unit(const float* x, float scale, int64_t n, uint8_t* codes) const {
+  const uint32_t* table = buckets_.data();
+  const int floor = exponent_floor_;
+  const uint32_t rows = rows_;
+#pragma omp simd
+  for (int64_t i = 0; i < n; ++i) {
+    const float q = x[i] / scale;
+    uint32_t u;
+    std::memcpy(&u, &q, 4);
+    const int row = std::max(int((u >> 23) & 0xffu) - floor, 0);
+    const uint32_t b = table[(((u >> 31) * rows + uint32_t(row)) << 7) | ((u >> 16) & 0x7fu)];
+    codes[i] = uint8_t((u & 0xffffu) >= (b >> 16) ? b >> 8 : b);
+  }
+}
+
 const QuantMap& signed_map() {
   static const QuantMap m(true);
   return m;
@@ -128,8 +145,7 @@ float quantize_block(const QuantMap& map, const float* x, int64_t n, uint8_t* co
   }
   const float scale = nan ? std::numeric_limits<float>::quiet_NaN() : std::max(amax, 1e-12f);
   if (std::isfinite(scale)) {
-#pragma omp simd
-    for (int64_t i = 0; i < n; ++i) codes[i] = map.quantize_unit(x[i] / scale);
+    map.quantize_unit(x, scale, n, codes);
   } else {  // a NaN or an infinity in the block: quotients outside [-1, 1]
     for (int64_t i = 0; i < n; ++i) codes[i] = map.quantize_reference(x[i] / scale);
   }

@@ -33,6 +33,8 @@ class QuantMap {
     const uint32_t b = buckets_[(((u >> 31) * rows_ + uint32_t(row)) << 7) | ((u >> 16) & 0x7fu)];
     return uint8_t((u & 0xffffu) >= (b >> 16) ? b >> 8 : b);
   }
+  // codes[i] = quantize_unit(x[i] / scale) for a scale with |x[i]| <= scale, as one vector loop.
+  void quantize_unit(const float* x, float scale, int64_t n, uint8_t* codes) const;
   float dequantize(uint8_t code, float scale) const { return values_[code] * scale; }
 
  private:

@@ -53,24 +53,17 @@ void check_args(bool ta, bool tb, int64_t M, int64_t N, int64_t K, int64_t lda, 
 // ---------------------------------------------------------------------------------------------
 // OpenBLAS (f64).
 
-template <class T>
-void blas_gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, T alpha, const T* A, int64_t lda, const T* B,
-               int64_t ldb, T beta, T* C, int64_t ldc, const T* bias) {
-  check_args<T>(ta, tb, M, N, K, lda, ldb, ldc, bias != nullptr, double(alpha), double(beta));
+void blas_gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, double alpha, const double* A, int64_t lda,
+               const double* B, int64_t ldb, double beta, double* C, int64_t ldc, const double* bias) {
+  check_args<double>(ta, tb, M, N, K, lda, ldb, ldc, bias != nullptr, alpha, beta);
   if (M == 0 || N == 0) return;
   if (K == 0) return scale_only(M, N, beta, C, ldc, bias);
   if (bias) {
     for (int64_t i = 0; i < M; ++i) std::copy(bias, bias + N, C + i * ldc);
-    beta = T(1);
+    beta = 1.0;
   }
-  const auto opa = ta ? CblasTrans : CblasNoTrans, opb = tb ? CblasTrans : CblasNoTrans;
-  if constexpr (std::is_same_v<T, float>) {
-    cblas_sgemm(CblasRowMajor, opa, opb, blasint(M), blasint(N), blasint(K), alpha, A, blasint(lda), B, blasint(ldb),
-                beta, C, blasint(ldc));
-  } else {
-    cblas_dgemm(CblasRowMajor, opa, opb, blasint(M), blasint(N), blasint(K), alpha, A, blasint(lda), B, blasint(ldb),
-                beta, C, blasint(ldc));
-  }
+  cblas_dgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, blasint(M), blasint(N),
+              blasint(K), alpha, A, blasint(lda), B, blasint(ldb), beta, C, blasint(ldc));
 }
 
 // Below this many multiply-adds per matrix, a batch runs one matrix per thread (when the whole
@@ -78,23 +71,20 @@ void blas_gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, T alpha, const
 constexpr int64_t kSmallGemm = int64_t(1) << 21;
 constexpr int64_t kParallelBatchWork = int64_t(1) << 16;
 
-template <class T>
-void blas_gemm_batched(bool ta, bool tb, int64_t M, int64_t N, int64_t K, T alpha, const T* A, const int64_t* a_off,
-                       int64_t lda, const T* B, const int64_t* b_off, int64_t ldb, T beta, T* C, const int64_t* c_off,
-                       int64_t ldc, int64_t batch) {
+void blas_gemm_batched(bool ta, bool tb, int64_t M, int64_t N, int64_t K, double alpha, const double* A,
+                       const int64_t* a_off, int64_t lda, const double* B, const int64_t* b_off, int64_t ldb,
+                       double beta, double* C, const int64_t* c_off, int64_t ldc, int64_t batch) {
   if (batch <= 0) return;
-  check_args<T>(ta, tb, M, N, K, lda, ldb, ldc, false, double(alpha), double(beta));  // not inside the parallel loop
+  check_args<double>(ta, tb, M, N, K, lda, ldb, ldc, false, alpha, beta);  // not inside the parallel loop
   if (batch > 1 && M * N * K < kSmallGemm && batch * M * N * K >= kParallelBatchWork && num_threads() > 1) {
     // OpenBLAS (OpenMP build) runs single-threaded inside a parallel region.
 #pragma omp parallel for schedule(dynamic, 1)
     for (int64_t i = 0; i < batch; ++i)
-      blas_gemm(ta, tb, M, N, K, alpha, A + a_off[i], lda, B + b_off[i], ldb, beta, C + c_off[i], ldc,
-                static_cast<const T*>(nullptr));
+      blas_gemm(ta, tb, M, N, K, alpha, A + a_off[i], lda, B + b_off[i], ldb, beta, C + c_off[i], ldc, nullptr);
     return;
   }
   for (int64_t i = 0; i < batch; ++i)
-    blas_gemm(ta, tb, M, N, K, alpha, A + a_off[i], lda, B + b_off[i], ldb, beta, C + c_off[i], ldc,
-              static_cast<const T*>(nullptr));
+    blas_gemm(ta, tb, M, N, K, alpha, A + a_off[i], lda, B + b_off[i], ldb, beta, C + c_off[i], ldc, nullptr);
 }
 
 // ---------------------------------------------------------------------------------------------
