@@ -107,8 +107,8 @@ uint8_t QuantMap::quantize_reference(float x) const {
   return uint8_t(c);
 }
 
-// quantize_unit(float) with the table's fields in locals: the byte stores may alias anything, so members would be
-// reloaded every element and the loop would not vectorize.
+// The table's fields in locals: the byte stores may alias anything, so members would be reloaded every element and
+// the loop would not vectorize.
 void QuantMap::quantize_unit(const float* x, float scale, int64_t n, uint8_t* codes) const {
   const uint32_t* table = buckets_.data();
   const int floor = exponent_floor_;

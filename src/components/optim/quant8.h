@@ -5,7 +5,6 @@
 // (signed for exp_avg, unsigned for exp_avg_sq). The maps are built as torchao's create_dynamic_map builds them,
 // in the same fp32 arithmetic, so they are the same floats bit for bit; quantize_reference() returns the code
 // torchao's quantize_8bit_with_qmap returns for every float, quantize_unit() the same for |x| <= 1.
-#include <algorithm>
 #include <cstdint>
 #include <vector>
 
@@ -27,11 +26,9 @@ class QuantMap {
   // gathers it): the code at low half 0 in bits 0-7, the code from the split on in bits 8-15, the split in bits
   // 16-31 (a bucket of one code has both codes equal).
   uint8_t quantize_unit(float x) const {
-    uint32_t u;
-    __builtin_memcpy(&u, &x, 4);
-    const int row = std::max(int((u >> 23) & 0xffu) - exponent_floor_, 0);
-    const uint32_t b = buckets_[(((u >> 31) * rows_ + uint32_t(row)) << 7) | ((u >> 16) & 0x7fu)];
-    return uint8_t((u & 0xffffu) >= (b >> 16) ? b >> 8 : b);
+    uint8_t code;
+    quantize_unit(&x, 1.0f, 1, &code);
+    return code;
   }
   // codes[i] = quantize_unit(x[i] / scale) for a scale with |x[i]| <= scale, as one vector loop.
   void quantize_unit(const float* x, float scale, int64_t n, uint8_t* codes) const;
