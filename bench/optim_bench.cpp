@@ -7,24 +7,25 @@
 #include "bench_util.h"
 #include "components/optim/adamw8bit.h"
 #include "components/optim/optimizer.h"
+#include "core/rng.h"
+#include "ops/binary.h"
+#include "ops/cast.h"
 
 namespace automodel {
 namespace {
 
 constexpr int64_t kParams = 134'515'008;  // SmolLM2-135M
 
-Tensor bf16_tensor(int64_t n, uint64_t seed, float scale) {
-  std::vector<bf16> v = bench::random_buffer<bf16>(n, seed, scale);
-  Tensor t = Tensor::empty({n}, DType::bf16);
-  std::copy(v.begin(), v.end(), t.data<bf16>());
-  return t;
+Tensor bf16_tensor(int64_t n, uint64_t seed, double scale) {
+  Generator gen(seed);
+  return ops::to_dtype(ops::scale(randn({n}, gen), scale), DType::bf16);
 }
 
 enum class Kind { adamw, adamw8bit, adamw8bit_stochastic_round };
 
 void BM_Optimizer_Step(benchmark::State& state, Kind kind) {
   bench::init_threads();
-  Tensor p = bf16_tensor(kParams, 1, 0.02f), g = bf16_tensor(kParams, 2, 1e-3f);
+  Tensor p = bf16_tensor(kParams, 1, 0.02), g = bf16_tensor(kParams, 2, 1e-3);
   const optim::NamedTensors params = {{"w", p}};
   std::unique_ptr<optim::Optimizer> opt;
   if (kind == Kind::adamw) {

@@ -388,8 +388,8 @@ def measure(args, cfg, model_dir, data, peaks, work):
 
 # ---- report ----------------------------------------------------------------------------------------------------------
 
-COLUMNS = ["shape", "seq", "mode", "dtype", "ac", "threads", "framework", "tokens/s", "step ms (max)", "peak RSS MB", "MFU",
-           "loss@0", "vs torch best", "status"]
+COLUMNS = ["shape", "seq", "mode", "dtype", "ac", "threads", "framework", "tokens/s", "step ms (max)", "peak RSS MB",
+           "MFU", "loss@0", "vs torch best", "status"]
 
 
 def fmt(v, spec):
@@ -489,7 +489,8 @@ def notes(args):
     return [
         f"Every configuration runs in its own process; peak RSS is that process's `ru_maxrss` (os.wait4). "
         f"Batch {args.batch}; {args.warmup_steps} warmup step(s) then {args.steps} timed step(s); tokens/s = tokens "
-        f"per step / the median timed step's seconds (step ms: that median, the slowest timed step in parentheses); AdamW lr {args.lr:g}, betas {tuple(args.betas)}, eps {args.eps:g}, "
+        f"per step / the median timed step's seconds (step ms: that median, the slowest timed step in parentheses); "
+        f"AdamW lr {args.lr:g}, betas {tuple(args.betas)}, eps {args.eps:g}, "
         f"weight decay {args.weight_decay:g}, constant lr, no gradient clipping on the PyTorch side "
         f"(automodel computes the gradient norm without clipping).",
         "dtype bf16 — automodel: `model.torch_dtype: bfloat16` (its mixed precision); PyTorch: " + bf16_torch + ".",

@@ -53,10 +53,11 @@ QuantMap::QuantMap(bool is_signed) {
 
   // Row 0 stands for all exponent fields up to the floor: every float of either sign up to it (zeros and
   // subnormals included) has one code, no split.
+  const uint32_t smallest[2] = {bucket(0), bucket(1u << 15)};
   auto uniform = [&](uint32_t e) {
     for (uint32_t sign = 0; sign < 2; ++sign)
       for (uint32_t m = 0; m < 128; ++m)
-        if (bucket((sign << 15) | (e << 7) | m) != bucket(sign << 15)) return false;
+        if (bucket((sign << 15) | (e << 7) | m) != smallest[sign]) return false;
     return true;
   };
   AM_CHECK(uniform(0), "quantization map: the smallest floats take more than one code");
@@ -73,25 +74,19 @@ QuantMap::QuantMap(bool is_signed) {
 
 // Codes are monotone in a float's value, so they are monotone in the low half inside a bucket (rising for positive
 // floats, falling for negative ones): two codes at most means one split.
-uint32_t QuantMap::bucket(uint32_t key) const {
-  uint32_t low, high, split = 0;
-  if ((key & 0x7f80u) == 0x7f80u) {  // infinity (low half 0) and NaNs: NaN compares false everywhere, code 0
-    low = quantize_reference(float_of(key << 16));
-    high = 0;
-    split = (key & 0x7fu) == 0 ? 1 : 0;
-  } else {
-    low = quantize_reference(float_of(key << 16));
-    high = quantize_reference(float_of((key << 16) | 0xffffu));
-    if (low != high) {
-      AM_CHECK(std::abs(int(high) - int(low)) == 1, "quantization map: three codes among the floats with high half ",
-               key, " (the table quantizer needs at most two)");
-      uint32_t lo = 0, hi = 0xffffu;  // code(lo) == low, code(hi) == high
-      while (hi - lo > 1) {
-        const uint32_t mid = (lo + hi) / 2;
-        (quantize_reference(float_of((key << 16) | mid)) == low ? lo : hi) = mid;
-      }
-      split = hi;
+uint32_t QuantMap::bucket(uint32_t key) const {  // finite floats only: the table spans |x| <= 1
+  const uint32_t low = quantize_reference(float_of(key << 16));
+  const uint32_t high = quantize_reference(float_of((key << 16) | 0xffffu));
+  uint32_t split = 0;
+  if (low != high) {
+    AM_CHECK(std::abs(int(high) - int(low)) == 1, "quantization map: three codes among the floats with high half ", key,
+             " (the table quantizer needs at most two)");
+    uint32_t lo = 0, hi = 0xffffu;  // code(lo) == low, code(hi) == high
+    while (hi - lo > 1) {
+      const uint32_t mid = (lo + hi) / 2;
+      (quantize_reference(float_of((key << 16) | mid)) == low ? lo : hi) = mid;
     }
+    split = hi;
   }
   return low | (high << 8) | (split << 16);
 }
