@@ -13,6 +13,7 @@
 #include "core/allocator.h"
 #include "core/rng.h"
 #include "gradcheck.h"
+#include "kernels/cpu/amx.h"
 #include "kernels/cpu/attention.h"
 
 using namespace automodel;
@@ -20,6 +21,13 @@ using automodel::testing::expect_gradients_match;
 using automodel::testing::rand_leaf;
 
 namespace {
+
+// The bf16 tile products run on AMX where the machine has it, else on AVX512-BF16: where AMX is
+// there, tests run both. Restores the switch on scope exit.
+struct AmxModes {
+  std::vector<bool> modes = cpu::amx_bf16_available() ? std::vector<bool>{true, false} : std::vector<bool>{false};
+  ~AmxModes() { cpu::set_amx_bf16_enabled(true); }
+};
 
 // Straightforward attention in double over [B, T, H, D] tensors: every score, then softmax.
 std::vector<double> reference(const Tensor& q, const Tensor& k, const Tensor& v, const ops::AttentionOptions& o,
@@ -131,16 +139,21 @@ TEST(Attention, ForwardMatchesReferenceAcrossTiles) {
       {1, 70, 70, 2, 1, 8, 8, true, int64_t(1) << 40},  // a window longer than the sequence
       {1, 70, 70, 2, 1, 8, 8, false, 30},               // window without causality: only the lower bound
   };
+  AmxModes amx;
   for (const Case& c : cases) {
     check_forward(c, DType::f64, 1e-12);
     check_forward(c, DType::f32, 1e-5);
-    check_forward(c, DType::bf16, 1e-2);
+    for (bool on : amx.modes) {
+      cpu::set_amx_bf16_enabled(on);
+      SCOPED_TRACE(on ? "AMX" : "AVX512-BF16");
+      check_forward(c, DType::bf16, 1e-2);
+    }
   }
 }
 
 // bf16 forward and gradients against f64 on the same (bf16-rounded) inputs. With 16 or more queries
 // bf16 runs the AVX512-BF16 kernel (bf16 tile products, one backward pass), with fewer the fp32-tile
-// kernel; both must land within bf16 rounding.
+// kernel; both must land within bf16 rounding, with the tile products on AMX and on AVX512-BF16.
 TEST(Attention, Bf16GradientsMatchF64AcrossTiles) {
   std::vector<Case> cases = {
       {1, 130, 130, 4, 2, 64, 64},        {2, 70, 70, 2, 1, 5, 7, true, 20},
@@ -173,10 +186,16 @@ TEST(Attention, Bf16GradientsMatchF64AcrossTiles) {
       for (const Tensor& l : leaves) grads.push_back(l.grad().to_doubles());
       return out.to_doubles();
     };
-    std::vector<std::vector<double>> ref_grads, grads;
+    std::vector<std::vector<double>> ref_grads;
     const std::vector<double> ref = run(DType::f64, ref_grads);
-    EXPECT_LE(max_rel_err(run(DType::bf16, grads), ref), 1e-2);
-    for (size_t i = 0; i < grads.size(); ++i) EXPECT_LE(max_rel_err(grads[i], ref_grads[i]), 2e-2) << "qkv"[i];
+    AmxModes amx;
+    for (bool on : amx.modes) {
+      cpu::set_amx_bf16_enabled(on);
+      SCOPED_TRACE(on ? "AMX" : "AVX512-BF16");
+      std::vector<std::vector<double>> grads;
+      EXPECT_LE(max_rel_err(run(DType::bf16, grads), ref), 1e-2);
+      for (size_t i = 0; i < grads.size(); ++i) EXPECT_LE(max_rel_err(grads[i], ref_grads[i]), 2e-2) << "qkv"[i];
+    }
   }
 }
 

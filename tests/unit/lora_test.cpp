@@ -175,6 +175,49 @@ TEST(LoraLinear, Bf16ThroughoutIsCloseToF64) {
   EXPECT_LE(e[0], 1e-2 * e[1]);
 }
 
+// f32 and bf16 runs (the low-rank kernels at ranks <= 16, GEMMs above) against f64 on the same
+// values: output and every gradient, with dropout pre and post, whole and partial column blocks.
+TEST(LoraLinear, F32AndBf16MatchF64) {
+  using P = ops::LoraDropoutPosition;
+  const std::vector<Case> cases = {{{37, 80}, 70, 8, true, 0.0, P::pre},
+                                   {{2, 19, 64}, 96, 16, false, 0.2, P::pre},
+                                   {{23, 48}, 40, 3, true, 0.3, P::post},
+                                   {{17, 40}, 36, 20, false, 0.0, P::pre}};
+  uint64_t seed = 40;
+  for (const Case& c : cases) {
+    const int64_t in = c.x_shape.back();
+    std::vector<Tensor> values = {rand_leaf(c.x_shape, seed++, false), rand_leaf({c.out, in}, seed++, false),
+                                  rand_leaf({c.out}, seed++, false), rand_leaf({c.rank, in}, seed++, false),
+                                  rand_leaf({c.out, c.rank}, seed++, false)};
+    Shape y_shape = c.x_shape;
+    y_shape.back() = c.out;
+    const Tensor gy_values = rand_leaf(y_shape, seed++, false);
+    for (Tensor& v : values) v = ops::to_dtype(ops::to_dtype(v, DType::bf16), DType::f64);  // exact in every dtype
+    auto run_in = [&](DType dt, std::vector<Tensor>& grads) {
+      std::vector<Tensor> leaves;
+      for (const Tensor& v : values) leaves.push_back(ops::to_dtype(v, dt).detach().set_requires_grad(true));
+      Tensor y = run(leaves, c, 1.25);
+      autograd::backward({y}, {ops::to_dtype(gy_values, dt)});
+      for (size_t i = 0; i < leaves.size(); ++i)
+        if (i != 2 || c.bias) grads.push_back(leaves[i].grad());
+      return y;
+    };
+    std::vector<Tensor> ref_grads;
+    const Tensor ref = run_in(DType::f64, ref_grads);
+    for (auto [dt, tol] : {std::pair{DType::f32, 1e-5}, std::pair{DType::bf16, 3e-2}}) {
+      SCOPED_TRACE(::testing::Message() << dtype_name(dt) << " x " << values[0].describe() << " rank " << c.rank
+                                        << " dropout " << c.dropout);
+      std::vector<Tensor> grads;
+      auto e = max_abs_diff_ref(run_in(dt, grads), ref);
+      EXPECT_LE(e[0], tol * e[1]);
+      for (size_t i = 0; i < grads.size(); ++i) {
+        auto g = max_abs_diff_ref(grads[i], ref_grads[i]);
+        EXPECT_LE(g[0], tol * g[1]) << "gradient " << i;
+      }
+    }
+  }
+}
+
 TEST(LoraLinear, BadInputsAreClearErrors) {
   Tensor x = Tensor::zeros({2, 8}), w = Tensor::zeros({4, 8}), a = Tensor::zeros({2, 8}), b = Tensor::zeros({4, 2});
   EXPECT_NE(error_of([&] {

@@ -14,6 +14,7 @@
 #include <cstring>
 #include <limits>
 
+#include "kernels/cpu/amx.h"
 #include "kernels/cpu/scratch.h"
 
 namespace automodel::cpu::detail {
@@ -55,10 +56,10 @@ inline void dp_kernel(int64_t P, const uint32_t* a, int64_t lda, const uint32_t*
     for (int v = 0; v < NV; ++v) _mm512_storeu_ps(c + i * ldc + 16 * v, acc[i][v]);
 }
 
-// C[M, N] (+)= A . B as above; M % kRows == 0, N % 16 == 0.
+// C[M, N] (+)= A . B as above on AVX512-BF16; M % kRows == 0, N % 16 == 0.
 template <bool Acc>
-void dp_gemm(int64_t M, int64_t N, int64_t P, const uint32_t* a, int64_t lda, const uint32_t* b, int64_t ldb, float* c,
-             int64_t ldc) {
+void dp_gemm_vec(int64_t M, int64_t N, int64_t P, const uint32_t* a, int64_t lda, const uint32_t* b, int64_t ldb,
+                 float* c, int64_t ldc) {
   for (int64_t n0 = 0; n0 < N; n0 += 64) {
     const int64_t nv = std::min<int64_t>(4, (N - n0) / 16);
     for (int64_t m0 = 0; m0 < M; m0 += kRows) {
@@ -73,6 +74,116 @@ void dp_gemm(int64_t M, int64_t N, int64_t P, const uint32_t* a, int64_t lda, co
     }
   }
 }
+
+#if defined(__AMX_BF16__) && defined(__AMX_TILE__)
+constexpr bool kAmxBuild = true;
+
+// The tile layouts are the ones above: an A tile is 16 rows of 16 pairs, a B tile 16 pairs of 16
+// columns (VNNI), a C tile 16 x 16 floats. Registers: C 0-3 (a 32 x 32 block), A 4-5, B 6-7, all
+// 16 rows of 64 bytes. The configuration is per thread: every parallel region that runs tile
+// products loads it first (oneDNN's kernels, on the same threads, load their own).
+struct alignas(64) TileConfig {
+  uint8_t palette = 1, start_row = 0, reserved[14] = {};
+  uint16_t colsb[16] = {};
+  uint8_t rows[16] = {};
+};
+
+void amx_configure() {
+  TileConfig cfg;
+  for (int t = 0; t < 8; ++t) {
+    cfg.colsb[t] = 64;
+    cfg.rows[t] = 16;
+  }
+  _tile_loadconfig(&cfg);
+}
+void amx_release() { _tile_release(); }
+
+// One (16 MB) x (16 NB) block of C over P16 pairs (a multiple of 16).
+template <int MB, int NB, bool Acc>
+void amx_block(int64_t P16, const uint32_t* a, int64_t lda, const uint32_t* b, int64_t ldb, float* c, int64_t ldc) {
+  const int64_t sa = lda * 4, sb = ldb * 4, sc = ldc * 4;
+  float* c1 = c + 16 * ldc;
+  if constexpr (Acc) {
+    _tile_loadd(0, c, sc);
+    if constexpr (NB > 1) _tile_loadd(1, c + 16, sc);
+    if constexpr (MB > 1) _tile_loadd(2, c1, sc);
+    if constexpr (MB > 1 && NB > 1) _tile_loadd(3, c1 + 16, sc);
+  } else {
+    _tile_zero(0);
+    if constexpr (NB > 1) _tile_zero(1);
+    if constexpr (MB > 1) _tile_zero(2);
+    if constexpr (MB > 1 && NB > 1) _tile_zero(3);
+  }
+  for (int64_t p = 0; p < P16; p += 16) {
+    _tile_loadd(4, a + p, sa);
+    _tile_loadd(6, b + p * ldb, sb);
+    _tile_dpbf16ps(0, 4, 6);
+    if constexpr (NB > 1) {
+      _tile_loadd(7, b + p * ldb + 16, sb);
+      _tile_dpbf16ps(1, 4, 7);
+    }
+    if constexpr (MB > 1) {
+      _tile_loadd(5, a + 16 * lda + p, sa);
+      _tile_dpbf16ps(2, 5, 6);
+      if constexpr (NB > 1) _tile_dpbf16ps(3, 5, 7);
+    }
+  }
+  _tile_stored(0, c, sc);
+  if constexpr (NB > 1) _tile_stored(1, c + 16, sc);
+  if constexpr (MB > 1) _tile_stored(2, c1, sc);
+  if constexpr (MB > 1 && NB > 1) _tile_stored(3, c1 + 16, sc);
+}
+
+// Whole 16-row blocks and 16-pair steps on the tiles; leftover rows and pairs on AVX512-BF16.
+template <bool Acc>
+void amx_gemm(int64_t M, int64_t N, int64_t P, const uint32_t* a, int64_t lda, const uint32_t* b, int64_t ldb, float* c,
+              int64_t ldc) {
+  const int64_t M16 = M / 16 * 16, P16 = P / 16 * 16;
+  for (int64_t n0 = 0; n0 < N; n0 += 32) {
+    const bool two_n = N - n0 >= 32;
+    for (int64_t m0 = 0; m0 < M16; m0 += 32) {
+      const uint32_t* am = a + m0 * lda;
+      float* cm = c + m0 * ldc + n0;
+      if (M16 - m0 >= 32)
+        two_n ? amx_block<2, 2, Acc>(P16, am, lda, b + n0, ldb, cm, ldc)
+              : amx_block<2, 1, Acc>(P16, am, lda, b + n0, ldb, cm, ldc);
+      else
+        two_n ? amx_block<1, 2, Acc>(P16, am, lda, b + n0, ldb, cm, ldc)
+              : amx_block<1, 1, Acc>(P16, am, lda, b + n0, ldb, cm, ldc);
+    }
+  }
+  if (P16 < P) dp_gemm_vec<true>(M16, N, P - P16, a + P16, lda, b + P16 * ldb, ldb, c, ldc);
+  if (M16 < M) dp_gemm_vec<Acc>(M - M16, N, P, a + M16 * lda, lda, b, ldb, c + M16 * ldc, ldc);
+}
+#else
+constexpr bool kAmxBuild = false;
+void amx_configure() {}
+void amx_release() {}
+template <bool Acc>
+void amx_gemm(int64_t, int64_t, int64_t, const uint32_t*, int64_t, const uint32_t*, int64_t, float*, int64_t) {}
+#endif
+
+// C[M, N] (+)= A . B; on the tiles when `amx` (the calling region has configured them) and a
+// whole tile of rows and pairs exists.
+template <bool Acc>
+void dp_gemm(bool amx, int64_t M, int64_t N, int64_t P, const uint32_t* a, int64_t lda, const uint32_t* b, int64_t ldb,
+             float* c, int64_t ldc) {
+  if (kAmxBuild && amx && M >= 16 && P >= 16) return amx_gemm<Acc>(M, N, P, a, lda, b, ldb, c, ldc);
+  dp_gemm_vec<Acc>(M, N, P, a, lda, b, ldb, c, ldc);
+}
+
+// Tile state for one parallel region's thread: configured on entry when AMX is on, released on exit.
+struct AmxScope {
+  const bool on;
+  explicit AmxScope(bool amx) : on(amx) {
+    if (on) amx_configure();
+  }
+  ~AmxScope() {
+    if (on) amx_release();
+  }
+  AmxScope(const AmxScope&) = delete;
+  AmxScope& operator=(const AmxScope&) = delete;
+};
 
 // exp over 16 lanes (Cephes' reduction and polynomial, as exp_fast in fast_math.h); 0 below
 // ln(FLT_MIN), so -inf gives 0.
@@ -322,6 +433,7 @@ void attention_forward_dpbf16(const AttentionShape& shape, const bf16* q, const 
   const Geometry g(shape);
   if (g.B == 0 || g.Tq == 0 || g.Hq == 0) return;
   const bool parallel = double(g.B * g.Hq) * double(g.Tq) * double(g.Tk) * double(g.D + g.Dv) > kParallelWork;
+  const bool amx = amx_bf16_enabled();
   const int64_t kd_size = g.Dh * g.Tkp, vp_size = g.Tkp / 2 * g.Dv16;
   Scratch<uint32_t> kd(g.B * g.Hkv * kd_size), vp(g.B * g.Hkv * vp_size);
   per_head(g.B, g.Hkv, parallel, [&](int64_t b, int64_t h) {
@@ -333,6 +445,7 @@ void attention_forward_dpbf16(const AttentionShape& shape, const bf16* q, const 
   const float inf = std::numeric_limits<float>::infinity();
 #pragma omp parallel if (parallel)
   {
+    const AmxScope tiles(amx);
     Scratch<float> fw(kTile * kTile + kTile * g.Dv16 + 2 * kTile);
     Scratch<uint32_t> uw(kTile * g.Dh + kTile * kPairs);
     float* S = fw.take(kTile * kTile);
@@ -358,7 +471,7 @@ void attention_forward_dpbf16(const AttentionShape& shape, const bf16* q, const 
       for (int64_t j0 = klo; j0 < khi; j0 += kTile) {
         const int64_t nk = std::min(kTile, g.Tk - j0);
         if (!g.ids_overlap(b, i0, nq, j0, std::min(nk, khi - j0))) continue;
-        dp_gemm<false>(mr, kTile, g.Dh, qt, g.Dh, kdh + j0, g.Tkp, S, kTile);
+        dp_gemm<false>(amx, mr, kTile, g.Dh, qt, g.Dh, kdh + j0, g.Tkp, S, kTile);
         g.finish_scores(b, i0, nq, j0, nk, S, nullptr);
         for (int64_t r = 0; r < mr; ++r) {
           float* s = S + r * kTile;
@@ -383,7 +496,7 @@ void attention_forward_dpbf16(const AttentionShape& shape, const bf16* q, const 
           }
           row_to_pairs(s, pb + r * kPairs);
         }
-        dp_gemm<true>(mr, g.Dv16, kPairs, pb, kPairs, vph + j0 / 2 * g.Dv16, g.Dv16, O, g.Dv16);  // O += P V
+        dp_gemm<true>(amx, mr, g.Dv16, kPairs, pb, kPairs, vph + j0 / 2 * g.Dv16, g.Dv16, O, g.Dv16);  // O += P V
       }
       for (int64_t r = 0; r < nq; ++r) {
         bf16* dst = out + ((b * g.Tq + i0 + r) * g.Hq + h) * g.Dv;
@@ -404,6 +517,7 @@ void attention_backward_dpbf16(const AttentionShape& shape, const bf16* q, const
   const Geometry g(shape);
   if (g.B == 0 || g.Hq == 0) return;
   const bool parallel = double(g.B * g.Hq) * double(g.Tq) * double(g.Tk) * double(g.D + g.Dv) > kParallelWork;
+  const bool amx = amx_bf16_enabled();
   const float inf = std::numeric_limits<float>::infinity();
 
   Scratch<float> delta(std::max<int64_t>(1, g.B * g.Hq * g.Tq));
@@ -440,6 +554,7 @@ void attention_backward_dpbf16(const AttentionShape& shape, const bf16* q, const
 
 #pragma omp parallel if (parallel)
   {
+    const AmxScope tiles(amx);
     Scratch<float> fw(3 * kTile * kTile + g.D16 * kTile + g.Dv16 * kTile + 2 * kTile + std::max(g.D16, g.Dv16));
     Scratch<uint32_t> uw(kTile * g.Dh + kTile * g.Dvh + 3 * kTile * kPairs);
     float* S = fw.take(kTile * kTile);
@@ -479,9 +594,9 @@ void attention_backward_dpbf16(const AttentionShape& shape, const bf16* q, const
           }
           tile_rows(head_rows(q, b, h, g.Tq, g.Hq, g.D), i0, nq, g.D, qt, g.Dh);
           tile_rows(head_rows(dout, b, h, g.Tq, g.Hq, g.Dv), i0, nq, g.Dv, dot, g.Dvh);
-          dp_gemm<false>(mr, kTile, g.Dh, qt, g.Dh, kd.data() + kv * kd_size + j0, g.Tkp, S, kTile);
+          dp_gemm<false>(amx, mr, kTile, g.Dh, qt, g.Dh, kd.data() + kv * kd_size + j0, g.Tkp, S, kTile);
           g.finish_scores(b, i0, nq, j0, nk, S, g.cap > 0 ? dcap : nullptr);
-          dp_gemm<false>(mr, kTile, g.Dvh, dot, g.Dvh, vd.data() + kv * vd_size + j0, g.Tkp, dS, kTile);  // dP
+          dp_gemm<false>(amx, mr, kTile, g.Dvh, dot, g.Dvh, vd.data() + kv * vd_size + j0, g.Tkp, dS, kTile);  // dP
           for (int64_t r = 0; r < kTile; ++r) {
             float* p = S + r * kTile;
             float* ds = dS + r * kTile;
@@ -503,12 +618,12 @@ void attention_backward_dpbf16(const AttentionShape& shape, const bf16* q, const
           rows_to_vnni(S, pv);
           rows_to_vnni(dS, dsv);
           const int64_t qp0 = i0 / 2;
-          dp_gemm<true>(g.Dv4, kTile, kPairs, dotr.data() + bh * dot_size + qp0, g.Tqp / 2, pv, kTile, dVt,
+          dp_gemm<true>(amx, g.Dv4, kTile, kPairs, dotr.data() + bh * dot_size + qp0, g.Tqp / 2, pv, kTile, dVt,
                         kTile);  // dV^T += dO^T P
-          dp_gemm<true>(g.D4, kTile, kPairs, qtr.data() + bh * qt_size + qp0, g.Tqp / 2, dsv, kTile, dKt,
+          dp_gemm<true>(amx, g.D4, kTile, kPairs, qtr.data() + bh * qt_size + qp0, g.Tqp / 2, dsv, kTile, dKt,
                         kTile);  // dK^T += Q^T dS
           if (my_dq)
-            dp_gemm<true>(mr, g.D16, kPairs, dsb, kPairs, kp.data() + kv * kp_size + j0 / 2 * g.D16, g.D16,
+            dp_gemm<true>(amx, mr, g.D16, kPairs, dsb, kPairs, kp.data() + kv * kp_size + j0 / 2 * g.D16, g.D16,
                           my_dq + (bh * g.Tqp + i0) * g.D16, g.D16);  // dQ += dS K
         }
       }

@@ -7,6 +7,7 @@
 #include "kernels/cpu/cast.h"
 #include "kernels/cpu/dropout.h"
 #include "kernels/cpu/gemm.h"
+#include "kernels/cpu/low_rank.h"
 
 namespace automodel::cpu {
 
@@ -43,6 +44,28 @@ void base_gemm(bool tb, int64_t M, int64_t N, int64_t K, const T* X, int64_t ldx
   }
 }
 
+// The adapter's rank-side products: the low-rank kernels for f32 / bf16 at small ranks, else GEMMs.
+// C [M, N] = beta C + alpha U V with U [M, r] and V [r, N], or V given as its transpose [N, r] (vt).
+template <class T>
+void rank_expand(int64_t M, int64_t N, int64_t r, double alpha, const T* U, const T* V, bool vt, double beta, T* C) {
+  if constexpr (!std::is_same_v<T, double>)
+    if (r <= kLowRankMax)
+      return low_rank_expand(M, N, r, float(alpha), U, r, V, vt ? 1 : N, vt ? r : 1, float(beta), C, N);
+  using S = scalar_t<T>;
+  gemm(false, vt, M, N, r, S(alpha), U, r, V, vt ? r : N, S(beta), C, N);
+}
+// D [r, N] = alpha U^T X, or stored as its transpose [N, r] (dt), with U [M, r] and X [M, N].
+template <class T>
+void rank_reduce(int64_t M, int64_t N, int64_t r, double alpha, const T* U, const T* X, bool dt, T* D) {
+  if constexpr (!std::is_same_v<T, double>)
+    if (r <= kLowRankMax) return low_rank_reduce(M, N, r, float(alpha), U, r, X, N, D, dt ? 1 : N, dt ? r : 1);
+  using S = scalar_t<T>;
+  if (dt)
+    gemm(true, false, N, r, M, S(alpha), X, N, U, r, S(0), D, r);
+  else
+    gemm(true, false, r, N, M, S(alpha), U, r, X, N, S(0), D, N);
+}
+
 template <class T, class TW>
 void forward(const T* x, const TW* w, const TW* bias, const T* a, const T* b, const LoraDims& d, double scale,
              const LoraDropout& drop, T* u, T* y) {
@@ -59,11 +82,11 @@ void forward(const T* x, const TW* w, const TW* bias, const T* a, const T* b, co
   gemm(false, true, rows, r, in, S(1), xl, in, a, in, S(0), u, r);  // u = drop(x) A^T
   if (active(drop) && drop.post) {
     std::vector<T> v(static_cast<size_t>(rows * out));
-    gemm(false, true, rows, out, r, S(scale), u, r, b, r, S(0), v.data(), out);
+    rank_expand(rows, out, r, scale, u, b, true, 0.0, v.data());
     dropout_forward(v.data(), v.data(), rows * out, drop.p, drop.seed, drop.first_block);
     add_into(y, v.data(), rows * out);
   } else {
-    gemm(false, true, rows, out, r, S(scale), u, r, b, r, S(1), y, out);  // y += scale * u B^T
+    rank_expand(rows, out, r, scale, u, b, true, 1.0, y);  // y += scale * u B^T
   }
 }
 
@@ -80,7 +103,7 @@ void backward(const T* g, const T* x, const TW* w, const T* a, const T* b, const
     dropout_backward(g, gd.data(), rows * out, drop.p, drop.seed, drop.first_block);
     gl = gd.data();
   }
-  if (db) gemm(true, false, out, r, rows, S(scale), gl, out, u, r, S(0), db, r);  // dB = scale g^T u
+  if (db) rank_reduce(rows, out, r, scale, u, gl, true, db);  // dB = scale g^T u
   std::vector<T> gu;
   if (da || dx) {  // gu [rows, r] = scale g B
     gu.resize(static_cast<size_t>(rows * r));
@@ -95,7 +118,7 @@ void backward(const T* g, const T* x, const TW* w, const T* a, const T* b, const
       dropout_forward(x, xd.data(), rows * in, drop.p, drop.seed, drop.first_block);
       xl = xd.data();
     }
-    gemm(true, false, r, in, rows, S(1), gu.data(), r, xl, in, S(0), da, in);
+    rank_reduce(rows, in, r, 1.0, gu.data(), xl, false, da);
   }
   if (dx) {  // dx = g W + drop'(gu A)
     if constexpr (std::is_same_v<T, TW>) {
@@ -105,11 +128,11 @@ void backward(const T* g, const T* x, const TW* w, const T* a, const T* b, const
     }
     if (pre) {
       std::vector<T> t(static_cast<size_t>(rows * in));
-      gemm(false, false, rows, in, r, S(1), gu.data(), r, a, in, S(0), t.data(), in);
+      rank_expand(rows, in, r, 1.0, gu.data(), a, false, 0.0, t.data());
       dropout_backward(t.data(), t.data(), rows * in, drop.p, drop.seed, drop.first_block);
       add_into(dx, t.data(), rows * in);
     } else {
-      gemm(false, false, rows, in, r, S(1), gu.data(), r, a, in, S(1), dx, in);
+      rank_expand(rows, in, r, 1.0, gu.data(), a, false, 1.0, dx);
     }
   }
   if constexpr (std::is_same_v<T, TW>) {
