@@ -1,7 +1,8 @@
 #pragma once
 // Products with one side as narrow as a LoRA rank: the adapter's expand (C += U V) and reduce
 // (D = U^T X) steps. A general GEMM spends more on packing and blocking these memory-bound
-// products than they cost; here the rank side stays in registers while the wide side streams once.
+// products than they cost; here the rank side stays in registers while the wide side streams through
+// (once per 8 ranks).
 // fp32 accumulation; f32 or bf16 storage.
 #include <cstdint>
 
