@@ -23,10 +23,11 @@ using automodel::testing::rand_leaf;
 namespace {
 
 // The bf16 tile products run on AMX where the machine has it, else on AVX512-BF16: where AMX is
-// there, tests run both. Restores the switch on scope exit.
+// there, tests run both. Restores the switch (on unless AUTOMODEL_AMX=0) on scope exit.
 struct AmxModes {
+  const bool was_on = cpu::amx_bf16_enabled();
   std::vector<bool> modes = cpu::amx_bf16_available() ? std::vector<bool>{true, false} : std::vector<bool>{false};
-  ~AmxModes() { cpu::set_amx_bf16_enabled(true); }
+  ~AmxModes() { cpu::set_amx_bf16_enabled(was_on); }
 };
 
 // Straightforward attention in double over [B, T, H, D] tensors: every score, then softmax.

@@ -2,10 +2,10 @@
 
 #include <algorithm>
 #include <cstring>
-#include <vector>
 
 #include "core/error.h"
 #include "core/threads.h"
+#include "kernels/cpu/scratch.h"
 
 namespace automodel::cpu {
 
@@ -40,13 +40,11 @@ inline void store16(vf v, bf16* p) {
   for (int j = 0; j < 16; ++j) p[j] = float_to_bf16(t[j]);
 }
 
-// U [M, r] in fp32 times scale, ranks padded with zeros to whole groups: out[m * rp + i].
+// U [M, r] in fp32 times scale into out [M, rp] (zeroed: ranks past r stay 0).
 template <class T>
-std::vector<float> rank_side(int64_t M, int64_t r, int64_t rp, float scale, const T* U, int64_t ldu) {
-  std::vector<float> out(size_t(M * rp), 0.0f);
+void rank_side(int64_t M, int64_t r, int64_t rp, float scale, const T* U, int64_t ldu, float* out) {
   for (int64_t m = 0; m < M; ++m)
-    for (int64_t i = 0; i < r; ++i) out[size_t(m * rp + i)] = scale * to_compute(U[m * ldu + i]);
-  return out;
+    for (int64_t i = 0; i < r; ++i) out[m * rp + i] = scale * to_compute(U[m * ldu + i]);
 }
 
 // Blocks of kCols columns split across threads when the product is worth a parallel region.
@@ -68,22 +66,25 @@ void low_rank_expand(int64_t M, int64_t N, int64_t r, float alpha, const T* U, i
            " N=", N, " r=", r, " beta=", beta);
   if (M == 0 || N == 0) return;
   const int64_t rp = (r + kGroup - 1) / kGroup * kGroup;
-  const std::vector<float> uf = rank_side(M, r, rp, alpha, U, ldu);
+  Scratch<float> uf(M * rp);
+  rank_side(M, r, rp, alpha, U, ldu, uf.data());
   over_column_blocks(M, N, r, [&](int64_t n0, int64_t nc) {
     float vblk[kLowRankMax * kCols] = {};  // V's block in fp32, ranks x columns, zero past r
     for (int64_t i = 0; i < r; ++i)
       for (int64_t j = 0; j < nc; ++j) vblk[i * kCols + j] = to_compute(V[i * vs0 + (n0 + j) * vs1]);
+    if (nc < kCols) {  // the last, partial block
+      for (int64_t m = 0; m < M; ++m)
+        for (int64_t j = 0; j < nc; ++j) {
+          T* c = C + m * ldc + n0 + j;
+          float acc = beta == 0 ? 0.0f : to_compute(*c);
+          for (int64_t i = 0; i < r; ++i) acc += uf.data()[m * rp + i] * vblk[i * kCols + j];
+          *c = from_compute<T>(acc);
+        }
+      return;
+    }
     for (int64_t m = 0; m < M; ++m) {
       T* c = C + m * ldc + n0;
       const float* u = uf.data() + m * rp;
-      if (nc < kCols) {  // the last, partial block
-        for (int64_t j = 0; j < nc; ++j) {
-          float acc = beta == 0 ? 0.0f : to_compute(c[j]);
-          for (int64_t i = 0; i < r; ++i) acc += u[i] * vblk[i * kCols + j];
-          c[j] = from_compute<T>(acc);
-        }
-        continue;
-      }
       vf acc0 = beta == 0 ? vf{} : load16(c), acc1 = beta == 0 ? vf{} : load16(c + 16);
       for (int64_t g = 0; g < rp; g += kGroup) {
 #pragma GCC unroll 8
@@ -104,14 +105,15 @@ void low_rank_reduce(int64_t M, int64_t N, int64_t r, float alpha, const T* U, i
   AM_CHECK(M >= 0 && N >= 0 && r >= 0 && r <= kLowRankMax, "low_rank_reduce: M=", M, " N=", N, " r=", r);
   if (N == 0 || r == 0) return;
   const int64_t rp = (r + kGroup - 1) / kGroup * kGroup;
-  const std::vector<float> uf = rank_side(M, r, rp, 1.0f, U, ldu);
+  Scratch<float> uf(M * rp);
+  rank_side(M, r, rp, 1.0f, U, ldu, uf.data());
   over_column_blocks(M, N, r, [&](int64_t n0, int64_t nc) {
     for (int64_t g = 0; g < rp; g += kGroup) {
       float out[kGroup][kCols] = {};
       if (nc < kCols) {
         for (int64_t m = 0; m < M; ++m)
           for (int64_t i = 0; i < kGroup; ++i)
-            for (int64_t j = 0; j < nc; ++j) out[i][j] += uf[m * rp + g + i] * to_compute(X[m * ldx + n0 + j]);
+            for (int64_t j = 0; j < nc; ++j) out[i][j] += uf.data()[m * rp + g + i] * to_compute(X[m * ldx + n0 + j]);
       } else {
         vf acc[kGroup][2] = {};
         for (int64_t m = 0; m < M; ++m) {
