@@ -7,6 +7,7 @@
 
 #include "core/error.h"
 #include "core/threads.h"
+#include "kernels/cpu/cast.h"
 #include "kernels/cpu/fast_math.h"
 #include "kernels/cpu/gemm.h"
 
@@ -15,17 +16,25 @@ namespace automodel::cpu {
 namespace {
 
 constexpr size_t kAlign = 64;
-constexpr int64_t kSumBlock = 2048;               // elements whose lane sums are added into a double
-constexpr int64_t kTileBytes = int64_t(8) << 20;  // fp32 d(weight) tile (bf16): L3-resident
+constexpr int64_t kSumBlock = 2048;                   // elements whose lane sums are added into a double
+constexpr int64_t kTileBytes = int64_t(8) << 20;      // fp32 d(weight) tile (bf16): L3-resident
+constexpr int64_t kGradTileBytes = int64_t(2) << 20;  // bf16 gradient tile: L2-resident
 
 size_t aligned(size_t bytes) { return (bytes + kAlign - 1) / kAlign * kAlign; }
 
 // Vocabulary rows of the fp32 tile through which a bf16 chunk's d(weight) is added (see run()).
 int64_t tile_rows(int64_t hidden) { return std::max<int64_t>(64, kTileBytes / (4 * std::max<int64_t>(hidden, 1))); }
 
+// Vocabulary columns of a bf16 chunk's gradient tile (see run()): a d(weight) tile's rows at most.
+int64_t grad_tile_columns(const LinearCrossEntropyProblem& p) {
+  const int64_t fit = std::max<int64_t>(64, kGradTileBytes / (2 * std::max<int64_t>(p.chunk, 1)));
+  return std::min({fit, tile_rows(p.hidden), p.vocab});
+}
+
 // Where each part of the workspace lies, for a chunk of p.chunk rows.
 struct Layout {
-  size_t logits = 0, tile = 0, hidden = 0, dhidden = 0, index = 0, labels = 0, loss = 0, total = 0;
+  size_t logits = 0, tile = 0, grad_tile = 0, dhidden32 = 0, hidden = 0, dhidden = 0, index = 0, labels = 0, loss = 0,
+         total = 0;
 };
 
 Layout layout(const LinearCrossEntropyProblem& p, size_t compute_size, size_t storage_size, bool want_grad) {
@@ -39,7 +48,11 @@ Layout layout(const LinearCrossEntropyProblem& p, size_t compute_size, size_t st
   };
   // The gradient overwrites the logits in place (a bf16 one in the first half of each row's bytes).
   l.logits = take(m * V * compute_size);
-  if (want_grad && storage_size != compute_size) l.tile = take(size_t(std::min(tile_rows(p.hidden), p.vocab)) * H * 4);
+  if (want_grad && storage_size != compute_size) {
+    l.tile = take(size_t(std::min(tile_rows(p.hidden), p.vocab)) * H * 4);
+    l.grad_tile = take(m * size_t(grad_tile_columns(p)) * storage_size);
+    l.dhidden32 = take(m * H * 4);
+  }
   l.hidden = take(m * H * storage_size);
   if (want_grad) l.dhidden = take(m * H * storage_size);
   l.index = take(m * sizeof(int64_t));
@@ -325,6 +338,8 @@ double run(const LinearCrossEntropyProblem& p, const T* hidden, const T* weight,
   const T* dlogits = reinterpret_cast<const T*>(logits);
   const int64_t ld_d = V * int64_t(sizeof(C) / sizeof(T));
   float* tile = reinterpret_cast<float*>(ws + l.tile);
+  T* grad_tile = reinterpret_cast<T*>(ws + l.grad_tile);
+  float* dh32 = reinterpret_cast<float*>(ws + l.dhidden32);
   T* h_gather = reinterpret_cast<T*>(ws + l.hidden);
   T* dh_chunk = reinterpret_cast<T*>(ws + l.dhidden);
   int64_t* index = reinterpret_cast<int64_t*>(ws + l.index);
@@ -362,30 +377,50 @@ double run(const LinearCrossEntropyProblem& p, const T* hidden, const T* weight,
     gemm(false, true, n, V, H, C(1), h, H, weight, H, C(0), logits, V);
     chunk_rows<T>(logits, n, V, chunk_labels, cap, s, want_grad, loss);
     for (int64_t r = 0; r < n; ++r) total += loss[r];
+    T* out = dense ? dhidden + index[0] * H : dh_chunk;
+    // The backward GEMMs take the vocabulary a tile of tw columns at a time. In f32 / f64 that is all of it; in
+    // bf16 each tile's gradient is first copied out of the logits' rows (2V apart) into rows of its own width:
+    // oneDNN runs its AMX / brgemm kernels only on dense rows, and the copy stays in cache for both GEMMs.
+    const int64_t tw = kNarrow ? grad_tile_columns(p) : V;
+    for (int64_t v0 = 0; want_grad && v0 < V; v0 += tw) {
+      const int64_t w = std::min(tw, V - v0);
+      const T* g = dlogits + v0;
+      int64_t ld = ld_d;
+      if constexpr (kNarrow) {
+        parallel_for(n, 16, [&](int64_t b, int64_t e) {
+          for (int64_t r = b; r < e; ++r)
+            std::memcpy(static_cast<void*>(grad_tile + r * w), g + r * ld_d, size_t(w) * sizeof(T));
+        });
+        g = grad_tile;
+        ld = w;
+      }
+      if (dhidden) {
+        // bf16 d(hidden) adds up the tiles in fp32 and is rounded once, below.
+        if constexpr (kNarrow)
+          gemm(false, false, n, H, w, 1.0f, g, ld, weight + v0 * H, H, v0 > 0 ? 1.0f : 0.0f, dh32, H);
+        else
+          gemm(false, false, n, H, w, C(1), g, ld, weight + v0 * H, H, C(0), out, H);
+      }
+      if (!dweight) continue;
+      if (!dweight_written || !kNarrow) {
+        // The first chunk writes d(weight) (unless accumulating); in f32 / f64 the BLAS adds the later ones
+        // itself (beta = 1).
+        gemm(true, false, w, H, n, C(1), g, ld, h, H, C(dweight_written ? 1 : 0), dweight + v0 * H, H);
+      } else if constexpr (kNarrow) {
+        // Later bf16 chunks: oneDNN's bf16 sum post-op (beta = 1) runs well below memory bandwidth, so the
+        // tile's d(weight) goes to an fp32 tile in cache and is added here: one read and one write of
+        // d(weight) per chunk, one rounding.
+        gemm(true, false, w, H, n, 1.0f, g, ld, h, H, 0.0f, tile, H);
+        add_tile(tile, w, H, dweight + v0 * H);
+      }
+    }
     if (dhidden) {
-      T* out = dense ? dhidden + index[0] * H : dh_chunk;
-      gemm(false, false, n, H, V, C(1), dlogits, ld_d, weight, H, C(0), out, H);
+      if constexpr (kNarrow) cast(dh32, out, n * H);
       if (!dense)
         for (int64_t r = 0; r < n; ++r)
           std::memcpy(static_cast<void*>(dhidden + index[r] * H), dh_chunk + r * H, size_t(H) * sizeof(T));
     }
-    if (!dweight) continue;
-    if (!dweight_written || !kNarrow) {
-      // The first chunk writes d(weight) (unless accumulating); in f32 / f64 the BLAS adds the later ones
-      // itself (beta = 1).
-      gemm(true, false, V, H, n, C(1), dlogits, ld_d, h, H, C(dweight_written ? 1 : 0), dweight, H);
-    } else if constexpr (kNarrow) {
-      // Later bf16 chunks: oneDNN's bf16 sum post-op (beta = 1) runs well below memory bandwidth, so
-      // each block of vocabulary rows goes to an fp32 tile in cache and is added here: one read and
-      // one write of d(weight) per chunk, one rounding.
-      const int64_t tr = tile_rows(H);
-      for (int64_t v0 = 0; v0 < V; v0 += tr) {
-        const int64_t rows = std::min(tr, V - v0);
-        gemm(true, false, rows, H, n, 1.0f, dlogits + v0, ld_d, h, H, 0.0f, tile, H);
-        add_tile(tile, rows, H, dweight + v0 * H);
-      }
-    }
-    dweight_written = true;
+    if (dweight) dweight_written = true;
   }
   for (; next < N; ++next)  // ignored rows after the last label row
     if (dhidden) std::memset(static_cast<void*>(dhidden + next * H), 0, size_t(H) * sizeof(T));

@@ -26,7 +26,8 @@ size_t linear_cross_entropy_workspace(const LinearCrossEntropyProblem& p, DType 
 // p.chunk rows. A chunk's logits are computed in compute_t<T> (bf16: oneDNN, fp32 accumulation and fp32
 // output); each row's softmax statistics (fp32), loss and gradient then take one sweep of the row while
 // it is in cache, the gradient written over the logits (bf16 gradients into the first half of each row).
-// dhidden [rows, hidden] (null: not wanted) gets dlogits @ weight, zeros on ignored rows.
+// dhidden [rows, hidden] (null: not wanted) gets dlogits @ weight, zeros on ignored rows (bf16: summed over
+// vocabulary tiles in fp32, one rounding).
 // dweight [vocab, hidden] (null: not wanted) is overwritten with dlogits^T @ hidden (or, with
 // p.accumulate_dweight, has it added): the first chunk's GEMM writes it, later chunks add their GEMM's
 // result (bf16: through an fp32 tile, one rounding per chunk). Labels must be ignore_index or in [0, vocab); workspace
