@@ -9,6 +9,7 @@ best thread count; --markdown writes the same with the machine, versions and dat
 """
 import argparse
 import datetime
+import itertools
 import json
 import os
 import pathlib
@@ -46,6 +47,8 @@ def parse_args(argv=None):
     p.add_argument("--batch", type=int, default=1)
     p.add_argument("--steps", type=int, default=8, help="timed steps")
     p.add_argument("--warmup-steps", type=int, default=2, help="steps run first and left out of the timing")
+    p.add_argument("--repeats", type=int, default=1,
+                   help="runs of each configuration, alternating the frameworks; the row is the median run")
     p.add_argument("--activation-checkpointing", choices=["off", "on", "both"], default="off")
     p.add_argument("--lr", type=float, default=1e-4)
     p.add_argument("--betas", type=csv(float), default=[0.9, 0.999])
@@ -91,6 +94,8 @@ def parse_args(argv=None):
         p.error("--betas takes two values, e.g. 0.9,0.999")
     if args.steps < 1 or args.warmup_steps < 0:
         p.error("--steps must be >= 1 and --warmup-steps >= 0")
+    if args.repeats < 1:
+        p.error("--repeats must be >= 1")
     if args.automodel_bench is None:
         args.automodel_bench = str(pathlib.Path(args.automodel_bin).parent / "bench" / "automodel_bench")
     args.argv = argv if argv is not None else sys.argv[1:]
@@ -355,9 +360,9 @@ def run_torch(args, cfg, model_dir, data, run_dir):
     return row, r
 
 
-def measure(args, cfg, model_dir, data, peaks, work):
+def measure(args, cfg, model_dir, data, peaks, work, rep=0):
     name = "-".join(str(cfg[k]) for k in ("framework", "shape", "seq", "mode", "dtype")) + \
-        f"-t{cfg['threads']}" + ("-ac" if cfg["ac"] else "")
+        f"-t{cfg['threads']}" + ("-ac" if cfg["ac"] else "") + (f"-r{rep + 1}" if rep else "")
     run_dir = work / "runs" / name
     shutil.rmtree(run_dir, ignore_errors=True)
     run_dir.mkdir(parents=True)
@@ -386,6 +391,18 @@ def measure(args, cfg, model_dir, data, peaks, work):
     return row
 
 
+def merge_repeats(runs):
+    """One row for the repeated runs of a configuration: the run with the median tokens/s (the lower one of an even
+    count), with every run's tokens/s and the largest peak RSS; a failed run makes the row that failure."""
+    failed = [r for r in runs if r["status"] != "ok"]
+    if failed or len(runs) == 1:
+        return failed[0] if failed else runs[0]
+    median = dict(sorted(runs, key=lambda r: r["tokens_per_s"] or 0.0)[(len(runs) - 1) // 2])
+    median["repeat_tokens_per_s"] = [r["tokens_per_s"] for r in runs]
+    median["peak_rss_mb"] = max(r["peak_rss_mb"] for r in runs)
+    return median
+
+
 # ---- report ----------------------------------------------------------------------------------------------------------
 
 COLUMNS = ["shape", "seq", "mode", "dtype", "ac", "threads", "framework", "tokens/s", "step ms (max)", "peak RSS MB",
@@ -399,6 +416,11 @@ def fmt(v, spec):
 def expected_trainable(r):
     counts = common.param_counts(common.SHAPES[r["shape"]])
     return counts["total"] if r["mode"] == "full" else counts["lora"]
+
+
+def tokens_per_s(r):
+    runs = r.get("repeat_tokens_per_s")
+    return fmt(r.get("tokens_per_s"), ".1f") + (f" [{min(runs):.1f}–{max(runs):.1f}]" if runs else "")
 
 
 def step_ms(r):
@@ -437,7 +459,7 @@ def table_rows(rows, args_torch_bf16):
         if r["status"] == "ok" and r.get("tokens_per_step") != r["batch"] * r["seq"]:
             status += f" (trained {r.get('tokens_per_step')} tokens/step, expected {r['batch'] * r['seq']})"
         out.append([r["shape"], str(r["seq"]), r["mode"], r["dtype"], "on" if r["ac"] else "off", str(r["threads"]),
-                    r["framework"], fmt(r.get("tokens_per_s"), ".1f"), step_ms(r),
+                    r["framework"], tokens_per_s(r), step_ms(r),
                     fmt(r.get("peak_rss_mb") if r["status"] == "ok" else None, ".0f"),
                     fmt(100 * r["mfu"] if r.get("mfu") else None, ".1f") + ("%" if r.get("mfu") else ""),
                     fmt(r.get("loss0"), ".5f"), fmt(ratio, ".2f") + ("×" if ratio else ""), status])
@@ -500,6 +522,10 @@ def notes(args):
         ", target_modules: ['*_proj'], dim: 8, alpha: 32}`.",
         "Threads: `--threads N` (automodel) / `torch.set_num_threads(N)`; both children also get OMP_NUM_THREADS, "
         "MKL_NUM_THREADS, OPENBLAS_NUM_THREADS = N.",
+        *([f"Each configuration ran {args.repeats} times, automodel and PyTorch in turn, so that the VM's drift "
+           "reaches both alike; a row is its median run (tokens/s of the run with the median tokens/s, and that "
+           "run's step time and MFU), the brackets the range of the runs' tokens/s, peak RSS the largest of them."]
+          if args.repeats > 1 else []),
         "MFU = tokens/s × model FLOPs per token / the GEMM peak of that dtype at that thread count (bench/README.md "
         "gives the FLOP formula); the peak is the larger of torch.matmul's and automodel_bench's square GEMM.",
         "`vs torch best`: automodel tokens/s over PyTorch's fastest thread count for the same shape, seq, mode, "
@@ -562,25 +588,24 @@ def main(argv=None):
 
     acs = {"off": [False], "on": [True], "both": [False, True]}[args.activation_checkpointing]
     rows = []
-    for shape in args.shapes:
-        for seq in args.seqs:
-            for mode in args.modes:
-                for dtype in args.dtypes:
-                    for ac in acs:
-                        for threads in args.threads:
-                            for framework in args.frameworks:
-                                cfg = dict(shape=shape, seq=seq, mode=mode, dtype=dtype, ac=ac, threads=threads,
-                                           framework=framework, batch=args.batch)
-                                print(f"{framework:9s} {shape} seq {seq} {mode} {dtype} ac {'on' if ac else 'off'} "
-                                      f"{threads} thread(s) ...", end=" ", flush=True)
-                                row = measure(args, cfg, model_dirs[shape], data[seq], peaks, work)
-                                rows.append(row)
-                                save(rows)
-                                if row["status"] == "ok":
-                                    print(f"{row['tokens_per_s']:.1f} tok/s, {row['peak_rss_mb']:.0f} MB, "
-                                          f"loss@0 {row['loss0']:.5f}", flush=True)
-                                else:
-                                    print(f"{row['status']}: {row.get('reason')}", flush=True)
+    for shape, seq, mode, dtype, ac, threads in itertools.product(args.shapes, args.seqs, args.modes, args.dtypes, acs,
+                                                                  args.threads):
+        runs = {framework: [] for framework in args.frameworks}
+        for rep in range(args.repeats):
+            for framework in args.frameworks:
+                cfg = dict(shape=shape, seq=seq, mode=mode, dtype=dtype, ac=ac, threads=threads, framework=framework,
+                           batch=args.batch)
+                print(f"{framework:9s} {shape} seq {seq} {mode} {dtype} ac {'on' if ac else 'off'} {threads} thread(s)"
+                      + (f" run {rep + 1}/{args.repeats}" if args.repeats > 1 else "") + " ...", end=" ", flush=True)
+                row = measure(args, cfg, model_dirs[shape], data[seq], peaks, work, rep)
+                runs[framework].append(row)
+                if row["status"] == "ok":
+                    print(f"{row['tokens_per_s']:.1f} tok/s, {row['peak_rss_mb']:.0f} MB, loss@0 {row['loss0']:.5f}",
+                          flush=True)
+                else:
+                    print(f"{row['status']}: {row.get('reason')}", flush=True)
+        rows += [merge_repeats(runs[framework]) for framework in args.frameworks]
+        save(rows)
 
     parts = report(args, rows, peaks, env, machine, am_info, started)
     head, peak_tab, table, summary = parts
