@@ -1,9 +1,8 @@
 #pragma once
 // bf16 attention on AVX512-BF16: every tile product is a bf16 dot product with fp32 accumulation
 // (AMX tiles where amx_bf16_enabled(), else vdpbf16ps), softmax statistics stay fp32, and backward
-// is one pass over the tiles. attention.cpp
-// calls it for bf16 inputs when the build targets AVX512-BF16 and the queries fill a tile; the
-// shapes, layouts and masks are those of attention.h.
+// is one pass over the tiles. attention.cpp calls it for bf16 inputs when the build targets
+// AVX512-BF16 and the queries fill a tile; the shapes, layouts and masks are those of attention.h.
 #include "kernels/cpu/attention.h"
 
 namespace automodel::cpu::detail {

@@ -10,6 +10,7 @@
 #include "kernels/cpu/cast.h"
 #include "kernels/cpu/fast_math.h"
 #include "kernels/cpu/gemm.h"
+#include "kernels/cpu/vec16.h"
 
 namespace automodel::cpu {
 
@@ -66,40 +67,11 @@ Layout layout(const LinearCrossEntropyProblem& p, size_t compute_size, size_t st
 // One row of logits: soft-capping, max, sum of exponentials, gradient. float runs on 16-lane vectors
 // (AVX-512 with -march=native; GCC / Clang vector extensions elsewhere) with fast_math.h's exp and
 // tanh algorithms; double, which serves the gradient checks, runs scalar with the C library. Stores
-// go through memcpy: the gradient is written over the logits it is computed from.
+// go through memcpy (vec16.h): the gradient is written over the logits it is computed from.
 
 #if defined(__GNUC__)
 #define AM_LCE_VECTOR 1
-using vf = float __attribute__((vector_size(64)));
-using vi = int32_t __attribute__((vector_size(64)));
-using vu = uint32_t __attribute__((vector_size(64)));
-using vh = uint16_t __attribute__((vector_size(32)));
-constexpr int64_t kW = 16;
-
-inline vf load(const float* p) {
-  vf v;
-  std::memcpy(&v, p, sizeof(v));
-  return v;
-}
-inline vf load(const bf16* p) {
-  vh h;
-  std::memcpy(&h, p, sizeof(h));
-  const vu u = __builtin_convertvector(h, vu) << 16;
-  vf f;
-  std::memcpy(&f, &u, sizeof(f));
-  return f;
-}
-inline void store(float* p, vf v) { std::memcpy(p, &v, sizeof(v)); }
-// Rounds to nearest even as float_to_bf16 does (NaN stays a quiet NaN).
-inline void store(bf16* p, vf v) {
-  vu u;
-  std::memcpy(&u, &v, sizeof(u));
-  const vu hi = u >> 16;
-  const vu rounded = (u + 0x7fffu + (hi & 1u)) >> 16;
-  const vu r = (u & 0x7fffffffu) > 0x7f800000u ? (hi | 0x40u) : rounded;
-  const vh h = __builtin_convertvector(r, vh);
-  std::memcpy(static_cast<void*>(p), &h, sizeof(h));
-}
+using namespace vec16;
 
 // exp_fast on a vector, for x <= 88 (the softmax and tanh only pass x <= 0). NaN stays NaN.
 inline vf vexp(vf x) {

@@ -1,44 +1,20 @@
 #include "kernels/cpu/low_rank.h"
 
 #include <algorithm>
-#include <cstring>
 
 #include "core/error.h"
 #include "core/threads.h"
 #include "kernels/cpu/scratch.h"
+#include "kernels/cpu/vec16.h"
 
 namespace automodel::cpu {
 
 namespace {
 
-// 16 floats as one value: GCC maps it onto a zmm register, or two ymm ones without AVX-512.
-using vf = float __attribute__((vector_size(64)));
-using vu32 = uint32_t __attribute__((vector_size(64)));
-using vu16 = uint16_t __attribute__((vector_size(32)));
+using namespace vec16;
 
 constexpr int kGroup = 8;  // ranks per unrolled step; a reduce keeps kGroup x 2 accumulators in registers
 constexpr int kCols = 32;  // columns per block: two vectors
-
-inline vf load16(const float* p) {
-  vf v;
-  std::memcpy(&v, p, sizeof v);
-  return v;
-}
-inline vf load16(const bf16* p) {
-  vu16 h;
-  std::memcpy(&h, p, sizeof h);
-  const vu32 w = __builtin_convertvector(h, vu32) << 16;
-  vf v;
-  std::memcpy(&v, &w, sizeof v);
-  return v;
-}
-inline void store16(vf v, float* p) { std::memcpy(p, &v, sizeof v); }
-inline void store16(vf v, bf16* p) {
-  float t[16];
-  std::memcpy(t, &v, sizeof v);
-#pragma omp simd
-  for (int j = 0; j < 16; ++j) p[j] = float_to_bf16(t[j]);
-}
 
 // U [M, r] in fp32 times scale into out [M, rp] (zeroed: ranks past r stay 0).
 template <class T>
@@ -85,16 +61,16 @@ void low_rank_expand(int64_t M, int64_t N, int64_t r, float alpha, const T* U, i
     for (int64_t m = 0; m < M; ++m) {
       T* c = C + m * ldc + n0;
       const float* u = uf.data() + m * rp;
-      vf acc0 = beta == 0 ? vf{} : load16(c), acc1 = beta == 0 ? vf{} : load16(c + 16);
+      vf acc0 = beta == 0 ? vf{} : load(c), acc1 = beta == 0 ? vf{} : load(c + 16);
       for (int64_t g = 0; g < rp; g += kGroup) {
 #pragma GCC unroll 8
         for (int i = 0; i < kGroup; ++i) {
-          acc0 += u[g + i] * load16(vblk + (g + i) * kCols);
-          acc1 += u[g + i] * load16(vblk + (g + i) * kCols + 16);
+          acc0 += u[g + i] * load(vblk + (g + i) * kCols);
+          acc1 += u[g + i] * load(vblk + (g + i) * kCols + 16);
         }
       }
-      store16(acc0, c);
-      store16(acc1, c + 16);
+      store(c, acc0);
+      store(c + 16, acc1);
     }
   });
 }
@@ -117,7 +93,7 @@ void low_rank_reduce(int64_t M, int64_t N, int64_t r, float alpha, const T* U, i
       } else {
         vf acc[kGroup][2] = {};
         for (int64_t m = 0; m < M; ++m) {
-          const vf x0 = load16(X + m * ldx + n0), x1 = load16(X + m * ldx + n0 + 16);
+          const vf x0 = load(X + m * ldx + n0), x1 = load(X + m * ldx + n0 + 16);
           const float* u = uf.data() + m * rp + g;
 #pragma GCC unroll 8
           for (int i = 0; i < kGroup; ++i) {
@@ -126,8 +102,8 @@ void low_rank_reduce(int64_t M, int64_t N, int64_t r, float alpha, const T* U, i
           }
         }
         for (int i = 0; i < kGroup; ++i) {
-          store16(acc[i][0], out[i]);
-          store16(acc[i][1], out[i] + 16);
+          store(out[i], acc[i][0]);
+          store(out[i] + 16, acc[i][1]);
         }
       }
       for (int64_t i = g; i < std::min(r, g + kGroup); ++i)
