@@ -1,5 +1,7 @@
 #include "core/allocator.h"
 
+#include <malloc.h>
+
 #include <bit>
 #include <cstdlib>
 
@@ -77,6 +79,8 @@ void CachingAllocator::empty_cache() {
     for (void* p : blocks) std::free(p);
   free_blocks_.clear();
   stats_.cached_bytes = 0;
+  // Blocks below glibc's mmap threshold were carved from the heap; free() alone keeps their pages.
+  malloc_trim(0);
 }
 
 CachingAllocator::~CachingAllocator() { empty_cache(); }

@@ -216,6 +216,9 @@ class FinetuneRun {
 
     fs::create_directories(ckpt_.dir);
     restored_ = ckpt_.enabled && restore();
+    // Loading, flattening and restoring leave blocks in the cache whose sizes training never asks for again
+    // (per-parameter tensors, reader buffers); kept, they would stay resident for the whole run.
+    CachingAllocator::cpu().empty_cache();
     train_log_ = std::make_unique<training::JsonlWriter>((fs::path(ckpt_.dir) / "training.jsonl").string());
     if (!val_samples_.empty())
       val_log_ = std::make_unique<training::JsonlWriter>((fs::path(ckpt_.dir) / "validation.jsonl").string());

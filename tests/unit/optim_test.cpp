@@ -872,6 +872,28 @@ TEST(OptimQuant8, TableQuantizerEqualsTheDefinition) {
   }
 }
 
+// The vector loops' partial last lanes: every length codes as the definition does and decodes to values * scale.
+TEST(OptimQuant8, BlocksOfAnyLengthMatchTheDefinition) {
+  for (const q8::QuantMap* map : {&q8::signed_map(), &q8::unsigned_map()}) {
+    for (int64_t n : {1, 15, 16, 17, 37, 250}) {
+      std::vector<double> d = random_values(n, uint64_t(n));
+      std::vector<float> x(d.begin(), d.end()), y(static_cast<size_t>(n));
+      if (map == &q8::unsigned_map())
+        for (float& e : x) e = e * e;
+      std::vector<uint8_t> codes(static_cast<size_t>(n));
+      const float scale = q8::quantize_block(*map, x.data(), n, codes.data());
+      float amax = 0.0f;
+      for (float e : x) amax = std::max(amax, std::fabs(e));
+      EXPECT_EQ(scale, std::max(amax, 1e-12f)) << n;
+      q8::dequantize_block(*map, codes.data(), scale, n, y.data());
+      for (int64_t i = 0; i < n; ++i) {
+        ASSERT_EQ(codes[size_t(i)], map->quantize_reference(x[size_t(i)] / scale)) << n << " " << i;
+        ASSERT_EQ(y[size_t(i)], map->values()[codes[size_t(i)]] * scale) << n << " " << i;
+      }
+    }
+  }
+}
+
 TEST(OptimQuant8, BlockQuantizesToTheNearestValue) {
   std::vector<double> d = random_values(256, 7);
   std::vector<float> x(d.begin(), d.end()), y(256);

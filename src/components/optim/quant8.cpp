@@ -5,6 +5,14 @@
 #include <cstring>
 #include <limits>
 
+#if defined(__AVX512F__)
+// GCC 12's intrinsics trip -Wmaybe-uninitialized on their own _mm512_undefined_* (GCC PR 105593).
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#include <immintrin.h>
+#pragma GCC diagnostic pop
+#endif
+
 #include "core/error.h"
 
 namespace automodel::optim::q8 {
@@ -108,6 +116,25 @@ void QuantMap::quantize_unit(const float* x, float scale, int64_t n, uint8_t* co
   const uint32_t* table = buckets_.data();
   const int floor = exponent_floor_;
   const uint32_t rows = rows_;
+#if defined(__AVX512F__)
+  // Compilers leave the table lookup scalar; here it is one gather per 16 elements.
+  const __m512 vscale = _mm512_set1_ps(scale);
+  const __m512i vfloor = _mm512_set1_epi32(floor), vrows = _mm512_set1_epi32(int(rows));
+  const __m512i byte = _mm512_set1_epi32(0xff), low7 = _mm512_set1_epi32(0x7f), low16 = _mm512_set1_epi32(0xffff);
+  for (int64_t i = 0; i < n; i += 16) {
+    const __mmask16 live = n - i >= 16 ? __mmask16(0xffff) : __mmask16((1u << (n - i)) - 1u);
+    const __m512i u = _mm512_castps_si512(_mm512_div_ps(_mm512_maskz_loadu_ps(live, x + i), vscale));
+    const __m512i row = _mm512_max_epi32(_mm512_sub_epi32(_mm512_and_si512(_mm512_srli_epi32(u, 23), byte), vfloor),
+                                         _mm512_setzero_si512());
+    const __mmask16 negative = _mm512_cmplt_epi32_mask(u, _mm512_setzero_si512());
+    const __m512i idx = _mm512_or_si512(_mm512_slli_epi32(_mm512_mask_add_epi32(row, negative, row, vrows), 7),
+                                        _mm512_and_si512(_mm512_srli_epi32(u, 16), low7));
+    const __m512i b = _mm512_mask_i32gather_epi32(_mm512_setzero_si512(), live, idx, table, 4);
+    const __mmask16 upper = _mm512_cmpge_epu32_mask(_mm512_and_si512(u, low16), _mm512_srli_epi32(b, 16));
+    const __m512i code = _mm512_mask_blend_epi32(upper, b, _mm512_srli_epi32(b, 8));
+    _mm512_mask_cvtepi32_storeu_epi8(codes + i, live, code);
+  }
+#else
 #pragma omp simd
   for (int64_t i = 0; i < n; ++i) {
     const float q = x[i] / scale;
@@ -117,6 +144,7 @@ void QuantMap::quantize_unit(const float* x, float scale, int64_t n, uint8_t* co
     const uint32_t b = table[(((u >> 31) * rows + uint32_t(row)) << 7) | ((u >> 16) & 0x7fu)];
     codes[i] = uint8_t((u & 0xffffu) >= (b >> 16) ? b >> 8 : b);
   }
+#endif
 }
 
 const QuantMap& signed_map() {
@@ -132,12 +160,26 @@ const QuantMap& unsigned_map() {
 float quantize_block(const QuantMap& map, const float* x, int64_t n, uint8_t* codes) {
   float amax = 0.0f;
   int nan = 0;
+#if defined(__AVX512F__)
+  // GCC turns the NaN flag of the loop below into a store per element.
+  __m512 vmax = _mm512_setzero_ps();
+  __mmask16 unordered = 0;
+  for (int64_t i = 0; i < n; i += 16) {
+    const __mmask16 live = n - i >= 16 ? __mmask16(0xffff) : __mmask16((1u << (n - i)) - 1u);
+    const __m512 a = _mm512_abs_ps(_mm512_maskz_loadu_ps(live, x + i));
+    vmax = _mm512_max_ps(vmax, a);  // a NaN may drop out of the maximum; the flag keeps it
+    unordered |= _mm512_cmp_ps_mask(a, a, _CMP_UNORD_Q);
+  }
+  amax = _mm512_reduce_max_ps(vmax);
+  nan = unordered != 0;
+#else
 #pragma omp simd reduction(max : amax) reduction(| : nan)
   for (int64_t i = 0; i < n; ++i) {
     const float a = std::fabs(x[i]);
     amax = std::max(amax, a);
     nan |= a != a;
   }
+#endif
   const float scale = nan ? std::numeric_limits<float>::quiet_NaN() : std::max(amax, 1e-12f);
   if (std::isfinite(scale)) {
     map.quantize_unit(x, scale, n, codes);
@@ -149,8 +191,15 @@ float quantize_block(const QuantMap& map, const float* x, int64_t n, uint8_t* co
 
 void dequantize_block(const QuantMap& map, const uint8_t* codes, float scale, int64_t n, float* x) {
   const float* v = map.values();
-#pragma omp simd
-  for (int64_t i = 0; i < n; ++i) x[i] = v[codes[i]] * scale;
+  int64_t i = 0;
+#if defined(__AVX512F__)
+  const __m512 vscale = _mm512_set1_ps(scale);
+  for (; i + 16 <= n; i += 16) {
+    const __m512i c = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(codes + i)));
+    _mm512_storeu_ps(x + i, _mm512_mul_ps(_mm512_i32gather_ps(c, v, 4), vscale));
+  }
+#endif
+  for (; i < n; ++i) x[i] = v[codes[i]] * scale;
 }
 
 }  // namespace automodel::optim::q8
