@@ -77,17 +77,10 @@ inline bool split_n(const float* __restrict x, bf16* __restrict p, uint16_t* __r
 // (x's low 16 bits) / 2^16, else towards zero, so the expected bf16 value is x and updates below half an ulp are
 // kept on average. The 16 random bits of element i come from a counter-based hash of (key, i): the same key and
 // index give the same rounding, so a resumed run rounds as the uninterrupted one.
-inline uint32_t hash32(uint32_t x) {
-  x ^= x >> 16;
-  x *= 0x7feb352du;
-  x ^= x >> 15;
-  x *= 0x846ca68bu;
-  x ^= x >> 16;
-  return x;
-}
-
-// hash32 on 16 lanes at once: left to the compiler, the loop below runs on 8-lane vectors.
-inline cpu::vec16::vu hash32(cpu::vec16::vu x) {
+// On uint32_t, or on 16 lanes of them (cpu::vec16::vu) for stochastic_round_n: left to the compiler, that loop runs
+// on 8-lane vectors.
+template <class U>
+inline U hash32(U x) {
   x ^= x >> 16;
   x *= 0x7feb352du;
   x ^= x >> 15;
