@@ -92,17 +92,30 @@ inline U hash32(U x) {
 inline void stochastic_round_n(const float* __restrict x, bf16* __restrict p, int64_t n, uint32_t key, int64_t first) {
   using cpu::vec16::vu, cpu::vec16::vh, cpu::vec16::kW;
   const vu lane = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15}, zero = lane ^ lane;
-  for (int64_t i = 0; i < n; i += kW) {
-    const int64_t m = n - i < kW ? n - i : kW;  // a short tail goes through the same lanes, zero-padded
-    vu u = zero;
-    std::memcpy(&u, x + i, size_t(m) * 4);
+  auto round16 = [&](vu u, int64_t i) {
     const vu rnd = hash32(key ^ hash32(uint32_t(first + i) + lane)) & 0xffffu;
     // x's high half, + 1 when rnd < x's low half; inf / NaN round as float_to_bf16 (NaN quieted).
     const vu special = (u >> 16) | ((u & 0x7fffffu) != 0 ? zero + 0x40u : zero);
     const vu rounded = (u >> 16) + (rnd < (u & 0xffffu) ? zero + 1u : zero);
-    const vh h = __builtin_convertvector((u & 0x7f800000u) == 0x7f800000u ? special : rounded, vh);
-    std::memcpy(static_cast<void*>(p + i), &h, size_t(m) * 2);
+    return __builtin_convertvector((u & 0x7f800000u) == 0x7f800000u ? special : rounded, vh);
+  };
+  int64_t i = 0;
+  for (; i + kW <= n; i += kW) {  // fixed-size copies: plain vector loads and stores
+    vu u;
+    std::memcpy(&u, x + i, sizeof(u));
+    const vh h = round16(u, i);
+    std::memcpy(static_cast<void*>(p + i), &h, sizeof(h));
   }
+  if (i == n) return;
+  // The tail goes through the same lanes, zero-padded.
+  float in[kW] = {};
+  std::memcpy(in, x + i, size_t(n - i) * 4);
+  vu u;
+  std::memcpy(&u, in, sizeof(u));
+  const vh h = round16(u, i);
+  uint16_t out[kW];
+  std::memcpy(out, &h, sizeof(h));
+  std::memcpy(static_cast<void*>(p + i), out, size_t(n - i) * 2);
 }
 
 }  // namespace automodel::optim::master
