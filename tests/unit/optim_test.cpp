@@ -894,6 +894,33 @@ TEST(OptimQuant8, BlocksOfAnyLengthMatchTheDefinition) {
   }
 }
 
+// The vector quantizer's table lookup gives the codes of the definition across the whole exponent range (signed
+// zeros and subnormals included) and at scales from below the 1e-12 floor up.
+TEST(OptimQuant8, CodesMatchTheDefinitionAtEveryMagnitude) {
+  std::vector<float> x;
+  for (int e = -149; e <= 0; ++e)
+    for (float f : {1.0f, 1.2345678f, 1.9999999f}) {
+      x.push_back(std::ldexp(f, e));
+      x.push_back(-std::ldexp(f, e) * 0.75f);
+    }
+  x.push_back(0.0f);
+  x.push_back(-0.0f);
+  for (float absmax : {1e-13f, 1e-12f, 3.0e-7f, 0.1f, 1.0f, 1.9999999f, 123.456f}) {
+    std::vector<float> block;
+    for (float v : x) block.push_back(v * std::min(absmax, 1.0f));
+    block.push_back(-absmax);
+    for (const q8::QuantMap* map : {&q8::signed_map(), &q8::unsigned_map()}) {
+      std::vector<float> b = block;
+      if (map == &q8::unsigned_map())
+        for (float& v : b) v = std::fabs(v);
+      std::vector<uint8_t> codes(b.size());
+      const float scale = q8::quantize_block(*map, b.data(), int64_t(b.size()), codes.data());
+      for (size_t i = 0; i < b.size(); ++i)
+        ASSERT_EQ(codes[i], map->quantize_reference(b[i] / scale)) << absmax << " " << b[i];
+    }
+  }
+}
+
 TEST(OptimQuant8, BlockQuantizesToTheNearestValue) {
   std::vector<double> d = random_values(256, 7);
   std::vector<float> x(d.begin(), d.end()), y(256);
