@@ -237,35 +237,35 @@ def prepare_assets(args, work):
     return model_dirs, data
 
 
-def gemm_peaks(args, work):
-    """GFLOP/s of a square GEMM per (dtype, threads): torch.matmul, and automodel_bench's sgemm_f32_nn /
+def gemm_peak(args, work, dtype, threads, tag=""):
+    """GFLOP/s of a square GEMM of dtype at threads: torch.matmul, and automodel_bench's sgemm_f32_nn /
     gemm_bf16_onednn_nn when that binary exists. The peak used for MFU is the larger of the two."""
-    peaks = {}
-    bench_ok = os.path.exists(args.automodel_bench)
-    for threads in args.threads:
-        for dtype in args.dtypes:
-            entry = {}
-            res, r = torch_json(args, "gemm", ["--threads", str(threads), "--dtype", dtype, "--n", str(args.gemm_n)],
-                                str(work / "logs" / f"gemm-torch-{dtype}-t{threads}"), threads=threads, timeout=300)
-            entry["torch"] = res["gflops"] if res else None
-            if bench_ok:
-                name = {"fp32": "sgemm_f32_nn", "bf16": "gemm_bf16_onednn_nn"}[dtype]
-                n = args.gemm_n
-                cmd = [args.automodel_bench, f"--benchmark_filter=^{name}/M:{n}/N:{n}/K:{n}/",
-                       "--benchmark_format=json", "--benchmark_min_time=1"]
-                r = run_child(cmd, thread_env(threads), str(work / "logs" / f"gemm-automodel-{dtype}-t{threads}"),
-                              300, None)
-                try:
-                    benches = json.loads(r["stdout"])["benchmarks"]
-                    entry["automodel"] = max(b["GFLOP/s"] for b in benches)
-                except (ValueError, KeyError):
-                    entry["automodel"] = None  # no GEMM of that size in this build of automodel_bench
-            known = [v for v in entry.values() if v]
-            entry["peak"] = max(known) if known else None
-            peaks[(dtype, threads)] = entry
-            print(f"GEMM peak {dtype} {threads} thread(s): " +
-                  ", ".join(f"{k} {v:.1f}" if v else f"{k} n/a" for k, v in entry.items()) + " GFLOP/s", flush=True)
-    return peaks
+    entry = {}
+    res, r = torch_json(args, "gemm", ["--threads", str(threads), "--dtype", dtype, "--n", str(args.gemm_n)],
+                        str(work / "logs" / f"gemm-torch-{dtype}-t{threads}{tag}"), threads=threads, timeout=300)
+    entry["torch"] = res["gflops"] if res else None
+    if os.path.exists(args.automodel_bench):
+        name = {"fp32": "sgemm_f32_nn", "bf16": "gemm_bf16_onednn_nn"}[dtype]
+        n = args.gemm_n
+        cmd = [args.automodel_bench, f"--benchmark_filter=^{name}/M:{n}/N:{n}/K:{n}/",
+               "--benchmark_format=json", "--benchmark_min_time=1"]
+        r = run_child(cmd, thread_env(threads), str(work / "logs" / f"gemm-automodel-{dtype}-t{threads}{tag}"),
+                      300, None)
+        try:
+            benches = json.loads(r["stdout"])["benchmarks"]
+            entry["automodel"] = max(b["GFLOP/s"] for b in benches)
+        except (ValueError, KeyError):
+            entry["automodel"] = None  # no GEMM of that size in this build of automodel_bench
+    known = [v for v in entry.values() if v]
+    entry["peak"] = max(known) if known else None
+    print(f"GEMM peak {dtype} {threads} thread(s){' ' + tag if tag else ''}: " +
+          ", ".join(f"{k} {v:.1f}" if v else f"{k} n/a" for k, v in entry.items()) + " GFLOP/s", flush=True)
+    return entry
+
+
+def gemm_peaks(args, work):
+    """The peak of every (dtype, threads) of the run, measured at its start."""
+    return {(dtype, threads): gemm_peak(args, work, dtype, threads) for threads in args.threads for dtype in args.dtypes}
 
 
 # ---- one configuration -----------------------------------------------------------------------------------------------
@@ -360,7 +360,7 @@ def run_torch(args, cfg, model_dir, data, run_dir):
     return row, r
 
 
-def measure(args, cfg, model_dir, data, peaks, work, rep=0):
+def measure(args, cfg, model_dir, data, peak, work, rep=0):
     name = "-".join(str(cfg[k]) for k in ("framework", "shape", "seq", "mode", "dtype")) + \
         f"-t{cfg['threads']}" + ("-ac" if cfg["ac"] else "") + (f"-r{rep + 1}" if rep else "")
     run_dir = work / "runs" / name
@@ -386,7 +386,7 @@ def measure(args, cfg, model_dir, data, peaks, work, rep=0):
     row["step_ms_max"] = 1e3 * max(s["seconds"] for s in timed) if timed else None
     shape_cfg = common.SHAPES[cfg["shape"]]
     flops = common.train_flops_per_token(shape_cfg, cfg["seq"], cfg["mode"])
-    peak = peaks.get((cfg["dtype"], cfg["threads"]), {}).get("peak")
+    row["gemm_peak"] = peak
     row["mfu"] = row["tokens_per_s"] * flops / (peak * 1e9) if peak and row["tokens_per_s"] else None
     return row
 
@@ -524,7 +524,9 @@ def notes(args):
         "MKL_NUM_THREADS, OPENBLAS_NUM_THREADS = N.",
         *([f"Each configuration ran {args.repeats} times, automodel and PyTorch in turn, so that the VM's drift "
            "reaches both alike; a row is its median run (tokens/s of the run with the median tokens/s, and that "
-           "run's step time and MFU), the brackets the range of the runs' tokens/s, peak RSS the largest of them."]
+           "run's step time and MFU), the brackets the range of the runs' tokens/s, peak RSS the largest of them. "
+           "The GEMM peak is measured again before each round of the two frameworks' runs, and a run's MFU divides "
+           "by its round's peak."]
           if args.repeats > 1 else []),
         "MFU = tokens/s × model FLOPs per token / the GEMM peak of that dtype at that thread count (bench/README.md "
         "gives the FLOP formula); the peak is the larger of torch.matmul's and automodel_bench's square GEMM.",
@@ -534,16 +536,19 @@ def notes(args):
     ]
 
 
-def report(args, rows, peaks, env, machine, am_info, started):
+def report(args, rows, peaks, round_peaks, env, machine, am_info, started):
     head = [f"date: {started}", f"command: python bench/train_compare.py {shlex.join(args.argv)}",
             f"machine: {machine['cpu']}, {machine['cpus']} CPUs ({machine['isa']}), {machine['mem_gib']} GiB, "
             f"Linux {machine['kernel']}",
             f"automodel: commit {am_info['commit']}, binary {am_info['binary']} (built {am_info['binary_built']})",
             "python stack: " + ", ".join(f"{k} {v}" for k, v in env.get("versions", {}).items()) +
             (f"; torch CPU capability {env.get('torch_cpu_capability')}" if env else "")]
-    peak_rows = [[d, str(t), fmt(e.get("torch"), ".1f"), fmt(e.get("automodel"), ".1f"), fmt(e.get("peak"), ".1f")]
-                 for (d, t), e in sorted(peaks.items())]
-    peak_header = ["dtype", "threads", "torch.matmul GFLOP/s", "automodel_bench GFLOP/s", "peak used"]
+    def peak_row(d, t, when, e):
+        return [d, str(t), when, fmt(e.get("torch"), ".1f"), fmt(e.get("automodel"), ".1f"), fmt(e.get("peak"), ".1f")]
+    peak_rows = [peak_row(d, t, "start", e) for (d, t), e in sorted(peaks.items())]
+    peak_rows += [peak_row(e["dtype"], e["threads"], f"before {e['shape']} {e['seq']} {e['mode']}"
+                           f"{' ac' if e['ac'] else ''} run {e['run']}", e) for e in round_peaks]
+    peak_header = ["dtype", "threads", "measured", "torch.matmul GFLOP/s", "automodel_bench GFLOP/s", "peak"]
     return head, (peak_header, peak_rows), (COLUMNS, table_rows(rows, args.torch_bf16)), (SUMMARY_COLUMNS, summary_rows(rows))
 
 
@@ -583,21 +588,30 @@ def main(argv=None):
     def save(rows):  # after every configuration, so an interrupted run keeps what it measured
         out_json.write_text(json.dumps(
             {"date": started, "machine": machine, "automodel": am_info, "env": env, "argv": args.argv,
-             "gemm_peaks": [{"dtype": d, "threads": t, **e} for (d, t), e in peaks.items()], "rows": rows},
+             "gemm_peaks": [{"dtype": d, "threads": t, **e} for (d, t), e in peaks.items()],
+             "round_gemm_peaks": round_peaks, "rows": rows},
             indent=1))
 
     acs = {"off": [False], "on": [True], "both": [False, True]}[args.activation_checkpointing]
-    rows = []
+    rows, round_peaks = [], []
     for shape, seq, mode, dtype, ac, threads in itertools.product(args.shapes, args.seqs, args.modes, args.dtypes, acs,
                                                                   args.threads):
         runs = {framework: [] for framework in args.frameworks}
         for rep in range(args.repeats):
+            # Repeated runs measure the peak again before each round, so a run's MFU divides by the peak of its own
+            # minutes of the VM's drift (both frameworks of a round share it).
+            peak = peaks.get((dtype, threads), {}).get("peak")
+            if args.repeats > 1:
+                entry = gemm_peak(args, work, dtype, threads, f"-{shape}-{seq}-{mode}-r{rep + 1}")
+                round_peaks.append({"dtype": dtype, "threads": threads, "shape": shape, "seq": seq, "mode": mode,
+                                    "ac": ac, "run": rep + 1, **entry})
+                peak = entry["peak"]
             for framework in args.frameworks:
                 cfg = dict(shape=shape, seq=seq, mode=mode, dtype=dtype, ac=ac, threads=threads, framework=framework,
                            batch=args.batch)
                 print(f"{framework:9s} {shape} seq {seq} {mode} {dtype} ac {'on' if ac else 'off'} {threads} thread(s)"
                       + (f" run {rep + 1}/{args.repeats}" if args.repeats > 1 else "") + " ...", end=" ", flush=True)
-                row = measure(args, cfg, model_dirs[shape], data[seq], peaks, work, rep)
+                row = measure(args, cfg, model_dirs[shape], data[seq], peak, work, rep)
                 runs[framework].append(row)
                 if row["status"] == "ok":
                     print(f"{row['tokens_per_s']:.1f} tok/s, {row['peak_rss_mb']:.0f} MB, loss@0 {row['loss0']:.5f}",
@@ -607,7 +621,7 @@ def main(argv=None):
         rows += [merge_repeats(runs[framework]) for framework in args.frameworks]
         save(rows)
 
-    parts = report(args, rows, peaks, env, machine, am_info, started)
+    parts = report(args, rows, peaks, round_peaks, env, machine, am_info, started)
     head, peak_tab, table, summary = parts
     print()
     print("\n".join(head))
