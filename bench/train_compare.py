@@ -602,7 +602,7 @@ def main(argv=None):
             # minutes of the VM's drift (both frameworks of a round share it).
             peak = peaks.get((dtype, threads), {}).get("peak")
             if args.repeats > 1:
-                entry = gemm_peak(args, work, dtype, threads, f"-{shape}-{seq}-{mode}-r{rep + 1}")
+                entry = gemm_peak(args, work, dtype, threads, f"-{shape}-{seq}-{mode}{'-ac' if ac else ''}-r{rep + 1}")
                 round_peaks.append({"dtype": dtype, "threads": threads, "shape": shape, "seq": seq, "mode": mode,
                                     "ac": ac, "run": rep + 1, **entry})
                 peak = entry["peak"]
