@@ -8,6 +8,7 @@
 #include <memory>
 
 #include "components/optim/adamw8bit.h"
+#include "components/optim/div_by_reciprocal.h"
 #include "components/optim/master_split.h"
 #include "components/optim/optimizer.h"
 #include "components/optim/quant8.h"
@@ -921,6 +922,30 @@ TEST(OptimQuant8, CodesMatchTheDefinitionAtEveryMagnitude) {
   }
 }
 
+// Markstein's correction rounds as the division does: fp32 magnitudes 2^-100 .. 2^100 by divisors from 2^-20 to
+// 2^20 (the quotients stay normal), the same in fp64, zeros and infinities.
+TEST(OptimQuant8, DivByReciprocalRoundsAsTheDivision) {
+  uint64_t s = 12345;
+  auto next = [&] {
+    s = s * 6364136223846793005ULL + 1442695040888963407ULL;
+    return s >> 11;
+  };
+  for (int k = 0; k < 2000; ++k) {
+    const float d = std::ldexp(1.0f + float(next() & 0xffffff) / 0x1p24f, int(next() % 41) - 20);
+    const float r = 1.0f / d;
+    const double dd = double(d) * (1.0 + 1e-9 * double(k)), rd = 1.0 / dd;
+    for (int j = 0; j < 1000; ++j) {
+      const float x =
+          std::ldexp(1.0f + float(next() & 0xffffff) / 0x1p24f, int(next() % 201) - 100) * (next() & 1 ? -1.0f : 1.0f);
+      ASSERT_EQ(bits_of_float(div_by_reciprocal(x, d, r)), bits_of_float(x / d)) << x << " / " << d;
+      ASSERT_EQ(div_by_reciprocal(double(x), dd, rd), double(x) / dd) << x << " / " << dd;
+    }
+  }
+  EXPECT_EQ(bits_of_float(div_by_reciprocal(0.0f, 3.0f, 1.0f / 3.0f)), bits_of_float(0.0f));
+  EXPECT_EQ(div_by_reciprocal(INFINITY, 0.5f, 2.0f), INFINITY);
+  EXPECT_EQ(div_by_reciprocal(-3e38f, 0.25f, 4.0f), -INFINITY);
+}
+
 TEST(OptimQuant8, BlockQuantizesToTheNearestValue) {
   std::vector<double> d = random_values(256, 7);
   std::vector<float> x(d.begin(), d.end()), y(256);
@@ -969,6 +994,75 @@ TEST(OptimAdamW8bit, FlatEqualsPerTensorBitForBit) {
         EXPECT_EQ(std::memcmp(p.raw_data(), fp, p.nbytes()), 0) << dtype_name(dt) << " " << slot.name;
       }
       expect_same_state(a, b, std::string("AdamW8bit ") + dtype_name(dt));
+    }
+  }
+}
+
+namespace {
+// torchao's single_param_adam for one element, as adamw8bit.cpp takes it, each operation rounded on its own.
+__attribute__((optimize("fp-contract=off"))) void adamw8bit_definition(float& p, float g, float& m, float& v,
+                                                                       const AdamW8bitOptions& o, int step) {
+  const float lr = float(o.lr), lr_wd = lr * float(o.weight_decay);
+  const float step_size = lr / (1.0f - std::pow(float(o.beta1), float(step)));
+  const float bc2_sqrt = std::sqrt(1.0f - std::pow(float(o.beta2), float(step)));
+  const float w1 = float(1.0 - o.beta1), w2 = float(1.0 - o.beta2), eps = float(o.eps);
+  p = p - lr_wd * p;
+  m = w1 < 0.5f ? m + w1 * (g - m) : g - (g - m) * (1.0f - w1);
+  v = w2 < 0.5f ? v + w2 * (g * g - v) : g * g - (g * g - v) * (1.0f - w2);
+  p = p - step_size * m / (std::sqrt(v) / bc2_sqrt + eps);
+}
+}  // namespace
+
+// The fused 8-bit step (old moments dequantized as they are read, the new scales taken in the same pass) against
+// its definition from the q8 block functions and the scalar update, bit for bit, step after step: blocks of 256 and
+// of 100 elements (vector tails), f32 parameters and bf16 ones with f32 masters (bf16 gradients).
+TEST(OptimAdamW8bit, StepEqualsItsDefinitionBitForBit) {
+  for (int64_t bs : {256, 100}) {
+    for (DType dt : {DType::f32, DType::bf16}) {
+      const std::string what = std::string(dtype_name(dt)) + " block " + std::to_string(bs);
+      const int64_t n = bs * 41;
+      Twin t = make_twin({{n}}, dt);
+      AdamW8bitOptions o{1e-2, 0.9, 0.95, 1e-8, 0.1, bs};
+      AdamW8bit opt(t.tensors, o);
+      opt.set_fp32_master_weights(dt == DType::bf16);
+      const std::string master = dt == DType::bf16 ? "p0.fp32_master" : "";
+      for (int step = 1; step <= 3; ++step) {
+        // state_dict() holds views of the state: the old moments are dequantized before the step.
+        auto before = opt.state_dict();
+        std::vector<float> p(static_cast<size_t>(n)), m(static_cast<size_t>(n)), v(static_cast<size_t>(n));
+        const Tensor p0 = master.empty() ? ops::to_dtype(t.tensors[0].second, DType::f32) : before.at(master);
+        std::memcpy(p.data(), p0.raw_data(), size_t(n) * 4);
+        for (const char* k : {"exp_avg", "exp_avg_sq"}) {
+          const std::string key = std::string("p0.") + k;
+          const q8::QuantMap& map = key.back() == 'q' ? q8::unsigned_map() : q8::signed_map();
+          const auto* codes = static_cast<const uint8_t*>(before.at(key + ".codes").raw_data());
+          const float* scales = before.at(key + ".scale").data<float>();
+          float* x = key.back() == 'q' ? v.data() : m.data();
+          for (int64_t b = 0; b < n / bs; ++b) q8::dequantize_block(map, codes + b * bs, scales[b], bs, x + b * bs);
+        }
+        set_grads(t, step);
+        const std::vector<double> g = t.tensors[0].second.grad().to_doubles();
+        opt.step();
+        auto after = opt.state_dict();
+        const Tensor p1 = master.empty() ? t.tensors[0].second : after.at(master);
+        for (int64_t i = 0; i < n; ++i)
+          adamw8bit_definition(p[size_t(i)], float(g[size_t(i)]), m[size_t(i)], v[size_t(i)], o, step);
+        ASSERT_EQ(std::memcmp(p.data(), p1.raw_data(), size_t(n) * 4), 0) << what << " step " << step;
+        for (const char* k : {"exp_avg", "exp_avg_sq"}) {
+          const std::string key = std::string("p0.") + k;
+          const q8::QuantMap& map = key.back() == 'q' ? q8::unsigned_map() : q8::signed_map();
+          const float* x = key.back() == 'q' ? v.data() : m.data();
+          const auto* codes = static_cast<const uint8_t*>(after.at(key + ".codes").raw_data());
+          const float* scales = after.at(key + ".scale").data<float>();
+          std::vector<uint8_t> want(static_cast<size_t>(bs));
+          for (int64_t b = 0; b < n / bs; ++b) {
+            ASSERT_EQ(bits_of_float(q8::quantize_block(map, x + b * bs, bs, want.data())), bits_of_float(scales[b]))
+                << what << " " << key << " step " << step << " block " << b;
+            ASSERT_EQ(std::memcmp(want.data(), codes + b * bs, size_t(bs)), 0)
+                << what << " " << key << " step " << step << " block " << b;
+          }
+        }
+      }
     }
   }
 }

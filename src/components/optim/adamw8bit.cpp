@@ -1,7 +1,17 @@
 #include "components/optim/adamw8bit.h"
 
 #include <cmath>
+#include <tuple>
 #include <type_traits>
+#include <utility>
+
+#if defined(__AVX512F__)
+// GCC 12's intrinsics trip -Wmaybe-uninitialized on their own _mm512_undefined_* (GCC PR 105593).
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#include <immintrin.h>
+#pragma GCC diagnostic pop
+#endif
 
 #include "components/optim/quant8.h"
 #include "core/error.h"
@@ -24,7 +34,7 @@ struct Scalars {
   float lr_wd;      // lr * weight_decay
   float step_size;  // lr / bc1
   float w1, w2;     // 1 - beta1, 1 - beta2 (lerp weights)
-  float bc2_sqrt, eps;
+  float bc2_sqrt, bc2_sqrt_recip, eps;
 };
 
 // torch.lerp: start + w (end - start) for |w| < 0.5, else end - (end - start) (1 - w).
@@ -36,22 +46,97 @@ inline float lerp(float start, float end, float w) {
     return end - (end - start) * (1.0f - w);
 }
 
+// One element's update from its old moments; m and v become the new ones, unrounded.
+template <bool Lo1, bool Lo2, class P>
+inline void adamw_update(P& p, float g, float& m, float& v, const Scalars& s) {
+  float pi = to_compute(p);
+  pi = pi - s.lr_wd * pi;
+  m = lerp<Lo1>(m, g, s.w1);
+  v = lerp<Lo2>(v, g * g, s.w2);
+  const float denom = std::sqrt(v) / s.bc2_sqrt + s.eps;
+  pi = pi - s.step_size * m / denom;
+  p = from_compute<P>(pi);
+}
+
 template <bool Lo1, bool Lo2, class P, class G>
 void adamw8bit_kernel(P* __restrict p, const G* __restrict g, float* __restrict m, float* __restrict v, int64_t n,
                       const Scalars s) {
 #pragma omp simd
+  for (int64_t i = 0; i < n; ++i) adamw_update<Lo1, Lo2>(p[i], to_compute(g[i]), m[i], v[i], s);
+}
+
+#if defined(__AVX512F__)
+inline __m512 load16(const float* p, __mmask16 k) { return _mm512_maskz_loadu_ps(k, p); }
+inline __m512 load16(const bf16* p, __mmask16 k) {
+  return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(k, p)), 16));
+}
+
+template <bool Lo>
+inline __m512 lerp16(__m512 start, __m512 end, __m512 w) {
+  if constexpr (Lo)
+    return _mm512_add_ps(start, _mm512_mul_ps(w, _mm512_sub_ps(end, start)));
+  else
+    return _mm512_sub_ps(end, _mm512_mul_ps(_mm512_sub_ps(end, start), _mm512_sub_ps(_mm512_set1_ps(1.0f), w)));
+}
+#endif
+
+// adamw8bit_kernel over one block of 8-bit state, dequantizing the old moments as it reads them (values * scale,
+// as dequantize_block) and leaving the new ones in m and v. Returns their blocks' scales (q8::block_scale).
+template <bool Lo1, bool Lo2, class P, class G>
+std::pair<float, float> adamw8bit_block(P* __restrict p, const G* __restrict g, const uint8_t* __restrict cm,
+                                        const uint8_t* __restrict cv, float sm, float sv, float* __restrict m,
+                                        float* __restrict v, int64_t n, const Scalars s) {
+  const float* __restrict tm = q8::signed_map().values();
+  const float* __restrict tv = q8::unsigned_map().values();
+#if defined(__AVX512F__)
+  // Left to the compiler, the table reads stay scalar and the loop runs on 8 lanes.
+  if constexpr (std::is_same_v<P, float>) {
+    const __m512 lr_wd = _mm512_set1_ps(s.lr_wd), step_size = _mm512_set1_ps(s.step_size);
+    const __m512 w1 = _mm512_set1_ps(s.w1), w2 = _mm512_set1_ps(s.w2), eps = _mm512_set1_ps(s.eps);
+    const __m512 bc2 = _mm512_set1_ps(s.bc2_sqrt), bc2_recip = _mm512_set1_ps(s.bc2_sqrt_recip);
+    const __m512 vsm = _mm512_set1_ps(sm), vsv = _mm512_set1_ps(sv), inf = _mm512_set1_ps(INFINITY);
+    __m512 max_m = _mm512_setzero_ps(), max_v = _mm512_setzero_ps();
+    __mmask16 nan_m = 0, nan_v = 0;  // a NaN may drop out of a maximum; these keep it
+    for (int64_t i = 0; i < n; i += 16) {
+      const __mmask16 k = n - i >= 16 ? __mmask16(0xffff) : __mmask16((1u << (n - i)) - 1u);
+      const __m512i im = _mm512_cvtepu8_epi32(_mm_maskz_loadu_epi8(k, cm + i));
+      const __m512i iv = _mm512_cvtepu8_epi32(_mm_maskz_loadu_epi8(k, cv + i));
+      const __m512 gi = load16(g + i, k);
+      __m512 pi = load16(p + i, k);
+      pi = _mm512_sub_ps(pi, _mm512_mul_ps(lr_wd, pi));
+      const __m512 mi = lerp16<Lo1>(_mm512_mul_ps(_mm512_i32gather_ps(im, tm, 4), vsm), gi, w1);
+      const __m512 vi = lerp16<Lo2>(_mm512_mul_ps(_mm512_i32gather_ps(iv, tv, 4), vsv), _mm512_mul_ps(gi, gi), w2);
+      // sqrt(v) / bc2_sqrt by div_by_reciprocal, rounded as the division of adamw_update
+      const __m512 root = _mm512_sqrt_ps(vi), q = _mm512_mul_ps(root, bc2_recip);
+      const __m512 exact = _mm512_fmadd_ps(_mm512_fnmadd_ps(q, bc2, root), bc2_recip, q);
+      const __m512 denom =
+          _mm512_add_ps(_mm512_mask_blend_ps(_mm512_cmp_ps_mask(_mm512_abs_ps(q), inf, _CMP_EQ_OQ), exact, q), eps);
+      pi = _mm512_sub_ps(pi, _mm512_div_ps(_mm512_mul_ps(step_size, mi), denom));
+      _mm512_mask_storeu_ps(p + i, k, pi);
+      _mm512_mask_storeu_ps(m + i, k, mi);
+      _mm512_mask_storeu_ps(v + i, k, vi);
+      max_m = _mm512_mask_max_ps(max_m, k, max_m, _mm512_abs_ps(mi));
+      max_v = _mm512_mask_max_ps(max_v, k, max_v, _mm512_abs_ps(vi));
+      nan_m |= _mm512_mask_cmp_ps_mask(k, mi, mi, _CMP_UNORD_Q);
+      nan_v |= _mm512_mask_cmp_ps_mask(k, vi, vi, _CMP_UNORD_Q);
+    }
+    return {q8::block_scale(_mm512_reduce_max_ps(max_m), nan_m != 0),
+            q8::block_scale(_mm512_reduce_max_ps(max_v), nan_v != 0)};
+  }
+#endif
+  float max_m = 0.0f, max_v = 0.0f;
+  int nan = 0;  // bit 0: m, bit 1: v
+#pragma omp simd reduction(max : max_m, max_v) reduction(| : nan)
   for (int64_t i = 0; i < n; ++i) {
-    float pi = to_compute(p[i]);
-    const float gi = to_compute(g[i]);
-    pi = pi - s.lr_wd * pi;
-    const float mi = lerp<Lo1>(m[i], gi, s.w1);
-    const float vi = lerp<Lo2>(v[i], gi * gi, s.w2);
+    float mi = tm[cm[i]] * sm, vi = tv[cv[i]] * sv;
+    adamw_update<Lo1, Lo2>(p[i], to_compute(g[i]), mi, vi, s);
     m[i] = mi;
     v[i] = vi;
-    const float denom = std::sqrt(vi) / s.bc2_sqrt + s.eps;
-    pi = pi - s.step_size * mi / denom;
-    p[i] = from_compute<P>(pi);
+    max_m = std::max(max_m, std::fabs(mi));
+    max_v = std::max(max_v, std::fabs(vi));
+    nan |= (mi != mi ? 1 : 0) | (vi != vi ? 2 : 0);
   }
+  return {q8::block_scale(max_m, nan & 1), q8::block_scale(max_v, nan & 2)};
 }
 
 template <class F>
@@ -147,6 +232,7 @@ Optimizer::TileUpdate AdamW8bit::prepare(const ParamGroup& group, Unit& u, DType
   const float step = float(u.step);
   s.step_size = lr / (1.0f - std::pow(float(opt_.beta1), step));
   s.bc2_sqrt = std::sqrt(1.0f - std::pow(float(opt_.beta2), step));
+  s.bc2_sqrt_recip = 1.0f / s.bc2_sqrt;
   s.w1 = float(1.0 - opt_.beta1);
   s.w2 = float(1.0 - opt_.beta2);
   s.eps = float(opt_.eps);
@@ -177,24 +263,20 @@ Optimizer::TileUpdate AdamW8bit::prepare(const ParamGroup& group, Unit& u, DType
             adamw8bit_kernel<L1, L2>(p, g, dense_m + l.dense_at + at, dense_v + l.dense_at + at, t.n, s);
             return;
           }
-          // Tiles start on block boundaries and hold whole blocks (tile_multiple): dequantize, update with the
-          // new moments unrounded, quantize them back.
+          // Tiles start on block boundaries and hold whole blocks (tile_multiple).
           thread_local std::vector<float> m, v;
-          m.resize(size_t(t.n));
-          v.resize(size_t(t.n));
+          m.resize(size_t(bs));
+          v.resize(size_t(bs));
           uint8_t* cm = codes_m + l.codes_at + at;
           uint8_t* cv = codes_v + l.codes_at + at;
           float* sm = scale_m + l.scales_at + at / bs;
           float* sv = scale_v + l.scales_at + at / bs;
-          const int64_t blocks = t.n / bs;
-          for (int64_t b = 0; b < blocks; ++b) {
-            q8::dequantize_block(qm, cm + b * bs, sm[b], bs, m.data() + b * bs);
-            q8::dequantize_block(qv, cv + b * bs, sv[b], bs, v.data() + b * bs);
-          }
-          adamw8bit_kernel<L1, L2>(p, g, m.data(), v.data(), t.n, s);
-          for (int64_t b = 0; b < blocks; ++b) {
-            sm[b] = q8::quantize_block(qm, m.data() + b * bs, bs, cm + b * bs);
-            sv[b] = q8::quantize_block(qv, v.data() + b * bs, bs, cv + b * bs);
+          for (int64_t b = 0; b < t.n / bs; ++b) {
+            const int64_t o = b * bs;
+            std::tie(sm[b], sv[b]) =
+                adamw8bit_block<L1, L2>(p + o, g + o, cm + o, cv + o, sm[b], sv[b], m.data(), v.data(), bs, s);
+            q8::quantize_scaled(qm, m.data(), bs, sm[b], cm + o);
+            q8::quantize_scaled(qv, v.data(), bs, sv[b], cv + o);
           }
         };
       });

@@ -75,8 +75,9 @@ inline bool split_n(const float* __restrict x, bf16* __restrict p, uint16_t* __r
 
 // bf16 stochastic rounding (torchao's bf16_stochastic_round): x rounds away from zero with probability
 // (x's low 16 bits) / 2^16, else towards zero, so the expected bf16 value is x and updates below half an ulp are
-// kept on average. The 16 random bits of element i come from a counter-based hash of (key, i): the same key and
-// index give the same rounding, so a resumed run rounds as the uninterrupted one.
+// kept on average. The 16 random bits of element i come from a counter-based hash of (key, i / 2), its low half for
+// even i and its high half for odd i: the same key and index give the same rounding, so a resumed run rounds as
+// the uninterrupted one.
 // On uint32_t, or on 16 lanes of them (cpu::vec16::vu) for stochastic_round_n: left to the compiler, that loop runs
 // on 8-lane vectors.
 template <class U>
@@ -89,32 +90,33 @@ inline U hash32(U x) {
   return x;
 }
 
+// Elements first .. first + n - 1 of x (first even) into p.
 inline void stochastic_round_n(const float* __restrict x, bf16* __restrict p, int64_t n, uint32_t key, int64_t first) {
   using cpu::vec16::vu, cpu::vec16::vh, cpu::vec16::kW;
   const vu lane = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15}, zero = lane ^ lane;
-  auto round16 = [&](vu u, int64_t i) {
-    const vu rnd = hash32(key ^ hash32(uint32_t(first + i) + lane)) & 0xffffu;
-    // x's high half, + 1 when rnd < x's low half; inf / NaN round as float_to_bf16 (NaN quieted).
-    const vu special = (u >> 16) | ((u & 0x7fffffu) != 0 ? zero + 0x40u : zero);
-    const vu rounded = (u >> 16) + (rnd < (u & 0xffffu) ? zero + 1u : zero);
-    return __builtin_convertvector((u & 0x7f800000u) == 0x7f800000u ? special : rounded, vh);
+  // 2 kW elements from one kW-lane hash: its 16-bit halves in memory order are the elements' random bits.
+  auto round32 = [&](const float* in, void* out, int64_t i) {
+    const vu h = hash32(key ^ hash32(uint32_t((first + i) / 2) + lane));
+    vh rnd[2];
+    std::memcpy(rnd, &h, sizeof(h));
+    for (int k = 0; k < 2; ++k) {
+      vu u;
+      std::memcpy(&u, in + k * kW, sizeof(u));
+      // x's high half, + 1 when rnd < x's low half; inf / NaN round as float_to_bf16 (NaN quieted).
+      const vu special = (u >> 16) | ((u & 0x7fffffu) != 0 ? zero + 0x40u : zero);
+      const vu rounded = (u >> 16) + (__builtin_convertvector(rnd[k], vu) < (u & 0xffffu) ? zero + 1u : zero);
+      const vh b = __builtin_convertvector((u & 0x7f800000u) == 0x7f800000u ? special : rounded, vh);
+      std::memcpy(static_cast<char*>(out) + k * sizeof(b), &b, sizeof(b));
+    }
   };
   int64_t i = 0;
-  for (; i + kW <= n; i += kW) {  // fixed-size copies: plain vector loads and stores
-    vu u;
-    std::memcpy(&u, x + i, sizeof(u));
-    const vh h = round16(u, i);
-    std::memcpy(static_cast<void*>(p + i), &h, sizeof(h));
-  }
+  for (; i + 2 * kW <= n; i += 2 * kW) round32(x + i, p + i, i);  // fixed-size copies: plain vector loads, stores
   if (i == n) return;
   // The tail goes through the same lanes, zero-padded.
-  float in[kW] = {};
+  float in[2 * kW] = {};
   std::memcpy(in, x + i, size_t(n - i) * 4);
-  vu u;
-  std::memcpy(&u, in, sizeof(u));
-  const vh h = round16(u, i);
-  uint16_t out[kW];
-  std::memcpy(out, &h, sizeof(h));
+  uint16_t out[2 * kW];
+  round32(in, out, i);
   std::memcpy(static_cast<void*>(p + i), out, size_t(n - i) * 2);
 }
 

@@ -6,6 +6,7 @@
 #include <limits>
 #include <type_traits>
 
+#include "components/optim/div_by_reciprocal.h"
 #include "components/optim/master_split.h"
 #include "core/error.h"
 #include "core/threads.h"
@@ -48,7 +49,7 @@ struct AdamScalars {
   C wd;     // L2 (coupled)
   C w1;     // 1 - beta1 (lerp weight)
   C beta2, omb2;
-  C bc2_sqrt, eps, neg_step_size;
+  C bc2_sqrt, bc2_sqrt_recip, eps, neg_step_size;
 };
 
 // Decoupled: AdamW's p *= 1 - lr * wd; else Adam's g += wd * p. LerpLo: torch's lerp branch for
@@ -70,7 +71,7 @@ void adam_kernel(P* __restrict p, const G* __restrict g, C* __restrict m, C* __r
     else
       mi = gi - (gi - mi) * (C(1) - s.w1);
     const C vi = v[i] * s.beta2 + s.omb2 * gi * gi;
-    const C denom = std::sqrt(vi) / s.bc2_sqrt + s.eps;
+    const C denom = div_by_reciprocal(std::sqrt(vi), s.bc2_sqrt, s.bc2_sqrt_recip) + s.eps;
     pi = pi + s.neg_step_size * mi / denom;
     m[i] = mi;
     v[i] = vi;
@@ -571,6 +572,7 @@ Optimizer::TileUpdate Adam::prepare(const ParamGroup& group, Unit& u, DType targ
     s.beta2 = C(opt_.beta2);
     s.omb2 = C(1.0 - opt_.beta2);
     s.bc2_sqrt = C(std::sqrt(bc2));
+    s.bc2_sqrt_recip = C(1) / s.bc2_sqrt;
     s.eps = C(opt_.eps);
     s.neg_step_size = C(-(lr / bc1));
     C* m = u.state[0].data<C>();

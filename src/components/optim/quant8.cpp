@@ -13,6 +13,7 @@
 #pragma GCC diagnostic pop
 #endif
 
+#include "components/optim/div_by_reciprocal.h"
 #include "core/error.h"
 
 namespace automodel::optim::q8 {
@@ -71,6 +72,8 @@ QuantMap::QuantMap(bool is_signed) {
   AM_CHECK(uniform(0), "quantization map: the smallest floats take more than one code");
   uint32_t floor = 0;
   while (floor + 1 < 127 && uniform(floor + 1)) ++floor;
+  // quantize_unit's quotients of |x| < 2^-100 may miss by some ulps (div_by_reciprocal): all land below 2^-60.
+  AM_CHECK(floor >= 127 - 60, "quantization map: the floats below 2^-60 take more than one code");
   exponent_floor_ = int(floor);
   rows_ = 128 - floor;  // row r > 0: exponent field floor + r, up to 127 (|x| in [1, 2) holds only 1 itself)
   buckets_.resize(size_t(2 * rows_ * 128));
@@ -118,30 +121,32 @@ void QuantMap::quantize_unit(const float* x, float scale, int64_t n, uint8_t* co
   const uint32_t rows = rows_;
 #if defined(__AVX512F__)
   // Compilers leave the table lookup scalar; here it is one gather per 16 elements.
-  const __m512 vscale = _mm512_set1_ps(scale);
-  const __m512i vfloor = _mm512_set1_epi32(floor), vrows = _mm512_set1_epi32(int(rows));
-  const __m512i byte = _mm512_set1_epi32(0xff), low7 = _mm512_set1_epi32(0x7f), low16 = _mm512_set1_epi32(0xffff);
+  const __m512 vscale = _mm512_set1_ps(scale), vrecip = _mm512_set1_ps(1.0f / scale);
+  // A float's row and 7 high mantissa bits are its high half less the sign, counted from the floor exponent's row:
+  // row 0 holds one entry 128 times, so that everything below clamps to it.
+  const __m512i vfloor = _mm512_set1_epi32(floor << 7), vrows = _mm512_set1_epi32(int(rows << 7));
+  const __m512i low15 = _mm512_set1_epi32(0x7fff), low16 = _mm512_set1_epi32(0xffff);
   for (int64_t i = 0; i < n; i += 16) {
     const __mmask16 live = n - i >= 16 ? __mmask16(0xffff) : __mmask16((1u << (n - i)) - 1u);
-    const __m512i u = _mm512_castps_si512(_mm512_div_ps(_mm512_maskz_loadu_ps(live, x + i), vscale));
-    const __m512i row = _mm512_max_epi32(_mm512_sub_epi32(_mm512_and_si512(_mm512_srli_epi32(u, 23), byte), vfloor),
-                                         _mm512_setzero_si512());
-    const __mmask16 negative = _mm512_cmplt_epi32_mask(u, _mm512_setzero_si512());
-    const __m512i idx = _mm512_or_si512(_mm512_slli_epi32(_mm512_mask_add_epi32(row, negative, row, vrows), 7),
-                                        _mm512_and_si512(_mm512_srli_epi32(u, 16), low7));
+    const __m512 xi = _mm512_maskz_loadu_ps(live, x + i), q = _mm512_mul_ps(xi, vrecip);
+    const __m512i u = _mm512_castps_si512(_mm512_fmadd_ps(_mm512_fnmadd_ps(q, vscale, xi), vrecip, q));
+    const __m512i at = _mm512_max_epi32(_mm512_sub_epi32(_mm512_and_si512(_mm512_srli_epi32(u, 16), low15), vfloor),
+                                        _mm512_setzero_si512());
+    const __m512i idx = _mm512_mask_add_epi32(at, _mm512_cmplt_epi32_mask(u, _mm512_setzero_si512()), at, vrows);
     const __m512i b = _mm512_mask_i32gather_epi32(_mm512_setzero_si512(), live, idx, table, 4);
     const __mmask16 upper = _mm512_cmpge_epu32_mask(_mm512_and_si512(u, low16), _mm512_srli_epi32(b, 16));
     const __m512i code = _mm512_mask_blend_epi32(upper, b, _mm512_srli_epi32(b, 8));
     _mm512_mask_cvtepi32_storeu_epi8(codes + i, live, code);
   }
 #else
+  const float recip = 1.0f / scale;
 #pragma omp simd
   for (int64_t i = 0; i < n; ++i) {
-    const float q = x[i] / scale;
+    const float q = div_by_reciprocal(x[i], scale, recip);
     uint32_t u;
     std::memcpy(&u, &q, 4);
-    const int row = std::max(int((u >> 23) & 0xffu) - floor, 0);
-    const uint32_t b = table[(((u >> 31) * rows + uint32_t(row)) << 7) | ((u >> 16) & 0x7fu)];
+    const int at = std::max(int((u >> 16) & 0x7fffu) - (floor << 7), 0);
+    const uint32_t b = table[uint32_t(at) + (u >> 31) * (rows << 7)];
     codes[i] = uint8_t((u & 0xffffu) >= (b >> 16) ? b >> 8 : b);
   }
 #endif
@@ -155,6 +160,18 @@ const QuantMap& signed_map() {
 const QuantMap& unsigned_map() {
   static const QuantMap m(false);
   return m;
+}
+
+float block_scale(float amax, bool nan) {
+  return nan ? std::numeric_limits<float>::quiet_NaN() : std::max(amax, 1e-12f);
+}
+
+void quantize_scaled(const QuantMap& map, const float* x, int64_t n, float scale, uint8_t* codes) {
+  if (scale <= 0x1p125f) {
+    map.quantize_unit(x, scale, n, codes);
+  } else {  // a NaN or an infinity in the block (quotients outside [-1, 1]), or 1 / scale not normal
+    for (int64_t i = 0; i < n; ++i) codes[i] = map.quantize_reference(x[i] / scale);
+  }
 }
 
 float quantize_block(const QuantMap& map, const float* x, int64_t n, uint8_t* codes) {
@@ -180,12 +197,8 @@ float quantize_block(const QuantMap& map, const float* x, int64_t n, uint8_t* co
     nan |= a != a;
   }
 #endif
-  const float scale = nan ? std::numeric_limits<float>::quiet_NaN() : std::max(amax, 1e-12f);
-  if (std::isfinite(scale)) {
-    map.quantize_unit(x, scale, n, codes);
-  } else {  // a NaN or an infinity in the block: quotients outside [-1, 1]
-    for (int64_t i = 0; i < n; ++i) codes[i] = map.quantize_reference(x[i] / scale);
-  }
+  const float scale = block_scale(amax, nan != 0);
+  quantize_scaled(map, x, n, scale, codes);
   return scale;
 }
 

@@ -30,7 +30,8 @@ class QuantMap {
     quantize_unit(&x, 1.0f, 1, &code);
     return code;
   }
-  // codes[i] = quantize_unit(x[i] / scale) for a scale with |x[i]| <= scale, as one vector loop.
+  // codes[i] = quantize_unit(x[i] / scale) for a scale in [2^-126, 2^125] with |x[i]| <= scale, as one vector
+  // loop dividing by the reciprocal (div_by_reciprocal.h).
   void quantize_unit(const float* x, float scale, int64_t n, uint8_t* codes) const;
   float dequantize(uint8_t code, float scale) const { return values_[code] * scale; }
 
@@ -47,8 +48,12 @@ const QuantMap& signed_map();    // exp_avg
 const QuantMap& unsigned_map();  // exp_avg_sq
 
 // One block: scale = max(max |x|, 1e-12) (NaN when x holds a NaN, as torch's amax), codes of x / scale (by the
-// table when the scale is finite, so that |x / scale| <= 1; by the definition otherwise). Returns the scale.
+// table when the scale is finite and at most 2^125, so that |x / scale| <= 1; by the definition otherwise).
+// Returns the scale.
 float quantize_block(const QuantMap& map, const float* x, int64_t n, uint8_t* codes);
+// Its two halves, for a caller that has the block's max |x| (amax) and whether it holds a NaN at hand.
+float block_scale(float amax, bool nan);
+void quantize_scaled(const QuantMap& map, const float* x, int64_t n, float scale, uint8_t* codes);
 // x = values[code] * scale.
 void dequantize_block(const QuantMap& map, const uint8_t* codes, float scale, int64_t n, float* x);
 
