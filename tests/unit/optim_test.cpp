@@ -999,6 +999,58 @@ TEST(OptimAdamW8bit, FlatEqualsPerTensorBitForBit) {
 }
 
 namespace {
+// AdamW8bit with its stochastic rounding left to Optimizer::step: an fp32 copy of each tile, rounded after the update.
+class AdamW8bitRoundedAfter : public AdamW8bit {
+ public:
+  using AdamW8bit::AdamW8bit;
+
+ protected:
+  bool rounds_bf16() const override { return false; }
+};
+}  // namespace
+
+// bf16 stochastic rounding inside the 8-bit update (no fp32 copy of the parameter) rounds as the rounding after it,
+// bit for bit: 8-bit and fp32-state parameters, vector tails, per-tensor and flat, over steps that feed on the
+// rounded parameters.
+TEST(OptimAdamW8bit, StochasticRoundingInTheUpdateEqualsRoundingAfterIt) {
+  const std::vector<Shape> shapes = {{37}, {64, 64}, {8192}, {4099}, {17, 512}};
+  for (bool flat : {false, true}) {
+    for (int64_t bs : {256, 128}) {
+      const std::string what = std::string(flat ? "flat" : "tensors") + " block " + std::to_string(bs);
+      Twin a = make_twin(shapes, DType::bf16), b = make_twin(shapes, DType::bf16);
+      ParamGroup ga, gb;
+      if (flat) {
+        ga.flat = {a.flat};
+        gb.flat = {b.flat};
+      } else {
+        ga.params = a.tensors;
+        gb.params = b.tensors;
+      }
+      AdamW8bitOptions o{1e-2, 0.9, 0.95, 1e-8, 0.1, bs};
+      AdamW8bit in({ga}, o);
+      AdamW8bitRoundedAfter after({gb}, o);
+      in.set_bf16_stochastic_round(true);
+      after.set_bf16_stochastic_round(true);
+      for (int s = 0; s < 4; ++s) {
+        set_grads(a, s);
+        set_grads(b, s);
+        in.step();
+        after.step();
+      }
+      if (flat) {
+        EXPECT_EQ(std::memcmp(a.flat.data.raw_data(), b.flat.data.raw_data(), a.flat.data.nbytes()), 0) << what;
+      } else {
+        for (size_t i = 0; i < shapes.size(); ++i) {
+          const Tensor &pa = a.tensors[i].second, &pb = b.tensors[i].second;
+          EXPECT_EQ(std::memcmp(pa.raw_data(), pb.raw_data(), pa.nbytes()), 0) << what << " " << a.tensors[i].first;
+        }
+      }
+      expect_same_state(in, after, "AdamW8bit stochastic rounding " + what);
+    }
+  }
+}
+
+namespace {
 // torchao's single_param_adam for one element, as adamw8bit.cpp takes it, each operation rounded on its own.
 __attribute__((optimize("fp-contract=off"))) void adamw8bit_definition(float& p, float g, float& m, float& v,
                                                                        const AdamW8bitOptions& o, int step) {

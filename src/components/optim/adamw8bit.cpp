@@ -1,9 +1,11 @@
 #include "components/optim/adamw8bit.h"
 
 #include <cmath>
+#include <cstring>
 #include <tuple>
 #include <type_traits>
 #include <utility>
+#include <vector>
 
 #if defined(__AVX512F__)
 // GCC 12's intrinsics trip -Wmaybe-uninitialized on their own _mm512_undefined_* (GCC PR 105593).
@@ -13,6 +15,7 @@
 #pragma GCC diagnostic pop
 #endif
 
+#include "components/optim/master_split.h"
 #include "components/optim/quant8.h"
 #include "core/error.h"
 
@@ -78,19 +81,55 @@ inline __m512 lerp16(__m512 start, __m512 end, __m512 w) {
   else
     return _mm512_sub_ps(end, _mm512_mul_ps(_mm512_sub_ps(end, start), _mm512_sub_ps(_mm512_set1_ps(1.0f), w)));
 }
+
+// master::stochastic_round_n of x into p[0 .. 15] (the lanes in k), p being element `first` (even): its 16 random
+// halves are those of the 8 hashes of first / 2 + 0 .. 7, in memory order.
+inline void stochastic_round16(bf16* p, __mmask16 k, __m512 x, uint32_t key, int64_t first) {
+  using u32x8 = uint32_t __attribute__((vector_size(32)));
+  const u32x8 index = uint32_t(first / 2) + u32x8{0, 1, 2, 3, 4, 5, 6, 7};
+  const u32x8 h = master::hash32(key ^ master::hash32(index));
+  __m256i halves;
+  std::memcpy(&halves, &h, sizeof(h));
+  const __m512i rnd = _mm512_cvtepu16_epi32(halves), u = _mm512_castps_si512(x);
+  const __m512i high = _mm512_srli_epi32(u, 16), exponent = _mm512_set1_epi32(0x7f800000);
+  const __m512i up = _mm512_mask_add_epi32(
+      high, _mm512_cmplt_epu32_mask(rnd, _mm512_and_si512(u, _mm512_set1_epi32(0xffff))), high, _mm512_set1_epi32(1));
+  // inf / NaN as float_to_bf16: the high half, NaN quieted
+  const __m512i special =
+      _mm512_mask_or_epi32(high, _mm512_test_epi32_mask(u, _mm512_set1_epi32(0x7fffff)), high, _mm512_set1_epi32(0x40));
+  const __mmask16 finite = _mm512_cmpneq_epi32_mask(_mm512_and_si512(u, exponent), exponent);
+  _mm512_mask_cvtepi32_storeu_epi16(p, k, _mm512_mask_blend_epi32(finite, special, up));
+}
+
+constexpr bool kFusedRounding = true;  // adamw8bit_block rounds bf16 itself
+#else
+constexpr bool kFusedRounding = false;
 #endif
+
+// The update of n bf16 elements through an fp32 copy, rounded back as master::stochastic_round_n: for the updates
+// without a bf16 kernel of their own.
+template <class F>
+void update_rounded(bf16* p, int64_t n, uint32_t key, int64_t first, F&& update_f32) {
+  thread_local std::vector<float> x;
+  x.resize(size_t(n));
+  for (int64_t i = 0; i < n; ++i) x[size_t(i)] = to_compute(p[i]);
+  update_f32(x.data());
+  master::stochastic_round_n(x.data(), p, n, key, first);
+}
 
 // adamw8bit_kernel over one block of 8-bit state, dequantizing the old moments as it reads them (values * scale,
 // as dequantize_block) and leaving the new ones in m and v. Returns their blocks' scales (q8::block_scale).
-template <bool Lo1, bool Lo2, class P, class G>
+// Rounds: bf16 p, its update rounded by stochastic_round16 (p being element `first`); AVX-512 only.
+template <bool Lo1, bool Lo2, bool Rounds, class P, class G>
 std::pair<float, float> adamw8bit_block(P* __restrict p, const G* __restrict g, const uint8_t* __restrict cm,
                                         const uint8_t* __restrict cv, float sm, float sv, float* __restrict m,
-                                        float* __restrict v, int64_t n, const Scalars s) {
+                                        float* __restrict v, int64_t n, const Scalars s, uint32_t key = 0,
+                                        int64_t first = 0) {
   const float* __restrict tm = q8::signed_map().values();
   const float* __restrict tv = q8::unsigned_map().values();
 #if defined(__AVX512F__)
   // Left to the compiler, the table reads stay scalar and the loop runs on 8 lanes.
-  if constexpr (std::is_same_v<P, float>) {
+  if constexpr (std::is_same_v<P, float> || Rounds) {
     const __m512 lr_wd = _mm512_set1_ps(s.lr_wd), step_size = _mm512_set1_ps(s.step_size);
     const __m512 w1 = _mm512_set1_ps(s.w1), w2 = _mm512_set1_ps(s.w2), eps = _mm512_set1_ps(s.eps);
     const __m512 bc2 = _mm512_set1_ps(s.bc2_sqrt), bc2_recip = _mm512_set1_ps(s.bc2_sqrt_recip);
@@ -112,7 +151,10 @@ std::pair<float, float> adamw8bit_block(P* __restrict p, const G* __restrict g, 
       const __m512 denom =
           _mm512_add_ps(_mm512_mask_blend_ps(_mm512_cmp_ps_mask(_mm512_abs_ps(q), inf, _CMP_EQ_OQ), exact, q), eps);
       pi = _mm512_sub_ps(pi, _mm512_div_ps(_mm512_mul_ps(step_size, mi), denom));
-      _mm512_mask_storeu_ps(p + i, k, pi);
+      if constexpr (Rounds)
+        stochastic_round16(p + i, k, pi, key, first + i);
+      else
+        _mm512_mask_storeu_ps(p + i, k, pi);
       _mm512_mask_storeu_ps(m + i, k, mi);
       _mm512_mask_storeu_ps(v + i, k, vi);
       max_m = _mm512_mask_max_ps(max_m, k, max_m, _mm512_abs_ps(mi));
@@ -122,21 +164,24 @@ std::pair<float, float> adamw8bit_block(P* __restrict p, const G* __restrict g, 
     }
     return {q8::block_scale(_mm512_reduce_max_ps(max_m), nan_m != 0),
             q8::block_scale(_mm512_reduce_max_ps(max_v), nan_v != 0)};
-  }
+  } else
 #endif
-  float max_m = 0.0f, max_v = 0.0f;
-  int nan = 0;  // bit 0: m, bit 1: v
+  {
+    static_assert(!Rounds, "stochastic rounding in the block kernel needs AVX-512");
+    float max_m = 0.0f, max_v = 0.0f;
+    int nan = 0;  // bit 0: m, bit 1: v
 #pragma omp simd reduction(max : max_m, max_v) reduction(| : nan)
-  for (int64_t i = 0; i < n; ++i) {
-    float mi = tm[cm[i]] * sm, vi = tv[cv[i]] * sv;
-    adamw_update<Lo1, Lo2>(p[i], to_compute(g[i]), mi, vi, s);
-    m[i] = mi;
-    v[i] = vi;
-    max_m = std::max(max_m, std::fabs(mi));
-    max_v = std::max(max_v, std::fabs(vi));
-    nan |= (mi != mi ? 1 : 0) | (vi != vi ? 2 : 0);
+    for (int64_t i = 0; i < n; ++i) {
+      float mi = tm[cm[i]] * sm, vi = tv[cv[i]] * sv;
+      adamw_update<Lo1, Lo2>(p[i], to_compute(g[i]), mi, vi, s);
+      m[i] = mi;
+      v[i] = vi;
+      max_m = std::max(max_m, std::fabs(mi));
+      max_v = std::max(max_v, std::fabs(vi));
+      nan |= (mi != mi ? 1 : 0) | (vi != vi ? 2 : 0);
+    }
+    return {q8::block_scale(max_m, nan & 1), q8::block_scale(max_v, nan & 2)};
   }
-  return {q8::block_scale(max_m, nan & 1), q8::block_scale(max_v, nan & 2)};
 }
 
 template <class F>
@@ -247,38 +292,56 @@ Optimizer::TileUpdate AdamW8bit::prepare(const ParamGroup& group, Unit& u, DType
   float* dense_v = u.state[5].data<float>();
   const q8::QuantMap& qm = q8::signed_map();
   const q8::QuantMap& qv = q8::unsigned_map();
+  // Stochastic rounding reaches here as bf16 targets (rounds_bf16).
+  const bool rounds = stochastic_round() && target == DType::bf16;
   TileUpdate update;
   dispatch_types(target, grad, [&](auto ptag, auto gtag) {
     using P = decltype(ptag);
     using G = decltype(gtag);
     with_bool(std::abs(s.w1) < 0.5f, [&](auto lo1) {
       with_bool(std::abs(s.w2) < 0.5f, [&](auto lo2) {
-        constexpr bool L1 = decltype(lo1)::value, L2 = decltype(lo2)::value;
-        update = [=, &layout, &segments, &qm, &qv](const Tile& t) {
-          P* p = static_cast<P*>(t.target);
-          const G* g = static_cast<const G*>(t.grad);
-          const Layout& l = layout[t.seg];
-          const int64_t at = t.begin - segments[t.seg].begin;  // element offset inside the segment
-          if (!l.quantized) {
-            adamw8bit_kernel<L1, L2>(p, g, dense_m + l.dense_at + at, dense_v + l.dense_at + at, t.n, s);
-            return;
+        with_bool(rounds, [&](auto rounds_tag) {
+          constexpr bool L1 = decltype(lo1)::value, L2 = decltype(lo2)::value, R = decltype(rounds_tag)::value;
+          if constexpr (!R || std::is_same_v<P, bf16>) {
+            update = [=, &layout, &segments, &qm, &qv](const Tile& t) {
+              P* p = static_cast<P*>(t.target);
+              const G* g = static_cast<const G*>(t.grad);
+              const Layout& l = layout[t.seg];
+              const int64_t at = t.begin - segments[t.seg].begin;  // element offset inside the segment
+              if (!l.quantized) {
+                float* m = dense_m + l.dense_at + at;
+                float* v = dense_v + l.dense_at + at;
+                if constexpr (R)
+                  update_rounded(p, t.n, t.round_key, t.begin,
+                                 [&](float* x) { adamw8bit_kernel<L1, L2>(x, g, m, v, t.n, s); });
+                else
+                  adamw8bit_kernel<L1, L2>(p, g, m, v, t.n, s);
+                return;
+              }
+              // Tiles start on block boundaries and hold whole blocks (tile_multiple).
+              thread_local std::vector<float> m, v;
+              m.resize(size_t(bs));
+              v.resize(size_t(bs));
+              uint8_t* cm = codes_m + l.codes_at + at;
+              uint8_t* cv = codes_v + l.codes_at + at;
+              float* sm = scale_m + l.scales_at + at / bs;
+              float* sv = scale_v + l.scales_at + at / bs;
+              for (int64_t b = 0; b < t.n / bs; ++b) {
+                const int64_t o = b * bs;
+                auto block = [&](auto* target, auto fused_rounding) {
+                  std::tie(sm[b], sv[b]) = adamw8bit_block<L1, L2, decltype(fused_rounding)::value>(
+                      target, g + o, cm + o, cv + o, sm[b], sv[b], m.data(), v.data(), bs, s, t.round_key, t.begin + o);
+                };
+                if constexpr (R && !kFusedRounding)
+                  update_rounded(p + o, bs, t.round_key, t.begin + o, [&](float* x) { block(x, std::false_type{}); });
+                else
+                  block(p + o, std::bool_constant<R>{});
+                q8::quantize_scaled(qm, m.data(), bs, sm[b], cm + o);
+                q8::quantize_scaled(qv, v.data(), bs, sv[b], cv + o);
+              }
+            };
           }
-          // Tiles start on block boundaries and hold whole blocks (tile_multiple).
-          thread_local std::vector<float> m, v;
-          m.resize(size_t(bs));
-          v.resize(size_t(bs));
-          uint8_t* cm = codes_m + l.codes_at + at;
-          uint8_t* cv = codes_v + l.codes_at + at;
-          float* sm = scale_m + l.scales_at + at / bs;
-          float* sv = scale_v + l.scales_at + at / bs;
-          for (int64_t b = 0; b < t.n / bs; ++b) {
-            const int64_t o = b * bs;
-            std::tie(sm[b], sv[b]) =
-                adamw8bit_block<L1, L2>(p + o, g + o, cm + o, cv + o, sm[b], sv[b], m.data(), v.data(), bs, s);
-            q8::quantize_scaled(qm, m.data(), bs, sm[b], cm + o);
-            q8::quantize_scaled(qv, v.data(), bs, sv[b], cv + o);
-          }
-        };
+        });
       });
     });
   });

@@ -42,6 +42,7 @@ class AdamW8bit : public Optimizer {
   void init_state(Unit& u) override;
   void state_views(Unit& u, std::map<std::string, Tensor>& out) override;
   int64_t tile_multiple() const override { return opt_.block_size; }
+  bool rounds_bf16() const override { return true; }
   TileUpdate prepare(const ParamGroup& group, Unit& u, DType target, DType grad) override;
 
  private:

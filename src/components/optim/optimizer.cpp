@@ -338,7 +338,7 @@ double Optimizer::step(const StepOptions& o) {
   for (Work& w : work) {
     ensure_state(*w.u);
     ++w.u->step;
-    const bool via_f32 = w.u->has_master() || (stochastic_round_ && w.u->param.dtype() == DType::bf16);
+    const bool via_f32 = w.u->has_master() || rounds_after_update(*w.u);
     const DType target = via_f32 ? DType::f32 : w.u->param.dtype();
     w.update = prepare(groups_[w.group], *w.u, target, w.grad.dtype());
   }
@@ -374,7 +374,7 @@ double Optimizer::step(const StepOptions& o) {
     const size_t gsize = dtype_size(gdt), psize = dtype_size(u.param.dtype());
     char* grad = static_cast<char*>(w.grad.raw_data());
     char* param = static_cast<char*>(u.param.raw_data());
-    const bool rounds = stochastic_round_ && u.param.dtype() == DType::bf16;
+    const bool rounds = rounds_after_update(u);
     bf16* pbits = u.has_master() || rounds ? u.param.data<bf16>() : nullptr;
     uint16_t* residual = u.has_master() ? reinterpret_cast<uint16_t*>(u.residual.data<bf16>()) : nullptr;
     // Per unit and step: distinct random bits for every parameter element and step.
@@ -392,7 +392,7 @@ double Optimizer::step(const StepOptions& o) {
           cpu::cast(pbits + t, x.data(), n);
         target = x.data();
       }
-      w.update(Tile{target, g, t, n, b.seg});
+      w.update(Tile{target, g, t, n, b.seg, key});
       if (rounds) {
         master::stochastic_round_n(x.data(), pbits + t, n, key, t);
       } else if (pbits != nullptr && !master::split_n(x.data(), pbits + t, residual + t, n)) {

@@ -123,11 +123,13 @@ class Optimizer {
   };
   // n elements of a unit from element `begin` (inside segments[seg]): target is the parameter's
   // (typed as prepare() was told) or the fp32 master's, grad the gradient's, both at `begin`.
+  // round_key: the key of master::stochastic_round_n for an update that rounds bf16 itself.
   struct Tile {
     void* target;
     const void* grad;
     int64_t begin, n;
     size_t seg;
+    uint32_t round_key;
   };
   using TileUpdate = std::function<void(const Tile&)>;
 
@@ -143,9 +145,18 @@ class Optimizer {
   virtual void state_views(Unit& u, std::map<std::string, Tensor>& out);
   // Tiles (and the blocks threads take) start at multiples of this from a segment's start.
   virtual int64_t tile_multiple() const { return 1; }
+  // true: under stochastic rounding, bf16 parameters reach prepare() as bf16 targets, and the update
+  // rounds its fp32 result as master::stochastic_round_n(result, target, n, round_key, begin) would
+  // (sparing the fp32 copy of the tile). false: the update gets an fp32 copy that step() rounds.
+  virtual bool rounds_bf16() const { return false; }
+  bool stochastic_round() const { return stochastic_round_; }
   void ensure_state(Unit& u);
 
  private:
+  // Stochastic rounding of u's fp32 update by step() (bf16 parameter, rounds_bf16() false).
+  bool rounds_after_update(const Unit& u) const {
+    return stochastic_round_ && u.param.dtype() == DType::bf16 && !rounds_bf16();
+  }
   std::vector<ParamGroup> groups_;
   std::vector<std::vector<Unit>> units_;  // per group
   bool fp32_master_ = false;
