@@ -18,6 +18,7 @@
 #include "components/optim/master_split.h"
 #include "components/optim/quant8.h"
 #include "core/error.h"
+#include "kernels/cpu/cast.h"
 
 namespace automodel::optim {
 
@@ -83,7 +84,8 @@ inline __m512 lerp16(__m512 start, __m512 end, __m512 w) {
 }
 
 // master::stochastic_round_n of x into p[0 .. 15] (the lanes in k), p being element `first` (even): its 16 random
-// halves are those of the 8 hashes of first / 2 + 0 .. 7, in memory order.
+// halves are those of the 8 hashes of first / 2 + 0 .. 7, in memory order. In intrinsics with merge masking: sharing
+// stochastic_round_n's vector-extension rounding made the optimizer bench's 8-bit step ~20% slower.
 inline void stochastic_round16(bf16* p, __mmask16 k, __m512 x, uint32_t key, int64_t first) {
   using u32x8 = uint32_t __attribute__((vector_size(32)));
   const u32x8 index = uint32_t(first / 2) + u32x8{0, 1, 2, 3, 4, 5, 6, 7};
@@ -112,7 +114,7 @@ template <class F>
 void update_rounded(bf16* p, int64_t n, uint32_t key, int64_t first, F&& update_f32) {
   thread_local std::vector<float> x;
   x.resize(size_t(n));
-  for (int64_t i = 0; i < n; ++i) x[size_t(i)] = to_compute(p[i]);
+  cpu::cast(p, x.data(), n);
   update_f32(x.data());
   master::stochastic_round_n(x.data(), p, n, key, first);
 }
@@ -328,14 +330,14 @@ Optimizer::TileUpdate AdamW8bit::prepare(const ParamGroup& group, Unit& u, DType
               float* sv = scale_v + l.scales_at + at / bs;
               for (int64_t b = 0; b < t.n / bs; ++b) {
                 const int64_t o = b * bs;
-                auto block = [&](auto* target, auto fused_rounding) {
-                  std::tie(sm[b], sv[b]) = adamw8bit_block<L1, L2, decltype(fused_rounding)::value>(
-                      target, g + o, cm + o, cv + o, sm[b], sv[b], m.data(), v.data(), bs, s, t.round_key, t.begin + o);
-                };
                 if constexpr (R && !kFusedRounding)
-                  update_rounded(p + o, bs, t.round_key, t.begin + o, [&](float* x) { block(x, std::false_type{}); });
+                  update_rounded(p + o, bs, t.round_key, t.begin + o, [&](float* x) {
+                    std::tie(sm[b], sv[b]) = adamw8bit_block<L1, L2, false>(x, g + o, cm + o, cv + o, sm[b], sv[b],
+                                                                            m.data(), v.data(), bs, s);
+                  });
                 else
-                  block(p + o, std::bool_constant<R>{});
+                  std::tie(sm[b], sv[b]) = adamw8bit_block<L1, L2, R>(
+                      p + o, g + o, cm + o, cv + o, sm[b], sv[b], m.data(), v.data(), bs, s, t.round_key, t.begin + o);
                 q8::quantize_scaled(qm, m.data(), bs, sm[b], cm + o);
                 q8::quantize_scaled(qv, v.data(), bs, sv[b], cv + o);
               }
