@@ -1,4 +1,4 @@
-// GEMM throughput: fp32 (OpenBLAS) and bf16 (oneDNN, fp32 accumulation) at the shapes of a
+// GEMM throughput: fp32 and bf16 (oneDNN; bf16 with fp32 accumulation) at the shapes of a
 // 135M-parameter Llama training step (512 tokens, hidden 576, MLP 1536, vocab 49152) and square
 // 1024 / 2048; and ops::linear forward + backward. Threads: OMP_NUM_THREADS.
 #include <benchmark/benchmark.h>
@@ -55,6 +55,34 @@ BENCHMARK(BM_gemm<float, true>)->Name("sgemm_f32_nt")->Apply(llama_shapes);
 BENCHMARK(BM_gemm<float, false>)->Name("sgemm_f32_nn")->Apply(square_shapes);
 BENCHMARK(BM_gemm<bf16, true>)->Name("gemm_bf16_onednn_nt")->Apply(llama_shapes);
 BENCHMARK(BM_gemm<bf16, false>)->Name("gemm_bf16_onednn_nn")->Apply(square_shapes);
+
+// As gemm_bf16_onednn_nt, one GEMM per layer over `layers` distinct sets of operands, as a training step meets them:
+// with 30 layers (SmolLM2's) the weights and activations come from L3 or memory, not from the last call's cache.
+void BM_gemm_layers(benchmark::State& state) {
+  init_threads();
+  const int64_t M = state.range(0), N = state.range(1), K = state.range(2), layers = state.range(3);
+  std::vector<std::vector<bf16>> A, B, C;
+  for (int64_t l = 0; l < layers; ++l) {
+    A.push_back(random_buffer<bf16>(M * K, 2 * l + 1, 0.1f));
+    B.push_back(random_buffer<bf16>(K * N, 2 * l + 2, 0.1f));
+    C.emplace_back(size_t(M * N));
+  }
+  for (auto _ : state) {
+    for (int64_t l = 0; l < layers; ++l)
+      cpu::gemm(false, true, M, N, K, 1.0f, A[l].data(), K, B[l].data(), K, 0.0f, C[l].data(), N);
+    benchmark::ClobberMemory();
+  }
+  set_flops(state, 2.0 * double(M) * double(N) * double(K) * double(layers));
+}
+BENCHMARK(BM_gemm_layers)
+    ->Name("gemm_bf16_onednn_nt_layers")
+    ->ArgNames({"M", "N", "K", "layers"})
+    ->Args({512, 1536, 576, 1})
+    ->Args({512, 1536, 576, 30})
+    ->Args({512, 576, 1536, 1})
+    ->Args({512, 576, 1536, 30})
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime();
 
 // y = linear(x, W) then backward (dx, dW): three GEMMs of 2*M*N*K each.
 template <DType dt>
