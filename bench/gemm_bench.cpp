@@ -25,63 +25,49 @@ void set_flops(benchmark::State& state, double flops_per_iter) {
   state.counters["threads"] = num_threads();
 }
 
-// C[M, N] = A[M, K] @ op(B): B stored [N, K] like an nn.Linear weight (tb, "_nt") or [K, N] ("_nn").
+// C[M, N] = A[M, K] @ op(B): B stored [N, K] like an nn.Linear weight (tb, "_nt") or [K, N] ("_nn"). With
+// layers > 1, one GEMM per layer over that many distinct sets of operands, as a training step meets them: with 30
+// layers (SmolLM2's) the weights and activations come from L3 or memory, not from the last call's cache.
 template <class T, bool tb>
 void BM_gemm(benchmark::State& state) {
   init_threads();
-  const int64_t M = state.range(0), N = state.range(1), K = state.range(2);
-  std::vector<T> A = random_buffer<T>(M * K, 1, 0.1f), B = random_buffer<T>(K * N, 2, 0.1f), C(size_t(M * N));
+  const int64_t M = state.range(0), N = state.range(1), K = state.range(2), layers = state.range(3);
+  std::vector<std::vector<T>> A, B, C;
+  for (int64_t l = 0; l < layers; ++l) {
+    A.push_back(random_buffer<T>(M * K, 2 * l + 1, 0.1f));
+    B.push_back(random_buffer<T>(K * N, 2 * l + 2, 0.1f));
+    C.emplace_back(size_t(M * N));
+  }
   for (auto _ : state) {
-    cpu::gemm(false, tb, M, N, K, 1.0f, A.data(), K, B.data(), tb ? K : N, 0.0f, C.data(), N);
-    benchmark::DoNotOptimize(C.data());
+    for (int64_t l = 0; l < layers; ++l)
+      cpu::gemm(false, tb, M, N, K, 1.0f, A[l].data(), K, B[l].data(), tb ? K : N, 0.0f, C[l].data(), N);
     benchmark::ClobberMemory();
   }
-  set_flops(state, 2.0 * double(M) * double(N) * double(K));
+  set_flops(state, 2.0 * double(M) * double(N) * double(K) * double(layers));
 }
 
 // Llama-135M step, B as the weight [N, K]: q/o proj, MLP up/gate, MLP down, lm_head (512 tokens, hidden 576).
 void llama_shapes(benchmark::internal::Benchmark* b) {
-  b->ArgNames({"M", "N", "K"});
+  b->ArgNames({"M", "N", "K", "layers"});
   for (auto [n, k] : {std::pair<int64_t, int64_t>{576, 576}, {1536, 576}, {576, 1536}, {49152, 576}})
-    b->Args({512, n, k});
+    b->Args({512, n, k, 1});
+  b->Unit(benchmark::kMillisecond)->UseRealTime();
+}
+// The MLP's shapes over 30 layers' operands (compare with llama_shapes' single set).
+void llama_layer_shapes(benchmark::internal::Benchmark* b) {
+  b->ArgNames({"M", "N", "K", "layers"})->Args({512, 1536, 576, 30})->Args({512, 576, 1536, 30});
   b->Unit(benchmark::kMillisecond)->UseRealTime();
 }
 void square_shapes(benchmark::internal::Benchmark* b) {
-  b->ArgNames({"M", "N", "K"})->Args({1024, 1024, 1024})->Args({2048, 2048, 2048});
+  b->ArgNames({"M", "N", "K", "layers"})->Args({1024, 1024, 1024, 1})->Args({2048, 2048, 2048, 1});
   b->Unit(benchmark::kMillisecond)->UseRealTime();
 }
 
 BENCHMARK(BM_gemm<float, true>)->Name("sgemm_f32_nt")->Apply(llama_shapes);
 BENCHMARK(BM_gemm<float, false>)->Name("sgemm_f32_nn")->Apply(square_shapes);
 BENCHMARK(BM_gemm<bf16, true>)->Name("gemm_bf16_onednn_nt")->Apply(llama_shapes);
+BENCHMARK(BM_gemm<bf16, true>)->Name("gemm_bf16_onednn_nt_layers")->Apply(llama_layer_shapes);
 BENCHMARK(BM_gemm<bf16, false>)->Name("gemm_bf16_onednn_nn")->Apply(square_shapes);
-
-// As gemm_bf16_onednn_nt, one GEMM per layer over `layers` distinct sets of operands, as a training step meets them:
-// with 30 layers (SmolLM2's) the weights and activations come from L3 or memory, not from the last call's cache
-// (--benchmark_filter=gemm_bf16_onednn_nt runs both, for the comparison).
-void BM_gemm_layers(benchmark::State& state) {
-  init_threads();
-  const int64_t M = state.range(0), N = state.range(1), K = state.range(2), layers = state.range(3);
-  std::vector<std::vector<bf16>> A, B, C;
-  for (int64_t l = 0; l < layers; ++l) {
-    A.push_back(random_buffer<bf16>(M * K, 2 * l + 1, 0.1f));
-    B.push_back(random_buffer<bf16>(K * N, 2 * l + 2, 0.1f));
-    C.emplace_back(size_t(M * N));
-  }
-  for (auto _ : state) {
-    for (int64_t l = 0; l < layers; ++l)
-      cpu::gemm(false, true, M, N, K, 1.0f, A[l].data(), K, B[l].data(), K, 0.0f, C[l].data(), N);
-    benchmark::ClobberMemory();
-  }
-  set_flops(state, 2.0 * double(M) * double(N) * double(K) * double(layers));
-}
-BENCHMARK(BM_gemm_layers)
-    ->Name("gemm_bf16_onednn_nt_layers")
-    ->ArgNames({"M", "N", "K", "layers"})
-    ->Args({512, 1536, 576, 30})
-    ->Args({512, 576, 1536, 30})
-    ->Unit(benchmark::kMillisecond)
-    ->UseRealTime();
 
 // y = linear(x, W) then backward (dx, dW): three GEMMs of 2*M*N*K each.
 template <DType dt>
