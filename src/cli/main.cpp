@@ -18,6 +18,9 @@ constexpr const char* kUsage =
     "            finetune llm -c recipe.yaml [--threads N] [--section.key value ...]\n"
     "            (or: automodel recipe.yaml [...], the recipe named by its recipe: key)\n"
     "\n"
+    "  dataset   the samples a recipe trains on, one JSON line each (input_ids, labels; --text decodes them)\n"
+    "            dataset -c recipe.yaml [--validation] [--limit N] [--text] [--section.key value ...]\n"
+    "\n"
     "  merge-lora  merge a LoRA adapter (peft format) into its base model: a plain Hugging Face directory\n"
     "              --base DIR --adapter DIR --out DIR [--dtype f32|bf16]\n"
     "\n"
@@ -58,6 +61,7 @@ int main(int argc, char** argv) {
   try {
     // Recipe commands take NeMo Automodel's `--a.b.c value` overrides, not subcommand options.
     if (args[0] == "finetune") return cli::run_finetune(std::vector<std::string>(args.begin() + 1, args.end()));
+    if (args[0] == "dataset") return cli::run_dataset(std::vector<std::string>(args.begin() + 1, args.end()));
     if (args[0].ends_with(".yaml") || args[0].ends_with(".yml"))
       return cli::run_recipe_file(args[0], std::vector<std::string>(args.begin() + 1, args.end()));
     cli::Args parsed = cli::parse_args(std::vector<std::string>(args.begin() + 1, args.end()));

@@ -128,7 +128,10 @@ TokenizerBundle build_tokenizer(const ConfigNode* section, const std::string& mo
   b.text.eos_id = id_of(tok->eos_token());
   b.text.pad_id = id_of(tok->pad_token());
   b.pad_id = b.text.pad_id.value_or(b.text.eos_id.value_or(0));
-  b.text.encode = [tok](const std::string& text, bool add_special) { return tok->encode(text, add_special).ids; };
+  b.text.encode = [tok](const std::string& text, bool add_special) {
+    tokenizer::Tokenizer::Encoding e = tok->encode(text, add_special);
+    return data::TokenizedText{std::move(e.ids), std::move(e.offsets), std::move(e.special_tokens_mask)};
+  };
   auto templates = std::make_shared<tokenizer::ChatTemplates>(tokenizer::load_chat_templates(b.dir));
   if (!templates->templates.empty()) {
     b.text.apply_chat_template = [templates](const nlohmann::ordered_json& messages,

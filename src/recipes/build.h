@@ -37,9 +37,16 @@ struct TokenizerBundle {
 };
 TokenizerBundle build_tokenizer(const ConfigNode* section, const std::string& model_dir);
 
-// dataset / validation_dataset sections: tokenized samples (build_data.cpp).
+// dataset / validation_dataset sections: the dataset, its samples made on demand (build_data.cpp).
 void register_dataset_targets();
-std::vector<data::Sample> build_dataset(const ConfigNode& section, const data::TextTokenizer& tokenizer);
+data::Dataset build_dataset(const ConfigNode& section, const data::TextTokenizer& tokenizer);
+// A whole recipe's `dataset` or `validation_dataset` with the recipe's tokenizer, without loading the model (what
+// `automodel dataset` shows). Error when the recipe has no such section.
+struct RecipeDataset {
+  TokenizerBundle tokenizer;
+  data::Dataset data;
+};
+RecipeDataset build_recipe_dataset(const ConfigNode& recipe, const std::string& section);
 
 // dataloader / validation_dataloader sections.
 struct LoaderOptions {

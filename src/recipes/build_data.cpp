@@ -3,6 +3,7 @@
 #include "components/config/targets.h"
 #include "components/data/llm_datasets.h"
 #include "core/error.h"
+#include "io/hf_dir.h"
 #include "recipes/build.h"
 
 namespace automodel::recipes {
@@ -44,7 +45,7 @@ void register_dataset_targets() {
   register_target(kChat, {"nemo_automodel.components.datasets.llm.chat_dataset.ChatDataset"});
 }
 
-std::vector<data::Sample> build_dataset(const ConfigNode& s, const data::TextTokenizer& tok) {
+data::Dataset build_dataset(const ConfigNode& s, const data::TextTokenizer& tok) {
   const std::string target = config::resolve_target(s);
   if (target == kSquad) {
     check_keys(s, {"_target_", "dataset_name", "path_or_dataset", "split", "seq_length", "limit_dataset_samples",
@@ -113,6 +114,22 @@ std::vector<data::Sample> build_dataset(const ConfigNode& s, const data::TextTok
               s.at("_target_").where(),
               std::string("use one of: ") + kSquad + ", " + kHellaSwag + ", " + kColumnMapped + ", " + kChat +
                   " (or NeMo Automodel's names for them)");
+}
+
+RecipeDataset build_recipe_dataset(const ConfigNode& recipe, const std::string& section) {
+  register_recipe_targets();
+  const ConfigNode* s = recipe.find(section);
+  if (s == nullptr || s->is_null())
+    throw Error("the recipe has no " + section + " section", recipe.where(), "add one, or pick the other section");
+  const ConfigNode& model = recipe.at("model");
+  if (!model.contains("pretrained_model_name_or_path"))
+    throw Error("model.pretrained_model_name_or_path is missing", model.where(),
+                "give a model directory written by transformers or a hub id in the local HF cache");
+  const std::string model_dir = io::resolve_model_dir(model.get<std::string>("pretrained_model_name_or_path"),
+                                                      model.get<std::string>("revision", "main"));
+  RecipeDataset out{build_tokenizer(recipe.find("tokenizer"), model_dir), {}};
+  out.data = build_dataset(*s, out.tokenizer.text);
+  return out;
 }
 
 }  // namespace automodel::recipes

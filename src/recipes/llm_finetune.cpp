@@ -13,6 +13,7 @@
 #include "components/checkpoint/model_io.h"
 #include "components/checkpoint/state_io.h"
 #include "components/config/targets.h"
+#include "components/data/llm_datasets.h"
 #include "components/data/loader.h"
 #include "components/data/packing.h"
 #include "components/peft/adapter_io.h"
@@ -186,21 +187,23 @@ class FinetuneRun {
     tok_ = build_tokenizer(cfg_.find("tokenizer"), model_dir_);
     loss_ = build_loss(cfg_.find("loss_fn"), model_->kernels().fused);
 
-    train_samples_ = build_dataset(cfg_.at("dataset"), tok_.text);
+    train_data_ = beyond_max_positions_warned(build_dataset(cfg_.at("dataset"), tok_.text), "dataset");
     if (const ConfigNode* p = cfg_.find("packed_sequence"); p && !p->is_null()) {
       check_keys(*p, {"packed_sequence_size", "split_across_pack", "max_packs", "packing_strategy"});
       const int64_t size = p->get<int64_t>("packed_sequence_size", 0);
-      if (size > 0) train_samples_ = data::pack_sequences(train_samples_, size, tok_.pad_id);
+      // Packing needs every sample's length: the dataset is tokenized whole here.
+      if (size > 0)
+        train_data_ = data::dataset_of(data::pack_sequences(data::materialize(train_data_), size, tok_.pad_id));
     }
     if (const ConfigNode* v = cfg_.find("validation_dataset"); v && !v->is_null())
-      val_samples_ = build_dataset(*v, tok_.text);
+      val_data_ = beyond_max_positions_warned(build_dataset(*v, tok_.text), "validation_dataset");
 
     const training::StepSchedulerOptions sched_opts = step_scheduler_options(cfg_.at("step_scheduler"));
     train_loader_opts_ = build_loader_options(cfg_.find("dataloader"), false);
     val_loader_opts_ = build_loader_options(cfg_.find("validation_dataloader"), false);
     const uint64_t loader_seed =
         cfg_.contains("dataloader.seed") ? cfg_.get<int64_t>("dataloader.seed") : static_cast<int64_t>(seed_);
-    loader_ = std::make_unique<data::DataLoader>(train_samples_.size(), sched_opts.local_batch_size,
+    loader_ = std::make_unique<data::DataLoader>(train_data_.size, sched_opts.local_batch_size,
                                                  train_loader_opts_.shuffle, loader_seed, train_loader_opts_.drop_last);
     if (loader_->num_batches() == 0)
       throw Error("the training dataset has fewer samples than one batch with drop_last", cfg_.at("dataset").where(),
@@ -220,13 +223,13 @@ class FinetuneRun {
     // (per-parameter tensors, reader buffers); kept, they would stay resident for the whole run.
     CachingAllocator::cpu().empty_cache();
     train_log_ = std::make_unique<training::JsonlWriter>((fs::path(ckpt_.dir) / "training.jsonl").string());
-    if (!val_samples_.empty())
+    if (val_data_.size > 0)
       val_log_ = std::make_unique<training::JsonlWriter>((fs::path(ckpt_.dir) / "validation.jsonl").string());
     std::printf(
         "model %s: %lld parameters (%lld trainable), %zu training samples, %lld micro-batches of %lld per "
         "step, %lld steps\n",
         model_dir_.c_str(), (long long)model_->num_parameters(), (long long)model_->num_parameters(true),
-        train_samples_.size(), (long long)sched_->grad_acc_steps(), (long long)sched_opts.local_batch_size,
+        train_data_.size, (long long)sched_->grad_acc_steps(), (long long)sched_opts.local_batch_size,
         (long long)sched_->max_steps());
   }
 
@@ -250,7 +253,7 @@ class FinetuneRun {
         std::vector<data::Batch> micro_batches;
         std::vector<size_t> indices;
         while (static_cast<int64_t>(micro_batches.size()) < sched_->micro_batches_this_step() && loader_->next(indices))
-          micro_batches.push_back(collate(train_samples_, indices, train_loader_opts_));
+          micro_batches.push_back(collate(train_data_, indices, train_loader_opts_));
         if (micro_batches.empty()) {  // the loader ended the epoch (a run resumed at an epoch's end)
           sched_->end_epoch();
           break;
@@ -261,7 +264,7 @@ class FinetuneRun {
         training::invoke(callbacks_.on_step_end, state_);
         progress.update({sched_->step(), sched_->epoch(), metrics["loss"], metrics["lr"], metrics["tps"],
                          metrics["grad_norm"].get<double>()});
-        if (sched_->is_val_step() && !val_samples_.empty()) validate();
+        if (sched_->is_val_step() && val_data_.size > 0) validate();
         if (ckpt_.enabled && sched_->is_ckpt_step()) save_checkpoint();
         result_.steps_run += 1;
         if (!sched_->advance_step()) break;
@@ -284,12 +287,22 @@ class FinetuneRun {
     if (record.contains(training::metric::kLoss)) state_.loss = record.at(training::metric::kLoss).get<double>();
   }
 
-  data::Batch collate(const std::vector<data::Sample>& samples, const std::vector<size_t>& indices,
-                      const LoaderOptions& o) const {
+  data::Batch collate(const data::Dataset& data, const std::vector<size_t>& indices, const LoaderOptions& o) const {
+    std::vector<data::Sample> samples;
+    samples.reserve(indices.size());
+    for (size_t i : indices) samples.push_back(data.get(i));
     std::vector<const data::Sample*> rows;
-    rows.reserve(indices.size());
-    for (size_t i : indices) rows.push_back(&samples[i]);
+    for (const data::Sample& s : samples) rows.push_back(&s);
     return data::default_collater(rows, tok_.pad_id, std::nullopt, o.pad_to_multiple_of);
+  }
+
+  // Positions past max_position_embeddings are computed (RoPE extrapolates, as in transformers) but lie outside
+  // what the model was trained on: a warning, not an error.
+  data::Dataset beyond_max_positions_warned(data::Dataset d, const std::string& section) const {
+    return data::warn_on_long_samples(std::move(d), size_t(model_->config().max_position_embeddings),
+                                      cfg_.at(section).where() + ": " + section, "max_position_embeddings",
+                                      "positions past it are outside the model's trained range; set " + section +
+                                          ".seq_length and truncation: longest_first to cut samples");
   }
 
   // Sum of the batch's per-token cross-entropy divided by `denominator` (the step's label tokens). The default
@@ -363,13 +376,13 @@ class FinetuneRun {
   void validate() {
     NoGradGuard no_grad;
     if (peft_) peft::set_lora_training(*model_, false);
-    data::DataLoader loader(val_samples_.size(), loader_->batch_size(), false, 0, false);
+    data::DataLoader loader(val_data_.size, loader_->batch_size(), false, 0, false);
     loader.set_epoch(0);
     double total = 0.0;
     int64_t label_tokens = 0;
     std::vector<size_t> indices;
     while (loader.next(indices)) {
-      data::Batch b = collate(val_samples_, indices, val_loader_opts_);
+      data::Batch b = collate(val_data_, indices, val_loader_opts_);
       total += loss_of(b, 1).item();
       label_tokens += b.num_label_tokens;
     }
@@ -466,7 +479,7 @@ class FinetuneRun {
   std::optional<peft::PeftConfig> peft_;
   TokenizerBundle tok_;
   LossFunction loss_;
-  std::vector<data::Sample> train_samples_, val_samples_;
+  data::Dataset train_data_, val_data_;
   LoaderOptions train_loader_opts_, val_loader_opts_;
   std::unique_ptr<data::DataLoader> loader_;
   std::unique_ptr<training::StepScheduler> sched_;

@@ -78,12 +78,25 @@ struct DataSets : ::testing::Test {
   TextTokenizer tokenizer(bool add_eos = false, bool chat = false) {
     TextTokenizer tok;
     tok.encode = [this, add_eos](const std::string& text, bool special) {
-      std::vector<int64_t> ids = vocab.ids(text);
-      if (special) {
-        ids.insert(ids.begin(), kBos);
-        if (add_eos) ids.push_back(kEos);
+      TokenizedText t;
+      const char* ws = " \t\n\r\f\v";
+      for (size_t b = text.find_first_not_of(ws); b != std::string::npos; b = text.find_first_not_of(ws, b)) {
+        size_t e = std::min(text.find_first_of(ws, b), text.size());
+        t.ids.push_back(vocab.ids(text.substr(b, e - b))[0]);
+        t.offsets.emplace_back(b, e);
+        b = e;
       }
-      return ids;
+      t.inserted.assign(t.ids.size(), 0);
+      auto insert = [&t](size_t at, int64_t id) {
+        t.ids.insert(t.ids.begin() + long(at), id);
+        t.offsets.insert(t.offsets.begin() + long(at), {0, 0});
+        t.inserted.insert(t.inserted.begin() + long(at), 1);
+      };
+      if (special) {
+        insert(0, kBos);
+        if (add_eos) insert(t.ids.size(), kEos);
+      }
+      return t;
     };
     if (chat) tok.apply_chat_template = fake_chat_template;
     tok.bos_id = kBos;
@@ -180,7 +193,7 @@ TEST_F(DataSets, MissingFilesAreErrorsThatSayWhatWasFound) {
   write("ds/train.jsonl", "{}\n");
   write("ds/extra.parquet", "x");
   msg = error_of([&] { load_records(dir / "ds", "validation"); });
-  EXPECT_NE(msg.find("no .json/.jsonl file for split 'validation'"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("no .json/.jsonl/.parquet file for split 'validation'"), std::string::npos) << msg;
   EXPECT_NE(msg.find("train.jsonl"), std::string::npos) << msg;
   EXPECT_NE(msg.find("extra.parquet"), std::string::npos) << msg;
 
@@ -196,7 +209,7 @@ TEST_F(DataSets, MissingFilesAreErrorsThatSayWhatWasFound) {
 TEST_F(DataSets, SquadPlainPromptMasksTheContextAndQuestion) {
   SquadOptions o;
   o.path = write_jsonl("squad.jsonl", {squad_row("c1 c2", "q1", " a1 a2 "), squad_row("d1", "q2", "b1")});
-  auto samples = make_squad_dataset(tokenizer(), o);
+  auto samples = materialize(make_squad_dataset(tokenizer(), o));
   ASSERT_EQ(samples.size(), 2u);
   // tokens: <bos> Context: c1 c2 Question: q1 Answer: a1 a2 (answer stripped; no EOS: NeMo adds none)
   EXPECT_EQ(samples[0].input_ids, ids("<bos> Context: c1 c2 Question: q1 Answer: a1"));
@@ -207,7 +220,7 @@ TEST_F(DataSets, SquadPlainPromptMasksTheContextAndQuestion) {
   EXPECT_TRUE(samples[0].attention_mask.empty());
 
   // A tokenizer that appends EOS: EOS is the answer's last target; the prompt length still counts BOS only.
-  samples = make_squad_dataset(tokenizer(/*add_eos=*/true), o);
+  samples = materialize(make_squad_dataset(tokenizer(/*add_eos=*/true), o));
   EXPECT_EQ(samples[0].input_ids, ids("<bos> Context: c1 c2 Question: q1 Answer: a1 a2"));
   EXPECT_EQ(samples[0].labels, labels("_ _ _ _ _ _ a1 a2 </s>"));
 }
@@ -215,17 +228,18 @@ TEST_F(DataSets, SquadPlainPromptMasksTheContextAndQuestion) {
 TEST_F(DataSets, SquadWithChatTemplateSupervisesTheAssistantTurn) {
   SquadOptions o;
   o.path = write_jsonl("squad.jsonl", {squad_row("c1", "q1", "a1 a2")});
-  auto samples = make_squad_dataset(tokenizer(false, /*chat=*/true), o);
+  auto samples = materialize(make_squad_dataset(tokenizer(false, /*chat=*/true), o));
   ASSERT_EQ(samples.size(), 1u);
   // render: <bos> <user> Context: c1 Question: q1 Answer: <eot> <assistant> a1 a2 <eot>
   EXPECT_EQ(samples[0].input_ids, ids("<bos> <user> Context: c1 Question: q1 Answer: <eot> <assistant> a1 a2"));
   EXPECT_EQ(samples[0].labels, labels("_ _ _ _ _ _ _ <assistant> a1 a2 <eot>"));
 
   o.use_chat_template = false;  // plain prompts even though the tokenizer has a template
-  samples = make_squad_dataset(tokenizer(false, true), o);
+  samples = materialize(make_squad_dataset(tokenizer(false, true), o));
   EXPECT_EQ(samples[0].labels, labels("_ _ _ _ _ a1 a2"));
   o.use_chat_template = true;
-  EXPECT_NE(error_of([&] { make_squad_dataset(tokenizer(), o); }).find("no chat template"), std::string::npos);
+  EXPECT_NE(error_of([&] { materialize(make_squad_dataset(tokenizer(), o)); }).find("no chat template"),
+            std::string::npos);
 }
 
 TEST_F(DataSets, SquadTruncationKeepsSpecialTokensAndPaddingPadsToSeqLength) {
@@ -234,17 +248,17 @@ TEST_F(DataSets, SquadTruncationKeepsSpecialTokensAndPaddingPadsToSeqLength) {
   o.seq_length = 9;
   o.truncation = "longest_first";
   // 10 tokens with specials -> <bos> + 7 content + </s> (HF keeps the post-processor's tokens).
-  auto s = make_squad_dataset(tokenizer(true), o)[0];
+  auto s = materialize(make_squad_dataset(tokenizer(true), o))[0];
   EXPECT_EQ(s.input_ids, ids("<bos> Context: c1 c2 Question: q1 Answer: a1"));
   EXPECT_EQ(s.labels, labels("_ _ _ _ _ _ a1 </s>"));
 
   // Without truncation NeMo leaves long samples as they are.
   o.truncation = "do_not_truncate";
-  EXPECT_EQ(make_squad_dataset(tokenizer(true), o)[0].input_ids.size(), 9u);
+  EXPECT_EQ(materialize(make_squad_dataset(tokenizer(true), o))[0].input_ids.size(), 9u);
 
   o.seq_length = 12;
   o.padding = "max_length";
-  s = make_squad_dataset(tokenizer(), o)[0];
+  s = materialize(make_squad_dataset(tokenizer(), o))[0];
   EXPECT_EQ(s.input_ids, ids("<bos> Context: c1 c2 Question: q1 Answer: a1 <pad> <pad> <pad> <pad>"));
   EXPECT_EQ(s.labels, labels("_ _ _ _ _ _ a1 a2 _ _ _ _"));
   EXPECT_EQ(s.attention_mask, (std::vector<int64_t>{1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0}));
@@ -254,38 +268,41 @@ TEST_F(DataSets, SquadLimitAndSplitSlice) {
   SquadOptions o;
   o.path = write_jsonl("squad.jsonl", {squad_row("c", "q", "a"), squad_row("d", "q", "b"), squad_row("e", "q", "c")});
   o.limit_dataset_samples = 2;
-  EXPECT_EQ(make_squad_dataset(tokenizer(), o).size(), 2u);
+  EXPECT_EQ(materialize(make_squad_dataset(tokenizer(), o)).size(), 2u);
   o.split = "train[2:]";  // the split's own slice wins over limit_dataset_samples (NeMo)
-  auto samples = make_squad_dataset(tokenizer(), o);
+  auto samples = materialize(make_squad_dataset(tokenizer(), o));
   ASSERT_EQ(samples.size(), 1u);
   EXPECT_EQ(samples[0].labels.back(), ids("c")[0]);
   o.split = "train";
   o.limit_dataset_samples = 0;
-  EXPECT_NE(error_of([&] { make_squad_dataset(tokenizer(), o); }).find("limit_dataset_samples must be positive"),
-            std::string::npos);
+  EXPECT_NE(
+      error_of([&] { materialize(make_squad_dataset(tokenizer(), o)); }).find("limit_dataset_samples must be positive"),
+      std::string::npos);
 }
 
 TEST_F(DataSets, SquadErrors) {
   SquadOptions o;
   o.path = write_jsonl("squad.jsonl", {squad_row("c", "q", "a"), {{"context", "c"}, {"answers", {{"text", {"a"}}}}}});
-  std::string msg = error_of([&] { make_squad_dataset(tokenizer(), o); });
+  std::string msg = error_of([&] { materialize(make_squad_dataset(tokenizer(), o)); });
   EXPECT_NE(msg.find("record has no column 'question'"), std::string::npos) << msg;
   EXPECT_NE(msg.find("[record 1]"), std::string::npos) << msg;
 
   o.path = write_jsonl("ok.jsonl", {squad_row("c", "q", "a")});
   o.seq_length = 0;
-  EXPECT_NE(error_of([&] { make_squad_dataset(tokenizer(), o); }).find("seq_length must be positive"),
+  EXPECT_NE(error_of([&] { materialize(make_squad_dataset(tokenizer(), o)); }).find("seq_length must be positive"),
             std::string::npos);
   o.seq_length.reset();
   o.padding = "sideways";
-  EXPECT_NE(error_of([&] { make_squad_dataset(tokenizer(), o); }).find("unknown padding"), std::string::npos);
+  EXPECT_NE(error_of([&] { materialize(make_squad_dataset(tokenizer(), o)); }).find("unknown padding"),
+            std::string::npos);
 
   o.padding = "do_not_pad";
   o.path = write("empty.jsonl", "");
-  EXPECT_NE(error_of([&] { make_squad_dataset(tokenizer(), o); }).find("dataset is empty"), std::string::npos);
+  EXPECT_NE(error_of([&] { materialize(make_squad_dataset(tokenizer(), o)); }).find("dataset is empty"),
+            std::string::npos);
 
   o.path = write_jsonl("noanswers.jsonl", {squad_row("c", "q", ""), squad_row("d", "q", "  ")});
-  msg = error_of([&] { make_squad_dataset(tokenizer(), o); });
+  msg = error_of([&] { materialize(make_squad_dataset(tokenizer(), o)); });
   EXPECT_NE(msg.find("all labels masked"), std::string::npos) << msg;
 }
 
@@ -295,21 +312,21 @@ TEST_F(DataSets, ColumnMappedAnswerOnlyAndFullLoss) {
   ColumnMappedOptions o;
   o.path = write_jsonl("cm.jsonl", {{{"passage", "p1 p2"}, {"query", "q1"}, {"response", "r1 r2"}}});
   o.column_mapping = {{"context", "passage"}, {"question", "query"}, {"answer", "response"}};
-  auto s = make_column_mapped_dataset(tokenizer(), o);
+  auto s = materialize(make_column_mapped_dataset(tokenizer(), o));
   ASSERT_EQ(s.size(), 1u);
   // prompt "p1 p2 q1 " + "r1 r2"
   EXPECT_EQ(s[0].input_ids, ids("<bos> p1 p2 q1 r1"));
   EXPECT_EQ(s[0].labels, labels("_ _ _ r1 r2"));
 
   o.answer_only_loss_mask = false;
-  s = make_column_mapped_dataset(tokenizer(), o);
+  s = materialize(make_column_mapped_dataset(tokenizer(), o));
   EXPECT_EQ(s[0].input_ids, ids("<bos> p1 p2 q1 r1"));
   EXPECT_EQ(s[0].labels, labels("p1 p2 q1 r1 r2"));
 
   // Question only.
   o.answer_only_loss_mask = true;
   o.column_mapping = {{"question", "query"}, {"answer", "response"}};
-  s = make_column_mapped_dataset(tokenizer(), o);
+  s = materialize(make_column_mapped_dataset(tokenizer(), o));
   EXPECT_EQ(s[0].input_ids, ids("<bos> q1 r1"));
   EXPECT_EQ(s[0].labels, labels("_ r1 r2"));
 }
@@ -319,11 +336,11 @@ TEST_F(DataSets, ColumnMappedWithChatTemplate) {
   o.path = write_jsonl("cm.jsonl", {{{"passage", "p1"}, {"query", "q1"}, {"response", "r1"}}});
   o.column_mapping = {{"context", "passage"}, {"question", "query"}, {"answer", "response"}};
   o.use_hf_chat_template = true;
-  auto s = make_column_mapped_dataset(tokenizer(false, true), o);
+  auto s = materialize(make_column_mapped_dataset(tokenizer(false, true), o));
   EXPECT_EQ(s[0].input_ids, ids("<bos> <system> p1 <eot> <user> q1 <eot> <assistant> r1"));
   EXPECT_EQ(s[0].labels, labels("_ _ _ _ _ _ <assistant> r1 <eot>"));
   o.answer_only_loss_mask = false;
-  s = make_column_mapped_dataset(tokenizer(false, true), o);
+  s = materialize(make_column_mapped_dataset(tokenizer(false, true), o));
   EXPECT_EQ(s[0].labels, labels("<system> p1 <eot> <user> q1 <eot> <assistant> r1 <eot>"));
 }
 
@@ -335,7 +352,7 @@ TEST_F(DataSets, ColumnMappedLimitTruncationAndMaskedSampleReplacement) {
   o.limit_dataset_samples = 2;
   o.seq_length = 3;
   o.truncation = "true";
-  auto s = make_column_mapped_dataset(tokenizer(), o);
+  auto s = materialize(make_column_mapped_dataset(tokenizer(), o));
   ASSERT_EQ(s.size(), 2u);
   // Sample 0 truncates to <bos> w1 w2: no answer token left, so NeMo serves the next sample instead.
   EXPECT_EQ(s[0].input_ids, ids("<bos> v1"));
@@ -347,25 +364,29 @@ TEST_F(DataSets, ColumnMappedErrors) {
   ColumnMappedOptions o;
   o.path = write_jsonl("cm.jsonl", {{{"q", "w1"}, {"a", "x1"}}, {{"q", "w2"}, {"answer_text", "x2"}}});
   o.column_mapping = {{"question", "q"}, {"answer", "a"}};
-  std::string msg = error_of([&] { make_column_mapped_dataset(tokenizer(), o); });
+  std::string msg = error_of([&] { materialize(make_column_mapped_dataset(tokenizer(), o)); });
   EXPECT_NE(msg.find("record has no column 'a' (it has: q, answer_text)"), std::string::npos) << msg;
-  EXPECT_NE(msg.find("cm.jsonl [record 1]"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("cm.jsonl:2 [record 1]"), std::string::npos) << msg;
 
   o.column_mapping = {{"question", "q"}};
-  EXPECT_NE(error_of([&] { make_column_mapped_dataset(tokenizer(), o); }).find("column_mapping has no 'answer'"),
-            std::string::npos);
+  EXPECT_NE(
+      error_of([&] { materialize(make_column_mapped_dataset(tokenizer(), o)); }).find("column_mapping has no 'answer'"),
+      std::string::npos);
   o.column_mapping = {{"answer", "a"}};
-  EXPECT_NE(error_of([&] { make_column_mapped_dataset(tokenizer(), o); }).find("needs 'context' or 'question'"),
-            std::string::npos);
+  EXPECT_NE(
+      error_of([&] { materialize(make_column_mapped_dataset(tokenizer(), o)); }).find("needs 'context' or 'question'"),
+      std::string::npos);
   o.column_mapping = {{"question", "q"}, {"answer", "a"}, {"prompt", "p"}};
-  EXPECT_NE(error_of([&] { make_column_mapped_dataset(tokenizer(), o); }).find("unknown column_mapping key 'prompt'"),
+  EXPECT_NE(error_of([&] {
+              materialize(make_column_mapped_dataset(tokenizer(), o));
+            }).find("unknown column_mapping key 'prompt'"),
             std::string::npos);
 
   o.column_mapping = {{"question", "q"}, {"answer", "a"}};
   o.path = write_jsonl("masked.jsonl", {{{"q", "w1 w2"}, {"a", "x1"}}});
   o.seq_length = 2;
   o.truncation = "true";
-  msg = error_of([&] { make_column_mapped_dataset(tokenizer(), o); });
+  msg = error_of([&] { materialize(make_column_mapped_dataset(tokenizer(), o)); });
   EXPECT_NE(msg.find("every sample of the column-mapped dataset has all labels masked"), std::string::npos) << msg;
 }
 
@@ -380,7 +401,7 @@ TEST_F(DataSets, ChatMultiTurnSupervisesEveryAssistantTurn) {
                  {{"role", "user"}, {"content", "u2"}},
                  {{"role", "assistant"}, {"content", "b1"}}}}};
   o.path = write_jsonl("chat.jsonl", {row});
-  auto s = make_chat_dataset(tokenizer(false, true), o);
+  auto s = materialize(make_chat_dataset(tokenizer(false, true), o));
   ASSERT_EQ(s.size(), 1u);
   // <bos> <system> s1 <eot> <user> u1 <eot> <assistant> a1 a2 <eot> <user> u2 <eot> <assistant> b1 <eot>
   EXPECT_EQ(s[0].input_ids, ids("<bos> <system> s1 <eot> <user> u1 <eot> <assistant> a1 a2 <eot> <user> u2 <eot> "
@@ -388,12 +409,12 @@ TEST_F(DataSets, ChatMultiTurnSupervisesEveryAssistantTurn) {
   EXPECT_EQ(s[0].labels, labels("_ _ _ _ _ _ <assistant> a1 a2 <eot> _ _ _ <assistant> b1 <eot>"));
 
   o.mask_history = true;
-  s = make_chat_dataset(tokenizer(false, true), o);
+  s = materialize(make_chat_dataset(tokenizer(false, true), o));
   EXPECT_EQ(s[0].labels, labels("_ _ _ _ _ _ _ _ _ _ _ _ _ <assistant> b1 <eot>"));
 
   o.mask_history = false;
   o.answer_only_loss_mask = false;
-  s = make_chat_dataset(tokenizer(false, true), o);
+  s = materialize(make_chat_dataset(tokenizer(false, true), o));
   EXPECT_EQ(s[0].num_label_tokens(), int64_t(s[0].input_ids.size()));
 }
 
@@ -408,7 +429,7 @@ TEST_F(DataSets, ChatShareGptAndToolCalls) {
       {"role": "assistant", "content": [{"type": "text", "text": "it's"}, {"type": "text", "text": "sunny"}]}],
     "tools": "[{\"type\": \"function\", \"function\": {\"name\": \"get\"}}]"})");
   o.path = write_jsonl("chat.jsonl", {sharegpt, tools_row});
-  auto s = make_chat_dataset(tokenizer(false, true), o);
+  auto s = materialize(make_chat_dataset(tokenizer(false, true), o));
   ASSERT_EQ(s.size(), 2u);
   EXPECT_EQ(s[0].input_ids, ids("<bos> <user> hi <eot> <assistant> yo"));
   EXPECT_EQ(s[0].labels, labels("_ _ _ <assistant> yo <eot>"));
@@ -433,33 +454,35 @@ TEST_F(DataSets, ChatTruncationSlicesAndErrors) {
   o.path = write_jsonl("chat.jsonl", {row, row2});
   o.seq_length = 7;
   o.truncation = "true";
-  auto s = make_chat_dataset(tokenizer(false, true), o);
+  auto s = materialize(make_chat_dataset(tokenizer(false, true), o));
   // <bos> <user> u1 u2 <eot> <assistant> a1 | a2 <eot> cut off
   EXPECT_EQ(s[0].input_ids, ids("<bos> <user> u1 u2 <eot> <assistant>"));
   EXPECT_EQ(s[0].labels, labels("_ _ _ _ <assistant> a1"));
   o.truncation = "do_not_truncate";
   o.split = "train[1:]";
-  s = make_chat_dataset(tokenizer(false, true), o);
+  s = materialize(make_chat_dataset(tokenizer(false, true), o));
   ASSERT_EQ(s.size(), 1u);
   EXPECT_EQ(s[0].labels, labels("_ _ _ <assistant> b1 <eot>"));
   o.split = "train";
   o.limit_dataset_samples = 1;
-  EXPECT_EQ(make_chat_dataset(tokenizer(false, true), o).size(), 1u);
+  EXPECT_EQ(materialize(make_chat_dataset(tokenizer(false, true), o)).size(), 1u);
 
-  EXPECT_NE(error_of([&] { make_chat_dataset(tokenizer(), o); }).find("needs a tokenizer with a chat template"),
-            std::string::npos);
+  EXPECT_NE(
+      error_of([&] { materialize(make_chat_dataset(tokenizer(), o)); }).find("needs a tokenizer with a chat template"),
+      std::string::npos);
   o.path = write_jsonl("bad_role.jsonl", {{{"messages", {{{"role", "narrator"}, {"content", "x"}}}}}});
-  std::string msg = error_of([&] { make_chat_dataset(tokenizer(false, true), o); });
+  std::string msg = error_of([&] { materialize(make_chat_dataset(tokenizer(false, true), o)); });
   EXPECT_NE(msg.find("unsupported role \"narrator\""), std::string::npos) << msg;
   o.path = write_jsonl("no_msgs.jsonl", {{{"text", "x"}}});
-  msg = error_of([&] { make_chat_dataset(tokenizer(false, true), o); });
+  msg = error_of([&] { materialize(make_chat_dataset(tokenizer(false, true), o)); });
   EXPECT_NE(msg.find("no `messages` list"), std::string::npos) << msg;
   EXPECT_NE(msg.find("[record 0]"), std::string::npos) << msg;
   o.path = write_jsonl("no_assistant.jsonl", {{{"messages", {{{"role", "user"}, {"content", "x"}}}}}});
-  EXPECT_NE(error_of([&] { make_chat_dataset(tokenizer(false, true), o); }).find("no assistant message"),
+  EXPECT_NE(error_of([&] { materialize(make_chat_dataset(tokenizer(false, true), o)); }).find("no assistant message"),
             std::string::npos);
   o.path = write_jsonl("tool.jsonl", {{{"messages", {{{"role", "tool"}, {"content", "x"}}}}}});
-  EXPECT_NE(error_of([&] { make_chat_dataset(tokenizer(false, true), o); }).find("tool_call_id"), std::string::npos);
+  EXPECT_NE(error_of([&] { materialize(make_chat_dataset(tokenizer(false, true), o)); }).find("tool_call_id"),
+            std::string::npos);
 }
 
 TEST_F(DataSets, ChatTemplateThatRewritesEarlierTurnsIsRejected) {
@@ -486,7 +509,7 @@ TEST_F(DataSets, HellaSwagMasksTheContextAndPadsToMultipleOf8) {
   o.path =
       write_jsonl("hs.jsonl", {{{"ctx", "A man sits"}, {"endings", {"no", "he stands up", "x", "y"}}, {"label", "1"}},
                                {{"ctx", "B"}, {"endings", {"e1", "e2"}}, {"label", 0}}});
-  auto s = make_hellaswag_dataset(tokenizer(/*add_eos=*/true), o);
+  auto s = materialize(make_hellaswag_dataset(tokenizer(/*add_eos=*/true), o));
   ASSERT_EQ(s.size(), 2u);
   // ctx ids lose their trailing </s>, the ending its leading <bos>; padded to 8 (longest 8 -> 8).
   EXPECT_EQ(s[0].input_ids, ids("<bos> A man sits he stands up </s>"));
@@ -497,14 +520,14 @@ TEST_F(DataSets, HellaSwagMasksTheContextAndPadsToMultipleOf8) {
 
   o.pad_to_max_length = false;
   o.num_samples_limit = 1;
-  s = make_hellaswag_dataset(tokenizer(), o);
+  s = materialize(make_hellaswag_dataset(tokenizer(), o));
   ASSERT_EQ(s.size(), 1u);
   EXPECT_EQ(s[0].input_ids, ids("<bos> A man sits he stands up"));
   EXPECT_EQ(s[0].labels, labels("_ _ _ he stands up _"));
   EXPECT_TRUE(s[0].attention_mask.empty());
 
   o.path = write_jsonl("bad.jsonl", {{{"ctx", "A"}, {"endings", {"e"}}, {"label", 3}}});
-  EXPECT_NE(error_of([&] { make_hellaswag_dataset(tokenizer(), o); }).find("'label' must index 'endings'"),
+  EXPECT_NE(error_of([&] { materialize(make_hellaswag_dataset(tokenizer(), o)); }).find("'label' must index 'endings'"),
             std::string::npos);
 }
 

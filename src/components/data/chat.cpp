@@ -140,24 +140,20 @@ ojson chat_record_tools(const ojson& record, const std::string& where) {
   return tools;
 }
 
-std::vector<Sample> make_chat_dataset(const TextTokenizer& tok, const ChatOptions& opts) {
+Dataset make_chat_dataset(const TextTokenizer& tok, const ChatOptions& opts) {
   if (!tok.has_chat_template())
     throw Error("the chat dataset needs a tokenizer with a chat template", "tokenizer",
                 "use a tokenizer whose tokenizer_config.json has a chat_template, or set one");
   FormatOptions fmt = make_format_options(opts.seq_length, opts.padding, opts.truncation, opts.answer_only_loss_mask);
   fmt.train_on_last_turn_only = opts.mask_history;
   std::string split = limit_split(opts.split, opts.limit_dataset_samples, "dataset.limit_dataset_samples");
-  std::vector<ojson> records = load_records(opts.path, split);
-  std::vector<Sample> samples;
-  samples.reserve(records.size());
-  for (size_t i = 0; i < records.size(); ++i) {
-    std::string where = detail::record_where(opts.path, i);
-    ojson messages = chat_record_messages(records[i], where);
-    ojson tools = chat_record_tools(records[i], where);
-    samples.push_back(detail::at_record(where, [&] { return format_chat(tok, messages, tools, fmt); }));
-  }
-  check_trainable(samples, "chat", opts.path);
-  return samples;
+  auto source = std::make_shared<const RecordSource>(opts.path, split);
+  Dataset data = detail::lazy_dataset(source, [tok, fmt](const ojson& record, const std::string& where) {
+    return format_chat(tok, chat_record_messages(record, where), chat_record_tools(record, where), fmt);
+  });
+  data = detail::warn_beyond_seq_length(std::move(data), fmt, opts.path);
+  check_trainable(data, "chat", opts.path);
+  return data;
 }
 
 }  // namespace automodel::data

@@ -27,56 +27,54 @@ void check_column_mapping(const std::map<std::string, std::string>& mapping) {
 
 }  // namespace
 
-std::vector<Sample> make_column_mapped_dataset(const TextTokenizer& tok, const ColumnMappedOptions& opts) {
+Dataset make_column_mapped_dataset(const TextTokenizer& tok, const ColumnMappedOptions& opts) {
   check_column_mapping(opts.column_mapping);
   FormatOptions fmt = make_format_options(opts.seq_length, opts.padding, opts.truncation, opts.answer_only_loss_mask);
   if (opts.limit_dataset_samples && *opts.limit_dataset_samples <= 0)
     throw Error("limit_dataset_samples must be positive", "dataset.limit_dataset_samples", "set a positive count");
-  std::vector<ojson> records = load_records(opts.path, opts.split);
-  if (opts.limit_dataset_samples && size_t(*opts.limit_dataset_samples) < records.size())
-    records.resize(size_t(*opts.limit_dataset_samples));
+  auto source = std::make_shared<const RecordSource>(opts.path, opts.split);
+  size_t n = source->size();
+  if (opts.limit_dataset_samples) n = std::min(n, size_t(*opts.limit_dataset_samples));
   const bool chat = opts.use_hf_chat_template && tok.has_chat_template();
 
-  std::vector<Sample> samples;
-  samples.reserve(records.size());
-  for (size_t i = 0; i < records.size(); ++i) {
-    std::string where = detail::record_where(opts.path, i);
-    // null -> absent (NeMo's None); a missing column is an error.
-    auto field = [&](const std::string& role) -> std::optional<std::string> {
-      auto m = opts.column_mapping.find(role);
-      if (m == opts.column_mapping.end()) return std::nullopt;
-      const ojson& v = detail::require_field(records[i], m->second, where);
-      if (v.is_null()) return std::nullopt;
-      return detail::text_of(v, m->second, where);
-    };
-    std::optional<std::string> context = field("context"), question = field("question"), answer = field("answer");
-    if (!answer)
-      throw Error("answer column '" + opts.column_mapping.at("answer") + "' is null", where, "fix the record");
-    if (chat) {
-      ojson messages = ojson::array({ojson{{"role", "system"}, {"content", context.value_or("")}},
-                                     ojson{{"role", "user"}, {"content", question.value_or("")}},
-                                     ojson{{"role", "assistant"}, {"content", *answer}}});
-      samples.push_back(detail::at_record(where, [&] { return format_chat(tok, messages, nullptr, fmt); }));
-    } else {
-      // " ".join of the present parts and "": "{context} {question} ".
-      std::string prompt;
-      for (const auto& part : {context, question})
-        if (part) prompt += *part + " ";
-      if (prompt.size() <= 1)
-        throw Error("the prompt (context + question) is empty", where, "fix the record or the column mapping");
-      samples.push_back(format_prompt_completion(tok, prompt, *answer, fmt));
+  Dataset formatted = detail::lazy_dataset(
+      source, [tok, fmt, chat, mapping = opts.column_mapping](const ojson& record, const std::string& where) {
+        // null -> absent (NeMo's None); a missing column is an error.
+        auto field = [&](const std::string& role) -> std::optional<std::string> {
+          auto m = mapping.find(role);
+          if (m == mapping.end()) return std::nullopt;
+          const ojson& v = detail::require_field(record, m->second, where);
+          if (v.is_null()) return std::nullopt;
+          return detail::text_of(v, m->second, where);
+        };
+        std::optional<std::string> context = field("context"), question = field("question"), answer = field("answer");
+        if (!answer) throw Error("answer column '" + mapping.at("answer") + "' is null", where, "fix the record");
+        if (chat) {
+          ojson messages = ojson::array({ojson{{"role", "system"}, {"content", context.value_or("")}},
+                                         ojson{{"role", "user"}, {"content", question.value_or("")}},
+                                         ojson{{"role", "assistant"}, {"content", *answer}}});
+          return format_chat(tok, messages, nullptr, fmt);
+        }
+        // " ".join of the present parts and "": "{context} {question} ".
+        std::string prompt;
+        for (const auto& part : {context, question})
+          if (part) prompt += *part + " ";
+        if (prompt.size() <= 1)
+          throw Error("the prompt (context + question) is empty", where, "fix the record or the column mapping");
+        return format_prompt_completion(tok, prompt, *answer, fmt);
+      });
+  formatted.size = n;
+  formatted = detail::warn_beyond_seq_length(std::move(formatted), fmt, opts.path);
+  check_trainable(formatted, "column-mapped", opts.path);
+  // NeMo's __getitem__ moves on to the next sample (cyclically) when one has no supervised label; check_trainable
+  // guarantees there is one.
+  auto next_usable = [inner = formatted.get, n](size_t i) {
+    for (size_t j = i;; j = (j + 1) % n) {
+      Sample s = inner(j);
+      if (s.num_label_tokens() > 0) return s;
     }
-  }
-  check_trainable(samples, "column-mapped", opts.path);
-  // NeMo's __getitem__ moves on to the next sample (cyclically) when one has no supervised label.
-  const size_t n = samples.size();
-  std::vector<Sample> out(n);
-  for (size_t i = 0; i < n; ++i) {
-    size_t j = i;
-    while (samples[j].num_label_tokens() == 0) j = (j + 1) % n;
-    out[i] = samples[j];
-  }
-  return out;
+  };
+  return {n, std::move(next_usable)};
 }
 
 }  // namespace automodel::data

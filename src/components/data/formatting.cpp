@@ -63,64 +63,72 @@ Sample package_example(const std::vector<int64_t>& ids, const std::vector<int>& 
   return s;
 }
 
-std::optional<std::pair<size_t, size_t>> special_token_margins(const std::vector<int64_t>& with_special,
-                                                               const std::vector<int64_t>& without_special) {
-  if (without_special.size() > with_special.size()) return std::nullopt;
-  for (size_t lead = 0; lead + without_special.size() <= with_special.size(); ++lead) {
-    if (std::equal(without_special.begin(), without_special.end(), with_special.begin() + lead))
-      return std::make_pair(lead, with_special.size() - lead - without_special.size());
-  }
-  return std::nullopt;
-}
-
 namespace {
 
-std::vector<int64_t> encode(const TextTokenizer& tok, const std::string& text, bool add_special_tokens) {
+TokenizedText encode(const TextTokenizer& tok, const std::string& text, bool add_special_tokens) {
   if (!tok.encode) throw Error("the dataset's tokenizer has no encode function", "TextTokenizer.encode");
-  return tok.encode(text, add_special_tokens);
+  TokenizedText t = tok.encode(text, add_special_tokens);
+  if (t.offsets.size() != t.ids.size() || t.inserted.size() != t.ids.size())
+    throw Error("the dataset's tokenizer gave " + std::to_string(t.offsets.size()) + " offsets and " +
+                    std::to_string(t.inserted.size()) + " inserted flags for " + std::to_string(t.ids.size()) + " ids",
+                "TextTokenizer.encode");
+  return t;
 }
 
-// As HF truncation does for one sequence: content tokens are cut so that, with the special tokens
-// the post-processor adds, the result is max_length long.
-std::vector<int64_t> encode_truncated(const TextTokenizer& tok, const std::string& text, const FormatOptions& opts) {
-  std::vector<int64_t> ids = encode(tok, text, true);
-  if (!opts.truncate || !opts.seq_length || int64_t(ids.size()) <= *opts.seq_length) return ids;
-  const size_t max_len = size_t(*opts.seq_length);
-  auto margins = special_token_margins(ids, encode(tok, text, false));
-  if (!margins || margins->first + margins->second > max_len) {
-    ids.resize(max_len);
-    return ids;
+// As HF truncation does for one sequence: content tokens are cut so that, with the tokens the post-processor
+// inserts around them, the result is max_length long. `mask` is cut alongside.
+void truncate(std::vector<int64_t>& ids, std::vector<int>& mask, const std::vector<uint8_t>& inserted, size_t max_len) {
+  if (ids.size() <= max_len) return;
+  size_t lead = 0, trail = 0;
+  while (lead < ids.size() && inserted[lead]) ++lead;
+  while (trail < ids.size() - lead && inserted[ids.size() - 1 - trail]) ++trail;
+  std::vector<size_t> keep;
+  if (lead + trail > max_len) {
+    for (size_t i = 0; i < max_len; ++i) keep.push_back(i);
+  } else {
+    for (size_t i = 0; i < max_len - trail; ++i) keep.push_back(i);
+    for (size_t i = ids.size() - trail; i < ids.size(); ++i) keep.push_back(i);
   }
-  auto [lead, trail] = *margins;
-  std::vector<int64_t> out(ids.begin(), ids.begin() + (max_len - trail));
-  out.insert(out.end(), ids.end() - trail, ids.end());
-  return out;
+  std::vector<int64_t> kept_ids;
+  std::vector<int> kept_mask;
+  for (size_t i : keep) {
+    kept_ids.push_back(ids[i]);
+    kept_mask.push_back(mask[i]);
+  }
+  ids = std::move(kept_ids);
+  mask = std::move(kept_mask);
 }
 
 }  // namespace
 
+std::vector<int> completion_mask(const TokenizedText& t, size_t prompt_bytes) {
+  std::vector<int> mask(t.ids.size(), 0);
+  bool after_content = false;
+  for (size_t i = 0; i < t.ids.size(); ++i) {
+    if (t.inserted[i]) {
+      mask[i] = after_content;
+    } else {
+      mask[i] = t.offsets[i].second > prompt_bytes;
+      after_content = true;
+    }
+  }
+  return mask;
+}
+
 Sample format_prompt_completion(const TextTokenizer& tok, const std::string& prompt, const std::string& answer,
                                 const FormatOptions& opts) {
-  size_t prompt_len = 0;
-  if (opts.answer_only_loss_mask) {
-    // The prompt's own tokens plus the special tokens the tokenizer puts in front (BOS); NeMo
-    // leaves out trailing ones (EOS) since the answer follows.
-    std::vector<int64_t> plain = encode(tok, prompt, false);
-    std::vector<int64_t> special = encode(tok, prompt, true);
-    auto margins = special_token_margins(special, plain);
-    size_t lead = margins ? margins->first : (tok.bos_id && !special.empty() && special[0] == *tok.bos_id ? 1 : 0);
-    prompt_len = lead + plain.size();
-  }
-  std::vector<int64_t> ids = encode_truncated(tok, prompt + answer, opts);
-  std::vector<int> mask(std::max(prompt_len, ids.size()), 0);
-  for (size_t i = prompt_len; i < ids.size(); ++i) mask[i] = 1;
+  const TokenizedText t = encode(tok, prompt + answer, true);
+  std::vector<int64_t> ids = t.ids;
+  std::vector<int> mask =
+      opts.answer_only_loss_mask ? completion_mask(t, prompt.size()) : std::vector<int>(ids.size(), 1);
+  if (opts.truncate && opts.seq_length) truncate(ids, mask, t.inserted, size_t(*opts.seq_length));
   return package_example(ids, mask, resolve_pad_id(tok), opts);
 }
 
 namespace {
 
 std::vector<int64_t> render_ids(const TextTokenizer& tok, const ojson& messages, const ojson& tools) {
-  return encode(tok, tok.apply_chat_template(messages, tools, false), false);
+  return encode(tok, tok.apply_chat_template(messages, tools, false), false).ids;
 }
 
 bool is_render_prefix(const std::vector<int64_t>& prefix, const std::vector<int64_t>& full,

@@ -36,9 +36,15 @@ int64_t resolve_pad_id(const TextTokenizer& tok);
 Sample package_example(const std::vector<int64_t>& ids, const std::vector<int>& mask, int64_t pad_id,
                        const FormatOptions& opts);
 
-// prompt + answer tokenized together (special tokens added); with answer_only_loss_mask the prompt's
-// tokens (its leading special tokens included) take no loss. NeMo appends no EOS here: the answer
-// ends with whatever the tokenizer's post-processor adds.
+// The answer-only loss mask of prompt + answer tokenized together: a token is the answer's when its span reaches
+// past the prompt's first prompt_bytes bytes, and an inserted token (EOS) when it follows content. Tokenizing the
+// prompt alone would be wrong: a prompt ending in a space gives a trailing " " token that, inside the full text,
+// merges into the answer's first token (" 17" of " 1761"), so the answer's first token would go unsupervised.
+std::vector<int> completion_mask(const TokenizedText& t, size_t prompt_bytes);
+
+// prompt + answer tokenized together (special tokens added); with answer_only_loss_mask only the answer's tokens
+// (completion_mask) take the loss. As in NeMo no EOS is appended here: the answer ends with whatever the tokenizer's
+// post-processor adds.
 Sample format_prompt_completion(const TextTokenizer& tok, const std::string& prompt, const std::string& answer,
                                 const FormatOptions& opts);
 
@@ -49,11 +55,6 @@ Sample format_prompt_completion(const TextTokenizer& tok, const std::string& pro
 // no assistant message, or when a prefix render is not a prefix of the full render.
 Sample format_chat(const TextTokenizer& tok, const nlohmann::ordered_json& messages,
                    const nlohmann::ordered_json& tools, const FormatOptions& opts);
-
-// Leading and trailing special-token counts of encode(text, true) against encode(text, false);
-// nullopt when the plain ids are not a contiguous part of the special ones.
-std::optional<std::pair<size_t, size_t>> special_token_margins(const std::vector<int64_t>& with_special,
-                                                               const std::vector<int64_t>& without_special);
 
 // json.dumps as Python writes it by default (", " and ": " separators, non-ASCII as \uXXXX).
 std::string python_json_dumps(const nlohmann::ordered_json& value);

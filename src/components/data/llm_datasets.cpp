@@ -2,6 +2,9 @@
 #include "components/data/llm_datasets.h"
 
 #include <algorithm>
+#include <atomic>
+#include <cstdio>
+#include <memory>
 
 #include "components/data/formatting.h"
 #include "components/data/record_fields.h"
@@ -21,20 +24,57 @@ std::string limit_split(const std::string& split, std::optional<int64_t> limit, 
   return split + "[:" + std::to_string(*limit) + "]";
 }
 
-void check_trainable(const std::vector<Sample>& samples, const std::string& dataset, const std::string& path) {
-  if (samples.empty())
+void check_trainable(const Dataset& data, const std::string& dataset, const std::string& path) {
+  if (data.size == 0)
     throw Error(dataset + " dataset is empty", path, "check the split (and its slice) and the file's contents");
-  bool any = std::any_of(samples.begin(), samples.end(), [](const Sample& s) { return s.num_label_tokens() > 0; });
-  if (!any)
-    throw Error("every sample of the " + dataset + " dataset has all labels masked (-100): nothing to train on", path,
-                "check the column mapping and that answers are not empty or cut off by seq_length/truncation");
+  for (size_t i = 0; i < data.size; ++i)
+    if (data.get(i).num_label_tokens() > 0) return;
+  throw Error("every sample of the " + dataset + " dataset has all labels masked (-100): nothing to train on", path,
+              "check the column mapping and that answers are not empty or cut off by seq_length/truncation");
+}
+
+std::vector<Sample> materialize(const Dataset& data) {
+  std::vector<Sample> out;
+  out.reserve(data.size);
+  for (size_t i = 0; i < data.size; ++i) out.push_back(data.get(i));
+  return out;
+}
+
+Dataset dataset_of(std::vector<Sample> samples) {
+  auto shared = std::make_shared<const std::vector<Sample>>(std::move(samples));
+  return {shared->size(), [shared](size_t i) { return shared->at(i); }};
+}
+
+Dataset warn_on_long_samples(Dataset data, size_t max_inputs, std::string what, std::string limit_name,
+                             std::string consequence) {
+  auto warned = std::make_shared<std::atomic<bool>>(false);
+  auto get = [inner = std::move(data.get), max_inputs, what = std::move(what), limit_name = std::move(limit_name),
+              consequence = std::move(consequence), warned](size_t i) {
+    Sample s = inner(i);
+    if (s.input_ids.size() > max_inputs && !warned->exchange(true))
+      std::fprintf(stderr,
+                   "warning: %s: sample %zu has %zu input tokens, more than %s (%zu); %s (further samples "
+                   "are not reported)\n",
+                   what.c_str(), i, s.input_ids.size(), limit_name.c_str(), max_inputs, consequence.c_str());
+    return s;
+  };
+  return {data.size, std::move(get)};
 }
 
 namespace detail {
 
-std::string record_where(const std::string& path, size_t index) {
-  return path + " [record " + std::to_string(index) + "]";
+// NeMo keeps samples longer than seq_length whole when truncation is off (HF tokenizers only warn); so do we, and
+// say so once.
+Dataset warn_beyond_seq_length(Dataset data, const FormatOptions& fmt, const std::string& path) {
+  if (!fmt.seq_length || fmt.truncate) return data;
+  return warn_on_long_samples(std::move(data), size_t(*fmt.seq_length - 1), path, "dataset.seq_length minus one",
+                              "truncation is off, so it is kept whole (set dataset.truncation: longest_first to cut "
+                              "samples to seq_length)");
 }
+
+}  // namespace detail
+
+namespace detail {
 
 const ojson& require_field(const ojson& record, const std::string& column, const std::string& where) {
   auto it = record.find(column);
@@ -66,7 +106,6 @@ std::string strip(const std::string& s) {
 
 }  // namespace detail
 
-using detail::record_where;
 using detail::require_field;
 using detail::text_of;
 
@@ -87,36 +126,30 @@ std::string squad_answer(const ojson& record, const std::string& where) {
 
 }  // namespace
 
-std::vector<Sample> make_squad_dataset(const TextTokenizer& tok, const SquadOptions& opts) {
+Dataset make_squad_dataset(const TextTokenizer& tok, const SquadOptions& opts) {
   FormatOptions fmt = make_format_options(opts.seq_length, opts.padding, opts.truncation, true);
   std::string split = limit_split(opts.split, opts.limit_dataset_samples, "dataset.limit_dataset_samples");
-  std::vector<ojson> records = load_records(opts.path, split);
+  auto source = std::make_shared<const RecordSource>(opts.path, split);
   bool chat = opts.use_chat_template.value_or(tok.has_chat_template());
   if (chat && !tok.has_chat_template())
     throw Error("use_chat_template is set but the tokenizer has no chat template", "dataset.use_chat_template",
                 "unset it (plain prompts) or use a tokenizer with a chat_template");
-  std::vector<Sample> samples;
-  samples.reserve(records.size());
-  for (size_t i = 0; i < records.size(); ++i) {
-    std::string where = record_where(opts.path, i);
-    const ojson& r = records[i];
+  Dataset data = detail::lazy_dataset(source, [tok, fmt, chat](const ojson& r, const std::string& where) {
     std::string context = text_of(require_field(r, "context", where), "context", where);
     std::string question = text_of(require_field(r, "question", where), "question", where);
     std::string answer = squad_answer(r, where);
     std::string prompt = "Context: " + context + " Question: " + question + " Answer: ";
-    if (chat) {
-      ojson messages = ojson::array(
-          {ojson{{"role", "user"}, {"content", prompt}}, ojson{{"role", "assistant"}, {"content", answer}}});
-      samples.push_back(detail::at_record(where, [&] { return format_chat(tok, messages, nullptr, fmt); }));
-    } else {
-      samples.push_back(format_prompt_completion(tok, prompt, answer, fmt));
-    }
-  }
-  check_trainable(samples, "SQuAD", opts.path);
-  return samples;
+    if (!chat) return format_prompt_completion(tok, prompt, answer, fmt);
+    ojson messages =
+        ojson::array({ojson{{"role", "user"}, {"content", prompt}}, ojson{{"role", "assistant"}, {"content", answer}}});
+    return format_chat(tok, messages, nullptr, fmt);
+  });
+  data = detail::warn_beyond_seq_length(std::move(data), fmt, opts.path);
+  check_trainable(data, "SQuAD", opts.path);
+  return data;
 }
 
-std::vector<Sample> make_hellaswag_dataset(const TextTokenizer& tok, const HellaSwagOptions& opts) {
+Dataset make_hellaswag_dataset(const TextTokenizer& tok, const HellaSwagOptions& opts) {
   if (!tok.encode) throw Error("the dataset's tokenizer has no encode function", "TextTokenizer.encode");
   std::string split = opts.split;
   if (opts.num_samples_limit) {
@@ -127,7 +160,7 @@ std::vector<Sample> make_hellaswag_dataset(const TextTokenizer& tok, const Hella
                   "dataset.num_samples_limit", "use one of the two");
     split += "[:" + std::to_string(*opts.num_samples_limit) + "]";
   }
-  std::vector<ojson> records = load_records(opts.path, split);
+  const RecordSource records(opts.path, split);
   auto is_special = [&](int64_t id) {
     return (tok.bos_id && id == *tok.bos_id) || (tok.eos_id && id == *tok.eos_id) || (tok.pad_id && id == *tok.pad_id);
   };
@@ -135,8 +168,8 @@ std::vector<Sample> make_hellaswag_dataset(const TextTokenizer& tok, const Hella
   samples.reserve(records.size());
   size_t longest = 0;
   for (size_t i = 0; i < records.size(); ++i) {
-    std::string where = record_where(opts.path, i);
-    const ojson& r = records[i];
+    const std::string where = records.where(i);
+    const ojson r = records.at(i);
     std::string ctx = text_of(require_field(r, "ctx", where), "ctx", where);
     const ojson& endings = require_field(r, "endings", where);
     const ojson& label_v = require_field(r, "label", where);
@@ -153,7 +186,7 @@ std::vector<Sample> make_hellaswag_dataset(const TextTokenizer& tok, const Hella
                       std::to_string(endings.is_array() ? endings.size() : 0) + " endings)",
                   where, "fix the record");
     std::string target = text_of(endings[size_t(label)], "endings", where);
-    std::vector<int64_t> ctx_ids = tok.encode(ctx, true), tgt_ids = tok.encode(target, true);
+    std::vector<int64_t> ctx_ids = tok.encode(ctx, true).ids, tgt_ids = tok.encode(target, true).ids;
     if (!ctx_ids.empty() && is_special(ctx_ids.back())) ctx_ids.pop_back();
     if (!tgt_ids.empty() && is_special(tgt_ids.front())) tgt_ids.erase(tgt_ids.begin());
     if (ctx_ids.empty()) throw Error("'ctx' tokenizes to nothing", where, "drop the record or give it a context");
@@ -178,8 +211,9 @@ std::vector<Sample> make_hellaswag_dataset(const TextTokenizer& tok, const Hella
       std::fill(s.attention_mask.begin(), s.attention_mask.begin() + real, 1);
     }
   }
-  check_trainable(samples, "HellaSwag", opts.path);
-  return samples;
+  Dataset data = dataset_of(std::move(samples));
+  check_trainable(data, "HellaSwag", opts.path);
+  return data;
 }
 
 }  // namespace automodel::data

@@ -1,7 +1,10 @@
 #pragma once
 // The LLM fine-tuning datasets of NeMo Automodel (SQuAD, HellaSwag, column-mapped instruction data,
-// OpenAI / ShareGPT chat), read from local JSON files and tokenized eagerly into Samples. Options
-// mirror NeMo's keyword arguments; padding / truncation take NeMo's string values.
+// OpenAI / ShareGPT chat) over local files. SQuAD, column-mapped and chat datasets read and tokenize each
+// record when it is asked for (as NeMo's LazyMappedDataset), so time to the first step and memory do not grow
+// with the dataset; HellaSwag, whose padding depends on every sample, is tokenized up front. A record's errors
+// (a missing column, invalid JSON) therefore surface when the record is first used, naming its file and line.
+// Options mirror NeMo's keyword arguments; padding / truncation take NeMo's string values.
 #include <cstdint>
 #include <map>
 #include <optional>
@@ -27,7 +30,7 @@ struct SquadOptions {
   std::optional<bool> use_chat_template;
   std::optional<std::string> start_of_turn_token;  // accepted for NeMo configs; unused (as in NeMo)
 };
-std::vector<Sample> make_squad_dataset(const TextTokenizer& tok, const SquadOptions& opts);
+Dataset make_squad_dataset(const TextTokenizer& tok, const SquadOptions& opts);
 
 // NeMo HellaSwag (SFTSingleTurnPreprocessor). Records: {"ctx", "endings": [...], "label"}.
 // input = ctx tokens (trailing special dropped) + gold ending tokens (leading special dropped),
@@ -38,7 +41,7 @@ struct HellaSwagOptions {
   std::optional<int64_t> num_samples_limit;  // split "[:n]"
   bool pad_to_max_length = true;
 };
-std::vector<Sample> make_hellaswag_dataset(const TextTokenizer& tok, const HellaSwagOptions& opts);
+Dataset make_hellaswag_dataset(const TextTokenizer& tok, const HellaSwagOptions& opts);
 
 // NeMo ColumnMappedTextInstructionDataset. column_mapping: {"context"?, "question"?, "answer"} ->
 // record column (answer and at least one of context / question). Plain prompt
@@ -56,7 +59,7 @@ struct ColumnMappedOptions {
   std::string truncation = "do_not_truncate";
   bool use_hf_chat_template = false;
 };
-std::vector<Sample> make_column_mapped_dataset(const TextTokenizer& tok, const ColumnMappedOptions& opts);
+Dataset make_column_mapped_dataset(const TextTokenizer& tok, const ColumnMappedOptions& opts);
 
 // NeMo ChatDataset. Records: {"messages": [{role, content, tool_calls?, tool_call_id?}], "tools"?}
 // (OpenAI) or {"conversations": [{from, value}]} (ShareGPT: human->user, gpt->assistant, ...).
@@ -72,7 +75,7 @@ struct ChatOptions {
   bool mask_history = false;
   std::optional<std::string> start_of_turn_token;  // accepted for NeMo configs; unused (as in NeMo)
 };
-std::vector<Sample> make_chat_dataset(const TextTokenizer& tok, const ChatOptions& opts);
+Dataset make_chat_dataset(const TextTokenizer& tok, const ChatOptions& opts);
 
 // OpenAI messages of one chat record, normalized as NeMo does (content lists joined, null -> "",
 // tool_calls completed with id "call_<i>" / type "function" / JSON-string arguments, roles checked);
@@ -83,7 +86,17 @@ nlohmann::ordered_json chat_record_tools(const nlohmann::ordered_json& record, c
 
 // "split[:n]" when split has no slice yet (NeMo's limit_dataset_samples rule); Error when n <= 0.
 std::string limit_split(const std::string& split, std::optional<int64_t> limit, const std::string& key);
-// Error when samples is empty or every sample's labels are all kIgnoreIndex.
-void check_trainable(const std::vector<Sample>& samples, const std::string& dataset, const std::string& path);
+// Error when the dataset is empty or every sample's labels are all kIgnoreIndex (looks at samples from the first
+// until one has a label: normally one).
+void check_trainable(const Dataset& data, const std::string& dataset, const std::string& path);
+
+// Every sample made at once (packing and HellaSwag's padding need them all), and a Dataset over such a vector.
+std::vector<Sample> materialize(const Dataset& data);
+Dataset dataset_of(std::vector<Sample> samples);
+
+// data whose get() prints one warning, for the first sample with more than max_inputs input tokens:
+// "<what>: sample <i> has N input tokens, more than <limit_name> (max_inputs); <consequence>".
+Dataset warn_on_long_samples(Dataset data, size_t max_inputs, std::string what, std::string limit_name,
+                             std::string consequence);
 
 }  // namespace automodel::data

@@ -1,13 +1,18 @@
 #include "components/data/records.h"
 
+#include <fcntl.h>
+#include <unistd.h>
+
 #include <algorithm>
 #include <cctype>
+#include <cerrno>
 #include <cmath>
+#include <cstring>
 #include <filesystem>
-#include <fstream>
 #include <map>
-#include <sstream>
 
+#include "components/data/file_formats.h"
+#include "components/data/json_index.h"
 #include "core/error.h"
 
 namespace automodel::data {
@@ -41,70 +46,6 @@ std::optional<int64_t> parse_bound(const std::string& raw, bool& percent, const 
             std::all_of(digits.begin() + first, digits.end(), [](unsigned char c) { return std::isdigit(c); });
   if (!ok) throw Error("bad split slice bound '" + text + "' in split '" + split + "'", "split", kSplitHint);
   return std::stoll(digits);
-}
-
-std::string read_text(const fs::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw Error("cannot open dataset file", path.string(), "check the path and its permissions");
-  std::ostringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
-void append_object(std::vector<ojson>& out, ojson value, const std::string& where) {
-  if (!value.is_object())
-    throw Error(std::string("dataset record is a JSON ") + value.type_name() + ", not an object", where,
-                "each record must be a JSON object such as {\"question\": ..., \"answer\": ...}");
-  out.push_back(std::move(value));
-}
-
-void read_json_lines(const std::string& text, const fs::path& path, std::vector<ojson>& out) {
-  std::istringstream lines(text);
-  std::string line;
-  size_t line_no = 0;
-  while (std::getline(lines, line)) {
-    ++line_no;
-    if (line.find_first_not_of(" \t\r\n") == std::string::npos) continue;
-    std::string where = path.string() + ":" + std::to_string(line_no);
-    ojson value;
-    try {
-      value = ojson::parse(line);
-    } catch (const ojson::parse_error& e) {
-      throw Error(std::string("invalid JSON line: ") + e.what(), where, "each line of a JSON-lines file is one object");
-    }
-    append_object(out, std::move(value), where);
-  }
-}
-
-void read_file(const fs::path& path, std::vector<ojson>& out) {
-  if (!fs::exists(path))
-    throw Error("dataset file not found", path.string(), "check `path` (a local .json/.jsonl file or directory)");
-  std::string text = read_text(path);
-  std::string ext = path.extension().string();
-  std::transform(ext.begin(), ext.end(), ext.begin(), [](unsigned char c) { return std::tolower(c); });
-  if (ext == ".jsonl" || ext == ".ndjson") return read_json_lines(text, path, out);
-  ojson whole;
-  try {
-    whole = ojson::parse(text);
-  } catch (const ojson::parse_error& e) {
-    // HF's json builder also reads JSON-lines content from a .json file.
-    size_t lines = std::count(text.begin(), text.end(), '\n');
-    if (lines >= 1) return read_json_lines(text, path, out);
-    throw Error(std::string("invalid JSON: ") + e.what(), path.string(), "fix the file or use JSON lines");
-  }
-  if (whole.is_object() && whole.contains("data") && whole["data"].is_array()) whole = std::move(whole["data"]);
-  if (whole.is_array()) {
-    for (size_t i = 0; i < whole.size(); ++i)
-      append_object(out, std::move(whole[i]), path.string() + " [record " + std::to_string(i) + "]");
-  } else {
-    append_object(out, std::move(whole), path.string());
-  }
-}
-
-bool is_json_file(const fs::path& p) {
-  std::string ext = p.extension().string();
-  std::transform(ext.begin(), ext.end(), ext.begin(), [](unsigned char c) { return std::tolower(c); });
-  return ext == ".json" || ext == ".jsonl" || ext == ".ndjson";
 }
 
 // HF datasets' split-name keywords for files in a dataset directory.
@@ -200,7 +141,7 @@ std::vector<std::string> split_files(const std::string& dir, const std::string& 
       continue;
     }
     if (!it->is_regular_file()) continue;
-    (is_json_file(p) ? json_files : other_files).push_back(fs::relative(p, dir));
+    (is_dataset_file(p.string()) ? json_files : other_files).push_back(fs::relative(p, dir));
   }
   std::sort(json_files.begin(), json_files.end());
   std::vector<std::string> picked;
@@ -223,33 +164,96 @@ std::vector<std::string> split_files(const std::string& dir, const std::string& 
       for (const auto& rel : *list)
         if (shown++ < 12) found += (found.empty() ? "" : ", ") + rel.string();
     if (found.empty()) found = "nothing";
-    throw Error("no .json/.jsonl file for split '" + split + "' in dataset directory (found: " + found + ")", dir,
+    throw Error("no .json/.jsonl/.parquet file for split '" + split + "' in dataset directory (found: " + found + ")",
+                dir,
                 "name the file for its split (e.g. " + split +
                     ".jsonl), point `path` at the file itself, or "
-                    "convert other formats (parquet, csv) to JSON lines");
+                    "convert other formats (csv, arrow) to JSON lines");
   }
   return picked;
 }
 
-std::vector<nlohmann::ordered_json> load_records(const std::string& path, const std::string& split) {
+RecordSource::RecordSource(const std::string& path, const std::string& split) {
   if (path.empty())
     throw Error("no dataset path given", "dataset.path", "set it to a local .json/.jsonl file or a directory of them");
   std::vector<SplitPart> parts = parse_split(split.empty() ? std::string("train") : split);
   if (!fs::exists(path))
     throw Error("dataset path not found", path,
-                "give a local .json/.jsonl file or a directory of them (hub dataset ids must be downloaded first)");
+                "give a local .json/.jsonl/.parquet file or a directory of them (hub dataset ids must be downloaded "
+                "first)");
   const bool is_dir = fs::is_directory(path);
-  std::vector<ojson> out;
-  for (const SplitPart& part : parts) {
-    std::vector<ojson> rows;
-    if (is_dir) {
-      for (const std::string& file : split_files(path, part.name)) read_file(file, rows);
+  std::map<std::string, std::pair<uint32_t, std::vector<RecordSpan>>> indexed;  // a file named by two parts once
+  auto index_file = [&](const std::string& file) -> const std::pair<uint32_t, std::vector<RecordSpan>>& {
+    if (auto it = indexed.find(file); it != indexed.end()) return it->second;
+    PlainFile plain = plain_json_file(file);
+    File f{file, plain.path, -1, plain.json_lines};
+    std::vector<RecordSpan> spans;
+    if (plain.json_lines) {
+      spans = index_json_lines(plain.path);
     } else {
-      read_file(path, rows);
+      JsonFileIndex index = index_json_file(plain.path);
+      spans = std::move(index.spans);
+      f.json_lines = index.json_lines;
+    }
+    f.fd = ::open(plain.path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (f.fd < 0)
+      throw Error("cannot open dataset file: " + std::string(std::strerror(errno)), plain.path,
+                  "check the path and its permissions");
+    files_.push_back(std::move(f));
+    return indexed[file] = {uint32_t(files_.size() - 1), std::move(spans)};
+  };
+  for (const SplitPart& part : parts) {
+    std::vector<Record> rows;
+    for (const std::string& file : is_dir ? split_files(path, part.name) : std::vector<std::string>{path}) {
+      const auto& [id, spans] = index_file(file);
+      for (const RecordSpan& s : spans) rows.push_back({s.offset, s.length, s.label, id});
     }
     auto [from, to] = slice_bounds(part, rows.size());
-    for (size_t i = from; i < to; ++i) out.push_back(std::move(rows[i]));
+    records_.insert(records_.end(), rows.begin() + long(from), rows.begin() + long(to));
   }
+}
+
+RecordSource::~RecordSource() {
+  for (const File& f : files_)
+    if (f.fd >= 0) ::close(f.fd);
+}
+
+std::string RecordSource::where(size_t i) const {
+  const Record& r = records_.at(i);
+  const File& f = files_[r.file];
+  return f.path + (f.json_lines ? ":" + std::to_string(r.label) : "") + " [record " + std::to_string(i) + "]";
+}
+
+ojson RecordSource::at(size_t i) const {
+  const Record& r = records_.at(i);
+  const File& f = files_[r.file];
+  std::string text(r.length, '\0');
+  for (uint64_t done = 0; done < r.length;) {
+    const ssize_t n = ::pread(f.fd, text.data() + done, r.length - done, off_t(r.offset + done));
+    if (n <= 0)
+      throw Error(n == 0 ? "dataset file changed while reading it (it ended early)"
+                         : "cannot read dataset file: " + std::string(std::strerror(errno)),
+                  where(i), "do not modify a dataset file while a run reads it");
+    done += uint64_t(n);
+  }
+  ojson value;
+  try {
+    value = ojson::parse(text);
+  } catch (const ojson::parse_error& e) {
+    throw Error(std::string("invalid JSON record: ") + e.what(), where(i),
+                f.json_lines ? "each line of a JSON-lines file is one object" : "fix the record");
+  }
+  if (!value.is_object())
+    throw Error(std::string("dataset record is a JSON ") + value.type_name() + ", not an object", where(i),
+                "each record must be a JSON object such as {\"question\": ..., \"answer\": ...}");
+  return value;
+}
+
+std::vector<ojson> load_records(const std::string& path, const std::string& split) {
+  RecordSource source(path, split);
+  std::vector<ojson> out;
+  out.reserve(source.size());
+  for (size_t i = 0; i < source.size(); ++i) out.push_back(source.at(i));
   return out;
 }
 

@@ -24,15 +24,47 @@ std::vector<SplitPart> parse_split(const std::string& split);
 // bounds count from the end, bounds are clamped, percentages round to the closest row).
 std::pair<size_t, size_t> slice_bounds(const SplitPart& part, size_t num_rows);
 
-// Records (JSON objects) of a local dataset. `path` is a .jsonl/.ndjson file (one object per line),
-// a .json file (an array of objects, {"data": [...]}, one object, or JSON-lines content), or a
-// directory, from which the files named for the split are read (train.jsonl, data/train-0000.json,
-// validation <- valid/val/dev, test <- eval; a directory with unnamed files is all "train"),
-// concatenated in path order. For a single file the split name is not checked (NeMo reads local
-// files as one split) but its slice applies. Error naming the path (and the files found) otherwise.
+// The records (JSON objects) of a local dataset, read one at a time: opening indexes where each record lies
+// (one streaming pass, no record held in memory), at(i) reads and parses record i. `path` is a .jsonl/.ndjson
+// file (one object per line), a .json file (an array of objects, {"data": [...]}, one object, or JSON-lines
+// content), either of them compressed (.gz, .zst), a .parquet file, or a directory, from which the files named
+// for the split are read (train.jsonl, data/train-0000.parquet, validation <- valid/val/dev, test <- eval; a
+// directory with unnamed files is all "train"), concatenated in path order. For a single file the split name is
+// not checked (NeMo reads local files as one split) but its slice applies. Error naming the path (and the files
+// found) otherwise. Compressed and Parquet files are read through a plain copy in the dataset cache
+// (file_formats.h). Thread-safe: at() reads with pread.
+class RecordSource {
+ public:
+  RecordSource(const std::string& path, const std::string& split);
+  ~RecordSource();
+  RecordSource(const RecordSource&) = delete;
+  RecordSource& operator=(const RecordSource&) = delete;
+
+  size_t size() const { return records_.size(); }
+  // Record i parsed; Error naming where(i) when it is not valid JSON or not an object.
+  nlohmann::ordered_json at(size_t i) const;
+  // "<file>:<line> [record i]" (JSON lines) or "<file> [record i]": where record i of the dataset is.
+  std::string where(size_t i) const;
+
+ private:
+  struct File {
+    std::string path;       // as the user named it
+    std::string read_path;  // the plain file read (itself, or its cached copy)
+    int fd = -1;
+    bool json_lines = false;
+  };
+  struct Record {
+    uint64_t offset, length, label;
+    uint32_t file;
+  };
+  std::vector<File> files_;
+  std::vector<Record> records_;
+};
+
+// Every record of a dataset at once (small datasets and tests).
 std::vector<nlohmann::ordered_json> load_records(const std::string& path, const std::string& split);
 
-// The JSON files load_records would read for `split` from directory `dir`.
+// The dataset files load_records would read for `split` from directory `dir`.
 std::vector<std::string> split_files(const std::string& dir, const std::string& split);
 
 }  // namespace automodel::data

@@ -6,6 +6,7 @@
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace automodel::data {
@@ -30,9 +31,24 @@ struct Sample {
   int64_t num_label_tokens() const;  // labels != kIgnoreIndex
 };
 
+// A text's tokens as the `tokenizers` package's Encoding gives them: ids, the byte span of `text` each token
+// covers, and which tokens the post-processor inserted (BOS, EOS, ...: their spans are empty).
+// A map-style dataset: `size` samples, each made when asked for (records are read and tokenized on demand, so a
+// dataset of any size starts at once and holds no more than the samples in use). get is thread-safe.
+struct Dataset {
+  size_t size = 0;
+  std::function<Sample(size_t index)> get;
+};
+
+struct TokenizedText {
+  std::vector<int64_t> ids;
+  std::vector<std::pair<size_t, size_t>> offsets;
+  std::vector<uint8_t> inserted;
+};
+
 struct TextTokenizer {
-  // Token ids of `text`; add_special_tokens adds what the tokenizer's post-processor adds (BOS, ...).
-  std::function<std::vector<int64_t>(const std::string& text, bool add_special_tokens)> encode;
+  // The tokens of `text`; add_special_tokens adds what the tokenizer's post-processor adds (BOS, ...).
+  std::function<TokenizedText(const std::string& text, bool add_special_tokens)> encode;
   // Renders OpenAI-style messages (and tools, may be null) with the tokenizer's chat template.
   // Left empty (no target) when the tokenizer has no chat template.
   std::function<std::string(const nlohmann::ordered_json& messages, const nlohmann::ordered_json& tools,

@@ -1,0 +1,71 @@
+// `automodel dataset -c recipe.yaml [--validation] [--limit N] [--text] [--section.key value ...]`: the samples a
+// recipe would train on, one JSON line each, so a user can see which tokens carry a label before a run.
+#include <cstdio>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "cli/commands.h"
+#include "components/config/config.h"
+#include "core/error.h"
+#include "recipes/build.h"
+
+namespace automodel::cli {
+
+namespace {
+
+constexpr const char* kUsage =
+    "automodel dataset -c recipe.yaml [--validation] [--limit N] [--text] [--section.key value ...]";
+
+}  // namespace
+
+int run_dataset(std::vector<std::string> args) {
+  std::string config_path, limit_text;
+  bool validation = false, text = false;
+  std::vector<std::string> overrides;
+  for (size_t i = 0; i < args.size(); ++i) {
+    const std::string& a = args[i];
+    if (a == "-c" || a == "--config" || a == "--limit") {
+      if (i + 1 >= args.size()) throw Error(a + " needs a value", "command line", kUsage);
+      (a == "--limit" ? limit_text : config_path) = args[++i];
+    } else if (a == "--validation") {
+      validation = true;
+    } else if (a == "--text") {
+      text = true;
+    } else {
+      overrides.push_back(a);
+    }
+  }
+  if (config_path.empty()) throw Error("no recipe given", "automodel dataset", kUsage);
+  size_t limit = SIZE_MAX;
+  if (!limit_text.empty()) {
+    size_t pos = 0;
+    long long n = -1;
+    try {
+      n = std::stoll(limit_text, &pos);
+    } catch (const std::exception&) {
+    }
+    if (n < 0 || pos != limit_text.size())
+      throw Error("--limit needs a non-negative integer, got '" + limit_text + "'", "command line", kUsage);
+    limit = size_t(n);
+  }
+  config::ConfigNode cfg = config::load_yaml(config_path);
+  config::apply_overrides(cfg, config::parse_overrides(overrides));
+  const recipes::RecipeDataset d = recipes::build_recipe_dataset(cfg, validation ? "validation_dataset" : "dataset");
+  for (size_t i = 0; i < d.data.size && i < limit; ++i) {
+    const data::Sample s = d.data.get(i);
+    nlohmann::ordered_json line{{"index", i}, {"input_ids", s.input_ids}, {"labels", s.labels}};
+    if (!s.attention_mask.empty()) line["attention_mask"] = s.attention_mask;
+    if (text) {
+      std::vector<int64_t> supervised;
+      for (int64_t l : s.labels)
+        if (l != data::kIgnoreIndex) supervised.push_back(l);
+      line["text"] = d.tokenizer.tokenizer->decode(s.input_ids);
+      line["label_text"] = d.tokenizer.tokenizer->decode(supervised);
+    }
+    std::puts(line.dump(-1, ' ', false, nlohmann::ordered_json::error_handler_t::replace).c_str());
+  }
+  return 0;
+}
+
+}  // namespace automodel::cli
