@@ -16,14 +16,20 @@ std::string render_template(const std::string& source, const nlohmann::ordered_j
   jinja::Body body;
   try {
     body = jinja::parse_template(source);
+  } catch (const jinja::LimitError& e) {
+    throw Error(std::string("chat template: ") + e.what(), "chat template", e.hint);
   } catch (const jinja::TemplateError& e) {
     throw Error(std::string("chat template syntax error: ") + e.what(), "chat template");
   }
   jinja::Dict ctx;
   if (!context.is_null()) {
     if (!context.is_object()) throw Error("the template context must be a JSON object", "render_template");
-    for (auto it = context.begin(); it != context.end(); ++it)
-      ctx.items.emplace_back(it.key(), jinja::Value::from_json(it.value()));
+    try {
+      for (auto it = context.begin(); it != context.end(); ++it)
+        ctx.items.emplace_back(it.key(), jinja::Value::from_json(it.value(), 1));
+    } catch (const jinja::LimitError& e) {
+      throw Error(e.what(), "chat template context", e.hint);
+    }
   }
   try {
     return jinja::render(body, ctx);
