@@ -308,3 +308,92 @@ def test_cli_plain_text(tmp_path):
                          capture_output=True, text=True)
     assert res.returncode == 0, res.stderr
     assert json.loads(res.stdout) == tok.encode("hello world").ids
+
+
+# ---------------------------------------------------------------- streamed `tokenize --file`
+
+SEPARATORS = ["\n", "\n", "\n", "\r\n", "\n\n", " \n", "\n ", "\t\n", ".\n", "!\n\n", "\n\n\n", "<|endoftext|>\n",
+              "\n<|endoftext|>", "\u00a0\n", "\n\u3000", "\n\u0301", "\n-", "\n1", "'\ns", " \n\n  "]
+
+
+def _stream_text(lines, min_bytes=4_000_000):
+    """Corpus lines joined by newline patterns around every kind of neighbour, repeated to min_bytes (UTF-8)."""
+    import random
+    rng = random.Random(7)
+    parts, total = [], 0
+    while total < min_bytes:
+        for line in lines:
+            piece = line + rng.choice(SEPARATORS)
+            parts.append(piece)
+            total += len(piece.encode("utf-8"))
+            if total >= min_bytes:
+                break
+    return "".join(parts)
+
+
+def _peak_rss_kib(tok_dir, path):
+    """Peak RSS of `tokenize --file`, polled from /proc (VmHWM belongs to the process's own memory after exec; the
+    ru_maxrss that wait4 reports starts from the forking test process's peak)."""
+    import time
+    proc = subprocess.Popen([str(CLI), "tokenize", "--tokenizer", str(tok_dir), "--file", str(path)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    peak = 0
+    while proc.poll() is None:
+        try:
+            for line in pathlib.Path(f"/proc/{proc.pid}/status").read_text().splitlines():
+                if line.startswith("VmHWM:"):
+                    peak = max(peak, int(line.split()[1]))
+        except OSError:
+            pass
+        time.sleep(0.01)
+    assert proc.returncode == 0
+    return peak
+
+
+@pytest.mark.parametrize("kind", ["tiny_llama", "llama3_split_added_tokens", "whitespace_nfkc_lowercase",
+                                  "llama2_prepend_whole_text"])
+def test_streamed_file_ids_equal_whole_text_ids(tmp_path, lines, train_lines, kind):
+    """`tokenize --file` encodes a multi-MB file in chunks cut after newlines; its ids must be exactly
+    tokenizers' encode(whole_text) for pipelines that stream (with bounded memory) and for one that does not."""
+    text = _stream_text(lines)
+    streams = True
+    if kind == "tiny_llama":
+        tok = Tokenizer.from_file(str(ROOT / "assets" / "tiny-llama" / "tokenizer.json"))
+    elif kind == "llama3_split_added_tokens":
+        pre = pre_tokenizers.Sequence([
+            pre_tokenizers.Split(Regex(LLAMA3_RE), behavior="isolated", invert=False),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+        ])
+        tok = train_byte_level(train_lines, pre, _llama3_post, ["<|begin_of_text|>", "<|endoftext|>"])
+        tok.add_tokens([AddedToken("[INST]", lstrip=True, rstrip=True), AddedToken("fox", single_word=True),
+                        AddedToken("Привет", normalized=True)])
+    elif kind == "whitespace_nfkc_lowercase":
+        tok = Tokenizer(models.BPE(unk_token="[UNK]"))
+        tok.normalizer = normalizers.Sequence([normalizers.NFKC(), normalizers.Lowercase()])
+        tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Whitespace(), pre_tokenizers.Digits()])
+        tok.train_from_iterator(train_lines, trainers.BpeTrainer(vocab_size=1500, special_tokens=["[UNK]"],
+                                                                 show_progress=False))
+        tok.add_tokens([AddedToken("Fox", normalized=True)])
+    else:
+        j = _sentencepiece_base(train_lines)
+        j["normalizer"] = {"type": "Sequence", "normalizers": [
+            {"type": "Prepend", "prepend": "▁"}, {"type": "Replace", "pattern": {"String": " "}, "content": "▁"}]}
+        j["pre_tokenizer"] = None
+        j["decoder"] = LLAMA2_DECODER
+        j["post_processor"] = _bos_template(j)
+        tok = Tokenizer.from_str(json.dumps(j))
+        streams = False
+    tok.save(str(tmp_path / "tokenizer.json"))
+    path = tmp_path / "text.txt"
+    path.write_bytes(text.encode("utf-8"))
+    res = subprocess.run([str(CLI), "tokenize", "--tokenizer", str(tmp_path), "--file", str(path)],
+                         capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    ours, ref = json.loads(res.stdout), tok.encode(text).ids
+    if ours != ref:
+        first = next(i for i, (a, b) in enumerate(zip(ours + [None], ref + [None])) if a != b)
+        pytest.fail(f"{kind}: {len(ours)} ids vs {len(ref)}, first difference at {first}: "
+                    f"{ours[first - 3:first + 5]} != {ref[first - 3:first + 5]}")
+    # Streaming keeps memory far below what encoding 4 MB at once takes (~600 MB).
+    rss_mib = _peak_rss_kib(tmp_path, path) / 1024
+    assert (rss_mib < 200) == streams, f"{kind}: peak RSS {rss_mib:.0f} MiB"

@@ -23,7 +23,7 @@ json tiny_bpe() {
     "model": {"type": "BPE", "dropout": null, "unk_token": null, "continuing_subword_prefix": null,
               "end_of_word_suffix": null, "fuse_unk": false, "byte_fallback": false, "ignore_merges": false,
               "vocab": {"a": 0, "b": 1, "c": 2, "ab": 3, "abc": 4, " ": 5},
-              "merges": ["a b", ["ab", "c"]]}})");
+              "merges": ["a b", "ab c"]}})");
 }
 
 std::string expect_error(const json& j) {
@@ -52,6 +52,9 @@ TEST(Tokenizer, BpeMergesAsStringsAndPairs) {
   EXPECT_FALSE(t.token_to_id("zzz").has_value());
   EXPECT_EQ(t.id_to_token(3), "ab");
   EXPECT_EQ(t.id_to_token(99), "");
+  json pairs = tiny_bpe();
+  pairs["model"]["merges"] = json::parse(R"([["a", "b"], ["ab", "c"]])");
+  EXPECT_EQ(Tokenizer::from_json(pairs).encode("abcab c").ids, e.ids);
 }
 
 TEST(Tokenizer, UnknownCharactersWithoutUnkAreDroppedLikeHf) {
@@ -105,30 +108,30 @@ TEST(Tokenizer, IgnoreMerges) {
 TEST(Tokenizer, AddedTokensTemplateAndSkipSpecial) {
   json j = tiny_bpe();
   j["added_tokens"] = json::parse(R"([
-    {"id": 10, "content": "<s>", "single_word": false, "lstrip": false, "rstrip": false, "normalized": false, "special": true},
-    {"id": 11, "content": "[X]", "single_word": false, "lstrip": true, "rstrip": true, "normalized": false, "special": false}])");
+    {"id": 6, "content": "<s>", "single_word": false, "lstrip": false, "rstrip": false, "normalized": false, "special": true},
+    {"id": 7, "content": "[X]", "single_word": false, "lstrip": true, "rstrip": true, "normalized": false, "special": false}])");
   j["post_processor"] = json::parse(R"({"type": "TemplateProcessing",
     "single": [{"SpecialToken": {"id": "<s>", "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}}],
-    "pair": [], "special_tokens": {"<s>": {"id": "<s>", "ids": [10], "tokens": ["<s>"]}}})");
+    "pair": [], "special_tokens": {"<s>": {"id": "<s>", "ids": [6], "tokens": ["<s>"]}}})");
   auto t = Tokenizer::from_json(j);
   auto e = t.encode("ab<s>c  [X]  a");
-  EXPECT_EQ(e.ids, (std::vector<int64_t>{10, 3, 10, 2, 11, 0}));
+  EXPECT_EQ(e.ids, (std::vector<int64_t>{6, 3, 6, 2, 7, 0}));
   EXPECT_EQ(e.special_tokens_mask, (std::vector<uint8_t>{1, 0, 0, 0, 0, 0}));
   EXPECT_EQ(e.offsets[0], (std::pair<size_t, size_t>{0, 0}));
   EXPECT_EQ(e.offsets[4], (std::pair<size_t, size_t>{6, 13}));  // lstrip/rstrip take the spaces
   EXPECT_EQ(t.encode("ab", false).ids, (std::vector<int64_t>{3}));
-  EXPECT_EQ(t.decode({10, 3, 11}, true), "ab [X]");
-  EXPECT_EQ(t.token_to_id("<s>"), 10);
-  EXPECT_EQ(t.id_to_token(11), "[X]");
+  EXPECT_EQ(t.decode({6, 3, 7}, true), "ab [X]");
+  EXPECT_EQ(t.token_to_id("<s>"), 6);
+  EXPECT_EQ(t.id_to_token(7), "[X]");
   EXPECT_EQ(t.vocab_size(), 8);
 }
 
 TEST(Tokenizer, SingleWordAddedToken) {
   json j = tiny_bpe();
   j["added_tokens"] = json::parse(
-      R"([{"id": 12, "content": "ab", "single_word": true, "lstrip": false, "rstrip": false, "normalized": false, "special": false}])");
+      R"([{"id": 3, "content": "ab", "single_word": true, "lstrip": false, "rstrip": false, "normalized": false, "special": false}])");
   auto t = Tokenizer::from_json(j);
-  EXPECT_EQ(t.encode("ab c").ids, (std::vector<int64_t>{12, 5, 2}));
+  EXPECT_EQ(t.encode("ab c").ids, (std::vector<int64_t>{3, 5, 2}));
   EXPECT_EQ(t.encode("abc").ids, (std::vector<int64_t>{4}));  // inside a word: not matched
 }
 

@@ -61,9 +61,9 @@ uint32_t last_char(std::string_view s) {
 
 }  // namespace
 
-void split_added(const Piece& p, const Matcher& m, std::vector<Piece>& out) {
+void split_added(Piece p, const Matcher& m, std::vector<Piece>& out) {
   if (m.empty() || p.s.empty()) {
-    if (!p.s.empty()) out.push_back(p);
+    if (!p.s.empty()) out.push_back(std::move(p));
     return;
   }
   std::string_view s = p.s;

@@ -16,14 +16,20 @@ std::string render_template(const std::string& source, const nlohmann::ordered_j
   jinja::Body body;
   try {
     body = jinja::parse_template(source);
+  } catch (const jinja::LimitError& e) {
+    throw Error(std::string("chat template: ") + e.what(), "chat template", e.hint);
   } catch (const jinja::TemplateError& e) {
     throw Error(std::string("chat template syntax error: ") + e.what(), "chat template");
   }
   jinja::Dict ctx;
   if (!context.is_null()) {
     if (!context.is_object()) throw Error("the template context must be a JSON object", "render_template");
-    for (auto it = context.begin(); it != context.end(); ++it)
-      ctx.items.emplace_back(it.key(), jinja::Value::from_json(it.value()));
+    try {
+      for (auto it = context.begin(); it != context.end(); ++it)
+        ctx.items.emplace_back(it.key(), jinja::Value::from_json(it.value(), 1));
+    } catch (const jinja::LimitError& e) {
+      throw Error(e.what(), "chat template context", e.hint);
+    }
   }
   try {
     return jinja::render(body, ctx);
@@ -74,6 +80,10 @@ ChatTemplates load_chat_templates(const std::string& model_dir) {
       t.special_tokens[key] = v;
     else if (v.is_object() && v.contains("content") && v["content"].is_string())
       t.special_tokens[key] = v["content"];
+    else if (!v.is_null())
+      throw Error(std::string("field '") + key + "' must be a string or an AddedToken object {\"content\": ...}, got " +
+                      v.dump(),
+                  cfg_path.string(), "fix the field, or remove it");
   }
   // Sidecar files take priority over tokenizer_config.json (transformers' from_pretrained).
   if (fs::exists(dir / "chat_template.jinja")) t.templates["default"] = read_text(dir / "chat_template.jinja");
@@ -97,7 +107,8 @@ ChatTemplates load_chat_templates(const std::string& model_dir) {
       t.templates["default"] = ct.get<std::string>();
     } else if (ct.is_array()) {
       for (const auto& item : ct) {
-        if (!item.is_object() || !item.contains("name") || !item.contains("template"))
+        if (!item.is_object() || !item.contains("name") || !item.contains("template") || !item["name"].is_string() ||
+            !item["template"].is_string())
           throw Error("chat_template list entries must be {\"name\": ..., \"template\": ...}", cfg_path.string());
         t.templates[item["name"].get<std::string>()] = item["template"].get<std::string>();
       }

@@ -1,11 +1,39 @@
 #pragma once
 // Chat templates: render a conversation with a model's Jinja2 chat template exactly as transformers'
 // apply_chat_template(tokenize=False) does.
+#include <cstddef>
+#include <cstdint>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <string>
 
 namespace automodel::tokenizer {
+
+// Limits of the template interpreter. A chat template is code that comes with a downloaded model, so, as Jinja's
+// sandbox does, rendering one must not crash, hang or exhaust memory whatever it contains. Each limit is far above
+// what real chat templates use (the families in tests/oracle/chat_templates nest blocks and expressions fewer than
+// 10 deep, call macros a few levels deep and loop over the messages, tools and content parts); going past one is an
+// automodel::Error that names the limit and the template line.
+namespace template_limits {
+// Nested blocks ({% if %} in {% for %} ...) and nested expressions: brackets, operator chains such as 1+1+...,
+// attribute and filter chains, `not not ...`. Also how deep a list, dict or namespace value may nest. Bounds the
+// parser's and the interpreter's recursion, so no template can overflow the stack.
+inline constexpr int kMaxNesting = 128;
+// Nested macro and caller() calls: a macro that calls itself recurses at most this deep.
+inline constexpr int kMaxCallDepth = 100;
+// Iterations of all {% for %} loops of one render together (nested range() loops cannot run for hours).
+inline constexpr int64_t kMaxLoopIterations = 1000000;
+// The rendered text, and any string or JSON text a template builds ('x' * 10**12, |join, |tojson, ~, +).
+inline constexpr size_t kMaxStringBytes = size_t{64} << 20;
+// Items of any list a template builds (list repetition, +, |list of a string). range() itself stops at 100000
+// items, as in Jinja's sandbox.
+inline constexpr size_t kMaxListItems = 1000000;
+// Wall time of one render.
+inline constexpr double kMaxRenderSeconds = 20;
+// Stack the interpreter may use below its entry, the backstop for the nesting limits combined (blocks in
+// expressions in macro calls).
+inline constexpr size_t kMaxStackBytes = size_t{2} << 20;
+}  // namespace template_limits
 
 // JSON inputs are ordered_json so that objects keep their key order (tojson of tools and tool-call arguments, and
 // dict iteration, render keys in the caller's order as Python dicts do); a nlohmann::json converts implicitly.

@@ -149,12 +149,12 @@ struct SequenceDec : Decoder {
 }  // namespace
 
 DecoderPtr make_decoder(const json& j) {
-  if (j.is_null()) return nullptr;
-  std::string where = where_of("decoder", j);
-  std::string type = j.value("type", "");
+  std::string type = component_type(j, "decoder");
+  if (type.empty()) return nullptr;
+  std::string where = "decoder " + type;
   if (type == "Sequence") {
     auto s = std::make_unique<SequenceDec>();
-    for (const auto& item : j.at("decoders"))
+    for (const auto& item : json_list(j, "decoders", where))
       if (auto d = make_decoder(item)) s->items.push_back(std::move(d));
     return s;
   }
@@ -162,17 +162,19 @@ DecoderPtr make_decoder(const json& j) {
   if (type == "Metaspace") {
     auto d = std::make_unique<MetaspaceDec>();
     d->replacement = json_str(j, "replacement", where, d->replacement);
+    if (d->replacement.empty() || u::utf8_len(static_cast<unsigned char>(d->replacement[0])) != d->replacement.size())
+      throw Error("Metaspace replacement '" + d->replacement + "' must be exactly one character", where);
     if (j.contains("prepend_scheme") && !j["prepend_scheme"].is_null()) {
-      std::string s = j["prepend_scheme"].get<std::string>();
+      std::string s = json_str(j, "prepend_scheme", where);
       d->scheme = s == "never" ? PrependScheme::Never : s == "first" ? PrependScheme::First : PrependScheme::Always;
     } else if (j.contains("add_prefix_space")) {
-      d->scheme = json_bool(j, "add_prefix_space", true) ? PrependScheme::Always : PrependScheme::Never;
+      d->scheme = json_bool(j, "add_prefix_space", true, where) ? PrependScheme::Always : PrependScheme::Never;
     }
     return d;
   }
   if (type == "Replace") {
     auto d = std::make_unique<ReplaceDec>();
-    d->pattern = parse_pattern(j.at("pattern"), where);
+    d->pattern = parse_pattern(j.contains("pattern") ? j["pattern"] : json(), where);
     d->content = json_str(j, "content", where);
     return d;
   }
@@ -181,8 +183,8 @@ DecoderPtr make_decoder(const json& j) {
   if (type == "Strip") {
     auto d = std::make_unique<StripDec>();
     d->content = json_str(j, "content", where, " ");
-    d->start = j.value("start", 0);
-    d->stop = j.value("stop", 0);
+    d->start = json_size(j, "start", 0, where);
+    d->stop = json_size(j, "stop", 0, where);
     return d;
   }
   throw Error("unsupported decoder type '" + type + "'", where,

@@ -36,6 +36,7 @@ struct Expr {
   };
   Kind kind;
   int line = 0;
+  int depth = 1;                                      // levels of this expression tree (see kMaxNesting)
   Value literal;                                      // Literal
   std::string name;                                   // Name, Attr, Filter/Test name, Binary operator
   std::vector<ExprP> args;                            // operands, list items, call/filter/test arguments

@@ -7,6 +7,7 @@
 #include <ctime>
 #include <optional>
 
+#include "components/tokenizer/chat_template.h"
 #include "components/tokenizer/jinja_util.h"
 
 namespace automodel::tokenizer::jinja {
@@ -79,7 +80,10 @@ Value string_method(const Value& obj, const std::string& name) {
       std::string out;
       bool first = true;
       for (const auto& it : iterate(a[0])) {
-        out += (first ? "" : s) + str_of(it, "join");
+        const std::string& piece = str_of(it, "join");
+        check_string_size(out.size() + (first ? 0 : s.size()) + piece.size(), "the result of join()");
+        if (!first) out += s;
+        out += piece;
         first = false;
       }
       return Value::string(out);
@@ -198,6 +202,7 @@ List iterate(const Value& v) {
       return out;
     }
     case Value::Kind::String: {
+      check_list_size(utf8_length(v.s), "the list of a string's characters");
       List out;
       for (auto& c : utf8_chars(v.s)) out.push_back(Value::string(c));
       return out;
@@ -256,11 +261,12 @@ Value get_item(const Value& obj, const Value& key) {
           return Value::undefined(std::string("list object has no element ") + std::to_string(key.i));
         return (*obj.list)[static_cast<size_t>(idx)];
       }
-      auto chars = utf8_chars(obj.s);
-      int64_t n = static_cast<int64_t>(chars.size());
+      int64_t n = static_cast<int64_t>(utf8_length(obj.s));
       if (idx < 0) idx += n;
       if (idx < 0 || idx >= n) return Value::undefined("str object has no element " + std::to_string(key.i));
-      return Value::string(chars[static_cast<size_t>(idx)]);
+      size_t at = 0;
+      for (int64_t k = 0; k < idx; ++k) at += utf8_char_len(obj.s, at);
+      return Value::string(obj.s.substr(at, utf8_char_len(obj.s, at)));
     }
     default: return Value::undefined(std::string("'") + kind_name(obj) + " object' has no attribute " + repr(key));
   }
@@ -273,18 +279,18 @@ Value slice(const Value& obj, const Value& start_v, const Value& stop_v, const V
     if (v.kind == Value::Kind::Bool) return v.b;
     fail(std::string("slice ") + what + " must be an integer or None");
   };
-  std::vector<Value> items;
   bool is_str = obj.is_string();
+  // A string is sliced through the byte offsets of its characters (not a list of one-character strings).
+  std::vector<size_t> char_at;
   if (is_str) {
-    for (auto& c : utf8_chars(obj.s)) items.push_back(Value::string(c));
-  } else if (obj.is_list()) {
-    items = *obj.list;
+    for (size_t k = 0; k < obj.s.size(); k += utf8_char_len(obj.s, k)) char_at.push_back(k);
+    char_at.push_back(obj.s.size());
   } else if (obj.is_undefined()) {
     fail(obj.s.empty() ? "slice of an undefined value" : obj.s);
-  } else {
+  } else if (!obj.is_list()) {
     fail(std::string("'") + kind_name(obj) + "' object is not subscriptable");
   }
-  int64_t n = static_cast<int64_t>(items.size());
+  int64_t n = static_cast<int64_t>(is_str ? char_at.size() - 1 : obj.list->size());
   int64_t step = opt(step_v, "step").value_or(1);
   if (step == 0) fail("slice step cannot be zero");
   auto norm = [&](std::optional<int64_t> v, int64_t dflt, int64_t lo, int64_t hi) {
@@ -300,12 +306,27 @@ Value slice(const Value& obj, const Value& start_v, const Value& stop_v, const V
     start = norm(opt(start_v, "start"), n - 1, -1, n - 1);
     stop = norm(opt(stop_v, "stop"), -1, -1, n - 1);
   }
+  // The positions start, start + step, ... before stop; counted first so that a huge step cannot overflow.
+  uint64_t count = 0;
+  if (step > 0 && start < stop)
+    count = (static_cast<uint64_t>(stop - start) - 1) / static_cast<uint64_t>(step) + 1;
+  else if (step < 0 && start > stop)
+    count = (static_cast<uint64_t>(start - stop) - 1) / (0 - static_cast<uint64_t>(step)) + 1;
+  auto position = [&](uint64_t k) {
+    return static_cast<size_t>(static_cast<uint64_t>(start) + k * static_cast<uint64_t>(step));
+  };
+  if (is_str) {
+    std::string out;
+    for (uint64_t k = 0; k < count; ++k) {
+      size_t c = position(k);
+      out.append(obj.s, char_at[c], char_at[c + 1] - char_at[c]);
+    }
+    return Value::string(out);
+  }
   List out;
-  for (int64_t k = start; step > 0 ? k < stop : k > stop; k += step) out.push_back(items[static_cast<size_t>(k)]);
-  if (!is_str) return Value::make_list(out, obj.tuple);
-  std::string s;
-  for (auto& v : out) s += v.s;
-  return Value::string(s);
+  out.reserve(count);
+  for (uint64_t k = 0; k < count; ++k) out.push_back((*obj.list)[position(k)]);
+  return Value::make_list(out, obj.tuple);
 }
 
 bool contains(const Value& container, const Value& item) {
@@ -324,8 +345,43 @@ bool contains(const Value& container, const Value& item) {
   }
 }
 
+namespace {
+
+// Python's integer power, failing where the result leaves int64.
+int64_t int_pow(int64_t base, int64_t exp) {
+  int64_t r = 1;
+  bool overflow = false;
+  while (exp > 0 && !overflow) {
+    if (exp & 1) overflow = __builtin_mul_overflow(r, base, &r);
+    exp >>= 1;
+    if (exp > 0 && !overflow) overflow = __builtin_mul_overflow(base, base, &base);
+  }
+  if (overflow)
+    fail(
+        "integer overflow in '**': the result does not fit in 64 bits (Python's integers are unbounded, the "
+        "template interpreter's are not)");
+  return r;
+}
+
+// Python's floor division and modulo of ints (y != 0).
+std::pair<int64_t, int64_t> floor_divmod(int64_t x, int64_t y) {
+  if (x == INT64_MIN && y == -1) fail("integer overflow in '//': the result does not fit in 64 bits");
+  int64_t q = x / y, r = x % y;
+  if (r != 0 && ((r < 0) != (y < 0))) {
+    q -= 1;
+    r += y;
+  }
+  return {q, r};
+}
+
+}  // namespace
+
 Value binary_op(const std::string& op, const Value& a, const Value& b) {
-  if (op == "~") return Value::string(to_str(a) + to_str(b));
+  if (op == "~") {
+    std::string l = to_str(a), r = to_str(b);
+    check_string_size(l.size() + r.size(), "the result of '~'");
+    return Value::string(l + r);
+  }
   if (a.is_undefined() || b.is_undefined())
     fail((a.is_undefined() ? a.s : b.s).empty() ? "operator '" + op + "' on an undefined value"
                                                 : (a.is_undefined() ? a.s : b.s));
@@ -333,9 +389,12 @@ Value binary_op(const std::string& op, const Value& a, const Value& b) {
               (b.kind == Value::Kind::Int || b.kind == Value::Kind::Bool);
   auto iv = [](const Value& v) { return v.kind == Value::Kind::Bool ? static_cast<int64_t>(v.b) : v.i; };
   if (a.is_number() && b.is_number()) {
-    if (op == "+") return ints ? Value::integer(iv(a) + iv(b)) : Value::number(a.as_double() + b.as_double());
-    if (op == "-") return ints ? Value::integer(iv(a) - iv(b)) : Value::number(a.as_double() - b.as_double());
-    if (op == "*") return ints ? Value::integer(iv(a) * iv(b)) : Value::number(a.as_double() * b.as_double());
+    if (op == "+")
+      return ints ? Value::integer(checked_add(iv(a), iv(b))) : Value::number(a.as_double() + b.as_double());
+    if (op == "-")
+      return ints ? Value::integer(checked_sub(iv(a), iv(b))) : Value::number(a.as_double() - b.as_double());
+    if (op == "*")
+      return ints ? Value::integer(checked_mul(iv(a), iv(b))) : Value::number(a.as_double() * b.as_double());
     if (op == "/") {
       if (b.as_double() == 0) fail("division by zero");
       return Value::number(a.as_double() / b.as_double());
@@ -343,12 +402,8 @@ Value binary_op(const std::string& op, const Value& a, const Value& b) {
     if (op == "//" || op == "%") {
       if (b.as_double() == 0) fail(op == "%" ? "modulo by zero" : "integer division or modulo by zero");
       if (ints) {
-        int64_t x = iv(a), y = iv(b);
-        int64_t q = x / y, r = x % y;
-        if (r != 0 && ((r < 0) != (y < 0))) {
-          q -= 1;
-          r += y;
-        }
+        if (op == "%" && iv(b) == -1) return Value::integer(0);
+        auto [q, r] = floor_divmod(iv(a), iv(b));
         return Value::integer(op == "//" ? q : r);
       }
       double x = a.as_double(), y = b.as_double();
@@ -357,29 +412,40 @@ Value binary_op(const std::string& op, const Value& a, const Value& b) {
       return Value::number(op == "//" ? std::floor(x / y) : r);
     }
     if (op == "**") {
-      if (ints && iv(b) >= 0) {
-        int64_t r = 1, x = iv(a);
-        for (int64_t k = 0; k < iv(b); ++k) r *= x;
-        return Value::integer(r);
-      }
+      if (ints && iv(b) >= 0) return Value::integer(int_pow(iv(a), iv(b)));
       return Value::number(std::pow(a.as_double(), b.as_double()));
     }
   }
-  if (op == "+" && a.is_string() && b.is_string()) return Value::string(a.s + b.s);
+  if (op == "+" && a.is_string() && b.is_string()) {
+    check_string_size(a.s.size() + b.s.size(), "the result of '+'");
+    return Value::string(a.s + b.s);
+  }
   if (op == "%" && a.is_string()) return Value::string(percent_format(a.s, b));
   if (op == "+" && a.is_list() && b.is_list()) {
+    check_list_size(a.list->size() + b.list->size(), "the result of '+'");
     List out = *a.list;
     out.insert(out.end(), b.list->begin(), b.list->end());
     return Value::make_list(out, a.tuple);
   }
   if (op == "*" && (a.is_string() || a.is_list()) && (b.kind == Value::Kind::Int || b.kind == Value::Kind::Bool)) {
+    int64_t times = std::max<int64_t>(iv(b), 0);
+    size_t unit = a.is_string() ? a.s.size() : a.list->size();
+    size_t total;
+    if (__builtin_mul_overflow(unit, static_cast<size_t>(times), &total)) total = SIZE_MAX;
+    if (a.is_string())
+      check_string_size(total, "the result of '*'");
+    else
+      check_list_size(total, "the result of '*'");
+    if (unit == 0) times = 0;
     if (a.is_string()) {
       std::string out;
-      for (int64_t k = 0; k < iv(b); ++k) out += a.s;
+      out.reserve(unit * static_cast<size_t>(times));
+      for (int64_t k = 0; k < times; ++k) out += a.s;
       return Value::string(out);
     }
     List out;
-    for (int64_t k = 0; k < iv(b); ++k) out.insert(out.end(), a.list->begin(), a.list->end());
+    out.reserve(unit * static_cast<size_t>(times));
+    for (int64_t k = 0; k < times; ++k) out.insert(out.end(), a.list->begin(), a.list->end());
     return Value::make_list(out);
   }
   if (op == "*" && (b.is_string() || b.is_list()) && (a.kind == Value::Kind::Int || a.kind == Value::Kind::Bool))
@@ -470,11 +536,23 @@ Dict make_globals() {
           } else
             fail("range expected at least 1 argument");
           if (step == 0) fail("range() arg 3 must not be zero");
+          // The length first (Python's formula, in unsigned arithmetic so that no step or bound can overflow), then
+          // Jinja's sandbox limit MAX_RANGE.
+          uint64_t count = 0;
+          if (step > 0 && start < stop)
+            count = (static_cast<uint64_t>(stop) - static_cast<uint64_t>(start) - 1) / static_cast<uint64_t>(step) + 1;
+          else if (step < 0 && start > stop)
+            count =
+                (static_cast<uint64_t>(start) - static_cast<uint64_t>(stop) - 1) / (0 - static_cast<uint64_t>(step)) +
+                1;
+          if (count > 100000)
+            fail_limit("Range too big. The sandbox blocks ranges larger than MAX_RANGE (100000).",
+                       "no chat template needs a range() this long: fix the template");
           List out;
-          for (int64_t k = start; step > 0 ? k < stop : k > stop; k += step) {
-            out.push_back(Value::integer(k));
-            if (out.size() > 100000) fail("range too big");
-          }
+          out.reserve(count);
+          for (uint64_t k = 0; k < count; ++k)
+            out.push_back(
+                Value::integer(static_cast<int64_t>(static_cast<uint64_t>(start) + k * static_cast<uint64_t>(step))));
           return Value::make_list(out);
         }));
   g.set("dict", Value::callable("dict", [](List& a, KwArgs& k) {

@@ -1,7 +1,9 @@
 #include "components/tokenizer/jinja_eval.h"
 
+#include <chrono>
 #include <map>
 
+#include "components/tokenizer/chat_template.h"
 #include "components/tokenizer/jinja_builtins.h"
 #include "core/error.h"
 
@@ -13,9 +15,13 @@ using Scopes = std::vector<std::shared_ptr<Scope>>;
 
 enum class Flow { Normal, Break, Continue };
 
+namespace lim = template_limits;
+
+const char* const kFixTemplate = "fix the chat template; no real chat template comes near this limit";
+
 class Interpreter {
  public:
-  explicit Interpreter(const Dict& context) {
+  Interpreter(const Dict& context, double max_seconds) : max_seconds_(max_seconds) {
     auto globals = std::make_shared<Scope>();
     for (auto& kv : make_globals().items) (*globals)[kv.first] = kv.second;
     for (auto& kv : context.items) (*globals)[kv.first] = kv.second;
@@ -24,11 +30,15 @@ class Interpreter {
 
   std::string run(const Body& body) {
     std::string out;
+    stack_base_ = reinterpret_cast<uintptr_t>(__builtin_frame_address(0));
+    started_ = std::chrono::steady_clock::now();
     try {
       Flow f = exec_body(body, out);
       if (f != Flow::Normal) fail("'break'/'continue' outside of a loop");
     } catch (const RaisedError& e) {
       throw Error(e.what(), "chat template line " + std::to_string(line_) + " (raise_exception)");
+    } catch (const LimitError& e) {
+      throw Error(e.what(), "chat template line " + std::to_string(line_) + ", in " + construct_, e.hint);
     } catch (const TemplateError& e) {
       throw Error(e.what(), "chat template line " + std::to_string(line_) + ", in " + construct_);
     }
@@ -39,6 +49,42 @@ class Interpreter {
   Scopes scopes_;
   int line_ = 0;
   std::string construct_ = "template";
+  double max_seconds_;
+  uintptr_t stack_base_ = 0;
+  std::chrono::steady_clock::time_point started_;
+  int64_t loop_iterations_ = 0;
+  int call_depth_ = 0;
+  uint32_t ticks_ = 0;
+
+  // The recursion backstop and the clock, on every statement and expression (the clock every 4096th time).
+  void guard() {
+    uintptr_t here = reinterpret_cast<uintptr_t>(__builtin_frame_address(0));
+    if (stack_base_ - here > lim::kMaxStackBytes)
+      fail_limit("the template nests blocks, expressions and macro calls too deeply (more than " +
+                     std::to_string(lim::kMaxStackBytes >> 20) + " MiB of interpreter stack)",
+                 kFixTemplate);
+    if ((++ticks_ & 4095) == 0) check_time();
+  }
+  void check_time() const {
+    std::chrono::duration<double> spent = std::chrono::steady_clock::now() - started_;
+    if (spent.count() > max_seconds_)
+      fail_limit("rendering the template took more than the time limit of " + format_float(max_seconds_) + " s",
+                 "fix the chat template (a loop or recursion that runs far longer than any chat template needs)");
+  }
+  void count_iteration() {
+    if (++loop_iterations_ > lim::kMaxLoopIterations)
+      fail_limit("the template ran more than " + std::to_string(lim::kMaxLoopIterations) +
+                     " loop iterations (all {% for %} loops of the render together)",
+                 "fix the chat template (nested range() loops, or loops over far more items than a conversation has)");
+    if ((loop_iterations_ & 1023) == 0) check_time();
+  }
+  void append(std::string& out, const std::string& s, int line) {
+    if (out.size() + s.size() > lim::kMaxStringBytes) {
+      at(line, "template output");
+      check_string_size(out.size() + s.size(), "the rendered text");
+    }
+    out += s;
+  }
 
   void at(int line, std::string construct) {
     line_ = line;
@@ -80,6 +126,7 @@ class Interpreter {
   }
 
   Flow exec_body(const Body& body, std::string& out) {
+    guard();
     for (const auto& s : body) {
       Flow f = exec(*s, out);
       if (f != Flow::Normal) return f;
@@ -98,10 +145,10 @@ class Interpreter {
 
   Flow exec(const Stmt& s, std::string& out) {
     switch (s.kind) {
-      case Stmt::Kind::Text: out += s.text; return Flow::Normal;
+      case Stmt::Kind::Text: append(out, s.text, s.line); return Flow::Normal;
       case Stmt::Kind::Output: {
         at(s.line, "expression output");
-        out += to_str(eval(*s.expr));
+        append(out, to_str(eval(*s.expr)), s.line);
         return Flow::Normal;
       }
       case Stmt::Kind::If: {
@@ -143,13 +190,13 @@ class Interpreter {
           throw;
         }
         scopes_.pop_back();
-        out += to_str(v);
+        append(out, to_str(v), s.line);
         return Flow::Normal;
       }
       case Stmt::Kind::FilterBlock: {
         std::string body = render_scoped(s.body);
         at(s.line, "filter block");
-        out += to_str(eval_with_body(*s.expr, Value::string(body)));
+        append(out, to_str(eval_with_body(*s.expr, Value::string(body))), s.line);
         return Flow::Normal;
       }
       case Stmt::Kind::Break: return Flow::Break;
@@ -187,6 +234,16 @@ class Interpreter {
     const Stmt* stmt = &s;
     Scopes captured = closure;
     return Value::callable(name, [this, stmt, captured, name](List& args, KwArgs& kwargs) {
+      struct Depth {
+        int& d;
+        explicit Depth(int& depth) : d(depth) { ++d; }
+        ~Depth() { --d; }
+      } depth(call_depth_);
+      if (call_depth_ > lim::kMaxCallDepth)
+        fail_limit("macro '" + name + "' is called more than " + std::to_string(lim::kMaxCallDepth) +
+                       " levels deep (runaway recursion?)",
+                   "fix the chat template: a recursive macro needs a case that stops it");
+      check_time();
       auto scope = std::make_shared<Scope>();
       if (args.size() > stmt->params.size() && name != "caller")
         fail("macro '" + name + "' takes " + std::to_string(stmt->params.size()) + " arguments, got " +
@@ -241,6 +298,7 @@ class Interpreter {
     List items;
     if (s.cond) {
       for (const auto& it : all) {
+        count_iteration();
         auto scope = std::make_shared<Scope>();
         scopes_.push_back(scope);
         assign_targets(s.targets, it);
@@ -255,6 +313,7 @@ class Interpreter {
     if (items.empty()) return exec_body(s.else_body, out);
     int64_t n = static_cast<int64_t>(items.size());
     for (int64_t k = 0; k < n; ++k) {
+      count_iteration();
       auto scope = std::make_shared<Scope>();
       Dict loop;
       loop.set("index", Value::integer(k + 1));
@@ -295,6 +354,7 @@ class Interpreter {
   }
 
   Value eval(const Expr& e) {
+    guard();
     line_ = e.line;
     switch (e.kind) {
       case Expr::Kind::Literal: return e.literal;
@@ -374,7 +434,7 @@ class Interpreter {
         if (!v.is_number()) fail(std::string("bad operand type for unary operator: '") + kind_name(v) + "'");
         if (e.kind == Expr::Kind::Pos) return v.kind == Value::Kind::Bool ? Value::integer(v.b) : v;
         if (v.kind == Value::Kind::Float) return Value::number(-v.f);
-        return Value::integer(-(v.kind == Value::Kind::Bool ? v.b : v.i));
+        return Value::integer(checked_sub(0, v.kind == Value::Kind::Bool ? v.b : v.i));
       }
       case Expr::Kind::Not: return Value::boolean(!eval(*e.args[0]).truthy());
       case Expr::Kind::And: {
@@ -428,6 +488,8 @@ class Interpreter {
 
 }  // namespace
 
-std::string render(const Body& body, const Dict& context) { return Interpreter(context).run(body); }
+std::string render(const Body& body, const Dict& context, double max_seconds) {
+  return Interpreter(context, max_seconds).run(body);
+}
 
 }  // namespace automodel::tokenizer::jinja

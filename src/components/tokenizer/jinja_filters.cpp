@@ -1,6 +1,7 @@
 // The filters of transformers' Jinja environment (Jinja2's built-ins, tojson as transformers overrides it).
 #include <algorithm>
 #include <cctype>
+#include <cerrno>
 #include <cmath>
 #include <cstdlib>
 
@@ -20,7 +21,9 @@ Value attr_path(const Value& v, const Value& attribute) {
     std::string part = path.substr(pos, dot == std::string::npos ? std::string::npos : dot - pos);
     bool digits = !part.empty() && std::all_of(part.begin(), part.end(),
                                                [](char c) { return std::isdigit(static_cast<unsigned char>(c)); });
-    cur = digits ? get_item(cur, Value::integer(std::atoll(part.c_str()))) : get_item(cur, Value::string(part));
+    errno = 0;
+    long long index = std::strtoll(part.c_str(), nullptr, 10);
+    cur = digits && errno == 0 ? get_item(cur, Value::integer(index)) : get_item(cur, Value::string(part));
     if (dot == std::string::npos) break;
     pos = dot + 1;
   }
@@ -37,16 +40,20 @@ Value to_int(const Value& v, const Value& fallback) {
   switch (v.kind) {
     case Value::Kind::Int: return v;
     case Value::Kind::Bool: return Value::integer(v.b);
-    case Value::Kind::Float: return Value::integer(static_cast<int64_t>(v.f));
+    case Value::Kind::Float: return std::isfinite(v.f) ? Value::integer(checked_int(v.f)) : fallback;
     case Value::Kind::String: {
       std::string t = strip_chars(v.s, nullptr, true, true);
       t.erase(std::remove(t.begin(), t.end(), '_'), t.end());
       if (t.empty()) return fallback;
       char* end = nullptr;
+      errno = 0;
       long long i = std::strtoll(t.c_str(), &end, 10);
-      if (*end == '\0') return Value::integer(i);
+      if (*end == '\0') {
+        if (errno == ERANGE) fail("integer overflow: '" + t + "' does not fit in 64 bits");
+        return Value::integer(i);
+      }
       double d = std::strtod(t.c_str(), &end);
-      if (*end == '\0' && std::isfinite(d)) return Value::integer(static_cast<int64_t>(d));
+      if (*end == '\0' && std::isfinite(d)) return Value::integer(checked_int(d));
       return fallback;
     }
     default: return fallback;
@@ -146,7 +153,8 @@ Value apply_filter(const std::string& n, const Value& v, List& args, KwArgs& kw)
     int indent = -1;
     if (ind && !ind->is_none()) {
       if (ind->kind != K::Int) fail("tojson indent must be an integer");
-      indent = static_cast<int>(ind->i);
+      // Clamped to int; an indent that large fails the string size check at its first line break anyway.
+      indent = static_cast<int>(std::clamp<int64_t>(ind->i, -1, INT32_MAX));
     }
     std::string isep = indent >= 0 ? "," : ", ", ksep = ": ";
     if (const Value* sep = arg(args, kw, 99, "separators"); sep && !sep->is_none()) {
@@ -163,7 +171,10 @@ Value apply_filter(const std::string& n, const Value& v, List& args, KwArgs& kw)
     std::string out;
     bool first = true;
     for (const auto& it : iterate(v)) {
-      out += (first ? "" : sep) + to_str(attribute ? attr_path(it, *attribute) : it);
+      std::string piece = to_str(attribute ? attr_path(it, *attribute) : it);
+      check_string_size(out.size() + (first ? 0 : sep.size()) + piece.size(), "the result of |join");
+      if (!first) out += sep;
+      out += piece;
       first = false;
     }
     return Value::string(out);
@@ -179,9 +190,11 @@ Value apply_filter(const std::string& n, const Value& v, List& args, KwArgs& kw)
   }
   if (n == "reverse") {
     if (v.is_string()) {
-      auto chars = utf8_chars(v.s);
       std::string out;
-      for (auto it = chars.rbegin(); it != chars.rend(); ++it) out += *it;
+      out.reserve(v.s.size());
+      std::vector<size_t> starts;
+      for (size_t k = 0; k < v.s.size(); k += utf8_char_len(v.s, k)) starts.push_back(k);
+      for (size_t k = starts.size(); k-- > 0;) out.append(v.s, starts[k], utf8_char_len(v.s, starts[k]));
       return Value::string(out);
     }
     List items = iterate(v);
@@ -294,6 +307,7 @@ Value apply_filter(const std::string& n, const Value& v, List& args, KwArgs& kw)
   if (n == "abs") {
     undefined_fail();
     if (v.kind == K::Float) return Value::number(std::fabs(v.f));
+    if (v.kind == K::Int && v.i == INT64_MIN) fail("integer overflow in abs(): the result does not fit in 64 bits");
     if (v.kind == K::Int || v.kind == K::Bool) return Value::integer(std::llabs(v.kind == K::Bool ? v.b : v.i));
     fail(std::string("bad operand type for abs(): '") + kind_name(v) + "'");
   }
@@ -314,9 +328,14 @@ Value apply_filter(const std::string& n, const Value& v, List& args, KwArgs& kw)
   }
   if (n == "indent") {
     const Value* width = arg(args, kw, 0, "width");
-    std::string ind = width && width->is_string()
-                          ? width->s
-                          : std::string(static_cast<size_t>(int_arg(args, kw, 0, "width", 4)), ' ');
+    std::string ind;
+    if (width && width->is_string()) {
+      ind = width->s;
+    } else {
+      int64_t n = std::max<int64_t>(int_arg(args, kw, 0, "width", 4), 0);
+      check_string_size(static_cast<uint64_t>(n), "the indent of |indent");
+      ind.assign(static_cast<size_t>(n), ' ');
+    }
     bool first = bool_arg(args, kw, 1, "first", false);
     bool blank = bool_arg(args, kw, 2, "blank", false);
     std::string s = to_str(v) + "\n";
@@ -327,6 +346,7 @@ Value apply_filter(const std::string& n, const Value& v, List& args, KwArgs& kw)
       pos = e + 1;
     }
     std::string rv = lines[0];
+    check_string_size(s.size() + lines.size() * ind.size(), "the result of |indent");
     for (size_t k = 1; k < lines.size(); ++k) rv += "\n" + ((blank || !lines[k].empty()) ? ind + lines[k] : lines[k]);
     if (first) rv = ind + rv;
     return Value::string(rv);
@@ -339,6 +359,7 @@ Value apply_filter(const std::string& n, const Value& v, List& args, KwArgs& kw)
     int64_t width = int_arg(args, kw, 0, "width", 80);
     int64_t len = static_cast<int64_t>(utf8_length(s));
     if (len >= width) return Value::string(s);
+    check_string_size(s.size() + static_cast<uint64_t>(width - len), "the result of |center");
     int64_t total = width - len, left = total / 2 + (total & width & 1);
     return Value::string(std::string(static_cast<size_t>(left), ' ') + s +
                          std::string(static_cast<size_t>(total - left), ' '));

@@ -1,6 +1,7 @@
 #include "components/tokenizer/jinja_lexer.h"
 
 #include <cctype>
+#include <cerrno>
 #include <cstdlib>
 
 #include "components/tokenizer/jinja_value.h"
@@ -221,10 +222,15 @@ class Lexer {
     for (size_t k = pos_; k < e; ++k)
       if (src_[k] != '_') text += src_[k];
     Token t{is_float ? Tok::Float : Tok::Int, text, line_, 0, 0};
-    if (is_float)
+    if (is_float) {
       t.f = std::strtod(text.c_str(), nullptr);
-    else
+    } else {
+      errno = 0;
       t.i = std::strtoll(text.c_str(), nullptr, 10);
+      if (errno == ERANGE)
+        fail_at("integer literal " + text +
+                " does not fit in 64 bits (Python's integers are unbounded, the template interpreter's are not)");
+    }
     out_.push_back(t);
     advance_to(e);
   }

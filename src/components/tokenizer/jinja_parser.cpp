@@ -1,6 +1,8 @@
 // Recursive-descent parser for the Jinja2 subset used by chat templates (precedence as jinja2/parser.py).
+#include <algorithm>
 #include <set>
 
+#include "components/tokenizer/chat_template.h"
 #include "components/tokenizer/jinja_ast.h"
 #include "components/tokenizer/jinja_lexer.h"
 
@@ -21,6 +23,39 @@ class Parser {
   std::vector<Token> t_;
   size_t p_ = 0;
   std::vector<std::string> open_;  // stack of open block names, for error messages
+  int nesting_ = 0;                // nested parse_expression / parse_not / parse_unary calls
+
+  static constexpr int kMaxNesting = template_limits::kMaxNesting;
+
+  [[noreturn]] void too_deep(const char* what) const {
+    fail_limit("line " + std::to_string(peek().line) + ": the template nests " + what + " more than " +
+                   std::to_string(kMaxNesting) + " levels deep",
+               "fix the chat template; real chat templates nest fewer than 10 levels");
+  }
+  // Bounds the parser's own recursion: brackets, `not not ...`, `- - ...`.
+  struct Nest {
+    Parser& p;
+    explicit Nest(Parser& parser) : p(parser) {
+      if (++p.nesting_ > kMaxNesting) p.too_deep("expressions");
+    }
+    ~Nest() { --p.nesting_; }
+  };
+  // Bounds the depth of the tree a node tops, which loops build too (1+1+1+..., a.b.c...): evaluating and freeing
+  // it recurses that deep.
+  ExprP seal(ExprP e) const {
+    int d = 0;
+    for (const auto& a : e->args)
+      if (a) d = std::max(d, a->depth);
+    for (const auto& kv : e->kwargs)
+      if (kv.second) d = std::max(d, kv.second->depth);
+    e->depth = d + 1;
+    if (e->depth > kMaxNesting) too_deep("expressions");
+    return e;
+  }
+  void open_block(std::string name) {
+    open_.push_back(std::move(name));
+    if (static_cast<int>(open_.size()) > kMaxNesting) too_deep("blocks");
+  }
 
   const Token& peek(size_t k = 0) const { return t_[std::min(p_ + k, t_.size() - 1)]; }
   const Token& next() { return t_[p_ < t_.size() - 1 ? p_++ : p_]; }
@@ -126,7 +161,7 @@ class Parser {
     if (kw == "generation") {  // transformers' AssistantTracker extension: renders its body
       expect_block_end();
       auto s = make_stmt(Stmt::Kind::Scope, line);
-      open_.push_back("generation");
+      open_block("generation");
       s->body = parse_body({"endgeneration"});
       take_end_tag();
       expect_block_end();
@@ -142,7 +177,7 @@ class Parser {
   // {% with a = 1, b = 2 %}...{% endwith %}: a scope with its own variables.
   StmtP parse_with(int line) {
     auto s = make_stmt(Stmt::Kind::Scope, line);
-    open_.push_back("with");
+    open_block("with");
     while (peek().type != Tok::BlockEnd) {
       if (!s->params.empty()) expect_op(",");
       std::string name = expect_name();
@@ -159,7 +194,7 @@ class Parser {
 
   StmtP parse_if(int line) {
     auto s = make_stmt(Stmt::Kind::If, line);
-    open_.push_back("if");
+    open_block("if");
     ExprP cond = parse_expression();
     expect_block_end();
     while (true) {
@@ -199,7 +234,7 @@ class Parser {
 
   StmtP parse_for(int line) {
     auto s = make_stmt(Stmt::Kind::For, line);
-    open_.push_back("for");
+    open_block("for");
     bool paren = is_op("(");
     if (paren) next();
     while (true) {
@@ -231,7 +266,7 @@ class Parser {
   }
 
   StmtP parse_set(int line) {
-    open_.push_back("set");
+    open_block("set");
     std::vector<ExprP> targets;
     targets.push_back(parse_assign_target());
     while (is_op(",")) {
@@ -286,7 +321,7 @@ class Parser {
   StmtP parse_macro(int line) {
     auto s = make_stmt(Stmt::Kind::Macro, line);
     s->text = expect_name();
-    open_.push_back("macro " + s->text);
+    open_block("macro " + s->text);
     parse_params(s->params);
     expect_block_end();
     s->body = parse_body({"endmacro"});
@@ -298,7 +333,7 @@ class Parser {
 
   StmtP parse_call(int line) {
     auto s = make_stmt(Stmt::Kind::CallBlock, line);
-    open_.push_back("call");
+    open_block("call");
     if (is_op("(")) parse_params(s->params);
     s->expr = parse_expression();
     if (s->expr->kind != Expr::Kind::Call) error("expected a call after {% call %}");
@@ -312,7 +347,7 @@ class Parser {
 
   StmtP parse_filter_block(int line) {
     auto s = make_stmt(Stmt::Kind::FilterBlock, line);
-    open_.push_back("filter");
+    open_block("filter");
     s->expr = parse_filter_chain(rendered_body(line), /*first_without_bar=*/true);
     expect_block_end();
     s->body = parse_body({"endfilter"});
@@ -334,10 +369,11 @@ class Parser {
       if (peek().type == Tok::BlockEnd || peek().type == Tok::VarEnd || is_name("if")) break;
       t->args.push_back(no_condexpr ? parse_or() : parse_expression());
     }
-    return t;
+    return seal(std::move(t));
   }
 
   ExprP parse_expression() {
+    Nest nest(*this);
     ExprP e = parse_or();
     while (is_name("if")) {
       int line = peek().line;
@@ -352,7 +388,7 @@ class Parser {
       c->args.push_back(std::move(test));
       c->args.push_back(std::move(e));
       if (other) c->args.push_back(std::move(other));
-      e = std::move(c);
+      e = seal(std::move(c));
     }
     return e;
   }
@@ -362,7 +398,7 @@ class Parser {
     e->name = op;
     e->args.push_back(std::move(l));
     e->args.push_back(std::move(r));
-    return e;
+    return seal(std::move(e));
   }
 
   ExprP parse_or() {
@@ -383,10 +419,11 @@ class Parser {
   }
   ExprP parse_not() {
     if (is_name("not")) {
+      Nest nest(*this);
       int line = next().line;
       auto e = make(Expr::Kind::Not, line);
       e->args.push_back(parse_not());
-      return e;
+      return seal(std::move(e));
     }
     return parse_compare();
   }
@@ -418,7 +455,7 @@ class Parser {
     e->args.push_back(std::move(first));
     for (auto& r : rest) e->args.push_back(std::move(r));
     e->ops = std::move(ops);
-    return e;
+    return seal(std::move(e));
   }
   ExprP parse_math1() {
     ExprP e = parse_concat();
@@ -455,9 +492,11 @@ class Parser {
   ExprP parse_unary(bool with_filter) {
     ExprP e;
     if (is_op("-") || is_op("+")) {
+      Nest nest(*this);
       const Token& t = next();
       e = make(t.text == "-" ? Expr::Kind::Neg : Expr::Kind::Pos, t.line);
       e->args.push_back(parse_unary(false));
+      e = seal(std::move(e));
     } else {
       e = parse_postfix(parse_primary());
     }
@@ -516,7 +555,7 @@ class Parser {
         tup->args.push_back(parse_expression());
       }
       expect_op(")");
-      return tup;
+      return seal(std::move(tup));
     }
     if (is_op("[")) {
       next();
@@ -527,7 +566,7 @@ class Parser {
         e->args.push_back(parse_expression());
       }
       next();
-      return e;
+      return seal(std::move(e));
     }
     if (is_op("{")) {
       next();
@@ -540,7 +579,7 @@ class Parser {
         e->args.push_back(parse_expression());
       }
       next();
-      return e;
+      return seal(std::move(e));
     }
     error("unexpected " + describe(t) + " in expression");
   }
@@ -573,13 +612,13 @@ class Parser {
           idx->literal = Value::integer(next().i);
           it->args.push_back(std::move(e));
           it->args.push_back(std::move(idx));
-          e = std::move(it);
+          e = seal(std::move(it));
           continue;
         }
         auto a = make(Expr::Kind::Attr, line);
         a->name = expect_name();
         a->args.push_back(std::move(e));
-        e = std::move(a);
+        e = seal(std::move(a));
       } else if (is_op("[")) {
         int line = next().line;
         ExprP parts[3];
@@ -599,19 +638,19 @@ class Parser {
           auto s = make(Expr::Kind::Slice, line);
           s->args.push_back(std::move(e));
           for (auto& p : parts) s->args.push_back(std::move(p));  // null entries mean "omitted"
-          e = std::move(s);
+          e = seal(std::move(s));
         } else {
           if (!parts[0]) error("empty subscript");
           auto it = make(Expr::Kind::Item, line);
           it->args.push_back(std::move(e));
           it->args.push_back(std::move(parts[0]));
-          e = std::move(it);
+          e = seal(std::move(it));
         }
       } else if (is_op("(")) {
         auto c = make(Expr::Kind::Call, peek().line);
         c->args.push_back(std::move(e));
         parse_call_args(*c);
-        e = std::move(c);
+        e = seal(std::move(c));
       } else {
         return e;
       }
@@ -628,7 +667,7 @@ class Parser {
     }
     f->args.push_back(std::move(e));
     if (is_op("(")) parse_call_args(*f);
-    return f;
+    return seal(std::move(f));
   }
 
   ExprP parse_filter_chain(ExprP e, bool first_without_bar = false) {
@@ -670,12 +709,12 @@ class Parser {
           ExprP arg = parse_postfix(parse_primary());
           t->args.push_back(std::move(arg));
         }
-        e = std::move(t);
+        e = seal(std::move(t));
       } else if (is_op("(")) {
         auto c = make(Expr::Kind::Call, peek().line);
         c->args.push_back(std::move(e));
         parse_call_args(*c);
-        e = std::move(c);
+        e = seal(std::move(c));
       } else {
         return e;
       }

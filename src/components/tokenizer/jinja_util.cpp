@@ -11,7 +11,13 @@ bool is_py_space(char c) {
   return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\v' || c == '\f' || (c >= 0x1c && c <= 0x1f);
 }
 
-uint32_t decode_cp(const std::string& ch) {
+size_t utf8_char_len(std::string_view s, size_t k) {
+  unsigned char c = static_cast<unsigned char>(s[k]);
+  size_t n = c < 0x80 ? 1 : (c >> 5) == 6 ? 2 : (c >> 4) == 14 ? 3 : (c >> 3) == 30 ? 4 : 1;
+  return std::min(n, s.size() - k);
+}
+
+uint32_t decode_cp(std::string_view ch) {
   unsigned char c = static_cast<unsigned char>(ch[0]);
   if (c < 0x80 || ch.size() == 1) return c;
   uint32_t cp = c & (ch.size() == 2 ? 0x1F : ch.size() == 3 ? 0x0F : 0x07);
@@ -30,19 +36,25 @@ std::string strip_chars(const std::string& s, const Value* chars, bool left, boo
   bool ws = !chars || chars->is_none() || chars->is_undefined();
   if (!ws && !chars->is_string()) fail("strip arg must be None or str");
   std::vector<std::string> set = ws ? std::vector<std::string>{} : utf8_chars(chars->s);
-  auto strip_it = [&](const std::string& ch) {
+  auto strip_it = [&](std::string_view ch) {
     if (ws) return is_space_cp(decode_cp(ch));
     return std::find(set.begin(), set.end(), ch) != set.end();
   };
-  auto cps = utf8_chars(s);
-  size_t b = 0, e = cps.size();
+  std::string_view sv = s;
+  size_t b = 0, e = s.size();
   if (left)
-    while (b < e && strip_it(cps[b])) ++b;
-  if (right)
-    while (e > b && strip_it(cps[e - 1])) --e;
-  std::string out;
-  for (size_t k = b; k < e; ++k) out += cps[k];
-  return out;
+    while (b < e && strip_it(sv.substr(b, utf8_char_len(sv, b)))) b += utf8_char_len(sv, b);
+  if (right) {
+    while (e > b) {
+      size_t start = e - 1;
+      while (start > b && (static_cast<unsigned char>(s[start]) & 0xC0) == 0x80 && e - start < 4) --start;
+      size_t len = utf8_char_len(sv, start);
+      if (start + len != e) start = e - 1;  // a stray continuation byte is a character of its own
+      if (!strip_it(sv.substr(start, e - start))) break;
+      e = start;
+    }
+  }
+  return s.substr(b, e - b);
 }
 
 std::string lower(std::string s) {
@@ -98,16 +110,19 @@ std::string replace_all(const std::string& s, const std::string& from, const std
   std::string out;
   if (from.empty()) {
     // Python inserts `to` between every character (and at both ends).
-    auto chars = utf8_chars(s);
     int64_t n = 0;
-    for (const auto& ch : chars) {
+    for (size_t k = 0; k < s.size();) {
+      size_t len = utf8_char_len(s, k);
       if (count < 0 || n < count) {
+        check_string_size(out.size() + to.size() + (s.size() - k), "the result of replace()");
         out += to;
         ++n;
       }
-      out += ch;
+      out.append(s, k, len);
+      k += len;
     }
     if (count < 0 || n < count) out += to;
+    check_string_size(out.size(), "the result of replace()");
     return out;
   }
   size_t pos = 0;
@@ -115,7 +130,9 @@ std::string replace_all(const std::string& s, const std::string& from, const std
   while (count < 0 || n < count) {
     size_t f = s.find(from, pos);
     if (f == std::string::npos) break;
-    out += s.substr(pos, f - pos) + to;
+    check_string_size(out.size() + (f - pos) + to.size() + (s.size() - f - from.size()), "the result of replace()");
+    out.append(s, pos, f - pos);
+    out += to;
     pos = f + from.size();
     ++n;
   }
@@ -125,21 +142,21 @@ std::string replace_all(const std::string& s, const std::string& from, const std
 List py_split(const std::string& s, const Value* sep, int64_t maxsplit) {
   List out;
   if (!sep || sep->is_none()) {
-    auto cps = utf8_chars(s);
+    std::string_view sv = s;
     size_t k = 0;
     int64_t n = 0;
-    auto space = [&](size_t i) { return is_space_cp(decode_cp(cps[i])); };
+    auto space = [&](size_t i) { return is_space_cp(decode_cp(sv.substr(i, utf8_char_len(sv, i)))); };
     while (true) {
-      while (k < cps.size() && space(k)) ++k;
-      if (k >= cps.size()) break;
-      std::string word;
+      while (k < s.size() && space(k)) k += utf8_char_len(sv, k);
+      if (k >= s.size()) break;
+      check_list_size(out.size() + 1, "the result of split()");
       if (maxsplit >= 0 && n >= maxsplit) {
-        for (size_t i = k; i < cps.size(); ++i) word += cps[i];
-        out.push_back(Value::string(strip_chars(word, nullptr, false, true)));
+        out.push_back(Value::string(strip_chars(s.substr(k), nullptr, false, true)));
         break;
       }
-      while (k < cps.size() && !space(k)) word += cps[k++];
-      out.push_back(Value::string(word));
+      size_t start = k;
+      while (k < s.size() && !space(k)) k += utf8_char_len(sv, k);
+      out.push_back(Value::string(s.substr(start, k - start)));
       ++n;
     }
     return out;
@@ -151,6 +168,7 @@ List py_split(const std::string& s, const Value* sep, int64_t maxsplit) {
   while (maxsplit < 0 || n < maxsplit) {
     size_t f = s.find(sep->s, pos);
     if (f == std::string::npos) break;
+    check_list_size(out.size() + 2, "the result of split()");
     out.push_back(Value::string(s.substr(pos, f - pos)));
     pos = f + sep->s.size();
     ++n;
@@ -160,7 +178,11 @@ List py_split(const std::string& s, const Value* sep, int64_t maxsplit) {
 }
 
 std::string html_escape(const std::string& s) {
+  size_t n = s.size();
+  for (char c : s) n += c == '&' || c == '<' || c == '>' || c == '"' || c == '\'' ? 4 : 0;
+  check_string_size(n, "the escaped string");
   std::string out;
+  out.reserve(n);
   for (char c : s) {
     switch (c) {
       case '&': out += "&amp;"; break;
@@ -212,8 +234,10 @@ std::string percent_format(const std::string& fmt, const Value& args) {
     int precision = -1;
     if (fmt[k] == '.') {
       precision = 0;
-      while (++k < fmt.size() && std::isdigit(static_cast<unsigned char>(fmt[k])))
+      while (++k < fmt.size() && std::isdigit(static_cast<unsigned char>(fmt[k]))) {
         precision = precision * 10 + (fmt[k] - '0');
+        if (precision > 1000) fail("format precision too large");
+      }
       if (k >= fmt.size()) fail("incomplete format");
     }
     char conv = fmt[k];
@@ -222,16 +246,19 @@ std::string percent_format(const std::string& fmt, const Value& args) {
       continue;
     }
     if (next >= items.size()) fail("not enough arguments for format string");
+    check_string_size(out.size(), "the formatted string");
     const Value& v = items[next++];
     if (conv == 's')
       out += to_str(v);
     else if (conv == 'r')
       out += repr(v);
     else if (conv == 'd' || conv == 'i')
-      out += std::to_string(static_cast<int64_t>(v.as_double()));
+      out += std::to_string(v.kind == Value::Kind::Int ? v.i : checked_int(v.as_double()));
     else if (conv == 'f') {
-      char b[64];
-      std::snprintf(b, sizeof b, "%.*f", precision < 0 ? 6 : precision, v.as_double());
+      int n = std::snprintf(nullptr, 0, "%.*f", precision < 0 ? 6 : precision, v.as_double());
+      std::string b(static_cast<size_t>(n) + 1, '\0');
+      std::snprintf(b.data(), b.size(), "%.*f", precision < 0 ? 6 : precision, v.as_double());
+      b.resize(static_cast<size_t>(n));
       out += b;
     } else
       fail(std::string("unsupported format character '") + conv + "'");
@@ -259,7 +286,7 @@ std::string brace_format(const std::string& fmt, List& args, KwArgs& kwargs) {
       if (field.find_first_of(":!.[") != std::string::npos) fail("format specs are not supported in str.format");
       const Value* v = nullptr;
       if (field.empty() || std::isdigit(static_cast<unsigned char>(field[0]))) {
-        size_t idx = field.empty() ? auto_index++ : static_cast<size_t>(std::atoll(field.c_str()));
+        size_t idx = field.empty() ? auto_index++ : std::strtoull(field.c_str(), nullptr, 10);
         if (idx >= args.size()) fail("Replacement index " + std::to_string(idx) + " out of range");
         v = &args[idx];
       } else {
@@ -268,6 +295,7 @@ std::string brace_format(const std::string& fmt, List& args, KwArgs& kwargs) {
         if (!v) fail("KeyError: '" + field + "'");
       }
       out += to_str(*v);
+      check_string_size(out.size(), "the formatted string");
       k = e;
     } else {
       out += c;

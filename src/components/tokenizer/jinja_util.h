@@ -2,13 +2,16 @@
 // Internal helpers of the Jinja built-ins: Python string semantics and argument access.
 #include <cstdint>
 #include <string>
+#include <string_view>
 
 #include "components/tokenizer/jinja_value.h"
 
 namespace automodel::tokenizer::jinja {
 
 bool is_py_space(char c);
-uint32_t decode_cp(const std::string& ch);
+uint32_t decode_cp(std::string_view ch);
+// Byte length of the (possibly invalid) UTF-8 character starting at s[k], never past the end of s.
+size_t utf8_char_len(std::string_view s, size_t k);
 bool is_space_cp(uint32_t cp);  // Python's str.isspace() for one code point
 std::string strip_chars(const std::string& s, const Value* chars, bool left, bool right);
 std::string lower(std::string s);

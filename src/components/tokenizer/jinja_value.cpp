@@ -4,10 +4,107 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <type_traits>
+
+#include "components/tokenizer/chat_template.h"
 
 namespace automodel::tokenizer::jinja {
 
+namespace lim = template_limits;
+
 void fail(const std::string& msg) { throw TemplateError(msg); }
+void fail_limit(const std::string& msg, const std::string& hint) { throw LimitError(msg, hint); }
+
+void check_string_size(size_t bytes, const char* what) {
+  if (bytes > lim::kMaxStringBytes)
+    fail_limit(std::string(what) + " would be " + std::to_string(bytes) + " bytes, over the string size limit of " +
+                   std::to_string(lim::kMaxStringBytes) + " bytes",
+               "no chat template needs strings this large: fix the template (a repetition, join or replace that "
+               "grows without bound)");
+}
+
+void check_list_size(size_t items, const char* what) {
+  if (items > lim::kMaxListItems)
+    fail_limit(std::string(what) + " would have " + std::to_string(items) + " items, over the list size limit of " +
+                   std::to_string(lim::kMaxListItems),
+               "no chat template needs lists this long: fix the template");
+}
+
+void check_value_depth(int depth, const char* what) {
+  if (depth > lim::kMaxNesting)
+    fail_limit(std::string(what) + " nests more than " + std::to_string(lim::kMaxNesting) +
+                   " lists/dicts/namespaces deep (or contains itself)",
+               "no chat template needs values nested this deep: fix the template (a namespace attribute set to "
+               "itself, or a loop that wraps a value again and again)");
+}
+
+namespace {
+[[noreturn]] void overflow(const char* op) {
+  fail(std::string("integer overflow in '") + op +
+       "': the result does not fit in 64 bits (Python's integers are unbounded, the template interpreter's are not)");
+}
+}  // namespace
+
+int64_t checked_add(int64_t a, int64_t b) {
+  int64_t r;
+  if (__builtin_add_overflow(a, b, &r)) overflow("+");
+  return r;
+}
+int64_t checked_sub(int64_t a, int64_t b) {
+  int64_t r;
+  if (__builtin_sub_overflow(a, b, &r)) overflow("-");
+  return r;
+}
+int64_t checked_mul(int64_t a, int64_t b) {
+  int64_t r;
+  if (__builtin_mul_overflow(a, b, &r)) overflow("*");
+  return r;
+}
+int64_t checked_int(double v) {
+  if (std::isnan(v)) fail("cannot convert float NaN to integer");
+  if (std::isinf(v)) fail("cannot convert float infinity to integer");
+  // [-2^63, 2^63) is exactly representable at both ends as doubles.
+  if (!(v >= -9223372036854775808.0 && v < 9223372036854775808.0))
+    fail("integer overflow: " + format_float(v) + " does not fit in 64 bits");
+  return static_cast<int64_t>(v);
+}
+
+namespace {
+
+// Lists and dicts are freed through a queue rather than recursively, so that freeing a value nested a million levels
+// deep (a loop can build one) does not overflow the stack: a container whose last reference goes away while another
+// is being freed waits in the queue.
+struct Reclaimer {
+  std::vector<List*> lists;
+  std::vector<Dict*> dicts;
+  bool draining = false;
+};
+thread_local Reclaimer reclaimer;
+
+template <class T>
+void reclaim(T* p) {
+  Reclaimer& r = reclaimer;
+  if constexpr (std::is_same_v<T, List>)
+    r.lists.push_back(p);
+  else
+    r.dicts.push_back(p);
+  if (r.draining) return;
+  r.draining = true;
+  while (!r.lists.empty() || !r.dicts.empty()) {
+    if (!r.lists.empty()) {
+      List* l = r.lists.back();
+      r.lists.pop_back();
+      delete l;
+    } else {
+      Dict* d = r.dicts.back();
+      r.dicts.pop_back();
+      delete d;
+    }
+  }
+  r.draining = false;
+}
+
+}  // namespace
 
 const Value* Dict::find(const std::string& key) const {
   for (const auto& kv : items)
@@ -62,13 +159,13 @@ Value Value::make_list(List items, bool is_tuple) {
   Value v;
   v.kind = Kind::List;
   v.tuple = is_tuple;
-  v.list = std::make_shared<List>(std::move(items));
+  v.list = std::shared_ptr<List>(new List(std::move(items)), [](List* l) { reclaim(l); });
   return v;
 }
 Value Value::make_dict(Dict d) {
   Value v;
   v.kind = Kind::Dict;
-  v.dict = std::make_shared<Dict>(std::move(d));
+  v.dict = std::shared_ptr<Dict>(new Dict(std::move(d)), [](Dict* p) { reclaim(p); });
   return v;
 }
 Value Value::make_namespace(Dict d) {
@@ -83,7 +180,11 @@ Value Value::callable(std::string name, std::function<Value(List&, KwArgs&)> f) 
   return v;
 }
 
-Value Value::from_json(const nlohmann::ordered_json& j) {
+Value Value::from_json(const nlohmann::ordered_json& j, int depth) {
+  if (depth > lim::kMaxNesting)
+    fail_limit(
+        "the template context (messages, tools) nests more than " + std::to_string(lim::kMaxNesting) + " levels deep",
+        "flatten the messages / tools JSON");
   switch (j.type()) {
     case nlohmann::ordered_json::value_t::null: return none();
     case nlohmann::ordered_json::value_t::boolean: return boolean(j.get<bool>());
@@ -93,12 +194,12 @@ Value Value::from_json(const nlohmann::ordered_json& j) {
     case nlohmann::ordered_json::value_t::string: return string(j.get<std::string>());
     case nlohmann::ordered_json::value_t::array: {
       List items;
-      for (const auto& e : j) items.push_back(from_json(e));
+      for (const auto& e : j) items.push_back(from_json(e, depth + 1));
       return make_list(std::move(items));
     }
     case nlohmann::ordered_json::value_t::object: {
       Dict d;
-      for (auto it = j.begin(); it != j.end(); ++it) d.items.emplace_back(it.key(), from_json(it.value()));
+      for (auto it = j.begin(); it != j.end(); ++it) d.items.emplace_back(it.key(), from_json(it.value(), depth + 1));
       return make_dict(std::move(d));
     }
     default: fail("unsupported JSON value in the template context");
@@ -208,30 +309,36 @@ static std::string repr_string(const std::string& s) {
   return out + q;
 }
 
-std::string repr(const Value& v) {
+std::string repr(const Value& v, int depth) {
   switch (v.kind) {
     case Value::Kind::String: return repr_string(v.s);
     case Value::Kind::Undefined: return "Undefined";
     case Value::Kind::List: {
+      check_value_depth(depth + 1, "the value printed");
       std::string out = v.tuple ? "(" : "[";
-      for (size_t k = 0; k < v.list->size(); ++k) out += (k ? ", " : "") + repr((*v.list)[k]);
+      for (size_t k = 0; k < v.list->size(); ++k) {
+        out += (k ? ", " : "") + repr((*v.list)[k], depth + 1);
+        check_string_size(out.size(), "the printed list");
+      }
       if (v.tuple && v.list->size() == 1) out += ",";
       return out + (v.tuple ? ")" : "]");
     }
     case Value::Kind::Dict: {
+      check_value_depth(depth + 1, "the value printed");
       std::string out = "{";
       bool first = true;
       for (const auto& kv : v.dict->items) {
-        out += (first ? "" : ", ") + repr_string(kv.first) + ": " + repr(kv.second);
+        out += (first ? "" : ", ") + repr_string(kv.first) + ": " + repr(kv.second, depth + 1);
+        check_string_size(out.size(), "the printed dict");
         first = false;
       }
       return out + "}";
     }
-    default: return to_str(v);
+    default: return to_str(v, depth);
   }
 }
 
-std::string to_str(const Value& v) {
+std::string to_str(const Value& v, int depth) {
   switch (v.kind) {
     case Value::Kind::Undefined: return "";
     case Value::Kind::None: return "None";
@@ -239,13 +346,13 @@ std::string to_str(const Value& v) {
     case Value::Kind::Int: return std::to_string(v.i);
     case Value::Kind::Float: return format_float(v.f);
     case Value::Kind::String: return v.s;
-    case Value::Kind::Namespace: return "<Namespace " + repr(Value::make_dict(*v.dict)) + ">";
+    case Value::Kind::Namespace: return "<Namespace " + repr(Value::make_dict(*v.dict), depth) + ">";
     case Value::Kind::Callable: return "<function " + v.fn->name + ">";
-    default: return repr(v);
+    default: return repr(v, depth);
   }
 }
 
-bool equals(const Value& a, const Value& b) {
+bool equals(const Value& a, const Value& b, int depth) {
   if (a.is_number() && b.is_number()) {
     if (a.kind != Value::Kind::Float && b.kind != Value::Kind::Float)
       return (a.kind == Value::Kind::Bool ? a.b : a.i) == (b.kind == Value::Kind::Bool ? b.b : b.i);
@@ -257,17 +364,20 @@ bool equals(const Value& a, const Value& b) {
     case Value::Kind::None: return true;
     case Value::Kind::String: return a.s == b.s;
     case Value::Kind::List:
+      if (a.list == b.list) return true;
       if (a.list->size() != b.list->size()) return false;
+      check_value_depth(depth + 1, "a compared value");
       for (size_t k = 0; k < a.list->size(); ++k)
-        if (!equals((*a.list)[k], (*b.list)[k])) return false;
+        if (!equals((*a.list)[k], (*b.list)[k], depth + 1)) return false;
       return true;
     case Value::Kind::Dict:
     case Value::Kind::Namespace: {
       if (a.dict == b.dict) return true;
       if (a.kind == Value::Kind::Namespace || a.dict->items.size() != b.dict->items.size()) return false;
+      check_value_depth(depth + 1, "a compared value");
       for (const auto& kv : a.dict->items) {
         const Value* o = b.dict->find(kv.first);
-        if (!o || !equals(kv.second, *o)) return false;
+        if (!o || !equals(kv.second, *o, depth + 1)) return false;
       }
       return true;
     }
@@ -276,7 +386,7 @@ bool equals(const Value& a, const Value& b) {
   }
 }
 
-int compare(const Value& a, const Value& b) {
+int compare(const Value& a, const Value& b, int depth) {
   if (a.is_number() && b.is_number()) {
     double x = a.as_double(), y = b.as_double();
     if (a.kind != Value::Kind::Float && b.kind != Value::Kind::Float) {
@@ -287,10 +397,11 @@ int compare(const Value& a, const Value& b) {
   }
   if (a.is_string() && b.is_string()) return a.s < b.s ? -1 : a.s > b.s;
   if (a.is_list() && b.is_list()) {
+    check_value_depth(depth + 1, "a compared value");
     size_t n = std::min(a.list->size(), b.list->size());
     for (size_t k = 0; k < n; ++k) {
-      if (equals((*a.list)[k], (*b.list)[k])) continue;
-      return compare((*a.list)[k], (*b.list)[k]);
+      if (equals((*a.list)[k], (*b.list)[k], depth + 1)) continue;
+      return compare((*a.list)[k], (*b.list)[k], depth + 1);
     }
     return a.list->size() < b.list->size() ? -1 : a.list->size() > b.list->size();
   }
@@ -342,9 +453,13 @@ static std::string json_string(const std::string& s, bool ensure_ascii) {
 static void dump_json(const Value& v, int indent, const std::string& isep, const std::string& ksep, bool sort_keys,
                       bool ascii, int level, std::string& out) {
   auto newline = [&](int lvl) {
+    size_t spaces = static_cast<size_t>(indent) * static_cast<size_t>(lvl);
+    check_string_size(out.size() + 1 + spaces, "the JSON text");
     out += "\n";
-    out.append(static_cast<size_t>(indent * lvl), ' ');
+    out.append(spaces, ' ');
   };
+  check_value_depth(level, "the value given to tojson");
+  check_string_size(out.size(), "the JSON text");
   switch (v.kind) {
     case Value::Kind::None: out += "null"; return;
     case Value::Kind::Bool: out += v.b ? "true" : "false"; return;

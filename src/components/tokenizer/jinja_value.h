@@ -22,6 +22,23 @@ struct RaisedError : std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 [[noreturn]] void fail(const std::string& msg);
+// A template went past one of the interpreter's limits (chat_template.h); `hint` says what to do.
+struct LimitError : TemplateError {
+  LimitError(const std::string& msg, std::string what_to_do) : TemplateError(msg), hint(std::move(what_to_do)) {}
+  std::string hint;
+};
+[[noreturn]] void fail_limit(const std::string& msg, const std::string& hint);
+
+// The size checks every builtin that makes a string or a list runs before it allocates, and int64 arithmetic
+// that fails on overflow (Python's ints are unbounded; ours are 64-bit, and signed overflow is undefined).
+void check_string_size(size_t bytes, const char* what);
+void check_list_size(size_t items, const char* what);
+void check_value_depth(int depth, const char* what);
+int64_t checked_add(int64_t a, int64_t b);
+int64_t checked_sub(int64_t a, int64_t b);
+int64_t checked_mul(int64_t a, int64_t b);
+// A double as int64 (Python's int(x) truncation); fails for NaN, infinities and values out of range.
+int64_t checked_int(double v);
 
 struct Value;
 using List = std::vector<Value>;
@@ -61,7 +78,7 @@ struct Value {
   static Value make_dict(Dict d = {});
   static Value make_namespace(Dict d = {});
   static Value callable(std::string name, std::function<Value(List&, KwArgs&)> fn);
-  static Value from_json(const nlohmann::ordered_json& j);
+  static Value from_json(const nlohmann::ordered_json& j, int depth = 0);
 
   bool is_undefined() const { return kind == Kind::Undefined; }
   bool is_none() const { return kind == Kind::None; }
@@ -74,12 +91,14 @@ struct Value {
 };
 
 const char* kind_name(const Value& v);  // Python type name: 'str', 'int', 'dict', ...
-std::string to_str(const Value& v);     // Python str()
-std::string repr(const Value& v);       // Python repr()
-std::string format_float(double v);     // Python repr() of a float
-bool equals(const Value& a, const Value& b);
+// These recurse into lists and dicts; `depth` counts the levels, which must stay below kMaxNesting (a value that
+// contains itself through a namespace would otherwise recurse forever).
+std::string to_str(const Value& v, int depth = 0);  // Python str()
+std::string repr(const Value& v, int depth = 0);    // Python repr()
+std::string format_float(double v);                 // Python repr() of a float
+bool equals(const Value& a, const Value& b, int depth = 0);
 // <0, 0, >0 like Python's ordering; throws for unorderable types.
-int compare(const Value& a, const Value& b);
+int compare(const Value& a, const Value& b, int depth = 0);
 // Python json.dumps(v, ensure_ascii, indent, separators, sort_keys); indent < 0 means None.
 std::string to_json(const Value& v, int indent, const std::string& item_sep, const std::string& key_sep, bool sort_keys,
                     bool ensure_ascii = false);

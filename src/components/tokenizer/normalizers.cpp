@@ -8,7 +8,7 @@
 namespace automodel::tokenizer::detail {
 
 void ReplaceNormalizer::apply(Piece& p) const {
-  auto matches = pattern.find_all(p.s);
+  auto matches = pattern.find_all(p);
   if (matches.empty()) return;
   Piece out;
   size_t prev = 0;
@@ -33,6 +33,11 @@ struct SequenceNormalizer : Normalizer {
   void apply(Piece& p) const override {
     for (const auto& n : items) n->apply(p);
   }
+  bool keeps_newline_cut() const override {
+    for (const auto& n : items)
+      if (!n->keeps_newline_cut()) return false;
+    return true;
+  }
 };
 
 struct PrependNormalizer : Normalizer {
@@ -41,6 +46,7 @@ struct PrependNormalizer : Normalizer {
 };
 
 struct LowercaseNormalizer : Normalizer {
+  bool keeps_newline_cut() const override { return true; }  // one character at a time
   void apply(Piece& p) const override {
     map_chars(p, [](uint32_t cp, std::string_view bytes, std::string& out) {
       if (cp < 0x80) {
@@ -55,6 +61,8 @@ struct LowercaseNormalizer : Normalizer {
 
 struct UnicodeNormalizer : Normalizer {
   std::string form;
+  // Segment by segment, and every ASCII character starts a segment (ASCII never composes with what precedes it).
+  bool keeps_newline_cut() const override { return true; }
   void apply(Piece& p) const override {
     bool ascii = std::all_of(p.s.begin(), p.s.end(), [](char c) { return static_cast<unsigned char>(c) < 0x80; });
     if (ascii) return;
@@ -143,12 +151,12 @@ struct StripNormalizer : Normalizer {
 }  // namespace
 
 NormalizerPtr make_normalizer(const json& j) {
-  if (j.is_null()) return nullptr;
-  std::string where = where_of("normalizer", j);
-  std::string type = j.value("type", "");
+  std::string type = component_type(j, "normalizer");
+  if (type.empty()) return nullptr;
+  std::string where = "normalizer " + type;
   if (type == "Sequence") {
     auto s = std::make_unique<SequenceNormalizer>();
-    for (const auto& item : j.at("normalizers"))
+    for (const auto& item : json_list(j, "normalizers", where))
       if (auto n = make_normalizer(item)) s->items.push_back(std::move(n));
     return s;
   }
@@ -159,7 +167,7 @@ NormalizerPtr make_normalizer(const json& j) {
   }
   if (type == "Replace") {
     auto n = std::make_unique<ReplaceNormalizer>();
-    n->pattern = parse_pattern(j.at("pattern"), where);
+    n->pattern = parse_pattern(j.contains("pattern") ? j["pattern"] : json(), where);
     n->content = json_str(j, "content", where);
     return n;
   }
@@ -171,8 +179,8 @@ NormalizerPtr make_normalizer(const json& j) {
   }
   if (type == "Strip") {
     auto n = std::make_unique<StripNormalizer>();
-    n->left = json_bool(j, "strip_left", true);
-    n->right = json_bool(j, "strip_right", true);
+    n->left = json_bool(j, "strip_left", true, where);
+    n->right = json_bool(j, "strip_right", true, where);
     return n;
   }
   throw Error("unsupported normalizer type '" + type + "'", where,

@@ -30,37 +30,96 @@ using detail::Vocab;
 
 namespace {
 
-std::optional<std::string> token_field(const json& cfg, const char* key) {
+std::optional<std::string> token_field(const json& cfg, const char* key, const std::string& where) {
   if (!cfg.is_object() || !cfg.contains(key) || cfg[key].is_null()) return std::nullopt;
   const json& v = cfg[key];
   if (v.is_string()) return v.get<std::string>();
   if (v.is_object() && v.contains("content") && v["content"].is_string()) return v["content"].get<std::string>();
-  throw Error(std::string("field '") + key + "' must be a string or an AddedToken object", "tokenizer_config.json");
+  throw Error(
+      std::string("field '") + key + "' must be a string or an AddedToken object {\"content\": ...}, got " + v.dump(),
+      where, "fix the field, or remove it");
+}
+
+std::optional<bool> bool_field(const json& cfg, const char* key, const std::string& where) {
+  if (!cfg.contains(key) || cfg[key].is_null()) return std::nullopt;
+  if (!cfg[key].is_boolean())
+    throw Error(std::string("field '") + key + "' must be true or false, got " + cfg[key].dump(), where);
+  return cfg[key].get<bool>();
+}
+
+// tokenizer_config.json's fields that we read or that transformers' tokenizer loading needs typed.
+void check_tokenizer_config(const json& c, const std::string& where) {
+  if (!c.is_object()) throw Error("tokenizer_config.json must be a JSON object", where);
+  if (c.contains("chat_template") && !c["chat_template"].is_null() && !c["chat_template"].is_string()) {
+    const json& ct = c["chat_template"];
+    bool ok = ct.is_array();
+    for (const auto& item : ct.is_array() ? ct : json::array())
+      ok = ok && item.is_object() && item.contains("name") && item["name"].is_string() && item.contains("template") &&
+           item["template"].is_string();
+    if (!ok)
+      throw Error("field 'chat_template' must be a string or a list of {\"name\": string, \"template\": string}",
+                  where);
+  }
+  if (c.contains("added_tokens_decoder") && !c["added_tokens_decoder"].is_null()) {
+    const json& d = c["added_tokens_decoder"];
+    if (!d.is_object())
+      throw Error("field 'added_tokens_decoder' must be an object {\"id\": {\"content\": ...}}", where);
+    for (auto it = d.begin(); it != d.end(); ++it) {
+      const std::string& key = it.key();
+      bool numeric = !key.empty() && key.size() <= 10 && key.find_first_not_of("0123456789") == std::string::npos &&
+                     std::stoull(key) <= UINT32_MAX;
+      if (!numeric) throw Error("added_tokens_decoder key '" + key + "' is not a token id (0 to 4294967295)", where);
+      if (!it.value().is_object() || !it.value().contains("content") || !it.value()["content"].is_string())
+        throw Error("added_tokens_decoder['" + key + "'] must be an object with a string \"content\"", where);
+    }
+  }
+  if (c.contains("model_max_length") && !c["model_max_length"].is_null() && !c["model_max_length"].is_number())
+    throw Error("field 'model_max_length' must be a number, got " + c["model_max_length"].dump(), where);
 }
 
 }  // namespace
 
-// ---------------------------------------------------------------- Impl
+namespace {
 
-struct Tokenizer::Impl {
-  NormalizerPtr normalizer;
-  PreTokenizerPtr pre_tokenizer;
-  std::unique_ptr<Bpe> model;
-  PostProcessorPtr post_processor;
-  DecoderPtr decoder;
-  std::vector<AddedToken> added;
-  std::unordered_map<int64_t, size_t> added_by_id;
-  Vocab added_by_content;
-  Matcher raw_matcher, normalized_matcher;
-
-  std::string token_of(int64_t id) const {
-    auto it = added_by_id.find(id);
-    if (it != added_by_id.end()) return added[it->second].token;
-    if (id >= 0 && static_cast<size_t>(id) < model->id_to_token.size())
-      return model->id_to_token[static_cast<size_t>(id)];
-    return "";
+// tokenizer.json's added_tokens as the tokenizers package loads them (AddedVocabulary::add_tokens): entries with
+// empty or repeated content are skipped, and the ids in the file are checked but not used: a token in the model's
+// vocabulary keeps its id there, the others are numbered on from the vocabulary size in file order.
+std::vector<AddedToken> read_added_tokens(const json& list, const Bpe& model) {
+  if (list.is_null()) return {};
+  if (!list.is_array())
+    throw Error("'added_tokens' must be a list, got " + std::string(list.type_name()), "added_tokens");
+  std::vector<AddedToken> out;
+  Vocab by_content;
+  int64_t model_size = static_cast<int64_t>(model.vocab.size()), max_id = -1;
+  for (size_t k = 0; k < list.size(); ++k) {
+    const json& t = list[k];
+    std::string at = "added_tokens[" + std::to_string(k) + "]";
+    if (!t.is_object()) throw Error("an added token must be an object, got " + t.dump(), at);
+    for (const char* key : {"id", "content", "single_word", "lstrip", "rstrip", "normalized", "special"})
+      if (!t.contains(key))
+        throw Error(std::string("added token has no '") + key + "' (the tokenizers package requires it)", at);
+    AddedToken a;
+    if (!t["content"].is_string()) throw Error("field 'content' must be a string, got " + t["content"].dump(), at);
+    a.content = t["content"].get<std::string>();
+    detail::json_token_id(t["id"], "added token '" + a.content + "'", at);
+    a.single_word = detail::json_bool(t, "single_word", false, at);
+    a.lstrip = detail::json_bool(t, "lstrip", false, at);
+    a.rstrip = detail::json_bool(t, "rstrip", false, at);
+    a.normalized = detail::json_bool(t, "normalized", false, at);
+    a.special = detail::json_bool(t, "special", false, at);
+    if (a.content.empty() || by_content.count(a.content)) continue;
+    if (auto it = model.vocab.find(a.content); it != model.vocab.end())
+      a.id = it->second;
+    else
+      a.id = max_id < 0 ? model_size : (max_id >= model_size || model_size == 0 ? max_id + 1 : model_size);
+    max_id = std::max(max_id, a.id);
+    by_content.emplace(a.content, a.id);
+    out.push_back(std::move(a));
   }
-};
+  return out;
+}
+
+}  // namespace
 
 Tokenizer Tokenizer::from_json(const json& j, const std::string& where) {
   auto impl = std::make_shared<Impl>();
@@ -74,26 +133,20 @@ Tokenizer Tokenizer::from_json(const json& j, const std::string& where) {
     impl->pre_tokenizer = detail::make_pre_tokenizer(j.value("pre_tokenizer", json()));
     impl->post_processor = detail::make_post_processor(j.value("post_processor", json()));
     impl->decoder = detail::make_decoder(j.value("decoder", json()));
-    if (j.contains("added_tokens") && j["added_tokens"].is_array()) {
-      for (const auto& t : j["added_tokens"]) {
-        AddedToken a;
-        a.id = t.at("id").get<int64_t>();
-        a.content = t.at("content").get<std::string>();
-        a.single_word = t.value("single_word", false);
-        a.lstrip = t.value("lstrip", false);
-        a.rstrip = t.value("rstrip", false);
-        a.normalized = t.value("normalized", false);
-        a.special = t.value("special", false);
-        impl->added.push_back(a);
-      }
-    }
+    impl->added = read_added_tokens(j.value("added_tokens", json()), *impl->model);
   } catch (const json::exception& e) {
     throw Error(std::string("malformed tokenizer.json: ") + e.what(), where);
+  } catch (const Error& e) {
+    if (e.where() == where) throw;
+    throw Error(
+        e.what_part(), where + ": " + e.where(),
+        e.hint().empty() ? "fix the file (the tokenizers package rejects it too, or we do not support it)" : e.hint());
   }
   for (size_t k = 0; k < impl->added.size(); ++k) {
     impl->added_by_id[impl->added[k].id] = k;
     impl->added_by_content[impl->added[k].content] = impl->added[k].id;
   }
+  bool newline_in_added = false;
   for (auto& a : impl->added) {
     a.token = a.content;
     if (a.normalized && impl->normalizer) {
@@ -108,7 +161,15 @@ Tokenizer Tokenizer::from_json(const json& j, const std::string& where) {
     } else {
       impl->raw_matcher.add(a.content, &a);
     }
+    for (const std::string* s : {&a.content, &a.token}) {
+      newline_in_added = newline_in_added || s->find('\n') != std::string::npos;
+      if (!s->empty()) impl->added_token_starts_with[static_cast<unsigned char>((*s)[0])] = true;
+    }
   }
+  // Where a cut is safe for each stage is argued at the stages' cuts_after_newline / keeps_newline_cut; an added token
+  // holding a '\n' could match across the cut.
+  impl->newline_cut = !newline_in_added && impl->pre_tokenizer && impl->pre_tokenizer->cuts_after_newline() &&
+                      (!impl->normalizer || impl->normalizer->keeps_newline_cut());
   Tokenizer t;
   t.impl_ = std::move(impl);
   return t;
@@ -126,14 +187,14 @@ Tokenizer Tokenizer::from_pretrained(const std::string& name) {
   if (fs::exists(cj)) {
     t.config_ = io::read_json_file(cj.string());
     const json& c = t.config_;
-    t.bos_token_ = token_field(c, "bos_token");
-    t.eos_token_ = token_field(c, "eos_token");
-    t.pad_token_ = token_field(c, "pad_token");
-    t.unk_token_ = token_field(c, "unk_token");
-    if (c.contains("add_bos_token") && c["add_bos_token"].is_boolean())
-      t.add_bos_token_ = c["add_bos_token"].get<bool>();
-    if (c.contains("add_eos_token") && c["add_eos_token"].is_boolean())
-      t.add_eos_token_ = c["add_eos_token"].get<bool>();
+    const std::string where = cj.string();
+    check_tokenizer_config(c, where);
+    t.bos_token_ = token_field(c, "bos_token", where);
+    t.eos_token_ = token_field(c, "eos_token", where);
+    t.pad_token_ = token_field(c, "pad_token", where);
+    t.unk_token_ = token_field(c, "unk_token", where);
+    t.add_bos_token_ = bool_field(c, "add_bos_token", where);
+    t.add_eos_token_ = bool_field(c, "add_eos_token", where);
     if (c.contains("model_max_length") && c["model_max_length"].is_number()) {
       double v = c["model_max_length"].get<double>();
       t.model_max_length_ = v >= 9.2e18 ? INT64_MAX : static_cast<int64_t>(v);
@@ -144,7 +205,9 @@ Tokenizer Tokenizer::from_pretrained(const std::string& name) {
 
 Tokenizer::Encoding Tokenizer::encode(std::string_view text, bool add_special_tokens) const {
   const Impl& m = *impl_;
-  if (!u::valid_utf8(text)) throw Error("text is not valid UTF-8", "Tokenizer::encode");
+  if (size_t bad = u::invalid_utf8_at(text); bad != std::string_view::npos)
+    throw Error("text is not valid UTF-8 (at byte " + std::to_string(bad) + ")", "Tokenizer::encode",
+                "convert the text to UTF-8");
   Piece whole;
   whole.s = std::string(text);
   whole.al.resize(text.size());
@@ -155,14 +218,14 @@ Tokenizer::Encoding Tokenizer::encode(std::string_view text, bool add_special_to
   }
   // 1. added tokens on the raw text; 2. normalize the rest; 3. normalized added tokens.
   std::vector<Piece> pieces, raw;
-  detail::split_added(whole, m.raw_matcher, raw);
+  detail::split_added(std::move(whole), m.raw_matcher, raw);
   for (auto& p : raw) {
     if (p.token >= 0) {
       pieces.push_back(std::move(p));
       continue;
     }
     if (m.normalizer) m.normalizer->apply(p);
-    detail::split_added(p, m.normalized_matcher, pieces);
+    detail::split_added(std::move(p), m.normalized_matcher, pieces);
   }
   if (m.pre_tokenizer) m.pre_tokenizer->apply(pieces);
   Enc e;
@@ -220,9 +283,8 @@ std::string Tokenizer::decode(const std::vector<int64_t>& ids, bool skip_special
     if (it != m.added_by_id.end()) {
       if (skip_special_tokens && m.added[it->second].special) continue;
       tokens.push_back(m.added[it->second].token);
-    } else if (id >= 0 && static_cast<size_t>(id) < m.model->id_to_token.size() &&
-               !m.model->id_to_token[static_cast<size_t>(id)].empty()) {
-      tokens.push_back(m.model->id_to_token[static_cast<size_t>(id)]);
+    } else if (const std::string* t = m.model->token(id)) {
+      tokens.push_back(*t);
     }
   }
   if (!m.decoder) {

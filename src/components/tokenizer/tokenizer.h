@@ -6,6 +6,8 @@
 // decoders ByteLevel, Metaspace, Replace, ByteFallback, Fuse, Strip, Sequence; added tokens with
 // special/lstrip/rstrip/normalized/single_word. Anything else is an automodel::Error naming it.
 #include <cstdint>
+#include <functional>
+#include <istream>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <optional>
@@ -33,6 +35,15 @@ class Tokenizer {
 
   Encoding encode(std::string_view text, bool add_special_tokens = true) const;
   std::vector<Encoding> encode_batch(const std::vector<std::string>& texts, bool add_special_tokens = true) const;
+  // Encodes a text read from `in` (a file of any size) with memory bounded independently of its length: `sink`
+  // receives the ids in order, and their concatenation is encode(whole text).ids. The text is encoded in chunks cut
+  // only where the pipeline provably encodes the same apart as together (stream_encode.cpp); a pipeline without such
+  // places (streams_in_chunks() false: a Prepend or Strip normalizer, no pre-tokenizer, ...) is encoded whole.
+  // `where` names the input in errors.
+  void encode_stream(std::istream& in, bool add_special_tokens,
+                     const std::function<void(const std::vector<int64_t>&)>& sink,
+                     const std::string& where = "the input") const;
+  bool streams_in_chunks() const;
   std::string decode(const std::vector<int64_t>& ids, bool skip_special_tokens = false) const;
 
   std::optional<int64_t> token_to_id(const std::string& token) const;

@@ -13,6 +13,7 @@
 #include <utility>
 #include <vector>
 
+#include "components/tokenizer/tokenizer.h"
 #include "components/tokenizer/unicode.h"
 
 namespace automodel::tokenizer::detail {
@@ -67,18 +68,52 @@ inline void prepend(Piece& p, const std::string& s) {
   p.al.insert(p.al.begin(), s.size(), r);
 }
 
+// Typed access to tokenizer.json fields: a field of the wrong type is an automodel::Error naming it (`where` names the
+// component, e.g. "pre_tokenizer Split"); absent or null fields give the fallback.
 std::string where_of(const std::string& component, const json& j);
 std::string json_str(const json& j, const char* key, const std::string& where, const std::string& fallback = "");
-bool json_bool(const json& j, const char* key, bool fallback);
+bool json_bool(const json& j, const char* key, bool fallback, const std::string& where = "");
+size_t json_size(const json& j, const char* key, size_t fallback, const std::string& where);
+// A component entry: null (absent) or an object with a string "type"; returns the type ("" for null).
+std::string component_type(const json& j, const std::string& component);
+// A list field (required): its elements.
+const json& json_list(const json& j, const char* key, const std::string& where);
+// A token id as the `tokenizers` package reads it (a u32): an integer in [0, 2^32); 5.0, "5", -1 are errors.
+int64_t json_token_id(const json& v, const std::string& what, const std::string& where);
 
 // ---------------------------------------------------------------- patterns (Replace, Split)
 
-// A pattern: {"String": s} (literal) or {"Regex": r}.
+// A PCRE2 failure (the match limit on a pathological input, ...) as an automodel::Error naming the stage, the pattern
+// and the input: an excerpt of `subject` at the failure and `input_offset`, its byte offset in the encoded text.
+[[noreturn]] void regex_failed(const u::RegexMatchError& e, const u::Regex& re, std::string_view subject,
+                               size_t input_offset, const std::string& stage);
+// Matches of `re` in a piece, failures reported with their offset in the original text.
+inline std::vector<std::pair<size_t, size_t>> find_all_in(const u::Regex& re, const Piece& p,
+                                                          const std::string& stage) {
+  try {
+    return re.find_all(p.s);
+  } catch (const u::RegexMatchError& e) {
+    regex_failed(e, re, p.s, e.offset < p.al.size() ? p.al[e.offset].a : e.offset, stage);
+  }
+}
+
+// A pattern: {"String": s} (literal) or {"Regex": r}; `stage` names where it is used, for errors.
 struct Pattern {
   std::string literal;
   std::shared_ptr<u::Regex> regex;
+  std::string stage;
+  std::vector<std::pair<size_t, size_t>> find_all(const Piece& p) const {
+    if (regex) return find_all_in(*regex, p, stage);
+    return find_all(std::string_view(p.s));
+  }
   std::vector<std::pair<size_t, size_t>> find_all(std::string_view s) const {
-    if (regex) return regex->find_all(s);
+    if (regex) {
+      try {
+        return regex->find_all(s);
+      } catch (const u::RegexMatchError& e) {
+        regex_failed(e, *regex, s, e.offset, stage);
+      }
+    }
     std::vector<std::pair<size_t, size_t>> out;
     if (literal.empty()) return out;
     for (size_t pos = s.find(literal); pos != std::string_view::npos; pos = s.find(literal, pos + literal.size()))
@@ -91,9 +126,14 @@ Pattern parse_pattern(const json& j, const std::string& where);
 
 // ---------------------------------------------------------------- normalizers
 
+// Streamed encoding (stream_encode.cpp) cuts a text after a newline that has a printable ASCII character on each side
+// ("x\ny"); the stages say whether such a cut leaves their output unchanged.
 struct Normalizer {
   virtual ~Normalizer() = default;
   virtual void apply(Piece& p) const = 0;
+  // Normalizing "...x\n" and "y..." apart gives the two halves of normalizing "...x\ny...", and x, '\n', y stay
+  // printable ASCII and a newline (per character mappings and Unicode normalization: ASCII starts a segment).
+  virtual bool keeps_newline_cut() const { return false; }
 };
 using NormalizerPtr = std::unique_ptr<Normalizer>;
 
@@ -112,6 +152,12 @@ struct PreTokenizer {
   virtual ~PreTokenizer() = default;
   // Rewrites the pieces that are not added tokens.
   virtual void apply(std::vector<Piece>& pieces) const = 0;
+  // Always ends a piece right after the '\n' of "x\ny" and starts one at y, and splits "...x\n" and "y..." into
+  // the same pieces apart as together (see the proofs at the overrides).
+  virtual bool cuts_after_newline() const { return false; }
+  // Works on each piece alone, without looking at its offsets in the text (all but Metaspace's prepend_scheme
+  // "first", which asks whether a piece starts the text).
+  virtual bool piecewise() const { return true; }
 };
 using PreTokenizerPtr = std::unique_ptr<PreTokenizer>;
 
@@ -141,9 +187,17 @@ struct PairHash {
 
 struct Bpe {
   Vocab vocab;
+  // id -> token: a vector when the ids are dense, else a map (tokenizers allows any ids below 2^32, e.g. 2^31).
   std::vector<std::string> id_to_token;
+  std::unordered_map<int64_t, std::string> sparse_id_to_token;
+  const std::string* token(int64_t id) const {
+    if (id >= 0 && static_cast<size_t>(id) < id_to_token.size())
+      return id_to_token[static_cast<size_t>(id)].empty() ? nullptr : &id_to_token[static_cast<size_t>(id)];
+    auto it = sparse_id_to_token.find(id);
+    return it == sparse_id_to_token.end() ? nullptr : &it->second;
+  }
   std::unordered_map<uint64_t, std::pair<int32_t, int64_t>, PairHash> merges;  // (a,b) -> (rank, new id)
-  std::optional<int64_t> unk;
+  std::optional<int64_t> unk;  // unset when unk_token is absent or (accepted, as tokenizers does) not in the vocab
   std::string unk_token, prefix, suffix;
   bool fuse_unk = false, byte_fallback = false, ignore_merges = false;
   int64_t byte_ids[256];
@@ -186,7 +240,7 @@ struct Matcher {
 };
 
 // HF AddedVocabulary::find_matches + split_with_indices on one piece.
-void split_added(const Piece& p, const Matcher& m, std::vector<Piece>& out);
+void split_added(Piece p, const Matcher& m, std::vector<Piece>& out);
 
 // ---------------------------------------------------------------- post-processors
 
@@ -200,6 +254,8 @@ struct PostProcessor {
   virtual ~PostProcessor() = default;
   virtual void apply(Enc& e, bool add_special, const std::function<std::string(int64_t)>& tok,
                      std::string_view text) const = 0;
+  // The ids it puts before and after the encoding's own (which it leaves as they are); false if it does more.
+  virtual bool ids_around(bool add_special, std::vector<int64_t>& before, std::vector<int64_t>& after) const = 0;
 };
 using PostProcessorPtr = std::unique_ptr<PostProcessor>;
 
@@ -216,3 +272,30 @@ using DecoderPtr = std::unique_ptr<Decoder>;
 DecoderPtr make_decoder(const json& j);
 
 }  // namespace automodel::tokenizer::detail
+
+namespace automodel::tokenizer {
+
+struct Tokenizer::Impl {
+  detail::NormalizerPtr normalizer;
+  detail::PreTokenizerPtr pre_tokenizer;
+  std::unique_ptr<detail::Bpe> model;
+  detail::PostProcessorPtr post_processor;
+  detail::DecoderPtr decoder;
+  std::vector<detail::AddedToken> added;
+  std::unordered_map<int64_t, size_t> added_by_id;
+  detail::Vocab added_by_content;
+  detail::Matcher raw_matcher, normalized_matcher;
+  // Streamed encoding: whether the pipeline keeps a cut after the '\n' of "x\ny" (stream_encode.cpp), and the first
+  // bytes of the added tokens (raw and normalized), before which it never cuts.
+  bool newline_cut = false;
+  bool added_token_starts_with[256] = {};
+
+  std::string token_of(int64_t id) const {
+    auto it = added_by_id.find(id);
+    if (it != added_by_id.end()) return added[it->second].token;
+    const std::string* t = model->token(id);
+    return t ? *t : "";
+  }
+};
+
+}  // namespace automodel::tokenizer

@@ -77,14 +77,16 @@ size_t valid_seq(std::string_view s, size_t i, size_t* bad) {
 }
 }  // namespace
 
-bool valid_utf8(std::string_view s) {
+bool valid_utf8(std::string_view s) { return invalid_utf8_at(s) == std::string_view::npos; }
+
+size_t invalid_utf8_at(std::string_view s) {
   size_t bad;
   for (size_t i = 0; i < s.size();) {
     size_t n = valid_seq(s, i, &bad);
-    if (n == 0) return false;
+    if (n == 0) return i;
     i += n;
   }
-  return true;
+  return std::string_view::npos;
 }
 
 std::string from_utf8_lossy(std::string_view s) {
@@ -217,7 +219,7 @@ std::vector<size_t> normalization_boundaries(std::string_view s, const std::stri
   return b;
 }
 
-Regex::Regex(const std::string& pattern) {
+Regex::Regex(const std::string& pattern) : pattern_(pattern) {
   int errcode = 0;
   PCRE2_SIZE erroff = 0;
   pcre2_code* code = pcre2_compile(reinterpret_cast<PCRE2_SPTR>(pattern.data()), pattern.size(), PCRE2_UTF | PCRE2_UCP,
@@ -235,16 +237,43 @@ Regex::Regex(const std::string& pattern) {
 
 Regex::~Regex() { pcre2_code_free(static_cast<pcre2_code*>(code_)); }
 
+namespace {
+
+// The JIT's stack: PCRE2's default of 32 KiB runs out on long runs that a lookahead such as \s+(?!\S) backtracks
+// over; 8 MiB per thread (allocated on first use) matches what the interpreter could use.
+pcre2_match_context* match_context() {
+  struct Context {
+    pcre2_jit_stack* stack = pcre2_jit_stack_create(32 * 1024, 8 * 1024 * 1024, nullptr);
+    pcre2_match_context* context = pcre2_match_context_create(nullptr);
+    Context() { pcre2_jit_stack_assign(context, nullptr, stack); }
+    ~Context() {
+      pcre2_match_context_free(context);
+      pcre2_jit_stack_free(stack);
+    }
+  };
+  thread_local Context c;
+  return c.context;
+}
+
+}  // namespace
+
 std::vector<std::pair<size_t, size_t>> Regex::find_all(std::string_view s) const {
   auto* code = static_cast<pcre2_code*>(code_);
   thread_local pcre2_match_data* md = pcre2_match_data_create(32, nullptr);
+  pcre2_match_context* mc = match_context();
   std::vector<std::pair<size_t, size_t>> out;
   size_t pos = 0;
   uint32_t opts = PCRE2_NO_UTF_CHECK;
   while (pos <= s.size()) {
-    int rc = pcre2_match(code, reinterpret_cast<PCRE2_SPTR>(s.data()), s.size(), pos, opts, md, nullptr);
+    int rc = pcre2_match(code, reinterpret_cast<PCRE2_SPTR>(s.data()), s.size(), pos, opts, md, mc);
     if (rc == PCRE2_ERROR_NOMATCH) break;
-    if (rc < 0) throw Error(detail::str("regex match failed (PCRE2 error ", rc, ")"), "tokenizer regex");
+    if (rc < 0) {
+      PCRE2_UCHAR buf[256];
+      pcre2_get_error_message(rc, buf, sizeof(buf));
+      bool limit = rc == PCRE2_ERROR_MATCHLIMIT || rc == PCRE2_ERROR_DEPTHLIMIT || rc == PCRE2_ERROR_HEAPLIMIT ||
+                   rc == PCRE2_ERROR_JIT_STACKLIMIT || rc == PCRE2_ERROR_NOMEMORY;
+      throw RegexMatchError(detail::str(reinterpret_cast<const char*>(buf), " (PCRE2 error ", rc, ")"), rc, limit, pos);
+    }
     PCRE2_SIZE* ov = pcre2_get_ovector_pointer(md);
     size_t a = ov[0], b = ov[1];
     if (b == a) {  // empty match: skip one character

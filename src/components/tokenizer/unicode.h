@@ -2,6 +2,7 @@
 // UTF-8 helpers, Unicode character classes (ICU) and PCRE2 regexes for the tokenizer.
 #include <cstdint>
 #include <memory>
+#include <stdexcept>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -21,6 +22,8 @@ inline size_t utf8_len(unsigned char b) {
 uint32_t decode_at(std::string_view s, size_t i, size_t* len);
 void append_utf8(std::string& out, uint32_t cp);
 bool valid_utf8(std::string_view s);
+// Offset of the first byte that does not start a valid UTF-8 sequence, npos if s is valid.
+size_t invalid_utf8_at(std::string_view s);
 // Rust's String::from_utf8_lossy: each maximal invalid subpart becomes U+FFFD.
 std::string from_utf8_lossy(std::string_view bytes);
 
@@ -35,6 +38,15 @@ std::string normalize(std::string_view s, const std::string& form);
 // Splits s into segments that normalize independently (boundaries before characters that start one).
 std::vector<size_t> normalization_boundaries(std::string_view s, const std::string& form);
 
+// pcre2_match gave up (a resource limit) or failed while searching from byte `offset` of the subject.
+struct RegexMatchError : std::runtime_error {
+  RegexMatchError(const std::string& msg, int pcre2_code, bool limit, size_t at)
+      : std::runtime_error(msg), code(pcre2_code), resource_limit(limit), offset(at) {}
+  int code;
+  bool resource_limit;  // the match, depth, heap or JIT stack limit: the input, not the pattern, is at fault
+  size_t offset;
+};
+
 // A PCRE2 regex in UTF + UCP mode (JIT-compiled).
 class Regex {
  public:
@@ -42,11 +54,13 @@ class Regex {
   ~Regex();
   Regex(const Regex&) = delete;
   Regex& operator=(const Regex&) = delete;
-  // Non-overlapping matches as byte ranges [start, end), left to right.
+  // Non-overlapping matches as byte ranges [start, end), left to right; RegexMatchError when PCRE2 fails.
   std::vector<std::pair<size_t, size_t>> find_all(std::string_view s) const;
+  const std::string& pattern() const { return pattern_; }
 
  private:
   void* code_ = nullptr;
+  std::string pattern_;
 };
 
 }  // namespace automodel::tokenizer::unicode
