@@ -138,7 +138,7 @@ std::unique_ptr<CausalLM> AutoModelForCausalLM::from_pretrained(const std::strin
       throw Error("tensor '" + name + "' has shape " + shape_str(info.shape) +
                       " in the checkpoint but the config implies " + shape_str(param.shape()),
                   reader.file_of(name), "the weights and config.json disagree; re-export the model");
-    ops::copy_into(param, reader.get(name, param.dtype()));
+    ops::copy_into(param, reader.get_weight(name, param.dtype()));
   }
   if (!missing.empty())
     throw Error(

@@ -210,3 +210,77 @@ TEST(SizeOverflow, ParameterCountBoundIsCloseToTheExactCount) {
     EXPECT_LE(parameter_count_bound(c), exact + 97 * 32 + 2 * (6 * 32 + 2 * 64 + 8 * 8)) << family;
   }
 }
+
+// ---- non-finite and integer tensors -----------------------------------------------------------------------
+
+TEST(NonFinite, FindsNanAndInfInEveryFloatDtype) {
+  for (DType dt : {DType::f32, DType::f64, DType::bf16, DType::f16}) {
+    const int64_t n = 70003;
+    Tensor t = Tensor::zeros({n}, dt);
+    EXPECT_EQ(io::find_non_finite(t).count, 0);
+    ops::copy_into(ops::narrow(t, 0, n - 2, 1), Tensor::full({1}, -INFINITY, dt));
+    ops::copy_into(ops::narrow(t, 0, 60000, 1), Tensor::full({1}, NAN, dt));
+    io::NonFinite bad = io::find_non_finite(t);
+    EXPECT_EQ(bad.count, 2) << dtype_name(dt);
+    EXPECT_EQ(bad.first, 60000) << dtype_name(dt);
+    EXPECT_TRUE(std::isnan(bad.first_value)) << dtype_name(dt);
+    EXPECT_EQ(io::find_non_finite(ops::narrow(t, 0, n - 2, 2)).first_value, -INFINITY) << dtype_name(dt);
+    // The largest finite values are not flagged.
+    EXPECT_EQ(io::find_non_finite(Tensor::full({3}, dt == DType::f16 ? 65504.0 : 3.0e38, dt)).count, 0);
+  }
+  EXPECT_EQ(io::find_non_finite(Tensor::full({3}, -1, DType::i64)).count, 0);
+  // Large enough to be split across threads: the first non-finite element of all chunks is reported.
+  const int64_t n = (int64_t(1) << 23) + 5;
+  Tensor big = Tensor::zeros({n});
+  ops::copy_into(ops::narrow(big, 0, n - 2, 1), Tensor::full({1}, INFINITY));
+  ops::copy_into(ops::narrow(big, 0, 100, 1), Tensor::full({1}, NAN));
+  io::NonFinite bad = io::find_non_finite(big);
+  EXPECT_EQ(bad.count, 2);
+  EXPECT_EQ(bad.first, 100);
+}
+
+TEST(NonFinite, WeightsAreFloatAndFiniteOrNamed) {
+  TempDir dir;
+  auto model = AutoModelForCausalLM::from_config(ModelConfig::from_json(tiny_config(), kSource));
+  save_pretrained(*model, dir.str());
+  const std::string file = dir / "model.safetensors";
+  const io::NamedTensors clean = io::load_safetensors(file);
+  auto rewrite = [&](const std::string& target, const Tensor& value) {
+    io::NamedTensors out;
+    for (auto& [name, t] : clean) out.emplace_back(name, name == target ? value : ops::clone(t));
+    io::save_safetensors(file, out);
+  };
+  Tensor norm = Tensor::ones({32});
+  ops::copy_into(ops::narrow(norm, 0, 5, 1), Tensor::full({1}, NAN));
+  rewrite("model.layers.1.input_layernorm.weight", norm);
+  EXPECT_TRUE(says(error_of([&] { AutoModelForCausalLM::from_pretrained(dir.str()); }),
+                   {"model.layers.1.input_layernorm.weight", file, "1 non-finite", "element 5 = nan"}));
+  // On resume (load_model_weights) too, and nothing is written into the live model.
+  const double before = model->named_parameters()[0].second.to_doubles()[0];
+  EXPECT_TRUE(says(error_of([&] { checkpoint::load_model_weights(*model, dir.str()); }),
+                   {"model.layers.1.input_layernorm.weight", "non-finite"}));
+  EXPECT_EQ(model->named_parameters()[0].second.to_doubles()[0], before);
+  // Finite in the file, infinite in bf16: named as a conversion overflow.
+  rewrite("model.layers.1.input_layernorm.weight", Tensor::full({32}, 3.399e38));
+  LoadOptions bf16;
+  bf16.dtype = DType::bf16;
+  EXPECT_TRUE(says(error_of([&] { AutoModelForCausalLM::from_pretrained(dir.str(), bf16); }),
+                   {"after converting F32 to bf16", "--dtype f32"}));
+  // Integer tensors are not silently converted to float weights.
+  rewrite("model.norm.weight", Tensor::full({32}, 1, DType::i32));
+  EXPECT_TRUE(says(error_of([&] { AutoModelForCausalLM::from_pretrained(dir.str()); }),
+                   {"model.norm.weight", "I32", "integer type", file}));
+}
+
+TEST(NonFinite, OptimizerStateOnRestore) {
+  TempDir dir;
+  Tensor exp_avg = Tensor::zeros({4});
+  ops::copy_into(ops::narrow(exp_avg, 0, 2, 1), Tensor::full({1}, INFINITY));
+  checkpoint::save_optimizer_state(dir.str(), {{"w.exp_avg", exp_avg}, {"w.codes", Tensor::zeros({4}, DType::i32)}},
+                                   {{"w", 3}});
+  std::map<std::string, Tensor> state = {{"w.exp_avg", Tensor::zeros({4})},
+                                         {"w.codes", Tensor::zeros({4}, DType::i32)}};
+  EXPECT_TRUE(says(error_of([&] { checkpoint::load_optimizer_state(dir.str(), state); }),
+                   {"w.exp_avg", "optimizer.safetensors", "element 2 = inf", "earlier checkpoint"}));
+  EXPECT_EQ(state["w.exp_avg"].to_doubles(), std::vector<double>(4, 0.0));  // nothing written
+}
