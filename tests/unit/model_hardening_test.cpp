@@ -284,3 +284,72 @@ TEST(NonFinite, OptimizerStateOnRestore) {
                    {"w.exp_avg", "optimizer.safetensors", "element 2 = inf", "earlier checkpoint"}));
   EXPECT_EQ(state["w.exp_avg"].to_doubles(), std::vector<double>(4, 0.0));  // nothing written
 }
+
+// ---- adapters ---------------------------------------------------------------------------------------------
+
+namespace {
+
+// A saved adapter for a fresh tiny llama, in `dir`.
+std::unique_ptr<CausalLM> adapter_fixture(const TempDir& dir) {
+  auto model = AutoModelForCausalLM::from_config(ModelConfig::from_json(tiny_config(), kSource));
+  peft::PeftConfig c;
+  c.dim = 2;
+  peft::apply_lora(*model, c, 1);
+  peft::save_adapter(*model, dir.str(), c);
+  return AutoModelForCausalLM::from_config(ModelConfig::from_json(tiny_config(), kSource));
+}
+
+std::string adapter_error_with(const TempDir& dir, CausalLM& model, const std::string& key, const json& value) {
+  const json original = io::read_json_file(dir / "adapter_config.json");
+  json cfg = original;
+  cfg[key] = value;
+  io::write_file_atomic(dir / "adapter_config.json", cfg.dump());
+  std::string msg = error_of([&] { peft::load_adapter(model, dir.str()); });
+  io::write_file_atomic(dir / "adapter_config.json", original.dump());
+  return msg;
+}
+
+}  // namespace
+
+TEST(AdapterConfig, EveryFieldIsTyped) {
+  TempDir dir;
+  auto model = adapter_fixture(dir);
+  const std::string file = dir / "adapter_config.json";
+  EXPECT_TRUE(says(adapter_error_with(dir, *model, "lora_alpha", "thirty-two"),
+                   {"'lora_alpha'", "a finite number", "\"thirty-two\"", file}));
+  EXPECT_TRUE(says(adapter_error_with(dir, *model, "lora_alpha", true), {"'lora_alpha'"}));
+  for (const json& r : {json(0), json(-2), json(2.0), json("2")})
+    EXPECT_TRUE(says(adapter_error_with(dir, *model, "r", r), {"'r'", "positive integer"})) << r;
+  EXPECT_TRUE(says(adapter_error_with(dir, *model, "lora_dropout", 1.5), {"'lora_dropout'", "[0, 1)"}));
+  EXPECT_TRUE(says(adapter_error_with(dir, *model, "use_rslora", "yes"), {"'use_rslora'", "true or false"}));
+  EXPECT_TRUE(says(adapter_error_with(dir, *model, "use_dora", 1), {"'use_dora'", "true or false"}));
+  EXPECT_TRUE(says(adapter_error_with(dir, *model, "bias", false), {"'bias'", "a string"}));
+  EXPECT_TRUE(says(adapter_error_with(dir, *model, "peft_type", 3), {"'peft_type'", "a string"}));
+  EXPECT_TRUE(
+      says(adapter_error_with(dir, *model, "base_model_name_or_path", json::array()), {"'base_model_name_or_path'"}));
+  EXPECT_TRUE(says(adapter_error_with(dir, *model, "modules_to_save", "lm_head"), {"'modules_to_save'"}));
+  EXPECT_TRUE(says(adapter_error_with(dir, *model, "rank_pattern", {{"q_proj", "four"}}), {"rank_pattern.q_proj"}));
+  EXPECT_TRUE(says(adapter_error_with(dir, *model, "rank_pattern", {{"(q_proj", 2}}),
+                   {"rank_pattern", "'(q_proj'", "regular expression"}));
+  EXPECT_TRUE(says(adapter_error_with(dir, *model, "alpha_pattern", {{"q_proj", nullptr}}), {"alpha_pattern.q_proj"}));
+  EXPECT_TRUE(says(adapter_error_with(dir, *model, "alpha_pattern", json::array()), {"'alpha_pattern'"}));
+  EXPECT_EQ(error_of([&] { peft::load_adapter(*model, dir.str()); }), "");
+}
+
+TEST(AdapterConfig, NonFiniteOrIntegerAdapterTensorsAreRefused) {
+  TempDir dir;
+  auto model = adapter_fixture(dir);
+  const std::string file = dir / "adapter_model.safetensors";
+  io::NamedTensors tensors = io::load_safetensors(file);
+  const std::string target = "base_model.model.model.layers.0.mlp.up_proj.lora_B.weight";
+  io::NamedTensors bad;
+  for (auto& [name, t] : tensors) bad.emplace_back(name, name == target ? Tensor::full(t.shape(), NAN) : ops::clone(t));
+  io::save_safetensors(file, bad);
+  EXPECT_TRUE(says(error_of([&] { peft::load_adapter(*model, dir.str()); }), {target, file, "non-finite"}));
+  bad.clear();
+  for (auto& [name, t] : tensors)
+    bad.emplace_back(name, name == target ? Tensor::zeros(t.shape(), DType::i64) : ops::clone(t));
+  io::save_safetensors(file, bad);
+  EXPECT_TRUE(says(error_of([&] { peft::load_adapter(*model, dir.str()); }), {target, "I64", "integer type"}));
+  EXPECT_TRUE(peft::lora_modules(*model).empty());  // nothing attached
+}
