@@ -353,3 +353,29 @@ TEST(AdapterConfig, NonFiniteOrIntegerAdapterTensorsAreRefused) {
   EXPECT_TRUE(says(error_of([&] { peft::load_adapter(*model, dir.str()); }), {target, "I64", "integer type"}));
   EXPECT_TRUE(peft::lora_modules(*model).empty());  // nothing attached
 }
+
+// ---- generation -------------------------------------------------------------------------------------------
+
+TEST(GenerateHardening, NonFiniteLogitsAreAnError) {
+  auto model = AutoModelForCausalLM::from_config(ModelConfig::from_json(tiny_config(), kSource), {}, 1);
+  GenerationConfig gen;
+  gen.max_new_tokens = 4;
+  EXPECT_EQ(generate(*model, {1, 2, 3}, gen).size(), 4u);
+  // Finite weights whose products overflow f32.
+  for (auto& [name, p] : model->named_parameters()) {
+    if (name == "lm_head.weight") ops::copy_into(p, Tensor::full(p.shape(), 3e38));
+    if (name == "model.norm.weight") ops::copy_into(p, Tensor::full(p.shape(), 1000.0));
+  }
+  EXPECT_TRUE(says(error_of([&] { generate(*model, {1, 2, 3}, gen); }), {"non-finite logit", "position 2"}));
+  EXPECT_TRUE(says(error_of([&] { sequence_logprobs(*model, {1, 2, 3}); }), {"non-finite logit", "logprobs"}));
+}
+
+TEST(GenerateHardening, KvCacheBeyondMemoryIsRefused) {
+  auto model = AutoModelForCausalLM::from_config(ModelConfig::from_json(tiny_config(), kSource));
+  GenerationConfig gen;
+  for (int64_t n : {int64_t(1) << 40, std::numeric_limits<int64_t>::max()}) {
+    gen.max_new_tokens = n;
+    EXPECT_TRUE(says(error_of([&] { generate(*model, {1}, gen); }), {"KV cache", "physical memory", "max_new_tokens"}))
+        << n;
+  }
+}
