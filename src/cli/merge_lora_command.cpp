@@ -1,15 +1,126 @@
 // `automodel merge-lora --base DIR --adapter DIR --out DIR [--dtype f32|bf16]`: a base model and a
 // peft-format LoRA adapter in, a consolidated Hugging Face model directory (W + scale B A) out.
+//
+// The output never touches the inputs: --out may not be, contain or lie inside --base or --adapter (symlinks
+// resolved, the base's files included: a hub-cache snapshot links into its blobs), and must be new (or an empty
+// directory). It is written into a hidden staging directory beside it and renamed into place when complete, as
+// checkpoints are (CheckpointStage itself also writes a completion marker and a LATEST pointer, which a plain model
+// directory must not have).
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
 #include <cstdio>
+#include <cstring>
+#include <filesystem>
 #include <string>
+#include <vector>
 
 #include "cli/commands.h"
 #include "components/peft/adapter_io.h"
 #include "components/peft/lora.h"
 #include "core/error.h"
+#include "io/hf_dir.h"
+#include "io/safetensors.h"
 #include "models/auto_model.h"
 
 namespace automodel::cli {
+
+namespace {
+
+namespace fs = std::filesystem;
+
+// p absolute, with every symlink resolved as far as the path exists, and no trailing separator.
+fs::path resolved(const fs::path& p) {
+  std::error_code ec;
+  fs::path r = fs::weakly_canonical(fs::absolute(p, ec), ec);
+  if (ec) r = fs::absolute(p).lexically_normal();
+  if (r.has_relative_path() && r.filename().empty()) r = r.parent_path();
+  return r;
+}
+
+// Whether `inner` is `outer` or lies below it (both resolved).
+bool within(const fs::path& inner, const fs::path& outer) {
+  auto [o, i] = std::mismatch(outer.begin(), outer.end(), inner.begin(), inner.end());
+  return o == outer.end();
+}
+
+// Refuses an --out that is, contains or lies inside the input directory `dir` (given on the command line as
+// `option` `arg`) or one of the files the directory links to.
+void refuse_overlap(const fs::path& out, const std::string& out_arg, const std::string& option, const std::string& arg,
+                    const std::string& dir) {
+  const fs::path in = resolved(dir);
+  const std::string shown = "--out '" + out_arg + "'" + (out.string() != out_arg ? " (" + out.string() + ")" : "");
+  const std::string input = option + " '" + arg + "'" + (in.string() != arg ? " (" + in.string() + ")" : "");
+  const std::string hint = "write the merged model to a new directory outside the inputs, e.g. --out " +
+                           (in.parent_path() / (in.filename().string() + "-merged")).string();
+  std::string relation;
+  if (out == in)
+    relation = "is the same directory as";
+  else if (within(out, in))
+    relation = "lies inside";
+  else if (within(in, out))
+    relation = "contains";
+  if (!relation.empty())
+    throw Error(shown + " " + relation + " " + input + ": writing there would overwrite or delete the input",
+                "command line: --out", hint);
+  std::error_code ec;
+  for (const auto& entry : fs::directory_iterator(in, ec)) {
+    const fs::path target = resolved(entry.path());
+    if (within(target, out))
+      throw Error(
+          shown + " contains " + target.string() + ", which " + input + " uses (through " + entry.path().string() + ")",
+          "command line: --out", hint);
+  }
+}
+
+void fsync_dir(const fs::path& dir) {
+  const int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0) return;  // best effort: the files inside were flushed when written
+  ::fsync(fd);
+  ::close(fd);
+}
+
+// A hidden directory beside `out` to write into; removed unless publish() renamed it to `out`.
+class StagingDir {
+ public:
+  explicit StagingDir(const fs::path& out) : out_(out) {
+    const fs::path parent = out.parent_path();
+    std::error_code ec;
+    fs::create_directories(parent, ec);
+    if (ec) throw Error("cannot create " + parent.string() + ": " + ec.message(), "--out", "check the path");
+    const std::string prefix = "." + out.filename().string() + ".staging-";
+    for (const auto& entry : fs::directory_iterator(parent, ec))  // left by an interrupted merge
+      if (entry.path().filename().string().rfind(prefix, 0) == 0) fs::remove_all(entry.path(), ec);
+    path_ = parent / (prefix + std::to_string(::getpid()));
+    fs::create_directory(path_, ec);
+    if (ec) throw Error("cannot create " + path_.string() + ": " + ec.message(), "--out", "check permissions");
+  }
+  ~StagingDir() {
+    std::error_code ec;
+    if (!published_) fs::remove_all(path_, ec);
+  }
+  StagingDir(const StagingDir&) = delete;
+  StagingDir& operator=(const StagingDir&) = delete;
+
+  const fs::path& path() const { return path_; }
+
+  void publish() {
+    fsync_dir(path_);
+    if (::rename(path_.c_str(), out_.c_str()) != 0)
+      throw Error("cannot move the merged model into place: " + std::string(std::strerror(errno)),
+                  path_.string() + " -> " + out_.string(), "check that --out is still free and writable");
+    published_ = true;
+    fsync_dir(out_.parent_path());
+  }
+
+ private:
+  fs::path out_, path_;
+  bool published_ = false;
+};
+
+}  // namespace
 
 int run_merge_lora(const Args& args) {
   auto require = [&](const char* name, const char* what) {
@@ -19,11 +130,11 @@ int run_merge_lora(const Args& args) {
                   std::string("--") + name + ": " + what);
     return v;
   };
-  const std::string base = require("base", "the base model directory (or hub id in the local cache)");
+  const std::string base_arg = require("base", "the base model directory (or hub id in the local cache)");
   const std::string adapter = require("adapter",
                                       "a peft adapter directory (adapter_config.json + "
                                       "adapter_model.safetensors)");
-  const std::string out = require("out", "where to write the merged model");
+  const std::string out_arg = require("out", "where to write the merged model");
   const std::string dtype = args.str("dtype", "f32");
   args.reject_unused("merge-lora");
   models::LoadOptions options;
@@ -32,11 +143,39 @@ int run_merge_lora(const Args& args) {
   else if (dtype != "f32" && dtype != "float32")
     throw Error("unknown --dtype '" + dtype + "'", "command line", "use --dtype f32 or --dtype bf16");
   options.trainable = false;
+
+  // Every check on the paths comes before the (slow) load.
+  const std::string base = io::resolve_model_dir(base_arg);
+  std::error_code ec;
+  if (!fs::is_directory(adapter, ec))
+    throw Error("--adapter '" + adapter + "' is not a directory", "command line: --adapter",
+                "pass the directory holding adapter_config.json and adapter_model.safetensors");
+  const fs::path out = resolved(out_arg);
+  refuse_overlap(out, out_arg, "--base", base_arg, base);
+  refuse_overlap(out, out_arg, "--adapter", adapter, adapter);
+  const fs::file_status out_status = fs::symlink_status(out_arg, ec);
+  if (fs::exists(out_status)) {
+    const char* kind = fs::is_symlink(out_status)      ? "a symlink"
+                       : !fs::is_directory(out_status) ? "a file"
+                       : !fs::is_empty(out_arg, ec)    ? "a directory that is not empty"
+                                                       : nullptr;
+    if (kind)
+      throw Error("--out '" + out_arg + "' already exists (" + kind + ")", "command line: --out",
+                  "choose a new directory, or remove this one first");
+  }
+
   auto model = models::AutoModelForCausalLM::from_pretrained(base, options);
   peft::LoadedAdapter loaded = peft::load_adapter(*model, adapter, DType::f32, false);
-  peft::save_merged_pretrained(*model, out);
+  peft::merge_lora(*model);
+  // Finite base weights and adapters can still overflow in W + scale B A (in bf16 especially).
+  for (auto& [name, param] : model->named_parameters())
+    io::check_finite(param, name, "the merged model",
+                     "the adapter's update overflows the weight's dtype; merge with --dtype f32");
+  StagingDir staging(out);
+  models::save_pretrained(*model, staging.path().string());
+  staging.publish();
   std::printf("merged %zu LoRA adapters (rank %lld) into %s\n", loaded.modules.size(),
-              static_cast<long long>(loaded.config.dim), out.c_str());
+              static_cast<long long>(loaded.config.dim), out_arg.c_str());
   return 0;
 }
 

@@ -1,6 +1,5 @@
 // `automodel inspect`, `automodel generate` and `automodel logprobs`: a Hugging Face model
 // directory in, its description / continuation / next-token log-probabilities out.
-#include <cmath>
 #include <cstdio>
 #include <filesystem>
 #include <nlohmann/json.hpp>
@@ -58,12 +57,38 @@ std::vector<int64_t> parse_ids(const std::string& text, const std::string& optio
   return ids;
 }
 
-void check_vocab(const std::vector<int64_t>& ids, int64_t vocab, const std::string& option, const std::string& dir) {
-  for (size_t i = 0; i < ids.size(); ++i)
-    if (ids[i] >= vocab)
-      throw Error("--" + option + ": token id " + std::to_string(ids[i]) + " (element " + std::to_string(i) +
-                      ") is outside the model's vocabulary of " + std::to_string(vocab) + " tokens",
-                  dir + "/config.json", "pass ids in [0, " + std::to_string(vocab) + ")");
+// Ids outside the model's vocabulary: a --prompt-ids mistake, or (with `tok`) a tokenizer whose vocabulary is
+// larger than the model's.
+void check_vocab(const std::vector<int64_t>& ids, int64_t vocab, const std::string& dir,
+                 const tokenizer::Tokenizer* tok) {
+  for (size_t i = 0; i < ids.size(); ++i) {
+    if (ids[i] < vocab) continue;
+    const std::string range = "[0, " + std::to_string(vocab) + ")";
+    if (tok)
+      throw Error("the tokenizer encoded --prompt into token id " + std::to_string(ids[i]) + " ('" +
+                      tok->id_to_token(ids[i]) + "', token " + std::to_string(i) +
+                      "), outside the model's vocabulary of " + std::to_string(vocab) + " tokens (vocab_size)",
+                  (std::filesystem::path(dir) / "tokenizer.json").string() + " vs " +
+                      (std::filesystem::path(dir) / "config.json").string(),
+                  "the tokenizer (" + std::to_string(tok->vocab_size()) +
+                      " tokens) does not belong to this model: save the model's own tokenizer beside it");
+    throw Error("--prompt-ids: token id " + std::to_string(ids[i]) + " (element " + std::to_string(i) +
+                    ") is outside the model's vocabulary of " + std::to_string(vocab) + " tokens",
+                dir + "/config.json", "pass ids in " + range);
+  }
+}
+
+// --model / the inspect argument -> the model directory. A file (config.json, model.safetensors, ...) is named as
+// such instead of "not found".
+std::string model_dir_of(const std::string& arg, const std::string& command) {
+  std::error_code ec;
+  if (std::filesystem::is_regular_file(arg, ec)) {
+    const std::filesystem::path parent = std::filesystem::path(arg).parent_path();
+    throw Error("'" + arg + "' is a file, not a model directory", arg,
+                "pass the directory that holds config.json and the weights: `automodel " + command + " " +
+                    (command == "inspect" ? "" : "--model ") + (parent.empty() ? "." : parent.string()) + "`");
+  }
+  return io::resolve_model_dir(arg);
 }
 
 std::string require_model(const Args& args, const std::string& command) {
@@ -86,12 +111,12 @@ std::string join_windows(const std::vector<int64_t>& w) {
   return s + "]";
 }
 
-// Resolves the model, checks `ids` against its vocab before reading any weights, and loads it
-// frozen for inference.
-std::unique_ptr<models::CausalLM> load_for_inference(const std::string& model_arg, const std::vector<int64_t>& ids,
-                                                     DType dtype, int threads) {
-  const std::string dir = io::resolve_model_dir(model_arg);
-  check_vocab(ids, models::load_config(dir).vocab_size, "prompt-ids", dir);
+// Checks `ids` (from --prompt-ids, or from `tok`) against the model's vocab before reading any weights, and
+// loads the model frozen for inference.
+std::unique_ptr<models::CausalLM> load_for_inference(const std::string& dir, const std::vector<int64_t>& ids,
+                                                     DType dtype, int threads,
+                                                     const tokenizer::Tokenizer* tok = nullptr) {
+  check_vocab(ids, models::load_config(dir).vocab_size, dir, tok);
   set_num_threads(threads);
   models::LoadOptions options;
   options.dtype = dtype;
@@ -115,7 +140,7 @@ int run_inspect(const Args& args) {
   const DType dtype = parse_dtype(rest.str("dtype", "f32"));
   rest.reject_unused("inspect");
 
-  const std::string dir = io::resolve_model_dir(model_arg);
+  const std::string dir = model_dir_of(model_arg, "inspect");
   models::LoadOptions options;
   options.dtype = dtype;
   std::unique_ptr<models::CausalLM> model = models::AutoModelForCausalLM::from_pretrained(dir, options);
@@ -211,9 +236,9 @@ int run_generate(const Args& args) {
   if (has_p && !(top_p > 0 && top_p <= 1))
     throw Error("--top-p must be in (0, 1], got " + std::to_string(top_p), "command line");
   // A text prompt goes through the model's own tokenizer.json, and the answer comes back as text.
+  const std::string dir = model_dir_of(model_arg, "generate");
   std::optional<tokenizer::Tokenizer> tok;
   if (has_text) {
-    const std::string dir = io::resolve_model_dir(model_arg);
     if (!std::filesystem::exists(std::filesystem::path(dir) / "tokenizer.json"))
       throw Error("no tokenizer.json in " + dir + " to encode --prompt", "automodel generate --prompt",
                   "save the tokenizer beside the model, or pass token ids with --prompt-ids");
@@ -221,11 +246,11 @@ int run_generate(const Args& args) {
   }
   std::vector<int64_t> prompt = tok ? tok->encode(text).ids : parse_ids(prompt_ids, "prompt-ids");
 
-  std::unique_ptr<models::CausalLM> model = load_for_inference(model_arg, prompt, dtype, threads);
+  std::unique_ptr<models::CausalLM> model = load_for_inference(dir, prompt, dtype, threads, tok ? &*tok : nullptr);
 
   // Greedy unless a sampling option is given; the options left out are then off.
   models::GenerationConfig gen;
-  gen.eos_token_ids = models::read_generation_config(io::resolve_model_dir(model_arg), model->config()).eos_token_ids;
+  gen.eos_token_ids = models::read_generation_config(dir, model->config()).eos_token_ids;
   gen.max_new_tokens = max_new;
   gen.do_sample = has_t || has_k || has_p;
   gen.temperature = temperature;
@@ -254,18 +279,16 @@ int run_logprobs(const Args& args) {
     throw Error("--prompt-ids needs at least 2 ids to score (the first is only context)", "command line",
                 "pass the whole sequence, e.g. --prompt-ids 1,2,3,4");
 
-  std::unique_ptr<models::CausalLM> model = load_for_inference(model_arg, tokens, dtype, threads);
+  std::unique_ptr<models::CausalLM> model =
+      load_for_inference(model_dir_of(model_arg, "logprobs"), tokens, dtype, threads);
+  // sequence_logprobs refuses non-finite logits (an error, not a NaN here), and log-probabilities of finite logits
+  // (in f64) are finite: the output is always strict JSON, with no NaN / Infinity tokens.
   std::vector<double> lp = models::sequence_logprobs(*model, tokens);
   std::string out = "{\"tokens\": " + json(tokens).dump() + ", \"logprobs\": [";
   for (size_t i = 0; i < lp.size(); ++i) {
-    if (i) out += ", ";
-    if (std::isfinite(lp[i])) {
-      char buf[32];
-      std::snprintf(buf, sizeof buf, "%.17g", lp[i]);
-      out += buf;
-    } else {
-      out += std::isnan(lp[i]) ? "NaN" : "-Infinity";  // as Python's json reads them
-    }
+    char buf[32];
+    std::snprintf(buf, sizeof buf, "%.17g", lp[i]);
+    out += (i ? ", " : "") + std::string(buf);
   }
   std::printf("%s]}\n", out.c_str());
   return 0;

@@ -4,10 +4,16 @@
 #include <cstddef>
 #include <cstdint>
 #include <mutex>
+#include <string>
 #include <unordered_map>
 #include <vector>
 
 namespace automodel {
+
+// Installed RAM (sysconf), SIZE_MAX when unknown. A single allocation larger than this is refused up front.
+size_t physical_memory_bytes();
+// "17179869184 bytes (16.0 GiB)" for messages.
+std::string byte_count(size_t bytes);
 
 struct AllocatorStats {
   size_t current_bytes = 0;  // bytes handed out and not yet returned (bucket-rounded)

@@ -1,6 +1,7 @@
 #include "core/tensor.h"
 
 #include <cstring>
+#include <limits>
 
 #include "core/grad_node.h"
 
@@ -12,10 +13,32 @@ std::string shape_str(const Shape& shape) {
   return s + "]";
 }
 
+namespace {
+
+const char* const kSizeHint =
+    "check the sizes this shape was computed from (model config, batch size, sequence length)";
+
+[[noreturn]] void size_overflow(const std::string& what, const Shape& shape) {
+  throw Error(what + " of shape " + shape_str(shape) + " overflows 64-bit arithmetic", "tensor size", kSizeHint);
+}
+
+}  // namespace
+
 int64_t shape_numel(const Shape& shape) {
   int64_t n = 1;
-  for (int64_t d : shape) n *= d;
+  for (int64_t d : shape) {
+    if (d < 0) throw Error("negative dimension in shape " + shape_str(shape), "tensor size", kSizeHint);
+    if (__builtin_mul_overflow(n, d, &n)) size_overflow("the element count", shape);
+  }
   return n;
+}
+
+size_t shape_nbytes(const Shape& shape, DType dtype) {
+  size_t bytes = 0;
+  if (__builtin_mul_overflow(size_t(shape_numel(shape)), dtype_size(dtype), &bytes) ||
+      bytes > size_t(std::numeric_limits<int64_t>::max()))
+    size_overflow(std::string("the byte size (") + dtype_name(dtype) + ")", shape);
+  return bytes;
 }
 
 Shape contiguous_strides(const Shape& shape) {
@@ -23,17 +46,19 @@ Shape contiguous_strides(const Shape& shape) {
   int64_t s = 1;
   for (size_t i = shape.size(); i-- > 0;) {
     strides[i] = s;
-    s *= shape[i];
+    if (shape[i] < 0) throw Error("negative dimension in shape " + shape_str(shape), "tensor size", kSizeHint);
+    if (__builtin_mul_overflow(s, shape[i], &s)) size_overflow("a stride", shape);
   }
   return strides;
 }
 
 Tensor Tensor::empty(const Shape& shape, DType dtype, Device device) {
-  for (int64_t d : shape) AM_CHECK(d >= 0, "negative dimension in shape ", shape_str(shape));
+  Shape strides = contiguous_strides(shape);
+  const size_t bytes = shape_nbytes(shape, dtype);
   auto impl = std::make_shared<TensorImpl>();
-  impl->storage = Storage::allocate(size_t(shape_numel(shape)) * dtype_size(dtype), device);
+  impl->storage = Storage::allocate(bytes, device);
   impl->shape = shape;
-  impl->strides = contiguous_strides(shape);
+  impl->strides = std::move(strides);
   impl->dtype = dtype;
   return Tensor(std::move(impl));
 }
@@ -103,6 +128,7 @@ int64_t Tensor::size(int64_t d) const {
   return impl_->shape[size_t(i)];
 }
 int64_t Tensor::numel() const { return shape_numel(shape()); }
+size_t Tensor::nbytes() const { return shape_nbytes(shape(), dtype()); }
 DType Tensor::dtype() const {
   check_defined();
   return impl_->dtype;
@@ -143,17 +169,17 @@ Tensor Tensor::as_strided(const Shape& shape, const Shape& strides, int64_t offs
   check_defined();
   AM_CHECK(shape.size() == strides.size(), "as_strided: shape ", shape_str(shape), " and strides ", shape_str(strides),
            " differ in rank");
+  const int64_t numel = shape_numel(shape);  // also rejects negative sizes
   int64_t lo = offset, hi = offset;
-  for (size_t i = 0; i < shape.size(); ++i) {
-    if (shape[i] == 0) {
-      lo = hi = offset;
-      break;
-    }
-    int64_t span = (shape[i] - 1) * strides[i];
-    (span < 0 ? lo : hi) += span;
+  for (size_t i = 0; i < shape.size() && numel > 0; ++i) {
+    int64_t span = 0;
+    if (__builtin_mul_overflow(shape[i] - 1, strides[i], &span) ||
+        __builtin_add_overflow(span < 0 ? lo : hi, span, span < 0 ? &lo : &hi))
+      size_overflow("the extent of a view with strides " + shape_str(strides), shape);
   }
+  if (numel == 0) lo = hi = offset;
   int64_t capacity = int64_t(impl_->storage->nbytes() / dtype_size(impl_->dtype));
-  AM_CHECK(lo >= 0 && (shape_numel(shape) == 0 || hi < capacity), "as_strided: view ", shape_str(shape), " strides ",
+  AM_CHECK(lo >= 0 && (numel == 0 || hi < capacity), "as_strided: view ", shape_str(shape), " strides ",
            shape_str(strides), " offset ", offset, " exceeds storage of ", capacity, " elements");
   auto impl = std::make_shared<TensorImpl>();
   impl->storage = impl_->storage;

@@ -21,7 +21,10 @@ struct Node;  // autograd graph node, core/grad_node.h
 struct TensorImpl;
 
 std::string shape_str(const Shape& shape);
+// Sizes are overflow-checked: a negative dimension, or a count, byte size or stride beyond 64 bits, is an Error
+// naming the shape (never a wrapped-around number).
 int64_t shape_numel(const Shape& shape);
+size_t shape_nbytes(const Shape& shape, DType dtype);  // numel x element size, at most INT64_MAX
 Shape contiguous_strides(const Shape& shape);
 
 class Tensor {
@@ -49,7 +52,7 @@ class Tensor {
   int64_t numel() const;
   DType dtype() const;
   Device device() const;
-  size_t nbytes() const { return size_t(numel()) * dtype_size(dtype()); }
+  size_t nbytes() const;
   bool is_contiguous() const;
   const std::shared_ptr<Storage>& storage() const;
 

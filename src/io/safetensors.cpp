@@ -6,7 +6,9 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cerrno>
+#include <cmath>
 #include <cstring>
 #include <filesystem>
 #include <limits>
@@ -438,6 +440,99 @@ Tensor SafetensorsReader::get(const std::string& name, DType dtype) const {
   return out;
 }
 
+Tensor SafetensorsReader::get_weight(const std::string& name, DType dtype) const {
+  const TensorInfo& ti = info(name);
+  AM_CHECK(is_floating(dtype), "get_weight: ", dtype_name(dtype), " is not a floating dtype");
+  if (!st_is_float(ti.dtype))
+    throw Error("tensor '" + name + "' in " + path_ + " is stored as " + ti.dtype +
+                    " (an integer type), but it is loaded as a floating-point weight",
+                path_ + ": " + name,
+                "the file does not hold float weights for it (a quantized or damaged checkpoint?); export the model "
+                "with F32, BF16 or F16 weights");
+  Tensor t = get(name, dtype);
+  const NonFinite bad = find_non_finite(t);
+  if (bad.count == 0) return t;
+  // Tell a value that is NaN / Inf in the file from one that overflowed in the conversion to dtype.
+  const bool converted = ti.dtype != safetensors_dtype_name(dtype);
+  const bool in_file = !converted || find_non_finite(get(name)).count > 0;
+  const std::string value = std::isnan(bad.first_value) ? "nan" : bad.first_value > 0 ? "inf" : "-inf";
+  const std::string what = "tensor '" + name + "' in " + path_ + " has " + std::to_string(bad.count) +
+                           " non-finite value(s) (first: element " + std::to_string(bad.first) + " = " + value + ")";
+  if (in_file)
+    throw Error(what, path_ + ": " + name,
+                "the weights are damaged (a diverged training run or a bad conversion): use an earlier checkpoint or "
+                "export the model again");
+  throw Error(what + " after converting " + ti.dtype + " to " + dtype_name(dtype) + ": values beyond its range",
+              path_ + ": " + name, "load the model in a wider dtype (e.g. --dtype f32)");
+}
+
+// ---- finiteness -------------------------------------------------------------------------------------------
+
+namespace {
+
+// Elements of p[0, n) whose exponent bits are all ones (NaN, ±Inf): a branch-free reduction over the raw bits.
+// A plain function of its own (not inlined into the lambda below, where GCC turns the loads into gathers) runs at
+// memory bandwidth.
+template <class Bits>
+int64_t count_exponent_all_ones(const Bits* p, int64_t n, Bits exponent_mask) {
+  int64_t count = 0;
+#pragma omp simd reduction(+ : count)
+  for (int64_t i = 0; i < n; ++i) count += (p[i] & exponent_mask) == exponent_mask;
+  return count;
+}
+
+template <class Bits>
+NonFinite scan_exponent(const void* data, int64_t n, Bits exponent_mask) {
+  const Bits* p = static_cast<const Bits*>(data);
+  std::atomic<int64_t> total{0}, first{n};
+  // ~1 ms of serial work per chunk before threads join in: a model has hundreds of tensors, and a parallel region per
+  // small one costs more (threads waking on a busy machine) than the scan.
+  parallel_for(n, int64_t(1) << 22, [&](int64_t b, int64_t e) {
+    const int64_t count = count_exponent_all_ones(p + b, e - b, exponent_mask);
+    if (count == 0) return;
+    total += count;
+    int64_t i = b;
+    while ((p[i] & exponent_mask) != exponent_mask) ++i;
+    for (int64_t seen = first.load(); i < seen && !first.compare_exchange_weak(seen, i);) {
+    }
+  });
+  NonFinite out;
+  out.count = total.load();
+  if (out.count > 0) out.first = first.load();
+  return out;
+}
+
+}  // namespace
+
+NonFinite find_non_finite(const Tensor& x0) {
+  if (!is_floating(x0.dtype()) || x0.numel() == 0) return {};
+  const Tensor x = convert_dtype(x0, x0.dtype());  // contiguous
+  const void* p = x.raw_data();
+  const int64_t n = x.numel();
+  NonFinite out;
+  switch (x.dtype()) {
+    case DType::f32: out = scan_exponent<uint32_t>(p, n, 0x7f800000u); break;
+    case DType::f64: out = scan_exponent<uint64_t>(p, n, 0x7ff0000000000000ull); break;
+    case DType::bf16: out = scan_exponent<uint16_t>(p, n, uint16_t(0x7f80)); break;
+    case DType::f16: out = scan_exponent<uint16_t>(p, n, uint16_t(0x7c00)); break;
+    default: return {};
+  }
+  if (out.count > 0) {
+    Tensor element = convert_dtype(x.as_strided({1}, {1}, x.offset() + out.first), DType::f64);
+    out.first_value = element.data<double>()[0];
+  }
+  return out;
+}
+
+void check_finite(const Tensor& x, const std::string& name, const std::string& file, const std::string& hint) {
+  const NonFinite bad = find_non_finite(x);
+  if (bad.count == 0) return;
+  const std::string value = std::isnan(bad.first_value) ? "nan" : bad.first_value > 0 ? "inf" : "-inf";
+  throw Error("tensor '" + name + "' in " + file + " has " + std::to_string(bad.count) +
+                  " non-finite value(s) (first: element " + std::to_string(bad.first) + " = " + value + ")",
+              file + ": " + name, hint);
+}
+
 // ---- writer -----------------------------------------------------------------------------------------------
 
 namespace {
@@ -705,6 +800,9 @@ const SafetensorsReader& ShardedReader::reader_of(const std::string& name) const
 const TensorInfo& ShardedReader::info(const std::string& name) const { return reader_of(name).info(name); }
 Tensor ShardedReader::get(const std::string& name) const { return reader_of(name).get(name); }
 Tensor ShardedReader::get(const std::string& name, DType dtype) const { return reader_of(name).get(name, dtype); }
+Tensor ShardedReader::get_weight(const std::string& name, DType dtype) const {
+  return reader_of(name).get_weight(name, dtype);
+}
 const std::string& ShardedReader::file_of(const std::string& name) const { return reader_of(name).path(); }
 
 NamedTensors ShardedReader::load_all() const {

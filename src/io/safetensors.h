@@ -47,6 +47,19 @@ std::optional<DType> default_load_dtype(const std::string& st_dtype);
 // uses ops::to_dtype.
 Tensor convert_dtype(const Tensor& x, DType dtype, const std::string& what = "tensor");
 
+// NaN and ±Inf elements of a floating tensor (none for integer and bool tensors): their number and the first one's
+// index in row-major order. One pass over the bits, vectorized and OpenMP-parallel.
+struct NonFinite {
+  int64_t count = 0;
+  int64_t first = -1;
+  double first_value = 0;  // NaN, inf or -inf
+};
+NonFinite find_non_finite(const Tensor& x);
+
+// Error "tensor '<name>' in <file> has N NaN / Inf values (first: element i = nan)" when x has any; `hint` says
+// what to do (e.g. which earlier checkpoint to use).
+void check_finite(const Tensor& x, const std::string& name, const std::string& file, const std::string& hint);
+
 class SafetensorsReader {
  public:
   // Maps the file and validates the whole header; throws automodel::Error naming the file (and the tensor)
@@ -71,6 +84,10 @@ class SafetensorsReader {
   Tensor get(const std::string& name) const;
   // The tensor converted to `dtype` (a view when no conversion is needed).
   Tensor get(const std::string& name, DType dtype) const;
+  // A floating-point weight as `dtype` (a floating dtype): an Error naming the tensor and the file when the file
+  // stores it as an integer or bool type (no silent conversion), or when an element is NaN or ±Inf (in the file, or
+  // after a narrowing conversion that overflows).
+  Tensor get_weight(const std::string& name, DType dtype) const;
   // Raw bytes of a tensor inside the mapping (for zero-copy checks and raw copies).
   const uint8_t* raw_bytes(const std::string& name) const;
 
@@ -126,6 +143,7 @@ class ShardedReader {
   const TensorInfo& info(const std::string& name) const;
   Tensor get(const std::string& name) const;
   Tensor get(const std::string& name, DType dtype) const;
+  Tensor get_weight(const std::string& name, DType dtype) const;  // as SafetensorsReader::get_weight
   // The shard file (full path) that holds `name`.
   const std::string& file_of(const std::string& name) const;
   // The open files (one when not sharded).

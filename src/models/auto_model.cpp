@@ -3,6 +3,7 @@
 #include <fnmatch.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstdio>
 #include <filesystem>
 #include <map>
@@ -60,14 +61,24 @@ const char* hf_dtype_name(DType dt) {
   }
 }
 
+// io::read_json_file, with numbers JSON can write but no double holds (1e999) an Error naming the file too.
+json read_json(const std::string& path) {
+  try {
+    return io::read_json_file(path);
+  } catch (const json::out_of_range& e) {
+    throw Error("invalid JSON in " + path + ": " + e.what(), path, "fix the number there");
+  }
+}
+
 std::unique_ptr<CausalLM> build(ModelConfig config, const LoadOptions& options) {
   auto& table = registry();
   auto it = table.find(config.model_type);
   if (it == table.end())
-    throw Error("unsupported model_type '" + config.model_type + "'", "config.json",
+    throw Error("unsupported model_type '" + config.model_type + "'", config.source + ": model_type",
                 "supported model types: " + join(supported_model_types()));
   AM_CHECK(options.dtype == DType::f32 || options.dtype == DType::bf16, "models load as f32 or bf16, not ",
            dtype_name(options.dtype));
+  check_parameters_fit_in_memory(config, dtype_size(options.dtype), hf_dtype_name(options.dtype));
   DecoderSpec spec = it->second(config);
   auto model = std::make_unique<CausalLM>(std::move(config), spec, options.dtype);
   model->set_requires_grad(options.trainable && options.trainable_patterns.empty());
@@ -101,9 +112,9 @@ ModelConfig load_config(const std::string& model_dir) {
   if (!fs::exists(path))
     throw Error("no config.json in " + model_dir, model_dir,
                 "point at a directory written by transformers' save_pretrained");
-  ModelConfig config = ModelConfig::from_json(io::read_json_file(path), path);
+  ModelConfig config = ModelConfig::from_json(read_json(path), path);
   const std::string gen = (fs::path(model_dir) / "generation_config.json").string();
-  if (fs::exists(gen)) config.generation_config = io::read_json_file(gen);
+  if (fs::exists(gen)) config.generation_config = read_json(gen);
   return config;
 }
 
@@ -127,7 +138,7 @@ std::unique_ptr<CausalLM> AutoModelForCausalLM::from_pretrained(const std::strin
       throw Error("tensor '" + name + "' has shape " + shape_str(info.shape) +
                       " in the checkpoint but the config implies " + shape_str(param.shape()),
                   reader.file_of(name), "the weights and config.json disagree; re-export the model");
-    ops::copy_into(param, reader.get(name, param.dtype()));
+    ops::copy_into(param, reader.get_weight(name, param.dtype()));
   }
   if (!missing.empty())
     throw Error(
@@ -146,7 +157,10 @@ std::unique_ptr<CausalLM> AutoModelForCausalLM::from_config(const ModelConfig& c
   }
   // transformers' _init_weights: normal(0, initializer_range) for matrices, zero biases, unit
   // norms (zero for Gemma's (1 + w) form).
-  const double std_dev = json_get<double>(config.raw, "initializer_range", 0.02, "config.json");
+  const double std_dev = json_get<double>(config.raw, "initializer_range", 0.02, config.source);
+  if (!(std_dev >= 0 && std::isfinite(std_dev)))
+    config_error(config.source, "initializer_range",
+                 "must be a non-negative finite number, got " + std::to_string(std_dev));
   Generator gen(seed);
   for (auto& [name, param] : model->named_parameters()) {
     const bool is_norm = name.find("norm.weight") != std::string::npos;

@@ -8,15 +8,16 @@ namespace automodel::models {
 
 // Gemma's config names its MLP activation `hidden_activation` (older files: `hidden_act`).
 MlpActivation gemma_activation(const ModelConfig& c) {
-  std::string act = json_get<std::string>(c.raw, "hidden_activation", "", "config.json");
-  if (act.empty()) act = json_get<std::string>(c.raw, "hidden_act", "gelu_pytorch_tanh", "config.json");
+  const bool hidden_activation = !json_get<std::string>(c.raw, "hidden_activation", "", c.source).empty();
+  const std::string key = hidden_activation ? "hidden_activation" : "hidden_act";
+  const std::string act = json_get<std::string>(c.raw, key, "gelu_pytorch_tanh", c.source);
   if (act == "gelu_pytorch_tanh" || act == "gelu_new" || act == "gelu_fast") return MlpActivation::gelu_tanh;
-  throw Error("gemma MLP activation '" + act + "' is not supported", "config.json", "supported: gelu_pytorch_tanh");
+  config_error(c.source, key, "'" + act + "' is not supported for gemma", "supported: gelu_pytorch_tanh");
 }
 
 void register_gemma_family() {
   register_family("gemma", [](ModelConfig& c) {
-    c.tie_word_embeddings = json_get<bool>(c.raw, "tie_word_embeddings", true, "config.json");
+    c.tie_word_embeddings = json_get<bool>(c.raw, "tie_word_embeddings", true, c.source);
     DecoderSpec spec;
     spec.norm_unit_offset = true;
     spec.scale_embeddings = true;

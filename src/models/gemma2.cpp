@@ -13,8 +13,8 @@ MlpActivation gemma_activation(const ModelConfig& c);  // gemma.cpp
 
 void register_gemma2_family() {
   register_family("gemma2", [](ModelConfig& c) {
-    c.tie_word_embeddings = json_get<bool>(c.raw, "tie_word_embeddings", true, "config.json");
-    const int64_t window = json_get<int64_t>(c.raw, "sliding_window", 4096, "config.json");
+    c.tie_word_embeddings = json_get<bool>(c.raw, "tie_word_embeddings", true, c.source);
+    const int64_t window = sliding_window(c, 4096);
     apply_layer_types(c, window, [](int64_t i) { return i % 2 == 0; });
     DecoderSpec spec;
     spec.norm_unit_offset = true;

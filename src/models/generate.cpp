@@ -9,10 +9,12 @@
 #include <optional>
 #include <type_traits>
 
+#include "core/allocator.h"
 #include "core/error.h"
 #include "core/grad_node.h"
 #include "core/rng.h"
 #include "io/hf_dir.h"
+#include "io/safetensors.h"
 #include "ops/cast.h"
 #include "ops/softmax.h"
 #include "ops/view.h"
@@ -74,10 +76,37 @@ void check_ids(const CausalLM& model, const std::vector<int64_t>& ids, const cha
           "generate", "pass ids below the model's vocab_size");
 }
 
-// The last position's logits of a [1, T, V] tensor, as floats.
-std::vector<float> last_logits(const Tensor& logits) {
+const char* const kNonFiniteLogitsHint =
+    "activations overflow (weights read from files are checked to be finite): run in float32 (--dtype f32), or "
+    "check the model's weights";
+
+// The last position's logits of a [1, T, V] tensor, as floats; a NaN or Inf among them is an Error (a token drawn
+// from them would mean nothing).
+std::vector<float> last_logits(const Tensor& logits, int64_t position) {
   const int64_t T = logits.size(1);
-  return ops::slice(logits, 1, T - 1, T).to_floats();
+  std::vector<float> out = ops::slice(logits, 1, T - 1, T).to_floats();
+  for (size_t i = 0; i < out.size(); ++i)
+    if (!std::isfinite(out[i]))
+      throw Error(
+          detail::str("the model produced a non-finite logit (", out[i], " for token ", i, ") at position ", position),
+          "generate", kNonFiniteLogitsHint);
+  return out;
+}
+
+// The KV cache holds 2 x layers x capacity x kv_heads x head_dim values; refuse a capacity whose cache cannot fit.
+void check_cache_size(const CausalLM& model, size_t prompt_len, int64_t max_new_tokens) {
+  const ModelConfig& c = model.config();
+  uint64_t bytes = 0;
+  bool wraps = __builtin_add_overflow(uint64_t(prompt_len), uint64_t(max_new_tokens), &bytes);
+  for (uint64_t f : {uint64_t(2), uint64_t(c.num_hidden_layers), uint64_t(c.num_key_value_heads), uint64_t(c.head_dim),
+                     uint64_t(dtype_size(model.dtype()))})
+    wraps = wraps || __builtin_mul_overflow(bytes, f, &bytes);
+  if (!wraps && bytes <= physical_memory_bytes()) return;
+  throw Error(
+      detail::str("max_new_tokens ", max_new_tokens, ": the KV cache for ", prompt_len, " prompt + ", max_new_tokens,
+                  " new positions needs ", wraps ? std::string("more than 2^64 bytes") : byte_count(bytes),
+                  ", more than this machine's physical memory (", byte_count(physical_memory_bytes()), ")"),
+      "generate", "generate fewer tokens (--max-new-tokens)");
 }
 
 Tensor ids_tensor(const std::vector<int64_t>& ids) { return Tensor::from_vector(ids, {1, int64_t(ids.size())}); }
@@ -169,6 +198,7 @@ std::vector<int64_t> generate(const CausalLM& model, const std::vector<int64_t>&
   std::vector<int64_t> out;
   if (config.max_new_tokens == 0) return out;
 
+  check_cache_size(model, prompt.size(), config.max_new_tokens);
   NoGradGuard no_grad;
   Generator gen(config.seed);
   KVCache cache = model.make_cache(1, int64_t(prompt.size()) + config.max_new_tokens);
@@ -177,7 +207,7 @@ std::vector<int64_t> generate(const CausalLM& model, const std::vector<int64_t>&
   // Prefill: the LM head runs on the last position only.
   Tensor hidden = model.forward_hidden(ids_tensor(prompt), options);
   const int64_t T = hidden.size(1);
-  std::vector<float> logits = last_logits(model.logits(ops::slice(hidden, 1, T - 1, T)));
+  std::vector<float> logits = last_logits(model.logits(ops::slice(hidden, 1, T - 1, T)), T - 1);
   // longrope switches to its long factors once the sequence outgrows the pretraining length; the
   // cached keys were rotated with the short ones, so (as transformers' Phi-3 does) the whole
   // sequence is recomputed once at that point.
@@ -192,9 +222,9 @@ std::vector<int64_t> generate(const CausalLM& model, const std::vector<int64_t>&
     if (step + 1 == config.max_new_tokens) break;
     if (switch_len > 0 && int64_t(sequence.size()) >= switch_len && cache.length < switch_len) {
       cache.length = 0;
-      logits = last_logits(model.forward(ids_tensor(sequence), options));
+      logits = last_logits(model.forward(ids_tensor(sequence), options), int64_t(sequence.size()) - 1);
     } else {
-      logits = last_logits(model.forward(ids_tensor({next}), options));
+      logits = last_logits(model.forward(ids_tensor({next}), options), int64_t(sequence.size()) - 1);
     }
   }
   return out;
@@ -207,7 +237,14 @@ std::vector<double> sequence_logprobs(const CausalLM& model, const std::vector<i
   check_ids(model, tokens, "logprobs");
   NoGradGuard no_grad;
   const int64_t n = int64_t(tokens.size());
-  Tensor logits = model.forward(ids_tensor(tokens));                                             // [1, n, V]
+  Tensor logits = model.forward(ids_tensor(tokens));  // [1, n, V]
+  // Log-probabilities of finite logits are finite (computed in f64); a NaN or Inf logit is an Error, not a NaN in
+  // the output.
+  if (const io::NonFinite bad = io::find_non_finite(logits); bad.count > 0)
+    throw Error(
+        detail::str("the model produced ", bad.count, " non-finite logit(s) (first: ", bad.first_value, " for token ",
+                    bad.first % logits.size(2), " at position ", bad.first / logits.size(2), ")"),
+        "logprobs", kNonFiniteLogitsHint);
   Tensor lp = ops::log_softmax(ops::to_dtype(ops::slice(logits, 1, 0, n - 1), DType::f64), -1);  // [1, n-1, V]
   lp = ops::contiguous(lp);
   const int64_t V = lp.size(-1);

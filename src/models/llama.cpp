@@ -6,9 +6,15 @@
 
 namespace automodel::models {
 
+void require_silu(const ModelConfig& c, const std::string& family) {
+  if (c.hidden_act != "silu")
+    config_error(c.source, "hidden_act", "'" + c.hidden_act + "' is not supported for " + family,
+                 "these families use silu (SwiGLU) here");
+}
+
 void register_llama_family() {
   register_family("llama", [](ModelConfig& c) {
-    AM_CHECK(c.hidden_act == "silu", "llama with hidden_act '", c.hidden_act, "' is not supported (only silu)");
+    require_silu(c, "llama");
     return DecoderSpec{};
   });
 }

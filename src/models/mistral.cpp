@@ -2,13 +2,14 @@
 // layer when config.sliding_window is set.
 #include "models/auto_model.h"
 #include "models/families.h"
+#include "models/layer_types.h"
 
 namespace automodel::models {
 
 void register_mistral_family() {
   register_family("mistral", [](ModelConfig& c) {
-    int64_t window = json_get<int64_t>(c.raw, "sliding_window", 0, "config.json");
-    c.layer_windows.assign(size_t(c.num_hidden_layers), window);
+    require_silu(c, "mistral");
+    c.layer_windows.assign(size_t(c.num_hidden_layers), sliding_window(c, 0));
     return DecoderSpec{};
   });
 }

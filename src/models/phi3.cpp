@@ -2,13 +2,14 @@
 // rotary dims, longrope scaling and a sliding window on every layer when set.
 #include "models/auto_model.h"
 #include "models/families.h"
+#include "models/layer_types.h"
 
 namespace automodel::models {
 
 void register_phi3_family() {
   register_family("phi3", [](ModelConfig& c) {
-    int64_t window = json_get<int64_t>(c.raw, "sliding_window", 0, "config.json");
-    c.layer_windows.assign(size_t(c.num_hidden_layers), window);
+    require_silu(c, "phi3");
+    c.layer_windows.assign(size_t(c.num_hidden_layers), sliding_window(c, 0));
     DecoderSpec spec;
     spec.fused_qkv = true;
     spec.fused_gate_up = true;

@@ -9,15 +9,16 @@ namespace automodel::models {
 
 // Shared with Qwen3: use_sliding_window / sliding_window / max_window_layers / layer_types.
 void apply_qwen_windows(ModelConfig& c) {
-  const std::string src = "config.json";
-  const bool use = json_get<bool>(c.raw, "use_sliding_window", false, src);
-  const int64_t window = use ? json_get<int64_t>(c.raw, "sliding_window", 0, src) : 0;
-  const int64_t first = json_get<int64_t>(c.raw, "max_window_layers", 28, src);
+  const bool use = json_get<bool>(c.raw, "use_sliding_window", false, c.source);
+  const int64_t window = use ? sliding_window(c, 0) : 0;
+  const int64_t first = json_get<int64_t>(c.raw, "max_window_layers", 28, c.source);
+  if (first < 0) config_error(c.source, "max_window_layers", "must be >= 0, got " + std::to_string(first));
   apply_layer_types(c, window, [&](int64_t i) { return window > 0 && i >= first; });
 }
 
 void register_qwen2_family() {
   register_family("qwen2", [](ModelConfig& c) {
+    require_silu(c, "qwen2");
     apply_qwen_windows(c);
     DecoderSpec spec;
     spec.qkv_bias = true;

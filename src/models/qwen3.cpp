@@ -9,6 +9,7 @@ void apply_qwen_windows(ModelConfig& c);  // qwen2.cpp
 
 void register_qwen3_family() {
   register_family("qwen3", [](ModelConfig& c) {
+    require_silu(c, "qwen3");
     apply_qwen_windows(c);
     DecoderSpec spec;
     spec.qk_norm = true;

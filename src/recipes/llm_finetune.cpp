@@ -465,7 +465,7 @@ class FinetuneRun {
     std::map<std::string, Tensor> adapters;
     for (auto& [name, p] : model_->named_parameters())
       if (p.requires_grad()) adapters.emplace(peft::adapter_tensor_name(name), p);
-    checkpoint::load_tensors_into(file, adapters);
+    checkpoint::load_tensors_into(file, adapters, /*require_finite=*/true);
   }
 
   const ConfigNode& cfg_;

@@ -2,12 +2,19 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <limits>
 
 #include "core/allocator.h"
 #include "core/rng.h"
 #include "core/tensor.h"
+#include "error_of.h"
 
 using namespace automodel;
+using automodel::testing::error_of;
+
+namespace {
+bool has(const std::string& msg, const std::string& fragment) { return msg.find(fragment) != std::string::npos; }
+}  // namespace
 
 TEST(DType, Bf16RoundsToNearestEven) {
   EXPECT_EQ(float_to_bf16(1.0f).bits, 0x3f80);
@@ -80,6 +87,33 @@ TEST(Tensor, RequiresGradOnlyOnFloatingLeaves) {
   f.set_requires_grad(true);
   EXPECT_TRUE(f.requires_grad());
   EXPECT_FALSE(f.detach().requires_grad());
+}
+
+TEST(Tensor, SizeArithmeticIsOverflowChecked) {
+  const int64_t big = int64_t(1) << 40;
+  EXPECT_TRUE(has(error_of([&] { shape_numel({big, big}); }), "[1099511627776, 1099511627776]"));
+  EXPECT_TRUE(has(error_of([&] { shape_numel({big, big}); }), "overflows"));
+  EXPECT_TRUE(has(error_of([&] { Tensor::empty({big, big}); }), "overflows"));
+  EXPECT_TRUE(has(error_of([&] { shape_nbytes({int64_t(1) << 62}, DType::f64); }), "byte size"));
+  EXPECT_TRUE(has(error_of([&] { shape_numel({2, -3}); }), "negative dimension"));
+  // An empty shape still has strides, and they must not wrap.
+  EXPECT_TRUE(has(error_of([&] { contiguous_strides({0, big, big}); }), "stride"));
+  EXPECT_EQ(shape_numel({0, big, big}), 0);
+  Tensor t = Tensor::zeros({4});
+  EXPECT_TRUE(has(error_of([&] { t.as_strided({big, big}, {big, big}, 0); }), "overflows"));
+  EXPECT_TRUE(has(error_of([&] { t.as_strided({big, 2}, {big, 1}, 0); }), "overflows"));  // the extent
+  Tensor broadcast = t.as_strided({int64_t(1) << 60, 4}, {0, 1}, 0);                      // a view, no memory
+  EXPECT_TRUE(has(error_of([&] { broadcast.nbytes(); }), "byte size"));
+}
+
+TEST(Allocator, SizesBeyondMemoryAreRefusedUpFront) {
+  EXPECT_TRUE(has(error_of([] { CachingAllocator::bucket_size(std::numeric_limits<size_t>::max() - 3); }),
+                  "beyond any address space"));
+  const int64_t n = int64_t(physical_memory_bytes() / 4 + 1024);
+  const std::string msg = error_of([&] { Tensor::empty({n}); });
+  EXPECT_TRUE(has(msg, "physical memory")) << msg;
+  EXPECT_TRUE(has(msg, std::to_string(physical_memory_bytes()))) << msg;
+  EXPECT_FALSE(has(msg, "batch size")) << msg;
 }
 
 TEST(Rng, SameSeedSameStreamAndStateRestores) {

@@ -57,6 +57,9 @@ void load_model_weights(models::CausalLM& model, const std::string& dir) {
     if (!expected.count(name))
       throw Error("the checkpoint has tensor '" + name + "' that the model does not", reader.file_of(name),
                   "the checkpoint was saved from a different model configuration (e.g. tie_word_embeddings)");
+  // Every tensor is checked (float, finite) before the first is written, so a damaged checkpoint leaves the live
+  // model as it was; a checked tensor is not kept, so this needs no second copy of the model.
+  for (auto& [name, param] : params) reader.get_weight(name, param.dtype());
   for (auto& [name, param] : params) ops::copy_into(param, reader.get(name, param.dtype()));
 }
 

@@ -15,8 +15,8 @@ void save_consolidated_model(const models::CausalLM& model, const std::string& d
 
 // Copies the weights saved in dir (a Hugging Face directory, sharded or not) into the model's existing
 // parameters, so flat buffers and optimizer bindings stay valid; converts dtype when the file's differs.
-// Error naming the tensor on a missing or unexpected tensor or a shape mismatch; nothing is written unless
-// everything matches.
+// Error naming the tensor on a missing or unexpected tensor, a shape mismatch, an integer-typed tensor or a NaN / Inf
+// value; nothing is written unless everything matches.
 void load_model_weights(models::CausalLM& model, const std::string& dir);
 
 }  // namespace automodel::checkpoint

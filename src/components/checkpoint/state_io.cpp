@@ -16,6 +16,11 @@ using nlohmann::json;
 
 namespace {
 
+// A NaN or Inf in saved state would poison every later step: resuming from it only hides where it came from.
+const char* const kNonFiniteHint =
+    "the checkpoint holds NaN / Inf values (training diverged before it was saved): resume from an earlier checkpoint "
+    "(checkpoint.restore_from) or lower the learning rate and start again";
+
 void make_parent(const std::string& path) {
   const fs::path parent = fs::path(path).parent_path();
   std::error_code ec;
@@ -53,7 +58,7 @@ void save_tensors(const std::string& path, const std::map<std::string, Tensor>& 
   io::save_safetensors(path, named, meta);
 }
 
-void load_tensors_into(const std::string& path, std::map<std::string, Tensor>& tensors) {
+void load_tensors_into(const std::string& path, std::map<std::string, Tensor>& tensors, bool require_finite) {
   require_file(path, "tensor file");
   io::SafetensorsReader reader(path);
   std::vector<std::string> missing, extra;
@@ -78,6 +83,7 @@ void load_tensors_into(const std::string& path, std::map<std::string, Tensor>& t
       throw Error("tensor '" + name + "' is " + info.dtype + " in the file but " +
                       io::safetensors_dtype_name(tensor.dtype()) + " here",
                   path, "resume with the same dtype the checkpoint was trained with");
+    if (require_finite) io::check_finite(reader.get(name), name, path, kNonFiniteHint);
   }
   for (auto& [name, tensor] : tensors) ops::copy_into(tensor, reader.get(name));
 }
@@ -133,7 +139,7 @@ OptimizerStateFiles load_optimizer_state(const std::string& dir, std::map<std::s
     out.step_counts[name] = n.get<int64_t>();
   }
   out.extra = meta.value("extra", json::object());
-  load_tensors_into((fs::path(dir) / "optimizer.safetensors").string(), state);
+  load_tensors_into((fs::path(dir) / "optimizer.safetensors").string(), state, /*require_finite=*/true);
   return out;
 }
 

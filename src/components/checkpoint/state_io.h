@@ -29,9 +29,10 @@ inline constexpr const char* kLossesFile = "losses.json";  // {"train_loss", "va
 void save_tensors(const std::string& path, const std::map<std::string, Tensor>& tensors,
                   const nlohmann::json& metadata = nlohmann::json::object());
 // Copies the file's tensors into existing tensors (e.g. views of flat buffers, which stay bound), bit for bit.
-// Error naming the tensor on a missing or extra key, a shape or a dtype mismatch; nothing is written unless
-// everything matches.
-void load_tensors_into(const std::string& path, std::map<std::string, Tensor>& tensors);
+// Error naming the tensor on a missing or extra key, a shape or a dtype mismatch, or (with require_finite: model and
+// optimizer state, where one would poison every later step) a NaN / Inf in a floating tensor; nothing is written
+// unless everything matches.
+void load_tensors_into(const std::string& path, std::map<std::string, Tensor>& tensors, bool require_finite = false);
 // Every tensor of the file, as fresh copies.
 std::map<std::string, Tensor> load_tensors(const std::string& path);
 
@@ -49,7 +50,8 @@ struct OptimizerStateFiles {
 void save_optimizer_state(const std::string& dir, const std::map<std::string, Tensor>& state,
                           const std::map<std::string, int64_t>& step_counts,
                           const nlohmann::json& extra = nlohmann::json::object());
-// Copies the saved tensors into `state` (as load_tensors_into) and returns the step counts and extra JSON.
+// Copies the saved tensors into `state` (as load_tensors_into with require_finite) and returns the step counts and
+// extra JSON.
 OptimizerStateFiles load_optimizer_state(const std::string& dir, std::map<std::string, Tensor>& state);
 
 // rng/rng_state.json: {"<generator name>": {"seed": s, "offset": o}}.

@@ -1,5 +1,6 @@
 #include "components/peft/adapter_io.h"
 
+#include <climits>
 #include <cmath>
 #include <filesystem>
 #include <map>
@@ -55,13 +56,94 @@ json target_modules_json(models::CausalLM& model, const std::vector<std::string>
 
 json number(double v) { return v == std::floor(v) && std::abs(v) < 1e15 ? json(int64_t(v)) : json(v); }
 
-// peft's get_pattern_key: the first pattern key k with name matching (.*\.)?(k)$.
-const json* pattern_value(const json& patterns, const std::string& name) {
-  if (!patterns.is_object()) return nullptr;
+// peft's get_pattern_key: the first pattern key k with name matching (.*\.)?(k)$ ("" when none does). The keys
+// were checked to be valid regular expressions when the file was read.
+std::string pattern_key(const json& patterns, const std::string& name) {
   for (auto it = patterns.begin(); it != patterns.end(); ++it)
-    if (std::regex_match(name, std::regex("(.*\\.)?(" + it.key() + ")"))) return &it.value();
-  return nullptr;
+    if (std::regex_match(name, std::regex("(.*\\.)?(" + it.key() + ")"))) return it.key();
+  return "";
 }
+
+// adapter_config.json with every value we use read with its JSON type checked: a wrong type is an Error naming
+// the key, the file and the type expected, never a raw JSON library message.
+class AdapterConfigFile {
+ public:
+  explicit AdapterConfigFile(const std::string& path) : path_(path) {
+    try {
+      json_ = io::read_json_file(path);
+    } catch (const json::exception& e) {  // numbers beyond a double (1e999)
+      throw Error("invalid JSON in " + path + ": " + e.what(), path, "fix the value there");
+    }
+    if (!json_.is_object())
+      throw Error(kConfigFile + " is a JSON " + json_.type_name() + ", not an object", path,
+                  "pass a directory written by peft's save_pretrained");
+  }
+
+  // The value of `key`; nullptr when absent or null.
+  const json* json_of(const std::string& key) const {
+    auto it = json_.find(key);
+    return it == json_.end() || it->is_null() ? nullptr : &*it;
+  }
+
+  [[noreturn]] void wrong(const std::string& key, const std::string& expected, const json& v) const {
+    throw Error(kConfigFile + ": '" + key + "' must be " + expected + ", got " + v.dump(), path_ + ": " + key,
+                "fix the value (peft's save_pretrained writes it as " + expected + ")");
+  }
+
+  std::string string(const std::string& key, const std::string& fallback) const {
+    const json* v = json_of(key);
+    if (!v) return fallback;
+    if (!v->is_string()) wrong(key, "a string", *v);
+    return v->get<std::string>();
+  }
+  bool boolean(const std::string& key, bool fallback) const {
+    const json* v = json_of(key);
+    if (!v) return fallback;
+    if (!v->is_boolean()) wrong(key, "true or false", *v);
+    return v->get<bool>();
+  }
+  // A finite number (integer or decimal; not a bool or a string). `v` may come from a pattern map.
+  double number(const std::string& key, const json* v, double fallback) const {
+    if (!v) return fallback;
+    if (!v->is_number() || !std::isfinite(v->get<double>())) wrong(key, "a finite number", *v);
+    return v->get<double>();
+  }
+  // A LoRA rank: an integer >= 1.
+  int64_t rank(const std::string& key, const json* v, int64_t fallback) const {
+    if (!v) return fallback;
+    if (!v->is_number_integer() || (v->is_number_unsigned() && v->get<uint64_t>() > uint64_t(INT32_MAX)) ||
+        v->get<int64_t>() < 1)
+      wrong(key, "a positive integer (the LoRA rank)", *v);
+    return v->get<int64_t>();
+  }
+  // A list or a map (peft writes null for "none"); empty when absent.
+  json list_or_map(const std::string& key) const {
+    const json* v = json_of(key);
+    if (!v) return json::array();
+    if (!v->is_array() && !v->is_object()) wrong(key, "a list, a map or null", *v);
+    return *v;
+  }
+  // rank_pattern / alpha_pattern: {regex: value}, each key a valid regular expression.
+  json patterns(const std::string& key) const {
+    const json* v = json_of(key);
+    if (!v) return json::object();
+    if (!v->is_object()) wrong(key, "a map from module patterns to values", *v);
+    for (auto it = v->begin(); it != v->end(); ++it) {
+      try {
+        std::regex check(it.key());
+      } catch (const std::regex_error& e) {
+        throw Error(
+            kConfigFile + ": '" + key + "' key '" + it.key() + "' is not a valid regular expression (" + e.what() + ")",
+            path_ + ": " + key, "peft matches these keys as regular expressions against module names");
+      }
+    }
+    return *v;
+  }
+
+ private:
+  std::string path_;
+  json json_;
+};
 
 }  // namespace
 
@@ -126,33 +208,33 @@ LoadedAdapter load_adapter(models::CausalLM& model, const std::string& dir, std:
                 fs::exists(fs::path(dir) / "adapter_model.bin")
                     ? "adapter_model.bin (pickle) is not read; save it again with safe_serialization=True"
                     : "pass a directory written by peft's save_pretrained");
-  const json c = io::read_json_file(config_path);
-  auto get = [&](const char* key, const json& fallback) {
-    return c.contains(key) && !c[key].is_null() ? c[key] : fallback;
-  };
+  const AdapterConfigFile c(config_path);
   auto unsupported = [&](const std::string& what, const std::string& hint) {
     throw Error("adapter: " + what + " is not supported", config_path, hint);
   };
-  if (get("peft_type", "") != "LORA") unsupported("peft_type " + get("peft_type", "null").dump(), "use a LoRA adapter");
-  if (get("use_dora", false).get<bool>()) unsupported("DoRA (use_dora: true)", "train a plain LoRA adapter");
-  if (get("lora_bias", false).get<bool>()) unsupported("lora_bias: true", "train without lora_bias");
-  if (get("fan_in_fan_out", false).get<bool>()) unsupported("fan_in_fan_out: true", "Conv1D bases are not supported");
-  if (get("bias", "none") != "none") unsupported("bias " + get("bias", "").dump(), "train with bias: none");
-  if (!get("modules_to_save", json::array()).empty())
+  const std::string peft_type = c.string("peft_type", "");
+  if (peft_type != "LORA") unsupported("peft_type '" + peft_type + "'", "use a LoRA adapter");
+  if (c.boolean("use_dora", false)) unsupported("DoRA (use_dora: true)", "train a plain LoRA adapter");
+  if (c.boolean("lora_bias", false)) unsupported("lora_bias: true", "train without lora_bias");
+  if (c.boolean("fan_in_fan_out", false)) unsupported("fan_in_fan_out: true", "Conv1D bases are not supported");
+  if (const std::string bias = c.string("bias", "none"); bias != "none")
+    unsupported("bias '" + bias + "'", "train with bias: none");
+  if (!c.list_or_map("modules_to_save").empty())
     unsupported("modules_to_save", "train adapters only, without fully trained modules");
-  if (!get("layer_replication", json::array()).empty()) unsupported("layer_replication", "");
-  if (!get("trainable_token_indices", json::object()).empty()) unsupported("trainable_token_indices", "");
+  if (!c.list_or_map("layer_replication").empty()) unsupported("layer_replication", "");
+  if (!c.list_or_map("trainable_token_indices").empty()) unsupported("trainable_token_indices", "");
 
   LoadedAdapter out;
-  out.base_model_name_or_path = get("base_model_name_or_path", "").get<std::string>();
+  out.base_model_name_or_path = c.string("base_model_name_or_path", "");
   PeftConfig& pc = out.config;
-  const int64_t r = get("r", 8).get<int64_t>();
+  const int64_t r = c.rank("r", c.json_of("r"), 8);
   pc.dim = r;
-  pc.alpha = get("lora_alpha", 8).get<double>();
-  pc.dropout = get("lora_dropout", 0.0).get<double>();
+  pc.alpha = c.number("lora_alpha", c.json_of("lora_alpha"), 8);
+  pc.dropout = c.number("lora_dropout", c.json_of("lora_dropout"), 0.0);
+  if (!(pc.dropout >= 0 && pc.dropout < 1)) c.wrong("lora_dropout", "a number in [0, 1)", *c.json_of("lora_dropout"));
   pc.dropout_position = "pre";
-  pc.use_rslora = get("use_rslora", false).get<bool>();
-  const json rank_pattern = get("rank_pattern", json::object()), alpha_pattern = get("alpha_pattern", json::object());
+  pc.use_rslora = c.boolean("use_rslora", false);
+  const json rank_pattern = c.patterns("rank_pattern"), alpha_pattern = c.patterns("alpha_pattern");
 
   io::SafetensorsReader reader(weights_path);
   // module -> (A, B) from peft's names.
@@ -193,10 +275,15 @@ LoadedAdapter load_adapter(models::CausalLM& model, const std::string& dir, std:
       throw Error("adapter module '" + name + "' is not a linear layer of this model", weights_path,
                   "load the adapter onto the base model it was trained on (adapter_config.json: "
                   "base_model_name_or_path " +
-                      get("base_model_name_or_path", "null").dump() + ")");
+                      (out.base_model_name_or_path.empty() ? "null" : "'" + out.base_model_name_or_path + "'") + ")");
     if (name == "lm_head")
       throw Error("adapter on 'lm_head' is not supported (the LM head's product bypasses nn::Linear)", weights_path);
-    Tensor a = reader.get(keys.first), b = reader.get(keys.second);
+    // Float weights only, and finite: a NaN here would spread into every merged weight or every step.
+    auto weight = [&](const std::string& key) {
+      const std::optional<DType> stored = io::default_load_dtype(reader.info(key).dtype);
+      return reader.get_weight(key, dtype.value_or(stored && is_floating(*stored) ? *stored : DType::f32));
+    };
+    Tensor a = weight(keys.first), b = weight(keys.second);
     nn::Linear* lin = it->second;
     if (a.dim() != 2 || b.dim() != 2 || a.size(1) != lin->in_features() || b.size(0) != lin->out_features() ||
         b.size(1) != a.size(0))
@@ -204,17 +291,16 @@ LoadedAdapter load_adapter(models::CausalLM& model, const std::string& dir, std:
                       " do not fit weight " + lin->weight.describe(),
                   weights_path, "expected lora_A [r, in] and lora_B [out, r]");
     const int64_t rank = a.size(0);
-    const json* rp = pattern_value(rank_pattern, name);
-    const int64_t want = rp ? rp->get<int64_t>() : r;
+    const std::string rp = pattern_key(rank_pattern, name);
+    const int64_t want = rp.empty() ? r : c.rank("rank_pattern." + rp, &rank_pattern[rp], r);
     if (rank != want)
       throw Error("adapter for '" + name + "' has rank " + std::to_string(rank) + " but the config says " +
                       std::to_string(want),
                   config_path);
-    const json* ap = pattern_value(alpha_pattern, name);
-    const double alpha = ap ? ap->get<double>() : pc.alpha;
+    const std::string ap = pattern_key(alpha_pattern, name);
+    const double alpha = ap.empty() ? pc.alpha : c.number("alpha_pattern." + ap, &alpha_pattern[ap], pc.alpha);
     const double scale = pc.use_rslora ? alpha / std::sqrt(double(rank)) : alpha / double(rank);
-    const DType dt = dtype.value_or(a.dtype());
-    pending[name] = {lin, ops::clone(io::convert_dtype(a, dt)), ops::clone(io::convert_dtype(b, dt)), scale};
+    pending[name] = {lin, ops::clone(a), ops::clone(b), scale};
   }
   model.set_requires_grad(false);
   nn::LoraSettings s;
