@@ -35,7 +35,110 @@ std::vector<double> wave(int64_t n, double phase) {
   return v;
 }
 
+// A flat buffer of two slots and a tensor of its own, large enough for several blocks and threads.
+struct Params {
+  nn::FlatParameters flat;
+  Tensor big;
+
+  explicit Params(DType dt) {
+    flat.data = Tensor::from_values(wave(3000, 1.0), {3000}, dt);
+    flat.grad = Tensor::zeros({3000}, dt);
+    flat.slots = {{"flat.a", 0, 1000}, {"flat.b", 1024, 1976}};
+    big = Tensor::from_values(wave(70000, 2.0), {70000}, dt);
+  }
+  optim::ParamGroup group() const {
+    optim::ParamGroup g;
+    g.flat = {flat};
+    g.params = {{"big", big}};
+    return g;
+  }
+  // Gradients of `step`; a non-finite `poison` lands in the big tensor's element 50000.
+  void set_grads(int step, double poison = 0.0) {
+    std::vector<double> v = wave(70000, 3.0 + step);
+    if (poison != 0.0) v[50000] = poison;
+    big.set_grad(Tensor::from_values(v, {70000}, big.dtype()));
+    Tensor fg = Tensor::from_values(wave(3000, 4.0 + step), {3000}, flat.grad.dtype());
+    std::memcpy(flat.grad.raw_data(), fg.raw_data(), fg.nbytes());
+  }
+  bool grads_zero() const {
+    for (const Tensor& g : {flat.grad, big.grad()})
+      for (double x : g.to_doubles())
+        if (x != 0.0) return false;
+    return true;
+  }
+};
+
+std::string bytes_of(const Tensor& t) {
+  const Tensor c = ops::contiguous(t);
+  return std::string(static_cast<const char*>(c.raw_data()), c.nbytes());
+}
+
+std::map<std::string, std::string> snapshot(optim::Optimizer& opt, const Params& p) {
+  std::map<std::string, std::string> out;
+  for (const auto& [name, t] : opt.state_dict()) out["state " + name] = bytes_of(t);
+  for (const auto& [name, step] : opt.step_counts()) out["step " + name] = std::to_string(step);
+  out["flat"] = bytes_of(p.flat.data);
+  out["big"] = bytes_of(p.big);
+  return out;
+}
+
 }  // namespace
+
+TEST(SkipNonFiniteStep, UpdatesNothingAndZeroesTheGradients) {
+  for (DType dt : {DType::f32, DType::bf16}) {
+    for (std::optional<double> max_norm : {std::optional<double>{}, std::optional<double>{1.0}}) {
+      for (double poison : {std::nan(""), double(INFINITY)}) {
+        const std::string what =
+            std::string(dtype_name(dt)) + (max_norm ? " clipped " : " unclipped ") + training::number_text(poison);
+        Params p(dt);
+        optim::AdamW opt({p.group()});
+        if (dt == DType::bf16) opt.set_fp32_master_weights(true);
+        optim::StepOptions so;
+        so.max_norm = max_norm;
+        so.zero_grad = true;
+        so.skip_if_nonfinite = true;
+        p.set_grads(0);
+        EXPECT_TRUE(std::isfinite(opt.step(so))) << what;  // a finite step: state and step counts exist
+        const auto before = snapshot(opt, p);
+        p.set_grads(1, poison);
+        const double norm = opt.step(so);
+        EXPECT_FALSE(std::isfinite(norm)) << what;
+        EXPECT_EQ(snapshot(opt, p), before) << what << ": weights, state and step counts unchanged";
+        EXPECT_TRUE(p.grads_zero()) << what;
+        // The same gradients without the option poison the weights: what the skip prevented.
+        p.set_grads(1, poison);
+        so.skip_if_nonfinite = false;
+        opt.step(so);
+        EXPECT_TRUE(training::find_nonfinite({{"big", p.big}}).has_value()) << what;
+      }
+    }
+  }
+}
+
+// Without clipping the norm is fused into the update pass; skipping moves it into a pass of its own before the
+// update, over the same blocks in the same order: the norm, the weights and the state stay the same bits.
+TEST(SkipNonFiniteStep, FiniteStepsAreBitForBitThoseWithoutTheOption) {
+  for (DType dt : {DType::f32, DType::bf16}) {
+    for (std::optional<double> max_norm : {std::optional<double>{}, std::optional<double>{0.05}}) {
+      Params a(dt), b(dt);
+      optim::AdamW oa({a.group()}), ob({b.group()});
+      oa.set_fp32_master_weights(dt == DType::bf16);
+      ob.set_fp32_master_weights(dt == DType::bf16);
+      for (int step = 0; step < 3; ++step) {
+        a.set_grads(step);
+        b.set_grads(step);
+        optim::StepOptions so;
+        so.max_norm = max_norm;
+        so.zero_grad = true;
+        const double na = oa.step(so);
+        so.skip_if_nonfinite = true;
+        const double nb = ob.step(so);
+        EXPECT_EQ(na, nb) << dtype_name(dt) << " step " << step;
+      }
+      EXPECT_EQ(snapshot(oa, a), snapshot(ob, b)) << dtype_name(dt) << (max_norm ? " clipped" : " unclipped");
+    }
+  }
+}
 
 TEST(FindNonFinite, NamesTheFirstTensorAndElement) {
   std::vector<double> values = wave(100000, 0.5);
