@@ -165,3 +165,81 @@ TEST(FindNonFinite, NamesTheFirstTensorAndElement) {
   EXPECT_EQ(training::number_text(-INFINITY), "-inf");
   EXPECT_EQ(training::number_text(0.5), "0.5");
 }
+
+TEST(StepScheduler, SkippedStepsAreCountedLimitedAndSaved) {
+  training::StepSchedulerOptions o;
+  o.global_batch_size = 1;
+  o.preemption_signals = {};
+  o.skip_nonfinite_steps = true;
+  o.max_consecutive_skipped_steps = 2;
+  training::StepScheduler s(o, 100);
+  EXPECT_TRUE(s.count_step(true));
+  EXPECT_TRUE(s.count_step(true));
+  EXPECT_TRUE(s.count_step(false));  // a step taken ends the run of skipped ones
+  EXPECT_EQ(s.consecutive_skipped_steps(), 0);
+  EXPECT_TRUE(s.count_step(true));
+  EXPECT_TRUE(s.count_step(true));
+  EXPECT_FALSE(s.count_step(true));  // the third in a row is one too many
+  EXPECT_EQ(s.skipped_steps(), 5);
+  const nlohmann::json state = s.state_dict();
+  EXPECT_EQ(state["num_skipped_steps"], 5);
+  EXPECT_EQ(state["consecutive_skipped_steps"], 3);
+  training::StepScheduler resumed(o, 100);
+  resumed.load_state_dict(state);
+  EXPECT_EQ(resumed.skipped_steps(), 5);
+  EXPECT_EQ(resumed.consecutive_skipped_steps(), 3);
+  EXPECT_NE(error_of([&] {
+              resumed.load_state_dict({{"step", 1}, {"epoch", 0}, {"num_skipped_steps", -1}});
+            }).find("num_skipped_steps"),
+            std::string::npos);
+  // Without skipping the saved state is NeMo's.
+  o.skip_nonfinite_steps = false;
+  EXPECT_EQ(training::StepScheduler(o, 100).state_dict(), (nlohmann::json{{"step", 1}, {"epoch", 0}}));
+  o.max_consecutive_skipped_steps = 0;
+  EXPECT_NE(error_of([&] { training::StepScheduler(o, 100); }).find("max_consecutive_skipped_steps"),
+            std::string::npos);
+}
+
+TEST(StepScheduler, InterruptStopsGracefullyAndIsNamed) {
+  training::StepSchedulerOptions o;
+  o.global_batch_size = 1;
+  o.graceful_interrupt = true;  // with the default SIGTERM
+  training::StepScheduler s(o, 100);
+  ASSERT_TRUE(s.next_epoch());
+  EXPECT_FALSE(s.is_ckpt_step());
+  std::raise(SIGINT);  // the first Ctrl-C: recorded, the process goes on
+  EXPECT_TRUE(s.advance_step());
+  EXPECT_TRUE(s.is_ckpt_step());
+  EXPECT_EQ(s.stop_signal(), SIGINT);
+  EXPECT_FALSE(s.advance_step());
+}
+
+TEST(SignalGuardDeathTest, TheSecondInterruptExitsAtOnce) {
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  struct sigaction before {};
+  sigaction(SIGINT, nullptr, &before);
+  {
+    training::SignalGuard guard({SIGTERM, SIGINT});
+    std::raise(SIGINT);
+    EXPECT_EQ(guard.received_signal(), SIGINT);
+  }
+  struct sigaction after {};
+  sigaction(SIGINT, nullptr, &after);
+  EXPECT_EQ(after.sa_handler, before.sa_handler);
+  EXPECT_EXIT(
+      {
+        training::SignalGuard guard({SIGINT});
+        std::raise(SIGINT);
+        std::raise(SIGINT);
+        std::_Exit(0);  // not reached: the second SIGINT takes the default action
+      },
+      ::testing::KilledBySignal(SIGINT), "interrupted again: exiting now");
+  // A guard without SIGINT leaves Ctrl-C alone.
+  EXPECT_EXIT(
+      {
+        training::SignalGuard guard({SIGTERM});
+        std::raise(SIGINT);
+        std::_Exit(0);
+      },
+      ::testing::KilledBySignal(SIGINT), "");
+}
