@@ -243,3 +243,76 @@ TEST(SignalGuardDeathTest, TheSecondInterruptExitsAtOnce) {
       },
       ::testing::KilledBySignal(SIGINT), "");
 }
+
+TEST(CheckpointDirLock, OneHolderAtATimeAndNoFileLeftBehind) {
+  TempDir tmp;
+  const std::string dir = tmp / "run/ck";  // created by the lock
+  const std::string pid = std::to_string(::getpid());
+  {
+    checkpoint::CheckpointDirLock lock(dir);
+    EXPECT_FALSE(lock.taken_over().has_value());
+    const auto holder = checkpoint::read_lock_holder(dir);
+    ASSERT_TRUE(holder.has_value());
+    EXPECT_EQ(holder->pid, ::getpid());
+    EXPECT_EQ(holder->host, checkpoint::this_host_name());
+    const std::string err = error_of([&] { checkpoint::CheckpointDirLock second(dir); });
+    EXPECT_NE(err.find("is in use by another training run (pid " + pid + " on host "), std::string::npos) << err;
+    EXPECT_NE(err.find("another checkpoint.checkpoint_dir"), std::string::npos) << err;
+  }
+  EXPECT_FALSE(fs::exists(fs::path(dir) / checkpoint::kLockFile));
+  checkpoint::CheckpointDirLock again(dir);
+  EXPECT_FALSE(again.taken_over().has_value());
+}
+
+TEST(CheckpointDirLock, AnotherProcessHoldsItUntilItDiesThenItsFileIsTakenOver) {
+  TempDir tmp;
+  const std::string dir = tmp / "ck";
+  int ready[2];
+  ASSERT_EQ(::pipe(ready), 0);
+  const pid_t child = ::fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    checkpoint::CheckpointDirLock lock(dir);
+    const char byte = 1;
+    if (::write(ready[1], &byte, 1) != 1) std::_Exit(1);
+    for (;;) ::pause();  // held until killed
+  }
+  char byte = 0;
+  ASSERT_EQ(::read(ready[0], &byte, 1), 1);
+  const std::string err = error_of([&] { checkpoint::CheckpointDirLock lock(dir); });
+  EXPECT_NE(err.find("(pid " + std::to_string(child) + " on host "), std::string::npos) << err;
+  EXPECT_NE(err.find("kill " + std::to_string(child)), std::string::npos) << err;
+  // SIGKILL: no chance to remove the file; the kernel releases the lock.
+  ::kill(child, SIGKILL);
+  ::waitpid(child, nullptr, 0);
+  ::close(ready[0]);
+  ::close(ready[1]);
+  ASSERT_TRUE(fs::exists(fs::path(dir) / checkpoint::kLockFile));
+  checkpoint::CheckpointDirLock lock(dir);
+  ASSERT_TRUE(lock.taken_over().has_value());
+  EXPECT_EQ(lock.taken_over()->pid, child);
+  EXPECT_EQ(checkpoint::read_lock_holder(dir)->pid, ::getpid());
+}
+
+TEST(CheckpointDirLock, HolderLivenessAndUnwritableDirectories) {
+  const std::string host = checkpoint::this_host_name();
+  EXPECT_TRUE(checkpoint::lock_holder_may_be_alive({::getpid(), host, ""}, host));
+  EXPECT_TRUE(checkpoint::lock_holder_may_be_alive({::getpid(), host + "-other", ""}, host));  // cannot be checked
+  const pid_t child = ::fork();
+  if (child == 0) std::_Exit(0);
+  ::waitpid(child, nullptr, 0);
+  EXPECT_FALSE(checkpoint::lock_holder_may_be_alive({child, host, ""}, host));
+
+  TempDir tmp;
+  std::ofstream(tmp / "file") << "x";
+  const std::string err = error_of([&] { checkpoint::CheckpointDirLock lock(tmp / "file/ck"); });
+  EXPECT_NE(err.find("cannot create the checkpoint directory: Not a directory"), std::string::npos) << err;
+  EXPECT_NE(err.find(tmp / "file/ck"), std::string::npos) << err;
+  if (::geteuid() != 0) {  // root writes anywhere
+    fs::create_directories(tmp / "ro");
+    fs::permissions(tmp / "ro", fs::perms::owner_read | fs::perms::owner_exec);
+    const std::string denied = error_of([&] { checkpoint::CheckpointDirLock lock(tmp / "ro"); });
+    EXPECT_NE(denied.find("Permission denied"), std::string::npos) << denied;
+    fs::permissions(tmp / "ro", fs::perms::owner_all);
+  }
+}
