@@ -1,6 +1,7 @@
 #include "recipes/llm_finetune.h"
 
 #include <chrono>
+#include <cmath>
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
@@ -19,6 +20,7 @@
 #include "components/peft/adapter_io.h"
 #include "components/peft/lora.h"
 #include "components/training/metrics.h"
+#include "components/training/nonfinite.h"
 #include "components/training/progress.h"
 #include "components/training/step_scheduler.h"
 #include "core/allocator.h"
@@ -97,9 +99,9 @@ bool activation_checkpointing(const ConfigNode* s) {
                   "sequence_parallel", "activation_checkpointing", "defer_fsdp_grad_sync"});
   for (const char* key : {"dp_size", "dp_replicate_size", "tp_size", "cp_size", "pp_size", "ep_size"}) {
     const ConfigNode* n = s->find(key);
-    if (n != nullptr && !n->is_null() && n->as_int() > 1)
+    if (n != nullptr && !n->is_null() && n->as_int() != 1)
       throw Error(std::string("distributed.") + key + " = " + std::to_string(n->as_int()) +
-                      ": this build trains in one process",
+                      (n->as_int() > 1 ? ": this build trains in one process" : ": a size must be >= 1"),
                   n->where(), "set it to 1 (or none)");
   }
   return s->get<bool>("activation_checkpointing", false);
@@ -113,20 +115,72 @@ uint64_t seed_of(const ConfigNode& cfg) {
   return static_cast<uint64_t>(cfg.get<int64_t>("seed", 42));
 }
 
+// A positive integer at `key` of section s (nullopt when absent or null), the error at its line.
+std::optional<int64_t> positive_int(const ConfigNode& s, const std::string& key, const std::string& hint) {
+  const std::optional<int64_t> v = s.get_optional<int64_t>(key);
+  if (v && *v < 1)
+    throw Error(s.path() + "." + key + " must be >= 1, got " + std::to_string(*v), s.at(key).where(), hint);
+  return v;
+}
+
+// NeMo's preemption_signal: a signal name or number, a list of them, or null (none).
+std::vector<int> preemption_signals(const ConfigNode& s) {
+  const ConfigNode* n = s.find("preemption_signal");
+  if (n == nullptr) return {SIGTERM};
+  std::vector<int> out;
+  auto add = [&](const ConfigNode& v) {
+    const std::string spec = v.kind() == ConfigNode::Kind::Int ? std::to_string(v.as_int()) : v.as_string();
+    try {
+      const int sig = training::resolve_signal(spec);
+      if (std::find(out.begin(), out.end(), sig) == out.end()) out.push_back(sig);
+    } catch (const Error& e) {
+      throw Error(e.what_part(), v.where(), e.hint());
+    }
+  };
+  if (n->is_list())
+    for (size_t i = 0; i < n->size(); ++i) add((*n)[i]);
+  else if (!n->is_null())
+    add(*n);
+  return out;
+}
+
+// The section's values are checked here, at their lines, before anything is built from them (the dataloader takes
+// local_batch_size before the step scheduler would see it).
 training::StepSchedulerOptions step_scheduler_options(const ConfigNode& s) {
   check_keys(s, {"global_batch_size", "local_batch_size", "ckpt_every_steps", "val_every_steps", "num_epochs",
                  "max_steps", "save_checkpoint_every_epoch", "validate_on_checkpoint", "log_remote_every_steps",
-                 "loss_average_window_steps", "gc_every_steps"});
+                 "loss_average_window_steps", "gc_every_steps", "preemption_signal", "skip_nonfinite_steps",
+                 "max_consecutive_skipped_steps"});
   training::StepSchedulerOptions o;
-  o.global_batch_size = s.get<int64_t>("global_batch_size", 32);
-  o.local_batch_size = s.get<int64_t>("local_batch_size", 1);
-  o.ckpt_every_steps = s.get_optional<int64_t>("ckpt_every_steps");
-  o.val_every_steps = s.get_optional<int64_t>("val_every_steps");
-  o.num_epochs = s.get_optional<int64_t>("num_epochs");
-  o.max_steps = s.get_optional<int64_t>("max_steps");
+  o.global_batch_size =
+      positive_int(s, "global_batch_size", "set it to the samples per optimizer step, e.g. 32").value_or(32);
+  o.local_batch_size = positive_int(s, "local_batch_size", "set it to the samples per micro-batch, e.g. 1").value_or(1);
+  o.ckpt_every_steps = positive_int(s, "ckpt_every_steps", "leave it unset to checkpoint once per epoch");
+  o.val_every_steps = positive_int(s, "val_every_steps", "leave it unset to validate only with checkpoints");
+  o.num_epochs = positive_int(s, "num_epochs", "leave it unset and give max_steps");
+  o.max_steps = positive_int(s, "max_steps", "leave it unset to run num_epochs epochs");
   o.save_checkpoint_every_epoch = s.get<bool>("save_checkpoint_every_epoch", true);
   o.validate_on_checkpoint = s.get<bool>("validate_on_checkpoint", o.validate_on_checkpoint);
+  o.preemption_signals = preemption_signals(s);
+  o.graceful_interrupt = true;
+  o.skip_nonfinite_steps = s.get<bool>("skip_nonfinite_steps", false);
+  o.max_consecutive_skipped_steps =
+      positive_int(s, "max_consecutive_skipped_steps", "set how many skipped steps in a row end training, e.g. 10")
+          .value_or(o.max_consecutive_skipped_steps);
   return o;
+}
+
+// clip_grad_norm.max_norm: a positive finite number, or unset / null for no clipping. Zero would zero every
+// gradient, a negative one flip them, NaN poison them.
+std::optional<double> max_grad_norm(const ConfigNode* c) {
+  if (c == nullptr || c->is_null()) return std::nullopt;
+  check_keys(*c, {"max_norm"});
+  const std::optional<double> v = c->get_optional<double>("max_norm");
+  if (v && !(*v > 0 && std::isfinite(*v)))
+    throw Error("clip_grad_norm.max_norm must be a positive finite number, got " + training::number_text(*v),
+                c->at("max_norm").where(),
+                "e.g. 1.0; to train without clipping, remove clip_grad_norm (or set it null)");
+  return v;
 }
 
 // Tokens of a label row that are not trailing padding (NeMo's count_tail_padding).
@@ -152,6 +206,14 @@ void fault_injection_point(const std::string& point) {
   if (++hits == std::atoi(spec + prefix.size())) std::raise(SIGKILL);
 }
 
+// Test hook: AUTOMODEL_FAULT_INJECTION=nan_loss_at_step:<s> turns step s's loss into NaN, so the end-to-end tests can
+// show a passing non-finite step being skipped (a diverging run only shows the non-finite steps that end it).
+bool inject_nan_loss(int64_t step) {
+  const char* spec = std::getenv("AUTOMODEL_FAULT_INJECTION");
+  const std::string prefix = "nan_loss_at_step:";
+  return spec != nullptr && std::string(spec).rfind(prefix, 0) == 0 && std::atoll(spec + prefix.size()) == step;
+}
+
 double peak_memory_gib() { return double(CachingAllocator::cpu().stats().peak_bytes) / double(1 << 30); }
 
 class FinetuneRun {
@@ -171,6 +233,11 @@ class FinetuneRun {
     seed_ = seed_of(cfg_);
     manual_seed(seed_);
     ckpt_ = checkpoint_options(cfg_.find("checkpoint"));
+    // The run's logs and checkpoints go into checkpoint_dir: one run at a time writes there.
+    dir_lock_ = std::make_unique<checkpoint::CheckpointDirLock>(ckpt_.dir);
+    if (const auto& stale = dir_lock_->taken_over())
+      std::printf("note: took over the lock of a run that ended without releasing it (%s)\n",
+                  stale->describe().c_str());
     checkpoint_layers_ = activation_checkpointing(cfg_.find("distributed"));
 
     model_ = build_model(cfg_.at("model"), model_dir_);
@@ -191,6 +258,9 @@ class FinetuneRun {
     if (const ConfigNode* p = cfg_.find("packed_sequence"); p && !p->is_null()) {
       check_keys(*p, {"packed_sequence_size", "split_across_pack", "max_packs", "packing_strategy"});
       const int64_t size = p->get<int64_t>("packed_sequence_size", 0);
+      if (size < 0)
+        throw Error("packed_sequence.packed_sequence_size must be >= 0, got " + std::to_string(size),
+                    p->at("packed_sequence_size").where(), "0 trains unpacked samples; > 0 is the pack length");
       // Packing needs every sample's length: the dataset is tokenized whole here.
       if (size > 0)
         train_data_ = data::dataset_of(data::pack_sequences(data::materialize(train_data_), size, tok_.pad_id));
@@ -212,12 +282,10 @@ class FinetuneRun {
 
     optimizer_ = build_optimizer(cfg_.at("optimizer"), *model_);
     lr_sched_ = build_lr_scheduler(cfg_.find("lr_scheduler"), *optimizer_, sched_->max_steps());
-    if (const ConfigNode* c = cfg_.find("clip_grad_norm"); c && !c->is_null()) {
-      check_keys(*c, {"max_norm"});
-      max_grad_norm_ = c->get_optional<double>("max_norm");
-    }
+    max_grad_norm_ = max_grad_norm(cfg_.find("clip_grad_norm"));
 
-    fs::create_directories(ckpt_.dir);
+    if (!ckpt_.enabled && ckpt_.restore_from)
+      std::printf("note: checkpoint.restore_from is ignored: checkpointing is disabled (checkpoint.enabled: false)\n");
     restored_ = ckpt_.enabled && restore();
     // Loading, flattening and restoring leave blocks in the cache whose sizes training never asks for again
     // (per-parameter tensors, reader buffers); kept, they would stay resident for the whole run.
@@ -258,8 +326,19 @@ class FinetuneRun {
           sched_->end_epoch();
           break;
         }
-        const nlohmann::ordered_json metrics = train_step(micro_batches);
-        train_log_->write(metrics);
+        nlohmann::ordered_json metrics = train_step(micro_batches);
+        const bool nonfinite = !nonfinite_reason_.empty();
+        bool diverged = nonfinite && !sched_->skip_nonfinite_steps();
+        if (sched_->skip_nonfinite_steps()) {
+          diverged = !sched_->count_step(nonfinite);
+          metrics[training::metric::kNumSkippedSteps] = sched_->skipped_steps();
+        }
+        train_log_->write(metrics);  // the failing step's record too: it shows what went non-finite
+        if (diverged) throw nonfinite_error();
+        if (nonfinite)
+          std::printf("step %lld skipped: %s (%lld skipped so far, %lld in a row)\n", (long long)sched_->step(),
+                      nonfinite_reason_.c_str(), (long long)sched_->skipped_steps(),
+                      (long long)sched_->consecutive_skipped_steps());
         update_state(metrics);
         training::invoke(callbacks_.on_step_end, state_);
         progress.update({sched_->step(), sched_->epoch(), metrics["loss"], metrics["lr"], metrics["tps"],
@@ -274,8 +353,31 @@ class FinetuneRun {
     training::invoke(callbacks_.on_train_end, state_);
     result_.stopped_by_signal = sched_->sigterm_flag();
     if (result_.stopped_by_signal)
-      std::printf("stopped on SIGTERM after step %lld%s\n", (long long)sched_->step() - 1,
-                  result_.last_checkpoint.empty() ? "" : (", checkpoint " + result_.last_checkpoint).c_str());
+      std::printf("stopped on %s after step %lld%s\n", training::signal_name(sched_->stop_signal()).c_str(),
+                  (long long)sched_->step() - 1,
+                  ckpt_.enabled ? (", checkpoint " + result_.last_checkpoint).c_str()
+                                : " (checkpointing is disabled: no checkpoint written)");
+  }
+
+  // Stopping for a non-finite step (or too many skipped in a row): which step, what, and what is safe to resume.
+  Error nonfinite_error() const {
+    const int64_t step = sched_->step();
+    std::string what = "training stopped at step " + std::to_string(step) + ": " + nonfinite_reason_;
+    std::string hint = "lower optimizer.lr (or the warmup's peak) or set clip_grad_norm.max_norm";
+    if (sched_->skip_nonfinite_steps()) {
+      what += "; that makes " + std::to_string(sched_->consecutive_skipped_steps()) +
+              " skipped steps in a row, more than step_scheduler.max_consecutive_skipped_steps = " +
+              std::to_string(sched_->max_consecutive_skipped_steps()) + ": training diverged";
+    } else {
+      hint += ", or set step_scheduler.skip_nonfinite_steps: true to skip such steps";
+    }
+    const std::optional<std::string> latest =
+        ckpt_.enabled ? checkpoint::read_latest_pointer(ckpt_.dir) : std::optional<std::string>();
+    if (latest)
+      hint += "; the last checkpoint, " + *latest + " (LATEST), holds finite weights to resume from";
+    else
+      hint += "; no checkpoint was written";
+    return Error(what, (fs::path(ckpt_.dir) / "training.jsonl").string() + ", step " + std::to_string(step), hint);
   }
 
   // The callbacks' view: step, epoch, the last training loss and every numeric metric logged so far.
@@ -348,13 +450,26 @@ class FinetuneRun {
       loss_sum += loss.item();
       autograd::backward({loss});
     }
-    // Norm, clipping, update and zero_grad in one pass over the parameters (the norm is logged as grad_norm).
-    optim::StepOptions step_options;
-    step_options.max_norm = max_grad_norm_;
-    step_options.zero_grad = true;
-    const double grad_norm = optimizer_->step(step_options);
+    if (inject_nan_loss(sched_->step())) loss_sum = std::nan("");
+    // A non-finite loss is known before the update: no step. A non-finite gradient norm only from the optimizer:
+    // asked to skip, it updates nothing then (without skipping the training stops anyway).
+    nonfinite_reason_.clear();
+    double grad_norm = std::nan("");
+    if (!std::isfinite(loss_sum)) {
+      nonfinite_reason_ = "the loss is " + training::number_text(loss_sum);
+      optimizer_->zero_grad();
+    } else {
+      // Norm, clipping, update and zero_grad in one pass over the parameters (the norm is logged as grad_norm).
+      optim::StepOptions step_options;
+      step_options.max_norm = max_grad_norm_;
+      step_options.zero_grad = true;
+      step_options.skip_if_nonfinite = sched_->skip_nonfinite_steps();
+      grad_norm = optimizer_->step(step_options);
+      if (!std::isfinite(grad_norm)) nonfinite_reason_ = "the gradient norm is " + training::number_text(grad_norm);
+    }
     const double lr = optimizer_->param_groups().front().lr.value_or(0.0);
-    if (lr_sched_) lr_sched_->step(1);
+    // The schedule counts updates (as Megatron's does): a skipped step leaves it where it is.
+    if (lr_sched_ && nonfinite_reason_.empty()) lr_sched_->step(1);
 
     const auto now = Clock::now();
     const double seconds = std::chrono::duration<double>(now - last_time_).count();
@@ -409,9 +524,34 @@ class FinetuneRun {
     return files;
   }
 
+  // The first NaN or infinite trainable weight: frozen parameters are as loaded, the trainable ones are what steps
+  // and checkpoints change.
+  std::optional<training::NonFiniteValue> nonfinite_weight() const {
+    std::vector<std::pair<std::string, Tensor>> trainable;
+    for (auto& [name, p] : model_->named_parameters())
+      if (p.requires_grad()) trainable.emplace_back(name, p);
+    return training::find_nonfinite(trainable);
+  }
+
+  // Weights that are not finite never become a checkpoint (rotation would then remove the good ones).
+  void check_weights_finite(const std::string& name) const {
+    const std::optional<training::NonFiniteValue> bad = nonfinite_weight();
+    if (!bad) return;
+    const std::optional<std::string> latest = checkpoint::read_latest_pointer(ckpt_.dir);
+    throw Error("the weights after step " + std::to_string(sched_->step()) + " are not finite (" + bad->tensor + "[" +
+                    std::to_string(bad->index) + "] = " + training::number_text(bad->value) +
+                    "): training stopped without writing checkpoint " + name,
+                (fs::path(ckpt_.dir) / name).string(),
+                "lower optimizer.lr or set clip_grad_norm.max_norm" +
+                    (latest ? "; the last checkpoint, " + *latest + " (LATEST), holds finite weights to resume from"
+                            : std::string("; no checkpoint was written")));
+  }
+
   void save_checkpoint() {
     namespace layout = checkpoint::layout;
-    checkpoint::CheckpointStage stage(ckpt_.dir, checkpoint::checkpoint_name(sched_->epoch(), sched_->step()));
+    const std::string name = checkpoint::checkpoint_name(sched_->epoch(), sched_->step());
+    check_weights_finite(name);
+    checkpoint::CheckpointStage stage(ckpt_.dir, name);
     const fs::path p = stage.path();
     checkpoint::save_text((p / layout::kConfigFile).string(), cfg_.to_yaml());
     // With LoRA only the adapter is saved (in peft's format, loadable by PeftModel.from_pretrained); the base model
@@ -441,6 +581,7 @@ class FinetuneRun {
         checkpoint::resolve_restore_path(ckpt_.dir, ckpt_.restore_from.value_or("LATEST"));
     if (!path) return false;
     const fs::path p = *path;
+    check_checkpoint_kind(p);
     std::cout << "resuming from " << *path << std::endl;
     if (peft_)
       load_adapter_weights((p / layout::kModelDir / "adapter_model.safetensors").string());
@@ -456,8 +597,55 @@ class FinetuneRun {
     loader_->load_state_dict(checkpoint::load_json((p / layout::kDataloaderDir / "dataloader.json").string()));
     default_generator().set_state(checkpoint::load_rng_state((p / layout::kRngDir).string()).at("default"));
     sched_->load_state_dict(checkpoint::load_json((p / layout::kStepSchedulerFile).string()));
+    check_step_matches_name(p);
+    // Written by a build that checkpointed whatever the weights were: training from it would only stop again.
+    if (const std::optional<training::NonFiniteValue> bad = nonfinite_weight())
+      throw Error("the checkpoint holds non-finite weights (" + bad->tensor + "[" + std::to_string(bad->index) +
+                      "] = " + training::number_text(bad->value) + ")",
+                  p.string(),
+                  "resume from an earlier checkpoint (checkpoint.restore_from: its name); " +
+                      checkpoint::available_checkpoints(p.parent_path().string()));
     if (lr_sched_) lr_sched_->set_num_steps(optim.extra.at("lr_scheduler_num_steps").get<int64_t>());
     return true;
+  }
+
+  // A LoRA checkpoint holds only the adapter, a full one only the consolidated model: restoring one into the other
+  // kind of run would otherwise fail on a missing file.
+  void check_checkpoint_kind(const fs::path& p) const {
+    namespace layout = checkpoint::layout;
+    const bool adapter = fs::exists(p / layout::kModelDir / "adapter_model.safetensors");
+    const bool full = fs::exists(p / layout::kConsolidatedDir);
+    const std::string config = (p / layout::kConfigFile).string();
+    if (peft_ && !adapter && full)
+      throw Error(
+          "the checkpoint holds a fully fine-tuned model (model/consolidated/, no adapter) but this recipe "
+          "trains a LoRA adapter (it has a peft: section)",
+          p.string(),
+          "remove the peft: section to continue that full fine-tuning, or give this run a fresh "
+          "checkpoint.checkpoint_dir; to train LoRA on top of those weights, set "
+          "model.pretrained_model_name_or_path to " +
+              (p / layout::kConsolidatedDir).string());
+    if (!peft_ && adapter && !full)
+      throw Error(
+          "the checkpoint holds a LoRA adapter (model/adapter_model.safetensors) but this recipe fine-tunes "
+          "the whole model (it has no peft: section)",
+          p.string(),
+          "add the peft: section the checkpoint was trained with (see " + config +
+              ") to continue its LoRA training, or give this run a fresh checkpoint.checkpoint_dir");
+  }
+
+  // step_scheduler.json of epoch_E_step_S is saved inside step S, before it ends: {"step": S + 1, "epoch": E}.
+  void check_step_matches_name(const fs::path& p) const {
+    const auto name = checkpoint::parse_checkpoint_name(p.string());
+    if (!name) return;  // a checkpoint under another name: nothing to compare with
+    const auto [epoch, step] = *name;
+    if (sched_->step() == step + 1 && sched_->epoch() == epoch) return;
+    throw Error("the checkpoint's step_scheduler.json says step " + std::to_string(sched_->step()) + ", epoch " +
+                    std::to_string(sched_->epoch()) + " but its name " + checkpoint::checkpoint_name(epoch, step) +
+                    " says step " + std::to_string(step + 1) + " (the one after step " + std::to_string(step) +
+                    "), epoch " + std::to_string(epoch),
+                (p / checkpoint::layout::kStepSchedulerFile).string(),
+                "the directory was renamed or the file edited: restore from the checkpoint under its own name");
   }
 
   // Copies a saved adapter into the live adapter parameters (the optimizer holds them), keyed by peft's names.
@@ -486,7 +674,9 @@ class FinetuneRun {
   std::unique_ptr<optim::Optimizer> optimizer_;
   std::unique_ptr<optim::OptimizerParamScheduler> lr_sched_;
   std::optional<double> max_grad_norm_;
+  std::unique_ptr<checkpoint::CheckpointDirLock> dir_lock_;
   std::unique_ptr<training::JsonlWriter> train_log_, val_log_;
+  std::string nonfinite_reason_;  // the last step's: "" when its loss and gradient norm were finite
   bool restored_ = false;
   Clock::time_point last_time_;
   RunResult result_;

@@ -187,8 +187,13 @@ TEST(StepScheduler, InvalidOptionsAreErrorsWithHints) {
   EXPECT_NE(error_of([] { StepScheduler(options(0, 1), 4); }).find("global_batch_size must be greater than 0"),
             std::string::npos);
   StepSchedulerOptions o = options(2, 1);
-  o.max_steps = 0;  // num_epochs = ceil(0 / epoch_len) = 0 is reported first, as in NeMo
-  EXPECT_NE(error_of([&] { StepScheduler(o, 4); }).find("num_epochs must be greater than 0"), std::string::npos);
+  // The value given is named, not num_epochs = ceil(max_steps / epoch_len) derived from it (NeMo's order).
+  for (int64_t bad : {0, -5}) {
+    o.max_steps = bad;
+    const std::string err = error_of([&] { StepScheduler(o, 4); });
+    EXPECT_NE(err.find("max_steps must be greater than 0, got " + std::to_string(bad)), std::string::npos) << err;
+    EXPECT_EQ(err.find("num_epochs must"), std::string::npos) << err;
+  }
   o.num_epochs = 1;
   EXPECT_NE(error_of([&] { StepScheduler(o, 4); }).find("max_steps must be greater than 0"), std::string::npos);
   o = options(2, 1);

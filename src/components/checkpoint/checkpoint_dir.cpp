@@ -2,14 +2,21 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <filesystem>
 #include <fstream>
+#include <limits>
+#include <nlohmann/json.hpp>
 #include <random>
 #include <regex>
 #include <sstream>
@@ -96,19 +103,6 @@ bool has_pointer(const fs::path& root, const std::string& name) {
          fs::is_regular_file(root / (name + ".txt"), ec);
 }
 
-std::string available_checkpoints(const std::string& checkpoint_dir) {
-  std::error_code ec;
-  if (!fs::is_directory(checkpoint_dir, ec)) return "(checkpoint_dir " + checkpoint_dir + " does not exist)";
-  std::vector<std::string> all = list_complete_checkpoints(checkpoint_dir);
-  if (all.empty()) return "(no complete checkpoints in " + checkpoint_dir + ")";
-  std::string out = "complete checkpoints in " + checkpoint_dir + ": ";
-  const size_t shown = std::min<size_t>(all.size(), 5);
-  for (size_t i = all.size() - shown; i < all.size(); ++i)
-    out += fs::path(all[i]).filename().string() + (i + 1 < all.size() ? ", " : "");
-  if (all.size() > shown) out += " (and " + std::to_string(all.size() - shown) + " older)";
-  return out;
-}
-
 bool same_dir(const std::string& a, const std::string& b) {
   std::error_code ec1, ec2;
   fs::path ca = fs::weakly_canonical(a, ec1), cb = fs::weakly_canonical(b, ec2);
@@ -150,6 +144,19 @@ std::vector<std::string> list_complete_checkpoints(const std::string& checkpoint
   std::sort(found.begin(), found.end());
   std::vector<std::string> out;
   for (auto& f : found) out.push_back(f.second);
+  return out;
+}
+
+std::string available_checkpoints(const std::string& checkpoint_dir) {
+  std::error_code ec;
+  if (!fs::is_directory(checkpoint_dir, ec)) return "(checkpoint_dir " + checkpoint_dir + " does not exist)";
+  std::vector<std::string> all = list_complete_checkpoints(checkpoint_dir);
+  if (all.empty()) return "(no complete checkpoints in " + checkpoint_dir + ")";
+  std::string out = "complete checkpoints in " + checkpoint_dir + ": ";
+  const size_t shown = std::min<size_t>(all.size(), 5);
+  for (size_t i = all.size() - shown; i < all.size(); ++i)
+    out += fs::path(all[i]).filename().string() + (i + 1 < all.size() ? ", " : "");
+  if (all.size() > shown) out += " (and " + std::to_string(all.size() - shown) + " older)";
   return out;
 }
 
@@ -226,6 +233,150 @@ std::vector<std::string> prune_checkpoints(const std::string& checkpoint_dir, in
     removed.push_back(all[i]);
   }
   return removed;
+}
+
+namespace {
+
+std::string utc_now() {
+  const std::time_t now = std::chrono::system_clock::to_time_t(std::chrono::system_clock::now());
+  std::tm utc{};
+  ::gmtime_r(&now, &utc);
+  char buf[32];
+  std::strftime(buf, sizeof(buf), "%Y-%m-%dT%H:%M:%SZ", &utc);
+  return buf;
+}
+
+std::string read_fd(int fd) {
+  std::string out;
+  char buf[512];
+  for (off_t at = 0;;) {
+    const ssize_t n = ::pread(fd, buf, sizeof(buf), at);
+    if (n <= 0) break;
+    out.append(buf, size_t(n));
+    at += n;
+  }
+  return out;
+}
+
+std::optional<LockHolder> parse_holder(const std::string& text) {
+  const nlohmann::json j = nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);
+  if (!j.is_object() || !j.contains("pid") || !j["pid"].is_number_integer()) return std::nullopt;
+  LockHolder h;
+  h.pid = j["pid"].get<int64_t>();
+  if (j.contains("host") && j["host"].is_string()) h.host = j["host"].get<std::string>();
+  if (j.contains("started") && j["started"].is_string()) h.started = j["started"].get<std::string>();
+  return h;
+}
+
+bool same_file(int fd, const std::string& path) {
+  struct stat open_file {
+  }, named{};
+  return ::fstat(fd, &open_file) == 0 && ::stat(path.c_str(), &named) == 0 && open_file.st_dev == named.st_dev &&
+         open_file.st_ino == named.st_ino;
+}
+
+Error held_error(const std::string& dir, const std::string& lock_path, const std::optional<LockHolder>& holder,
+                 bool kernel_lock) {
+  const std::string who = holder ? holder->describe() : "its lock file names no holder";
+  std::string hint = holder ? "wait for that run to end or stop it (kill " + std::to_string(holder->pid) +
+                                  (holder->host.empty() ? "" : " on " + holder->host) + ")"
+                            : "wait for that run to end or stop it";
+  hint += ", or give this run another checkpoint.checkpoint_dir";
+  if (!kernel_lock)
+    hint +=
+        "; this file system has no file locks, so a run that died on another host leaves the lock behind: "
+        "if none is running, remove " +
+        lock_path;
+  return Error("the checkpoint directory " + dir + " is in use by another training run (" + who + ")", lock_path, hint);
+}
+
+}  // namespace
+
+std::string LockHolder::describe() const {
+  std::string out = "pid " + std::to_string(pid);
+  if (!host.empty()) out += " on host " + host;
+  if (!started.empty()) out += ", started " + started;
+  return out;
+}
+
+std::string this_host_name() {
+  char name[256] = {};
+  if (::gethostname(name, sizeof(name) - 1) != 0) return "";
+  return name;
+}
+
+std::optional<LockHolder> read_lock_holder(const std::string& checkpoint_dir) {
+  std::ifstream in(fs::path(checkpoint_dir) / kLockFile);
+  if (!in) return std::nullopt;
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return parse_holder(ss.str());
+}
+
+bool lock_holder_may_be_alive(const LockHolder& holder, const std::string& this_host) {
+  if (holder.host != this_host) return true;
+  if (holder.pid <= 0 || holder.pid > std::numeric_limits<pid_t>::max()) return false;
+  return ::kill(pid_t(holder.pid), 0) == 0 || errno == EPERM;
+}
+
+CheckpointDirLock::CheckpointDirLock(const std::string& checkpoint_dir)
+    : dir_(checkpoint_dir), path_((fs::path(checkpoint_dir) / kLockFile).string()) {
+  const char* writable_hint =
+      "give checkpoint.checkpoint_dir a directory this user can create and write, or fix its permissions";
+  std::error_code ec;
+  fs::create_directories(checkpoint_dir, ec);
+  if (ec) throw Error("cannot create the checkpoint directory: " + ec.message(), checkpoint_dir, writable_hint);
+  if (!fs::is_directory(checkpoint_dir, ec))
+    throw Error("the checkpoint directory is not a directory", checkpoint_dir, writable_hint);
+  holder_ = {int64_t(::getpid()), this_host_name(), utc_now()};
+  // The previous holder removes the file as it releases it: a lock taken on a file no longer at the path is retried.
+  for (int attempt = 0; attempt < 100; ++attempt) {
+    const int fd = ::open(path_.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (fd < 0)
+      throw Error("cannot create the run's lock file in the checkpoint directory: " + errno_text(), path_,
+                  writable_hint);
+    bool kernel_lock = true;
+    if (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
+      const int err = errno;
+      if (err == EWOULDBLOCK) {
+        const std::optional<LockHolder> holder = parse_holder(read_fd(fd));
+        ::close(fd);
+        throw held_error(checkpoint_dir, path_, holder, true);
+      }
+      if (err != ENOLCK && err != EOPNOTSUPP && err != ENOSYS) {
+        ::close(fd);
+        throw Error(std::string("cannot lock the checkpoint directory: ") + ::strerror(err), path_, writable_hint);
+      }
+      kernel_lock = false;
+    }
+    if (!same_file(fd, path_)) {
+      ::close(fd);
+      continue;
+    }
+    const std::optional<LockHolder> previous = parse_holder(read_fd(fd));
+    if (previous && !kernel_lock && lock_holder_may_be_alive(*previous, holder_.host)) {
+      ::close(fd);
+      throw held_error(checkpoint_dir, path_, previous, false);
+    }
+    taken_over_ = previous;
+    const std::string text =
+        nlohmann::json{{"pid", holder_.pid}, {"host", holder_.host}, {"started", holder_.started}}.dump() + "\n";
+    if (::ftruncate(fd, 0) != 0 || ::pwrite(fd, text.data(), text.size(), 0) != ssize_t(text.size())) {
+      const std::string err = errno_text();
+      ::close(fd);
+      throw Error("cannot write the run's lock file: " + err, path_, writable_hint);
+    }
+    fd_ = fd;
+    return;
+  }
+  throw Error("cannot take the checkpoint directory's lock: its lock file keeps being replaced", path_,
+              "another program is creating and removing " + std::string(kLockFile) + " there; stop it");
+}
+
+CheckpointDirLock::~CheckpointDirLock() {
+  if (fd_ < 0) return;
+  if (same_file(fd_, path_)) ::unlink(path_.c_str());
+  ::close(fd_);
 }
 
 CheckpointStage::CheckpointStage(const std::string& checkpoint_dir, const std::string& name)

@@ -335,14 +335,6 @@ double Optimizer::step(const StepOptions& o) {
   }
   const bool scale = clip && coef != 1.0;
 
-  for (Work& w : work) {
-    ensure_state(*w.u);
-    ++w.u->step;
-    const bool via_f32 = w.u->has_master() || rounds_after_update(*w.u);
-    const DType target = via_f32 ? DType::f32 : w.u->param.dtype();
-    w.update = prepare(groups_[w.group], *w.u, target, w.grad.dtype());
-  }
-
   // Blocks: fixed runs of elements inside one segment, so the partial sums (and with them the norm) do not depend
   // on the number of threads.
   struct Block {
@@ -363,7 +355,45 @@ double Optimizer::step(const StepOptions& o) {
       elements += s.numel;
     }
   }
+  const int64_t grain = elements <= kGrain ? int64_t(blocks.size()) : 1;
   std::vector<double> sum_sq(blocks.size(), 0.0);
+  auto sum_partials = [&] {
+    double acc = 0.0;
+    for (double s : sum_sq) acc += s;
+    return std::sqrt(acc);
+  };
+
+  // Skipping needs the norm before anything is updated: the fused norm's tiles, summed as the update pass sums them.
+  const bool norm_pass_first = fused_norm && o.skip_if_nonfinite;
+  if (norm_pass_first) {
+    parallel_for(int64_t(blocks.size()), grain, [&](int64_t b, int64_t e) {
+      for (int64_t bi = b; bi < e; ++bi) {
+        const Block& blk = blocks[size_t(bi)];
+        const Tensor& grad = work[blk.work].grad;
+        char* g = static_cast<char*>(grad.raw_data());
+        const size_t gsize = dtype_size(grad.dtype());
+        for (int64_t t = blk.begin; t < blk.end; t += tile)
+          grad_prologue(grad.dtype(), g + size_t(t) * gsize, std::min(tile, blk.end - t), &sum_sq[size_t(bi)], false,
+                        1.0);
+      }
+    });
+    total = sum_partials();
+  }
+  if (o.skip_if_nonfinite && !std::isfinite(total)) {
+    if (o.zero_grad)
+      for (const Work& w : work) std::memset(w.grad.raw_data(), 0, w.grad.nbytes());
+    return total;
+  }
+  const bool fused_sum = fused_norm && !norm_pass_first;
+
+  for (Work& w : work) {
+    ensure_state(*w.u);
+    ++w.u->step;
+    const bool via_f32 = w.u->has_master() || rounds_after_update(*w.u);
+    const DType target = via_f32 ? DType::f32 : w.u->param.dtype();
+    w.update = prepare(groups_[w.group], *w.u, target, w.grad.dtype());
+  }
+
   std::vector<std::vector<MasterException>> exceptions(blocks.size());
 
   auto run_block = [&](size_t bi, std::vector<float>& x) {
@@ -382,7 +412,7 @@ double Optimizer::step(const StepOptions& o) {
     for (int64_t t = b.begin; t < b.end; t += tile) {
       const int64_t n = std::min(tile, b.end - t);
       void* g = grad + size_t(t) * gsize;
-      grad_prologue(gdt, g, n, fused_norm ? &sum_sq[bi] : nullptr, scale, coef);
+      grad_prologue(gdt, g, n, fused_sum ? &sum_sq[bi] : nullptr, scale, coef);
       void* target = param + size_t(t) * psize;
       if (pbits != nullptr) {
         x.resize(size_t(tile));
@@ -405,7 +435,7 @@ double Optimizer::step(const StepOptions& o) {
     }
   };
   // Blocks read the old exceptions of their unit while others run; the new ones replace them afterwards.
-  parallel_for(int64_t(blocks.size()), elements <= kGrain ? int64_t(blocks.size()) : 1, [&](int64_t b, int64_t e) {
+  parallel_for(int64_t(blocks.size()), grain, [&](int64_t b, int64_t e) {
     std::vector<float> x;
     for (int64_t bi = b; bi < e; ++bi) run_block(size_t(bi), x);
   });
@@ -415,11 +445,7 @@ double Optimizer::step(const StepOptions& o) {
     if (bi == 0 || blocks[bi - 1].work != blocks[bi].work) u.exceptions.clear();
     u.exceptions.insert(u.exceptions.end(), exceptions[bi].begin(), exceptions[bi].end());
   }
-  if (fused_norm) {
-    double acc = 0.0;
-    for (double s : sum_sq) acc += s;
-    total = std::sqrt(acc);
-  }
+  if (fused_sum) total = sum_partials();
   return total;
 }
 

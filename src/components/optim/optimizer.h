@@ -49,6 +49,11 @@ struct StepOptions {
   double norm_type = 2.0;  // > 0 or infinity
   // Zero the gradients in the same pass (zero_grad() after the step).
   bool zero_grad = false;
+  // A step whose total norm is not finite (a NaN or infinite gradient) updates nothing: no parameter, state or step
+  // count changes, and the gradients are zeroed when zero_grad is set. The update pass must then know the norm before
+  // it starts: with clipping its norm pass comes first anyway (free); without, the fused norm becomes a pass of its
+  // own over the same blocks (the same norm bit for bit, one more read of the gradients).
+  bool skip_if_nonfinite = false;
 };
 
 class Optimizer {
@@ -62,7 +67,7 @@ class Optimizer {
   // the 2-norm is summed inside the update pass (fp64, per fixed block of elements, so the same
   // for every thread count, but not in clip_grads' order: it may differ from it in the last bits);
   // with clipping a norm pass as clip_grads' comes first, so the clipped update is clip_grads'
-  // then step() bit for bit.
+  // then step() bit for bit. With skip_if_nonfinite a non-finite return means nothing was updated.
   double step(const StepOptions& options);
   // step(StepOptions{}) without the norm: torch's optimizer.step().
   void step() { step(StepOptions{}); }

@@ -21,6 +21,8 @@ inline constexpr const char* kTpsPerGpu = "tps_per_gpu";
 inline constexpr const char* kNumTokensPerStep = "num_tokens_per_step";
 inline constexpr const char* kNumLabelTokens = "num_label_tokens";
 inline constexpr const char* kValLoss = "val_loss";
+// Ours (step_scheduler.skip_nonfinite_steps): steps skipped so far for a non-finite loss or gradient norm.
+inline constexpr const char* kNumSkippedSteps = "num_skipped_steps";
 }  // namespace metric
 
 // "2025-06-01T12:34:56.789Z" (UTC, milliseconds), NeMo's record timestamp.

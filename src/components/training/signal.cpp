@@ -2,6 +2,7 @@
 
 #include <errno.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
@@ -19,8 +20,33 @@ constexpr int kMaxSignal = 65;
 std::atomic<uint64_t> g_arrivals[kMaxSignal];
 static_assert(std::atomic<uint64_t>::is_always_lock_free, "the signal handler needs lock-free atomics");
 
+// The SIGINT arrival count at which the process exits at once: the second Ctrl-C under a guard that handles SIGINT
+// (no limit otherwise).
+constexpr uint64_t kNoLimit = ~uint64_t(0);
+std::atomic<uint64_t> g_interrupt_limit{kNoLimit};
+
+// Only async-signal-safe calls: write(2), sigaction(2), raise(3).
+void say(const char* text) {
+  const ssize_t ignored = ::write(STDERR_FILENO, text, ::strlen(text));
+  (void)ignored;
+}
+
 extern "C" void record_signal(int signum) {
-  if (signum > 0 && signum < kMaxSignal) g_arrivals[signum].fetch_add(1, std::memory_order_relaxed);
+  if (signum <= 0 || signum >= kMaxSignal) return;
+  const uint64_t arrivals = g_arrivals[signum].fetch_add(1, std::memory_order_relaxed) + 1;
+  if (signum != SIGINT) return;
+  if (arrivals < g_interrupt_limit.load(std::memory_order_relaxed)) {
+    say("\ninterrupted: stopping cleanly after this step; press Ctrl-C again to exit at once\n");
+    return;
+  }
+  say("\ninterrupted again: exiting now\n");
+  struct sigaction action;
+  ::memset(&action, 0, sizeof(action));
+  action.sa_handler = SIG_DFL;
+  sigemptyset(&action.sa_mask);
+  ::sigaction(SIGINT, &action, nullptr);
+  // SIGINT is blocked while its handler runs: the raised one is delivered, with the default action, on return.
+  ::raise(SIGINT);
 }
 
 struct NamedSignal {
@@ -73,6 +99,8 @@ SignalGuard::SignalGuard(const std::vector<int>& signals) : signals_(signals) {
   }
   previous_.resize(signals_.size());
   for (int sig : signals_) count_at_install_.push_back(g_arrivals[sig].load());
+  previous_interrupt_limit_ = g_interrupt_limit.load();
+  if (std::count(signals_.begin(), signals_.end(), SIGINT) != 0) g_interrupt_limit = g_arrivals[SIGINT].load() + 2;
   for (size_t i = 0; i < signals_.size(); ++i) {
     struct sigaction action;
     ::memset(&action, 0, sizeof(action));
@@ -81,6 +109,7 @@ SignalGuard::SignalGuard(const std::vector<int>& signals) : signals_(signals) {
     action.sa_flags = SA_RESTART;  // a blocking read in the data pipeline resumes instead of failing with EINTR
     if (::sigaction(signals_[i], &action, &previous_[i]) != 0) {
       for (size_t j = 0; j < i; ++j) ::sigaction(signals_[j], &previous_[j], nullptr);
+      g_interrupt_limit = previous_interrupt_limit_;
       throw Error("cannot install a handler for " + signal_name(signals_[i]), "preemption_signal",
                   std::string("sigaction failed: ") + ::strerror(errno));
     }
@@ -89,12 +118,15 @@ SignalGuard::SignalGuard(const std::vector<int>& signals) : signals_(signals) {
 
 SignalGuard::~SignalGuard() {
   for (size_t i = signals_.size(); i-- > 0;) ::sigaction(signals_[i], &previous_[i], nullptr);
+  g_interrupt_limit = previous_interrupt_limit_;
 }
 
-bool SignalGuard::received() const {
+bool SignalGuard::received() const { return received_signal() != 0; }
+
+int SignalGuard::received_signal() const {
   for (size_t i = 0; i < signals_.size(); ++i)
-    if (g_arrivals[signals_[i]].load() != count_at_install_[i]) return true;
-  return false;
+    if (g_arrivals[signals_[i]].load() != count_at_install_[i]) return signals_[i];
+  return 0;
 }
 
 }  // namespace automodel::training

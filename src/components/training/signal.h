@@ -2,8 +2,9 @@
 // Graceful-stop signals (NeMo's preemption_signal): a handler that only records that a signal arrived, installed
 // for a scope and restored after it; the training loop polls it and saves a checkpoint before leaving.
 //
-// Only SIGTERM is handled by default (as in NeMo): schedulers send it before killing a job. SIGINT keeps its
-// default action so that Ctrl-C still stops a run at once; list it explicitly to make Ctrl-C graceful.
+// SIGINT (Ctrl-C) is the interactive stop, as trainers treat it: the first asks for the graceful stop (the handler
+// says so on stderr); the second restores the default action and re-raises, so the process dies of SIGINT at once
+// (status 130 in a shell, WIFSIGNALED for a parent) without waiting for the step or the checkpoint.
 #include <signal.h>
 
 #include <cstdint>
@@ -27,12 +28,15 @@ class SignalGuard {
 
   // Whether any of the signals arrived since this guard was installed.
   bool received() const;
+  // The first of the signals (in the order given) that arrived since this guard was installed; 0 when none did.
+  int received_signal() const;
   const std::vector<int>& signals() const { return signals_; }
 
  private:
   std::vector<int> signals_;
   std::vector<uint64_t> count_at_install_;
   std::vector<struct sigaction> previous_;
+  uint64_t previous_interrupt_limit_ = 0;
 };
 
 }  // namespace automodel::training

@@ -46,19 +46,27 @@ StepScheduler::StepScheduler(const StepSchedulerOptions& o, int64_t micro_batche
   micro_batches_per_epoch_ = micro_batches_per_epoch;
   epoch_len_ = ceil_div(micro_batches_per_epoch, grad_acc_steps_);
 
+  // A given max_steps is checked before num_epochs is derived from it, so that the error names the value given.
+  if (o.max_steps)
+    require_positive("max_steps", *o.max_steps, "set max_steps >= 1, or leave it unset to run num_epochs epochs");
+  if (o.num_epochs)
+    require_positive("num_epochs", *o.num_epochs, "set num_epochs >= 1, or leave it unset and give max_steps");
   num_epochs_ = o.num_epochs ? *o.num_epochs : (o.max_steps ? ceil_div(*o.max_steps, epoch_len_) : 10);
-  if (num_epochs_ <= 0)
-    throw Error("num_epochs must be greater than 0, got " + std::to_string(num_epochs_), "step_scheduler.num_epochs",
-                "set num_epochs >= 1, or leave it unset and give max_steps");
   if (o.val_every_steps) require_positive("val_every_steps", *o.val_every_steps, "leave it unset to disable");
   val_every_steps_ = o.val_every_steps;
   max_steps_ = o.max_steps ? *o.max_steps : num_epochs_ * epoch_len_;
-  require_positive("max_steps", max_steps_, "set max_steps >= 1, or leave it unset to run num_epochs epochs");
   ckpt_every_steps_ = o.ckpt_every_steps ? *o.ckpt_every_steps : epoch_len_;
   require_positive("ckpt_every_steps", ckpt_every_steps_, "leave it unset to checkpoint once per epoch");
   save_checkpoint_every_epoch_ = o.save_checkpoint_every_epoch;
   validate_on_checkpoint_ = o.validate_on_checkpoint;
-  if (!o.preemption_signals.empty()) signals_ = std::make_unique<SignalGuard>(o.preemption_signals);
+  require_positive("max_consecutive_skipped_steps", o.max_consecutive_skipped_steps,
+                   "allow at least one skipped step in a row, e.g. 10");
+  skip_nonfinite_steps_ = o.skip_nonfinite_steps;
+  max_consecutive_skipped_steps_ = o.max_consecutive_skipped_steps;
+  std::vector<int> signals = o.preemption_signals;
+  if (o.graceful_interrupt && std::find(signals.begin(), signals.end(), SIGINT) == signals.end())
+    signals.push_back(SIGINT);
+  if (!signals.empty()) signals_ = std::make_unique<SignalGuard>(signals);
 }
 
 bool StepScheduler::next_epoch() {
@@ -83,8 +91,18 @@ bool StepScheduler::sigterm_received() {
   if (!signals_) return false;
   if (polled_step_ == step_) return false;
   polled_step_ = step_;
-  sigterm_flag_ = signals_->received();
+  stop_signal_ = signals_->received_signal();
+  sigterm_flag_ = stop_signal_ != 0;
   return sigterm_flag_;
+}
+
+bool StepScheduler::count_step(bool skipped) {
+  if (!skipped) {
+    consecutive_skipped_steps_ = 0;
+    return true;
+  }
+  ++skipped_steps_;
+  return ++consecutive_skipped_steps_ <= max_consecutive_skipped_steps_;
 }
 
 bool StepScheduler::is_last_batch() const { return step_ % epoch_len_ == epoch_len_ - 1; }
@@ -127,7 +145,12 @@ bool StepScheduler::advance_step() {
 }
 
 nlohmann::json StepScheduler::state_dict() const {
-  return {{"step", std::min(max_steps_, step_ + 1)}, {"epoch", epoch_}};
+  nlohmann::json state = {{"step", std::min(max_steps_, step_ + 1)}, {"epoch", epoch_}};
+  if (skip_nonfinite_steps_) {
+    state["num_skipped_steps"] = skipped_steps_;
+    state["consecutive_skipped_steps"] = consecutive_skipped_steps_;
+  }
+  return state;
 }
 
 void StepScheduler::load_state_dict(const nlohmann::json& state) {
@@ -135,8 +158,14 @@ void StepScheduler::load_state_dict(const nlohmann::json& state) {
     if (!state.is_object() || !state.contains(key) || !state[key].is_number_integer() || state[key].get<int64_t>() < 0)
       throw Error(std::string("step scheduler state needs a non-negative integer '") + key + "'",
                   "step_scheduler state: " + state.dump(), "the checkpoint's step scheduler state is damaged");
+  for (const char* key : {"num_skipped_steps", "consecutive_skipped_steps"})
+    if (state.contains(key) && (!state[key].is_number_integer() || state[key].get<int64_t>() < 0))
+      throw Error(std::string("step scheduler state: '") + key + "' must be a non-negative integer",
+                  "step_scheduler state: " + state.dump(), "the checkpoint's step scheduler state is damaged");
   step_ = state["step"].get<int64_t>();
   epoch_ = state["epoch"].get<int64_t>();
+  skipped_steps_ = state.value("num_skipped_steps", int64_t(0));
+  consecutive_skipped_steps_ = state.value("consecutive_skipped_steps", int64_t(0));
   polled_step_.reset();
 }
 

@@ -28,6 +28,12 @@ struct StepSchedulerOptions {
   // Signals that request a graceful stop with a checkpoint (NeMo's preemption_signal, default SIGTERM). Empty:
   // no handler is installed.
   std::vector<int> preemption_signals = {SIGTERM};
+  // Ctrl-C stops gracefully too: SIGINT joins the signals, the second one exits at once (signal.h).
+  bool graceful_interrupt = false;
+  // A step whose loss or gradient norm is not finite: false stops training with an Error (the default); true skips
+  // it (no update) and counts it, and more than max_consecutive_skipped_steps in a row is an Error.
+  bool skip_nonfinite_steps = false;
+  int64_t max_consecutive_skipped_steps = 10;
 };
 
 class StepScheduler {
@@ -62,6 +68,16 @@ class StepScheduler {
   bool is_last_batch() const;  // the last step of the current epoch
   bool sigterm_received();     // polled at most once per step, so every check within a step agrees
   bool sigterm_flag() const { return sigterm_flag_; }
+  // The signal that stopped training (SIGTERM, SIGINT, ...); 0 while none has.
+  int stop_signal() const { return stop_signal_; }
+
+  bool skip_nonfinite_steps() const { return skip_nonfinite_steps_; }
+  int64_t max_consecutive_skipped_steps() const { return max_consecutive_skipped_steps_; }
+  // Counts the current step as skipped or taken. Returns false when that makes more than
+  // max_consecutive_skipped_steps skipped steps in a row (the caller stops training).
+  bool count_step(bool skipped);
+  int64_t skipped_steps() const { return skipped_steps_; }  // over the whole run, resumes included
+  int64_t consecutive_skipped_steps() const { return consecutive_skipped_steps_; }
 
   // After each optimizer step (NeMo's `step += 1` after the yield). Ends the epoch (epoch += 1) when this was its
   // last step, exactly where NeMo's iterator does. Returns whether the current epoch goes on (false: the epoch
@@ -71,7 +87,8 @@ class StepScheduler {
   void end_epoch() { ++epoch_; }
   bool finished() const { return step_ >= max_steps_ || sigterm_flag_; }
 
-  // {"step": min(max_steps, step + 1), "epoch": epoch}: saved from inside a step, before advance_step.
+  // {"step": min(max_steps, step + 1), "epoch": epoch}: saved from inside a step, before advance_step. With
+  // skip_nonfinite_steps also "num_skipped_steps" and "consecutive_skipped_steps" (absent: 0 when loaded).
   nlohmann::json state_dict() const;
   void load_state_dict(const nlohmann::json& state);
 
@@ -83,7 +100,11 @@ class StepScheduler {
   int64_t step_ = 0, epoch_ = 0;
   std::unique_ptr<SignalGuard> signals_;
   bool sigterm_flag_ = false;
+  int stop_signal_ = 0;
   std::optional<int64_t> polled_step_;
+  bool skip_nonfinite_steps_ = false;
+  int64_t max_consecutive_skipped_steps_ = 10;
+  int64_t skipped_steps_ = 0, consecutive_skipped_steps_ = 0;
 };
 
 }  // namespace automodel::training
