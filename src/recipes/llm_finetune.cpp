@@ -583,10 +583,18 @@ class FinetuneRun {
     const fs::path p = *path;
     check_checkpoint_kind(p);
     std::cout << "resuming from " << *path << std::endl;
-    if (peft_)
-      load_adapter_weights((p / layout::kModelDir / "adapter_model.safetensors").string());
-    else
-      checkpoint::load_model_weights(*model_, (p / layout::kConsolidatedDir).string());
+    // Loading refuses non-finite weights (a checkpoint written by a build that saved whatever the weights were):
+    // training from it would only stop again, so the error lists the checkpoints to resume from instead.
+    try {
+      if (peft_)
+        load_adapter_weights((p / layout::kModelDir / "adapter_model.safetensors").string());
+      else
+        checkpoint::load_model_weights(*model_, (p / layout::kConsolidatedDir).string());
+    } catch (const Error& e) {
+      throw Error(e.what_part(), e.where(),
+                  e.hint() + "; or resume from an earlier checkpoint (checkpoint.restore_from: its name): " +
+                      checkpoint::available_checkpoints(p.parent_path().string()));
+    }
     // The file's tensors go into state_dict()'s (checked against them), then back into the optimizer, which splits
     // the fp32 masters into bf16 parameter + residual.
     std::map<std::string, Tensor> state = optimizer_->state_dict();
@@ -598,13 +606,6 @@ class FinetuneRun {
     default_generator().set_state(checkpoint::load_rng_state((p / layout::kRngDir).string()).at("default"));
     sched_->load_state_dict(checkpoint::load_json((p / layout::kStepSchedulerFile).string()));
     check_step_matches_name(p);
-    // Written by a build that checkpointed whatever the weights were: training from it would only stop again.
-    if (const std::optional<training::NonFiniteValue> bad = nonfinite_weight())
-      throw Error("the checkpoint holds non-finite weights (" + bad->tensor + "[" + std::to_string(bad->index) +
-                      "] = " + training::number_text(bad->value) + ")",
-                  p.string(),
-                  "resume from an earlier checkpoint (checkpoint.restore_from: its name); " +
-                      checkpoint::available_checkpoints(p.parent_path().string()));
     if (lr_sched_) lr_sched_->set_num_steps(optim.extra.at("lr_scheduler_num_steps").get<int64_t>());
     return true;
   }

@@ -151,8 +151,8 @@ TEST(LlmFinetuneRecipe, ACheckpointOfNonFiniteWeightsIsNotResumedFrom) {
   f.write(reinterpret_cast<const char*>(&nan), sizeof(nan));
   f.close();
   const std::string err = error_of([&] { automodel::recipes::run_llm_finetune(tiny_recipe(dir.str())); });
-  EXPECT_NE(err.find("the checkpoint holds non-finite weights ("), std::string::npos) << err;
-  EXPECT_NE(err.find("[0] = nan)"), std::string::npos) << err;
+  EXPECT_NE(err.find("model.embed_tokens.weight' in "), std::string::npos) << err;
+  EXPECT_NE(err.find("non-finite value(s) (first: element 0 = nan)"), std::string::npos) << err;
   EXPECT_NE(err.find("epoch_0_step_1"), std::string::npos) << err;  // the earlier one, to resume from
 }
 
