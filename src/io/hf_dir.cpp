@@ -128,6 +128,8 @@ nlohmann::json read_json_file(const std::string& path) {
     throw Error("invalid JSON in " + path + " at line " + std::to_string(line) + ", column " + std::to_string(col) +
                     ": " + reason,
                 path + ":" + std::to_string(line) + ":" + std::to_string(col), "fix the JSON syntax there");
+  } catch (const nlohmann::json::exception& e) {  // e.g. out_of_range for a number beyond double (1e999)
+    throw Error("invalid JSON in " + path + ": " + e.what(), path, "fix the value (numbers must fit a double)");
   }
 }
 

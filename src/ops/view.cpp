@@ -78,7 +78,7 @@ Tensor reshape(const Tensor& x, Shape shape) {
       infer = int64_t(i);
     } else {
       AM_CHECK(shape[i] >= 0, "reshape: bad size in ", shape_str(shape));
-      known *= shape[i];
+      AM_CHECK(!__builtin_mul_overflow(known, shape[i], &known), "reshape: size overflows in ", shape_str(shape));
     }
   }
   if (infer >= 0) {
