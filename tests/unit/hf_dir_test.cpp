@@ -173,6 +173,9 @@ TEST(HfDir, ReadJsonFileNamesFileAndLine) {
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find("cannot open JSON file"), std::string::npos);
   }
+  fs::path huge = t.path() / "huge.json";
+  write_text(huge, R"({"rope_theta": 1e999})");
+  EXPECT_THROW(read_json_file(huge.string()), Error);  // nlohmann's out_of_range, not an internal error
 }
 
 TEST(HfDir, WriteFileAtomicReplacesAndCleansUp) {
