@@ -193,6 +193,29 @@ std::optional<peft::PeftConfig> build_peft_config(const ConfigNode* section) {
   return c;
 }
 
+namespace {
+
+std::string number_text(double v) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%g", v);
+  return buf;
+}
+
+// optimizer.<key>: a finite number >= `min` (torch's own checks: "Invalid learning rate", ...), or `fallback` when
+// absent; the error names the key's line.
+double optimizer_number(const ConfigNode& section, const char* key, double fallback, double min = 0.0) {
+  const ConfigNode* n = section.find(key);
+  if (n == nullptr || n->is_null()) return fallback;
+  const double v = n->as_double();
+  if (!std::isfinite(v) || v < min)
+    throw Error(
+        std::string("optimizer.") + key + " must be a finite number >= " + number_text(min) + ", got " + number_text(v),
+        n->where(), "torch.optim rejects it too");
+  return v;
+}
+
+}  // namespace
+
 std::unique_ptr<optim::Optimizer> build_optimizer(const ConfigNode& section, models::CausalLM& model) {
   // bitsandbytes' 8-bit AdamW quantizes its state with its own kernels (no fp32 reference to match on the CPU).
   if (section.contains("_target_") && section.get<std::string>("_target_") == "bitsandbytes.optim.AdamW8bit")
@@ -232,22 +255,26 @@ std::unique_ptr<optim::Optimizer> build_optimizer(const ConfigNode& section, mod
   const bool bf16_weights = model.dtype() == DType::bf16;
   if (target == kSGD) {
     optim::SGDOptions o;
-    o.lr = section.get<double>("lr", o.lr);
-    o.momentum = section.get<double>("momentum", 0.0);
+    o.lr = optimizer_number(section, "lr", o.lr);
+    o.momentum = optimizer_number(section, "momentum", 0.0);
     o.dampening = section.get<double>("dampening", 0.0);
     o.nesterov = section.get<bool>("nesterov", false);
-    o.weight_decay = section.get<double>("weight_decay", 0.0);
+    o.weight_decay = optimizer_number(section, "weight_decay", 0.0);
     auto sgd = std::make_unique<optim::SGD>(std::move(groups), o);
     sgd->set_fp32_master_weights(bf16_weights);
     return sgd;
   }
   optim::AdamOptions o = target == kAdam ? optim::AdamOptions{} : optim::AdamW::defaults();
-  o.lr = section.get<double>("lr", o.lr);
-  o.eps = section.get<double>("eps", o.eps);
-  o.weight_decay = section.get<double>("weight_decay", o.weight_decay);
+  o.lr = optimizer_number(section, "lr", o.lr);
+  o.eps = optimizer_number(section, "eps", o.eps);
+  o.weight_decay = optimizer_number(section, "weight_decay", o.weight_decay);
   if (const ConfigNode* betas = section.find("betas"); betas && !betas->is_null()) {
     auto b = betas->as<std::vector<double>>();
     if (b.size() != 2) throw Error("optimizer.betas must have two values", betas->where(), "e.g. [0.9, 0.999]");
+    for (double beta : b)
+      if (!(beta >= 0.0 && beta < 1.0))
+        throw Error("optimizer.betas must lie in [0, 1), got " + number_text(beta), betas->where(),
+                    "e.g. [0.9, 0.999]");
     o.beta1 = b[0];
     o.beta2 = b[1];
   }

@@ -208,6 +208,11 @@ def bad_recipe(tmp_path, old, new):
     (["--clip_grad_norm.max_norm", "0"], ["clip_grad_norm.max_norm must be a positive finite number, got 0"]),
     (["--clip_grad_norm.max_norm", "-1"], ["clip_grad_norm.max_norm must be a positive finite number, got -1"]),
     (["--packed_sequence.packed_sequence_size", "-8"], ["packed_sequence.packed_sequence_size must be >= 0"]),
+    (["--optimizer.lr", "-0.1"],
+     ["optimizer.lr must be a finite number >= 0, got -0.1", "where: command line --optimizer.lr"]),
+    (["--optimizer.weight_decay", "-1"], ["optimizer.weight_decay must be a finite number >= 0, got -1"]),
+    (["--optimizer.eps", "-1e-8"], ["optimizer.eps must be a finite number >= 0, got -1e-08"]),
+    (["--optimizer.betas", "[0.9, 1.5]"], ["optimizer.betas must lie in [0, 1), got 1.5"]),
 ])
 def test_nonsense_values_are_errors_at_their_keys(tmp_path, overrides, expected):
     r = finetune(tmp_path / "ck", "--step_scheduler.max_steps", 2, *overrides)
