@@ -105,6 +105,27 @@ TEST(ConfigTyping, TranslateValueIsLiteralEval) {
   EXPECT_EQ(translate_value("abc").as_string(), "abc");
 }
 
+TEST(ConfigTyping, LongAndOverflowingNumeralsAreTypedWithoutCrashing) {
+  // 100k digits: a regex matcher recursed once per character and overflowed the stack.
+  const std::string digits(100000, '1');
+  EXPECT_EQ(one(digits).as_string(), digits);  // beyond int64: a string, as other big integers
+  EXPECT_EQ(one("\"" + digits + "\"").as_string(), digits);
+  EXPECT_EQ(one("1." + digits).kind(), Kind::Double);
+  EXPECT_EQ(one("[" + digits + "]")[0].as_string(), digits);
+  // Sexagesimal beyond int64 (std::stoll threw std::out_of_range; the sum overflowed).
+  EXPECT_EQ(one("99999999999999999999:30").as_string(), "99999999999999999999:30");
+  EXPECT_EQ(one("153722867280912930:59").as_string(), "153722867280912930:59");
+  EXPECT_EQ(one("153722867280912930:7").as_int(), 9223372036854775807);
+  EXPECT_EQ(one("-153722867280912930:8").as_int(), INT64_MIN);
+  EXPECT_EQ(one("1:2:3").as_int(), 3723);
+  EXPECT_DOUBLE_EQ(one("1:30.5").as_double(), 90.5);
+  // Python's digit groups: one underscore between digits, also right after a base prefix.
+  EXPECT_EQ(translate_value("0x_1f").as_int(), 31);
+  EXPECT_EQ(translate_value("1__0").as_string(), "1__0");
+  EXPECT_EQ(translate_value("1_0.5_0").as_double(), 10.5);
+  EXPECT_EQ(translate_value("1_").as_string(), "1_");
+}
+
 TEST(ConfigTyping, TargetAndFnValuesAreNeverTranslated) {
   ConfigNode c = parse_yaml("a:\n  _target_: 'True'\n  collate_fn: none\n  other: none\n", "t.yaml");
   EXPECT_EQ(c.get<std::string>("a._target_"), "True");
