@@ -7,7 +7,9 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <unordered_map>
 
+#include "components/config/builder.h"
 #include "components/config/config.h"
 #include "core/error.h"
 
@@ -351,6 +353,10 @@ class PyLiteral {
     ws();
     ConfigNode result;  // map or (for a set) list
     bool is_map = true, first = true;
+    // A dict's keys in order with their last values (Python keeps a repeated key where it first came).
+    std::vector<std::string> keys;
+    std::vector<ConfigNode> values;
+    std::unordered_map<std::string, size_t> index;
     while (p_ < s_.size() && s_[p_] != '}') {
       ConfigNode k;
       if (!value(k)) return false;
@@ -366,7 +372,13 @@ class PyLiteral {
         ws();
         ConfigNode v;
         if (!value(v)) return false;
-        result.insert(key_text(k), std::move(v));
+        auto [at, fresh] = index.emplace(key_text(k), keys.size());
+        if (fresh) {
+          keys.push_back(at->first);
+          values.push_back(std::move(v));
+        } else {
+          values[at->second] = std::move(v);
+        }
       } else {
         result.push_back(std::move(k));
       }
@@ -380,6 +392,7 @@ class PyLiteral {
     }
     if (p_ >= s_.size()) return false;
     ++p_;
+    for (size_t i = 0; i < keys.size(); ++i) detail::Builder::append(result, std::move(keys[i]), std::move(values[i]));
     out = first ? ConfigNode::map() : std::move(result);
     return true;
   }
