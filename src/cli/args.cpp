@@ -1,5 +1,7 @@
 #include "cli/args.h"
 
+#include <algorithm>
+
 #include "core/error.h"
 
 namespace automodel::cli {
@@ -63,6 +65,21 @@ double Args::number(const std::string& name, double fallback) const {
   } catch (...) {
   }
   throw Error("--" + name + " needs a number, got '" + v + "'", "command line");
+}
+
+int Args::threads() const {
+  if (!options.count("threads")) return 0;
+  return parse_threads(str("threads", ""));
+}
+
+int parse_threads(const std::string& text) {
+  const bool digits = !text.empty() && text.size() <= 9 &&
+                      std::all_of(text.begin(), text.end(), [](char c) { return c >= '0' && c <= '9'; });
+  const long n = digits ? std::stol(text) : 0;
+  if (n < 1 || n > kMaxThreads)
+    throw Error("--threads needs a positive integer up to " + std::to_string(kMaxThreads) + ", got '" + text + "'",
+                "command line", "--threads N runs N threads; leave it out for the machine's core count");
+  return int(n);
 }
 
 void Args::reject_unused(const std::string& command) const {

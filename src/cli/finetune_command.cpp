@@ -1,10 +1,11 @@
 // `automodel finetune llm -c recipe.yaml [--a.b.c value ...]` and `automodel recipe.yaml [...]`: NeMo Automodel's
 // two command forms. Overrides are applied to the YAML before the recipe reads it.
 #include <cstdio>
-#include <cstdlib>
+#include <optional>
 #include <string>
 #include <vector>
 
+#include "cli/args.h"
 #include "cli/commands.h"
 #include "components/config/config.h"
 #include "core/error.h"
@@ -15,8 +16,9 @@ namespace automodel::cli {
 
 namespace {
 
-// Removes `name value` / `name=value` from args and returns the value ("" when absent).
-std::string take_option(std::vector<std::string>& args, const std::vector<std::string>& names, const char* usage) {
+// Removes `name value` / `name=value` from args and returns the value (nullopt when absent).
+std::optional<std::string> take_option(std::vector<std::string>& args, const std::vector<std::string>& names,
+                                       const char* usage) {
   for (size_t i = 0; i < args.size(); ++i) {
     for (const auto& name : names) {
       if (args[i] == name) {
@@ -32,7 +34,7 @@ std::string take_option(std::vector<std::string>& args, const std::vector<std::s
       }
     }
   }
-  return "";
+  return std::nullopt;
 }
 
 constexpr const char* kUsage = "automodel finetune llm -c recipe.yaml [--threads N] [--section.key value ...]";
@@ -40,12 +42,8 @@ constexpr const char* kUsage = "automodel finetune llm -c recipe.yaml [--threads
 }  // namespace
 
 int run_recipe_file(const std::string& config_path, std::vector<std::string> args) {
-  const std::string threads = take_option(args, {"--threads"}, kUsage);
-  char* end = nullptr;
-  const long n = threads.empty() ? 0 : std::strtol(threads.c_str(), &end, 10);
-  if (!threads.empty() && (*end != '\0' || n < 1))
-    throw Error("--threads needs a positive integer, got '" + threads + "'", "command line", kUsage);
-  set_num_threads(int(n));
+  const std::optional<std::string> threads = take_option(args, {"--threads"}, kUsage);
+  set_num_threads(threads ? parse_threads(*threads) : 0);
   config::ConfigNode cfg = config::load_yaml(config_path);
   config::apply_overrides(cfg, config::parse_overrides(args));
   recipes::RunResult r = recipes::run_recipe(cfg);
@@ -58,7 +56,7 @@ int run_finetune(std::vector<std::string> args) {
   if (args.empty() || args[0] != "llm")
     throw Error("`automodel finetune` needs a domain: llm", "automodel finetune", kUsage);
   args.erase(args.begin());
-  const std::string config_path = take_option(args, {"-c", "--config"}, kUsage);
+  const std::string config_path = take_option(args, {"-c", "--config"}, kUsage).value_or("");
   if (config_path.empty()) throw Error("no recipe given", "automodel finetune llm", kUsage);
   return run_recipe_file(config_path, std::move(args));
 }

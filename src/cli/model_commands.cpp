@@ -221,7 +221,7 @@ int run_generate(const Args& args) {
   const double top_p = args.number("top-p", 1.0);
   const uint64_t seed = uint64_t(args.integer("seed", 0));
   const DType dtype = parse_dtype(args.str("dtype", "f32"));
-  const int threads = int(args.integer("threads", 0));
+  const int threads = args.threads();
   args.reject_unused("generate");
 
   if (has_text && !prompt_ids.empty())
@@ -269,7 +269,7 @@ int run_logprobs(const Args& args) {
   const std::string model_arg = require_model(args, "logprobs");
   const std::string prompt_ids = args.str("prompt-ids", "");
   const DType dtype = parse_dtype(args.str("dtype", "f32"));
-  const int threads = int(args.integer("threads", 0));
+  const int threads = args.threads();
   args.reject_unused("logprobs");
   if (prompt_ids.empty() || prompt_ids == "true")
     throw Error("`automodel logprobs` needs --prompt-ids", "command line",

@@ -85,8 +85,9 @@ std::unique_ptr<CausalLM> build(ModelConfig config, const LoadOptions& options) 
   if (options.trainable && !options.trainable_patterns.empty()) {
     size_t matched = 0;
     for (auto& [name, param] : model->named_parameters()) {
-      bool on = std::any_of(options.trainable_patterns.begin(), options.trainable_patterns.end(),
-                            [&](const std::string& p) { return fnmatch(p.c_str(), name.c_str(), 0) == 0; });
+      bool on = std::any_of(
+          options.trainable_patterns.begin(), options.trainable_patterns.end(),
+          [&, &param_name = name](const std::string& p) { return fnmatch(p.c_str(), param_name.c_str(), 0) == 0; });
       param.set_requires_grad(on);
       matched += on;
     }

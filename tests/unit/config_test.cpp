@@ -105,6 +105,27 @@ TEST(ConfigTyping, TranslateValueIsLiteralEval) {
   EXPECT_EQ(translate_value("abc").as_string(), "abc");
 }
 
+TEST(ConfigTyping, LongAndOverflowingNumeralsAreTypedWithoutCrashing) {
+  // 100k digits: a regex matcher recursed once per character and overflowed the stack.
+  const std::string digits(100000, '1');
+  EXPECT_EQ(one(digits).as_string(), digits);  // beyond int64: a string, as other big integers
+  EXPECT_EQ(one("\"" + digits + "\"").as_string(), digits);
+  EXPECT_EQ(one("1." + digits).kind(), Kind::Double);
+  EXPECT_EQ(one("[" + digits + "]")[0].as_string(), digits);
+  // Sexagesimal beyond int64 (std::stoll threw std::out_of_range; the sum overflowed).
+  EXPECT_EQ(one("99999999999999999999:30").as_string(), "99999999999999999999:30");
+  EXPECT_EQ(one("153722867280912930:59").as_string(), "153722867280912930:59");
+  EXPECT_EQ(one("153722867280912930:7").as_int(), 9223372036854775807);
+  EXPECT_EQ(one("-153722867280912930:8").as_int(), INT64_MIN);
+  EXPECT_EQ(one("1:2:3").as_int(), 3723);
+  EXPECT_DOUBLE_EQ(one("1:30.5").as_double(), 90.5);
+  // Python's digit groups: one underscore between digits, also right after a base prefix.
+  EXPECT_EQ(translate_value("0x_1f").as_int(), 31);
+  EXPECT_EQ(translate_value("1__0").as_string(), "1__0");
+  EXPECT_EQ(translate_value("1_0.5_0").as_double(), 10.5);
+  EXPECT_EQ(translate_value("1_").as_string(), "1_");
+}
+
 TEST(ConfigTyping, TargetAndFnValuesAreNeverTranslated) {
   ConfigNode c = parse_yaml("a:\n  _target_: 'True'\n  collate_fn: none\n  other: none\n", "t.yaml");
   EXPECT_EQ(c.get<std::string>("a._target_"), "True");
@@ -176,6 +197,102 @@ TEST(ConfigYaml, AnchorsAliasesAndMergeKeys) {
   EXPECT_DOUBLE_EQ(c.get<double>("opt.wd"), 0.0);
   EXPECT_DOUBLE_EQ(c.get<double>("copy.lr"), 0.1);
   EXPECT_FALSE(c.contains("opt.<<"));
+}
+
+TEST(ConfigYaml, MergedMapsKeepTheirValuesAndPathsAndFirstMergeWins) {
+  ConfigNode c = parse_yaml("a: &a {x: 1, y: {z: 2}}\nb: &b {x: 3, w: 4}\nc:\n  <<: [*a, *b]\n  v: 5\n", "m.yaml");
+  EXPECT_EQ(c.get<int64_t>("c.x"), 1);  // as PyYAML: the earlier map of a merge list wins
+  EXPECT_EQ(c.get<int64_t>("c.w"), 4);
+  EXPECT_EQ(c.at("c.y.z").path(), "c.y.z");
+  EXPECT_EQ(c.at("c").keys(), (std::vector<std::string>{"v", "x", "y", "w"}));
+  std::string e = error_of([] { parse_yaml("a: 1\nb:\n  <<: *x\n", "m.yaml"); });
+  EXPECT_TRUE(has(e, "YAML syntax error")) << e;  // an unknown anchor
+  std::string s = error_of([] { parse_yaml("a: &a 1\nb:\n  <<: *a\n", "m.yaml"); });
+  EXPECT_TRUE(has(s, "'<<' merges only maps")) << s;
+}
+
+TEST(ConfigYaml, DuplicateKeysAreAnErrorNamingBothLines) {
+  // A section given twice: PyYAML keeps the second silently, losing the first.
+  std::string top = error_of([] { parse_yaml("model:\n  a: 1\noptimizer:\n  lr: 1\nmodel:\n  b: 2\n", "d.yaml"); });
+  EXPECT_TRUE(has(top, "d.yaml:5: key 'model' is given twice, at lines 1 and 5")) << top;
+  std::string nested = error_of([] { parse_yaml("opt:\n  lr: 1\n  wd: 0\n  lr: 2\n", "d.yaml"); });
+  EXPECT_TRUE(has(nested, "d.yaml:4: key 'opt.lr' is given twice, at lines 2 and 4")) << nested;
+  std::string in_list = error_of([] { parse_yaml("xs:\n  - {a: 1, a: 2}\n", "d.yaml"); });
+  EXPECT_TRUE(has(in_list, "key 'xs.0.a' is given twice")) << in_list;
+  // Keys that differ only in YAML type are the same config key.
+  std::string typed = error_of([] { parse_yaml("s:\n  1: a\n  \"1\": b\n", "d.yaml"); });
+  EXPECT_TRUE(has(typed, "key 's.1' is given twice, at lines 2 and 3")) << typed;
+  // Inside a quoted Python dict literal a repeated key is Python's: the last value, at the first one's place.
+  ConfigNode d = translate_value("{'a': 1, 'b': 2, 'a': 3}");
+  EXPECT_EQ(d.keys(), (std::vector<std::string>{"a", "b"}));
+  EXPECT_EQ(d.get<int64_t>("a"), 3);
+  // Several merge keys are not duplicates (PyYAML merges every one); an explicit key still wins over merged ones.
+  ConfigNode c = parse_yaml("a: &a {x: 1}\nb: &b {y: 2}\nc:\n  <<: *a\n  <<: *b\n  x: 3\n", "d.yaml");
+  EXPECT_EQ(c.get<int64_t>("c.x"), 3);
+  EXPECT_EQ(c.get<int64_t>("c.y"), 2);
+}
+
+TEST(ConfigYaml, AliasCyclesAreAnErrorNotACrash) {
+  for (const char* text : {"a: &x [1, *x]\n", "a: &x\n  b: *x\n", "a: &x\n  b:\n    - c: *x\n", "&r [*r]\n"}) {
+    std::string e = error_of([&] { parse_yaml(text, "cyc.yaml"); });
+    EXPECT_TRUE(has(e, "cyc.yaml:")) << text;
+    EXPECT_TRUE(has(e, "an anchor/alias cycle")) << text << e;
+  }
+  std::string e = error_of([] { parse_yaml("a: &x\n  b: *x\n", "cyc.yaml"); });
+  EXPECT_TRUE(has(e, "cyc.yaml:2: 'a.b' is an alias of a list or map that contains it")) << e;
+  // The same anchor repeated side by side is no cycle.
+  ConfigNode ok = parse_yaml("a: &x [1, 2]\nb: [*x, *x]\n", "cyc.yaml");
+  EXPECT_EQ(ok.get<int64_t>("b.1.1"), 2);
+}
+
+TEST(ConfigYaml, AliasExpansionIsBounded) {
+  // "Billion laughs": each level repeats the previous ten times; 10^9 values expanded.
+  std::string text = "l0: &l0 [lol, lol, lol, lol, lol, lol, lol, lol, lol, lol]\n";
+  for (int i = 1; i <= 9; ++i) {
+    std::string prev = "*l" + std::to_string(i - 1);
+    text += "l" + std::to_string(i) + ": &l" + std::to_string(i) + " [";
+    for (int k = 0; k < 10; ++k) text += (k ? ", " : "") + prev;
+    text += "]\n";
+  }
+  std::string e = error_of([&] { parse_yaml(text, "lol.yaml"); });
+  EXPECT_TRUE(has(e, "lol.yaml:")) << e;
+  EXPECT_TRUE(has(e, "lol.yaml:1: 'l5.")) << e;  // l5 alone expands to 1111111 values
+  EXPECT_TRUE(has(e, "expands to more than 1000000 values")) << e;
+  // Few values but long strings: the byte bound.
+  std::string big = "s0: &s0 " + std::string(1 << 20, 'x') + "\n";
+  for (int i = 1; i <= 3; ++i) {
+    std::string prev = "*s" + std::to_string(i - 1);
+    big += "s" + std::to_string(i) + ": &s" + std::to_string(i) + " [";
+    for (int k = 0; k < 10; ++k) big += (k ? ", " : "") + prev;
+    big += "]\n";
+  }
+  std::string eb = error_of([&] { parse_yaml(big, "big.yaml"); });
+  EXPECT_TRUE(has(eb, "expands to more than 256 MiB of keys and text")) << eb;
+}
+
+TEST(ConfigYaml, DeepNestingIsAnErrorNotAStackOverflow) {
+  for (size_t depth : {size_t(150), size_t(100000)}) {
+    for (const char* open_close : {"[]", "{}"}) {
+      std::string text;
+      for (size_t i = 0; i < depth; ++i) text += open_close[0] + std::string(open_close[0] == '{' ? "a: " : "");
+      text += "1" + std::string(depth, open_close[1]) + "\n";
+      std::string e = error_of([&] { parse_yaml(text, "deep.yaml"); });
+      EXPECT_TRUE(has(e, "deep.yaml:")) << depth << open_close << e;
+      EXPECT_TRUE(has(e, "lists and maps nested")) << depth << open_close << e;
+    }
+  }
+  // Block nesting, and depth reached through aliases.
+  std::string block;
+  for (int i = 0; i < 3000; ++i) block += std::string(size_t(i), ' ') + "a:\n";
+  EXPECT_TRUE(has(error_of([&] { parse_yaml(block, "deep.yaml"); }), "nested")) << block.substr(0, 100);
+  std::string aliased = "a0: &a0 " + std::string(60, '[') + std::string(60, ']') + "\n";
+  aliased += "a1: &a1 " + std::string(60, '[') + "*a0" + std::string(60, ']') + "\n";
+  std::string through_alias = error_of([&] { parse_yaml(aliased, "deep.yaml"); });
+  EXPECT_TRUE(has(through_alias, "'a1.0.0.0.0.0.0")) << through_alias;
+  EXPECT_TRUE(has(through_alias, "nested more than 100 levels deep (aliases expanded)")) << through_alias;
+  // 100 levels are fine.
+  std::string ok = "v: " + std::string(99, '[') + "1" + std::string(99, ']') + "\n";
+  EXPECT_EQ(parse_yaml(ok, "deep.yaml").at("v").size(), 1u);
 }
 
 TEST(ConfigOverrides, EveryForm) {

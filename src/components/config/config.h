@@ -9,6 +9,7 @@
 // Values of `_target_` and of keys ending in `_fn` are never translated (NeMo resolves them as names).
 // ${VAR}, ${VAR,default}, ${oc.env:VAR}, ${oc.env:VAR,default} in a scalar are replaced from the environment at
 // load time, and the result is typed like a string (translate_value).
+#include <cstddef>
 #include <cstdint>
 #include <limits>
 #include <optional>
@@ -17,6 +18,10 @@
 #include <vector>
 
 namespace automodel::config {
+
+namespace detail {
+struct Builder;
+}  // namespace detail
 
 class ConfigNode {
  public:
@@ -96,6 +101,8 @@ class ConfigNode {
   bool operator==(const ConfigNode& other) const;
 
  private:
+  friend struct detail::Builder;  // the readers of this component (builder.h)
+
   [[noreturn]] void type_error(const char* expected) const;
   int64_t as_int_in(int64_t lo, int64_t hi, const char* type_name) const;
   void rebase(const std::string& path);
@@ -145,7 +152,13 @@ T ConfigNode::as() const {
   }
 }
 
-// Reading. A syntax error names the source and line; the file must exist.
+// Reading. A syntax error names the source and line; the file must exist. A key given twice in one map is an Error
+// naming both lines (PyYAML keeps the last one silently). Aliases are expanded as PyYAML does, within bounds: an
+// alias inside its own anchored node (a cycle), nesting deeper than kMaxYamlDepth lists and maps, or an expansion
+// past kMaxYamlValues values or kMaxYamlBytes bytes of keys and text (a "billion laughs" document) is an Error.
+inline constexpr size_t kMaxYamlDepth = 100;
+inline constexpr size_t kMaxYamlValues = 1'000'000;
+inline constexpr size_t kMaxYamlBytes = size_t(256) << 20;
 ConfigNode load_yaml(const std::string& path);
 ConfigNode parse_yaml(const std::string& text, const std::string& source_name);
 

@@ -193,6 +193,9 @@ const ConfigNode& ConfigNode::operator[](size_t i) const {
 std::string ConfigNode::child_path(const std::string& key) const { return path_.empty() ? key : path_ + "." + key; }
 
 void ConfigNode::rebase(const std::string& path) {
+  // Every child's path is its parent's plus its key (insert, push_back and set keep it so): a node already at `path`
+  // has its whole subtree there.
+  if (path_ == path) return;
   path_ = path;
   if (kind_ == Kind::Map) {
     for (size_t i = 0; i < keys_.size(); ++i) children_[i].rebase(child_path(keys_[i]));

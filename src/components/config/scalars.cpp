@@ -1,12 +1,15 @@
 // Scalar typing as NeMo Automodel sees it (PyYAML's YAML 1.1 resolver + translate_value's ast.literal_eval),
 // ${ENV} interpolation and CLI overrides.
+#include <algorithm>
 #include <cctype>
 #include <cerrno>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
-#include <regex>
+#include <cstring>
+#include <unordered_map>
 
+#include "components/config/builder.h"
 #include "components/config/config.h"
 #include "core/error.h"
 
@@ -31,6 +34,161 @@ bool parse_int(const std::string& digits, int base, bool negative, int64_t& out)
   unsigned long long limit = negative ? 9223372036854775808ull : 9223372036854775807ull;
   if (v > limit) return false;
   out = negative ? static_cast<int64_t>(0 - v) : static_cast<int64_t>(v);
+  return true;
+}
+
+// Linear matchers for the number grammars below (std::regex recurses once per character: a long scalar overflowed
+// the stack). Each advances p over what it matches.
+bool in_set(const std::string& s, size_t p, const char* set) {
+  return p < s.size() && s[p] != '\0' && std::strchr(set, s[p]) != nullptr;
+}
+// [set]*: how many characters it took.
+size_t skip_all(const std::string& s, size_t& p, const char* set) {
+  size_t start = p;
+  while (in_set(s, p, set)) ++p;
+  return p - start;
+}
+// Python's digit groups: [set](_?[set])*, or (_?[set])+ after a base prefix (0x_1f is valid).
+bool python_digits(const std::string& s, size_t& p, const char* set, bool after_prefix = false) {
+  if (!after_prefix && !in_set(s, p, set)) return false;
+  size_t groups = 0;
+  while (true) {
+    if (in_set(s, p, set)) {
+      ++p;
+    } else if (p < s.size() && s[p] == '_' && in_set(s, p + 1, set)) {
+      p += 2;
+    } else {
+      return groups > 0;
+    }
+    ++groups;
+  }
+}
+bool skip_prefix(const std::string& s, size_t& p, const char* prefix) {
+  size_t n = std::strlen(prefix);
+  if (s.compare(p, n, prefix) != 0) return false;
+  p += n;
+  return true;
+}
+
+constexpr const char* kDec = "0123456789";
+constexpr const char* kOct = "01234567";
+constexpr const char* kBin = "01";
+constexpr const char* kHex = "0123456789abcdefABCDEF";
+
+// Python 3 integer literals without sign: 0x.., 0o.., 0b.., decimal without leading zeros, or zeros.
+bool python_int_syntax(const std::string& t) {
+  size_t p = 0;
+  bool ok = skip_prefix(t, p, "0x") || skip_prefix(t, p, "0X")   ? python_digits(t, p, kHex, true)
+            : skip_prefix(t, p, "0o") || skip_prefix(t, p, "0O") ? python_digits(t, p, kOct, true)
+            : skip_prefix(t, p, "0b") || skip_prefix(t, p, "0B") ? python_digits(t, p, kBin, true)
+            : in_set(t, 0, "123456789")                          ? python_digits(t, p, kDec)
+                                                                 : python_digits(t, p, "0");
+  return ok && p == t.size();
+}
+
+// Python 3 float literals without sign: 1.5, .5, 1., 1e5, 1.5e-3 (digit groups may hold single underscores).
+bool python_float_syntax(const std::string& t) {
+  size_t p = 0;
+  bool whole = python_digits(t, p, kDec), dot = false;
+  if (p < t.size() && t[p] == '.') {
+    ++p;
+    dot = true;
+    bool fraction = python_digits(t, p, kDec);
+    if (!whole && !fraction) return false;
+  } else if (!whole) {
+    return false;
+  }
+  if (p < t.size() && (t[p] == 'e' || t[p] == 'E')) {
+    ++p;
+    if (p < t.size() && (t[p] == '+' || t[p] == '-')) ++p;
+    if (!python_digits(t, p, kDec)) return false;
+  } else if (!dot) {
+    return false;
+  }
+  return p == t.size();
+}
+
+// YAML 1.1's [eE][-+][0-9]+, when present.
+bool yaml_exponent(const std::string& t, size_t& p) {
+  if (p < t.size() && (t[p] == 'e' || t[p] == 'E')) {
+    ++p;
+    if (!in_set(t, p, "+-")) return false;
+    ++p;
+    return skip_all(t, p, kDec) > 0;
+  }
+  return true;
+}
+
+// YAML 1.1's sexagesimal groups (:[0-5]?[0-9])+; false when there are none or one is malformed.
+bool yaml_sexagesimal(const std::string& t, size_t& p) {
+  size_t groups = 0;
+  while (p < t.size() && t[p] == ':') {
+    ++p;
+    if (in_set(t, p, "012345") && in_set(t, p + 1, kDec)) {
+      p += 2;
+    } else if (in_set(t, p, kDec)) {
+      ++p;
+    } else {
+      return false;
+    }
+    ++groups;
+  }
+  return groups > 0;
+}
+
+// PyYAML's int resolver: [-+]?(0b[0-1_]+ | 0[0-7_]+ | 0 | [1-9][0-9_]* | 0x[0-9a-fA-F_]+ |
+// [1-9][0-9_]*(:[0-5]?[0-9])+).
+bool yaml_int_syntax(const std::string& t) {
+  size_t p = in_set(t, 0, "+-") ? 1 : 0;
+  if (skip_prefix(t, p, "0b")) return skip_all(t, p, "01_") > 0 && p == t.size();
+  if (skip_prefix(t, p, "0x")) return skip_all(t, p, "0123456789abcdefABCDEF_") > 0 && p == t.size();
+  if (skip_prefix(t, p, "0")) return p == t.size() || (skip_all(t, p, "01234567_") > 0 && p == t.size());
+  if (!in_set(t, p, "123456789")) return false;
+  skip_all(t, p, "0123456789_");
+  if (p == t.size()) return true;
+  return yaml_sexagesimal(t, p) && p == t.size();
+}
+
+// PyYAML's float resolver: [-+]?[0-9][0-9_]*\.[0-9_]*([eE][-+][0-9]+)? | \.[0-9_]+([eE][-+][0-9]+)?
+// | [-+]?[0-9][0-9_]*(:[0-5]?[0-9])+\.[0-9_]* | [-+]?\.(inf|Inf|INF) | \.(nan|NaN|NAN).
+bool yaml_float_syntax(const std::string& t) {
+  if (t == ".nan" || t == ".NaN" || t == ".NAN") return true;
+  const bool signed_ = in_set(t, 0, "+-");
+  size_t p = signed_ ? 1 : 0;
+  const std::string rest = t.substr(p);
+  if (rest == ".inf" || rest == ".Inf" || rest == ".INF") return true;
+  if (p < t.size() && t[p] == '.') {
+    if (signed_) return false;
+    ++p;
+    return skip_all(t, p, "0123456789_") > 0 && yaml_exponent(t, p) && p == t.size();
+  }
+  if (!in_set(t, p, kDec)) return false;
+  skip_all(t, p, "0123456789_");
+  bool sexagesimal = p < t.size() && t[p] == ':';
+  if (sexagesimal && !yaml_sexagesimal(t, p)) return false;
+  if (p >= t.size() || t[p] != '.') return false;
+  ++p;
+  skip_all(t, p, "0123456789_");
+  if (!sexagesimal && !yaml_exponent(t, p)) return false;
+  return p == t.size();
+}
+
+// Base-60 digits groups "a:b:c" as an integer; false beyond int64 (kept as a string, as other big integers).
+bool parse_sexagesimal(const std::string& v, bool negative, int64_t& out) {
+  unsigned long long acc = 0;
+  const unsigned long long limit = negative ? 9223372036854775808ull : 9223372036854775807ull;
+  size_t start = 0;
+  while (true) {
+    size_t colon = v.find(':', start);
+    std::string part = v.substr(start, colon == std::string::npos ? std::string::npos : colon - start);
+    int64_t group = 0;
+    if (!parse_int(part, 10, false, group)) return false;
+    if (acc > (limit - static_cast<unsigned long long>(group)) / 60) return false;
+    acc = acc * 60 + static_cast<unsigned long long>(group);
+    if (colon == std::string::npos) break;
+    start = colon + 1;
+  }
+  out = negative ? static_cast<int64_t>(0 - acc) : static_cast<int64_t>(acc);
   return true;
 }
 
@@ -195,6 +353,10 @@ class PyLiteral {
     ws();
     ConfigNode result;  // map or (for a set) list
     bool is_map = true, first = true;
+    // A dict's keys in order with their last values (Python keeps a repeated key where it first came).
+    std::vector<std::string> keys;
+    std::vector<ConfigNode> values;
+    std::unordered_map<std::string, size_t> index;
     while (p_ < s_.size() && s_[p_] != '}') {
       ConfigNode k;
       if (!value(k)) return false;
@@ -210,7 +372,13 @@ class PyLiteral {
         ws();
         ConfigNode v;
         if (!value(v)) return false;
-        result.insert(key_text(k), std::move(v));
+        auto [at, fresh] = index.emplace(key_text(k), keys.size());
+        if (fresh) {
+          keys.push_back(at->first);
+          values.push_back(std::move(v));
+        } else {
+          values[at->second] = std::move(v);
+        }
       } else {
         result.push_back(std::move(k));
       }
@@ -224,6 +392,7 @@ class PyLiteral {
     }
     if (p_ >= s_.size()) return false;
     ++p_;
+    for (size_t i = 0; i < keys.size(); ++i) detail::Builder::append(result, std::move(keys[i]), std::move(values[i]));
     out = first ? ConfigNode::map() : std::move(result);
     return true;
   }
@@ -246,11 +415,7 @@ class PyLiteral {
     }
     std::string tok = s_.substr(start, p_ - start);
     if (!at_end_of_token()) return false;
-    static const std::regex int_re("0[xX](_?[0-9a-fA-F])+|0[oO](_?[0-7])+|0[bB](_?[01])+|[1-9](_?[0-9])*|0(_?0)*");
-    static const std::regex float_re(
-        "(([0-9](_?[0-9])*)?\\.[0-9](_?[0-9])*|[0-9](_?[0-9])*\\.)([eE][-+]?[0-9](_?[0-9])*)?"
-        "|[0-9](_?[0-9])*[eE][-+]?[0-9](_?[0-9])*");
-    if (std::regex_match(tok, int_re)) {
+    if (python_int_syntax(tok)) {
       std::string d = strip_underscores(tok);
       int base = 10;
       if (d.size() > 1 && d[0] == '0' && (d[1] == 'x' || d[1] == 'X')) base = 16;
@@ -262,7 +427,7 @@ class PyLiteral {
       out = ConfigNode::integer(v);
       return true;
     }
-    if (std::regex_match(tok, float_re)) {
+    if (python_float_syntax(tok)) {
       double v = 0;
       if (!parse_float(strip_underscores(tok), v)) return false;
       out = ConfigNode::real(negative ? -v : v);
@@ -278,23 +443,22 @@ class PyLiteral {
 
 // PyYAML's YAML 1.1 implicit resolvers (bool, int, float, null) for a plain scalar.
 bool yaml11_resolve(const std::string& t, ConfigNode& out) {
-  static const std::regex bool_re("yes|Yes|YES|no|No|NO|true|True|TRUE|false|False|FALSE|on|On|ON|off|Off|OFF");
-  static const std::regex null_re("~|null|Null|NULL|");
-  static const std::regex int_re(
-      "[-+]?0b[0-1_]+|[-+]?0[0-7_]+|[-+]?(0|[1-9][0-9_]*)|[-+]?0x[0-9a-fA-F_]+|[-+]?[1-9][0-9_]*(:[0-5]?[0-9])+");
-  static const std::regex float_re(
-      "[-+]?([0-9][0-9_]*)\\.[0-9_]*([eE][-+][0-9]+)?|\\.[0-9_]+([eE][-+][0-9]+)?"
-      "|[-+]?[0-9][0-9_]*(:[0-5]?[0-9])+\\.[0-9_]*|[-+]?\\.(inf|Inf|INF)|\\.(nan|NaN|NAN)");
-  if (std::regex_match(t, null_re)) {
+  static const char* const kNulls[] = {"~", "null", "Null", "NULL", ""};
+  static const char* const kBools[] = {"yes",   "Yes",   "YES",   "no", "No", "NO", "true", "True", "TRUE",
+                                       "false", "False", "FALSE", "on", "On", "ON", "off",  "Off",  "OFF"};
+  auto one_of = [&](const auto& words) {
+    return std::any_of(std::begin(words), std::end(words), [&](const char* w) { return t == w; });
+  };
+  if (one_of(kNulls)) {
     out = ConfigNode();
     return true;
   }
-  if (std::regex_match(t, bool_re)) {
+  if (one_of(kBools)) {
     char c = t[0];
     out = ConfigNode::boolean(c == 'y' || c == 'Y' || c == 't' || c == 'T' || t == "on" || t == "On" || t == "ON");
     return true;
   }
-  if (std::regex_match(t, int_re)) {
+  if (yaml_int_syntax(t)) {
     std::string v = strip_underscores(t);
     bool negative = false;
     if (v[0] == '-' || v[0] == '+') {
@@ -310,16 +474,7 @@ bool yaml11_resolve(const std::string& t, ConfigNode& out) {
     } else if (v.rfind("0x", 0) == 0) {
       ok = parse_int(v.substr(2), 16, negative, r);
     } else if (v.find(':') != std::string::npos) {
-      ok = true;
-      size_t start = 0;
-      int64_t acc = 0;
-      while (true) {
-        size_t colon = v.find(':', start);
-        acc = acc * 60 + std::stoll(v.substr(start, colon == std::string::npos ? std::string::npos : colon - start));
-        if (colon == std::string::npos) break;
-        start = colon + 1;
-      }
-      r = negative ? -acc : acc;
+      ok = parse_sexagesimal(v, negative, r);
     } else if (v[0] == '0') {
       ok = parse_int(v.substr(1), 8, negative, r);
     } else {
@@ -329,7 +484,7 @@ bool yaml11_resolve(const std::string& t, ConfigNode& out) {
     out = ConfigNode::integer(r);
     return true;
   }
-  if (std::regex_match(t, float_re)) {
+  if (yaml_float_syntax(t)) {
     std::string v = strip_underscores(t);
     for (char& c : v) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
     double sign = 1;
@@ -362,8 +517,11 @@ bool yaml11_resolve(const std::string& t, ConfigNode& out) {
 }
 
 bool is_env_name(const std::string& s) {
-  static const std::regex re("[A-Za-z_][A-Za-z0-9_]*");
-  return std::regex_match(s, re);
+  const char* first = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz_";
+  size_t p = 0;
+  if (!in_set(s, p, first)) return false;
+  skip_all(s, p, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz_0123456789");
+  return p == s.size();
 }
 
 std::string trim(const std::string& s) {

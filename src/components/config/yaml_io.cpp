@@ -4,6 +4,7 @@
 #if defined(__GNUC__) && !defined(__clang__) && __GNUC__ >= 12
 #pragma GCC diagnostic ignored "-Wdangling-pointer"
 #endif
+#include <yaml-cpp/depthguard.h>
 #include <yaml-cpp/yaml.h>
 
 #include <algorithm>
@@ -13,7 +14,9 @@
 #include <cstdio>
 #include <fstream>
 #include <sstream>
+#include <unordered_map>
 
+#include "components/config/builder.h"
 #include "components/config/config.h"
 #include "core/error.h"
 
@@ -25,18 +28,59 @@ bool is_name_only_key(const std::string& key) {
   return key == "_target_" || (key.size() >= 3 && key.compare(key.size() - 3, 3, "_fn") == 0);
 }
 
+std::string where_at(const std::string& source, int line) { return source + ":" + std::to_string(line); }
+
+// The dotted path for a message, its start only when it is long (a deep or aliased path repeats itself).
+std::string describe_path(const std::string& path) {
+  if (path.empty()) return "the document root";
+  return "'" + (path.size() > 80 ? path.substr(0, 77) + "..." : path) + "'";
+}
+
+// yaml-cpp shares an anchored node among its aliases (the graph is cyclic when an alias sits inside its own anchor);
+// the reader expands aliases into copies as PyYAML does, so it bounds the depth, the number of values and their
+// bytes, and refuses cycles. Every YAML::Node is held by value: yaml-cpp's iterators hand out temporaries.
 struct Reader {
   std::string source;
+  size_t values = 0, bytes = 0;
+  std::vector<YAML::Node> open;  // the lists and maps being converted, outermost first
 
   int line_of(const YAML::Node& n, int fallback) const {
     int l = n.Mark().line;
     return l >= 0 ? l + 1 : fallback;
   }
 
+  void count(const std::string& path, size_t text_bytes, int line) {
+    ++values;
+    bytes += path.size() + text_bytes;
+    if (values <= kMaxYamlValues && bytes <= kMaxYamlBytes) return;
+    throw Error(where_at(source, line) + ": " + describe_path(path) + ": the YAML expands to more than " +
+                    (values > kMaxYamlValues ? std::to_string(kMaxYamlValues) + " values"
+                                             : std::to_string(kMaxYamlBytes >> 20) + " MiB of keys and text") +
+                    " (each alias *name repeats its whole anchored node; nested aliases multiply)",
+                where_at(source, line),
+                "a recipe needs a few hundred values: write the repeated part once, or anchor smaller parts");
+  }
+
+  // Registers a list or map about to be converted; an Error when it is already open (an alias inside its own
+  // anchored node) or too deep.
+  void enter(const YAML::Node& n, const std::string& path, int line) {
+    for (const YAML::Node& outer : open)
+      if (outer.is(n))
+        throw Error(where_at(source, line) + ": " + describe_path(path) +
+                        " is an alias of a list or map that contains it (an anchor/alias cycle)",
+                    where_at(source, line), "an alias may only repeat a node outside itself: copy the values instead");
+    if (open.size() >= kMaxYamlDepth)
+      throw Error(where_at(source, line) + ": " + describe_path(path) + ": lists and maps nested more than " +
+                      std::to_string(kMaxYamlDepth) + " levels deep (aliases expanded)",
+                  where_at(source, line),
+                  "a recipe needs a few levels: check for unbalanced brackets or aliases that nest their anchors");
+    open.push_back(n);
+  }
+
   ConfigNode scalar(const YAML::Node& n, const std::string& key, const std::string& path, int line) const {
     std::string text = n.Scalar();
     bool plain = n.Tag() == "?";
-    std::string where = source + ":" + std::to_string(line) + ": " + (path.empty() ? "value" : "'" + path + "'");
+    std::string where = where_at(source, line) + ": " + (path.empty() ? "value" : "'" + path + "'");
     bool interpolated = text.find("${") != std::string::npos;
     if (interpolated) text = interpolate_env(text, where);
     if (is_name_only_key(key)) return ConfigNode::string(text);
@@ -44,57 +88,77 @@ struct Reader {
     return translate_value(text);
   }
 
-  ConfigNode convert(const YAML::Node& n, const std::string& key, const std::string& path, int line) const {
+  ConfigNode convert(const YAML::Node& n, const std::string& key, const std::string& path, int line) {
+    count(path, n.IsScalar() ? n.Scalar().size() : 0, line);
     ConfigNode out;
     switch (n.Type()) {
       case YAML::NodeType::Undefined:
       case YAML::NodeType::Null: break;
       case YAML::NodeType::Scalar: out = scalar(n, key, path, line); break;
-      case YAML::NodeType::Sequence: {
-        out = ConfigNode::list();
-        size_t i = 0;
-        for (const YAML::Node& item : n) {
-          std::string p = path.empty() ? std::to_string(i) : path + "." + std::to_string(i);
-          out.push_back(convert(item, key, p, line_of(item, line)));
-          ++i;
-        }
-        break;
+      case YAML::NodeType::Sequence: out = sequence(n, key, path, line); break;
+      case YAML::NodeType::Map: out = map(n, path, line); break;
+    }
+    detail::Builder::place(out, path);  // a list or map is already there; a literal_eval'ed scalar is not
+    out.set_origin(source, line);
+    return out;
+  }
+
+  ConfigNode sequence(const YAML::Node& n, const std::string& key, const std::string& path, int line) {
+    enter(n, path, line);
+    ConfigNode out = ConfigNode::list();
+    detail::Builder::place(out, path);
+    for (YAML::const_iterator it = n.begin(); it != n.end(); ++it) {
+      const YAML::Node item = *it;
+      std::string index = std::to_string(out.size());
+      out.push_back(convert(item, key, path.empty() ? index : path + "." + index, line_of(item, line)));
+    }
+    open.pop_back();
+    return out;
+  }
+
+  ConfigNode map(const YAML::Node& n, const std::string& path, int line) {
+    enter(n, path, line);
+    ConfigNode out = ConfigNode::map();
+    detail::Builder::place(out, path);
+    std::unordered_map<std::string, int> key_lines;
+    std::vector<ConfigNode> merges;  // `<<: *anchor` (PyYAML merges them; explicit keys win)
+    for (YAML::const_iterator it = n.begin(); it != n.end(); ++it) {
+      const YAML::Node key = it->first;
+      const YAML::Node value = it->second;
+      int kline = line_of(key, line);
+      if (!key.IsScalar())
+        throw Error(where_at(source, kline) + ": only scalar keys are supported in a config", where_at(source, kline),
+                    "write the key as a plain string");
+      std::string name = key.Scalar();
+      std::string p = path.empty() ? name : path + "." + name;
+      bool merge = name == "<<" && key.Tag() == "?";
+      ConfigNode child = convert(value, name, p, kline);
+      if (merge) {
+        merges.push_back(std::move(child));
+        continue;
       }
-      case YAML::NodeType::Map: {
-        out = ConfigNode::map();
-        std::vector<ConfigNode> merges;  // `<<: *anchor` (PyYAML merges them; explicit keys win)
-        for (auto it = n.begin(); it != n.end(); ++it) {
-          const YAML::Node& k = it->first;
-          int kline = line_of(k, line);
-          if (!k.IsScalar())
-            throw Error(source + ":" + std::to_string(kline) + ": only scalar keys are supported in a config",
-                        source + ":" + std::to_string(kline), "write the key as a plain string");
-          std::string name = k.Scalar();
-          std::string p = path.empty() ? name : path + "." + name;
-          ConfigNode child = convert(it->second, name, p, kline);
-          if (name == "<<" && k.Tag() == "?") {
-            merges.push_back(std::move(child));
-            continue;
-          }
-          out.insert(name, std::move(child));
-        }
-        for (const ConfigNode& m : merges) {
-          std::vector<ConfigNode> maps;
-          if (m.is_map()) maps.push_back(m);
-          if (m.is_list())
-            for (size_t i = 0; i < m.size(); ++i) maps.push_back(m[i]);
-          for (const ConfigNode& mm : maps) {
-            if (!mm.is_map())
-              throw Error(m.where() + ": '<<' merges only maps", m.where(), "merge an anchored map: <<: *name");
-            for (size_t i = 0; i < mm.size(); ++i)
-              if (std::find(out.keys().begin(), out.keys().end(), mm.keys()[i]) == out.keys().end())
-                out.insert(mm.keys()[i], mm[i]);
-          }
-        }
-        break;
+      auto [first, fresh] = key_lines.emplace(name, kline);
+      if (!fresh)
+        throw Error(where_at(source, kline) + ": key '" + p + "' is given twice, at lines " +
+                        std::to_string(first->second) + " and " + std::to_string(kline) +
+                        " (PyYAML would keep the second silently)",
+                    where_at(source, kline), "keep one of them (merge the two sections into one)");
+      detail::Builder::append(out, std::move(name), std::move(child));
+    }
+    for (const ConfigNode& m : merges) {
+      std::vector<const ConfigNode*> maps;
+      if (m.is_list())
+        for (size_t i = 0; i < m.size(); ++i) maps.push_back(&m[i]);
+      else
+        maps.push_back(&m);
+      for (const ConfigNode* mm : maps) {
+        if (!mm->is_map())
+          throw Error(m.where() + ": '<<' merges only maps", m.where(), "merge an anchored map: <<: *name");
+        for (size_t i = 0; i < mm->size(); ++i)
+          if (key_lines.emplace(mm->keys()[i], m.line()).second) detail::Builder::append(out, mm->keys()[i], (*mm)[i]);
       }
     }
-    out.set_origin(source, line);
+    open.pop_back();
     return out;
   }
 };
@@ -233,12 +297,19 @@ ConfigNode parse_yaml(const std::string& text, const std::string& source_name) {
   YAML::Node root;
   try {
     root = YAML::Load(text);
+  } catch (const YAML::DeepRecursion& e) {
+    // yaml-cpp's parser recurses per nesting level and stops itself (about 500 flow levels) with a message that
+    // says only "bad file".
+    std::string where = source_name + ":" + std::to_string(e.mark.line + 1);
+    throw Error(where + ": lists and maps nested too deeply for the YAML parser", where,
+                "a recipe needs a few levels: check for unbalanced brackets");
   } catch (const YAML::Exception& e) {
     std::string where = source_name + ":" + std::to_string(e.mark.line + 1);
     throw Error(where + ": YAML syntax error: " + e.msg, where, "fix the YAML at that line (indentation, ':' spacing)");
   }
-  Reader reader{source_name};
-  return reader.convert(root, "", "", root.Mark().line >= 0 ? root.Mark().line + 1 : 1);
+  Reader reader;
+  reader.source = source_name;
+  return reader.convert(root, "", "", reader.line_of(root, 1));
 }
 
 ConfigNode load_yaml(const std::string& path) {
