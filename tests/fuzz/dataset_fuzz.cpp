@@ -1,7 +1,10 @@
-// components/data: the bytes as a dataset file read by load_records (.jsonl or .json, by the first byte) and turned
-// into samples by one of NeMo's dataset builders (SQuAD, chat in OpenAI or ShareGPT form, column-mapped, HellaSwag;
-// the second byte picks it and its padding / truncation options). The tokenizer is tiny and fixed: one id per byte
+// components/data: the bytes as a dataset file (.jsonl or .json by the first byte's low bit; gzip- or
+// zstd-compressed by its next bits, so the decompressors see arbitrary bytes too) indexed by RecordSource and turned
+// into every sample by one of NeMo's dataset builders (SQuAD, chat in OpenAI or ShareGPT form, column-mapped,
+// HellaSwag; the second byte picks it and its padding / truncation options). The tokenizer is tiny and fixed: one id per byte
 // and a real Jinja chat template, so the records' content, not the tokenizer, drives the run.
+#include <stdlib.h>
+
 #include <nlohmann/json.hpp>
 
 #include "components/data/llm_datasets.h"
@@ -19,10 +22,18 @@ TextTokenizer byte_tokenizer(bool with_chat_template) {
   tok.eos_id = 2;
   tok.pad_id = 0;
   tok.encode = [](const std::string& text, bool add_special) {
-    std::vector<int64_t> ids;
-    if (add_special) ids.push_back(1);
-    for (unsigned char c : text) ids.push_back(3 + c);
-    return ids;
+    automodel::data::TokenizedText t;
+    if (add_special) {
+      t.ids.push_back(1);
+      t.offsets.emplace_back(0, 0);
+      t.inserted.push_back(1);
+    }
+    for (size_t i = 0; i < text.size(); ++i) {
+      t.ids.push_back(3 + static_cast<unsigned char>(text[i]));
+      t.offsets.emplace_back(i, i + 1);
+      t.inserted.push_back(0);
+    }
+    return t;
   };
   if (with_chat_template) {
     static const automodel::tokenizer::ChatTemplates templates = [] {
@@ -49,8 +60,13 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   using namespace automodel;
   if (size < 2) return 0;
   const bool jsonl = data[0] & 1;
+  const char* compression = (data[0] & 6) == 2 ? ".gz" : (data[0] & 6) == 4 ? ".zst" : "";
   const uint8_t mode = data[1];
-  const std::string path = (fuzz::scratch_dir() / (jsonl ? "data.jsonl" : "data.json")).string();
+  ::setenv("AUTOMODEL_CACHE_DIR", (fuzz::scratch_dir() / "cache").c_str(), 1);
+  std::error_code ec;
+  std::filesystem::remove_all(fuzz::scratch_dir() / "cache", ec);  // each input is a new file to the cache
+  const std::string path =
+      (fuzz::scratch_dir() / (std::string(jsonl ? "data.jsonl" : "data.json") + compression)).string();
   fuzz::write_file(path, fuzz::as_text(data + 2, size - 2));
   const bool chat_template = mode & 0x10;
   const TextTokenizer tok = byte_tokenizer(chat_template);
@@ -65,7 +81,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
         o.seq_length = seq_length;
         o.padding = padding;
         o.truncation = truncation;
-        (void)data::make_squad_dataset(tok, o);
+        (void)data::materialize(data::make_squad_dataset(tok, o));
         break;
       }
       case 1:
@@ -76,7 +92,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
         o.padding = padding;
         o.truncation = truncation;
         o.mask_history = mode % 6 == 2;
-        (void)data::make_chat_dataset(byte_tokenizer(true), o);
+        (void)data::materialize(data::make_chat_dataset(byte_tokenizer(true), o));
         break;
       }
       case 3: {
@@ -87,14 +103,14 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
         o.padding = padding;
         o.truncation = truncation;
         o.use_hf_chat_template = chat_template;
-        (void)data::make_column_mapped_dataset(tok, o);
+        (void)data::materialize(data::make_column_mapped_dataset(tok, o));
         break;
       }
       case 4: {
         data::HellaSwagOptions o;
         o.path = path;
         o.pad_to_max_length = mode & 0x20;
-        (void)data::make_hellaswag_dataset(tok, o);
+        (void)data::materialize(data::make_hellaswag_dataset(tok, o));
         break;
       }
       case 5: {

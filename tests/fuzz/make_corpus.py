@@ -3,9 +3,11 @@ from the repository's test inputs and from small files made by the reference lib
 config classes, tokenizers, peft). Deterministic; run from the repository root with the test venv:
     .venv/bin/python tests/fuzz/make_corpus.py
 The outputs are committed, so fuzzing needs no Python."""
+import gzip
 import json
 import pathlib
 import shutil
+import subprocess
 
 import numpy as np
 from safetensors.numpy import save as save_safetensors
@@ -155,9 +157,14 @@ nothing: ~
 
 
 def dataset_seeds():
-    # Two selector bytes lead each input: format (bit 0: .jsonl) and builder/options (see dataset_fuzz.cpp).
+    # Two selector bytes lead each input: format (bit 0: .jsonl; bits 1-2: gzip / zstd) and builder/options (see
+    # dataset_fuzz.cpp).
     squad = (ROOT / "assets" / "tiny-squad" / "validation.jsonl").read_text().splitlines()[:3]
-    put("dataset", "squad.jsonl", b"\x01\x00" + ("\n".join(squad) + "\n").encode())
+    squad_text = ("\n".join(squad) + "\n").encode()
+    put("dataset", "squad.jsonl", b"\x01\x00" + squad_text)
+    put("dataset", "squad.jsonl.gz", b"\x03\x00" + gzip.compress(squad_text, mtime=0))
+    zstd = subprocess.run(["zstd", "-q", "-c", "-3"], input=squad_text, capture_output=True, check=True).stdout
+    put("dataset", "squad.jsonl.zst", b"\x05\x00" + zstd)
     put("dataset", "squad_padded.json", b"\x00\x70" + json.dumps([json.loads(x) for x in squad[:2]]).encode())
     chat = [{"messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"},
                           {"role": "assistant", "content": "Hello!"}]},
