@@ -318,7 +318,7 @@ SafetensorsReader::SafetensorsReader(const std::string& path) : path_(path) {
       }
       return true;
     });
-  } catch (const json::parse_error& e) {
+  } catch (const json::exception& e) {  // parse_error, or out_of_range for a number beyond double
     std::string what = e.what();  // "[json.exception.parse_error.101] parse error at ..."
     size_t at = what.find("] ");
     corrupt(path, "header is not valid JSON (" + (at == std::string::npos ? what : what.substr(at + 2)) + ")");

@@ -87,6 +87,10 @@ TEST_F(DataFiles, MalformedFilesAreErrorsNamingTheRecord) {
   EXPECT_NE(msg.find("d.jsonl:3"), std::string::npos) << msg;
   EXPECT_NE(msg.find("JSON array, not an object"), std::string::npos) << msg;
 
+  // A number beyond double is nlohmann's out_of_range, not a parse_error: still an Error naming the record.
+  msg = error_of([&] { load_records(write("f.jsonl", "{\"k\": 1e999}\n"), "train"); });
+  EXPECT_NE(msg.find("f.jsonl:1 [record 0]"), std::string::npos) << msg;
+
   // A record's own syntax is checked when it is read: the index is built, record 1 fails with its line.
   RecordSource source(write("e.jsonl", "{\"k\": 0}\n{\"k\": tru}\n"), "train");
   EXPECT_EQ(source.size(), 2u);

@@ -294,6 +294,8 @@ TEST(Safetensors, EveryHeaderViolationIsANamedError) {
       {"header_past_end", le64(1000) + "{}", {"header length 1000 goes past the end of the file (10 bytes)"}},
       {"header_too_large", le64(200'000'000) + "{}", {"exceeds the limit of 100000000 bytes"}},
       {"bad_json", raw_file(R"({"a":{"dtype":"F32",)", 0), {"header is not valid JSON"}},
+      {"number_beyond_double", raw_file(R"({"a":{"dtype":"F32","shape":[1e999],"data_offsets":[0,4]}})", 4),
+       {"header is not valid JSON", "number overflow"}},
       {"not_object", raw_file("[1,2]", 0), {"header is a JSON array, not an object"}},
       {"entry_not_object", raw_file(R"({"a":3})", 0), {"tensor 'a'", "not an object"}},
       {"missing_dtype", raw_file(R"({"a":{"shape":[2],"data_offsets":[0,8]}})", 8), {"tensor 'a'", "no \"dtype\""}},

@@ -128,7 +128,7 @@ ojson chat_record_tools(const ojson& record, const std::string& where) {
   if (tools.is_string()) {
     try {
       tools = ojson::parse(tools.get<std::string>());
-    } catch (const ojson::parse_error& e) {
+    } catch (const ojson::exception& e) {
       throw Error(std::string("`tools` is a string but not valid JSON: ") + e.what(), where, "fix the record");
     }
   }

@@ -239,7 +239,7 @@ ojson RecordSource::at(size_t i) const {
   ojson value;
   try {
     value = ojson::parse(text);
-  } catch (const ojson::parse_error& e) {
+  } catch (const ojson::exception& e) {  // parse_error, or out_of_range for a number beyond double
     throw Error(std::string("invalid JSON record: ") + e.what(), where(i),
                 f.json_lines ? "each line of a JSON-lines file is one object" : "fix the record");
   }
