@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Builds the libFuzzer targets (tests/fuzz/, clang, AUTOMODEL_FUZZ=ON) into build-fuzz/ and runs each for a while on
-# its seed corpus (tests/fuzz/corpus/<target>/, read only) and dictionary; inputs that add coverage go to
+# its seed corpus (tests/fuzz/corpus/<target>/ and the past findings in tests/fuzz/regressions/<target>/, read only)
+# and dictionary; inputs that add coverage go to
 # build-fuzz/corpus/<target>/ and are reused by the next run. A finding is anything but an automodel::Error: a crash,
 # a sanitizer report, another exception, a leak, an input slower than --timeout seconds or one that needs more than
 # --rss-mb MB. Findings are written to build-fuzz/findings/<target>/ (crash-*, timeout-*, oom-*, leak-*, with the
@@ -72,7 +73,10 @@ for t in "${targets[@]}"; do
   [[ -f "$ROOT/tests/fuzz/$t.dict" ]] && args+=(-dict="$ROOT/tests/fuzz/$t.dict")
   ((jobs > 0)) && args+=(-fork="$jobs" -ignore_crashes=1 -ignore_timeouts=1 -ignore_ooms=1)
   echo "== $t: ${seconds}s"
-  (cd "$findings" && "$bin" "${args[@]}" "$corpus" "$ROOT/tests/fuzz/corpus/$t" >"$findings/fuzz.log" 2>&1) || true
+  seeds=("$ROOT/tests/fuzz/corpus/$t")
+  # Inputs that once crashed a target (tests/fuzz/regressions/<target>/) run first on every run.
+  [[ -d "$ROOT/tests/fuzz/regressions/$t" ]] && seeds+=("$ROOT/tests/fuzz/regressions/$t")
+  (cd "$findings" && "$bin" "${args[@]}" "$corpus" "${seeds[@]}" >"$findings/fuzz.log" 2>&1) || true
   new="$(comm -13 <(echo "$before") <(list_findings) | sed '/^$/d')"
   grep -E "^(stat::number_of_executed_units|stat::peak_rss_mb)" "$findings/fuzz.log" | tr '\n' ' ' || true
   echo
