@@ -47,6 +47,7 @@ if ((${#targets[@]} == 0)); then
 fi
 
 if ((build)); then
+  "$ROOT/scripts/setup.sh" --fuzz
   launcher=()
   command -v ccache >/dev/null && launcher=(-DCMAKE_CXX_COMPILER_LAUNCHER=ccache)
   cmake -S "$ROOT" -B "$BUILD" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_CXX_COMPILER="${CXX:-clang++}" \

@@ -31,6 +31,7 @@ export ASAN_OPTIONS="detect_leaks=1:check_initialization_order=1:strict_init_ord
 export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1:exitcode=66:log_path=$LOGS/ubsan"
 
 start=$(date +%s)
+"$ROOT/scripts/setup.sh" --oracle
 if ((build)); then
   launcher=()
   command -v ccache >/dev/null && launcher=(-DCMAKE_CXX_COMPILER_LAUNCHER=ccache)

@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
-# Installs what building automodel needs when it is missing (Debian 12 packages), and with
-# --oracle the Python venv (.venv) holding the reference libraries the oracle tests compare with.
+# Installs what building automodel needs when it is missing (Debian 12 packages); with --oracle also the Python venv
+# (.venv) holding the reference libraries the oracle tests compare with, with --fuzz clang and its libFuzzer.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 
 APT_PACKAGES=(build-essential cmake pkg-config libopenblas-openmp-dev libdnnl-dev nlohmann-json3-dev libpcre2-dev libyaml-cpp-dev libicu-dev
               zlib1g-dev libzstd-dev
               libgtest-dev libbenchmark-dev)
+
+# --fuzz: clang with libFuzzer and the sanitizer runtimes (scripts/fuzz.sh).
+[ "${1:-}" = "--fuzz" ] && APT_PACKAGES+=(clang libclang-rt-14-dev)
 
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
