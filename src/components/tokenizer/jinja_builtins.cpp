@@ -5,6 +5,7 @@
 #include <cmath>
 #include <cstdlib>
 #include <ctime>
+#include <map>
 #include <optional>
 
 #include "components/tokenizer/chat_template.h"
@@ -189,7 +190,6 @@ Value list_method(const Value& obj, const std::string& name) {
   return Value();
 }
 
-// Follows a dotted attribute path ("a.b", "0.name") the way filters' attribute= arguments do.
 }  // namespace
 
 List iterate(const Value& v) {
@@ -453,70 +453,99 @@ Value binary_op(const std::string& op, const Value& a, const Value& b) {
   fail("unsupported operand type(s) for " + op + ": '" + kind_name(a) + "' and '" + kind_name(b) + "'");
 }
 
-bool has_test(const std::string& n) {
-  static const char* names[] = {"defined", "undefined",   "none",        "boolean",  "false",    "true",     "integer",
-                                "float",   "number",      "string",      "mapping",  "iterable", "sequence", "callable",
-                                "even",    "odd",         "divisibleby", "eq",       "equalto",  "==",       "ne",
-                                "!=",      "lt",          "<",           "lessthan", "le",       "<=",       "gt",
-                                ">",       "greaterthan", "ge",          ">=",       "in",       "sameas",   "lower",
-                                "upper",   "escaped",     "filter",      "test"};
-  for (const char* x : names)
-    if (n == x) return true;
-  return false;
+namespace {
+
+using K = Value::Kind;
+
+bool is_even(const Value& v, const char* test) {
+  if (v.kind != K::Int && v.kind != K::Bool) fail(std::string("test '") + test + "' expects an integer");
+  int64_t x = v.kind == K::Bool ? v.b : v.i;
+  return ((x % 2) + 2) % 2 == 0;
 }
 
-bool apply_test(const std::string& n, const Value& v, List& args) {
-  auto need = [&](size_t k) {
-    if (args.size() < k) fail("test '" + n + "' needs an argument");
+bool test_sameas(const Value& v, List& args) {
+  const Value& o = args[0];
+  if (v.kind != o.kind) return false;
+  if (v.kind == K::None || v.kind == K::Undefined) return true;
+  if (v.kind == K::Bool) return v.b == o.b;
+  if (v.is_list()) return v.list == o.list;
+  if (v.kind == K::Dict || v.kind == K::Namespace) return v.dict == o.dict;
+  return equals(v, o);
+}
+
+bool is_iterable(const Value& v, List&) {
+  return v.is_string() || v.is_list() || v.kind == K::Dict || v.is_undefined();
+}
+
+bool is_equal(const Value& v, List& args) { return equals(v, args[0]); }
+bool not_equal(const Value& v, List& args) { return !equals(v, args[0]); }
+bool less(const Value& v, List& args) { return compare(v, args[0]) < 0; }
+bool less_equal(const Value& v, List& args) { return compare(v, args[0]) <= 0; }
+bool greater(const Value& v, List& args) { return compare(v, args[0]) > 0; }
+bool greater_equal(const Value& v, List& args) { return compare(v, args[0]) >= 0; }
+
+// A test: (value, arguments) -> bool, and how many arguments it needs.
+struct Test {
+  bool (*fn)(const Value& value, List& args);
+  size_t arguments = 0;
+};
+
+// Every test by name: apply_test runs them and `is test` asks for them, so the two cannot disagree.
+const std::map<std::string, Test>& tests() {
+  static const std::map<std::string, Test> table = {
+      {"defined", {[](const Value& v, List&) { return !v.is_undefined(); }}},
+      {"undefined", {[](const Value& v, List&) { return v.is_undefined(); }}},
+      {"none", {[](const Value& v, List&) { return v.is_none(); }}},
+      {"boolean", {[](const Value& v, List&) { return v.kind == K::Bool; }}},
+      {"false", {[](const Value& v, List&) { return v.kind == K::Bool && !v.b; }}},
+      {"true", {[](const Value& v, List&) { return v.kind == K::Bool && v.b; }}},
+      {"integer", {[](const Value& v, List&) { return v.kind == K::Int; }}},
+      {"float", {[](const Value& v, List&) { return v.kind == K::Float; }}},
+      {"number", {[](const Value& v, List&) { return v.is_number(); }}},
+      {"string", {[](const Value& v, List&) { return v.is_string(); }}},
+      {"mapping", {[](const Value& v, List&) { return v.kind == K::Dict; }}},
+      {"iterable", {is_iterable}},
+      {"sequence", {is_iterable}},
+      // Undefined defines __call__.
+      {"callable", {[](const Value& v, List&) { return v.kind == K::Callable || v.is_undefined(); }}},
+      {"even", {[](const Value& v, List&) { return is_even(v, "even"); }}},
+      {"odd", {[](const Value& v, List&) { return !is_even(v, "odd"); }}},
+      {"divisibleby", {[](const Value& v, List& args) { return binary_op("%", v, args[0]).as_double() == 0; }, 1}},
+      {"eq", {is_equal, 1}},
+      {"equalto", {is_equal, 1}},
+      {"==", {is_equal, 1}},
+      {"ne", {not_equal, 1}},
+      {"!=", {not_equal, 1}},
+      {"lt", {less, 1}},
+      {"<", {less, 1}},
+      {"lessthan", {less, 1}},
+      {"le", {less_equal, 1}},
+      {"<=", {less_equal, 1}},
+      {"gt", {greater, 1}},
+      {">", {greater, 1}},
+      {"greaterthan", {greater, 1}},
+      {"ge", {greater_equal, 1}},
+      {">=", {greater_equal, 1}},
+      {"in", {[](const Value& v, List& args) { return contains(args[0], v); }, 1}},
+      {"sameas", {test_sameas, 1}},
+      {"lower", {[](const Value& v, List&) { return v.is_string() && lower(v.s) == v.s; }}},
+      {"upper", {[](const Value& v, List&) { return v.is_string() && upper(v.s) == v.s; }}},
+      {"escaped", {[](const Value&, List&) { return false; }}},
+      {"filter", {[](const Value&, List& args) { return has_filter(str_of(args[0], "filter test")); }, 1}},
+      {"test", {[](const Value&, List& args) { return has_test(str_of(args[0], "test test")); }, 1}},
   };
-  using K = Value::Kind;
-  if (n == "defined") return !v.is_undefined();
-  if (n == "undefined") return v.is_undefined();
-  if (n == "none") return v.is_none();
-  if (n == "boolean") return v.kind == K::Bool;
-  if (n == "false") return v.kind == K::Bool && !v.b;
-  if (n == "true") return v.kind == K::Bool && v.b;
-  if (n == "integer") return v.kind == K::Int;
-  if (n == "float") return v.kind == K::Float;
-  if (n == "number") return v.is_number();
-  if (n == "string") return v.is_string();
-  if (n == "mapping") return v.kind == K::Dict;
-  if (n == "iterable") return v.is_string() || v.is_list() || v.kind == K::Dict || v.is_undefined();
-  if (n == "sequence") return v.is_string() || v.is_list() || v.kind == K::Dict || v.is_undefined();
-  if (n == "callable") return v.kind == K::Callable || v.is_undefined();  // Undefined defines __call__
-  if (n == "even" || n == "odd") {
-    if (v.kind != K::Int && v.kind != K::Bool) fail(std::string("test '") + n + "' expects an integer");
-    int64_t x = v.kind == K::Bool ? v.b : v.i;
-    return (((x % 2) + 2) % 2 == 0) == (n == "even");
-  }
-  if (n == "divisibleby") {
-    need(1);
-    Value r = binary_op("%", v, args[0]);
-    return r.as_double() == 0;
-  }
-  if (n == "eq" || n == "equalto" || n == "==") return need(1), equals(v, args[0]);
-  if (n == "ne" || n == "!=") return need(1), !equals(v, args[0]);
-  if (n == "lt" || n == "<" || n == "lessthan") return need(1), compare(v, args[0]) < 0;
-  if (n == "le" || n == "<=") return need(1), compare(v, args[0]) <= 0;
-  if (n == "gt" || n == ">" || n == "greaterthan") return need(1), compare(v, args[0]) > 0;
-  if (n == "ge" || n == ">=") return need(1), compare(v, args[0]) >= 0;
-  if (n == "in") return need(1), contains(args[0], v);
-  if (n == "sameas") {
-    need(1);
-    const Value& o = args[0];
-    if (v.kind != o.kind) return false;
-    if (v.kind == K::None || v.kind == K::Undefined) return true;
-    if (v.kind == K::Bool) return v.b == o.b;
-    if (v.is_list()) return v.list == o.list;
-    if (v.kind == K::Dict || v.kind == K::Namespace) return v.dict == o.dict;
-    return equals(v, o);
-  }
-  if (n == "lower") return v.is_string() && lower(v.s) == v.s;
-  if (n == "upper") return v.is_string() && upper(v.s) == v.s;
-  if (n == "escaped") return false;
-  if (n == "filter") return need(1), has_filter(str_of(args[0], "filter test"));
-  if (n == "test") return need(1), has_test(str_of(args[0], "test test"));
-  fail("no test named '" + n + "'");
+  return table;
+}
+
+}  // namespace
+
+bool has_test(const std::string& name) { return tests().count(name) != 0; }
+
+bool apply_test(const std::string& name, const Value& value, List& args) {
+  auto it = tests().find(name);
+  if (it == tests().end()) fail("no test named '" + name + "'");
+  if (args.size() < it->second.arguments) fail("test '" + name + "' needs an argument");
+  return it->second.fn(value, args);
 }
 
 Dict make_globals() {
