@@ -531,8 +531,9 @@ const std::map<std::string, Test>& tests() {
       {"lower", {[](const Value& v, List&) { return v.is_string() && lower(v.s) == v.s; }}},
       {"upper", {[](const Value& v, List&) { return v.is_string() && upper(v.s) == v.s; }}},
       {"escaped", {[](const Value&, List&) { return false; }}},
-      {"filter", {[](const Value&, List& args) { return has_filter(str_of(args[0], "filter test")); }, 1}},
-      {"test", {[](const Value&, List& args) { return has_test(str_of(args[0], "test test")); }, 1}},
+      // Jinja2's `name is filter` / `name is test`: whether the value names one (a non-string names none).
+      {"filter", {[](const Value& v, List&) { return v.is_string() && has_filter(v.s); }}},
+      {"test", {[](const Value& v, List&) { return v.is_string() && has_test(v.s); }}},
   };
   return table;
 }
