@@ -353,6 +353,10 @@ class Interpreter {
     for (const auto& kv : e.kwargs) kwargs.emplace_back(kv.first, eval(*kv.second));
   }
 
+  // One function per kind of expression; each names its construct (at) after its operands are evaluated, so an
+  // error names the innermost construct that failed. They stay out of line: eval's frame is on the stack once per
+  // nesting level, and inlined they would all add their locals to it (the stack backstop in guard() would then
+  // stop a nested template sooner).
   Value eval(const Expr& e) {
     guard();
     line_ = e.line;
@@ -360,82 +364,16 @@ class Interpreter {
       case Expr::Kind::Literal: return e.literal;
       case Expr::Kind::Name: return lookup(e.name);
       case Expr::Kind::List:
-      case Expr::Kind::Tuple: {
-        List items;
-        for (const auto& a : e.args) items.push_back(eval(*a));
-        return Value::make_list(items, e.kind == Expr::Kind::Tuple);
-      }
-      case Expr::Kind::Dict: {
-        Dict d;
-        for (size_t k = 0; k + 1 < e.args.size(); k += 2) {
-          Value key = eval(*e.args[k]);
-          if (!key.is_string()) fail("only string keys are supported in dict literals");
-          d.set(key.s, eval(*e.args[k + 1]));
-        }
-        return Value::make_dict(d);
-      }
-      case Expr::Kind::Attr: {
-        Value obj = eval(*e.args[0]);
-        at(e.line, "attribute '." + e.name + "'");
-        return get_attr(obj, e.name);
-      }
-      case Expr::Kind::Item: {
-        Value obj = eval(*e.args[0]);
-        Value key = eval(*e.args[1]);
-        at(e.line, "subscript [" + repr(key) + "]");
-        return get_item(obj, key);
-      }
-      case Expr::Kind::Slice: {
-        Value obj = eval(*e.args[0]);
-        Value parts[3];
-        for (int k = 0; k < 3; ++k) parts[k] = e.args[1 + k] ? eval(*e.args[1 + k]) : Value::none();
-        at(e.line, "slice");
-        return slice(obj, parts[0], parts[1], parts[2]);
-      }
-      case Expr::Kind::Call: {
-        Value fn = eval(*e.args[0]);
-        List args;
-        KwArgs kwargs;
-        eval_args(e, 1, args, kwargs);
-        std::string what = e.args[0]->kind == Expr::Kind::Name   ? e.args[0]->name
-                           : e.args[0]->kind == Expr::Kind::Attr ? e.args[0]->name
-                                                                 : "expression";
-        at(e.line, "call of '" + what + "'");
-        if (fn.kind != Value::Kind::Callable) {
-          if (fn.is_undefined() && !fn.s.empty()) fail(fn.s);
-          fail("'" + what + "' is not callable (" + kind_name(fn) + ")");
-        }
-        int line = e.line;
-        auto fnp = fn.fn;
-        Value r = fnp->fn(args, kwargs);
-        at(line, "call of '" + what + "'");
-        return r;
-      }
-      case Expr::Kind::Filter: {
-        Value input = eval(*e.args[0]);
-        List args;
-        KwArgs kwargs;
-        eval_args(e, 1, args, kwargs);
-        at(e.line, "filter '" + e.name + "'");
-        return apply_filter(e.name, input, args, kwargs);
-      }
-      case Expr::Kind::Test: {
-        Value input = eval(*e.args[0]);
-        List args;
-        KwArgs kwargs;
-        eval_args(e, 1, args, kwargs);
-        at(e.line, "test '" + e.name + "'");
-        return Value::boolean(apply_test(e.name, input, args) != e.negated);
-      }
+      case Expr::Kind::Tuple: return eval_sequence(e);
+      case Expr::Kind::Dict: return eval_dict(e);
+      case Expr::Kind::Attr: return eval_attr(e);
+      case Expr::Kind::Item: return eval_item(e);
+      case Expr::Kind::Slice: return eval_slice(e);
+      case Expr::Kind::Call: return eval_call(e);
+      case Expr::Kind::Filter: return eval_filter(e);
+      case Expr::Kind::Test: return eval_test(e);
       case Expr::Kind::Neg:
-      case Expr::Kind::Pos: {
-        Value v = eval(*e.args[0]);
-        at(e.line, "unary operator");
-        if (!v.is_number()) fail(std::string("bad operand type for unary operator: '") + kind_name(v) + "'");
-        if (e.kind == Expr::Kind::Pos) return v.kind == Value::Kind::Bool ? Value::integer(v.b) : v;
-        if (v.kind == Value::Kind::Float) return Value::number(-v.f);
-        return Value::integer(checked_sub(0, v.kind == Value::Kind::Bool ? v.b : v.i));
-      }
+      case Expr::Kind::Pos: return eval_unary(e);
       case Expr::Kind::Not: return Value::boolean(!eval(*e.args[0]).truthy());
       case Expr::Kind::And: {
         Value l = eval(*e.args[0]);
@@ -445,44 +383,130 @@ class Interpreter {
         Value l = eval(*e.args[0]);
         return l.truthy() ? l : eval(*e.args[1]);
       }
-      case Expr::Kind::Binary: {
-        Value l = eval(*e.args[0]);
-        Value r = eval(*e.args[1]);
-        at(e.line, "operator '" + e.name + "'");
-        return binary_op(e.name, l, r);
-      }
-      case Expr::Kind::Compare: {
-        Value l = eval(*e.args[0]);
-        for (size_t k = 0; k < e.ops.size(); ++k) {
-          Value r = eval(*e.args[k + 1]);
-          at(e.line, "comparison '" + e.ops[k] + "'");
-          const std::string& op = e.ops[k];
-          bool ok;
-          if (op == "==")
-            ok = equals(l, r);
-          else if (op == "!=")
-            ok = !equals(l, r);
-          else if (op == "in")
-            ok = contains(r, l);
-          else if (op == "not in")
-            ok = !contains(r, l);
-          else {
-            if (l.is_undefined() || r.is_undefined()) fail((l.is_undefined() ? l : r).s);
-            int c = compare(l, r);
-            ok = op == "<" ? c < 0 : op == ">" ? c > 0 : op == "<=" ? c <= 0 : c >= 0;
-          }
-          if (!ok) return Value::boolean(false);
-          l = r;
-        }
-        return Value::boolean(true);
-      }
-      case Expr::Kind::Cond: {
-        if (eval(*e.args[0]).truthy()) return eval(*e.args[1]);
-        if (e.args.size() > 2) return eval(*e.args[2]);
-        return Value::undefined("the inline if-expression evaluated to false and no else section was defined");
-      }
+      case Expr::Kind::Binary: return eval_binary(e);
+      case Expr::Kind::Compare: return eval_compare(e);
+      case Expr::Kind::Cond: return eval_cond(e);
     }
     return Value();
+  }
+
+  [[gnu::noinline]] Value eval_sequence(const Expr& e) {
+    List items;
+    for (const auto& a : e.args) items.push_back(eval(*a));
+    return Value::make_list(items, e.kind == Expr::Kind::Tuple);
+  }
+
+  [[gnu::noinline]] Value eval_dict(const Expr& e) {
+    Dict d;
+    for (size_t k = 0; k + 1 < e.args.size(); k += 2) {
+      Value key = eval(*e.args[k]);
+      if (!key.is_string()) fail("only string keys are supported in dict literals");
+      d.set(key.s, eval(*e.args[k + 1]));
+    }
+    return Value::make_dict(d);
+  }
+
+  [[gnu::noinline]] Value eval_attr(const Expr& e) {
+    Value obj = eval(*e.args[0]);
+    at(e.line, "attribute '." + e.name + "'");
+    return get_attr(obj, e.name);
+  }
+
+  [[gnu::noinline]] Value eval_item(const Expr& e) {
+    Value obj = eval(*e.args[0]);
+    Value key = eval(*e.args[1]);
+    at(e.line, "subscript [" + repr(key) + "]");
+    return get_item(obj, key);
+  }
+
+  [[gnu::noinline]] Value eval_slice(const Expr& e) {
+    Value obj = eval(*e.args[0]);
+    Value parts[3];
+    for (int k = 0; k < 3; ++k) parts[k] = e.args[1 + k] ? eval(*e.args[1 + k]) : Value::none();
+    at(e.line, "slice");
+    return slice(obj, parts[0], parts[1], parts[2]);
+  }
+
+  [[gnu::noinline]] Value eval_call(const Expr& e) {
+    Value fn = eval(*e.args[0]);
+    List args;
+    KwArgs kwargs;
+    eval_args(e, 1, args, kwargs);
+    std::string what = e.args[0]->kind == Expr::Kind::Name   ? e.args[0]->name
+                       : e.args[0]->kind == Expr::Kind::Attr ? e.args[0]->name
+                                                             : "expression";
+    at(e.line, "call of '" + what + "'");
+    if (fn.kind != Value::Kind::Callable) {
+      if (fn.is_undefined() && !fn.s.empty()) fail(fn.s);
+      fail("'" + what + "' is not callable (" + kind_name(fn) + ")");
+    }
+    int line = e.line;
+    auto fnp = fn.fn;
+    Value r = fnp->fn(args, kwargs);
+    at(line, "call of '" + what + "'");
+    return r;
+  }
+
+  [[gnu::noinline]] Value eval_filter(const Expr& e) {
+    Value input = eval(*e.args[0]);
+    List args;
+    KwArgs kwargs;
+    eval_args(e, 1, args, kwargs);
+    at(e.line, "filter '" + e.name + "'");
+    return apply_filter(e.name, input, args, kwargs);
+  }
+
+  [[gnu::noinline]] Value eval_test(const Expr& e) {
+    Value input = eval(*e.args[0]);
+    List args;
+    KwArgs kwargs;
+    eval_args(e, 1, args, kwargs);
+    at(e.line, "test '" + e.name + "'");
+    return Value::boolean(apply_test(e.name, input, args) != e.negated);
+  }
+
+  [[gnu::noinline]] Value eval_unary(const Expr& e) {
+    Value v = eval(*e.args[0]);
+    at(e.line, "unary operator");
+    if (!v.is_number()) fail(std::string("bad operand type for unary operator: '") + kind_name(v) + "'");
+    if (e.kind == Expr::Kind::Pos) return v.kind == Value::Kind::Bool ? Value::integer(v.b) : v;
+    if (v.kind == Value::Kind::Float) return Value::number(-v.f);
+    return Value::integer(checked_sub(0, v.kind == Value::Kind::Bool ? v.b : v.i));
+  }
+
+  [[gnu::noinline]] Value eval_binary(const Expr& e) {
+    Value l = eval(*e.args[0]);
+    Value r = eval(*e.args[1]);
+    at(e.line, "operator '" + e.name + "'");
+    return binary_op(e.name, l, r);
+  }
+
+  // a < b < c: each comparison in turn, stopping at the first false one (Python's chained comparisons).
+  [[gnu::noinline]] Value eval_compare(const Expr& e) {
+    Value l = eval(*e.args[0]);
+    for (size_t k = 0; k < e.ops.size(); ++k) {
+      Value r = eval(*e.args[k + 1]);
+      at(e.line, "comparison '" + e.ops[k] + "'");
+      if (!compare_once(e.ops[k], l, r)) return Value::boolean(false);
+      l = r;
+    }
+    return Value::boolean(true);
+  }
+
+  static bool compare_once(const std::string& op, const Value& l, const Value& r) {
+    if (op == "==") return equals(l, r);
+    if (op == "!=") return !equals(l, r);
+    if (op == "in") return contains(r, l);
+    if (op == "not in") return !contains(r, l);
+    if (l.is_undefined() || r.is_undefined()) fail((l.is_undefined() ? l : r).s);
+    int c = compare(l, r);
+    return op == "<" ? c < 0 : op == ">" ? c > 0 : op == "<=" ? c <= 0 : c >= 0;
+  }
+
+  [[gnu::noinline]] Value eval_cond(const Expr& e) {
+    if (eval(*e.args[0]).truthy()) return eval(*e.args[1]);
+    if (e.args.size() > 2) return eval(*e.args[2]);
+    return Value::undefined("the inline if-expression evaluated to false and no else section was defined");
   }
 };
 
