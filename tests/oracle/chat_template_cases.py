@@ -119,6 +119,12 @@ CASES = [
                        "{{ 'hello'.startswith('he') }}{{ 'hello'.endswith(('x', 'lo')) }}{{ 'hello'.replace('l', 'L') }}"
                        "{{ 'hello world'.title() }}{{ 'Hi'.upper() }}{{ 'Hi'.lower() }}{{ 'hi'.capitalize() }}"
                        "{{ 'hello'.find('l') }}{{ 'hello'.count('l') }}{{ '-'.join(['a', 'b']) }}"),
+    ("string_methods_search_and_classes",
+     "{{ 'abcabc'.rfind('b') }}{{ 'abcabc'.find('z') }}{{ 'h\u00e9llo'.find('l') }}{{ 'h\u00e9llo'.rfind('l') }}"
+     "{{ 'aaa'.count('a') }}{{ 'aaa'.count('aa') }}{{ 'aaa'.count('') }}|{{ 'a\\nb\\r\\nc\\n'.splitlines() }}"
+     "{{ ''.splitlines() }}|{{ '123'.isdigit() }}{{ '12a'.isdigit() }}{{ ' \\t'.isspace() }}{{ ''.isspace() }}"
+     "{{ 'abc'.isalpha() }}{{ 'ab1'.isalpha() }}{{ 'ab1'.isalnum() }}{{ 'ab1'.islower() }}{{ '12'.islower() }}"
+     "{{ 'AB1'.isupper() }}{{ 'Ab'.isupper() }}"),
     ("dict_methods", "{{ messages[0].get('role') }}{{ messages[0].get('nope') }}{{ messages[0].get('nope', 'dv') }}"
                      "{{ messages[4].items() | list }}{{ messages[4]['score'] + 1 }}"),
     ("none_dropped", "{{ messages[4].extra is defined }}{{ messages[4] | tojson }}"),

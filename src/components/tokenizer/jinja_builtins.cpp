@@ -31,104 +31,132 @@ Value bound(const std::string& name, std::function<Value(List&, KwArgs&)> f) {
   return Value::callable(name, std::move(f));
 }
 
+// ---- str methods: (the string, the method's name, arguments) -> result ----
+
+Value str_strip(const std::string& s, const std::string& name, List& a, KwArgs& k) {
+  return Value::string(strip_chars(s, arg(a, k, 0, "chars"), name != "rstrip", name != "lstrip"));
+}
+
+Value str_split(const std::string& s, const std::string&, List& a, KwArgs& k) {
+  return Value::make_list(py_split(s, arg(a, k, 0, "sep"), int_arg(a, k, 1, "maxsplit", -1)));
+}
+
+Value str_starts_or_ends(const std::string& s, const std::string& name, List& a, KwArgs& k) {
+  const Value* p = arg(a, k, 0, "prefix");
+  if (!p) fail(name + "() takes at least 1 argument");
+  return Value::boolean(starts_or_ends(s, *p, name == "startswith"));
+}
+
+Value str_replace(const std::string& s, const std::string&, List& a, KwArgs& k) {
+  if (a.size() < 2) fail("replace() takes at least 2 arguments");
+  return Value::string(replace_all(s, str_of(a[0], "replace"), str_of(a[1], "replace"), int_arg(a, k, 2, "count", -1)));
+}
+
+// find, rfind (character index or -1) and count.
+Value str_find(const std::string& s, const std::string& name, List& a, KwArgs& k) {
+  const Value* p = arg(a, k, 0, "sub");
+  if (!p) fail(name + "() takes at least 1 argument");
+  const std::string& sub = str_of(*p, name.c_str());
+  if (name == "find" || name == "rfind") {
+    size_t f = name == "find" ? s.find(sub) : s.rfind(sub);
+    return Value::integer(f == std::string::npos ? -1 : static_cast<int64_t>(utf8_length(s.substr(0, f))));
+  }
+  if (sub.empty()) return Value::integer(static_cast<int64_t>(utf8_length(s)) + 1);
+  int64_t n = 0;
+  for (size_t f = s.find(sub); f != std::string::npos; f = s.find(sub, f + sub.size())) ++n;
+  return Value::integer(n);
+}
+
+Value str_join(const std::string& s, const std::string&, List& a, KwArgs&) {
+  if (a.empty()) fail("join() takes exactly one argument");
+  std::string out;
+  bool first = true;
+  for (const auto& it : iterate(a[0])) {
+    const std::string& piece = str_of(it, "join");
+    check_string_size(out.size() + (first ? 0 : s.size()) + piece.size(), "the result of join()");
+    if (!first) out += s;
+    out += piece;
+    first = false;
+  }
+  return Value::string(out);
+}
+
+Value str_splitlines(const std::string& s, const std::string&, List&, KwArgs&) {
+  List out;
+  size_t pos = 0;
+  while (pos < s.size()) {
+    size_t e = s.find('\n', pos);
+    if (e == std::string::npos) e = s.size();
+    std::string line = s.substr(pos, e - pos);
+    if (!line.empty() && line.back() == '\r') line.pop_back();
+    out.push_back(Value::string(line));
+    pos = e + 1;
+  }
+  return Value::make_list(out);
+}
+
+// isdigit, isspace, isalpha, isalnum, islower, isupper (ASCII classes; islower/isupper need a cased character).
+Value str_is(const std::string& s, const std::string& name, List&, KwArgs&) {
+  if (s.empty()) return Value::boolean(false);
+  bool ok = true, cased = false;
+  for (unsigned char c : s) {
+    if (name == "isdigit")
+      ok = ok && std::isdigit(c);
+    else if (name == "isspace")
+      ok = ok && is_py_space(static_cast<char>(c));
+    else if (name == "isalpha")
+      ok = ok && std::isalpha(c);
+    else if (name == "isalnum")
+      ok = ok && std::isalnum(c);
+    else if (name == "islower") {
+      ok = ok && !std::isupper(c);
+      cased = cased || std::islower(c);
+    } else {
+      ok = ok && !std::islower(c);
+      cased = cased || std::isupper(c);
+    }
+  }
+  return Value::boolean(ok && (name.compare(0, 4, "isup") != 0 && name.compare(0, 4, "islo") != 0 ? true : cased));
+}
+
+using StrMethod = Value (*)(const std::string& s, const std::string& name, List& args, KwArgs& kwargs);
+
+const std::map<std::string, StrMethod>& str_methods() {
+  static const std::map<std::string, StrMethod> table = {
+      {"strip", str_strip},
+      {"lstrip", str_strip},
+      {"rstrip", str_strip},
+      {"split", str_split},
+      {"startswith", str_starts_or_ends},
+      {"endswith", str_starts_or_ends},
+      {"replace", str_replace},
+      {"upper", [](const std::string& s, const std::string&, List&, KwArgs&) { return Value::string(upper(s)); }},
+      {"lower", [](const std::string& s, const std::string&, List&, KwArgs&) { return Value::string(lower(s)); }},
+      {"title", [](const std::string& s, const std::string&, List&, KwArgs&) { return Value::string(py_title(s)); }},
+      {"capitalize",
+       [](const std::string& s, const std::string&, List&, KwArgs&) { return Value::string(capitalize(s)); }},
+      {"find", str_find},
+      {"rfind", str_find},
+      {"count", str_find},
+      {"join", str_join},
+      {"format", [](const std::string& s, const std::string&, List& a,
+                    KwArgs& k) { return Value::string(brace_format(s, a, k)); }},
+      {"splitlines", str_splitlines},
+      {"isdigit", str_is},
+      {"isspace", str_is},
+      {"isalpha", str_is},
+      {"isalnum", str_is},
+      {"islower", str_is},
+      {"isupper", str_is},
+  };
+  return table;
+}
+
+// s.name: the method bound to s.
 Value string_method(const Value& obj, const std::string& name) {
-  const std::string s = obj.s;
-  if (name == "strip" || name == "lstrip" || name == "rstrip")
-    return bound(name, [s, name](List& a, KwArgs& k) {
-      return Value::string(strip_chars(s, arg(a, k, 0, "chars"), name != "rstrip", name != "lstrip"));
-    });
-  if (name == "split")
-    return bound(name, [s](List& a, KwArgs& k) {
-      return Value::make_list(py_split(s, arg(a, k, 0, "sep"), int_arg(a, k, 1, "maxsplit", -1)));
-    });
-  if (name == "startswith" || name == "endswith")
-    return bound(name, [s, name](List& a, KwArgs& k) {
-      const Value* p = arg(a, k, 0, "prefix");
-      if (!p) fail(name + "() takes at least 1 argument");
-      return Value::boolean(starts_or_ends(s, *p, name == "startswith"));
-    });
-  if (name == "replace")
-    return bound(name, [s](List& a, KwArgs& k) {
-      if (a.size() < 2) fail("replace() takes at least 2 arguments");
-      return Value::string(
-          replace_all(s, str_of(a[0], "replace"), str_of(a[1], "replace"), int_arg(a, k, 2, "count", -1)));
-    });
-  if (name == "upper") return bound(name, [s](List&, KwArgs&) { return Value::string(upper(s)); });
-  if (name == "lower") return bound(name, [s](List&, KwArgs&) { return Value::string(lower(s)); });
-  if (name == "title") return bound(name, [s](List&, KwArgs&) { return Value::string(py_title(s)); });
-  if (name == "capitalize") return bound(name, [s](List&, KwArgs&) { return Value::string(capitalize(s)); });
-  if (name == "find" || name == "count" || name == "rfind")
-    return bound(name, [s, name](List& a, KwArgs& k) {
-      const Value* p = arg(a, k, 0, "sub");
-      if (!p) fail(name + "() takes at least 1 argument");
-      const std::string& sub = str_of(*p, name.c_str());
-      if (name == "find") {
-        size_t f = s.find(sub);
-        return Value::integer(f == std::string::npos ? -1 : static_cast<int64_t>(utf8_length(s.substr(0, f))));
-      }
-      if (name == "rfind") {
-        size_t f = s.rfind(sub);
-        return Value::integer(f == std::string::npos ? -1 : static_cast<int64_t>(utf8_length(s.substr(0, f))));
-      }
-      if (sub.empty()) return Value::integer(static_cast<int64_t>(utf8_length(s)) + 1);
-      int64_t n = 0;
-      for (size_t f = s.find(sub); f != std::string::npos; f = s.find(sub, f + sub.size())) ++n;
-      return Value::integer(n);
-    });
-  if (name == "join")
-    return bound(name, [s](List& a, KwArgs&) {
-      if (a.empty()) fail("join() takes exactly one argument");
-      std::string out;
-      bool first = true;
-      for (const auto& it : iterate(a[0])) {
-        const std::string& piece = str_of(it, "join");
-        check_string_size(out.size() + (first ? 0 : s.size()) + piece.size(), "the result of join()");
-        if (!first) out += s;
-        out += piece;
-        first = false;
-      }
-      return Value::string(out);
-    });
-  if (name == "format") return bound(name, [s](List& a, KwArgs& k) { return Value::string(brace_format(s, a, k)); });
-  if (name == "splitlines")
-    return bound(name, [s](List&, KwArgs&) {
-      List out;
-      size_t pos = 0;
-      while (pos < s.size()) {
-        size_t e = s.find('\n', pos);
-        if (e == std::string::npos) e = s.size();
-        std::string line = s.substr(pos, e - pos);
-        if (!line.empty() && line.back() == '\r') line.pop_back();
-        out.push_back(Value::string(line));
-        pos = e + 1;
-      }
-      return Value::make_list(out);
-    });
-  if (name == "isdigit" || name == "isspace" || name == "isalpha" || name == "isalnum" || name == "islower" ||
-      name == "isupper")
-    return bound(name, [s, name](List&, KwArgs&) {
-      if (s.empty()) return Value::boolean(false);
-      bool ok = true, cased = false;
-      for (unsigned char c : s) {
-        if (name == "isdigit")
-          ok = ok && std::isdigit(c);
-        else if (name == "isspace")
-          ok = ok && is_py_space(static_cast<char>(c));
-        else if (name == "isalpha")
-          ok = ok && std::isalpha(c);
-        else if (name == "isalnum")
-          ok = ok && std::isalnum(c);
-        else if (name == "islower") {
-          ok = ok && !std::isupper(c);
-          cased = cased || std::islower(c);
-        } else {
-          ok = ok && !std::islower(c);
-          cased = cased || std::isupper(c);
-        }
-      }
-      return Value::boolean(ok && (name.compare(0, 4, "isup") != 0 && name.compare(0, 4, "islo") != 0 ? true : cased));
-    });
-  return Value::undefined("'str object' has no attribute '" + name + "'");
+  auto it = str_methods().find(name);
+  if (it == str_methods().end()) return Value::undefined("'str object' has no attribute '" + name + "'");
+  return bound(name, [s = obj.s, name, method = it->second](List& a, KwArgs& k) { return method(s, name, a, k); });
 }
 
 Value unsafe(const Value& obj, const std::string& name) {
