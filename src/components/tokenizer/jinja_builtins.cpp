@@ -300,6 +300,20 @@ Value get_item(const Value& obj, const Value& key) {
   }
 }
 
+namespace {
+
+// How many of start, start + step, ... come before stop (Python's range length), in unsigned arithmetic so that no
+// step or bound can overflow. step != 0.
+uint64_t positions(int64_t start, int64_t stop, int64_t step) {
+  if (step > 0 && start < stop)
+    return (static_cast<uint64_t>(stop) - static_cast<uint64_t>(start) - 1) / static_cast<uint64_t>(step) + 1;
+  if (step < 0 && start > stop)
+    return (static_cast<uint64_t>(start) - static_cast<uint64_t>(stop) - 1) / (0 - static_cast<uint64_t>(step)) + 1;
+  return 0;
+}
+
+}  // namespace
+
 Value slice(const Value& obj, const Value& start_v, const Value& stop_v, const Value& step_v) {
   auto opt = [](const Value& v, const char* what) -> std::optional<int64_t> {
     if (v.is_none() || v.is_undefined()) return std::nullopt;
@@ -334,12 +348,8 @@ Value slice(const Value& obj, const Value& start_v, const Value& stop_v, const V
     start = norm(opt(start_v, "start"), n - 1, -1, n - 1);
     stop = norm(opt(stop_v, "stop"), -1, -1, n - 1);
   }
-  // The positions start, start + step, ... before stop; counted first so that a huge step cannot overflow.
-  uint64_t count = 0;
-  if (step > 0 && start < stop)
-    count = (static_cast<uint64_t>(stop - start) - 1) / static_cast<uint64_t>(step) + 1;
-  else if (step < 0 && start > stop)
-    count = (static_cast<uint64_t>(start - stop) - 1) / (0 - static_cast<uint64_t>(step)) + 1;
+  // Counted first so that a huge step cannot overflow.
+  uint64_t count = positions(start, stop, step);
   auto position = [&](uint64_t k) {
     return static_cast<size_t>(static_cast<uint64_t>(start) + k * static_cast<uint64_t>(step));
   };
@@ -402,6 +412,64 @@ std::pair<int64_t, int64_t> floor_divmod(int64_t x, int64_t y) {
   return {q, r};
 }
 
+int64_t as_int(const Value& v) { return v.kind == Value::Kind::Bool ? static_cast<int64_t>(v.b) : v.i; }
+
+// a op b for two numbers (bools count as ints); ints stay ints except for '/'.
+Value arithmetic(const std::string& op, const Value& a, const Value& b) {
+  bool ints = (a.kind == Value::Kind::Int || a.kind == Value::Kind::Bool) &&
+              (b.kind == Value::Kind::Int || b.kind == Value::Kind::Bool);
+  if (op == "+")
+    return ints ? Value::integer(checked_add(as_int(a), as_int(b))) : Value::number(a.as_double() + b.as_double());
+  if (op == "-")
+    return ints ? Value::integer(checked_sub(as_int(a), as_int(b))) : Value::number(a.as_double() - b.as_double());
+  if (op == "*")
+    return ints ? Value::integer(checked_mul(as_int(a), as_int(b))) : Value::number(a.as_double() * b.as_double());
+  if (op == "/") {
+    if (b.as_double() == 0) fail("division by zero");
+    return Value::number(a.as_double() / b.as_double());
+  }
+  if (op == "//" || op == "%") {
+    if (b.as_double() == 0) fail(op == "%" ? "modulo by zero" : "integer division or modulo by zero");
+    if (ints) {
+      if (op == "%" && as_int(b) == -1) return Value::integer(0);
+      auto [q, r] = floor_divmod(as_int(a), as_int(b));
+      return Value::integer(op == "//" ? q : r);
+    }
+    double x = a.as_double(), y = b.as_double();
+    double r = std::fmod(x, y);
+    if (r != 0 && ((r < 0) != (y < 0))) r += y;
+    return Value::number(op == "//" ? std::floor(x / y) : r);
+  }
+  if (op == "**") {
+    if (ints && as_int(b) >= 0) return Value::integer(int_pow(as_int(a), as_int(b)));
+    return Value::number(std::pow(a.as_double(), b.as_double()));
+  }
+  return Value();  // not an arithmetic operator: binary_op goes on
+}
+
+// seq * times for a string or a list (times <= 0: empty).
+Value repeat(const Value& seq, int64_t times) {
+  times = std::max<int64_t>(times, 0);
+  size_t unit = seq.is_string() ? seq.s.size() : seq.list->size();
+  size_t total;
+  if (__builtin_mul_overflow(unit, static_cast<size_t>(times), &total)) total = SIZE_MAX;
+  if (seq.is_string())
+    check_string_size(total, "the result of '*'");
+  else
+    check_list_size(total, "the result of '*'");
+  if (unit == 0) times = 0;
+  if (seq.is_string()) {
+    std::string out;
+    out.reserve(unit * static_cast<size_t>(times));
+    for (int64_t k = 0; k < times; ++k) out += seq.s;
+    return Value::string(out);
+  }
+  List out;
+  out.reserve(unit * static_cast<size_t>(times));
+  for (int64_t k = 0; k < times; ++k) out.insert(out.end(), seq.list->begin(), seq.list->end());
+  return Value::make_list(out);
+}
+
 }  // namespace
 
 Value binary_op(const std::string& op, const Value& a, const Value& b) {
@@ -413,37 +481,8 @@ Value binary_op(const std::string& op, const Value& a, const Value& b) {
   if (a.is_undefined() || b.is_undefined())
     fail((a.is_undefined() ? a.s : b.s).empty() ? "operator '" + op + "' on an undefined value"
                                                 : (a.is_undefined() ? a.s : b.s));
-  bool ints = (a.kind == Value::Kind::Int || a.kind == Value::Kind::Bool) &&
-              (b.kind == Value::Kind::Int || b.kind == Value::Kind::Bool);
-  auto iv = [](const Value& v) { return v.kind == Value::Kind::Bool ? static_cast<int64_t>(v.b) : v.i; };
-  if (a.is_number() && b.is_number()) {
-    if (op == "+")
-      return ints ? Value::integer(checked_add(iv(a), iv(b))) : Value::number(a.as_double() + b.as_double());
-    if (op == "-")
-      return ints ? Value::integer(checked_sub(iv(a), iv(b))) : Value::number(a.as_double() - b.as_double());
-    if (op == "*")
-      return ints ? Value::integer(checked_mul(iv(a), iv(b))) : Value::number(a.as_double() * b.as_double());
-    if (op == "/") {
-      if (b.as_double() == 0) fail("division by zero");
-      return Value::number(a.as_double() / b.as_double());
-    }
-    if (op == "//" || op == "%") {
-      if (b.as_double() == 0) fail(op == "%" ? "modulo by zero" : "integer division or modulo by zero");
-      if (ints) {
-        if (op == "%" && iv(b) == -1) return Value::integer(0);
-        auto [q, r] = floor_divmod(iv(a), iv(b));
-        return Value::integer(op == "//" ? q : r);
-      }
-      double x = a.as_double(), y = b.as_double();
-      double r = std::fmod(x, y);
-      if (r != 0 && ((r < 0) != (y < 0))) r += y;
-      return Value::number(op == "//" ? std::floor(x / y) : r);
-    }
-    if (op == "**") {
-      if (ints && iv(b) >= 0) return Value::integer(int_pow(iv(a), iv(b)));
-      return Value::number(std::pow(a.as_double(), b.as_double()));
-    }
-  }
+  if (a.is_number() && b.is_number())
+    if (Value r = arithmetic(op, a, b); !r.is_undefined()) return r;
   if (op == "+" && a.is_string() && b.is_string()) {
     check_string_size(a.s.size() + b.s.size(), "the result of '+'");
     return Value::string(a.s + b.s);
@@ -455,29 +494,9 @@ Value binary_op(const std::string& op, const Value& a, const Value& b) {
     out.insert(out.end(), b.list->begin(), b.list->end());
     return Value::make_list(out, a.tuple);
   }
-  if (op == "*" && (a.is_string() || a.is_list()) && (b.kind == Value::Kind::Int || b.kind == Value::Kind::Bool)) {
-    int64_t times = std::max<int64_t>(iv(b), 0);
-    size_t unit = a.is_string() ? a.s.size() : a.list->size();
-    size_t total;
-    if (__builtin_mul_overflow(unit, static_cast<size_t>(times), &total)) total = SIZE_MAX;
-    if (a.is_string())
-      check_string_size(total, "the result of '*'");
-    else
-      check_list_size(total, "the result of '*'");
-    if (unit == 0) times = 0;
-    if (a.is_string()) {
-      std::string out;
-      out.reserve(unit * static_cast<size_t>(times));
-      for (int64_t k = 0; k < times; ++k) out += a.s;
-      return Value::string(out);
-    }
-    List out;
-    out.reserve(unit * static_cast<size_t>(times));
-    for (int64_t k = 0; k < times; ++k) out.insert(out.end(), a.list->begin(), a.list->end());
-    return Value::make_list(out);
-  }
-  if (op == "*" && (b.is_string() || b.is_list()) && (a.kind == Value::Kind::Int || a.kind == Value::Kind::Bool))
-    return binary_op(op, b, a);
+  auto is_int = [](const Value& v) { return v.kind == Value::Kind::Int || v.kind == Value::Kind::Bool; };
+  if (op == "*" && (a.is_string() || a.is_list()) && is_int(b)) return repeat(a, as_int(b));
+  if (op == "*" && (b.is_string() || b.is_list()) && is_int(a)) return repeat(b, as_int(a));
   fail("unsupported operand type(s) for " + op + ": '" + kind_name(a) + "' and '" + kind_name(b) + "'");
 }
 
@@ -577,52 +596,52 @@ bool apply_test(const std::string& name, const Value& value, List& args) {
   return it->second.fn(value, args);
 }
 
+namespace {
+
+// range(stop), range(start, stop[, step]), limited to MAX_RANGE items as in Jinja's sandbox.
+Value range(List& a) {
+  int64_t start = 0, stop = 0, step = 1;
+  auto iv = [](const Value& v) {
+    if (v.kind != Value::Kind::Int && v.kind != Value::Kind::Bool) fail("range() arguments must be integers");
+    return as_int(v);
+  };
+  if (a.size() == 1)
+    stop = iv(a[0]);
+  else if (a.size() >= 2) {
+    start = iv(a[0]);
+    stop = iv(a[1]);
+    if (a.size() >= 3) step = iv(a[2]);
+  } else
+    fail("range expected at least 1 argument");
+  if (step == 0) fail("range() arg 3 must not be zero");
+  // The length first, then Jinja's sandbox limit MAX_RANGE.
+  uint64_t count = positions(start, stop, step);
+  if (count > 100000)
+    fail_limit("Range too big. The sandbox blocks ranges larger than MAX_RANGE (100000).",
+               "no chat template needs a range() this long: fix the template");
+  List out;
+  out.reserve(count);
+  for (uint64_t k = 0; k < count; ++k)
+    out.push_back(Value::integer(static_cast<int64_t>(static_cast<uint64_t>(start) + k * static_cast<uint64_t>(step))));
+  return Value::make_list(out);
+}
+
+// dict(mapping, **kwargs) and namespace(mapping, **kwargs): the mapping's items, then the keyword arguments.
+Dict dict_of(List& a, KwArgs& k) {
+  Dict d;
+  if (!a.empty() && a[0].kind == Value::Kind::Dict) d = *a[0].dict;
+  for (auto& kv : k) d.set(kv.first, kv.second);
+  return d;
+}
+
+}  // namespace
+
 Dict make_globals() {
   Dict g;
-  g.set("range", Value::callable("range", [](List& a, KwArgs&) {
-          int64_t start = 0, stop = 0, step = 1;
-          auto iv = [](const Value& v) {
-            if (v.kind != Value::Kind::Int && v.kind != Value::Kind::Bool) fail("range() arguments must be integers");
-            return v.kind == Value::Kind::Bool ? static_cast<int64_t>(v.b) : v.i;
-          };
-          if (a.size() == 1)
-            stop = iv(a[0]);
-          else if (a.size() >= 2) {
-            start = iv(a[0]);
-            stop = iv(a[1]);
-            if (a.size() >= 3) step = iv(a[2]);
-          } else
-            fail("range expected at least 1 argument");
-          if (step == 0) fail("range() arg 3 must not be zero");
-          // The length first (Python's formula, in unsigned arithmetic so that no step or bound can overflow), then
-          // Jinja's sandbox limit MAX_RANGE.
-          uint64_t count = 0;
-          if (step > 0 && start < stop)
-            count = (static_cast<uint64_t>(stop) - static_cast<uint64_t>(start) - 1) / static_cast<uint64_t>(step) + 1;
-          else if (step < 0 && start > stop)
-            count =
-                (static_cast<uint64_t>(start) - static_cast<uint64_t>(stop) - 1) / (0 - static_cast<uint64_t>(step)) +
-                1;
-          if (count > 100000)
-            fail_limit("Range too big. The sandbox blocks ranges larger than MAX_RANGE (100000).",
-                       "no chat template needs a range() this long: fix the template");
-          List out;
-          out.reserve(count);
-          for (uint64_t k = 0; k < count; ++k)
-            out.push_back(
-                Value::integer(static_cast<int64_t>(static_cast<uint64_t>(start) + k * static_cast<uint64_t>(step))));
-          return Value::make_list(out);
-        }));
-  g.set("dict", Value::callable("dict", [](List& a, KwArgs& k) {
-          Dict d;
-          if (!a.empty() && a[0].kind == Value::Kind::Dict) d = *a[0].dict;
-          for (auto& kv : k) d.set(kv.first, kv.second);
-          return Value::make_dict(d);
-        }));
+  g.set("range", Value::callable("range", [](List& a, KwArgs&) { return range(a); }));
+  g.set("dict", Value::callable("dict", [](List& a, KwArgs& k) { return Value::make_dict(dict_of(a, k)); }));
   g.set("namespace", Value::callable("namespace", [](List& a, KwArgs& k) {
-          Dict d;
-          if (!a.empty() && a[0].kind == Value::Kind::Dict) d = *a[0].dict;
-          for (auto& kv : k) d.set(kv.first, kv.second);
+          Dict d = dict_of(a, k);
           for (auto& kv : d.items)
             if (!kv.first.empty() && kv.first[0] == '_')
               fail("Chat templates cannot store underscore-prefixed attributes on a namespace, but got '" + kv.first +
