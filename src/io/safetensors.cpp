@@ -260,58 +260,28 @@ Tensor convert_dtype(const Tensor& x, DType dtype, const std::string& what) {
 
 // ---- reader -----------------------------------------------------------------------------------------------
 
-struct SafetensorsReader::Mapping {
-  void* addr = nullptr;
-  size_t len = 0;
-  ~Mapping() {
-    if (addr) ::munmap(addr, len);
-  }
-};
+namespace {
 
-SafetensorsReader::SafetensorsReader(const std::string& path) : path_(path) {
-  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0)
-    throw Error("cannot open safetensors file " + path + ": " + std::strerror(errno), path,
-                "check the path and its permissions");
-  struct stat st {};
-  if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-    ::close(fd);
-    throw Error("cannot read safetensors file " + path + ": not a regular file", path, "pass a .safetensors file");
-  }
-  file_size_ = uint64_t(st.st_size);
-  if (file_size_ < 8) {
-    ::close(fd);
-    corrupt(path, "the file is " + std::to_string(file_size_) + " bytes long, shorter than the 8-byte header length");
-  }
-  map_ = std::make_shared<Mapping>();
-  // Private and copy-on-write: tensor views may be written in place without ever touching the file.
-  void* addr = ::mmap(nullptr, size_t(file_size_), PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_NORESERVE, fd, 0);
-  int err = errno;
-  ::close(fd);
-  if (addr == MAP_FAILED) throw Error("cannot map safetensors file " + path + ": " + std::strerror(err), path);
-  map_->addr = addr;
-  map_->len = size_t(file_size_);
-  const uint8_t* base = static_cast<const uint8_t*>(addr);
-
+// The 8-byte little-endian header length N at the start of the file, checked against the limit and the file.
+uint64_t header_length(const std::string& path, const uint8_t* base, uint64_t file_size) {
   uint64_t n = 0;
   for (int i = 7; i >= 0; --i) n = (n << 8) | base[i];
-  header_size_ = n;
   if (n > kMaxHeaderBytes)
     corrupt(path, "header length " + std::to_string(n) + " exceeds the limit of " + std::to_string(kMaxHeaderBytes) +
                       " bytes");
-  if (n > file_size_ - 8)
+  if (n > file_size - 8)
     corrupt(path, "header length " + std::to_string(n) + " goes past the end of the file (" +
-                      std::to_string(file_size_) + " bytes)");
-  const char* hbegin = reinterpret_cast<const char*>(base + 8);
-  data_ = base + 8 + n;
-  uint64_t data_size = file_size_ - 8 - n;
+                      std::to_string(file_size) + " bytes)");
+  return n;
+}
 
-  // Parse, noticing duplicate top-level keys (which a JSON object would silently merge).
+// The header JSON: an object, with no top-level key twice (which a JSON object would silently merge).
+json parse_header(const std::string& path, const char* begin, uint64_t n) {
   std::string duplicate;
   std::set<std::string> seen;
   json header;
   try {
-    header = json::parse(hbegin, hbegin + n, [&](int depth, json::parse_event_t ev, json& parsed) {
+    header = json::parse(begin, begin + n, [&](int depth, json::parse_event_t ev, json& parsed) {
       if (ev == json::parse_event_t::key && depth == 1 && duplicate.empty()) {
         std::string k = parsed.get<std::string>();
         if (!seen.insert(k).second) duplicate = k;
@@ -325,59 +295,65 @@ SafetensorsReader::SafetensorsReader(const std::string& path) : path_(path) {
   }
   if (!header.is_object()) corrupt(path, "header is a JSON " + std::string(header.type_name()) + ", not an object");
   if (!duplicate.empty()) corrupt(path, "tensor '" + duplicate + "' appears twice in the header");
+  return header;
+}
 
-  std::vector<std::pair<std::string, TensorInfo>> entries;
-  for (auto& [name, v] : header.items()) {
-    if (name == "__metadata__") {
-      if (v.is_null()) continue;
-      if (!v.is_object()) corrupt(path, "__metadata__ is a JSON " + std::string(v.type_name()) + ", not an object");
-      for (auto& [k, s] : v.items()) {
-        if (!s.is_string())
-          corrupt(path, "__metadata__ value of '" + k + "' is a JSON " + s.type_name() + ", not a string");
-        metadata_[k] = s.get<std::string>();
-      }
-      has_metadata_ = true;
-      continue;
-    }
-    std::string t = "tensor '" + name + "'";
-    if (!v.is_object()) corrupt(path, t + ": entry is a JSON " + std::string(v.type_name()) + ", not an object");
-    for (const char* field : {"dtype", "shape", "data_offsets"})
-      if (!v.contains(field)) corrupt(path, t + ": entry has no \"" + field + "\"");
-    TensorInfo info;
-    if (!v["dtype"].is_string()) corrupt(path, t + ": dtype is not a string");
-    info.dtype = v["dtype"].get<std::string>();
-    const StDtype* dt = find_dtype(info.dtype);
-    if (!dt) corrupt(path, t + ": unknown dtype '" + info.dtype + "' (known: " + known_dtypes() + ")");
-    if (!v["shape"].is_array()) corrupt(path, t + ": shape is not an array");
-    uint64_t numel = 1;
-    bool overflow = false;
-    for (const json& d : v["shape"]) {
-      uint64_t dim = get_u64(d, path, t + ": shape dimension");
-      if (dim > uint64_t(std::numeric_limits<int64_t>::max()) || __builtin_mul_overflow(numel, dim, &numel))
-        overflow = true;
-      info.shape.push_back(int64_t(dim));
-    }
-    uint64_t nbytes = 0;
-    if (overflow || __builtin_mul_overflow(numel, uint64_t(dt->size), &nbytes) ||
-        numel > uint64_t(std::numeric_limits<int64_t>::max()))
-      corrupt(path, t + ": shape " + shape_str(info.shape) + " is too large (its size overflows)");
-    const json& off = v["data_offsets"];
-    if (!off.is_array() || off.size() != 2) corrupt(path, t + ": data_offsets is not a [begin, end] pair");
-    info.data_begin = get_u64(off[0], path, t + ": data_offsets begin");
-    info.data_end = get_u64(off[1], path, t + ": data_offsets end");
-    std::string offs = "[" + std::to_string(info.data_begin) + ", " + std::to_string(info.data_end) + "]";
-    if (info.data_begin > info.data_end) corrupt(path, t + ": data_offsets " + offs + " have begin > end");
-    if (info.data_end > data_size)
-      corrupt(path,
-              t + ": data_offsets " + offs + " end past the data buffer (" + std::to_string(data_size) + " bytes)");
-    if (info.data_end - info.data_begin != nbytes)
-      corrupt(path, t + ": data_offsets " + offs + " span " + std::to_string(info.data_end - info.data_begin) +
-                        " bytes but shape " + shape_str(info.shape) + " of " + info.dtype + " needs " +
-                        std::to_string(nbytes));
-    entries.emplace_back(name, std::move(info));
+// "__metadata__": {string: string}.
+Metadata parse_metadata(const std::string& path, const json& v) {
+  if (!v.is_object()) corrupt(path, "__metadata__ is a JSON " + std::string(v.type_name()) + ", not an object");
+  Metadata metadata;
+  for (auto& [k, s] : v.items()) {
+    if (!s.is_string())
+      corrupt(path, "__metadata__ value of '" + k + "' is a JSON " + s.type_name() + ", not a string");
+    metadata[k] = s.get<std::string>();
   }
+  return metadata;
+}
 
-  // The tensors must tile the data buffer exactly: no overlap, no hole, nothing left over.
+// One tensor's entry: a known dtype, a shape whose byte size fits in 64 bits, and data_offsets inside the data
+// buffer spanning exactly that size. `t` names the tensor in errors.
+TensorInfo parse_entry(const std::string& path, const std::string& t, const json& v, uint64_t data_size) {
+  if (!v.is_object()) corrupt(path, t + ": entry is a JSON " + std::string(v.type_name()) + ", not an object");
+  for (const char* field : {"dtype", "shape", "data_offsets"})
+    if (!v.contains(field)) corrupt(path, t + ": entry has no \"" + field + "\"");
+  TensorInfo info;
+  if (!v["dtype"].is_string()) corrupt(path, t + ": dtype is not a string");
+  info.dtype = v["dtype"].get<std::string>();
+  const StDtype* dt = find_dtype(info.dtype);
+  if (!dt) corrupt(path, t + ": unknown dtype '" + info.dtype + "' (known: " + known_dtypes() + ")");
+  if (!v["shape"].is_array()) corrupt(path, t + ": shape is not an array");
+  uint64_t numel = 1;
+  bool overflow = false;
+  for (const json& d : v["shape"]) {
+    uint64_t dim = get_u64(d, path, t + ": shape dimension");
+    if (dim > uint64_t(std::numeric_limits<int64_t>::max()) || __builtin_mul_overflow(numel, dim, &numel))
+      overflow = true;
+    info.shape.push_back(int64_t(dim));
+  }
+  uint64_t nbytes = 0;
+  if (overflow || __builtin_mul_overflow(numel, uint64_t(dt->size), &nbytes) ||
+      numel > uint64_t(std::numeric_limits<int64_t>::max()))
+    corrupt(path, t + ": shape " + shape_str(info.shape) + " is too large (its size overflows)");
+  const json& off = v["data_offsets"];
+  if (!off.is_array() || off.size() != 2) corrupt(path, t + ": data_offsets is not a [begin, end] pair");
+  info.data_begin = get_u64(off[0], path, t + ": data_offsets begin");
+  info.data_end = get_u64(off[1], path, t + ": data_offsets end");
+  std::string offs = "[" + std::to_string(info.data_begin) + ", " + std::to_string(info.data_end) + "]";
+  if (info.data_begin > info.data_end) corrupt(path, t + ": data_offsets " + offs + " have begin > end");
+  if (info.data_end > data_size)
+    corrupt(path, t + ": data_offsets " + offs + " end past the data buffer (" + std::to_string(data_size) + " bytes)");
+  if (info.data_end - info.data_begin != nbytes)
+    corrupt(path, t + ": data_offsets " + offs + " span " + std::to_string(info.data_end - info.data_begin) +
+                      " bytes but shape " + shape_str(info.shape) + " of " + info.dtype + " needs " +
+                      std::to_string(nbytes));
+  return info;
+}
+
+using Entries = std::vector<std::pair<std::string, TensorInfo>>;
+
+// Sorts the entries into file order and checks that they tile the data buffer exactly: no overlap, no hole,
+// nothing left over.
+void sort_and_check_tiling(const std::string& path, Entries& entries, uint64_t data_size) {
   std::sort(entries.begin(), entries.end(), [](const auto& a, const auto& b) {
     return std::tie(a.second.data_begin, a.second.data_end, a.first) <
            std::tie(b.second.data_begin, b.second.data_end, b.first);
@@ -398,6 +374,63 @@ SafetensorsReader::SafetensorsReader(const std::string& path) : path_(path) {
   if (covered != data_size)
     corrupt(path, "the data buffer has " + std::to_string(data_size) + " bytes but the tensors cover only " +
                       std::to_string(covered) + " (trailing bytes belong to no tensor)");
+}
+
+}  // namespace
+
+struct SafetensorsReader::Mapping {
+  void* addr = nullptr;
+  size_t len = 0;
+  ~Mapping() {
+    if (addr) ::munmap(addr, len);
+  }
+
+  // The whole of a regular file of at least 8 bytes (the header length), mapped privately and copy-on-write:
+  // tensor views may be written in place without ever touching the file.
+  static std::shared_ptr<Mapping> open(const std::string& path) {
+    int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+      throw Error("cannot open safetensors file " + path + ": " + std::strerror(errno), path,
+                  "check the path and its permissions");
+    struct stat st {};
+    if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+      ::close(fd);
+      throw Error("cannot read safetensors file " + path + ": not a regular file", path, "pass a .safetensors file");
+    }
+    const uint64_t file_size = uint64_t(st.st_size);
+    if (file_size < 8) {
+      ::close(fd);
+      corrupt(path, "the file is " + std::to_string(file_size) + " bytes long, shorter than the 8-byte header length");
+    }
+    auto map = std::make_shared<Mapping>();
+    void* addr = ::mmap(nullptr, size_t(file_size), PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_NORESERVE, fd, 0);
+    int err = errno;
+    ::close(fd);
+    if (addr == MAP_FAILED) throw Error("cannot map safetensors file " + path + ": " + std::strerror(err), path);
+    map->addr = addr;
+    map->len = size_t(file_size);
+    return map;
+  }
+};
+
+SafetensorsReader::SafetensorsReader(const std::string& path) : path_(path) {
+  map_ = Mapping::open(path);
+  file_size_ = map_->len;
+  const uint8_t* base = static_cast<const uint8_t*>(map_->addr);
+  header_size_ = header_length(path, base, file_size_);
+  data_ = base + 8 + header_size_;
+  const uint64_t data_size = file_size_ - 8 - header_size_;
+  const json header = parse_header(path, reinterpret_cast<const char*>(base + 8), header_size_);
+  Entries entries;
+  for (auto& [name, v] : header.items()) {
+    if (name != "__metadata__") {
+      entries.emplace_back(name, parse_entry(path, "tensor '" + name + "'", v, data_size));
+    } else if (!v.is_null()) {
+      metadata_ = parse_metadata(path, v);
+      has_metadata_ = true;
+    }
+  }
+  sort_and_check_tiling(path, entries, data_size);
   for (auto& [name, info] : entries) {
     names_.push_back(name);
     infos_.emplace(name, std::move(info));
