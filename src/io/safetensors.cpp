@@ -757,67 +757,84 @@ std::vector<std::string> write_sharded(const std::string& dir, const NamedTensor
   return written;
 }
 
+namespace {
+
+// The error for a directory with neither <weights_name> nor its index, listing the .safetensors files it has.
+Error no_weights_error(const std::string& dir, const std::string& weights_name) {
+  std::error_code ec;
+  std::string found;
+  for (const auto& e : fs::directory_iterator(dir, ec)) {
+    std::string n = e.path().filename().string();
+    if (n.size() > 12 && n.substr(n.size() - 12) == ".safetensors") found += (found.empty() ? "" : ", ") + n;
+  }
+  return Error("no " + weights_name + " or " + weights_name + ".index.json in " + dir +
+                   (found.empty() ? " (no .safetensors files there at all)" : " (it has: " + found + ")"),
+               dir, "point at a directory saved by save_pretrained / write_sharded");
+}
+
+}  // namespace
+
 ShardedReader::ShardedReader(const std::string& dir_or_file, const std::string& weights_name) {
   std::error_code ec;
   if (fs::is_regular_file(dir_or_file, ec)) {
-    shards_.push_back(std::make_shared<SafetensorsReader>(dir_or_file));
+    open_single(dir_or_file);
   } else if (fs::is_directory(dir_or_file, ec)) {
     fs::path dir(dir_or_file);
     fs::path index = dir / (weights_name + ".index.json");
     fs::path single = dir / weights_name;
-    if (fs::is_regular_file(index, ec)) {
-      index_path_ = index.string();
-      json j = read_json_file(index_path_);
-      if (!j.is_object() || !j.contains("weight_map") || !j["weight_map"].is_object())
-        throw Error("checkpoint index " + index_path_ + " has no \"weight_map\" object", index_path_,
-                    "the index is damaged: save the checkpoint again");
-      std::map<std::string, size_t> shard_of_file;
-      for (auto& [name, file_v] : j["weight_map"].items()) {
-        if (!file_v.is_string())
-          throw Error("checkpoint index " + index_path_ + " maps tensor '" + name + "' to a non-string", index_path_,
-                      "the index is damaged: save the checkpoint again");
-        std::string file = file_v.get<std::string>();
-        if (file.empty() || file.find('/') != std::string::npos || file.find('\\') != std::string::npos ||
-            file == "." || file == "..")
-          throw Error("checkpoint index " + index_path_ + " names shard '" + file + "' for tensor '" + name +
-                          "', which is not a plain file name",
-                      index_path_, "shards must sit next to the index");
-        auto it = shard_of_file.find(file);
-        if (it == shard_of_file.end()) {
-          fs::path shard = dir / file;
-          if (!fs::is_regular_file(shard, ec))
-            throw Error("shard " + shard.string() + " is missing: checkpoint index " + index_path_ + " puts tensor '" +
-                            name + "' in it",
-                        index_path_, "the checkpoint is incomplete: download or save it again");
-          shards_.push_back(std::make_shared<SafetensorsReader>(shard.string()));
-          it = shard_of_file.emplace(file, shards_.size() - 1).first;
-        }
-        if (!shards_[it->second]->contains(name))
-          throw Error("checkpoint index " + index_path_ + " puts tensor '" + name + "' in shard " + file +
-                          ", but that shard has no such tensor",
-                      index_path_, "the index and the shards are from different saves: save the checkpoint again");
-        where_[name] = it->second;
-        names_.push_back(name);
-      }
-      return;
-    } else if (fs::is_regular_file(single, ec)) {
-      shards_.push_back(std::make_shared<SafetensorsReader>(single.string()));
-    } else {
-      std::string found;
-      for (const auto& e : fs::directory_iterator(dir, ec)) {
-        std::string n = e.path().filename().string();
-        if (n.size() > 12 && n.substr(n.size() - 12) == ".safetensors") found += (found.empty() ? "" : ", ") + n;
-      }
-      throw Error("no " + weights_name + " or " + weights_name + ".index.json in " + dir_or_file +
-                      (found.empty() ? " (no .safetensors files there at all)" : " (it has: " + found + ")"),
-                  dir_or_file, "point at a directory saved by save_pretrained / write_sharded");
-    }
+    if (fs::is_regular_file(index, ec))
+      open_index(dir_or_file, index.string());
+    else if (fs::is_regular_file(single, ec))
+      open_single(single.string());
+    else
+      throw no_weights_error(dir_or_file, weights_name);
   } else {
     throw Error("checkpoint " + dir_or_file + " does not exist", dir_or_file, "check the path");
   }
+}
+
+void ShardedReader::open_single(const std::string& file) {
+  shards_.push_back(std::make_shared<SafetensorsReader>(file));
   for (const std::string& n : shards_[0]->names()) {
     where_[n] = 0;
     names_.push_back(n);
+  }
+}
+
+void ShardedReader::open_index(const std::string& dir, const std::string& index_path) {
+  index_path_ = index_path;
+  json j = read_json_file(index_path_);
+  if (!j.is_object() || !j.contains("weight_map") || !j["weight_map"].is_object())
+    throw Error("checkpoint index " + index_path_ + " has no \"weight_map\" object", index_path_,
+                "the index is damaged: save the checkpoint again");
+  std::map<std::string, size_t> shard_of_file;
+  for (auto& [name, file_v] : j["weight_map"].items()) {
+    if (!file_v.is_string())
+      throw Error("checkpoint index " + index_path_ + " maps tensor '" + name + "' to a non-string", index_path_,
+                  "the index is damaged: save the checkpoint again");
+    std::string file = file_v.get<std::string>();
+    if (file.empty() || file.find('/') != std::string::npos || file.find('\\') != std::string::npos || file == "." ||
+        file == "..")
+      throw Error("checkpoint index " + index_path_ + " names shard '" + file + "' for tensor '" + name +
+                      "', which is not a plain file name",
+                  index_path_, "shards must sit next to the index");
+    auto it = shard_of_file.find(file);
+    if (it == shard_of_file.end()) {
+      fs::path shard = fs::path(dir) / file;
+      std::error_code ec;
+      if (!fs::is_regular_file(shard, ec))
+        throw Error("shard " + shard.string() + " is missing: checkpoint index " + index_path_ + " puts tensor '" +
+                        name + "' in it",
+                    index_path_, "the checkpoint is incomplete: download or save it again");
+      shards_.push_back(std::make_shared<SafetensorsReader>(shard.string()));
+      it = shard_of_file.emplace(file, shards_.size() - 1).first;
+    }
+    if (!shards_[it->second]->contains(name))
+      throw Error("checkpoint index " + index_path_ + " puts tensor '" + name + "' in shard " + file +
+                      ", but that shard has no such tensor",
+                  index_path_, "the index and the shards are from different saves: save the checkpoint again");
+    where_[name] = it->second;
+    names_.push_back(name);
   }
 }
 
