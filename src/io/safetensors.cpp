@@ -262,6 +262,13 @@ Tensor convert_dtype(const Tensor& x, DType dtype, const std::string& what) {
 
 namespace {
 
+// "tensor 'w' in f.safetensors has 3 non-finite value(s) (first: element 7 = nan)"
+std::string non_finite_message(const NonFinite& bad, const std::string& name, const std::string& file) {
+  const std::string value = std::isnan(bad.first_value) ? "nan" : bad.first_value > 0 ? "inf" : "-inf";
+  return "tensor '" + name + "' in " + file + " has " + std::to_string(bad.count) +
+         " non-finite value(s) (first: element " + std::to_string(bad.first) + " = " + value + ")";
+}
+
 // The 8-byte little-endian header length N at the start of the file, checked against the limit and the file.
 uint64_t header_length(const std::string& path, const uint8_t* base, uint64_t file_size) {
   uint64_t n = 0;
@@ -488,9 +495,7 @@ Tensor SafetensorsReader::get_weight(const std::string& name, DType dtype) const
   // Tell a value that is NaN / Inf in the file from one that overflowed in the conversion to dtype.
   const bool converted = ti.dtype != safetensors_dtype_name(dtype);
   const bool in_file = !converted || find_non_finite(get(name)).count > 0;
-  const std::string value = std::isnan(bad.first_value) ? "nan" : bad.first_value > 0 ? "inf" : "-inf";
-  const std::string what = "tensor '" + name + "' in " + path_ + " has " + std::to_string(bad.count) +
-                           " non-finite value(s) (first: element " + std::to_string(bad.first) + " = " + value + ")";
+  const std::string what = non_finite_message(bad, name, path_);
   if (in_file)
     throw Error(what, path_ + ": " + name,
                 "the weights are damaged (a diverged training run or a bad conversion): use an earlier checkpoint or "
@@ -560,10 +565,7 @@ NonFinite find_non_finite(const Tensor& x0) {
 void check_finite(const Tensor& x, const std::string& name, const std::string& file, const std::string& hint) {
   const NonFinite bad = find_non_finite(x);
   if (bad.count == 0) return;
-  const std::string value = std::isnan(bad.first_value) ? "nan" : bad.first_value > 0 ? "inf" : "-inf";
-  throw Error("tensor '" + name + "' in " + file + " has " + std::to_string(bad.count) +
-                  " non-finite value(s) (first: element " + std::to_string(bad.first) + " = " + value + ")",
-              file + ": " + name, hint);
+  throw Error(non_finite_message(bad, name, file), file + ": " + name, hint);
 }
 
 // ---- writer -----------------------------------------------------------------------------------------------
