@@ -260,58 +260,35 @@ Tensor convert_dtype(const Tensor& x, DType dtype, const std::string& what) {
 
 // ---- reader -----------------------------------------------------------------------------------------------
 
-struct SafetensorsReader::Mapping {
-  void* addr = nullptr;
-  size_t len = 0;
-  ~Mapping() {
-    if (addr) ::munmap(addr, len);
-  }
-};
+namespace {
 
-SafetensorsReader::SafetensorsReader(const std::string& path) : path_(path) {
-  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0)
-    throw Error("cannot open safetensors file " + path + ": " + std::strerror(errno), path,
-                "check the path and its permissions");
-  struct stat st {};
-  if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-    ::close(fd);
-    throw Error("cannot read safetensors file " + path + ": not a regular file", path, "pass a .safetensors file");
-  }
-  file_size_ = uint64_t(st.st_size);
-  if (file_size_ < 8) {
-    ::close(fd);
-    corrupt(path, "the file is " + std::to_string(file_size_) + " bytes long, shorter than the 8-byte header length");
-  }
-  map_ = std::make_shared<Mapping>();
-  // Private and copy-on-write: tensor views may be written in place without ever touching the file.
-  void* addr = ::mmap(nullptr, size_t(file_size_), PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_NORESERVE, fd, 0);
-  int err = errno;
-  ::close(fd);
-  if (addr == MAP_FAILED) throw Error("cannot map safetensors file " + path + ": " + std::strerror(err), path);
-  map_->addr = addr;
-  map_->len = size_t(file_size_);
-  const uint8_t* base = static_cast<const uint8_t*>(addr);
+// "tensor 'w' in f.safetensors has 3 non-finite value(s) (first: element 7 = nan)"
+std::string non_finite_message(const NonFinite& bad, const std::string& name, const std::string& file) {
+  const std::string value = std::isnan(bad.first_value) ? "nan" : bad.first_value > 0 ? "inf" : "-inf";
+  return "tensor '" + name + "' in " + file + " has " + std::to_string(bad.count) +
+         " non-finite value(s) (first: element " + std::to_string(bad.first) + " = " + value + ")";
+}
 
+// The 8-byte little-endian header length N at the start of the file, checked against the limit and the file.
+uint64_t header_length(const std::string& path, const uint8_t* base, uint64_t file_size) {
   uint64_t n = 0;
   for (int i = 7; i >= 0; --i) n = (n << 8) | base[i];
-  header_size_ = n;
   if (n > kMaxHeaderBytes)
     corrupt(path, "header length " + std::to_string(n) + " exceeds the limit of " + std::to_string(kMaxHeaderBytes) +
                       " bytes");
-  if (n > file_size_ - 8)
+  if (n > file_size - 8)
     corrupt(path, "header length " + std::to_string(n) + " goes past the end of the file (" +
-                      std::to_string(file_size_) + " bytes)");
-  const char* hbegin = reinterpret_cast<const char*>(base + 8);
-  data_ = base + 8 + n;
-  uint64_t data_size = file_size_ - 8 - n;
+                      std::to_string(file_size) + " bytes)");
+  return n;
+}
 
-  // Parse, noticing duplicate top-level keys (which a JSON object would silently merge).
+// The header JSON: an object, with no top-level key twice (which a JSON object would silently merge).
+json parse_header(const std::string& path, const char* begin, uint64_t n) {
   std::string duplicate;
   std::set<std::string> seen;
   json header;
   try {
-    header = json::parse(hbegin, hbegin + n, [&](int depth, json::parse_event_t ev, json& parsed) {
+    header = json::parse(begin, begin + n, [&](int depth, json::parse_event_t ev, json& parsed) {
       if (ev == json::parse_event_t::key && depth == 1 && duplicate.empty()) {
         std::string k = parsed.get<std::string>();
         if (!seen.insert(k).second) duplicate = k;
@@ -325,59 +302,65 @@ SafetensorsReader::SafetensorsReader(const std::string& path) : path_(path) {
   }
   if (!header.is_object()) corrupt(path, "header is a JSON " + std::string(header.type_name()) + ", not an object");
   if (!duplicate.empty()) corrupt(path, "tensor '" + duplicate + "' appears twice in the header");
+  return header;
+}
 
-  std::vector<std::pair<std::string, TensorInfo>> entries;
-  for (auto& [name, v] : header.items()) {
-    if (name == "__metadata__") {
-      if (v.is_null()) continue;
-      if (!v.is_object()) corrupt(path, "__metadata__ is a JSON " + std::string(v.type_name()) + ", not an object");
-      for (auto& [k, s] : v.items()) {
-        if (!s.is_string())
-          corrupt(path, "__metadata__ value of '" + k + "' is a JSON " + s.type_name() + ", not a string");
-        metadata_[k] = s.get<std::string>();
-      }
-      has_metadata_ = true;
-      continue;
-    }
-    std::string t = "tensor '" + name + "'";
-    if (!v.is_object()) corrupt(path, t + ": entry is a JSON " + std::string(v.type_name()) + ", not an object");
-    for (const char* field : {"dtype", "shape", "data_offsets"})
-      if (!v.contains(field)) corrupt(path, t + ": entry has no \"" + field + "\"");
-    TensorInfo info;
-    if (!v["dtype"].is_string()) corrupt(path, t + ": dtype is not a string");
-    info.dtype = v["dtype"].get<std::string>();
-    const StDtype* dt = find_dtype(info.dtype);
-    if (!dt) corrupt(path, t + ": unknown dtype '" + info.dtype + "' (known: " + known_dtypes() + ")");
-    if (!v["shape"].is_array()) corrupt(path, t + ": shape is not an array");
-    uint64_t numel = 1;
-    bool overflow = false;
-    for (const json& d : v["shape"]) {
-      uint64_t dim = get_u64(d, path, t + ": shape dimension");
-      if (dim > uint64_t(std::numeric_limits<int64_t>::max()) || __builtin_mul_overflow(numel, dim, &numel))
-        overflow = true;
-      info.shape.push_back(int64_t(dim));
-    }
-    uint64_t nbytes = 0;
-    if (overflow || __builtin_mul_overflow(numel, uint64_t(dt->size), &nbytes) ||
-        numel > uint64_t(std::numeric_limits<int64_t>::max()))
-      corrupt(path, t + ": shape " + shape_str(info.shape) + " is too large (its size overflows)");
-    const json& off = v["data_offsets"];
-    if (!off.is_array() || off.size() != 2) corrupt(path, t + ": data_offsets is not a [begin, end] pair");
-    info.data_begin = get_u64(off[0], path, t + ": data_offsets begin");
-    info.data_end = get_u64(off[1], path, t + ": data_offsets end");
-    std::string offs = "[" + std::to_string(info.data_begin) + ", " + std::to_string(info.data_end) + "]";
-    if (info.data_begin > info.data_end) corrupt(path, t + ": data_offsets " + offs + " have begin > end");
-    if (info.data_end > data_size)
-      corrupt(path,
-              t + ": data_offsets " + offs + " end past the data buffer (" + std::to_string(data_size) + " bytes)");
-    if (info.data_end - info.data_begin != nbytes)
-      corrupt(path, t + ": data_offsets " + offs + " span " + std::to_string(info.data_end - info.data_begin) +
-                        " bytes but shape " + shape_str(info.shape) + " of " + info.dtype + " needs " +
-                        std::to_string(nbytes));
-    entries.emplace_back(name, std::move(info));
+// "__metadata__": {string: string}.
+Metadata parse_metadata(const std::string& path, const json& v) {
+  if (!v.is_object()) corrupt(path, "__metadata__ is a JSON " + std::string(v.type_name()) + ", not an object");
+  Metadata metadata;
+  for (auto& [k, s] : v.items()) {
+    if (!s.is_string())
+      corrupt(path, "__metadata__ value of '" + k + "' is a JSON " + s.type_name() + ", not a string");
+    metadata[k] = s.get<std::string>();
   }
+  return metadata;
+}
 
-  // The tensors must tile the data buffer exactly: no overlap, no hole, nothing left over.
+// One tensor's entry: a known dtype, a shape whose byte size fits in 64 bits, and data_offsets inside the data
+// buffer spanning exactly that size. `t` names the tensor in errors.
+TensorInfo parse_entry(const std::string& path, const std::string& t, const json& v, uint64_t data_size) {
+  if (!v.is_object()) corrupt(path, t + ": entry is a JSON " + std::string(v.type_name()) + ", not an object");
+  for (const char* field : {"dtype", "shape", "data_offsets"})
+    if (!v.contains(field)) corrupt(path, t + ": entry has no \"" + field + "\"");
+  TensorInfo info;
+  if (!v["dtype"].is_string()) corrupt(path, t + ": dtype is not a string");
+  info.dtype = v["dtype"].get<std::string>();
+  const StDtype* dt = find_dtype(info.dtype);
+  if (!dt) corrupt(path, t + ": unknown dtype '" + info.dtype + "' (known: " + known_dtypes() + ")");
+  if (!v["shape"].is_array()) corrupt(path, t + ": shape is not an array");
+  uint64_t numel = 1;
+  bool overflow = false;
+  for (const json& d : v["shape"]) {
+    uint64_t dim = get_u64(d, path, t + ": shape dimension");
+    if (dim > uint64_t(std::numeric_limits<int64_t>::max()) || __builtin_mul_overflow(numel, dim, &numel))
+      overflow = true;
+    info.shape.push_back(int64_t(dim));
+  }
+  uint64_t nbytes = 0;
+  if (overflow || __builtin_mul_overflow(numel, uint64_t(dt->size), &nbytes) ||
+      numel > uint64_t(std::numeric_limits<int64_t>::max()))
+    corrupt(path, t + ": shape " + shape_str(info.shape) + " is too large (its size overflows)");
+  const json& off = v["data_offsets"];
+  if (!off.is_array() || off.size() != 2) corrupt(path, t + ": data_offsets is not a [begin, end] pair");
+  info.data_begin = get_u64(off[0], path, t + ": data_offsets begin");
+  info.data_end = get_u64(off[1], path, t + ": data_offsets end");
+  std::string offs = "[" + std::to_string(info.data_begin) + ", " + std::to_string(info.data_end) + "]";
+  if (info.data_begin > info.data_end) corrupt(path, t + ": data_offsets " + offs + " have begin > end");
+  if (info.data_end > data_size)
+    corrupt(path, t + ": data_offsets " + offs + " end past the data buffer (" + std::to_string(data_size) + " bytes)");
+  if (info.data_end - info.data_begin != nbytes)
+    corrupt(path, t + ": data_offsets " + offs + " span " + std::to_string(info.data_end - info.data_begin) +
+                      " bytes but shape " + shape_str(info.shape) + " of " + info.dtype + " needs " +
+                      std::to_string(nbytes));
+  return info;
+}
+
+using Entries = std::vector<std::pair<std::string, TensorInfo>>;
+
+// Sorts the entries into file order and checks that they tile the data buffer exactly: no overlap, no hole,
+// nothing left over.
+void sort_and_check_tiling(const std::string& path, Entries& entries, uint64_t data_size) {
   std::sort(entries.begin(), entries.end(), [](const auto& a, const auto& b) {
     return std::tie(a.second.data_begin, a.second.data_end, a.first) <
            std::tie(b.second.data_begin, b.second.data_end, b.first);
@@ -398,6 +381,63 @@ SafetensorsReader::SafetensorsReader(const std::string& path) : path_(path) {
   if (covered != data_size)
     corrupt(path, "the data buffer has " + std::to_string(data_size) + " bytes but the tensors cover only " +
                       std::to_string(covered) + " (trailing bytes belong to no tensor)");
+}
+
+}  // namespace
+
+struct SafetensorsReader::Mapping {
+  void* addr = nullptr;
+  size_t len = 0;
+  ~Mapping() {
+    if (addr) ::munmap(addr, len);
+  }
+
+  // The whole of a regular file of at least 8 bytes (the header length), mapped privately and copy-on-write:
+  // tensor views may be written in place without ever touching the file.
+  static std::shared_ptr<Mapping> open(const std::string& path) {
+    int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+      throw Error("cannot open safetensors file " + path + ": " + std::strerror(errno), path,
+                  "check the path and its permissions");
+    struct stat st {};
+    if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+      ::close(fd);
+      throw Error("cannot read safetensors file " + path + ": not a regular file", path, "pass a .safetensors file");
+    }
+    const uint64_t file_size = uint64_t(st.st_size);
+    if (file_size < 8) {
+      ::close(fd);
+      corrupt(path, "the file is " + std::to_string(file_size) + " bytes long, shorter than the 8-byte header length");
+    }
+    auto map = std::make_shared<Mapping>();
+    void* addr = ::mmap(nullptr, size_t(file_size), PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_NORESERVE, fd, 0);
+    int err = errno;
+    ::close(fd);
+    if (addr == MAP_FAILED) throw Error("cannot map safetensors file " + path + ": " + std::strerror(err), path);
+    map->addr = addr;
+    map->len = size_t(file_size);
+    return map;
+  }
+};
+
+SafetensorsReader::SafetensorsReader(const std::string& path) : path_(path) {
+  map_ = Mapping::open(path);
+  file_size_ = map_->len;
+  const uint8_t* base = static_cast<const uint8_t*>(map_->addr);
+  header_size_ = header_length(path, base, file_size_);
+  data_ = base + 8 + header_size_;
+  const uint64_t data_size = file_size_ - 8 - header_size_;
+  const json header = parse_header(path, reinterpret_cast<const char*>(base + 8), header_size_);
+  Entries entries;
+  for (auto& [name, v] : header.items()) {
+    if (name != "__metadata__") {
+      entries.emplace_back(name, parse_entry(path, "tensor '" + name + "'", v, data_size));
+    } else if (!v.is_null()) {
+      metadata_ = parse_metadata(path, v);
+      has_metadata_ = true;
+    }
+  }
+  sort_and_check_tiling(path, entries, data_size);
   for (auto& [name, info] : entries) {
     names_.push_back(name);
     infos_.emplace(name, std::move(info));
@@ -455,9 +495,7 @@ Tensor SafetensorsReader::get_weight(const std::string& name, DType dtype) const
   // Tell a value that is NaN / Inf in the file from one that overflowed in the conversion to dtype.
   const bool converted = ti.dtype != safetensors_dtype_name(dtype);
   const bool in_file = !converted || find_non_finite(get(name)).count > 0;
-  const std::string value = std::isnan(bad.first_value) ? "nan" : bad.first_value > 0 ? "inf" : "-inf";
-  const std::string what = "tensor '" + name + "' in " + path_ + " has " + std::to_string(bad.count) +
-                           " non-finite value(s) (first: element " + std::to_string(bad.first) + " = " + value + ")";
+  const std::string what = non_finite_message(bad, name, path_);
   if (in_file)
     throw Error(what, path_ + ": " + name,
                 "the weights are damaged (a diverged training run or a bad conversion): use an earlier checkpoint or "
@@ -527,10 +565,7 @@ NonFinite find_non_finite(const Tensor& x0) {
 void check_finite(const Tensor& x, const std::string& name, const std::string& file, const std::string& hint) {
   const NonFinite bad = find_non_finite(x);
   if (bad.count == 0) return;
-  const std::string value = std::isnan(bad.first_value) ? "nan" : bad.first_value > 0 ? "inf" : "-inf";
-  throw Error("tensor '" + name + "' in " + file + " has " + std::to_string(bad.count) +
-                  " non-finite value(s) (first: element " + std::to_string(bad.first) + " = " + value + ")",
-              file + ": " + name, hint);
+  throw Error(non_finite_message(bad, name, file), file + ": " + name, hint);
 }
 
 // ---- writer -----------------------------------------------------------------------------------------------
@@ -724,67 +759,84 @@ std::vector<std::string> write_sharded(const std::string& dir, const NamedTensor
   return written;
 }
 
+namespace {
+
+// The error for a directory with neither <weights_name> nor its index, listing the .safetensors files it has.
+Error no_weights_error(const std::string& dir, const std::string& weights_name) {
+  std::error_code ec;
+  std::string found;
+  for (const auto& e : fs::directory_iterator(dir, ec)) {
+    std::string n = e.path().filename().string();
+    if (n.size() > 12 && n.substr(n.size() - 12) == ".safetensors") found += (found.empty() ? "" : ", ") + n;
+  }
+  return Error("no " + weights_name + " or " + weights_name + ".index.json in " + dir +
+                   (found.empty() ? " (no .safetensors files there at all)" : " (it has: " + found + ")"),
+               dir, "point at a directory saved by save_pretrained / write_sharded");
+}
+
+}  // namespace
+
 ShardedReader::ShardedReader(const std::string& dir_or_file, const std::string& weights_name) {
   std::error_code ec;
   if (fs::is_regular_file(dir_or_file, ec)) {
-    shards_.push_back(std::make_shared<SafetensorsReader>(dir_or_file));
+    open_single(dir_or_file);
   } else if (fs::is_directory(dir_or_file, ec)) {
     fs::path dir(dir_or_file);
     fs::path index = dir / (weights_name + ".index.json");
     fs::path single = dir / weights_name;
-    if (fs::is_regular_file(index, ec)) {
-      index_path_ = index.string();
-      json j = read_json_file(index_path_);
-      if (!j.is_object() || !j.contains("weight_map") || !j["weight_map"].is_object())
-        throw Error("checkpoint index " + index_path_ + " has no \"weight_map\" object", index_path_,
-                    "the index is damaged: save the checkpoint again");
-      std::map<std::string, size_t> shard_of_file;
-      for (auto& [name, file_v] : j["weight_map"].items()) {
-        if (!file_v.is_string())
-          throw Error("checkpoint index " + index_path_ + " maps tensor '" + name + "' to a non-string", index_path_,
-                      "the index is damaged: save the checkpoint again");
-        std::string file = file_v.get<std::string>();
-        if (file.empty() || file.find('/') != std::string::npos || file.find('\\') != std::string::npos ||
-            file == "." || file == "..")
-          throw Error("checkpoint index " + index_path_ + " names shard '" + file + "' for tensor '" + name +
-                          "', which is not a plain file name",
-                      index_path_, "shards must sit next to the index");
-        auto it = shard_of_file.find(file);
-        if (it == shard_of_file.end()) {
-          fs::path shard = dir / file;
-          if (!fs::is_regular_file(shard, ec))
-            throw Error("shard " + shard.string() + " is missing: checkpoint index " + index_path_ + " puts tensor '" +
-                            name + "' in it",
-                        index_path_, "the checkpoint is incomplete: download or save it again");
-          shards_.push_back(std::make_shared<SafetensorsReader>(shard.string()));
-          it = shard_of_file.emplace(file, shards_.size() - 1).first;
-        }
-        if (!shards_[it->second]->contains(name))
-          throw Error("checkpoint index " + index_path_ + " puts tensor '" + name + "' in shard " + file +
-                          ", but that shard has no such tensor",
-                      index_path_, "the index and the shards are from different saves: save the checkpoint again");
-        where_[name] = it->second;
-        names_.push_back(name);
-      }
-      return;
-    } else if (fs::is_regular_file(single, ec)) {
-      shards_.push_back(std::make_shared<SafetensorsReader>(single.string()));
-    } else {
-      std::string found;
-      for (const auto& e : fs::directory_iterator(dir, ec)) {
-        std::string n = e.path().filename().string();
-        if (n.size() > 12 && n.substr(n.size() - 12) == ".safetensors") found += (found.empty() ? "" : ", ") + n;
-      }
-      throw Error("no " + weights_name + " or " + weights_name + ".index.json in " + dir_or_file +
-                      (found.empty() ? " (no .safetensors files there at all)" : " (it has: " + found + ")"),
-                  dir_or_file, "point at a directory saved by save_pretrained / write_sharded");
-    }
+    if (fs::is_regular_file(index, ec))
+      open_index(dir_or_file, index.string());
+    else if (fs::is_regular_file(single, ec))
+      open_single(single.string());
+    else
+      throw no_weights_error(dir_or_file, weights_name);
   } else {
     throw Error("checkpoint " + dir_or_file + " does not exist", dir_or_file, "check the path");
   }
+}
+
+void ShardedReader::open_single(const std::string& file) {
+  shards_.push_back(std::make_shared<SafetensorsReader>(file));
   for (const std::string& n : shards_[0]->names()) {
     where_[n] = 0;
     names_.push_back(n);
+  }
+}
+
+void ShardedReader::open_index(const std::string& dir, const std::string& index_path) {
+  index_path_ = index_path;
+  json j = read_json_file(index_path_);
+  if (!j.is_object() || !j.contains("weight_map") || !j["weight_map"].is_object())
+    throw Error("checkpoint index " + index_path_ + " has no \"weight_map\" object", index_path_,
+                "the index is damaged: save the checkpoint again");
+  std::map<std::string, size_t> shard_of_file;
+  for (auto& [name, file_v] : j["weight_map"].items()) {
+    if (!file_v.is_string())
+      throw Error("checkpoint index " + index_path_ + " maps tensor '" + name + "' to a non-string", index_path_,
+                  "the index is damaged: save the checkpoint again");
+    std::string file = file_v.get<std::string>();
+    if (file.empty() || file.find('/') != std::string::npos || file.find('\\') != std::string::npos || file == "." ||
+        file == "..")
+      throw Error("checkpoint index " + index_path_ + " names shard '" + file + "' for tensor '" + name +
+                      "', which is not a plain file name",
+                  index_path_, "shards must sit next to the index");
+    auto it = shard_of_file.find(file);
+    if (it == shard_of_file.end()) {
+      fs::path shard = fs::path(dir) / file;
+      std::error_code ec;
+      if (!fs::is_regular_file(shard, ec))
+        throw Error("shard " + shard.string() + " is missing: checkpoint index " + index_path_ + " puts tensor '" +
+                        name + "' in it",
+                    index_path_, "the checkpoint is incomplete: download or save it again");
+      shards_.push_back(std::make_shared<SafetensorsReader>(shard.string()));
+      it = shard_of_file.emplace(file, shards_.size() - 1).first;
+    }
+    if (!shards_[it->second]->contains(name))
+      throw Error("checkpoint index " + index_path_ + " puts tensor '" + name + "' in shard " + file +
+                      ", but that shard has no such tensor",
+                  index_path_, "the index and the shards are from different saves: save the checkpoint again");
+    where_[name] = it->second;
+    names_.push_back(name);
   }
 }
 

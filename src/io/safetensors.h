@@ -152,6 +152,8 @@ class ShardedReader {
   NamedTensors load_all() const;
 
  private:
+  void open_single(const std::string& file);
+  void open_index(const std::string& dir, const std::string& index_path);
   const SafetensorsReader& reader_of(const std::string& name) const;
   std::string index_path_;
   std::vector<std::shared_ptr<SafetensorsReader>> shards_;

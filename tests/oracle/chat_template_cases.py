@@ -65,6 +65,15 @@ CASES = [
               "{{ v is sequence }}{{ v is callable }};{% endfor %}{{ 4 is even }}{{ 3 is odd }}{{ 9 is divisibleby 3 }}"
               "{{ 'a' is equalto 'a' }}{{ 1 is eq 1 }}{{ 2 is gt 1 }}{{ 1 is in [1] }}{{ 'abc' is lower }}"
               "{{ 'ABC' is upper }}{{ 3 is not even }}{{ none is sameas none }}{{ raise_exception is callable }}"),
+    ("filter_and_test_names",
+     "{% for f in ['abs', 'attr', 'capitalize', 'center', 'count', 'd', 'default', 'dictsort', 'e', 'escape', 'first', "
+     "'float', 'format', 'indent', 'int', 'items', 'join', 'last', 'length', 'list', 'lower', 'map', 'max', 'min', "
+     "'reject', 'rejectattr', 'replace', 'reverse', 'round', 'safe', 'select', 'selectattr', 'sort', 'string', 'sum', "
+     "'title', 'tojson', 'trim', 'unique', 'upper', 'wordcount', 'nosuch'] %}{{ f is filter }}{% endfor %}|"
+     "{% for t in ['defined', 'undefined', 'none', 'boolean', 'false', 'true', 'integer', 'float', 'number', 'string', "
+     "'mapping', 'iterable', 'sequence', 'callable', 'even', 'odd', 'divisibleby', 'eq', 'equalto', '==', 'ne', '!=', "
+     "'lt', '<', 'lessthan', 'le', '<=', 'gt', '>', 'greaterthan', 'ge', '>=', 'in', 'sameas', 'lower', 'upper', "
+     "'escaped', 'filter', 'test', 'nosuch'] %}{{ t is test }}{% endfor %}{{ 1 is test }}{{ none is filter }}"),
     ("conditional_expr", "{{ 'yes' if messages else 'no' }}{{ 'a' if false }}|{{ 1 if none else 2 if true else 3 }}"),
     ("attr_item_access", "{{ messages[0].role }}{{ messages[0]['role'] }}{{ messages[0].missing }}"
                          "{{ messages[0]['missing'] }}{{ messages[-1].content }}{{ messages[1].content[0] }}"
@@ -110,6 +119,12 @@ CASES = [
                        "{{ 'hello'.startswith('he') }}{{ 'hello'.endswith(('x', 'lo')) }}{{ 'hello'.replace('l', 'L') }}"
                        "{{ 'hello world'.title() }}{{ 'Hi'.upper() }}{{ 'Hi'.lower() }}{{ 'hi'.capitalize() }}"
                        "{{ 'hello'.find('l') }}{{ 'hello'.count('l') }}{{ '-'.join(['a', 'b']) }}"),
+    ("string_methods_search_and_classes",
+     "{{ 'abcabc'.rfind('b') }}{{ 'abcabc'.find('z') }}{{ 'h\u00e9llo'.find('l') }}{{ 'h\u00e9llo'.rfind('l') }}"
+     "{{ 'aaa'.count('a') }}{{ 'aaa'.count('aa') }}{{ 'aaa'.count('') }}|{{ 'a\\nb\\r\\nc\\n'.splitlines() }}"
+     "{{ ''.splitlines() }}|{{ '123'.isdigit() }}{{ '12a'.isdigit() }}{{ ' \\t'.isspace() }}{{ ''.isspace() }}"
+     "{{ 'abc'.isalpha() }}{{ 'ab1'.isalpha() }}{{ 'ab1'.isalnum() }}{{ 'ab1'.islower() }}{{ '12'.islower() }}"
+     "{{ 'AB1'.isupper() }}{{ 'Ab'.isupper() }}"),
     ("dict_methods", "{{ messages[0].get('role') }}{{ messages[0].get('nope') }}{{ messages[0].get('nope', 'dv') }}"
                      "{{ messages[4].items() | list }}{{ messages[4]['score'] + 1 }}"),
     ("none_dropped", "{{ messages[4].extra is defined }}{{ messages[4] | tojson }}"),

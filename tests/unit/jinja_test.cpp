@@ -90,6 +90,22 @@ TEST(Jinja, Tests) {
             "TrueFalseTrueTrue");
 }
 
+// Filters and tests are looked up by name in one table each; an unknown name, a missing argument and a wrong input
+// each name the filter or test.
+TEST(Jinja, FilterAndTestNames) {
+  // As in Jinja2, `is filter` / `is test` ask about the value (the name), from the tables that run them.
+  EXPECT_EQ(R("{{ 'tojson' is filter }}{{ 'd' is filter }}{{ 'center' is filter }}{{ 'nosuch' is filter }}"),
+            "TrueTrueTrueFalse");
+  EXPECT_EQ(R("{{ 'sameas' is test }}{{ '==' is test }}{{ 'test' is test }}{{ 'nosuch' is test }}{{ 1 is test }}"),
+            "TrueTrueTrueFalseFalse");
+  EXPECT_NE(error_of([] { R("{{ 1 is nosuch }}"); }).find("no test named 'nosuch'"), std::string::npos);
+  EXPECT_NE(error_of([] { R("{{ 1 is sameas }}"); }).find("test 'sameas' needs an argument"), std::string::npos);
+  EXPECT_NE(error_of([] { R("{{ 1 is lessthan }}"); }).find("test 'lessthan' needs an argument"), std::string::npos);
+  EXPECT_NE(error_of([] { R("{{ 'x' is odd }}"); }).find("test 'odd' expects an integer"), std::string::npos);
+  EXPECT_NE(error_of([] { R("{{ x | abs }}"); }).find("'x' is undefined"), std::string::npos);
+  EXPECT_NE(error_of([] { R("{{ (1).x | abs }}"); }).find("has no attribute"), std::string::npos);
+}
+
 TEST(Jinja, Filters) {
   json ctx = {{"ms", {{{"role", "user"}, {"c", "x"}}, {{"role", "bot"}}, {{"role", "user"}, {"c", "y"}}}}};
   EXPECT_EQ(R("{{ ms | selectattr('role', 'equalto', 'user') | map(attribute='c') | join(',') }}", ctx), "x,y");

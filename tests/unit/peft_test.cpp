@@ -187,3 +187,60 @@ TEST(AdapterIO, LoadErrors) {
   io::write_file_atomic(dir / "adapter_config.json", cfg.dump());
   EXPECT_NE(error_of([&] { peft::load_adapter(*fresh, dir.str()); }).find("not a linear layer"), std::string::npos);
 }
+
+// Each check of load_adapter, from the files to the config's settings to each module's tensors, names what is wrong.
+TEST(AdapterIO, EveryLoadCheckIsANamedError) {
+  TempDir dir;
+  auto model = tiny_model();
+  peft::PeftConfig c;
+  peft::apply_lora(*model, c);
+  peft::save_adapter(*model, dir.str(), c);
+  const nlohmann::json cfg = io::read_json_file(dir / "adapter_config.json");
+  auto fresh = tiny_model();
+  auto load_error = [&] { return error_of([&] { peft::load_adapter(*fresh, dir.str()); }); };
+  auto has = [](const std::string& msg, const std::string& part) { return msg.find(part) != std::string::npos; };
+
+  // The config: each setting this engine cannot run the same way.
+  const std::vector<std::pair<std::pair<std::string, nlohmann::json>, std::string>> unsupported = {
+      {{"peft_type", "IA3"}, "peft_type 'IA3' is not supported"},
+      {{"lora_bias", true}, "lora_bias: true is not supported"},
+      {{"fan_in_fan_out", true}, "fan_in_fan_out: true is not supported"},
+      {{"bias", "all"}, "bias 'all' is not supported"},
+      {{"layer_replication", {{0, 1}}}, "layer_replication is not supported"},
+      {{"trainable_token_indices", {1, 2}}, "trainable_token_indices is not supported"},
+  };
+  for (const auto& [setting, message] : unsupported) {
+    nlohmann::json bad = cfg;
+    bad[setting.first] = setting.second;
+    io::write_file_atomic(dir / "adapter_config.json", bad.dump());
+    EXPECT_TRUE(has(load_error(), message)) << load_error();
+  }
+  io::write_file_atomic(dir / "adapter_config.json", cfg.dump());
+
+  // The tensors: their names, both halves, the layer they adapt, their shapes.
+  const std::string q = "base_model.model.model.layers.0.self_attn.q_proj.";
+  auto with_tensors = [&](const io::NamedTensors& tensors) {
+    io::save_safetensors(dir / "adapter_model.safetensors", tensors);
+    return load_error();
+  };
+  EXPECT_TRUE(has(with_tensors({{q + "lora_A.bias", Tensor::zeros({8})}}),
+                  "adapter tensor '" + q + "lora_A.bias' is not a LoRA A/B weight"));
+  EXPECT_TRUE(has(with_tensors({}), "adapter holds no tensors"));
+  EXPECT_TRUE(has(with_tensors({{q + "lora_A.weight", Tensor::zeros({8, 24})}}),
+                  "adapter for 'model.layers.0.self_attn.q_proj' has only one of lora_A / lora_B"));
+  EXPECT_TRUE(has(with_tensors({{"base_model.model.lm_head.lora_A.weight", Tensor::zeros({8, 24})},
+                                {"base_model.model.lm_head.lora_B.weight", Tensor::zeros({61, 8})}}),
+                  "adapter on 'lm_head' is not supported"));
+  EXPECT_TRUE(
+      has(with_tensors({{q + "lora_A.weight", Tensor::zeros({8, 24})}, {q + "lora_B.weight", Tensor::zeros({23, 8})}}),
+          "do not fit weight"));
+  const std::string rank =
+      with_tensors({{q + "lora_A.weight", Tensor::zeros({4, 24})}, {q + "lora_B.weight", Tensor::zeros({24, 4})}});
+  EXPECT_TRUE(has(rank, "adapter for 'model.layers.0.self_attn.q_proj' has rank 4 but the config says 8")) << rank;
+
+  // The files: the weights missing, with a hint for peft's pickle format.
+  std::filesystem::remove(dir / "adapter_model.safetensors");
+  EXPECT_TRUE(has(load_error(), "no adapter_model.safetensors in")) << load_error();
+  io::write_file_atomic(dir / "adapter_model.bin", "pickle");
+  EXPECT_TRUE(has(load_error(), "adapter_model.bin (pickle) is not read")) << load_error();
+}

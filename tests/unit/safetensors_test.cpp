@@ -340,6 +340,16 @@ TEST(Safetensors, EveryHeaderViolationIsANamedError) {
       {"overflow",
        raw_file(R"({"a":{"dtype":"F32","shape":[4294967296,4294967296],"data_offsets":[0,8]}})", 8),
        {"tensor 'a'", "too large"}},
+      {"metadata_not_object", raw_file(R"({"__metadata__":[],)" + ok_a + "}", 8), {"__metadata__ is a JSON array"}},
+      {"dtype_not_string",
+       raw_file(R"({"a":{"dtype":4,"shape":[2],"data_offsets":[0,8]}})", 8),
+       {"tensor 'a': dtype is not a string"}},
+      {"shape_not_array",
+       raw_file(R"({"a":{"dtype":"F32","shape":2,"data_offsets":[0,8]}})", 8),
+       {"tensor 'a': shape is not an array"}},
+      {"negative_offset",
+       raw_file(R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[-1,8]}})", 8),
+       {"tensor 'a': data_offsets begin is negative (-1)"}},
   };
   for (const BadCase& c : cases) {
     std::string path = dir / (std::string(c.label) + ".safetensors");
@@ -354,6 +364,10 @@ TEST(Safetensors, EveryHeaderViolationIsANamedError) {
   // A valid minimal file is accepted: zero tensors, zero data.
   write_all(dir / "empty_ok.safetensors", le64(8) + "{}      ");
   EXPECT_EQ(open_error(dir / "empty_ok.safetensors"), "");
+  // "__metadata__": null is no metadata.
+  write_all(dir / "null_metadata.safetensors", raw_file(R"({"__metadata__":null,)" + ok_a + "}", 8));
+  EXPECT_EQ(open_error(dir / "null_metadata.safetensors"), "");
+  EXPECT_FALSE(SafetensorsReader(dir / "null_metadata.safetensors").has_metadata());
 }
 
 // ---- sharded checkpoints --------------------------------------------------------------------------------

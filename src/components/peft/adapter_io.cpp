@@ -197,18 +197,34 @@ void save_adapter(models::CausalLM& model, const std::string& dir, const PeftCon
   io::write_file_atomic((fs::path(dir) / kConfigFile).string(), c.dump(2) + "\n");
 }
 
-LoadedAdapter load_adapter(models::CausalLM& model, const std::string& dir, std::optional<DType> dtype,
-                           bool trainable) {
-  const std::string config_path = (fs::path(dir) / kConfigFile).string();
-  const std::string weights_path = (fs::path(dir) / kWeightsFile).string();
-  if (!fs::exists(config_path))
+namespace {
+
+struct AdapterFiles {
+  std::string config, weights;
+};
+
+// adapter_config.json and adapter_model.safetensors in `dir`; an Error naming the one that is missing.
+AdapterFiles adapter_files(const std::string& dir) {
+  const AdapterFiles files{(fs::path(dir) / kConfigFile).string(), (fs::path(dir) / kWeightsFile).string()};
+  if (!fs::exists(files.config))
     throw Error("no " + kConfigFile + " in '" + dir + "'", dir, "pass a directory written by peft's save_pretrained");
-  if (!fs::exists(weights_path))
+  if (!fs::exists(files.weights))
     throw Error("no " + kWeightsFile + " in '" + dir + "'", dir,
                 fs::exists(fs::path(dir) / "adapter_model.bin")
                     ? "adapter_model.bin (pickle) is not read; save it again with safe_serialization=True"
                     : "pass a directory written by peft's save_pretrained");
-  const AdapterConfigFile c(config_path);
+  return files;
+}
+
+// What adapter_config.json says about the adapters.
+struct AdapterSettings {
+  PeftConfig config;  // r, alpha, dropout ("pre", peft's), use_rslora; no target modules yet
+  std::string base_model_name_or_path;
+  json rank_pattern, alpha_pattern;  // {module regex: rank / alpha}
+};
+
+// The settings of adapter_config.json; an Error for what this engine cannot run the same way as peft.
+AdapterSettings read_settings(const AdapterConfigFile& c, const std::string& config_path) {
   auto unsupported = [&](const std::string& what, const std::string& hint) {
     throw Error("adapter: " + what + " is not supported", config_path, hint);
   };
@@ -224,21 +240,28 @@ LoadedAdapter load_adapter(models::CausalLM& model, const std::string& dir, std:
   if (!c.list_or_map("layer_replication").empty()) unsupported("layer_replication", "");
   if (!c.list_or_map("trainable_token_indices").empty()) unsupported("trainable_token_indices", "");
 
-  LoadedAdapter out;
+  AdapterSettings out;
   out.base_model_name_or_path = c.string("base_model_name_or_path", "");
   PeftConfig& pc = out.config;
-  const int64_t r = c.rank("r", c.json_of("r"), 8);
-  pc.dim = r;
+  pc.dim = c.rank("r", c.json_of("r"), 8);
   pc.alpha = c.number("lora_alpha", c.json_of("lora_alpha"), 8);
   pc.dropout = c.number("lora_dropout", c.json_of("lora_dropout"), 0.0);
   if (!(pc.dropout >= 0 && pc.dropout < 1)) c.wrong("lora_dropout", "a number in [0, 1)", *c.json_of("lora_dropout"));
   pc.dropout_position = "pre";
   pc.use_rslora = c.boolean("use_rslora", false);
-  const json rank_pattern = c.patterns("rank_pattern"), alpha_pattern = c.patterns("alpha_pattern");
+  out.rank_pattern = c.patterns("rank_pattern");
+  out.alpha_pattern = c.patterns("alpha_pattern");
+  return out;
+}
 
-  io::SafetensorsReader reader(weights_path);
-  // module -> (A, B) from peft's names.
-  std::map<std::string, std::pair<std::string, std::string>> found;
+// The names of a module's two adapter tensors in adapter_model.safetensors.
+struct LoraKeys {
+  std::string a, b;
+};
+
+// module -> its lora_A / lora_B tensor names, from peft's names; an Error for any other tensor.
+std::map<std::string, LoraKeys> lora_keys(const io::SafetensorsReader& reader) {
+  std::map<std::string, LoraKeys> found;
   for (const std::string& key : reader.names()) {
     std::string name = key.rfind(kPrefix, 0) == 0 ? key.substr(kPrefix.size()) : key;
     auto strip = [&](const std::string& suffix) {
@@ -248,67 +271,96 @@ LoadedAdapter load_adapter(models::CausalLM& model, const std::string& dir, std:
       return true;
     };
     if (strip(".lora_A.weight")) {
-      found[name].first = key;
+      found[name].a = key;
     } else if (strip(".lora_B.weight")) {
-      found[name].second = key;
+      found[name].b = key;
     } else {
-      throw Error("adapter tensor '" + key + "' is not a LoRA A/B weight", weights_path,
+      throw Error("adapter tensor '" + key + "' is not a LoRA A/B weight", reader.path(),
                   "only lora_A / lora_B weights of linear layers are supported (no embeddings, DoRA or biases)");
     }
   }
-  if (found.empty()) throw Error("adapter holds no tensors", weights_path);
+  if (found.empty()) throw Error("adapter holds no tensors", reader.path());
+  return found;
+}
+
+// One module's adapter, read and checked, before it is attached.
+struct ModuleAdapter {
+  nn::Linear* lin;
+  Tensor a, b;
+  double scale;
+};
+
+// The adapter of module `name` (its tensors in `keys`) for `linears`' layer of that name: both halves present,
+// float and finite, shaped for the layer, of the config's rank for it; scaled by the config's alpha for it.
+ModuleAdapter read_module(const io::SafetensorsReader& reader, const AdapterConfigFile& c,
+                          const AdapterSettings& settings, const std::map<std::string, nn::Linear*>& linears,
+                          const std::string& name, const LoraKeys& keys, std::optional<DType> dtype,
+                          const std::string& config_path) {
+  const std::string& weights_path = reader.path();
+  if (keys.a.empty() || keys.b.empty())
+    throw Error("adapter for '" + name + "' has only one of lora_A / lora_B", weights_path);
+  auto it = linears.find(name);
+  if (it == linears.end())
+    throw Error("adapter module '" + name + "' is not a linear layer of this model", weights_path,
+                "load the adapter onto the base model it was trained on (adapter_config.json: "
+                "base_model_name_or_path " +
+                    (settings.base_model_name_or_path.empty() ? "null" : "'" + settings.base_model_name_or_path + "'") +
+                    ")");
+  if (name == "lm_head")
+    throw Error("adapter on 'lm_head' is not supported (the LM head's product bypasses nn::Linear)", weights_path);
+  // Float weights only, and finite: a NaN here would spread into every merged weight or every step.
+  auto weight = [&](const std::string& key) {
+    const std::optional<DType> stored = io::default_load_dtype(reader.info(key).dtype);
+    return reader.get_weight(key, dtype.value_or(stored && is_floating(*stored) ? *stored : DType::f32));
+  };
+  Tensor a = weight(keys.a), b = weight(keys.b);
+  nn::Linear* lin = it->second;
+  if (a.dim() != 2 || b.dim() != 2 || a.size(1) != lin->in_features() || b.size(0) != lin->out_features() ||
+      b.size(1) != a.size(0))
+    throw Error("adapter for '" + name + "': lora_A " + a.describe() + " and lora_B " + b.describe() +
+                    " do not fit weight " + lin->weight.describe(),
+                weights_path, "expected lora_A [r, in] and lora_B [out, r]");
+  const PeftConfig& pc = settings.config;
+  const int64_t rank = a.size(0);
+  const std::string rp = pattern_key(settings.rank_pattern, name);
+  const int64_t want = rp.empty() ? pc.dim : c.rank("rank_pattern." + rp, &settings.rank_pattern[rp], pc.dim);
+  if (rank != want)
+    throw Error(
+        "adapter for '" + name + "' has rank " + std::to_string(rank) + " but the config says " + std::to_string(want),
+        config_path);
+  const std::string ap = pattern_key(settings.alpha_pattern, name);
+  const double alpha = ap.empty() ? pc.alpha : c.number("alpha_pattern." + ap, &settings.alpha_pattern[ap], pc.alpha);
+  const double scale = pc.use_rslora ? alpha / std::sqrt(double(rank)) : alpha / double(rank);
+  return {lin, ops::clone(a), ops::clone(b), scale};
+}
+
+}  // namespace
+
+LoadedAdapter load_adapter(models::CausalLM& model, const std::string& dir, std::optional<DType> dtype,
+                           bool trainable) {
+  const AdapterFiles files = adapter_files(dir);
+  const AdapterConfigFile c(files.config);
+  const AdapterSettings settings = read_settings(c, files.config);
+  io::SafetensorsReader reader(files.weights);
+  const std::map<std::string, LoraKeys> keys = lora_keys(reader);
 
   std::map<std::string, nn::Linear*> linears;
   for (auto& [name, m] : model.named_modules())
     if (auto* lin = dynamic_cast<nn::Linear*>(m)) linears[name] = lin;
-  struct Pending {
-    nn::Linear* lin;
-    Tensor a, b;
-    double scale;
-  };
-  std::map<std::string, Pending> pending;
-  for (const auto& [name, keys] : found) {
-    if (keys.first.empty() || keys.second.empty())
-      throw Error("adapter for '" + name + "' has only one of lora_A / lora_B", weights_path);
-    auto it = linears.find(name);
-    if (it == linears.end())
-      throw Error("adapter module '" + name + "' is not a linear layer of this model", weights_path,
-                  "load the adapter onto the base model it was trained on (adapter_config.json: "
-                  "base_model_name_or_path " +
-                      (out.base_model_name_or_path.empty() ? "null" : "'" + out.base_model_name_or_path + "'") + ")");
-    if (name == "lm_head")
-      throw Error("adapter on 'lm_head' is not supported (the LM head's product bypasses nn::Linear)", weights_path);
-    // Float weights only, and finite: a NaN here would spread into every merged weight or every step.
-    auto weight = [&](const std::string& key) {
-      const std::optional<DType> stored = io::default_load_dtype(reader.info(key).dtype);
-      return reader.get_weight(key, dtype.value_or(stored && is_floating(*stored) ? *stored : DType::f32));
-    };
-    Tensor a = weight(keys.first), b = weight(keys.second);
-    nn::Linear* lin = it->second;
-    if (a.dim() != 2 || b.dim() != 2 || a.size(1) != lin->in_features() || b.size(0) != lin->out_features() ||
-        b.size(1) != a.size(0))
-      throw Error("adapter for '" + name + "': lora_A " + a.describe() + " and lora_B " + b.describe() +
-                      " do not fit weight " + lin->weight.describe(),
-                  weights_path, "expected lora_A [r, in] and lora_B [out, r]");
-    const int64_t rank = a.size(0);
-    const std::string rp = pattern_key(rank_pattern, name);
-    const int64_t want = rp.empty() ? r : c.rank("rank_pattern." + rp, &rank_pattern[rp], r);
-    if (rank != want)
-      throw Error("adapter for '" + name + "' has rank " + std::to_string(rank) + " but the config says " +
-                      std::to_string(want),
-                  config_path);
-    const std::string ap = pattern_key(alpha_pattern, name);
-    const double alpha = ap.empty() ? pc.alpha : c.number("alpha_pattern." + ap, &alpha_pattern[ap], pc.alpha);
-    const double scale = pc.use_rslora ? alpha / std::sqrt(double(rank)) : alpha / double(rank);
-    pending[name] = {lin, ops::clone(a), ops::clone(b), scale};
-  }
+  std::map<std::string, ModuleAdapter> adapters;
+  for (const auto& [name, module_keys] : keys)
+    adapters.emplace(name, read_module(reader, c, settings, linears, name, module_keys, dtype, files.config));
+
+  LoadedAdapter out;
+  out.config = settings.config;
+  out.base_model_name_or_path = settings.base_model_name_or_path;
   model.set_requires_grad(false);
   nn::LoraSettings s;
-  s.dropout = pc.dropout;
+  s.dropout = out.config.dropout;
   s.dropout_position = ops::LoraDropoutPosition::pre;
   for (auto& [name, m] : model.named_modules()) {  // model order
-    auto it = pending.find(name);
-    if (it == pending.end()) continue;
+    auto it = adapters.find(name);
+    if (it == adapters.end()) continue;
     s.scale = it->second.scale;
     it->second.lin->attach_lora(it->second.a, it->second.b, s);
     if (!trainable) {
@@ -316,7 +368,7 @@ LoadedAdapter load_adapter(models::CausalLM& model, const std::string& dir, std:
       it->second.lin->lora_B().set_requires_grad(false);
     }
     out.modules.push_back(name);
-    pc.target_modules.push_back(name);
+    out.config.target_modules.push_back(name);
   }
   return out;
 }

@@ -5,6 +5,7 @@
 #include <cmath>
 #include <cstdlib>
 #include <ctime>
+#include <map>
 #include <optional>
 
 #include "components/tokenizer/chat_template.h"
@@ -30,104 +31,132 @@ Value bound(const std::string& name, std::function<Value(List&, KwArgs&)> f) {
   return Value::callable(name, std::move(f));
 }
 
+// ---- str methods: (the string, the method's name, arguments) -> result ----
+
+Value str_strip(const std::string& s, const std::string& name, List& a, KwArgs& k) {
+  return Value::string(strip_chars(s, arg(a, k, 0, "chars"), name != "rstrip", name != "lstrip"));
+}
+
+Value str_split(const std::string& s, const std::string&, List& a, KwArgs& k) {
+  return Value::make_list(py_split(s, arg(a, k, 0, "sep"), int_arg(a, k, 1, "maxsplit", -1)));
+}
+
+Value str_starts_or_ends(const std::string& s, const std::string& name, List& a, KwArgs& k) {
+  const Value* p = arg(a, k, 0, "prefix");
+  if (!p) fail(name + "() takes at least 1 argument");
+  return Value::boolean(starts_or_ends(s, *p, name == "startswith"));
+}
+
+Value str_replace(const std::string& s, const std::string&, List& a, KwArgs& k) {
+  if (a.size() < 2) fail("replace() takes at least 2 arguments");
+  return Value::string(replace_all(s, str_of(a[0], "replace"), str_of(a[1], "replace"), int_arg(a, k, 2, "count", -1)));
+}
+
+// find, rfind (character index or -1) and count.
+Value str_find(const std::string& s, const std::string& name, List& a, KwArgs& k) {
+  const Value* p = arg(a, k, 0, "sub");
+  if (!p) fail(name + "() takes at least 1 argument");
+  const std::string& sub = str_of(*p, name.c_str());
+  if (name == "find" || name == "rfind") {
+    size_t f = name == "find" ? s.find(sub) : s.rfind(sub);
+    return Value::integer(f == std::string::npos ? -1 : static_cast<int64_t>(utf8_length(s.substr(0, f))));
+  }
+  if (sub.empty()) return Value::integer(static_cast<int64_t>(utf8_length(s)) + 1);
+  int64_t n = 0;
+  for (size_t f = s.find(sub); f != std::string::npos; f = s.find(sub, f + sub.size())) ++n;
+  return Value::integer(n);
+}
+
+Value str_join(const std::string& s, const std::string&, List& a, KwArgs&) {
+  if (a.empty()) fail("join() takes exactly one argument");
+  std::string out;
+  bool first = true;
+  for (const auto& it : iterate(a[0])) {
+    const std::string& piece = str_of(it, "join");
+    check_string_size(out.size() + (first ? 0 : s.size()) + piece.size(), "the result of join()");
+    if (!first) out += s;
+    out += piece;
+    first = false;
+  }
+  return Value::string(out);
+}
+
+Value str_splitlines(const std::string& s, const std::string&, List&, KwArgs&) {
+  List out;
+  size_t pos = 0;
+  while (pos < s.size()) {
+    size_t e = s.find('\n', pos);
+    if (e == std::string::npos) e = s.size();
+    std::string line = s.substr(pos, e - pos);
+    if (!line.empty() && line.back() == '\r') line.pop_back();
+    out.push_back(Value::string(line));
+    pos = e + 1;
+  }
+  return Value::make_list(out);
+}
+
+// isdigit, isspace, isalpha, isalnum, islower, isupper (ASCII classes; islower/isupper need a cased character).
+Value str_is(const std::string& s, const std::string& name, List&, KwArgs&) {
+  if (s.empty()) return Value::boolean(false);
+  bool ok = true, cased = false;
+  for (unsigned char c : s) {
+    if (name == "isdigit")
+      ok = ok && std::isdigit(c);
+    else if (name == "isspace")
+      ok = ok && is_py_space(static_cast<char>(c));
+    else if (name == "isalpha")
+      ok = ok && std::isalpha(c);
+    else if (name == "isalnum")
+      ok = ok && std::isalnum(c);
+    else if (name == "islower") {
+      ok = ok && !std::isupper(c);
+      cased = cased || std::islower(c);
+    } else {
+      ok = ok && !std::islower(c);
+      cased = cased || std::isupper(c);
+    }
+  }
+  return Value::boolean(ok && (name.compare(0, 4, "isup") != 0 && name.compare(0, 4, "islo") != 0 ? true : cased));
+}
+
+using StrMethod = Value (*)(const std::string& s, const std::string& name, List& args, KwArgs& kwargs);
+
+const std::map<std::string, StrMethod>& str_methods() {
+  static const std::map<std::string, StrMethod> table = {
+      {"strip", str_strip},
+      {"lstrip", str_strip},
+      {"rstrip", str_strip},
+      {"split", str_split},
+      {"startswith", str_starts_or_ends},
+      {"endswith", str_starts_or_ends},
+      {"replace", str_replace},
+      {"upper", [](const std::string& s, const std::string&, List&, KwArgs&) { return Value::string(upper(s)); }},
+      {"lower", [](const std::string& s, const std::string&, List&, KwArgs&) { return Value::string(lower(s)); }},
+      {"title", [](const std::string& s, const std::string&, List&, KwArgs&) { return Value::string(py_title(s)); }},
+      {"capitalize",
+       [](const std::string& s, const std::string&, List&, KwArgs&) { return Value::string(capitalize(s)); }},
+      {"find", str_find},
+      {"rfind", str_find},
+      {"count", str_find},
+      {"join", str_join},
+      {"format", [](const std::string& s, const std::string&, List& a,
+                    KwArgs& k) { return Value::string(brace_format(s, a, k)); }},
+      {"splitlines", str_splitlines},
+      {"isdigit", str_is},
+      {"isspace", str_is},
+      {"isalpha", str_is},
+      {"isalnum", str_is},
+      {"islower", str_is},
+      {"isupper", str_is},
+  };
+  return table;
+}
+
+// s.name: the method bound to s.
 Value string_method(const Value& obj, const std::string& name) {
-  const std::string s = obj.s;
-  if (name == "strip" || name == "lstrip" || name == "rstrip")
-    return bound(name, [s, name](List& a, KwArgs& k) {
-      return Value::string(strip_chars(s, arg(a, k, 0, "chars"), name != "rstrip", name != "lstrip"));
-    });
-  if (name == "split")
-    return bound(name, [s](List& a, KwArgs& k) {
-      return Value::make_list(py_split(s, arg(a, k, 0, "sep"), int_arg(a, k, 1, "maxsplit", -1)));
-    });
-  if (name == "startswith" || name == "endswith")
-    return bound(name, [s, name](List& a, KwArgs& k) {
-      const Value* p = arg(a, k, 0, "prefix");
-      if (!p) fail(name + "() takes at least 1 argument");
-      return Value::boolean(starts_or_ends(s, *p, name == "startswith"));
-    });
-  if (name == "replace")
-    return bound(name, [s](List& a, KwArgs& k) {
-      if (a.size() < 2) fail("replace() takes at least 2 arguments");
-      return Value::string(
-          replace_all(s, str_of(a[0], "replace"), str_of(a[1], "replace"), int_arg(a, k, 2, "count", -1)));
-    });
-  if (name == "upper") return bound(name, [s](List&, KwArgs&) { return Value::string(upper(s)); });
-  if (name == "lower") return bound(name, [s](List&, KwArgs&) { return Value::string(lower(s)); });
-  if (name == "title") return bound(name, [s](List&, KwArgs&) { return Value::string(py_title(s)); });
-  if (name == "capitalize") return bound(name, [s](List&, KwArgs&) { return Value::string(capitalize(s)); });
-  if (name == "find" || name == "count" || name == "rfind")
-    return bound(name, [s, name](List& a, KwArgs& k) {
-      const Value* p = arg(a, k, 0, "sub");
-      if (!p) fail(name + "() takes at least 1 argument");
-      const std::string& sub = str_of(*p, name.c_str());
-      if (name == "find") {
-        size_t f = s.find(sub);
-        return Value::integer(f == std::string::npos ? -1 : static_cast<int64_t>(utf8_length(s.substr(0, f))));
-      }
-      if (name == "rfind") {
-        size_t f = s.rfind(sub);
-        return Value::integer(f == std::string::npos ? -1 : static_cast<int64_t>(utf8_length(s.substr(0, f))));
-      }
-      if (sub.empty()) return Value::integer(static_cast<int64_t>(utf8_length(s)) + 1);
-      int64_t n = 0;
-      for (size_t f = s.find(sub); f != std::string::npos; f = s.find(sub, f + sub.size())) ++n;
-      return Value::integer(n);
-    });
-  if (name == "join")
-    return bound(name, [s](List& a, KwArgs&) {
-      if (a.empty()) fail("join() takes exactly one argument");
-      std::string out;
-      bool first = true;
-      for (const auto& it : iterate(a[0])) {
-        const std::string& piece = str_of(it, "join");
-        check_string_size(out.size() + (first ? 0 : s.size()) + piece.size(), "the result of join()");
-        if (!first) out += s;
-        out += piece;
-        first = false;
-      }
-      return Value::string(out);
-    });
-  if (name == "format") return bound(name, [s](List& a, KwArgs& k) { return Value::string(brace_format(s, a, k)); });
-  if (name == "splitlines")
-    return bound(name, [s](List&, KwArgs&) {
-      List out;
-      size_t pos = 0;
-      while (pos < s.size()) {
-        size_t e = s.find('\n', pos);
-        if (e == std::string::npos) e = s.size();
-        std::string line = s.substr(pos, e - pos);
-        if (!line.empty() && line.back() == '\r') line.pop_back();
-        out.push_back(Value::string(line));
-        pos = e + 1;
-      }
-      return Value::make_list(out);
-    });
-  if (name == "isdigit" || name == "isspace" || name == "isalpha" || name == "isalnum" || name == "islower" ||
-      name == "isupper")
-    return bound(name, [s, name](List&, KwArgs&) {
-      if (s.empty()) return Value::boolean(false);
-      bool ok = true, cased = false;
-      for (unsigned char c : s) {
-        if (name == "isdigit")
-          ok = ok && std::isdigit(c);
-        else if (name == "isspace")
-          ok = ok && is_py_space(static_cast<char>(c));
-        else if (name == "isalpha")
-          ok = ok && std::isalpha(c);
-        else if (name == "isalnum")
-          ok = ok && std::isalnum(c);
-        else if (name == "islower") {
-          ok = ok && !std::isupper(c);
-          cased = cased || std::islower(c);
-        } else {
-          ok = ok && !std::islower(c);
-          cased = cased || std::isupper(c);
-        }
-      }
-      return Value::boolean(ok && (name.compare(0, 4, "isup") != 0 && name.compare(0, 4, "islo") != 0 ? true : cased));
-    });
-  return Value::undefined("'str object' has no attribute '" + name + "'");
+  auto it = str_methods().find(name);
+  if (it == str_methods().end()) return Value::undefined("'str object' has no attribute '" + name + "'");
+  return bound(name, [s = obj.s, name, method = it->second](List& a, KwArgs& k) { return method(s, name, a, k); });
 }
 
 Value unsafe(const Value& obj, const std::string& name) {
@@ -189,7 +218,6 @@ Value list_method(const Value& obj, const std::string& name) {
   return Value();
 }
 
-// Follows a dotted attribute path ("a.b", "0.name") the way filters' attribute= arguments do.
 }  // namespace
 
 List iterate(const Value& v) {
@@ -272,6 +300,20 @@ Value get_item(const Value& obj, const Value& key) {
   }
 }
 
+namespace {
+
+// How many of start, start + step, ... come before stop (Python's range length), in unsigned arithmetic so that no
+// step or bound can overflow. step != 0.
+uint64_t positions(int64_t start, int64_t stop, int64_t step) {
+  if (step > 0 && start < stop)
+    return (static_cast<uint64_t>(stop) - static_cast<uint64_t>(start) - 1) / static_cast<uint64_t>(step) + 1;
+  if (step < 0 && start > stop)
+    return (static_cast<uint64_t>(start) - static_cast<uint64_t>(stop) - 1) / (0 - static_cast<uint64_t>(step)) + 1;
+  return 0;
+}
+
+}  // namespace
+
 Value slice(const Value& obj, const Value& start_v, const Value& stop_v, const Value& step_v) {
   auto opt = [](const Value& v, const char* what) -> std::optional<int64_t> {
     if (v.is_none() || v.is_undefined()) return std::nullopt;
@@ -306,12 +348,8 @@ Value slice(const Value& obj, const Value& start_v, const Value& stop_v, const V
     start = norm(opt(start_v, "start"), n - 1, -1, n - 1);
     stop = norm(opt(stop_v, "stop"), -1, -1, n - 1);
   }
-  // The positions start, start + step, ... before stop; counted first so that a huge step cannot overflow.
-  uint64_t count = 0;
-  if (step > 0 && start < stop)
-    count = (static_cast<uint64_t>(stop - start) - 1) / static_cast<uint64_t>(step) + 1;
-  else if (step < 0 && start > stop)
-    count = (static_cast<uint64_t>(start - stop) - 1) / (0 - static_cast<uint64_t>(step)) + 1;
+  // Counted first so that a huge step cannot overflow.
+  uint64_t count = positions(start, stop, step);
   auto position = [&](uint64_t k) {
     return static_cast<size_t>(static_cast<uint64_t>(start) + k * static_cast<uint64_t>(step));
   };
@@ -374,6 +412,64 @@ std::pair<int64_t, int64_t> floor_divmod(int64_t x, int64_t y) {
   return {q, r};
 }
 
+int64_t as_int(const Value& v) { return v.kind == Value::Kind::Bool ? static_cast<int64_t>(v.b) : v.i; }
+
+// a op b for two numbers (bools count as ints); ints stay ints except for '/'.
+Value arithmetic(const std::string& op, const Value& a, const Value& b) {
+  bool ints = (a.kind == Value::Kind::Int || a.kind == Value::Kind::Bool) &&
+              (b.kind == Value::Kind::Int || b.kind == Value::Kind::Bool);
+  if (op == "+")
+    return ints ? Value::integer(checked_add(as_int(a), as_int(b))) : Value::number(a.as_double() + b.as_double());
+  if (op == "-")
+    return ints ? Value::integer(checked_sub(as_int(a), as_int(b))) : Value::number(a.as_double() - b.as_double());
+  if (op == "*")
+    return ints ? Value::integer(checked_mul(as_int(a), as_int(b))) : Value::number(a.as_double() * b.as_double());
+  if (op == "/") {
+    if (b.as_double() == 0) fail("division by zero");
+    return Value::number(a.as_double() / b.as_double());
+  }
+  if (op == "//" || op == "%") {
+    if (b.as_double() == 0) fail(op == "%" ? "modulo by zero" : "integer division or modulo by zero");
+    if (ints) {
+      if (op == "%" && as_int(b) == -1) return Value::integer(0);
+      auto [q, r] = floor_divmod(as_int(a), as_int(b));
+      return Value::integer(op == "//" ? q : r);
+    }
+    double x = a.as_double(), y = b.as_double();
+    double r = std::fmod(x, y);
+    if (r != 0 && ((r < 0) != (y < 0))) r += y;
+    return Value::number(op == "//" ? std::floor(x / y) : r);
+  }
+  if (op == "**") {
+    if (ints && as_int(b) >= 0) return Value::integer(int_pow(as_int(a), as_int(b)));
+    return Value::number(std::pow(a.as_double(), b.as_double()));
+  }
+  return Value();  // not an arithmetic operator: binary_op goes on
+}
+
+// seq * times for a string or a list (times <= 0: empty).
+Value repeat(const Value& seq, int64_t times) {
+  times = std::max<int64_t>(times, 0);
+  size_t unit = seq.is_string() ? seq.s.size() : seq.list->size();
+  size_t total;
+  if (__builtin_mul_overflow(unit, static_cast<size_t>(times), &total)) total = SIZE_MAX;
+  if (seq.is_string())
+    check_string_size(total, "the result of '*'");
+  else
+    check_list_size(total, "the result of '*'");
+  if (unit == 0) times = 0;
+  if (seq.is_string()) {
+    std::string out;
+    out.reserve(unit * static_cast<size_t>(times));
+    for (int64_t k = 0; k < times; ++k) out += seq.s;
+    return Value::string(out);
+  }
+  List out;
+  out.reserve(unit * static_cast<size_t>(times));
+  for (int64_t k = 0; k < times; ++k) out.insert(out.end(), seq.list->begin(), seq.list->end());
+  return Value::make_list(out);
+}
+
 }  // namespace
 
 Value binary_op(const std::string& op, const Value& a, const Value& b) {
@@ -385,37 +481,8 @@ Value binary_op(const std::string& op, const Value& a, const Value& b) {
   if (a.is_undefined() || b.is_undefined())
     fail((a.is_undefined() ? a.s : b.s).empty() ? "operator '" + op + "' on an undefined value"
                                                 : (a.is_undefined() ? a.s : b.s));
-  bool ints = (a.kind == Value::Kind::Int || a.kind == Value::Kind::Bool) &&
-              (b.kind == Value::Kind::Int || b.kind == Value::Kind::Bool);
-  auto iv = [](const Value& v) { return v.kind == Value::Kind::Bool ? static_cast<int64_t>(v.b) : v.i; };
-  if (a.is_number() && b.is_number()) {
-    if (op == "+")
-      return ints ? Value::integer(checked_add(iv(a), iv(b))) : Value::number(a.as_double() + b.as_double());
-    if (op == "-")
-      return ints ? Value::integer(checked_sub(iv(a), iv(b))) : Value::number(a.as_double() - b.as_double());
-    if (op == "*")
-      return ints ? Value::integer(checked_mul(iv(a), iv(b))) : Value::number(a.as_double() * b.as_double());
-    if (op == "/") {
-      if (b.as_double() == 0) fail("division by zero");
-      return Value::number(a.as_double() / b.as_double());
-    }
-    if (op == "//" || op == "%") {
-      if (b.as_double() == 0) fail(op == "%" ? "modulo by zero" : "integer division or modulo by zero");
-      if (ints) {
-        if (op == "%" && iv(b) == -1) return Value::integer(0);
-        auto [q, r] = floor_divmod(iv(a), iv(b));
-        return Value::integer(op == "//" ? q : r);
-      }
-      double x = a.as_double(), y = b.as_double();
-      double r = std::fmod(x, y);
-      if (r != 0 && ((r < 0) != (y < 0))) r += y;
-      return Value::number(op == "//" ? std::floor(x / y) : r);
-    }
-    if (op == "**") {
-      if (ints && iv(b) >= 0) return Value::integer(int_pow(iv(a), iv(b)));
-      return Value::number(std::pow(a.as_double(), b.as_double()));
-    }
-  }
+  if (a.is_number() && b.is_number())
+    if (Value r = arithmetic(op, a, b); !r.is_undefined()) return r;
   if (op == "+" && a.is_string() && b.is_string()) {
     check_string_size(a.s.size() + b.s.size(), "the result of '+'");
     return Value::string(a.s + b.s);
@@ -427,144 +494,154 @@ Value binary_op(const std::string& op, const Value& a, const Value& b) {
     out.insert(out.end(), b.list->begin(), b.list->end());
     return Value::make_list(out, a.tuple);
   }
-  if (op == "*" && (a.is_string() || a.is_list()) && (b.kind == Value::Kind::Int || b.kind == Value::Kind::Bool)) {
-    int64_t times = std::max<int64_t>(iv(b), 0);
-    size_t unit = a.is_string() ? a.s.size() : a.list->size();
-    size_t total;
-    if (__builtin_mul_overflow(unit, static_cast<size_t>(times), &total)) total = SIZE_MAX;
-    if (a.is_string())
-      check_string_size(total, "the result of '*'");
-    else
-      check_list_size(total, "the result of '*'");
-    if (unit == 0) times = 0;
-    if (a.is_string()) {
-      std::string out;
-      out.reserve(unit * static_cast<size_t>(times));
-      for (int64_t k = 0; k < times; ++k) out += a.s;
-      return Value::string(out);
-    }
-    List out;
-    out.reserve(unit * static_cast<size_t>(times));
-    for (int64_t k = 0; k < times; ++k) out.insert(out.end(), a.list->begin(), a.list->end());
-    return Value::make_list(out);
-  }
-  if (op == "*" && (b.is_string() || b.is_list()) && (a.kind == Value::Kind::Int || a.kind == Value::Kind::Bool))
-    return binary_op(op, b, a);
+  auto is_int = [](const Value& v) { return v.kind == Value::Kind::Int || v.kind == Value::Kind::Bool; };
+  if (op == "*" && (a.is_string() || a.is_list()) && is_int(b)) return repeat(a, as_int(b));
+  if (op == "*" && (b.is_string() || b.is_list()) && is_int(a)) return repeat(b, as_int(a));
   fail("unsupported operand type(s) for " + op + ": '" + kind_name(a) + "' and '" + kind_name(b) + "'");
 }
 
-bool has_test(const std::string& n) {
-  static const char* names[] = {"defined", "undefined",   "none",        "boolean",  "false",    "true",     "integer",
-                                "float",   "number",      "string",      "mapping",  "iterable", "sequence", "callable",
-                                "even",    "odd",         "divisibleby", "eq",       "equalto",  "==",       "ne",
-                                "!=",      "lt",          "<",           "lessthan", "le",       "<=",       "gt",
-                                ">",       "greaterthan", "ge",          ">=",       "in",       "sameas",   "lower",
-                                "upper",   "escaped",     "filter",      "test"};
-  for (const char* x : names)
-    if (n == x) return true;
-  return false;
+namespace {
+
+using K = Value::Kind;
+
+bool is_even(const Value& v, const char* test) {
+  if (v.kind != K::Int && v.kind != K::Bool) fail(std::string("test '") + test + "' expects an integer");
+  int64_t x = v.kind == K::Bool ? v.b : v.i;
+  return ((x % 2) + 2) % 2 == 0;
 }
 
-bool apply_test(const std::string& n, const Value& v, List& args) {
-  auto need = [&](size_t k) {
-    if (args.size() < k) fail("test '" + n + "' needs an argument");
-  };
-  using K = Value::Kind;
-  if (n == "defined") return !v.is_undefined();
-  if (n == "undefined") return v.is_undefined();
-  if (n == "none") return v.is_none();
-  if (n == "boolean") return v.kind == K::Bool;
-  if (n == "false") return v.kind == K::Bool && !v.b;
-  if (n == "true") return v.kind == K::Bool && v.b;
-  if (n == "integer") return v.kind == K::Int;
-  if (n == "float") return v.kind == K::Float;
-  if (n == "number") return v.is_number();
-  if (n == "string") return v.is_string();
-  if (n == "mapping") return v.kind == K::Dict;
-  if (n == "iterable") return v.is_string() || v.is_list() || v.kind == K::Dict || v.is_undefined();
-  if (n == "sequence") return v.is_string() || v.is_list() || v.kind == K::Dict || v.is_undefined();
-  if (n == "callable") return v.kind == K::Callable || v.is_undefined();  // Undefined defines __call__
-  if (n == "even" || n == "odd") {
-    if (v.kind != K::Int && v.kind != K::Bool) fail(std::string("test '") + n + "' expects an integer");
-    int64_t x = v.kind == K::Bool ? v.b : v.i;
-    return (((x % 2) + 2) % 2 == 0) == (n == "even");
-  }
-  if (n == "divisibleby") {
-    need(1);
-    Value r = binary_op("%", v, args[0]);
-    return r.as_double() == 0;
-  }
-  if (n == "eq" || n == "equalto" || n == "==") return need(1), equals(v, args[0]);
-  if (n == "ne" || n == "!=") return need(1), !equals(v, args[0]);
-  if (n == "lt" || n == "<" || n == "lessthan") return need(1), compare(v, args[0]) < 0;
-  if (n == "le" || n == "<=") return need(1), compare(v, args[0]) <= 0;
-  if (n == "gt" || n == ">" || n == "greaterthan") return need(1), compare(v, args[0]) > 0;
-  if (n == "ge" || n == ">=") return need(1), compare(v, args[0]) >= 0;
-  if (n == "in") return need(1), contains(args[0], v);
-  if (n == "sameas") {
-    need(1);
-    const Value& o = args[0];
-    if (v.kind != o.kind) return false;
-    if (v.kind == K::None || v.kind == K::Undefined) return true;
-    if (v.kind == K::Bool) return v.b == o.b;
-    if (v.is_list()) return v.list == o.list;
-    if (v.kind == K::Dict || v.kind == K::Namespace) return v.dict == o.dict;
-    return equals(v, o);
-  }
-  if (n == "lower") return v.is_string() && lower(v.s) == v.s;
-  if (n == "upper") return v.is_string() && upper(v.s) == v.s;
-  if (n == "escaped") return false;
-  if (n == "filter") return need(1), has_filter(str_of(args[0], "filter test"));
-  if (n == "test") return need(1), has_test(str_of(args[0], "test test"));
-  fail("no test named '" + n + "'");
+bool test_sameas(const Value& v, List& args) {
+  const Value& o = args[0];
+  if (v.kind != o.kind) return false;
+  if (v.kind == K::None || v.kind == K::Undefined) return true;
+  if (v.kind == K::Bool) return v.b == o.b;
+  if (v.is_list()) return v.list == o.list;
+  if (v.kind == K::Dict || v.kind == K::Namespace) return v.dict == o.dict;
+  return equals(v, o);
 }
+
+bool is_iterable(const Value& v, List&) {
+  return v.is_string() || v.is_list() || v.kind == K::Dict || v.is_undefined();
+}
+
+bool is_equal(const Value& v, List& args) { return equals(v, args[0]); }
+bool not_equal(const Value& v, List& args) { return !equals(v, args[0]); }
+bool less(const Value& v, List& args) { return compare(v, args[0]) < 0; }
+bool less_equal(const Value& v, List& args) { return compare(v, args[0]) <= 0; }
+bool greater(const Value& v, List& args) { return compare(v, args[0]) > 0; }
+bool greater_equal(const Value& v, List& args) { return compare(v, args[0]) >= 0; }
+
+// A test: (value, arguments) -> bool, and how many arguments it needs.
+struct Test {
+  bool (*fn)(const Value& value, List& args);
+  size_t arguments = 0;
+};
+
+// Every test by name: apply_test runs them and `is test` asks for them, so the two cannot disagree.
+const std::map<std::string, Test>& tests() {
+  static const std::map<std::string, Test> table = {
+      {"defined", {[](const Value& v, List&) { return !v.is_undefined(); }}},
+      {"undefined", {[](const Value& v, List&) { return v.is_undefined(); }}},
+      {"none", {[](const Value& v, List&) { return v.is_none(); }}},
+      {"boolean", {[](const Value& v, List&) { return v.kind == K::Bool; }}},
+      {"false", {[](const Value& v, List&) { return v.kind == K::Bool && !v.b; }}},
+      {"true", {[](const Value& v, List&) { return v.kind == K::Bool && v.b; }}},
+      {"integer", {[](const Value& v, List&) { return v.kind == K::Int; }}},
+      {"float", {[](const Value& v, List&) { return v.kind == K::Float; }}},
+      {"number", {[](const Value& v, List&) { return v.is_number(); }}},
+      {"string", {[](const Value& v, List&) { return v.is_string(); }}},
+      {"mapping", {[](const Value& v, List&) { return v.kind == K::Dict; }}},
+      {"iterable", {is_iterable}},
+      {"sequence", {is_iterable}},
+      // Undefined defines __call__.
+      {"callable", {[](const Value& v, List&) { return v.kind == K::Callable || v.is_undefined(); }}},
+      {"even", {[](const Value& v, List&) { return is_even(v, "even"); }}},
+      {"odd", {[](const Value& v, List&) { return !is_even(v, "odd"); }}},
+      {"divisibleby", {[](const Value& v, List& args) { return binary_op("%", v, args[0]).as_double() == 0; }, 1}},
+      {"eq", {is_equal, 1}},
+      {"equalto", {is_equal, 1}},
+      {"==", {is_equal, 1}},
+      {"ne", {not_equal, 1}},
+      {"!=", {not_equal, 1}},
+      {"lt", {less, 1}},
+      {"<", {less, 1}},
+      {"lessthan", {less, 1}},
+      {"le", {less_equal, 1}},
+      {"<=", {less_equal, 1}},
+      {"gt", {greater, 1}},
+      {">", {greater, 1}},
+      {"greaterthan", {greater, 1}},
+      {"ge", {greater_equal, 1}},
+      {">=", {greater_equal, 1}},
+      {"in", {[](const Value& v, List& args) { return contains(args[0], v); }, 1}},
+      {"sameas", {test_sameas, 1}},
+      {"lower", {[](const Value& v, List&) { return v.is_string() && lower(v.s) == v.s; }}},
+      {"upper", {[](const Value& v, List&) { return v.is_string() && upper(v.s) == v.s; }}},
+      {"escaped", {[](const Value&, List&) { return false; }}},
+      // Jinja2's `name is filter` / `name is test`: whether the value names one (a non-string names none).
+      {"filter", {[](const Value& v, List&) { return v.is_string() && has_filter(v.s); }}},
+      {"test", {[](const Value& v, List&) { return v.is_string() && has_test(v.s); }}},
+  };
+  return table;
+}
+
+}  // namespace
+
+bool has_test(const std::string& name) { return tests().count(name) != 0; }
+
+bool apply_test(const std::string& name, const Value& value, List& args) {
+  auto it = tests().find(name);
+  if (it == tests().end()) fail("no test named '" + name + "'");
+  if (args.size() < it->second.arguments) fail("test '" + name + "' needs an argument");
+  return it->second.fn(value, args);
+}
+
+namespace {
+
+// range(stop), range(start, stop[, step]), limited to MAX_RANGE items as in Jinja's sandbox.
+Value range(List& a) {
+  int64_t start = 0, stop = 0, step = 1;
+  auto iv = [](const Value& v) {
+    if (v.kind != Value::Kind::Int && v.kind != Value::Kind::Bool) fail("range() arguments must be integers");
+    return as_int(v);
+  };
+  if (a.size() == 1)
+    stop = iv(a[0]);
+  else if (a.size() >= 2) {
+    start = iv(a[0]);
+    stop = iv(a[1]);
+    if (a.size() >= 3) step = iv(a[2]);
+  } else
+    fail("range expected at least 1 argument");
+  if (step == 0) fail("range() arg 3 must not be zero");
+  // The length first, then Jinja's sandbox limit MAX_RANGE.
+  uint64_t count = positions(start, stop, step);
+  if (count > 100000)
+    fail_limit("Range too big. The sandbox blocks ranges larger than MAX_RANGE (100000).",
+               "no chat template needs a range() this long: fix the template");
+  List out;
+  out.reserve(count);
+  for (uint64_t k = 0; k < count; ++k)
+    out.push_back(Value::integer(static_cast<int64_t>(static_cast<uint64_t>(start) + k * static_cast<uint64_t>(step))));
+  return Value::make_list(out);
+}
+
+// dict(mapping, **kwargs) and namespace(mapping, **kwargs): the mapping's items, then the keyword arguments.
+Dict dict_of(List& a, KwArgs& k) {
+  Dict d;
+  if (!a.empty() && a[0].kind == Value::Kind::Dict) d = *a[0].dict;
+  for (auto& kv : k) d.set(kv.first, kv.second);
+  return d;
+}
+
+}  // namespace
 
 Dict make_globals() {
   Dict g;
-  g.set("range", Value::callable("range", [](List& a, KwArgs&) {
-          int64_t start = 0, stop = 0, step = 1;
-          auto iv = [](const Value& v) {
-            if (v.kind != Value::Kind::Int && v.kind != Value::Kind::Bool) fail("range() arguments must be integers");
-            return v.kind == Value::Kind::Bool ? static_cast<int64_t>(v.b) : v.i;
-          };
-          if (a.size() == 1)
-            stop = iv(a[0]);
-          else if (a.size() >= 2) {
-            start = iv(a[0]);
-            stop = iv(a[1]);
-            if (a.size() >= 3) step = iv(a[2]);
-          } else
-            fail("range expected at least 1 argument");
-          if (step == 0) fail("range() arg 3 must not be zero");
-          // The length first (Python's formula, in unsigned arithmetic so that no step or bound can overflow), then
-          // Jinja's sandbox limit MAX_RANGE.
-          uint64_t count = 0;
-          if (step > 0 && start < stop)
-            count = (static_cast<uint64_t>(stop) - static_cast<uint64_t>(start) - 1) / static_cast<uint64_t>(step) + 1;
-          else if (step < 0 && start > stop)
-            count =
-                (static_cast<uint64_t>(start) - static_cast<uint64_t>(stop) - 1) / (0 - static_cast<uint64_t>(step)) +
-                1;
-          if (count > 100000)
-            fail_limit("Range too big. The sandbox blocks ranges larger than MAX_RANGE (100000).",
-                       "no chat template needs a range() this long: fix the template");
-          List out;
-          out.reserve(count);
-          for (uint64_t k = 0; k < count; ++k)
-            out.push_back(
-                Value::integer(static_cast<int64_t>(static_cast<uint64_t>(start) + k * static_cast<uint64_t>(step))));
-          return Value::make_list(out);
-        }));
-  g.set("dict", Value::callable("dict", [](List& a, KwArgs& k) {
-          Dict d;
-          if (!a.empty() && a[0].kind == Value::Kind::Dict) d = *a[0].dict;
-          for (auto& kv : k) d.set(kv.first, kv.second);
-          return Value::make_dict(d);
-        }));
+  g.set("range", Value::callable("range", [](List& a, KwArgs&) { return range(a); }));
+  g.set("dict", Value::callable("dict", [](List& a, KwArgs& k) { return Value::make_dict(dict_of(a, k)); }));
   g.set("namespace", Value::callable("namespace", [](List& a, KwArgs& k) {
-          Dict d;
-          if (!a.empty() && a[0].kind == Value::Kind::Dict) d = *a[0].dict;
-          for (auto& kv : k) d.set(kv.first, kv.second);
+          Dict d = dict_of(a, k);
           for (auto& kv : d.items)
             if (!kv.first.empty() && kv.first[0] == '_')
               fail("Chat templates cannot store underscore-prefixed attributes on a namespace, but got '" + kv.first +

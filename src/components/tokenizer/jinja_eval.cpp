@@ -134,15 +134,30 @@ class Interpreter {
     return Flow::Normal;
   }
 
-  std::string render_scoped(const Body& body, std::shared_ptr<Scope> scope = nullptr) {
+  // A scope on top of the stack for the guard's lifetime.
+  class PushedScope {
+   public:
+    PushedScope(Scopes& scopes, std::shared_ptr<Scope> scope) : scopes_(scopes) { scopes_.push_back(std::move(scope)); }
+    ~PushedScope() { scopes_.pop_back(); }
+    PushedScope(const PushedScope&) = delete;
+    PushedScope& operator=(const PushedScope&) = delete;
+
+   private:
+    Scopes& scopes_;
+  };
+
+  std::string render_scoped(const Body& body) {
     std::string out;
-    scopes_.push_back(scope ? scope : std::make_shared<Scope>());
-    Flow f = exec_body(body, out);
-    scopes_.pop_back();
+    Flow f;
+    {
+      PushedScope pushed(scopes_, std::make_shared<Scope>());
+      f = exec_body(body, out);
+    }
     if (f != Flow::Normal) fail("'break'/'continue' outside of a loop");
     return out;
   }
 
+  // One function per kind of statement, out of line for the reason given at eval.
   Flow exec(const Stmt& s, std::string& out) {
     switch (s.kind) {
       case Stmt::Kind::Text: append(out, s.text, s.line); return Flow::Normal;
@@ -151,48 +166,20 @@ class Interpreter {
         append(out, to_str(eval(*s.expr)), s.line);
         return Flow::Normal;
       }
-      case Stmt::Kind::If: {
-        for (const auto& br : s.branches) {
-          at(s.line, "if");
-          if (eval(*br.first).truthy()) return exec_body(br.second, out);
-        }
-        return exec_body(s.else_body, out);
-      }
+      case Stmt::Kind::If: return exec_if(s, out);
       case Stmt::Kind::For: return exec_for(s, out);
       case Stmt::Kind::Set: {
         at(s.line, "set");
         assign_targets(s.targets, eval(*s.expr));
         return Flow::Normal;
       }
-      case Stmt::Kind::SetBlock: {
-        std::string body = render_scoped(s.body);
-        at(s.line, "set block");
-        Value v = Value::string(body);
-        if (s.expr) v = eval_with_body(*s.expr, v);
-        assign(*s.targets[0], v);
-        return Flow::Normal;
-      }
+      case Stmt::Kind::SetBlock: exec_set_block(s); return Flow::Normal;
       case Stmt::Kind::Macro: {
         at(s.line, "macro " + s.text);
         (*scopes_.back())[s.text] = make_macro(s, s.text, scopes_);
         return Flow::Normal;
       }
-      case Stmt::Kind::CallBlock: {
-        at(s.line, "call block");
-        auto scope = std::make_shared<Scope>();
-        (*scope)["caller"] = make_macro(s, "caller", scopes_);
-        scopes_.push_back(scope);
-        Value v;
-        try {
-          v = eval(*s.expr);
-        } catch (...) {
-          scopes_.pop_back();
-          throw;
-        }
-        scopes_.pop_back();
-        append(out, to_str(v), s.line);
-        return Flow::Normal;
-      }
+      case Stmt::Kind::CallBlock: exec_call_block(s, out); return Flow::Normal;
       case Stmt::Kind::FilterBlock: {
         std::string body = render_scoped(s.body);
         at(s.line, "filter block");
@@ -201,151 +188,176 @@ class Interpreter {
       }
       case Stmt::Kind::Break: return Flow::Break;
       case Stmt::Kind::Continue: return Flow::Continue;
-      case Stmt::Kind::Scope: {
-        if (s.params.empty()) return exec_body(s.body, out);  // {% generation %}
-        auto scope = std::make_shared<Scope>();
-        at(s.line, "with");
-        for (const auto& p : s.params) (*scope)[p.first] = eval(*p.second);
-        scopes_.push_back(scope);
-        Flow f;
-        try {
-          f = exec_body(s.body, out);
-        } catch (...) {
-          scopes_.pop_back();
-          throw;
-        }
-        scopes_.pop_back();
-        return f;
-      }
+      case Stmt::Kind::Scope: return exec_with(s, out);
     }
     return Flow::Normal;
+  }
+
+  [[gnu::noinline]] Flow exec_if(const Stmt& s, std::string& out) {
+    for (const auto& br : s.branches) {
+      at(s.line, "if");
+      if (eval(*br.first).truthy()) return exec_body(br.second, out);
+    }
+    return exec_body(s.else_body, out);
+  }
+
+  [[gnu::noinline]] void exec_set_block(const Stmt& s) {
+    std::string body = render_scoped(s.body);
+    at(s.line, "set block");
+    Value v = Value::string(body);
+    if (s.expr) v = eval_with_body(*s.expr, v);
+    assign(*s.targets[0], v);
+  }
+
+  [[gnu::noinline]] void exec_call_block(const Stmt& s, std::string& out) {
+    at(s.line, "call block");
+    auto scope = std::make_shared<Scope>();
+    (*scope)["caller"] = make_macro(s, "caller", scopes_);
+    Value v;
+    {
+      PushedScope pushed(scopes_, scope);
+      v = eval(*s.expr);
+    }
+    append(out, to_str(v), s.line);
+  }
+
+  // {% with a = ... %} (and {% generation %}, which has no variables).
+  [[gnu::noinline]] Flow exec_with(const Stmt& s, std::string& out) {
+    if (s.params.empty()) return exec_body(s.body, out);
+    auto scope = std::make_shared<Scope>();
+    at(s.line, "with");
+    for (const auto& p : s.params) (*scope)[p.first] = eval(*p.second);
+    PushedScope pushed(scopes_, scope);
+    return exec_body(s.body, out);
   }
 
   Value eval_with_body(const Expr& filters, const Value& body) {
     auto scope = std::make_shared<Scope>();
     (*scope)["\x01body"] = body;
-    scopes_.push_back(scope);
-    Value v = eval(filters);
-    scopes_.pop_back();
-    return v;
+    PushedScope pushed(scopes_, scope);
+    return eval(filters);
   }
 
   Value make_macro(const Stmt& s, const std::string& name, const Scopes& closure) {
-    const Stmt* stmt = &s;
-    Scopes captured = closure;
-    return Value::callable(name, [this, stmt, captured, name](List& args, KwArgs& kwargs) {
-      struct Depth {
-        int& d;
-        explicit Depth(int& depth) : d(depth) { ++d; }
-        ~Depth() { --d; }
-      } depth(call_depth_);
-      if (call_depth_ > lim::kMaxCallDepth)
-        fail_limit("macro '" + name + "' is called more than " + std::to_string(lim::kMaxCallDepth) +
-                       " levels deep (runaway recursion?)",
-                   "fix the chat template: a recursive macro needs a case that stops it");
-      check_time();
-      auto scope = std::make_shared<Scope>();
-      if (args.size() > stmt->params.size() && name != "caller")
-        fail("macro '" + name + "' takes " + std::to_string(stmt->params.size()) + " arguments, got " +
-             std::to_string(args.size()));
-      Scopes saved = scopes_;
-      scopes_ = captured;
-      scopes_.push_back(scope);
-      try {
-        List varargs;
-        for (size_t k = 0; k < stmt->params.size(); ++k) {
-          const auto& p = stmt->params[k];
-          Value v = Value::undefined("'" + p.first + "' is undefined");
-          bool set = false;
-          if (k < args.size()) {
-            v = args[k];
-            set = true;
-          }
-          for (auto& kv : kwargs)
-            if (kv.first == p.first) {
-              v = kv.second;
-              set = true;
-            }
-          if (!set && p.second) v = eval(*p.second);
-          (*scope)[p.first] = v;
-        }
-        for (size_t k = stmt->params.size(); k < args.size(); ++k) varargs.push_back(args[k]);
-        (*scope)["varargs"] = Value::make_list(varargs);
-        Dict extra;
-        for (auto& kv : kwargs) {
-          bool known = false;
-          for (const auto& p : stmt->params) known = known || p.first == kv.first;
-          if (!known) extra.set(kv.first, kv.second);
-        }
-        (*scope)["kwargs"] = Value::make_dict(extra);
-        if (name != "caller")
-          if (auto c = saved.back()->find("caller"); c != saved.back()->end()) (*scope)["caller"] = c->second;
-        std::string out;
-        Flow f = exec_body(stmt->body, out);
-        if (f != Flow::Normal) fail("'break'/'continue' outside of a loop");
-        scopes_ = saved;
-        return Value::string(out);
-      } catch (...) {
-        scopes_ = saved;
-        throw;
-      }
+    return Value::callable(name, [this, macro = &s, closure, name](List& args, KwArgs& kwargs) {
+      return call_macro(*macro, name, closure, args, kwargs);
     });
+  }
+
+  // A call of a macro (or of a call block's `caller`): a new scope for its arguments on top of the scopes it was
+  // defined in, in place of the caller's scopes until it returns.
+  Value call_macro(const Stmt& macro, const std::string& name, const Scopes& closure, List& args, KwArgs& kwargs) {
+    struct Depth {
+      int& d;
+      explicit Depth(int& depth) : d(depth) { ++d; }
+      ~Depth() { --d; }
+    } depth(call_depth_);
+    if (call_depth_ > lim::kMaxCallDepth)
+      fail_limit("macro '" + name + "' is called more than " + std::to_string(lim::kMaxCallDepth) +
+                     " levels deep (runaway recursion?)",
+                 "fix the chat template: a recursive macro needs a case that stops it");
+    check_time();
+    if (args.size() > macro.params.size() && name != "caller")
+      fail("macro '" + name + "' takes " + std::to_string(macro.params.size()) + " arguments, got " +
+           std::to_string(args.size()));
+    struct Restore {
+      Scopes& scopes;
+      Scopes saved;
+      ~Restore() { scopes = std::move(saved); }
+    } restore{scopes_, scopes_};
+    scopes_ = closure;
+    auto scope = std::make_shared<Scope>();
+    scopes_.push_back(scope);
+    bind_arguments(macro, name, args, kwargs, *scope, *restore.saved.back());
+    std::string out;
+    if (exec_body(macro.body, out) != Flow::Normal) fail("'break'/'continue' outside of a loop");
+    return Value::string(out);
+  }
+
+  // Parameters from the positional and keyword arguments or their defaults (evaluated in `scope`, so a default can
+  // use the parameters before it), the rest in varargs and kwargs, and the caller's `caller` passed on.
+  void bind_arguments(const Stmt& macro, const std::string& name, List& args, KwArgs& kwargs, Scope& scope,
+                      const Scope& callers_scope) {
+    for (size_t k = 0; k < macro.params.size(); ++k) {
+      const auto& p = macro.params[k];
+      Value v = Value::undefined("'" + p.first + "' is undefined");
+      bool set = false;
+      if (k < args.size()) {
+        v = args[k];
+        set = true;
+      }
+      for (auto& kv : kwargs)
+        if (kv.first == p.first) {
+          v = kv.second;
+          set = true;
+        }
+      if (!set && p.second) v = eval(*p.second);
+      scope[p.first] = v;
+    }
+    List varargs;
+    for (size_t k = macro.params.size(); k < args.size(); ++k) varargs.push_back(args[k]);
+    scope["varargs"] = Value::make_list(varargs);
+    Dict extra;
+    for (auto& kv : kwargs) {
+      bool known = false;
+      for (const auto& p : macro.params) known = known || p.first == kv.first;
+      if (!known) extra.set(kv.first, kv.second);
+    }
+    scope["kwargs"] = Value::make_dict(extra);
+    if (name != "caller")
+      if (auto c = callers_scope.find("caller"); c != callers_scope.end()) scope["caller"] = c->second;
   }
 
   Flow exec_for(const Stmt& s, std::string& out) {
     at(s.line, "for");
-    List all = iterate(eval(*s.expr));
-    List items;
-    if (s.cond) {
-      for (const auto& it : all) {
-        count_iteration();
-        auto scope = std::make_shared<Scope>();
-        scopes_.push_back(scope);
-        assign_targets(s.targets, it);
-        at(s.line, "for ... if");
-        bool keep = eval(*s.cond).truthy();
-        scopes_.pop_back();
-        if (keep) items.push_back(it);
-      }
-    } else {
-      items = std::move(all);
-    }
+    List items = iterate(eval(*s.expr));
+    if (s.cond) items = filtered(s, items);
     if (items.empty()) return exec_body(s.else_body, out);
-    int64_t n = static_cast<int64_t>(items.size());
-    for (int64_t k = 0; k < n; ++k) {
+    for (size_t k = 0; k < items.size(); ++k) {
       count_iteration();
       auto scope = std::make_shared<Scope>();
-      Dict loop;
-      loop.set("index", Value::integer(k + 1));
-      loop.set("index0", Value::integer(k));
-      loop.set("revindex", Value::integer(n - k));
-      loop.set("revindex0", Value::integer(n - k - 1));
-      loop.set("first", Value::boolean(k == 0));
-      loop.set("last", Value::boolean(k == n - 1));
-      loop.set("length", Value::integer(n));
-      loop.set("depth", Value::integer(1));
-      loop.set("depth0", Value::integer(0));
-      loop.set("previtem", k > 0 ? items[static_cast<size_t>(k - 1)] : Value::undefined("there is no previous item"));
-      loop.set("nextitem", k + 1 < n ? items[static_cast<size_t>(k + 1)] : Value::undefined("there is no next item"));
-      loop.set("cycle", Value::callable("cycle", [k](List& a, KwArgs&) {
-                 if (a.empty()) fail("no items for cycling given");
-                 return a[static_cast<size_t>(k) % a.size()];
-               }));
-      (*scope)["loop"] = Value::make_dict(loop);
-      scopes_.push_back(scope);
-      Flow f;
-      try {
-        at(s.line, "for");
-        assign_targets(s.targets, items[static_cast<size_t>(k)]);
-        f = exec_body(s.body, out);
-      } catch (...) {
-        scopes_.pop_back();
-        throw;
-      }
-      scopes_.pop_back();
-      if (f == Flow::Break) break;
+      (*scope)["loop"] = loop_variable(items, k);
+      PushedScope pushed(scopes_, scope);
+      at(s.line, "for");
+      assign_targets(s.targets, items[k]);
+      if (exec_body(s.body, out) == Flow::Break) break;
     }
     return Flow::Normal;
+  }
+
+  // The items of {% for x in items if cond %} for which cond holds.
+  List filtered(const Stmt& s, const List& all) {
+    List items;
+    for (const auto& it : all) {
+      count_iteration();
+      PushedScope pushed(scopes_, std::make_shared<Scope>());
+      assign_targets(s.targets, it);
+      at(s.line, "for ... if");
+      if (eval(*s.cond).truthy()) items.push_back(it);
+    }
+    return items;
+  }
+
+  // Jinja2's `loop` in iteration k of a loop over items.
+  static Value loop_variable(const List& items, size_t k) {
+    const int64_t i = static_cast<int64_t>(k), n = static_cast<int64_t>(items.size());
+    Dict loop;
+    loop.set("index", Value::integer(i + 1));
+    loop.set("index0", Value::integer(i));
+    loop.set("revindex", Value::integer(n - i));
+    loop.set("revindex0", Value::integer(n - i - 1));
+    loop.set("first", Value::boolean(i == 0));
+    loop.set("last", Value::boolean(i == n - 1));
+    loop.set("length", Value::integer(n));
+    loop.set("depth", Value::integer(1));
+    loop.set("depth0", Value::integer(0));
+    loop.set("previtem", k > 0 ? items[k - 1] : Value::undefined("there is no previous item"));
+    loop.set("nextitem", k + 1 < items.size() ? items[k + 1] : Value::undefined("there is no next item"));
+    loop.set("cycle", Value::callable("cycle", [k](List& a, KwArgs&) {
+               if (a.empty()) fail("no items for cycling given");
+               return a[k % a.size()];
+             }));
+    return Value::make_dict(loop);
   }
 
   void eval_args(const Expr& e, size_t first, List& args, KwArgs& kwargs) {
@@ -353,6 +365,10 @@ class Interpreter {
     for (const auto& kv : e.kwargs) kwargs.emplace_back(kv.first, eval(*kv.second));
   }
 
+  // One function per kind of expression; each names its construct (at) after its operands are evaluated, so an
+  // error names the innermost construct that failed. They stay out of line: eval's frame is on the stack once per
+  // nesting level, and inlined they would all add their locals to it (the stack backstop in guard() would then
+  // stop a nested template sooner).
   Value eval(const Expr& e) {
     guard();
     line_ = e.line;
@@ -360,82 +376,16 @@ class Interpreter {
       case Expr::Kind::Literal: return e.literal;
       case Expr::Kind::Name: return lookup(e.name);
       case Expr::Kind::List:
-      case Expr::Kind::Tuple: {
-        List items;
-        for (const auto& a : e.args) items.push_back(eval(*a));
-        return Value::make_list(items, e.kind == Expr::Kind::Tuple);
-      }
-      case Expr::Kind::Dict: {
-        Dict d;
-        for (size_t k = 0; k + 1 < e.args.size(); k += 2) {
-          Value key = eval(*e.args[k]);
-          if (!key.is_string()) fail("only string keys are supported in dict literals");
-          d.set(key.s, eval(*e.args[k + 1]));
-        }
-        return Value::make_dict(d);
-      }
-      case Expr::Kind::Attr: {
-        Value obj = eval(*e.args[0]);
-        at(e.line, "attribute '." + e.name + "'");
-        return get_attr(obj, e.name);
-      }
-      case Expr::Kind::Item: {
-        Value obj = eval(*e.args[0]);
-        Value key = eval(*e.args[1]);
-        at(e.line, "subscript [" + repr(key) + "]");
-        return get_item(obj, key);
-      }
-      case Expr::Kind::Slice: {
-        Value obj = eval(*e.args[0]);
-        Value parts[3];
-        for (int k = 0; k < 3; ++k) parts[k] = e.args[1 + k] ? eval(*e.args[1 + k]) : Value::none();
-        at(e.line, "slice");
-        return slice(obj, parts[0], parts[1], parts[2]);
-      }
-      case Expr::Kind::Call: {
-        Value fn = eval(*e.args[0]);
-        List args;
-        KwArgs kwargs;
-        eval_args(e, 1, args, kwargs);
-        std::string what = e.args[0]->kind == Expr::Kind::Name   ? e.args[0]->name
-                           : e.args[0]->kind == Expr::Kind::Attr ? e.args[0]->name
-                                                                 : "expression";
-        at(e.line, "call of '" + what + "'");
-        if (fn.kind != Value::Kind::Callable) {
-          if (fn.is_undefined() && !fn.s.empty()) fail(fn.s);
-          fail("'" + what + "' is not callable (" + kind_name(fn) + ")");
-        }
-        int line = e.line;
-        auto fnp = fn.fn;
-        Value r = fnp->fn(args, kwargs);
-        at(line, "call of '" + what + "'");
-        return r;
-      }
-      case Expr::Kind::Filter: {
-        Value input = eval(*e.args[0]);
-        List args;
-        KwArgs kwargs;
-        eval_args(e, 1, args, kwargs);
-        at(e.line, "filter '" + e.name + "'");
-        return apply_filter(e.name, input, args, kwargs);
-      }
-      case Expr::Kind::Test: {
-        Value input = eval(*e.args[0]);
-        List args;
-        KwArgs kwargs;
-        eval_args(e, 1, args, kwargs);
-        at(e.line, "test '" + e.name + "'");
-        return Value::boolean(apply_test(e.name, input, args) != e.negated);
-      }
+      case Expr::Kind::Tuple: return eval_sequence(e);
+      case Expr::Kind::Dict: return eval_dict(e);
+      case Expr::Kind::Attr: return eval_attr(e);
+      case Expr::Kind::Item: return eval_item(e);
+      case Expr::Kind::Slice: return eval_slice(e);
+      case Expr::Kind::Call: return eval_call(e);
+      case Expr::Kind::Filter: return eval_filter(e);
+      case Expr::Kind::Test: return eval_test(e);
       case Expr::Kind::Neg:
-      case Expr::Kind::Pos: {
-        Value v = eval(*e.args[0]);
-        at(e.line, "unary operator");
-        if (!v.is_number()) fail(std::string("bad operand type for unary operator: '") + kind_name(v) + "'");
-        if (e.kind == Expr::Kind::Pos) return v.kind == Value::Kind::Bool ? Value::integer(v.b) : v;
-        if (v.kind == Value::Kind::Float) return Value::number(-v.f);
-        return Value::integer(checked_sub(0, v.kind == Value::Kind::Bool ? v.b : v.i));
-      }
+      case Expr::Kind::Pos: return eval_unary(e);
       case Expr::Kind::Not: return Value::boolean(!eval(*e.args[0]).truthy());
       case Expr::Kind::And: {
         Value l = eval(*e.args[0]);
@@ -445,44 +395,130 @@ class Interpreter {
         Value l = eval(*e.args[0]);
         return l.truthy() ? l : eval(*e.args[1]);
       }
-      case Expr::Kind::Binary: {
-        Value l = eval(*e.args[0]);
-        Value r = eval(*e.args[1]);
-        at(e.line, "operator '" + e.name + "'");
-        return binary_op(e.name, l, r);
-      }
-      case Expr::Kind::Compare: {
-        Value l = eval(*e.args[0]);
-        for (size_t k = 0; k < e.ops.size(); ++k) {
-          Value r = eval(*e.args[k + 1]);
-          at(e.line, "comparison '" + e.ops[k] + "'");
-          const std::string& op = e.ops[k];
-          bool ok;
-          if (op == "==")
-            ok = equals(l, r);
-          else if (op == "!=")
-            ok = !equals(l, r);
-          else if (op == "in")
-            ok = contains(r, l);
-          else if (op == "not in")
-            ok = !contains(r, l);
-          else {
-            if (l.is_undefined() || r.is_undefined()) fail((l.is_undefined() ? l : r).s);
-            int c = compare(l, r);
-            ok = op == "<" ? c < 0 : op == ">" ? c > 0 : op == "<=" ? c <= 0 : c >= 0;
-          }
-          if (!ok) return Value::boolean(false);
-          l = r;
-        }
-        return Value::boolean(true);
-      }
-      case Expr::Kind::Cond: {
-        if (eval(*e.args[0]).truthy()) return eval(*e.args[1]);
-        if (e.args.size() > 2) return eval(*e.args[2]);
-        return Value::undefined("the inline if-expression evaluated to false and no else section was defined");
-      }
+      case Expr::Kind::Binary: return eval_binary(e);
+      case Expr::Kind::Compare: return eval_compare(e);
+      case Expr::Kind::Cond: return eval_cond(e);
     }
     return Value();
+  }
+
+  [[gnu::noinline]] Value eval_sequence(const Expr& e) {
+    List items;
+    for (const auto& a : e.args) items.push_back(eval(*a));
+    return Value::make_list(items, e.kind == Expr::Kind::Tuple);
+  }
+
+  [[gnu::noinline]] Value eval_dict(const Expr& e) {
+    Dict d;
+    for (size_t k = 0; k + 1 < e.args.size(); k += 2) {
+      Value key = eval(*e.args[k]);
+      if (!key.is_string()) fail("only string keys are supported in dict literals");
+      d.set(key.s, eval(*e.args[k + 1]));
+    }
+    return Value::make_dict(d);
+  }
+
+  [[gnu::noinline]] Value eval_attr(const Expr& e) {
+    Value obj = eval(*e.args[0]);
+    at(e.line, "attribute '." + e.name + "'");
+    return get_attr(obj, e.name);
+  }
+
+  [[gnu::noinline]] Value eval_item(const Expr& e) {
+    Value obj = eval(*e.args[0]);
+    Value key = eval(*e.args[1]);
+    at(e.line, "subscript [" + repr(key) + "]");
+    return get_item(obj, key);
+  }
+
+  [[gnu::noinline]] Value eval_slice(const Expr& e) {
+    Value obj = eval(*e.args[0]);
+    Value parts[3];
+    for (int k = 0; k < 3; ++k) parts[k] = e.args[1 + k] ? eval(*e.args[1 + k]) : Value::none();
+    at(e.line, "slice");
+    return slice(obj, parts[0], parts[1], parts[2]);
+  }
+
+  [[gnu::noinline]] Value eval_call(const Expr& e) {
+    Value fn = eval(*e.args[0]);
+    List args;
+    KwArgs kwargs;
+    eval_args(e, 1, args, kwargs);
+    std::string what = e.args[0]->kind == Expr::Kind::Name   ? e.args[0]->name
+                       : e.args[0]->kind == Expr::Kind::Attr ? e.args[0]->name
+                                                             : "expression";
+    at(e.line, "call of '" + what + "'");
+    if (fn.kind != Value::Kind::Callable) {
+      if (fn.is_undefined() && !fn.s.empty()) fail(fn.s);
+      fail("'" + what + "' is not callable (" + kind_name(fn) + ")");
+    }
+    int line = e.line;
+    auto fnp = fn.fn;
+    Value r = fnp->fn(args, kwargs);
+    at(line, "call of '" + what + "'");
+    return r;
+  }
+
+  [[gnu::noinline]] Value eval_filter(const Expr& e) {
+    Value input = eval(*e.args[0]);
+    List args;
+    KwArgs kwargs;
+    eval_args(e, 1, args, kwargs);
+    at(e.line, "filter '" + e.name + "'");
+    return apply_filter(e.name, input, args, kwargs);
+  }
+
+  [[gnu::noinline]] Value eval_test(const Expr& e) {
+    Value input = eval(*e.args[0]);
+    List args;
+    KwArgs kwargs;
+    eval_args(e, 1, args, kwargs);
+    at(e.line, "test '" + e.name + "'");
+    return Value::boolean(apply_test(e.name, input, args) != e.negated);
+  }
+
+  [[gnu::noinline]] Value eval_unary(const Expr& e) {
+    Value v = eval(*e.args[0]);
+    at(e.line, "unary operator");
+    if (!v.is_number()) fail(std::string("bad operand type for unary operator: '") + kind_name(v) + "'");
+    if (e.kind == Expr::Kind::Pos) return v.kind == Value::Kind::Bool ? Value::integer(v.b) : v;
+    if (v.kind == Value::Kind::Float) return Value::number(-v.f);
+    return Value::integer(checked_sub(0, v.kind == Value::Kind::Bool ? v.b : v.i));
+  }
+
+  [[gnu::noinline]] Value eval_binary(const Expr& e) {
+    Value l = eval(*e.args[0]);
+    Value r = eval(*e.args[1]);
+    at(e.line, "operator '" + e.name + "'");
+    return binary_op(e.name, l, r);
+  }
+
+  // a < b < c: each comparison in turn, stopping at the first false one (Python's chained comparisons).
+  [[gnu::noinline]] Value eval_compare(const Expr& e) {
+    Value l = eval(*e.args[0]);
+    for (size_t k = 0; k < e.ops.size(); ++k) {
+      Value r = eval(*e.args[k + 1]);
+      at(e.line, "comparison '" + e.ops[k] + "'");
+      if (!compare_once(e.ops[k], l, r)) return Value::boolean(false);
+      l = r;
+    }
+    return Value::boolean(true);
+  }
+
+  static bool compare_once(const std::string& op, const Value& l, const Value& r) {
+    if (op == "==") return equals(l, r);
+    if (op == "!=") return !equals(l, r);
+    if (op == "in") return contains(r, l);
+    if (op == "not in") return !contains(r, l);
+    if (l.is_undefined() || r.is_undefined()) fail((l.is_undefined() ? l : r).s);
+    int c = compare(l, r);
+    return op == "<" ? c < 0 : op == ">" ? c > 0 : op == "<=" ? c <= 0 : c >= 0;
+  }
+
+  [[gnu::noinline]] Value eval_cond(const Expr& e) {
+    if (eval(*e.args[0]).truthy()) return eval(*e.args[1]);
+    if (e.args.size() > 2) return eval(*e.args[2]);
+    return Value::undefined("the inline if-expression evaluated to false and no else section was defined");
   }
 };
 

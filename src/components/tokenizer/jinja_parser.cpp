@@ -64,6 +64,18 @@ class Parser {
   }
   bool is_op(const char* op, size_t k = 0) const { return peek(k).type == Tok::Op && peek(k).text == op; }
   bool is_name(const char* name, size_t k = 0) const { return peek(k).type == Tok::Name && peek(k).text == name; }
+  // An operator token or a word operator (`or`, `and`: Name tokens) spelled as one of `operators`.
+  template <size_t N>
+  bool is_operator(const char* const (&operators)[N]) const {
+    if (peek().type != Tok::Op && peek().type != Tok::Name) return false;
+    for (const char* op : operators)
+      if (peek().text == op) return true;
+    return false;
+  }
+  bool is_comparison_op() const {
+    static constexpr const char* kComparisons[] = {"==", "!=", "<", ">", "<=", ">="};
+    return peek().type == Tok::Op && is_operator(kComparisons);
+  }
   void expect_op(const char* op) {
     if (!is_op(op)) error(std::string("expected '") + op + "', got " + describe(peek()));
     next();
@@ -95,6 +107,25 @@ class Parser {
     e->kind = kind;
     e->line = line;
     return e;
+  }
+  ExprP literal(Value v, int line) {
+    auto e = make(Expr::Kind::Literal, line);
+    e->literal = std::move(v);
+    return e;
+  }
+  // obj[key] (and obj.0)
+  ExprP subscript(ExprP obj, ExprP key, int line) {
+    auto e = make(Expr::Kind::Item, line);
+    e->args.push_back(std::move(obj));
+    e->args.push_back(std::move(key));
+    return seal(std::move(e));
+  }
+  // callee(args...), at its '('
+  ExprP parse_call_expr(ExprP callee) {
+    auto c = make(Expr::Kind::Call, peek().line);
+    c->args.push_back(std::move(callee));
+    parse_call_args(*c);
+    return seal(std::move(c));
   }
   StmtP make_stmt(Stmt::Kind kind, int line) {
     auto s = std::make_unique<Stmt>();
@@ -144,6 +175,15 @@ class Parser {
     return next().text;
   }
 
+  // The body of the innermost open block up to `{% <end> %}`, which it consumes, closing the block.
+  Body parse_last_body(const char* end) {
+    Body body = parse_body({end});
+    take_end_tag();
+    expect_block_end();
+    open_.pop_back();
+    return body;
+  }
+
   StmtP parse_statement() {
     int line = peek().line;
     std::string kw = expect_name();
@@ -162,10 +202,7 @@ class Parser {
       expect_block_end();
       auto s = make_stmt(Stmt::Kind::Scope, line);
       open_block("generation");
-      s->body = parse_body({"endgeneration"});
-      take_end_tag();
-      expect_block_end();
-      open_.pop_back();
+      s->body = parse_last_body("endgeneration");
       return s;
     }
     --p_;
@@ -185,10 +222,7 @@ class Parser {
       s->params.emplace_back(name, parse_expression());
     }
     expect_block_end();
-    s->body = parse_body({"endwith"});
-    take_end_tag();
-    expect_block_end();
-    open_.pop_back();
+    s->body = parse_last_body("endwith");
     return s;
   }
 
@@ -287,10 +321,7 @@ class Parser {
     s->targets = std::move(targets);
     if (is_op("|")) s->expr = parse_filter_chain(rendered_body(line));
     expect_block_end();
-    s->body = parse_body({"endset"});
-    take_end_tag();
-    expect_block_end();
-    open_.pop_back();
+    s->body = parse_last_body("endset");
     return s;
   }
 
@@ -324,10 +355,7 @@ class Parser {
     open_block("macro " + s->text);
     parse_params(s->params);
     expect_block_end();
-    s->body = parse_body({"endmacro"});
-    take_end_tag();
-    expect_block_end();
-    open_.pop_back();
+    s->body = parse_last_body("endmacro");
     return s;
   }
 
@@ -338,10 +366,7 @@ class Parser {
     s->expr = parse_expression();
     if (s->expr->kind != Expr::Kind::Call) error("expected a call after {% call %}");
     expect_block_end();
-    s->body = parse_body({"endcall"});
-    take_end_tag();
-    expect_block_end();
-    open_.pop_back();
+    s->body = parse_last_body("endcall");
     return s;
   }
 
@@ -350,10 +375,7 @@ class Parser {
     open_block("filter");
     s->expr = parse_filter_chain(rendered_body(line), /*first_without_bar=*/true);
     expect_block_end();
-    s->body = parse_body({"endfilter"});
-    take_end_tag();
-    expect_block_end();
-    open_.pop_back();
+    s->body = parse_last_body("endfilter");
     return s;
   }
 
@@ -401,22 +423,22 @@ class Parser {
     return seal(std::move(e));
   }
 
-  ExprP parse_or() {
-    ExprP e = parse_and();
-    while (is_name("or")) {
-      int line = next().line;
-      e = binary(Expr::Kind::Or, "or", std::move(e), parse_and(), line);
+  // One precedence level of left-associative binary operators: operand (operator operand)*.
+  // Every bracket in an expression recurses through all the precedence levels, so the helpers on that path
+  // (this one, parse_parenthesized, parse_collection) are always inlined: a level costs one stack frame, as it did
+  // when each level spelled out its own loop.
+  template <ExprP (Parser::*operand)(), size_t N>
+  [[gnu::always_inline]] ExprP left_assoc(Expr::Kind kind, const char* const (&operators)[N]) {
+    ExprP e = (this->*operand)();
+    while (is_operator(operators)) {
+      const Token& t = next();
+      e = binary(kind, t.text, std::move(e), (this->*operand)(), t.line);
     }
     return e;
   }
-  ExprP parse_and() {
-    ExprP e = parse_not();
-    while (is_name("and")) {
-      int line = next().line;
-      e = binary(Expr::Kind::And, "and", std::move(e), parse_not(), line);
-    }
-    return e;
-  }
+
+  ExprP parse_or() { return left_assoc<&Parser::parse_and>(Expr::Kind::Or, {"or"}); }
+  ExprP parse_and() { return left_assoc<&Parser::parse_not>(Expr::Kind::And, {"and"}); }
   ExprP parse_not() {
     if (is_name("not")) {
       Nest nest(*this);
@@ -434,8 +456,7 @@ class Parser {
     std::vector<ExprP> rest;
     while (true) {
       std::string op;
-      if (peek().type == Tok::Op && (peek().text == "==" || peek().text == "!=" || peek().text == "<" ||
-                                     peek().text == ">" || peek().text == "<=" || peek().text == ">=")) {
+      if (is_comparison_op()) {
         op = next().text;
       } else if (is_name("in")) {
         next();
@@ -457,38 +478,11 @@ class Parser {
     e->ops = std::move(ops);
     return seal(std::move(e));
   }
-  ExprP parse_math1() {
-    ExprP e = parse_concat();
-    while (is_op("+") || is_op("-")) {
-      const Token& t = next();
-      e = binary(Expr::Kind::Binary, t.text, std::move(e), parse_concat(), t.line);
-    }
-    return e;
-  }
-  ExprP parse_concat() {
-    ExprP e = parse_math2();
-    while (is_op("~")) {
-      int line = next().line;
-      e = binary(Expr::Kind::Binary, "~", std::move(e), parse_math2(), line);
-    }
-    return e;
-  }
-  ExprP parse_math2() {
-    ExprP e = parse_pow();
-    while (is_op("*") || is_op("/") || is_op("//") || is_op("%")) {
-      const Token& t = next();
-      e = binary(Expr::Kind::Binary, t.text, std::move(e), parse_pow(), t.line);
-    }
-    return e;
-  }
-  ExprP parse_pow() {
-    ExprP e = parse_unary(true);
-    while (is_op("**")) {
-      int line = next().line;
-      e = binary(Expr::Kind::Binary, "**", std::move(e), parse_unary(true), line);
-    }
-    return e;
-  }
+  ExprP parse_math1() { return left_assoc<&Parser::parse_concat>(Expr::Kind::Binary, {"+", "-"}); }
+  ExprP parse_concat() { return left_assoc<&Parser::parse_math2>(Expr::Kind::Binary, {"~"}); }
+  ExprP parse_math2() { return left_assoc<&Parser::parse_pow>(Expr::Kind::Binary, {"*", "/", "//", "%"}); }
+  ExprP parse_pow() { return left_assoc<&Parser::parse_filtered_unary>(Expr::Kind::Binary, {"**"}); }
+  ExprP parse_filtered_unary() { return parse_unary(true); }
   ExprP parse_unary(bool with_filter) {
     ExprP e;
     if (is_op("-") || is_op("+")) {
@@ -509,16 +503,9 @@ class Parser {
     int line = t.line;
     if (t.type == Tok::Name) {
       next();
-      if (t.text == "true" || t.text == "True" || t.text == "false" || t.text == "False") {
-        auto e = make(Expr::Kind::Literal, line);
-        e->literal = Value::boolean(t.text[0] == 't' || t.text[0] == 'T');
-        return e;
-      }
-      if (t.text == "none" || t.text == "None") {
-        auto e = make(Expr::Kind::Literal, line);
-        e->literal = Value::none();
-        return e;
-      }
+      if (t.text == "true" || t.text == "True" || t.text == "false" || t.text == "False")
+        return literal(Value::boolean(t.text[0] == 't' || t.text[0] == 'T'), line);
+      if (t.text == "none" || t.text == "None") return literal(Value::none(), line);
       auto e = make(Expr::Kind::Name, line);
       e->name = t.text;
       return e;
@@ -526,62 +513,56 @@ class Parser {
     if (t.type == Tok::String) {
       std::string s = next().text;
       while (peek().type == Tok::String) s += next().text;
-      auto e = make(Expr::Kind::Literal, line);
-      e->literal = Value::string(s);
-      return e;
+      return literal(Value::string(s), line);
     }
     if (t.type == Tok::Int || t.type == Tok::Float) {
       next();
-      auto e = make(Expr::Kind::Literal, line);
-      e->literal = t.type == Tok::Int ? Value::integer(t.i) : Value::number(t.f);
-      return e;
+      return literal(t.type == Tok::Int ? Value::integer(t.i) : Value::number(t.f), line);
     }
-    if (is_op("(")) {
+    if (is_op("(")) return parse_parenthesized(line);
+    if (is_op("[")) return parse_collection(Expr::Kind::List, "]", line);
+    if (is_op("{")) return parse_collection(Expr::Kind::Dict, "}", line);
+    error("unexpected " + describe(t) + " in expression");
+  }
+
+  // (), (x) or (x, y, ...), at its '('.
+  [[gnu::always_inline]] ExprP parse_parenthesized(int line) {
+    next();
+    if (is_op(")")) {
       next();
-      if (is_op(")")) {
-        next();
-        return make(Expr::Kind::Tuple, line);
-      }
-      ExprP first = parse_expression();
-      if (is_op(")")) {
-        next();
-        return first;
-      }
-      auto tup = make(Expr::Kind::Tuple, line);
-      tup->args.push_back(std::move(first));
-      while (is_op(",")) {
-        next();
-        if (is_op(")")) break;
-        tup->args.push_back(parse_expression());
-      }
-      expect_op(")");
-      return seal(std::move(tup));
+      return make(Expr::Kind::Tuple, line);
     }
-    if (is_op("[")) {
+    ExprP first = parse_expression();
+    if (is_op(")")) {
       next();
-      auto e = make(Expr::Kind::List, line);
-      while (!is_op("]")) {
-        if (!e->args.empty()) expect_op(",");
-        if (is_op("]")) break;
-        e->args.push_back(parse_expression());
-      }
-      next();
-      return seal(std::move(e));
+      return first;
     }
-    if (is_op("{")) {
+    auto tup = make(Expr::Kind::Tuple, line);
+    tup->args.push_back(std::move(first));
+    while (is_op(",")) {
       next();
-      auto e = make(Expr::Kind::Dict, line);
-      while (!is_op("}")) {
-        if (!e->args.empty()) expect_op(",");
-        if (is_op("}")) break;
-        e->args.push_back(parse_expression());
+      if (is_op(")")) break;
+      tup->args.push_back(parse_expression());
+    }
+    expect_op(")");
+    return seal(std::move(tup));
+  }
+
+  // [a, b, ...] or {k: v, ...} (a trailing comma allowed), at its opening bracket.
+  [[gnu::always_inline]] ExprP parse_collection(Expr::Kind kind, const char* close, int line) {
+    next();
+    auto e = make(kind, line);
+    while (!is_op(close)) {
+      if (!e->args.empty()) expect_op(",");
+      if (is_op(close)) break;
+      e->args.push_back(parse_expression());
+      if (kind == Expr::Kind::Dict) {
         expect_op(":");
         e->args.push_back(parse_expression());
       }
-      next();
-      return seal(std::move(e));
     }
-    error("unexpected " + describe(t) + " in expression");
+    next();
+    return seal(std::move(e));
   }
 
   void parse_call_args(Expr& call) {
@@ -607,12 +588,8 @@ class Parser {
       if (is_op(".")) {
         int line = next().line;
         if (peek().type == Tok::Int) {
-          auto it = make(Expr::Kind::Item, line);
-          auto idx = make(Expr::Kind::Literal, line);
-          idx->literal = Value::integer(next().i);
-          it->args.push_back(std::move(e));
-          it->args.push_back(std::move(idx));
-          e = seal(std::move(it));
+          ExprP index = literal(Value::integer(next().i), line);
+          e = subscript(std::move(e), std::move(index), line);
           continue;
         }
         auto a = make(Expr::Kind::Attr, line);
@@ -641,16 +618,10 @@ class Parser {
           e = seal(std::move(s));
         } else {
           if (!parts[0]) error("empty subscript");
-          auto it = make(Expr::Kind::Item, line);
-          it->args.push_back(std::move(e));
-          it->args.push_back(std::move(parts[0]));
-          e = seal(std::move(it));
+          e = subscript(std::move(e), std::move(parts[0]), line);
         }
       } else if (is_op("(")) {
-        auto c = make(Expr::Kind::Call, peek().line);
-        c->args.push_back(std::move(e));
-        parse_call_args(*c);
-        e = seal(std::move(c));
+        e = parse_call_expr(std::move(e));
       } else {
         return e;
       }
@@ -693,8 +664,7 @@ class Parser {
         }
         if (peek().type == Tok::Name) {
           t->name = next().text;
-        } else if (peek().type == Tok::Op && (peek().text == "==" || peek().text == "!=" || peek().text == "<" ||
-                                              peek().text == ">" || peek().text == "<=" || peek().text == ">=")) {
+        } else if (is_comparison_op()) {
           t->name = next().text;
         } else {
           error("expected a test name after 'is', got " + describe(peek()));
@@ -711,10 +681,7 @@ class Parser {
         }
         e = seal(std::move(t));
       } else if (is_op("(")) {
-        auto c = make(Expr::Kind::Call, peek().line);
-        c->args.push_back(std::move(e));
-        parse_call_args(*c);
-        e = seal(std::move(c));
+        e = parse_call_expr(std::move(e));
       } else {
         return e;
       }
