@@ -34,7 +34,7 @@ Edge gradient_edge(const Tensor& t) {
   if (!impl->grad_accumulator) {
     auto acc = std::make_shared<AccumulateGrad>();
     acc->variable = t.impl_ptr();
-    acc->outputs.push_back({t.shape(), t.dtype()});
+    acc->outputs.push_back({t.shape(), t.dtype(), t.device()});
     impl->grad_accumulator = acc;
   }
   return {impl->grad_accumulator, 0};
@@ -46,7 +46,7 @@ void record(const std::shared_ptr<Node>& node, const std::vector<Tensor>& inputs
   node->outputs.clear();
   for (uint32_t i = 0; i < outputs.size(); ++i) {
     TensorImpl* impl = outputs[i].impl();
-    node->outputs.push_back({impl->shape, impl->dtype});
+    node->outputs.push_back({impl->shape, impl->dtype, impl->storage->device()});
     impl->grad_fn = node;
     impl->output_nr = i;
     impl->requires_grad = true;

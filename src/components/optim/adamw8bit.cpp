@@ -17,6 +17,7 @@
 
 #include "components/optim/master_split.h"
 #include "components/optim/quant8.h"
+#include "core/arith.h"
 #include "core/error.h"
 #include "kernels/cpu/cast.h"
 
@@ -29,8 +30,6 @@ std::vector<ParamGroup> one_group(const NamedTensors& params) {
   g.params = params;
   return {g};
 }
-
-int64_t round_up(int64_t n, int64_t m) { return (n + m - 1) / m * m; }
 
 // torchao's single_param_adam, all in fp32 (its lr is an fp32 tensor, its step an fp32 counter), except that
 // lr * (m / bc1) is taken as (lr / bc1) * m: a division less per element, within an ulp of the update.

@@ -8,6 +8,7 @@
 
 #include "components/optim/div_by_reciprocal.h"
 #include "components/optim/master_split.h"
+#include "core/arith.h"
 #include "core/error.h"
 #include "core/threads.h"
 #include "kernels/cpu/cast.h"
@@ -25,12 +26,8 @@ constexpr int64_t kTilesPerBlock = 16;
 
 template <class F>
 void dispatch_param(DType dt, const char* who, F&& f) {
-  switch (dt) {
-    case DType::f32: f(float{}); break;
-    case DType::f64: f(double{}); break;
-    case DType::bf16: f(bf16{}); break;
-    default: AM_CHECK(false, who, ": parameters must be f32, f64 or bf16, got ", dtype_name(dt));
-  }
+  visit_dtype_among<float, double, bf16>(
+      dt, f, [&] { AM_CHECK(false, who, ": parameters must be f32, f64 or bf16, got ", dtype_name(dt)); });
 }
 
 std::vector<ParamGroup> one_group(const NamedTensors& params) {
@@ -342,7 +339,7 @@ double Optimizer::step(const StepOptions& o) {
     int64_t begin, end;
   };
   const int64_t multiple = tile_multiple();
-  const int64_t tile = (kTile + multiple - 1) / multiple * multiple;
+  const int64_t tile = round_up(kTile, multiple);
   const int64_t block_len = tile * kTilesPerBlock;
   std::vector<Block> blocks;
   int64_t elements = 0;

@@ -5,6 +5,7 @@
 #include <cstring>
 #include <limits>
 
+#include "core/arith.h"
 #include "kernels/cpu/attention_bf16.h"
 #include "kernels/cpu/scratch.h"
 
@@ -33,8 +34,6 @@ struct Simd<double> {
   using V = vf64;
   static constexpr int64_t W = 8;
 };
-
-inline int64_t round_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
 
 // Below this many multiply-adds a call runs on one thread: waking a team costs more than it saves.
 constexpr double kParallelWork = 1 << 18;

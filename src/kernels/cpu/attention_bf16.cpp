@@ -14,6 +14,7 @@
 #include <cstring>
 #include <limits>
 
+#include "core/arith.h"
 #include "kernels/cpu/amx.h"
 #include "kernels/cpu/scratch.h"
 
@@ -28,7 +29,6 @@ constexpr int64_t kTile = 64;
 constexpr int64_t kPairs = kTile / 2;
 constexpr int kRows = 4;  // micro-kernel rows; tile row counts are multiples of it
 
-inline int64_t round_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
 inline uint32_t pack(uint16_t lo, uint16_t hi) { return uint32_t(lo) | uint32_t(hi) << 16; }
 
 template <int NV, bool Acc>
