@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Fails when a file includes a header from a higher layer than its own (DESIGN.md: lower never
-includes higher), when a backend includes another backend, or when a component includes a sibling
-component.
+includes higher), when a backend includes another backend, when a component includes a sibling
+component, or when a component includes kernels/ (components reach the kernels through ops/).
 Usage: check_layering.py SRC_DIR"""
 import pathlib
 import re
@@ -36,6 +36,8 @@ def violation(rel: str, target_path: str) -> str:
         return f"{own} includes {target_path} ({target})"
     if own in BACKENDS and target in BACKENDS and own != target:
         return f"backend {own} includes {target_path} (the backend {target})"
+    if own == "components" and target.startswith("kernels"):
+        return f"component {component_of(rel)} includes {target_path} (kernels: call them through ops/)"
     if own == "components" and target == "components" and component_of(rel) != component_of(target_path):
         return f"component {component_of(rel)} includes {target_path} (a sibling component)"
     return ""

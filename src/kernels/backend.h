@@ -120,7 +120,7 @@ namespace automodel::kernels {
   X(lora_linear_backward, void(DType dt, DType base_dt, const void* g, const void* x, const void* w, const void* a,    \
                                const void* b, const void* u, const LoraDims& d, double scale, const LoraDropout& drop, \
                                void* dx, void* da, void* db, void* dw, void* dbias))                                   \
-  /* losses: cross_entropy.h */                                                                                        \
+  /* losses: cross_entropy.h, linear_cross_entropy.h */                                                                \
   X(cross_entropy_forward, void(DType dt, const void* logits, const int64_t* labels, int64_t rows, int64_t vocab,      \
                                 int64_t ignore_index, void* loss, void* stats))                                        \
   X(cross_entropy_backward,                                                                                            \
@@ -128,7 +128,23 @@ namespace automodel::kernels {
          int64_t grad_stride, double scale, int64_t rows, int64_t vocab, int64_t ignore_index, void* dlogits))         \
   X(count_labels,                                                                                                      \
     int64_t(const int64_t* labels, int64_t n, int64_t vocab, int64_t ignore_index, int64_t* bad_position))             \
-  X(sum_in_order, double(DType dt, const void* x, int64_t n, double start))
+  X(sum_in_order, double(DType dt, const void* x, int64_t n, double start))                                            \
+  X(linear_cross_entropy_workspace, size_t(DType dt, const LinearCrossEntropyProblem& p, bool want_grad))              \
+  X(linear_cross_entropy, double(DType dt, const LinearCrossEntropyProblem& p, const void* hidden, const void* weight, \
+                                 const int64_t* labels, void* dhidden, void* dweight, void* workspace))                \
+  /* optimizers: optim.h, adamw8bit.h (sum_sq: a host accumulator) */                                                  \
+  X(adam_update, void(DType p_dt, DType g_dt, const AdamStep& s, void* p, const void* g, void* m, void* v, int64_t n)) \
+  X(sgd_update, void(DType p_dt, DType g_dt, const SgdStep& s, void* p, const void* g, void* buf, int64_t n))          \
+  X(grad_prologue, void(DType dt, void* g, int64_t n, double* sum_sq, bool scale, double coef))                        \
+  X(grad_norm_power, double(DType dt, const void* g, int64_t n, double norm_type))                                     \
+  X(master_reconstruct, void(const void* p, const void* r, float* x, int64_t n))                                       \
+  X(master_split, int64_t(const float* x, void* p, void* r, int64_t n, int64_t* failures))                             \
+  X(stochastic_round, void(const float* x, void* p, int64_t n, uint32_t key, int64_t first))                           \
+  X(adamw8bit_dense, void(DType p_dt, DType g_dt, const Adam8Step& s, void* p, const void* g, float* m, float* v,      \
+                          int64_t n, bool rounds, uint32_t key, int64_t first))                                        \
+  X(adamw8bit_blocks,                                                                                                  \
+    void(DType p_dt, DType g_dt, const Adam8Step& s, void* p, const void* g, uint8_t* codes_m, uint8_t* codes_v,       \
+         float* scales_m, float* scales_v, int64_t n, int64_t block_size, bool rounds, uint32_t key, int64_t first))
 
 struct Backend {
   const char* name;

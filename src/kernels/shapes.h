@@ -53,4 +53,33 @@ struct LinearCrossEntropyProblem {
   bool accumulate_dweight = false;  // add d(weight) to dweight's contents instead of overwriting them
 };
 
+// One Adam / AdamW step's scalars as the optimizer computes them in double (torch's single-tensor Adam); the kernel
+// rounds each to its compute type (f32; f64 for f64 parameters).
+struct AdamStep {
+  bool decoupled = true;       // AdamW: p *= decay; Adam: g += weight_decay * p
+  double decay = 1;            // 1 - lr * weight_decay
+  double weight_decay = 0;     // L2 (coupled)
+  double one_minus_beta1 = 0;  // the lerp weight of exp_avg
+  double beta2 = 0, one_minus_beta2 = 0;
+  double bc2_sqrt = 1;  // sqrt(1 - beta2^step)
+  double eps = 0;
+  double neg_step_size = 0;  // -(lr / (1 - beta1^step))
+};
+
+// One SGD step's scalars (torch.optim.SGD), rounded by the kernel as AdamStep's.
+struct SgdStep {
+  double weight_decay = 0, momentum = 0, one_minus_dampening = 1, neg_lr = 0;
+  int kind =
+      0;  // 0: no momentum; 1: momentum, first step (buf = d); 2: momentum (buf = momentum buf + (1 - dampening) d)
+  bool nesterov = false;
+};
+
+// One torchao AdamW8bit step's scalars, in fp32 as torchao computes them.
+struct Adam8Step {
+  float lr_wd = 0;       // lr * weight_decay
+  float step_size = 0;   // lr / bc1
+  float w1 = 0, w2 = 0;  // 1 - beta1, 1 - beta2 (lerp weights)
+  float bc2_sqrt = 1, bc2_sqrt_recip = 1, eps = 0;
+};
+
 }  // namespace automodel::kernels

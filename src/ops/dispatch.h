@@ -19,12 +19,6 @@ inline void check_defined(const Tensor& t, const char* op, const char* arg) {
   if (!t.defined()) throw Error(detail::str(op, ": argument '", arg, "' is undefined"), op);
 }
 
-inline void check_cpu(const Tensor& t, const char* op) {
-  if (!t.device().is_cpu())
-    throw Error(detail::str(op, ": tensor on ", t.device().str(), " but only the CPU backend is built"), op,
-                "move the tensor to the CPU");
-}
-
 inline void check_same_dtype(const Tensor& a, const Tensor& b, const char* op) {
   if (a.dtype() != b.dtype())
     throw Error(detail::str(op, ": dtype mismatch ", a.describe(), " vs ", b.describe()), op,

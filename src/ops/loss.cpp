@@ -1,5 +1,6 @@
 #include "ops/loss.h"
 
+#include <algorithm>
 #include <limits>
 
 #include "core/device_memory.h"
@@ -34,6 +35,37 @@ struct CrossEntropyBackward : Node {
     return {dlogits};
   }
   void release_saved() override { logits = labels = stats = Tensor(); }
+};
+
+struct ChunkedCrossEntropyBackward : Node {
+  Tensor logits, labels;  // contiguous [N, V] and [N]
+  int64_t chunk = 32, ignore_index = -100;
+  double scale = 1.0;
+  std::string name() const override { return "ChunkedCrossEntropyBackward"; }
+  std::vector<Tensor> apply(std::vector<Tensor>&& grads) override {
+    const double g = grads[0].to_doubles().at(0) * scale;
+    const kernels::Backend& be = backend_of("chunked_cross_entropy backward", logits, labels);
+    const int64_t rows = logits.size(0), vocab = logits.size(1);
+    const DType dt = logits.dtype(), stats_dt = dt == DType::f64 ? DType::f64 : DType::f32;
+    const size_t row_bytes = size_t(vocab) * dtype_size(dt);
+    Tensor dlogits = Tensor::empty(logits.shape(), dt, logits.device());
+    const int64_t m = std::min(chunk, rows);
+    Tensor loss = Tensor::empty({m}, stats_dt, logits.device());
+    Tensor stats = Tensor::empty({m, 2}, stats_dt, logits.device());
+    Tensor one = Tensor::ones({1}, dt, logits.device());
+    const char* x = static_cast<const char*>(logits.raw_data());
+    char* d = static_cast<char*>(dlogits.raw_data());
+    const int64_t* lab = labels.data<int64_t>();
+    for (int64_t start = 0; start < rows; start += chunk) {
+      const int64_t n = std::min(chunk, rows - start);
+      be.cross_entropy_forward(dt, x + size_t(start) * row_bytes, lab + start, n, vocab, ignore_index, loss.raw_data(),
+                               stats.raw_data());
+      be.cross_entropy_backward(dt, x + size_t(start) * row_bytes, lab + start, stats.raw_data(), one.raw_data(), 0, g,
+                                n, vocab, ignore_index, d + size_t(start) * row_bytes);
+    }
+    return {dlogits};
+  }
+  void release_saved() override { logits = labels = Tensor(); }
 };
 
 }  // namespace
@@ -88,6 +120,50 @@ Tensor cross_entropy(const Tensor& logits_in, const Tensor& labels_in, Reduction
     node->reduction = reduction;
     node->ignore_index = ignore_index;
     node->count = count;
+    record(node, {logits}, {out});
+  }
+  return out;
+}
+
+Tensor chunked_cross_entropy(const Tensor& logits_in, const Tensor& labels_in, int64_t chunk, int64_t ignore_index,
+                             double scale) {
+  const char* op = "chunked_cross_entropy";
+  check_defined(logits_in, op, "logits");
+  check_defined(labels_in, op, "labels");
+  const kernels::Backend& be = backend_of(op, logits_in, labels_in);
+  dispatch_floating(logits_in.dtype(), op, [](auto) {});
+  AM_CHECK(logits_in.dim() == 2 && labels_in.dtype() == DType::i64 && labels_in.dim() == 1 &&
+               labels_in.size(0) == logits_in.size(0),
+           op, ": logits ", logits_in.describe(), " and labels ", labels_in.describe(),
+           " do not fit [N, V] and [N] (i64)");
+  AM_CHECK(chunk > 0, op, ": chunk must be > 0, got ", chunk);
+  Tensor logits = contiguous(logits_in);
+  Tensor labels = contiguous(labels_in);
+  const int64_t rows = logits.size(0), vocab = logits.size(1);
+  const DType dt = logits.dtype(), stats_dt = dt == DType::f64 ? DType::f64 : DType::f32;
+  // The per-row scratch (loss and stats, in the compute type) is one chunk long; the losses add up in row order.
+  double total = 0;
+  if (rows > 0) {
+    const size_t row_bytes = size_t(vocab) * dtype_size(dt);
+    Tensor loss = Tensor::empty({std::min(chunk, rows)}, stats_dt, logits.device());
+    Tensor stats = Tensor::empty({std::min(chunk, rows), 2}, stats_dt, logits.device());
+    const char* x = static_cast<const char*>(logits.raw_data());
+    const int64_t* lab = labels.data<int64_t>();
+    for (int64_t start = 0; start < rows; start += chunk) {
+      const int64_t n = std::min(chunk, rows - start);
+      be.cross_entropy_forward(dt, x + size_t(start) * row_bytes, lab + start, n, vocab, ignore_index, loss.raw_data(),
+                               stats.raw_data());
+      total = be.sum_in_order(stats_dt, loss.raw_data(), n, total);
+    }
+  }
+  Tensor out = Tensor::scalar(total * scale, stats_dt, logits.device());
+  if (needs_grad(logits)) {
+    auto node = std::make_shared<ChunkedCrossEntropyBackward>();
+    node->logits = logits;
+    node->labels = labels;
+    node->chunk = chunk;
+    node->ignore_index = ignore_index;
+    node->scale = scale;
     record(node, {logits}, {out});
   }
   return out;

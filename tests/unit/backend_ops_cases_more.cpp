@@ -611,6 +611,8 @@ void loss_cases(std::vector<Case>& cases) {
 
 }  // namespace
 
+void optim_cases(std::vector<Case>& cases);  // backend_ops_cases_optim.cpp
+
 void more_cases(std::vector<Case>& cases) {
   rope_cases(cases);
   attention_cases(cases);
@@ -619,6 +621,7 @@ void more_cases(std::vector<Case>& cases) {
   product_cases(cases);
   lora_cases(cases);
   loss_cases(cases);
+  optim_cases(cases);
 }
 
 }  // namespace automodel::backend_test

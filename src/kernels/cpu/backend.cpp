@@ -8,6 +8,7 @@
 #include "core/error.h"
 #include "kernels/cpu/accumulate.h"
 #include "kernels/cpu/activation.h"
+#include "kernels/cpu/adamw8bit.h"
 #include "kernels/cpu/attention.h"
 #include "kernels/cpu/binary.h"
 #include "kernels/cpu/cast.h"
@@ -18,7 +19,9 @@
 #include "kernels/cpu/embedding.h"
 #include "kernels/cpu/gemm.h"
 #include "kernels/cpu/layernorm.h"
+#include "kernels/cpu/linear_cross_entropy.h"
 #include "kernels/cpu/lora_linear.h"
+#include "kernels/cpu/optim.h"
 #include "kernels/cpu/reduce.h"
 #include "kernels/cpu/rmsnorm.h"
 #include "kernels/cpu/rope.h"
@@ -442,6 +445,20 @@ double sum_in_order(DType dt, const void* x, int64_t n, double start) {
   return total;
 }
 
+size_t linear_cross_entropy_workspace(DType dt, const kernels::LinearCrossEntropyProblem& p, bool want_grad) {
+  return cpu::linear_cross_entropy_workspace(p, dt, want_grad);
+}
+double linear_cross_entropy(DType dt, const kernels::LinearCrossEntropyProblem& p, const void* hidden,
+                            const void* weight, const int64_t* labels, void* dhidden, void* dweight, void* workspace) {
+  double total = 0;
+  floating(dt, "linear_cross_entropy", [&](auto t) {
+    using T = decltype(t);
+    total =
+        cpu::linear_cross_entropy(p, in<T>(hidden), in<T>(weight), labels, out<T>(dhidden), out<T>(dweight), workspace);
+  });
+  return total;
+}
+
 constexpr kernels::Backend kCpu{
     .name = "cpu",
     .strided_copy = cpu::strided_copy,
@@ -496,6 +513,17 @@ constexpr kernels::Backend kCpu{
     .cross_entropy_backward = cross_entropy_backward,
     .count_labels = cpu::count_labels,
     .sum_in_order = sum_in_order,
+    .linear_cross_entropy_workspace = linear_cross_entropy_workspace,
+    .linear_cross_entropy = linear_cross_entropy,
+    .adam_update = cpu::adam_update,
+    .sgd_update = cpu::sgd_update,
+    .grad_prologue = cpu::grad_prologue,
+    .grad_norm_power = cpu::grad_norm_power,
+    .master_reconstruct = cpu::master_reconstruct,
+    .master_split = cpu::master_split,
+    .stochastic_round = cpu::stochastic_round,
+    .adamw8bit_dense = cpu::adamw8bit_dense,
+    .adamw8bit_blocks = cpu::adamw8bit_blocks,
 };
 
 }  // namespace
