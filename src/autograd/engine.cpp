@@ -22,7 +22,7 @@ Tensor seed_gradient(const Tensor& output, const Tensor& given) {
   }
   AM_CHECK(output.numel() == 1, "backward: output of shape ", shape_str(output.shape()),
            " is not a scalar; pass its gradient explicitly");
-  return Tensor::ones(output.shape(), output.dtype());
+  return Tensor::ones(output.shape(), output.dtype(), output.device());
 }
 }  // namespace
 
@@ -91,7 +91,8 @@ void backward(const std::vector<Tensor>& outputs, const std::vector<Tensor>& gra
                " a second time: its saved tensors were freed by the first backward; pass retain_graph=true to "
                "the first one");
       for (size_t i = 0; i < grads.size(); ++i)
-        if (!grads[i].defined()) grads[i] = Tensor::zeros(n->outputs[i].shape, n->outputs[i].dtype);
+        if (!grads[i].defined())
+          grads[i] = Tensor::zeros(n->outputs[i].shape, n->outputs[i].dtype, n->outputs[i].device);
       input_grads = n->apply(std::move(grads));
     }
     if (!retain_graph) {

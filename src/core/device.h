@@ -1,6 +1,7 @@
 #pragma once
 // Where a tensor's bytes live. Only the CPU exists today; CUDA is the seam the kernels/cuda
 // backend plugs into.
+#include <cstdint>
 #include <string>
 
 namespace automodel {

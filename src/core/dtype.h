@@ -1,9 +1,12 @@
 #pragma once
-// Element types of tensors and the bf16 / f16 bit conversions every layer shares.
+// Element types of tensors, the bf16 / f16 bit conversions every layer shares, and the one switch from a DType to
+// its C++ storage type (visit_dtype), which every per-dtype dispatch goes through.
 #include <cstdint>
 #include <cstring>
 #include <string>
 #include <type_traits>
+
+#include "core/error.h"
 
 namespace automodel {
 
@@ -101,5 +104,34 @@ struct compute_type<double> {
 };
 template <class T>
 using compute_t = typename compute_type<T>::type;
+
+// Calls f(T{}) with T the storage type of dt (float, double, bf16, f16, int32_t, int64_t, bool) and returns what
+// it returns: the one switch over DType.
+template <class F>
+decltype(auto) visit_dtype(DType dt, F&& f) {
+  switch (dt) {
+    case DType::f32: return f(float{});
+    case DType::f64: return f(double{});
+    case DType::bf16: return f(bf16{});
+    case DType::f16: return f(f16{});
+    case DType::i32: return f(int32_t{});
+    case DType::i64: return f(int64_t{});
+    case DType::b8: return f(bool{});
+  }
+  throw Error(detail::str("unknown dtype code ", int(dt)), "visit_dtype");
+}
+
+// f(T{}) when dt's storage type T is one of Ts, else unsupported() (which must throw): f is instantiated only for
+// those types, so its body may call overloads that exist for them alone.
+template <class... Ts, class F, class Unsupported>
+void visit_dtype_among(DType dt, F&& f, Unsupported&& unsupported) {
+  visit_dtype(dt, [&](auto tag) {
+    using T = decltype(tag);
+    if constexpr ((std::is_same_v<T, Ts> || ...))
+      f(tag);
+    else
+      unsupported();
+  });
+}
 
 }  // namespace automodel

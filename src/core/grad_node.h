@@ -1,6 +1,17 @@
 #pragma once
 // The autograd graph's vocabulary, shared by ops/ (which records nodes as ops run) and autograd/
 // (which walks them backwards): Node, Edge and the thread-local grad mode.
+//
+// How the autograd pieces fit together:
+//   core/grad_node.h  (this file) what a graph is made of: a Node per recorded op (its backward in apply()),
+//                     Edges to the producers of its inputs, the metadata of its outputs, and grad mode.
+//   ops/graph.h       how an op joins the graph: needs_grad() decides, record() links the node to its inputs'
+//                     producers (or to a leaf's AccumulateGrad) and marks the outputs; the engine's gradient sum
+//                     (add_same_shape) and accumulate_grad. Each op's Node subclass sits beside its forward in
+//                     ops/<op>.cpp and calls its backward kernel through the same backend table (ops/backend.h).
+//   autograd/engine.h backward(): walks the nodes from the outputs in reverse creation order, summing the
+//                     gradients that reach a node along several paths, then frees the saved tensors.
+//   autograd/checkpoint.h  activation checkpointing: a region recorded as one node that reruns it in backward.
 #include <atomic>
 #include <cstdint>
 #include <string>
@@ -15,10 +26,11 @@ struct Edge {
   uint32_t input_nr = 0;     // which output of fn the gradient belongs to
 };
 
-// Shape and dtype of one output, so the engine can pass zeros for outputs that got no gradient.
+// Shape, dtype and device of one output, so the engine can pass zeros for outputs that got no gradient.
 struct OutputMeta {
   Shape shape;
   DType dtype = DType::f32;
+  Device device;
 };
 
 struct Node {

@@ -28,6 +28,18 @@ inline std::array<uint32_t, 4> philox4x32(uint64_t key, uint64_t counter_lo, uin
   return {c0, c1, c2, c3};
 }
 
+// A 32-bit integer hash (a counter-based source of random bits: the same input gives the same bits), on uint32_t or
+// on vectors of them (GCC / Clang vector extensions).
+template <class U>
+inline U hash32(U x) {
+  x ^= x >> 16;
+  x *= 0x7feb352du;
+  x ^= x >> 15;
+  x *= 0x846ca68bu;
+  x ^= x >> 16;
+  return x;
+}
+
 // Uniform in [0, 1) with 24 random bits.
 inline float uint32_to_unit_float(uint32_t x) { return float(x >> 8) * (1.0f / 16777216.0f); }
 

@@ -1,16 +1,13 @@
 #include "core/storage.h"
 
-#include "core/allocator.h"
-#include "core/error.h"
-
 namespace automodel {
 
 std::shared_ptr<Storage> Storage::allocate(size_t nbytes, Device device) {
-  if (!device.is_cpu())
-    throw Error("cannot allocate on " + device.str() + ": this build has no CUDA backend", "Storage::allocate",
-                "build with a CUDA toolkit and run on a machine with a GPU");
+  const DeviceMemory& memory = device_memory(device);
+  void* data = memory.allocate(nbytes);  // before the Storage exists: a failure leaves nothing to free
   std::shared_ptr<Storage> s(new Storage());
-  s->data_ = CachingAllocator::cpu().allocate(nbytes);
+  s->data_ = data;
+  s->memory_ = &memory;
   s->nbytes_ = nbytes;
   s->device_ = device;
   return s;
@@ -28,8 +25,8 @@ std::shared_ptr<Storage> Storage::wrap(void* data, size_t nbytes, std::function<
 Storage::~Storage() {
   if (release_)
     release_();
-  else
-    CachingAllocator::cpu().deallocate(data_, nbytes_);
+  else if (memory_)
+    memory_->deallocate(data_, nbytes_);
 }
 
 }  // namespace automodel

@@ -1,11 +1,12 @@
 #pragma once
-// Storage: one block of bytes that tensors view. Either owned (from the caching allocator) or
-// borrowed (e.g. an mmap'd safetensors file) with a release callback.
+// Storage: one block of bytes on a device that tensors view. Either owned (from the device's allocator,
+// core/device_memory.h) or borrowed (e.g. an mmap'd safetensors file) with a release callback.
 #include <cstddef>
 #include <functional>
 #include <memory>
 
 #include "core/device.h"
+#include "core/device_memory.h"
 
 namespace automodel {
 
@@ -27,7 +28,8 @@ class Storage {
   void* data_ = nullptr;
   size_t nbytes_ = 0;
   Device device_;
-  std::function<void()> release_;  // empty: owned by the caching allocator
+  const DeviceMemory* memory_ = nullptr;  // owned storage: the allocator it came from
+  std::function<void()> release_;         // borrowed storage: how to give it back
 };
 
 }  // namespace automodel

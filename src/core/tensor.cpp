@@ -3,6 +3,7 @@
 #include <cstring>
 #include <limits>
 
+#include "core/device_memory.h"
 #include "core/grad_node.h"
 
 namespace automodel {
@@ -65,44 +66,31 @@ Tensor Tensor::empty(const Shape& shape, DType dtype, Device device) {
 
 Tensor Tensor::zeros(const Shape& shape, DType dtype, Device device) {
   Tensor t = empty(shape, dtype, device);
-  std::memset(t.raw_data(), 0, t.nbytes());
+  const uint64_t zero = 0;
+  device_memory(device).fill(t.raw_data(), &zero, dtype_size(dtype), t.numel());
   return t;
 }
 
-template <class T>
-static void fill_as(void* p, int64_t n, double v) {
-  T x = from_compute<T>(v);
-  T* q = static_cast<T*>(p);
-  for (int64_t i = 0; i < n; ++i) q[i] = x;
-}
-
-template <class F>
-static void dispatch_all(DType dt, F&& f) {
-  switch (dt) {
-    case DType::f32: f(float{}); break;
-    case DType::f64: f(double{}); break;
-    case DType::bf16: f(bf16{}); break;
-    case DType::f16: f(f16{}); break;
-    case DType::i32: f(int32_t{}); break;
-    case DType::i64: f(int64_t{}); break;
-    case DType::b8: f(bool{}); break;
-  }
-}
-
-Tensor Tensor::full(const Shape& shape, double value, DType dtype) {
-  Tensor t = empty(shape, dtype);
-  dispatch_all(dtype, [&](auto tag) { fill_as<decltype(tag)>(t.raw_data(), t.numel(), value); });
-  return t;
-}
-
-Tensor Tensor::from_values(const std::vector<double>& values, const Shape& shape, DType dtype) {
-  Tensor t = empty(shape, dtype);
-  AM_CHECK(int64_t(values.size()) == t.numel(), "from_values: ", values.size(), " values for shape ", shape_str(shape));
-  dispatch_all(dtype, [&](auto tag) {
+Tensor Tensor::full(const Shape& shape, double value, DType dtype, Device device) {
+  Tensor t = empty(shape, dtype, device);
+  visit_dtype(dtype, [&](auto tag) {
     using T = decltype(tag);
-    T* p = static_cast<T*>(t.raw_data());
+    const T v = from_compute<T>(value);
+    device_memory(device).fill(t.raw_data(), &v, sizeof(T), t.numel());
+  });
+  return t;
+}
+
+Tensor Tensor::from_values(const std::vector<double>& values, const Shape& shape, DType dtype, Device device) {
+  Tensor t = empty(shape, dtype, device);
+  AM_CHECK(int64_t(values.size()) == t.numel(), "from_values: ", values.size(), " values for shape ", shape_str(shape));
+  std::vector<unsigned char> host(t.nbytes());
+  visit_dtype(dtype, [&](auto tag) {
+    using T = decltype(tag);
+    T* p = reinterpret_cast<T*>(host.data());
     for (size_t i = 0; i < values.size(); ++i) p[i] = from_compute<T>(values[i]);
   });
+  device_memory(device).copy_from_host(t.raw_data(), host.data(), host.size());
   return t;
 }
 
@@ -196,10 +184,18 @@ std::vector<double> Tensor::to_doubles() const {
   const Shape& st = strides();
   int64_t n = numel();
   std::vector<double> out(static_cast<size_t>(n));
+  // Another device's bytes are read through a host copy of the storage.
+  std::vector<unsigned char> host;
+  const void* data = impl_->storage->data();
+  if (!device().is_cpu() && n > 0) {
+    host.resize(impl_->storage->nbytes());
+    device_memory(device()).copy_to_host(host.data(), data, host.size());
+    data = host.data();
+  }
   std::vector<int64_t> idx(sh.size(), 0);
-  dispatch_all(dtype(), [&](auto tag) {
+  visit_dtype(dtype(), [&](auto tag) {
     using T = decltype(tag);
-    const T* base = static_cast<const T*>(impl_->storage->data()) + impl_->offset;
+    const T* base = static_cast<const T*>(data) + impl_->offset;
     for (int64_t k = 0; k < n; ++k) {
       int64_t off = 0;
       for (size_t d = 0; d < sh.size(); ++d) off += idx[d] * st[d];

@@ -32,16 +32,23 @@ class Tensor {
   Tensor() = default;
   explicit Tensor(std::shared_ptr<TensorImpl> impl) : impl_(std::move(impl)) {}
 
-  // Factories. Contents of empty() are uninitialised.
+  // Factories, on `device` through its allocator and fill (core/device_memory.h). Contents of empty() are
+  // uninitialised.
   static Tensor empty(const Shape& shape, DType dtype = DType::f32, Device device = cpu_device());
   static Tensor zeros(const Shape& shape, DType dtype = DType::f32, Device device = cpu_device());
-  static Tensor full(const Shape& shape, double value, DType dtype = DType::f32);
-  static Tensor ones(const Shape& shape, DType dtype = DType::f32) { return full(shape, 1.0, dtype); }
+  static Tensor full(const Shape& shape, double value, DType dtype = DType::f32, Device device = cpu_device());
+  static Tensor ones(const Shape& shape, DType dtype = DType::f32, Device device = cpu_device()) {
+    return full(shape, 1.0, dtype, device);
+  }
   // Copies `values` (converted from double) into a new contiguous tensor of `dtype`.
-  static Tensor from_values(const std::vector<double>& values, const Shape& shape, DType dtype = DType::f32);
+  static Tensor from_values(const std::vector<double>& values, const Shape& shape, DType dtype = DType::f32,
+                            Device device = cpu_device());
+  // A CPU tensor holding `values`.
   template <class T>
   static Tensor from_vector(const std::vector<T>& values, const Shape& shape);
-  static Tensor scalar(double value, DType dtype = DType::f32) { return from_values({value}, {}, dtype); }
+  static Tensor scalar(double value, DType dtype = DType::f32, Device device = cpu_device()) {
+    return from_values({value}, {}, dtype, device);
+  }
 
   bool defined() const { return impl_ != nullptr; }
   const Shape& shape() const;
@@ -67,7 +74,8 @@ class Tensor {
   // A view sharing storage, without autograd. Bounds are checked against the storage.
   Tensor as_strided(const Shape& shape, const Shape& strides, int64_t offset) const;
 
-  // Element values converted to double / float, in row-major order of the logical shape.
+  // Element values converted to double / float, in row-major order of the logical shape (read through the host
+  // when the tensor lives on another device).
   std::vector<double> to_doubles() const;
   std::vector<float> to_floats() const;
   double item() const;

@@ -2,7 +2,7 @@
 
 #include <cmath>
 
-#include "kernels/cpu/activation.h"
+#include "ops/backend.h"
 #include "ops/dispatch.h"
 #include "ops/graph.h"
 #include "ops/view.h"
@@ -24,25 +24,24 @@ const char* act_name(Act a) {
   return "activation";
 }
 
-template <class T>
-void act_forward(Act a, const T* x, T* y, int64_t n, double cap) {
+void act_forward(const kernels::Backend& be, Act a, DType dt, const void* x, void* y, int64_t n, double cap) {
   switch (a) {
-    case Act::silu: cpu::silu_forward(x, y, n); return;
-    case Act::gelu_erf: cpu::gelu_forward(x, y, n, false); return;
-    case Act::gelu_tanh: cpu::gelu_forward(x, y, n, true); return;
-    case Act::softcap: cpu::softcap_forward(x, y, n, cap); return;
-    case Act::rsqrt: cpu::rsqrt_forward(x, y, n); return;
+    case Act::silu: be.silu_forward(dt, x, y, n); return;
+    case Act::gelu_erf: be.gelu_forward(dt, x, y, n, false); return;
+    case Act::gelu_tanh: be.gelu_forward(dt, x, y, n, true); return;
+    case Act::softcap: be.softcap_forward(dt, x, y, n, cap); return;
+    case Act::rsqrt: be.rsqrt_forward(dt, x, y, n); return;
   }
 }
 
-template <class T>
-void act_backward(Act a, const T* x, const T* g, T* gx, int64_t n, double cap) {
+void act_backward(const kernels::Backend& be, Act a, DType dt, const void* x, const void* g, void* gx, int64_t n,
+                  double cap) {
   switch (a) {
-    case Act::silu: cpu::silu_backward(x, g, gx, n); return;
-    case Act::gelu_erf: cpu::gelu_backward(x, g, gx, n, false); return;
-    case Act::gelu_tanh: cpu::gelu_backward(x, g, gx, n, true); return;
-    case Act::softcap: cpu::softcap_backward(x, g, gx, n, cap); return;
-    case Act::rsqrt: cpu::rsqrt_backward(x, g, gx, n); return;
+    case Act::silu: be.silu_backward(dt, x, g, gx, n); return;
+    case Act::gelu_erf: be.gelu_backward(dt, x, g, gx, n, false); return;
+    case Act::gelu_tanh: be.gelu_backward(dt, x, g, gx, n, true); return;
+    case Act::softcap: be.softcap_backward(dt, x, g, gx, n, cap); return;
+    case Act::rsqrt: be.rsqrt_backward(dt, x, g, gx, n); return;
   }
 }
 
@@ -64,11 +63,11 @@ struct UnaryBackward : Node {
   std::vector<Tensor> apply(std::vector<Tensor>&& grads) override {
     AM_CHECK(x.defined(), name(), ": saved input already released (backward run twice without retain_graph?)");
     Tensor g = contiguous(grads[0]);
-    Tensor gx = Tensor::empty(x.shape(), x.dtype());
-    dispatch_floating(x.dtype(), act_name(act), [&](auto tag) {
-      using T = decltype(tag);
-      act_backward(act, x.data<T>(), g.data<T>(), gx.data<T>(), x.numel(), cap);
-    });
+    AM_CHECK(g.dtype() == x.dtype() && g.shape() == x.shape(), name(), ": gradient ", g.describe(), " for ",
+             x.describe());
+    const kernels::Backend& be = backend_of(act_name(act), x, g);
+    Tensor gx = Tensor::empty(x.shape(), x.dtype(), x.device());
+    act_backward(be, act, x.dtype(), x.raw_data(), g.raw_data(), gx.raw_data(), x.numel(), cap);
     return {gx};
   }
 };
@@ -76,13 +75,11 @@ struct UnaryBackward : Node {
 Tensor unary(Act act, const Tensor& x, double cap = 0) {
   const char* name = act_name(act);
   check_defined(x, name, "x");
-  check_cpu(x, name);
+  const kernels::Backend& be = backend_of(name, x);
+  dispatch_floating(x.dtype(), name, [](auto) {});
   Tensor xc = contiguous(x);
-  Tensor y = Tensor::empty(x.shape(), x.dtype());
-  dispatch_floating(x.dtype(), name, [&](auto tag) {
-    using T = decltype(tag);
-    act_forward(act, xc.data<T>(), y.data<T>(), xc.numel(), cap);
-  });
+  Tensor y = Tensor::empty(x.shape(), x.dtype(), x.device());
+  act_forward(be, act, x.dtype(), xc.raw_data(), y.raw_data(), xc.numel(), cap);
   if (needs_grad(xc)) {
     auto node = std::make_shared<UnaryBackward>();
     node->act = act;
@@ -105,18 +102,16 @@ struct GatedBackward : Node {
   std::vector<Tensor> apply(std::vector<Tensor>&& grads) override {
     AM_CHECK(gate.defined(), name(), ": saved inputs already released (backward run twice without retain_graph?)");
     Tensor g = contiguous(grads[0]);
+    AM_CHECK(g.dtype() == gate.dtype() && g.shape() == gate.shape(), name(), ": gradient ", g.describe(), " for ",
+             gate.describe());
+    const kernels::Backend& be = backend_of(gelu ? "geglu_tanh" : "swiglu", gate, up, g);
     Tensor ggate, gup;
-    if (next_edges[0].fn) ggate = Tensor::empty(gate.shape(), gate.dtype());
-    if (next_edges[1].fn) gup = Tensor::empty(up.shape(), up.dtype());
-    dispatch_floating(gate.dtype(), gelu ? "geglu_tanh" : "swiglu", [&](auto tag) {
-      using T = decltype(tag);
-      T* pg = ggate.defined() ? ggate.data<T>() : nullptr;
-      T* pu = gup.defined() ? gup.data<T>() : nullptr;
-      if (gelu)
-        cpu::geglu_tanh_backward(gate.data<T>(), up.data<T>(), g.data<T>(), pg, pu, gate.numel());
-      else
-        cpu::swiglu_backward(gate.data<T>(), up.data<T>(), g.data<T>(), pg, pu, gate.numel());
-    });
+    if (next_edges[0].fn) ggate = Tensor::empty(gate.shape(), gate.dtype(), gate.device());
+    if (next_edges[1].fn) gup = Tensor::empty(up.shape(), up.dtype(), up.device());
+    void* pg = ggate.defined() ? ggate.raw_data() : nullptr;
+    void* pu = gup.defined() ? gup.raw_data() : nullptr;
+    auto kernel = gelu ? be.geglu_tanh_backward : be.swiglu_backward;
+    kernel(gate.dtype(), gate.raw_data(), up.raw_data(), g.raw_data(), pg, pu, gate.numel());
     return {ggate, gup};
   }
 };
@@ -125,21 +120,16 @@ Tensor gated(bool gelu, const Tensor& gate, const Tensor& up) {
   const char* name = gelu ? "geglu_tanh" : "swiglu";
   check_defined(gate, name, "gate");
   check_defined(up, name, "up");
-  check_cpu(gate, name);
-  check_cpu(up, name);
+  const kernels::Backend& be = backend_of(name, gate, up);
   check_same_dtype(gate, up, name);
   if (gate.shape() != up.shape())
     throw Error(detail::str(name, ": gate ", gate.describe(), " and up ", up.describe(), " differ in shape"), name,
                 "gate and up must have the same shape (the two halves of the MLP's input projection)");
+  dispatch_floating(gate.dtype(), name, [](auto) {});
   Tensor gc = contiguous(gate), uc = contiguous(up);
-  Tensor y = Tensor::empty(gate.shape(), gate.dtype());
-  dispatch_floating(gate.dtype(), name, [&](auto tag) {
-    using T = decltype(tag);
-    if (gelu)
-      cpu::geglu_tanh_forward(gc.data<T>(), uc.data<T>(), y.data<T>(), y.numel());
-    else
-      cpu::swiglu_forward(gc.data<T>(), uc.data<T>(), y.data<T>(), y.numel());
-  });
+  Tensor y = Tensor::empty(gate.shape(), gate.dtype(), gate.device());
+  auto kernel = gelu ? be.geglu_tanh_forward : be.swiglu_forward;
+  kernel(gate.dtype(), gc.raw_data(), uc.raw_data(), y.raw_data(), y.numel());
   if (needs_grad(gc, uc)) {
     auto node = std::make_shared<GatedBackward>();
     node->gelu = gelu;

@@ -2,7 +2,8 @@
 
 #include <cmath>
 
-#include "kernels/cpu/attention.h"
+#include "ops/backend.h"
+#include "ops/cast.h"
 #include "ops/dispatch.h"
 #include "ops/graph.h"
 #include "ops/view.h"
@@ -16,9 +17,9 @@ constexpr const char* kOp = "attention";
 DType lse_dtype(DType dt) { return dt == DType::f64 ? DType::f64 : DType::f32; }
 
 struct AttentionBackward : Node {
-  Tensor q, k, v, out, lse;      // contiguous, detached
-  std::vector<int64_t> seq_ids;  // [B, Tk] or empty
-  cpu::AttentionShape shape;
+  Tensor q, k, v, out, lse;  // contiguous, detached
+  Tensor seq_ids;            // [B, Tk] i64, contiguous; undefined without
+  kernels::AttentionShape shape;
   std::string name() const override { return "AttentionBackward"; }
 
   std::vector<Tensor> apply(std::vector<Tensor>&& grads) override {
@@ -28,30 +29,24 @@ struct AttentionBackward : Node {
     AM_CHECK(g.shape() == out.shape() && g.dtype() == out.dtype(), "attention backward: gradient ", g.describe(),
              " for an output ", out.describe());
     Tensor gc = contiguous(g.detach());
+    const kernels::Backend& be = backend_of(kOp, q, gc);
     const bool need_q = !next_edges.empty() && next_edges[0].fn != nullptr;
     const bool need_kv = next_edges.size() < 3 || next_edges[1].fn != nullptr || next_edges[2].fn != nullptr;
-    Tensor dq = need_q ? Tensor::empty(q.shape(), q.dtype()) : Tensor();
-    Tensor dk = need_kv ? Tensor::empty(k.shape(), k.dtype()) : Tensor();
-    Tensor dv = need_kv ? Tensor::empty(v.shape(), v.dtype()) : Tensor();
-    cpu::AttentionShape s = shape;
-    s.seq_ids = seq_ids.empty() ? nullptr : seq_ids.data();
-    dispatch_floating(q.dtype(), kOp, [&](auto tag) {
-      using T = decltype(tag);
-      using L = compute_t<T>;
-      cpu::attention_backward(s, q.data<T>(), k.data<T>(), v.data<T>(), out.data<T>(), gc.data<T>(), lse.data<L>(),
-                              need_q ? dq.data<T>() : nullptr, need_kv ? dk.data<T>() : nullptr,
-                              need_kv ? dv.data<T>() : nullptr);
-    });
+    Tensor dq = need_q ? Tensor::empty(q.shape(), q.dtype(), q.device()) : Tensor();
+    Tensor dk = need_kv ? Tensor::empty(k.shape(), k.dtype(), k.device()) : Tensor();
+    Tensor dv = need_kv ? Tensor::empty(v.shape(), v.dtype(), v.device()) : Tensor();
+    kernels::AttentionShape s = shape;
+    s.seq_ids = seq_ids.defined() ? seq_ids.data<int64_t>() : nullptr;
+    be.attention_backward(q.dtype(), s, q.raw_data(), k.raw_data(), v.raw_data(), out.raw_data(), gc.raw_data(),
+                          lse.raw_data(), need_q ? dq.raw_data() : nullptr, need_kv ? dk.raw_data() : nullptr,
+                          need_kv ? dv.raw_data() : nullptr);
     return {dq, dk, dv};
   }
-  void release_saved() override {
-    q = k = v = out = lse = Tensor();
-    seq_ids.clear();
-  }
+  void release_saved() override { q = k = v = out = lse = seq_ids = Tensor(); }
 };
 
-std::vector<int64_t> read_seq_ids(const Tensor& ids, int64_t batch, int64_t kv_len) {
-  check_cpu(ids, kOp);
+// The sequence ids as a contiguous i64 tensor (what the kernels read).
+Tensor seq_ids_i64(const Tensor& ids, int64_t batch, int64_t kv_len) {
   if (ids.dtype() != DType::i32 && ids.dtype() != DType::i64)
     throw Error(detail::str("attention: seq_ids must be i32 or i64, got ", ids.describe()), kOp,
                 "pass integer sequence ids of shape [batch, kv_len]");
@@ -59,16 +54,10 @@ std::vector<int64_t> read_seq_ids(const Tensor& ids, int64_t batch, int64_t kv_l
     throw Error(detail::str("attention: seq_ids has shape ", shape_str(ids.shape()), ", expected [", batch, ", ",
                             kv_len, "] ([batch, kv_len] of k)"),
                 kOp);
-  Tensor c = contiguous(ids.detach());
-  std::vector<int64_t> out(static_cast<size_t>(c.numel()));
-  if (c.dtype() == DType::i32) {
-    const int32_t* p = c.data<int32_t>();
-    for (size_t i = 0; i < out.size(); ++i) out[i] = p[i];
-  } else {
-    const int64_t* p = c.data<int64_t>();
-    for (size_t i = 0; i < out.size(); ++i) out[i] = p[i];
-  }
-  return out;
+  NoGradGuard no_grad;
+  Tensor c = to_dtype(ids.detach(), DType::i64);
+  // A copy of its own: the backward reads the ids again, after the caller may have reused its tensor.
+  return c.storage() == ids.storage() ? clone(c) : c;
 }
 
 }  // namespace
@@ -77,9 +66,7 @@ Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, const Attent
   check_defined(q, kOp, "q");
   check_defined(k, kOp, "k");
   check_defined(v, kOp, "v");
-  check_cpu(q, kOp);
-  check_cpu(k, kOp);
-  check_cpu(v, kOp);
+  const kernels::Backend& be = backend_of(kOp, q, k, v, options.seq_ids);
   check_same_dtype(q, k, kOp);
   check_same_dtype(q, v, kOp);
   if (q.dim() != 4 || k.dim() != 4 || v.dim() != 4)
@@ -109,10 +96,10 @@ Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, const Attent
   if (!std::isfinite(options.scale))
     throw Error(detail::str("attention: scale must be finite, got ", options.scale), kOp);
 
-  std::vector<int64_t> ids;
-  if (options.seq_ids.defined()) ids = read_seq_ids(options.seq_ids, B, Tk);
+  Tensor ids;
+  if (options.seq_ids.defined()) ids = seq_ids_i64(options.seq_ids, B, Tk);
 
-  cpu::AttentionShape s;
+  kernels::AttentionShape s;
   s.batch = B;
   s.q_len = Tq;
   s.kv_len = Tk;
@@ -124,16 +111,13 @@ Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, const Attent
   s.causal = options.causal;
   s.window = options.window;
   s.softcap = options.softcap;
-  s.seq_ids = ids.empty() ? nullptr : ids.data();
+  s.seq_ids = ids.defined() ? ids.data<int64_t>() : nullptr;
 
+  dispatch_floating(q.dtype(), kOp, [](auto) {});
   Tensor qc = contiguous(q), kc = contiguous(k), vc = contiguous(v);
-  Tensor out = Tensor::empty({B, Tq, Hq, Dv}, q.dtype());
-  Tensor lse = Tensor::empty({B, Hq, Tq}, lse_dtype(q.dtype()));
-  dispatch_floating(q.dtype(), kOp, [&](auto tag) {
-    using T = decltype(tag);
-    using L = compute_t<T>;
-    cpu::attention_forward(s, qc.data<T>(), kc.data<T>(), vc.data<T>(), out.data<T>(), lse.data<L>());
-  });
+  Tensor out = Tensor::empty({B, Tq, Hq, Dv}, q.dtype(), q.device());
+  Tensor lse = Tensor::empty({B, Hq, Tq}, lse_dtype(q.dtype()), q.device());
+  be.attention_forward(q.dtype(), s, qc.raw_data(), kc.raw_data(), vc.raw_data(), out.raw_data(), lse.raw_data());
 
   if (needs_grad(qc, kc, vc)) {
     auto node = std::make_shared<AttentionBackward>();
@@ -142,7 +126,7 @@ Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, const Attent
     node->v = vc.detach();
     node->out = out.detach();
     node->lse = lse;
-    node->seq_ids = std::move(ids);
+    node->seq_ids = ids;
     node->shape = s;
     node->shape.seq_ids = nullptr;  // re-pointed at node->seq_ids in apply()
     record(node, {qc, kc, vc}, {out});

@@ -1,6 +1,6 @@
 #include "ops/binary.h"
 
-#include "kernels/cpu/binary.h"
+#include "ops/backend.h"
 #include "ops/dispatch.h"
 #include "ops/graph.h"
 #include "ops/reduce.h"
@@ -10,7 +10,7 @@ namespace automodel::ops {
 
 namespace {
 
-using cpu::BinaryOp;
+using kernels::BinaryOp;
 
 const char* op_name(BinaryOp op) {
   switch (op) {
@@ -47,27 +47,24 @@ Shape broadcast_strides(const Tensor& t, const Shape& out) {
 }
 
 // a op b into a new contiguous tensor, no autograd.
-Tensor compute(BinaryOp op, const Tensor& a, const Tensor& b, const Shape& shape) {
-  Tensor out = Tensor::empty(shape, a.dtype());
-  dispatch_floating(a.dtype(), op_name(op), [&](auto tag) {
-    using T = decltype(tag);
-    if (a.shape() == b.shape() && a.is_contiguous() && b.is_contiguous()) {
-      cpu::binary_forward(op, a.data<T>(), b.data<T>(), out.data<T>(), out.numel());
-    } else {
-      Shape as = broadcast_strides(a, shape), bs = broadcast_strides(b, shape);
-      cpu::binary_forward_strided(op, a.data<T>(), as.data(), b.data<T>(), bs.data(), out.data<T>(), shape.data(),
-                                  int(shape.size()));
-    }
-  });
+Tensor compute(const kernels::Backend& be, BinaryOp op, const Tensor& a, const Tensor& b, const Shape& shape) {
+  dispatch_floating(a.dtype(), op_name(op), [](auto) {});
+  Tensor out = Tensor::empty(shape, a.dtype(), a.device());
+  if (a.shape() == b.shape() && a.is_contiguous() && b.is_contiguous()) {
+    be.binary_forward(op, a.dtype(), a.raw_data(), b.raw_data(), out.raw_data(), out.numel());
+  } else {
+    Shape as = broadcast_strides(a, shape), bs = broadcast_strides(b, shape);
+    be.binary_forward_strided(op, a.dtype(), a.raw_data(), as.data(), b.raw_data(), bs.data(), out.raw_data(),
+                              shape.data(), int(shape.size()));
+  }
   return out;
 }
 
 Tensor scaled(const Tensor& x, double factor) {  // x contiguous, no autograd
-  Tensor out = Tensor::empty(x.shape(), x.dtype());
-  dispatch_floating(x.dtype(), "scale", [&](auto tag) {
-    using T = decltype(tag);
-    cpu::scale_forward(x.data<T>(), factor, out.data<T>(), x.numel());
-  });
+  const kernels::Backend& be = backend_of("scale", x);
+  dispatch_floating(x.dtype(), "scale", [](auto) {});
+  Tensor out = Tensor::empty(x.shape(), x.dtype(), x.device());
+  be.scale(x.dtype(), x.raw_data(), factor, out.raw_data(), x.numel());
   return out;
 }
 
@@ -95,25 +92,23 @@ struct BinaryBackward : Node {
              ": saved inputs already released (backward run twice without retain_graph?)");
     const Tensor& sa = a.defined() ? a : b;  // only the operands the formula reads are saved
     const Tensor& sb = b.defined() ? b : a;
+    AM_CHECK(g.dtype() == sa.dtype(), name(), ": gradient ", g.describe(), " for ", sa.describe(), " operands");
+    const kernels::Backend& be = backend_of(op_name(op), g, sa, sb);
     Shape as = broadcast_strides(sa, out_shape), bs = broadcast_strides(sb, out_shape);
     const int nd = int(out_shape.size());
     if (g.dtype() == DType::bf16 && target != out_shape) {
-      Tensor full = Tensor::empty(out_shape, DType::f32);
-      cpu::binary_backward(op, which, g.data<bf16>(), sa.data<bf16>(), as.data(), sb.data<bf16>(), bs.data(),
-                           full.data<float>(), out_shape.data(), nd);
-      Tensor s = sum_to_shape(full, target);
-      Tensor out = Tensor::empty(target, DType::bf16);
-      const float* p = s.data<float>();
-      bf16* q = out.data<bf16>();
-      for (int64_t i = 0; i < out.numel(); ++i) q[i] = float_to_bf16(p[i]);
+      Tensor full = Tensor::empty(out_shape, DType::f32, g.device());
+      be.binary_backward(op, which, DType::bf16, DType::f32, g.raw_data(), sa.raw_data(), as.data(), sb.raw_data(),
+                         bs.data(), full.raw_data(), out_shape.data(), nd);
+      Tensor s = contiguous(sum_to_shape(full, target));
+      Tensor out = Tensor::empty(target, DType::bf16, g.device());
+      be.cast(s.raw_data(), DType::f32, out.raw_data(), DType::bf16, out.numel());
       return out;
     }
-    Tensor full = Tensor::empty(out_shape, g.dtype());
-    dispatch_floating(g.dtype(), op_name(op), [&](auto tag) {
-      using T = decltype(tag);
-      cpu::binary_backward(op, which, g.data<T>(), sa.data<T>(), as.data(), sb.data<T>(), bs.data(), full.data<T>(),
-                           out_shape.data(), nd);
-    });
+    dispatch_floating(g.dtype(), op_name(op), [](auto) {});
+    Tensor full = Tensor::empty(out_shape, g.dtype(), g.device());
+    be.binary_backward(op, which, g.dtype(), g.dtype(), g.raw_data(), sa.raw_data(), as.data(), sb.raw_data(),
+                       bs.data(), full.raw_data(), out_shape.data(), nd);
     return sum_to_shape(full, target);
   }
   std::vector<Tensor> apply(std::vector<Tensor>&& grads) override {
@@ -142,11 +137,10 @@ Tensor binary(BinaryOp op, const Tensor& a, const Tensor& b) {
   const char* name = op_name(op);
   check_defined(a, name, "a");
   check_defined(b, name, "b");
-  check_cpu(a, name);
-  check_cpu(b, name);
+  const kernels::Backend& be = backend_of(name, a, b);
   check_same_dtype(a, b, name);
   Shape shape = broadcast_or_throw(a.shape(), b.shape(), name);
-  Tensor out = compute(op, a, b, shape);
+  Tensor out = compute(be, op, a, b, shape);
   if (needs_grad(a, b)) {
     auto node = std::make_shared<BinaryBackward>();
     node->op = op;
@@ -181,7 +175,6 @@ Tensor div(const Tensor& a, const Tensor& b) { return binary(BinaryOp::div, a, b
 
 Tensor scale(const Tensor& x, double factor) {
   check_defined(x, "scale", "x");
-  check_cpu(x, "scale");
   Tensor xc = contiguous(x);
   Tensor out = scaled(xc, factor);
   if (needs_grad(xc)) {

@@ -1,6 +1,6 @@
 #include "ops/cast.h"
 
-#include "kernels/cpu/cast.h"
+#include "ops/backend.h"
 #include "ops/dispatch.h"
 #include "ops/graph.h"
 #include "ops/view.h"
@@ -22,11 +22,11 @@ struct ToDtypeBackward : Node {
 
 Tensor to_dtype(const Tensor& x, DType dtype) {
   check_defined(x, "to_dtype", "x");
-  check_cpu(x, "to_dtype");
+  const kernels::Backend& be = backend_of("to_dtype", x);
   if (x.dtype() == dtype) return x;
   Tensor src = x.is_contiguous() ? x : contiguous(x.detach());
-  Tensor out = Tensor::empty(x.shape(), dtype);
-  cpu::cast(src.raw_data(), src.dtype(), out.raw_data(), dtype, out.numel());
+  Tensor out = Tensor::empty(x.shape(), dtype, x.device());
+  be.cast(src.raw_data(), src.dtype(), out.raw_data(), dtype, out.numel());
   // Gradients flow only between floating dtypes (an integer result has no gradient).
   if (is_floating(dtype) && needs_grad(x)) {
     auto node = std::make_shared<ToDtypeBackward>();

@@ -1,6 +1,6 @@
 #include "ops/concat.h"
 
-#include "kernels/cpu/concat.h"
+#include "ops/backend.h"
 #include "ops/dispatch.h"
 #include "ops/graph.h"
 #include "ops/view.h"
@@ -30,10 +30,11 @@ std::vector<Tensor> cut(const Tensor& src, int64_t d, const std::vector<int64_t>
     if (!want[k]) continue;
     Shape s = src.shape();
     s[size_t(d)] = sizes[k];
-    pieces[k] = Tensor::empty(s, src.dtype());
+    pieces[k] = Tensor::empty(s, src.dtype(), src.device());
     ptrs[k] = pieces[k].raw_data();
   }
-  cpu::concat_backward(src.raw_data(), sizes.data(), int(sizes.size()), ptrs.data(), outer, inner,
+  backend_of("split", src)
+      .concat_backward(src.raw_data(), sizes.data(), int(sizes.size()), ptrs.data(), outer, inner,
                        dtype_size(src.dtype()));
   return pieces;
 }
@@ -42,14 +43,16 @@ std::vector<Tensor> cut(const Tensor& src, int64_t d, const std::vector<int64_t>
 Tensor join(const std::vector<Tensor>& pieces, int64_t d, const Shape& shape, DType dtype) {
   int64_t outer, inner;
   outer_inner(shape, d, outer, inner);
-  Tensor out = Tensor::empty(shape, dtype);
+  const kernels::Backend& be = backend_of("concat", pieces[0]);
+  Tensor out = Tensor::empty(shape, dtype, pieces[0].device());
   std::vector<const void*> ptrs;
   std::vector<int64_t> sizes;
   for (const Tensor& p : pieces) {
+    check_same_device(pieces[0], p, "concat");
     ptrs.push_back(p.raw_data());
     sizes.push_back(p.shape()[size_t(d)]);
   }
-  cpu::concat_forward(ptrs.data(), sizes.data(), int(ptrs.size()), out.raw_data(), outer, inner, dtype_size(dtype));
+  be.concat_forward(ptrs.data(), sizes.data(), int(ptrs.size()), out.raw_data(), outer, inner, dtype_size(dtype));
   return out;
 }
 
@@ -85,12 +88,13 @@ struct GatherBackward : Node {
   std::vector<Tensor> apply(std::vector<Tensor>&& grads) override {
     AM_CHECK(index.defined(), "GatherBackward: saved index already released (backward run twice?)");
     Tensor g = contiguous(grads[0]);
-    Tensor gx = Tensor::empty(input_shape, g.dtype());
-    dispatch_floating(g.dtype(), "gather", [&](auto tag) {
-      using T = decltype(tag);
-      cpu::gather_backward(g.data<T>(), index.data<int64_t>(), gx.data<T>(), gx.strides().data(), gx.numel(),
-                           index.shape().data(), int(index.dim()), int(dim));
-    });
+    AM_CHECK(g.shape() == index.shape(), "GatherBackward: gradient ", g.describe(), " for an index of shape ",
+             shape_str(index.shape()));
+    const kernels::Backend& be = backend_of("gather", g, index);
+    dispatch_floating(g.dtype(), "gather", [](auto) {});
+    Tensor gx = Tensor::empty(input_shape, g.dtype(), g.device());
+    be.gather_backward(g.dtype(), g.raw_data(), index.data<int64_t>(), gx.raw_data(), gx.strides().data(), gx.numel(),
+                       index.shape().data(), int(index.dim()), int(dim));
     return {gx};
   }
 };
@@ -101,8 +105,9 @@ Tensor concat(const std::vector<Tensor>& xs, int64_t dim) {
   AM_CHECK(!xs.empty(), "concat: no tensors to concatenate");
   for (size_t i = 0; i < xs.size(); ++i) {
     if (!xs[i].defined()) throw Error(detail::str("concat: tensor ", i, " is undefined"), "concat");
-    check_cpu(xs[i], "concat");
+    check_same_device(xs[0], xs[i], "concat");
   }
+  backend_of("concat", xs[0]);
   const Tensor& x0 = xs[0];
   if (x0.dim() == 0)
     throw Error("concat: zero-dimensional tensors cannot be concatenated", "concat", "unsqueeze them first");
@@ -140,7 +145,7 @@ Tensor concat(const std::vector<Tensor>& xs, int64_t dim) {
 
 std::vector<Tensor> split(const Tensor& x, const std::vector<int64_t>& sizes, int64_t dim) {
   check_defined(x, "split", "x");
-  check_cpu(x, "split");
+  backend_of("split", x);
   const int64_t d = normalize_dim(dim, x.dim(), "split");
   AM_CHECK(!sizes.empty(), "split: no sizes given");
   int64_t total = 0;
@@ -173,8 +178,7 @@ std::vector<Tensor> split(const Tensor& x, const std::vector<int64_t>& sizes, in
 Tensor gather(const Tensor& x, int64_t dim, const Tensor& index) {
   check_defined(x, "gather", "x");
   check_defined(index, "gather", "index");
-  check_cpu(x, "gather");
-  check_cpu(index, "gather");
+  const kernels::Backend& be = backend_of("gather", x, index);
   if (index.dtype() != DType::i64)
     throw Error(detail::str("gather: index must be i64, got ", index.describe()), "gather",
                 "convert the indices to int64");
@@ -190,15 +194,16 @@ Tensor gather(const Tensor& x, int64_t dim, const Tensor& index) {
   Tensor ic = contiguous(index);
   const int64_t* ip = ic.data<int64_t>();
   const int64_t size = x.shape()[size_t(d)];
-  for (int64_t i = 0; i < ic.numel(); ++i)
-    if (ip[i] < 0 || ip[i] >= size)
-      throw Error(detail::str("gather: index value ", ip[i], " at flat position ", i, " is out of range [0, ", size,
-                              ") for dim ", dim, " of ", x.describe()),
-                  "gather");
+  int64_t bad_value = 0;
+  const int64_t bad = be.first_bad_index(DType::i64, ip, ic.numel(), size, &bad_value);
+  if (bad >= 0)
+    throw Error(detail::str("gather: index value ", bad_value, " at flat position ", bad, " is out of range [0, ", size,
+                            ") for dim ", dim, " of ", x.describe()),
+                "gather");
   Tensor xc = contiguous(x);
-  Tensor out = Tensor::empty(index.shape(), x.dtype());
-  cpu::gather_forward(xc.raw_data(), xc.strides().data(), ip, out.raw_data(), ic.shape().data(), int(ic.dim()), int(d),
-                      dtype_size(x.dtype()));
+  Tensor out = Tensor::empty(index.shape(), x.dtype(), x.device());
+  be.gather_forward(xc.raw_data(), xc.strides().data(), ip, out.raw_data(), ic.shape().data(), int(ic.dim()), int(d),
+                    dtype_size(x.dtype()));
   if (needs_grad(xc)) {
     auto node = std::make_shared<GatherBackward>();
     node->dim = d;

@@ -7,25 +7,16 @@
 
 namespace automodel::ops {
 
-// Calls f(T{}) with T the storage type of a floating dtype (float, double, bf16).
+// Calls f(T{}) with T the storage type of a floating dtype the ops support (float, double, bf16).
 template <class F>
 void dispatch_floating(DType dt, const char* op, F&& f) {
-  switch (dt) {
-    case DType::f32: f(float{}); return;
-    case DType::f64: f(double{}); return;
-    case DType::bf16: f(bf16{}); return;
-    default: throw Error(detail::str(op, ": unsupported dtype ", dtype_name(dt)), op, "use f32, f64 or bf16 tensors");
-  }
+  visit_dtype_among<float, double, bf16>(dt, f, [&] {
+    throw Error(detail::str(op, ": unsupported dtype ", dtype_name(dt)), op, "use f32, f64 or bf16 tensors");
+  });
 }
 
 inline void check_defined(const Tensor& t, const char* op, const char* arg) {
   if (!t.defined()) throw Error(detail::str(op, ": argument '", arg, "' is undefined"), op);
-}
-
-inline void check_cpu(const Tensor& t, const char* op) {
-  if (!t.device().is_cpu())
-    throw Error(detail::str(op, ": tensor on ", t.device().str(), " but only the CPU backend is built"), op,
-                "move the tensor to the CPU");
 }
 
 inline void check_same_dtype(const Tensor& a, const Tensor& b, const char* op) {

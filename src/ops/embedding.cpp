@@ -1,6 +1,6 @@
 #include "ops/embedding.h"
 
-#include "kernels/cpu/embedding.h"
+#include "ops/backend.h"
 #include "ops/dispatch.h"
 #include "ops/graph.h"
 #include "ops/view.h"
@@ -8,14 +8,6 @@
 namespace automodel::ops {
 
 namespace {
-
-template <class F>
-void dispatch_index(DType dt, F&& f) {
-  if (dt == DType::i64)
-    f(int64_t{});
-  else
-    f(int32_t{});
-}
 
 struct EmbeddingBackward : Node {
   Tensor ids;  // contiguous i32 / i64
@@ -25,15 +17,13 @@ struct EmbeddingBackward : Node {
     AM_CHECK(grads[0].dtype() == outputs[0].dtype, "embedding backward: gradient ", grads[0].describe(), " for a ",
              dtype_name(outputs[0].dtype), " output");
     Tensor g = contiguous(grads[0]);
+    AM_CHECK(g.shape() == outputs[0].shape, "embedding backward: gradient ", g.describe(), " for an output of shape ",
+             shape_str(outputs[0].shape));
+    const kernels::Backend& be = backend_of("embedding backward", g, ids);
     const int64_t hidden = g.size(-1);
-    Tensor dw = Tensor::empty({vocab, hidden}, g.dtype());
-    dispatch_floating(g.dtype(), "embedding backward", [&](auto tag) {
-      using T = decltype(tag);
-      dispatch_index(ids.dtype(), [&](auto itag) {
-        using I = decltype(itag);
-        cpu::embedding_backward(ids.data<I>(), ids.numel(), g.data<T>(), vocab, hidden, padding_idx, dw.data<T>());
-      });
-    });
+    Tensor dw = Tensor::empty({vocab, hidden}, g.dtype(), g.device());
+    be.embedding_backward(ids.dtype(), g.dtype(), ids.raw_data(), ids.numel(), g.raw_data(), vocab, hidden, padding_idx,
+                          dw.raw_data());
     return {dw};
   }
   void release_saved() override { ids = Tensor(); }
@@ -44,8 +34,7 @@ struct EmbeddingBackward : Node {
 Tensor embedding(const Tensor& ids, const Tensor& weight, int64_t padding_idx) {
   check_defined(ids, "embedding", "ids");
   check_defined(weight, "embedding", "weight");
-  check_cpu(ids, "embedding");
-  check_cpu(weight, "embedding");
+  const kernels::Backend& be = backend_of("embedding", weight, ids);
   if (ids.dtype() != DType::i64 && ids.dtype() != DType::i32)
     throw Error(detail::str("embedding: ids must be i64 or i32, got ", ids.describe()), "embedding",
                 "pass token ids as an integer tensor");
@@ -57,26 +46,17 @@ Tensor embedding(const Tensor& ids, const Tensor& weight, int64_t padding_idx) {
                 "embedding", "use an index below the vocab size, or -1 for none");
   Tensor idc = contiguous(ids);
   Tensor w = contiguous(weight);
-  int64_t bad = -1, bad_value = 0;
-  dispatch_index(idc.dtype(), [&](auto itag) {
-    using I = decltype(itag);
-    bad = cpu::embedding_first_bad_id(idc.data<I>(), idc.numel(), vocab);
-    if (bad >= 0) bad_value = int64_t(idc.data<I>()[bad]);
-  });
+  int64_t bad_value = 0;
+  const int64_t bad = be.first_bad_index(idc.dtype(), idc.raw_data(), idc.numel(), vocab, &bad_value);
   if (bad >= 0)
     throw Error(detail::str("embedding: id ", bad_value, " (at flat position ", bad,
                             ") is out of range for vocab size ", vocab),
                 "embedding", "ids must be in [0, vocab size); check the tokenizer matches the model");
   Shape out_shape = ids.shape();
   out_shape.push_back(hidden);
-  Tensor out = Tensor::empty(out_shape, w.dtype());
-  dispatch_floating(w.dtype(), "embedding", [&](auto tag) {
-    using T = decltype(tag);
-    dispatch_index(idc.dtype(), [&](auto itag) {
-      using I = decltype(itag);
-      cpu::embedding_forward(idc.data<I>(), idc.numel(), w.data<T>(), hidden, out.data<T>());
-    });
-  });
+  dispatch_floating(w.dtype(), "embedding", [](auto) {});
+  Tensor out = Tensor::empty(out_shape, w.dtype(), w.device());
+  be.embedding_forward(idc.dtype(), w.dtype(), idc.raw_data(), idc.numel(), w.raw_data(), hidden, out.raw_data());
   if (needs_grad(w)) {
     auto node = std::make_shared<EmbeddingBackward>();
     node->ids = idc;

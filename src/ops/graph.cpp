@@ -1,7 +1,6 @@
 #include "ops/graph.h"
 
-#include "kernels/cpu/accumulate.h"
-#include "kernels/cpu/copy.h"
+#include "ops/backend.h"
 #include "ops/dispatch.h"
 
 namespace automodel::ops {
@@ -19,8 +18,9 @@ struct AccumulateGrad : Node {
 };
 
 Tensor contiguous_copy(const Tensor& t) {
-  Tensor out = Tensor::empty(t.shape(), t.dtype());
-  cpu::strided_copy(t.raw_data(), t.strides().data(), out.raw_data(), out.strides().data(), t.shape().data(),
+  Tensor out = Tensor::empty(t.shape(), t.dtype(), t.device());
+  backend_of("gradient copy", t)
+      .strided_copy(t.raw_data(), t.strides().data(), out.raw_data(), out.strides().data(), t.shape().data(),
                     int(t.dim()), dtype_size(t.dtype()));
   return out;
 }
@@ -34,7 +34,7 @@ Edge gradient_edge(const Tensor& t) {
   if (!impl->grad_accumulator) {
     auto acc = std::make_shared<AccumulateGrad>();
     acc->variable = t.impl_ptr();
-    acc->outputs.push_back({t.shape(), t.dtype()});
+    acc->outputs.push_back({t.shape(), t.dtype(), t.device()});
     impl->grad_accumulator = acc;
   }
   return {impl->grad_accumulator, 0};
@@ -46,7 +46,7 @@ void record(const std::shared_ptr<Node>& node, const std::vector<Tensor>& inputs
   node->outputs.clear();
   for (uint32_t i = 0; i < outputs.size(); ++i) {
     TensorImpl* impl = outputs[i].impl();
-    node->outputs.push_back({impl->shape, impl->dtype});
+    node->outputs.push_back({impl->shape, impl->dtype, impl->storage->device()});
     impl->grad_fn = node;
     impl->output_nr = i;
     impl->requires_grad = true;
@@ -55,13 +55,12 @@ void record(const std::shared_ptr<Node>& node, const std::vector<Tensor>& inputs
 
 Tensor add_same_shape(const Tensor& a, const Tensor& b) {
   AM_CHECK(a.shape() == b.shape() && a.dtype() == b.dtype(), "gradient sum of ", a.describe(), " and ", b.describe());
+  const kernels::Backend& be = backend_of("gradient sum", a, b);
+  dispatch_floating(a.dtype(), "gradient sum", [](auto) {});
   Tensor ac = a.is_contiguous() ? a : contiguous_copy(a);
   Tensor bc = b.is_contiguous() ? b : contiguous_copy(b);
-  Tensor out = Tensor::empty(a.shape(), a.dtype());
-  dispatch_floating(a.dtype(), "gradient sum", [&](auto tag) {
-    using T = decltype(tag);
-    cpu::add_same_shape(ac.data<T>(), bc.data<T>(), out.data<T>(), out.numel());
-  });
+  Tensor out = Tensor::empty(a.shape(), a.dtype(), a.device());
+  be.add_same_shape(a.dtype(), ac.raw_data(), bc.raw_data(), out.raw_data(), out.numel());
   return out;
 }
 
@@ -78,11 +77,12 @@ void accumulate_grad(const Tensor& t, const Tensor& g) {
     return;
   }
   AM_CHECK(existing.is_contiguous(), "accumulating into a non-contiguous .grad");
+  AM_CHECK(existing.dtype() == g.dtype() && existing.shape() == g.shape(), "accumulating a ", g.describe(),
+           " gradient into a .grad of ", existing.describe());
+  const kernels::Backend& be = backend_of("accumulate_grad", existing, g);
+  dispatch_floating(existing.dtype(), "accumulate_grad", [](auto) {});
   Tensor gc = g.is_contiguous() ? g : contiguous_copy(g);
-  dispatch_floating(existing.dtype(), "accumulate_grad", [&](auto tag) {
-    using T = decltype(tag);
-    cpu::add_same_shape(existing.data<T>(), gc.data<T>(), existing.data<T>(), existing.numel());
-  });
+  be.add_same_shape(existing.dtype(), existing.raw_data(), gc.raw_data(), existing.raw_data(), existing.numel());
 }
 
 }  // namespace automodel::ops

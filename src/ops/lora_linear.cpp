@@ -1,6 +1,6 @@
 #include "ops/lora_linear.h"
 
-#include "kernels/cpu/lora_linear.h"
+#include "ops/backend.h"
 #include "ops/cast.h"
 #include "ops/dispatch.h"
 #include "ops/graph.h"
@@ -17,9 +17,9 @@ Tensor contiguous_detached(const Tensor& t) {
 
 struct LoraLinearBackward : Node {
   Tensor x, w, a, b, u;  // detached, contiguous; each kept only when a wanted gradient needs it
-  cpu::LoraDims dims;
+  kernels::LoraDims dims;
   double scale = 1;
-  cpu::LoraDropout drop;
+  kernels::LoraDropout drop;
   Shape x_shape, w_shape;
   bool has_bias = false;
   std::string name() const override { return "LoraLinearBackward"; }
@@ -34,27 +34,19 @@ struct LoraLinearBackward : Node {
     NoGradGuard no_grad;
     if (g.dtype() != dt) g = to_dtype(g, dt);
     if (!g.is_contiguous()) g = contiguous(g);
+    const kernels::Backend& be = backend_of("lora_linear backward", g, x, w, a, b, u);
+    const Device device = g.device();
     Tensor gx, gw, gbias, ga, gb;
-    if (need_x) gx = Tensor::empty(x_shape, dt);
-    if (need_w) gw = Tensor::empty(w_shape, dt);
-    if (need_bias) gbias = Tensor::empty({dims.out}, dt);
-    if (need_a) ga = Tensor::empty({dims.rank, dims.in}, dt);
-    if (need_b) gb = Tensor::empty({dims.out, dims.rank}, dt);
-    auto ptr = [](Tensor& t, auto tag) { return t.defined() ? t.data<decltype(tag)>() : nullptr; };
-    auto cptr = [](const Tensor& t, auto tag) -> const decltype(tag)* {
-      return t.defined() ? t.data<decltype(tag)>() : nullptr;
-    };
-    if (w.defined() && w.dtype() != dt) {  // frozen bf16 base under f32 activations
-      cpu::lora_linear_backward(g.data<float>(), cptr(x, float{}), w.data<bf16>(), cptr(a, float{}), cptr(b, float{}),
-                                cptr(u, float{}), dims, scale, drop, ptr(gx, float{}), ptr(ga, float{}),
-                                ptr(gb, float{}));
-    } else {
-      dispatch_floating(dt, "lora_linear backward", [&](auto tag) {
-        cpu::lora_linear_backward(g.data<decltype(tag)>(), cptr(x, tag), cptr(w, tag), cptr(a, tag), cptr(b, tag),
-                                  cptr(u, tag), dims, scale, drop, ptr(gx, tag), ptr(ga, tag), ptr(gb, tag),
-                                  ptr(gw, tag), ptr(gbias, tag));
-      });
-    }
+    if (need_x) gx = Tensor::empty(x_shape, dt, device);
+    if (need_w) gw = Tensor::empty(w_shape, dt, device);
+    if (need_bias) gbias = Tensor::empty({dims.out}, dt, device);
+    if (need_a) ga = Tensor::empty({dims.rank, dims.in}, dt, device);
+    if (need_b) gb = Tensor::empty({dims.out, dims.rank}, dt, device);
+    auto ptr = [](const Tensor& t) { return t.defined() ? t.raw_data() : nullptr; };
+    // The base's dtype: a frozen bf16 base under f32 activations has no dw / dbias.
+    const DType base_dt = w.defined() ? w.dtype() : dt;
+    be.lora_linear_backward(dt, base_dt, g.raw_data(), ptr(x), ptr(w), ptr(a), ptr(b), ptr(u), dims, scale, drop,
+                            ptr(gx), ptr(ga), ptr(gb), ptr(gw), ptr(gbias));
     return {gx, gw, gbias, ga, gb};
   }
 };
@@ -73,7 +65,7 @@ Tensor lora_linear(const Tensor& x, const Tensor& weight, const Tensor& bias, co
   check_defined(weight, op, "weight");
   check_defined(lora_a, op, "lora_a");
   check_defined(lora_b, op, "lora_b");
-  for (const Tensor* t : {&x, &weight, &lora_a, &lora_b}) check_cpu(*t, op);
+  const kernels::Backend& be = backend_of(op, x, weight, lora_a, lora_b, bias);
   dispatch_floating(x.dtype(), op, [](auto) {});
   check_same_dtype(x, lora_a, op);
   check_same_dtype(x, lora_b, op);
@@ -102,7 +94,6 @@ Tensor lora_linear(const Tensor& x, const Tensor& weight, const Tensor& bias, co
                 op);
   if (rank < 1) throw Error(detail::str("lora_linear: rank must be >= 1, got ", lora_a.describe()), op);
   if (bias.defined()) {
-    check_cpu(bias, op);
     check_same_dtype(weight, bias, op);
     if (bias.dim() != 1 || bias.size(0) != out_f)
       throw Error(detail::str("lora_linear: bias ", bias.describe(), " does not match weight ", weight.describe(),
@@ -117,8 +108,8 @@ Tensor lora_linear(const Tensor& x, const Tensor& weight, const Tensor& bias, co
   Tensor xc = contiguous_detached(x), wc = contiguous_detached(weight), bc = contiguous_detached(bias);
   Tensor ac = contiguous_detached(lora_a), bbc = contiguous_detached(lora_b);
   const int64_t rows = shape_numel(Shape(x.shape().begin(), x.shape().end() - 1));
-  cpu::LoraDims dims{rows, in_f, out_f, rank};
-  cpu::LoraDropout drop;
+  kernels::LoraDims dims{rows, in_f, out_f, rank};
+  kernels::LoraDropout drop;
   if (p > 0) {
     Generator& gen = options.generator ? *options.generator : default_generator();
     drop.p = p;
@@ -129,19 +120,11 @@ Tensor lora_linear(const Tensor& x, const Tensor& weight, const Tensor& bias, co
   }
   Shape shape = x.shape();
   shape.back() = out_f;
-  Tensor y = Tensor::empty(shape, x.dtype());
-  Tensor u = Tensor::empty({rows, rank}, x.dtype());
-  if (mixed) {
-    cpu::lora_linear_forward(xc.data<float>(), wc.data<bf16>(), bc.defined() ? bc.data<bf16>() : nullptr,
-                             ac.data<float>(), bbc.data<float>(), dims, options.scale, drop, u.data<float>(),
-                             y.data<float>());
-  } else {
-    dispatch_floating(x.dtype(), op, [&](auto tag) {
-      using T = decltype(tag);
-      cpu::lora_linear_forward(xc.data<T>(), wc.data<T>(), bc.defined() ? bc.data<T>() : nullptr, ac.data<T>(),
-                               bbc.data<T>(), dims, options.scale, drop, u.data<T>(), y.data<T>());
-    });
-  }
+  Tensor y = Tensor::empty(shape, x.dtype(), x.device());
+  Tensor u = Tensor::empty({rows, rank}, x.dtype(), x.device());
+  be.lora_linear_forward(x.dtype(), weight.dtype(), xc.raw_data(), wc.raw_data(),
+                         bc.defined() ? bc.raw_data() : nullptr, ac.raw_data(), bbc.raw_data(), dims, options.scale,
+                         drop, u.raw_data(), y.raw_data());
   if (needs_grad(x, weight, bias, lora_a, lora_b)) {
     auto node = std::make_shared<LoraLinearBackward>();
     record(node, {x, weight, bias, lora_a, lora_b}, {y});

@@ -1,9 +1,6 @@
 #include "ops/matmul.h"
 
-#include <type_traits>
-
-#include "kernels/cpu/cast.h"
-#include "kernels/cpu/gemm.h"
+#include "ops/backend.h"
 #include "ops/cast.h"
 #include "ops/dispatch.h"
 #include "ops/graph.h"
@@ -13,9 +10,10 @@ namespace automodel::ops {
 
 namespace {
 
-// Scalar type of alpha / beta for a storage type.
-template <class T>
-using scalar_t = std::conditional_t<std::is_same_v<T, double>, double, float>;
+// The element `elems` elements after `base` in a buffer of `dt` elements.
+const void* at(const void* base, int64_t elems, DType dt) {
+  return static_cast<const char*>(base) + elems * int64_t(dtype_size(dt));
+}
 
 // One operand as the GEMM reads it: the stored matrices of `data` (a detached tensor, possibly a
 // contiguous copy), op(stored) = the logical matrix, rows ld apart; batch dims with their strides.
@@ -42,7 +40,7 @@ Operand make_operand(const Tensor& x, bool t) {
     op.trans = !t;
     op.ld = C == 1 ? std::max<int64_t>(R, 1) : sc;
   } else {
-    d = Tensor::empty(d.shape(), d.dtype());
+    d = Tensor::empty(d.shape(), d.dtype(), d.device());
     copy_into(d, x.detach());
     op.trans = t;
     op.ld = std::max<int64_t>(C, 1);
@@ -129,19 +127,18 @@ bool is_progression(const std::vector<int64_t>& v, int64_t step) {
 
 // C[c_lin[i]] (+)= op(A_i) @ op(B_i) over the batch, where several i may share one C matrix (a
 // broadcast operand's gradient): such sums run in rounds, the first with beta = 0, the rest
-// accumulating with beta = 1, each round one batched GEMM over distinct C matrices. C has
-// c_count contiguous [M, N] matrices. bf16 sums accumulate in an fp32 buffer, rounded once.
-template <class T>
-void gemm_reduce(bool ta, bool tb, int64_t M, int64_t N, int64_t K, const T* A, const std::vector<int64_t>& a_off,
-                 int64_t lda, const T* B, const std::vector<int64_t>& b_off, int64_t ldb, T* C,
-                 const std::vector<int64_t>& c_lin, int64_t c_count) {
-  using S = scalar_t<T>;
+// accumulating with beta = 1, each round one batched GEMM over distinct C matrices. C (a tensor of
+// dtype dt) has c_count contiguous [M, N] matrices. bf16 sums accumulate in an fp32 buffer, rounded once.
+void gemm_reduce(const kernels::Backend& be, bool ta, bool tb, int64_t M, int64_t N, int64_t K, const void* A,
+                 const std::vector<int64_t>& a_off, int64_t lda, const void* B, const std::vector<int64_t>& b_off,
+                 int64_t ldb, const Tensor& C, const std::vector<int64_t>& c_lin, int64_t c_count) {
+  const DType dt = C.dtype();
   const int64_t count = int64_t(c_lin.size());
   std::vector<std::vector<int64_t>> members(static_cast<size_t>(c_count));
   for (int64_t i = 0; i < count; ++i) members[size_t(c_lin[size_t(i)])].push_back(i);
   size_t rounds = 0;
   for (auto& m : members) rounds = std::max(rounds, m.size());
-  auto run = [&](auto* out) {
+  auto run = [&](const Tensor& out) {
     for (size_t r = 0; r < rounds; ++r) {
       std::vector<int64_t> ao, bo, co;
       for (int64_t c = 0; c < c_count; ++c) {
@@ -151,17 +148,15 @@ void gemm_reduce(bool ta, bool tb, int64_t M, int64_t N, int64_t K, const T* A, 
         bo.push_back(b_off[size_t(m[r])]);
         co.push_back(c * M * N);
       }
-      cpu::gemm_batched(ta, tb, M, N, K, S(1), A, ao.data(), lda, B, bo.data(), ldb, r == 0 ? S(0) : S(1), out,
-                        co.data(), N, int64_t(ao.size()));
+      be.gemm_batched(dt, out.dtype(), ta, tb, M, N, K, 1.0, A, ao.data(), lda, B, bo.data(), ldb, r == 0 ? 0.0 : 1.0,
+                      out.raw_data(), co.data(), N, int64_t(ao.size()));
     }
   };
-  if constexpr (std::is_same_v<T, bf16>) {
-    if (rounds > 1) {
-      std::vector<float> acc(static_cast<size_t>(c_count * M * N));
-      run(acc.data());
-      cpu::cast(acc.data(), C, int64_t(acc.size()));
-      return;
-    }
+  if (dt == DType::bf16 && rounds > 1) {
+    Tensor acc = Tensor::empty({c_count * M * N}, DType::f32, C.device());
+    run(acc);
+    be.cast(acc.raw_data(), DType::f32, C.raw_data(), DType::bf16, acc.numel());
+    return;
   }
   run(C);
 }
@@ -190,48 +185,47 @@ struct MatmulBackward : Node {
     NoGradGuard no_grad;
     if (g.dtype() != dt) g = to_dtype(g, dt);
     if (!g.is_contiguous()) g = contiguous(g);
+    const kernels::Backend& be = backend_of("matmul backward", g, a.data, b.data);
     Tensor ga, gb;
-    if (need_a) ga = plan.count == 0 ? Tensor::zeros(a_shape, dt) : Tensor::empty(a_shape, dt);
-    if (need_b) gb = plan.count == 0 ? Tensor::zeros(b_shape, dt) : Tensor::empty(b_shape, dt);
+    if (need_a) ga = plan.count == 0 ? Tensor::zeros(a_shape, dt, g.device()) : Tensor::empty(a_shape, dt, g.device());
+    if (need_b) gb = plan.count == 0 ? Tensor::zeros(b_shape, dt, g.device()) : Tensor::empty(b_shape, dt, g.device());
     if (plan.count == 0) return {ga, gb};
-    dispatch_floating(dt, "matmul backward", [&](auto tag) {
-      using T = decltype(tag);
-      using S = scalar_t<T>;
-      const auto [M, N, K] = dims;
-      const int64_t cnt = plan.count;
-      const T* G = g.data<T>();
-      std::vector<int64_t> g_off(static_cast<size_t>(cnt));
-      for (int64_t i = 0; i < cnt; ++i) g_off[size_t(i)] = i * M * N;
-      const bool b_shared = all_equal(plan.b_off) && all_equal(plan.b_lin);
-      if (need_a) {
-        const T* B = b.data.data<T>();
-        T* dA = ga.data<T>();
-        if (!ta && b_shared && is_identity(plan.a_lin)) {
-          // dA [cnt*M, K] = G [cnt*M, N] @ op(B)^T in one GEMM.
-          cpu::gemm(false, !b.trans, cnt * M, K, N, S(1), G, N, B + plan.b_off[0], b.ld, S(0), dA, K);
-        } else if (!ta) {  // dA_i [M, K] = G_i @ op(B_i)^T
-          gemm_reduce(false, !b.trans, M, K, N, G, g_off, N, B, plan.b_off, b.ld, dA, plan.a_lin, plan.a_count);
-        } else {  // dA_i [K, M] = op(B_i) @ G_i^T
-          gemm_reduce(b.trans, true, K, M, N, B, plan.b_off, b.ld, G, g_off, N, dA, plan.a_lin, plan.a_count);
-        }
+    dispatch_floating(dt, "matmul backward", [](auto) {});
+    const auto [M, N, K] = dims;
+    const int64_t cnt = plan.count;
+    const void* G = g.raw_data();
+    std::vector<int64_t> g_off(static_cast<size_t>(cnt));
+    for (int64_t i = 0; i < cnt; ++i) g_off[size_t(i)] = i * M * N;
+    const bool b_shared = all_equal(plan.b_off) && all_equal(plan.b_lin);
+    if (need_a) {
+      const void* B = b.data.raw_data();
+      if (!ta && b_shared && is_identity(plan.a_lin)) {
+        // dA [cnt*M, K] = G [cnt*M, N] @ op(B)^T in one GEMM.
+        be.gemm(dt, dt, false, !b.trans, cnt * M, K, N, 1.0, G, N, at(B, plan.b_off[0], dt), b.ld, 0.0, ga.raw_data(),
+                K, nullptr);
+      } else if (!ta) {  // dA_i [M, K] = G_i @ op(B_i)^T
+        gemm_reduce(be, false, !b.trans, M, K, N, G, g_off, N, B, plan.b_off, b.ld, ga, plan.a_lin, plan.a_count);
+      } else {  // dA_i [K, M] = op(B_i) @ G_i^T
+        gemm_reduce(be, b.trans, true, K, M, N, B, plan.b_off, b.ld, G, g_off, N, ga, plan.a_lin, plan.a_count);
       }
-      if (need_b) {
-        const T* A = a.data.data<T>();
-        T* dB = gb.data<T>();
-        // op(A) for every batch stacked as one [cnt*M, K] row-major matrix: sum_i op(A_i)^T G_i folds.
-        const bool a_stacked = !a.trans && (cnt == 1 || is_progression(plan.a_off, M * a.ld));
-        const bool fold = b_shared && (a_stacked || cnt == 1);
-        if (fold && !tb) {  // dB [K, N] = op(A)^T @ G over all rows
-          cpu::gemm(!a.trans, false, K, N, cnt * M, S(1), A + plan.a_off[0], a.ld, G, N, S(0), dB, N);
-        } else if (fold) {  // dB [N, K] = G^T @ op(A)
-          cpu::gemm(true, a.trans, N, K, cnt * M, S(1), G, N, A + plan.a_off[0], a.ld, S(0), dB, K);
-        } else if (!tb) {  // dB_i [K, N] = op(A_i)^T @ G_i
-          gemm_reduce(!a.trans, false, K, N, M, A, plan.a_off, a.ld, G, g_off, N, dB, plan.b_lin, plan.b_count);
-        } else {  // dB_i [N, K] = G_i^T @ op(A_i)
-          gemm_reduce(true, a.trans, N, K, M, G, g_off, N, A, plan.a_off, a.ld, dB, plan.b_lin, plan.b_count);
-        }
+    }
+    if (need_b) {
+      const void* A = a.data.raw_data();
+      // op(A) for every batch stacked as one [cnt*M, K] row-major matrix: sum_i op(A_i)^T G_i folds.
+      const bool a_stacked = !a.trans && (cnt == 1 || is_progression(plan.a_off, M * a.ld));
+      const bool fold = b_shared && (a_stacked || cnt == 1);
+      if (fold && !tb) {  // dB [K, N] = op(A)^T @ G over all rows
+        be.gemm(dt, dt, !a.trans, false, K, N, cnt * M, 1.0, at(A, plan.a_off[0], dt), a.ld, G, N, 0.0, gb.raw_data(),
+                N, nullptr);
+      } else if (fold) {  // dB [N, K] = G^T @ op(A)
+        be.gemm(dt, dt, true, a.trans, N, K, cnt * M, 1.0, G, N, at(A, plan.a_off[0], dt), a.ld, 0.0, gb.raw_data(), K,
+                nullptr);
+      } else if (!tb) {  // dB_i [K, N] = op(A_i)^T @ G_i
+        gemm_reduce(be, !a.trans, false, K, N, M, A, plan.a_off, a.ld, G, g_off, N, gb, plan.b_lin, plan.b_count);
+      } else {  // dB_i [N, K] = G_i^T @ op(A_i)
+        gemm_reduce(be, true, a.trans, N, K, M, G, g_off, N, A, plan.a_off, a.ld, gb, plan.b_lin, plan.b_count);
       }
-    });
+    }
     return {ga, gb};
   }
 };
@@ -258,40 +252,33 @@ struct LinearBackward : Node {
     NoGradGuard no_grad;
     if (g.dtype() != dt) g = to_dtype(g, dt);
     if (!g.is_contiguous()) g = contiguous(g);
+    const kernels::Backend& be = backend_of("linear backward", g, x, w.data);
     Tensor gx, gw, gbias;
-    if (need_x) gx = Tensor::empty(x_shape, dt);
+    if (need_x) gx = Tensor::empty(x_shape, dt, g.device());
     // A weight whose .grad buffer exists (e.g. a view of a flat gradient buffer) takes dW through the GEMM's
     // beta = 1, which saves a temporary and a pass over it; the accumulator then gets no gradient to add.
     Tensor w_grad = w_leaf.defined() ? w_leaf.grad() : Tensor();
     const bool w_in_place =
         need_w && w_grad.defined() && w_grad.is_contiguous() && w_grad.dtype() == dt && w_grad.shape() == w_shape;
-    if (need_w) gw = w_in_place ? w_grad : Tensor::empty(w_shape, dt);
-    if (need_b) gbias = Tensor::empty({out}, dt);
-    dispatch_floating(dt, "linear backward", [&](auto tag) {
-      using T = decltype(tag);
-      using S = scalar_t<T>;
-      const T* G = g.data<T>();
-      // dx [rows, in] = G [rows, out] @ W [out, in]
-      if (need_x)
-        cpu::gemm(false, !w.trans, rows, in, out, S(1), G, out, w.data.data<T>(), w.ld, S(0), gx.data<T>(), in);
-      // dW [out, in] = G^T @ x
-      if (need_w)
-        cpu::gemm(true, false, out, in, rows, S(1), G, out, x.data<T>(), in, S(w_in_place ? 1 : 0), gw.data<T>(), in);
-      if (need_b) {
-        if (rows == 0) {
-          for (int64_t j = 0; j < out; ++j) gbias.data<T>()[j] = from_compute<T>(0.0f);
-        } else {
-          cpu::column_sums(G, rows, out, out, gbias.data<T>());
-        }
-      }
-    });
+    if (need_w) gw = w_in_place ? w_grad : Tensor::empty(w_shape, dt, g.device());
+    if (need_b) gbias = rows == 0 ? Tensor::zeros({out}, dt, g.device()) : Tensor::empty({out}, dt, g.device());
+    dispatch_floating(dt, "linear backward", [](auto) {});
+    const void* G = g.raw_data();
+    // dx [rows, in] = G [rows, out] @ W [out, in]
+    if (need_x)
+      be.gemm(dt, dt, false, !w.trans, rows, in, out, 1.0, G, out, w.data.raw_data(), w.ld, 0.0, gx.raw_data(), in,
+              nullptr);
+    // dW [out, in] = G^T @ x
+    if (need_w)
+      be.gemm(dt, dt, true, false, out, in, rows, 1.0, G, out, x.raw_data(), in, w_in_place ? 1.0 : 0.0, gw.raw_data(),
+              in, nullptr);
+    if (need_b && rows > 0) be.column_sums(dt, G, rows, out, out, gbias.raw_data(), false);
     return {gx, w_in_place ? Tensor() : gw, gbias};
   }
 };
 
 void check_matrix_input(const Tensor& t, const char* op, const char* arg) {
   check_defined(t, op, arg);
-  check_cpu(t, op);
   if (t.dim() < 2)
     throw Error(detail::str(op, ": argument '", arg, "' must have rank >= 2, got ", t.describe()), op,
                 "add a leading dim with ops::unsqueeze");
@@ -302,6 +289,7 @@ void check_matrix_input(const Tensor& t, const char* op, const char* arg) {
 Tensor matmul(const Tensor& a, const Tensor& b, bool transpose_a, bool transpose_b) {
   check_matrix_input(a, "matmul", "a");
   check_matrix_input(b, "matmul", "b");
+  const kernels::Backend& be = backend_of("matmul", a, b);
   check_same_dtype(a, b, "matmul");
   const int64_t M = transpose_a ? a.size(-1) : a.size(-2), Ka = transpose_a ? a.size(-2) : a.size(-1);
   const int64_t Kb = transpose_b ? b.size(-1) : b.size(-2), N = transpose_b ? b.size(-2) : b.size(-1);
@@ -315,32 +303,30 @@ Tensor matmul(const Tensor& a, const Tensor& b, bool transpose_a, bool transpose
   Tensor out;
   Operand oa, ob;
   BatchPlan plan;
-  dispatch_floating(a.dtype(), "matmul", [&](auto tag) {
-    using T = decltype(tag);
-    using S = scalar_t<T>;
-    oa = make_operand(a, transpose_a);
-    ob = make_operand(b, transpose_b);
-    plan = plan_batch(oa, ob, a, b);
-    Shape shape = plan.out_batch;
-    shape.push_back(M);
-    shape.push_back(N);
-    out = Tensor::empty(shape, a.dtype());
-    if (plan.count == 0 || M == 0 || N == 0) return;
-    const T* A = oa.data.data<T>();
-    const T* B = ob.data.data<T>();
-    T* C = out.data<T>();
+  const DType dt = a.dtype();
+  dispatch_floating(dt, "matmul", [](auto) {});
+  oa = make_operand(a, transpose_a);
+  ob = make_operand(b, transpose_b);
+  plan = plan_batch(oa, ob, a, b);
+  Shape shape = plan.out_batch;
+  shape.push_back(M);
+  shape.push_back(N);
+  out = Tensor::empty(shape, dt, a.device());
+  if (plan.count > 0 && M > 0 && N > 0) {
+    const void* A = oa.data.raw_data();
+    const void* B = ob.data.raw_data();
     const bool b_shared = all_equal(plan.b_off);
     if (plan.count == 1 || (b_shared && !oa.trans && is_progression(plan.a_off, M * oa.ld))) {
       // Every batch's rows of a evenly spaced and one b: a single [count*M, K] @ [K, N] GEMM.
-      cpu::gemm(oa.trans, ob.trans, plan.count * M, N, K, S(1), A + plan.a_off[0], oa.ld, B + plan.b_off[0], ob.ld,
-                S(0), C, N);
+      be.gemm(dt, dt, oa.trans, ob.trans, plan.count * M, N, K, 1.0, at(A, plan.a_off[0], dt), oa.ld,
+              at(B, plan.b_off[0], dt), ob.ld, 0.0, out.raw_data(), N, nullptr);
     } else {
       std::vector<int64_t> c_off(static_cast<size_t>(plan.count));
       for (int64_t i = 0; i < plan.count; ++i) c_off[size_t(i)] = i * M * N;
-      cpu::gemm_batched(oa.trans, ob.trans, M, N, K, S(1), A, plan.a_off.data(), oa.ld, B, plan.b_off.data(), ob.ld,
-                        S(0), C, c_off.data(), N, plan.count);
+      be.gemm_batched(dt, dt, oa.trans, ob.trans, M, N, K, 1.0, A, plan.a_off.data(), oa.ld, B, plan.b_off.data(),
+                      ob.ld, 0.0, out.raw_data(), c_off.data(), N, plan.count);
     }
-  });
+  }
   if (needs_grad(a, b)) {
     auto node = std::make_shared<MatmulBackward>();
     record(node, {a, b}, {out});
@@ -360,8 +346,7 @@ Tensor matmul(const Tensor& a, const Tensor& b, bool transpose_a, bool transpose
 Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias) {
   check_defined(x, "linear", "x");
   check_defined(weight, "linear", "weight");
-  check_cpu(x, "linear");
-  check_cpu(weight, "linear");
+  const kernels::Backend& be = backend_of("linear", x, weight, bias);
   check_same_dtype(x, weight, "linear");
   if (weight.dim() != 2)
     throw Error(detail::str("linear: weight must be [out, in], got ", weight.describe()), "linear");
@@ -373,7 +358,6 @@ Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias) {
                 "linear", "x's last dim must equal weight's second dim (weight is [out, in])");
   Tensor bc;
   if (bias.defined()) {
-    check_cpu(bias, "linear");
     check_same_dtype(x, bias, "linear");
     if (bias.dim() != 1 || bias.size(0) != out_f)
       throw Error(detail::str("linear: bias ", bias.describe(), " does not match weight ", weight.describe(),
@@ -386,13 +370,11 @@ Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias) {
   Operand w = make_operand(weight, true);  // op(stored) = W^T [in, out]
   Shape shape = x.shape();
   shape.back() = out_f;
-  Tensor out = Tensor::empty(shape, x.dtype());
-  dispatch_floating(x.dtype(), "linear", [&](auto tag) {
-    using T = decltype(tag);
-    using S = scalar_t<T>;
-    cpu::gemm(false, w.trans, rows, out_f, in_f, S(1), xc.data<T>(), std::max<int64_t>(in_f, 1), w.data.data<T>(), w.ld,
-              S(0), out.data<T>(), std::max<int64_t>(out_f, 1), bc.defined() ? bc.data<T>() : nullptr);
-  });
+  dispatch_floating(x.dtype(), "linear", [](auto) {});
+  Tensor out = Tensor::empty(shape, x.dtype(), x.device());
+  be.gemm(x.dtype(), x.dtype(), false, w.trans, rows, out_f, in_f, 1.0, xc.raw_data(), std::max<int64_t>(in_f, 1),
+          w.data.raw_data(), w.ld, 0.0, out.raw_data(), std::max<int64_t>(out_f, 1),
+          bc.defined() ? bc.raw_data() : nullptr);
   if (needs_grad(x, weight, bias)) {
     auto node = std::make_shared<LinearBackward>();
     record(node, {x, weight, bias}, {out});

@@ -1,6 +1,6 @@
 #include "ops/reduce.h"
 
-#include "kernels/cpu/reduce.h"
+#include "ops/backend.h"
 #include "ops/dispatch.h"
 #include "ops/graph.h"
 #include "ops/view.h"
@@ -17,11 +17,11 @@ struct SumBackward : Node {
   std::string name() const override { return is_mean ? "MeanBackward" : "SumBackward"; }
   std::vector<Tensor> apply(std::vector<Tensor>&& grads) override {
     Tensor g = contiguous(grads[0]);
-    Tensor gx = Tensor::empty(input_shape, g.dtype());
-    dispatch_floating(g.dtype(), "sum backward", [&](auto tag) {
-      using T = decltype(tag);
-      cpu::sum_backward(g.data<T>(), input_shape.data(), int(input_shape.size()), reduced.data(), scale, gx.data<T>());
-    });
+    const kernels::Backend& be = backend_of(is_mean ? "mean backward" : "sum backward", g);
+    dispatch_floating(g.dtype(), "sum backward", [](auto) {});
+    Tensor gx = Tensor::empty(input_shape, g.dtype(), g.device());
+    be.sum_backward(g.dtype(), g.raw_data(), input_shape.data(), int(input_shape.size()), reduced.data(), scale,
+                    gx.raw_data());
     return {gx};
   }
 };
@@ -30,12 +30,11 @@ struct SumBackward : Node {
 // element count is the product of the kept sizes).
 Tensor reduce(const Tensor& x, const std::vector<uint8_t>& reduced, const Shape& out_shape, double scale,
               const char* op) {
+  const kernels::Backend& be = backend_of(op, x);
+  dispatch_floating(x.dtype(), op, [](auto) {});
   Tensor xc = contiguous(x);
-  Tensor out = Tensor::empty(out_shape, x.dtype());
-  dispatch_floating(x.dtype(), op, [&](auto tag) {
-    using T = decltype(tag);
-    cpu::sum_forward(xc.data<T>(), xc.shape().data(), int(xc.dim()), reduced.data(), scale, out.data<T>());
-  });
+  Tensor out = Tensor::empty(out_shape, x.dtype(), x.device());
+  be.sum_forward(x.dtype(), xc.raw_data(), xc.shape().data(), int(xc.dim()), reduced.data(), scale, out.raw_data());
   if (needs_grad(xc)) {
     auto node = std::make_shared<SumBackward>();
     node->input_shape = x.shape();
@@ -50,7 +49,6 @@ Tensor reduce(const Tensor& x, const std::vector<uint8_t>& reduced, const Shape&
 Tensor sum_or_mean(const Tensor& x, const std::vector<int64_t>& dims, bool keepdim, bool mean) {
   const char* op = mean ? "mean" : "sum";
   check_defined(x, op, "x");
-  check_cpu(x, op);
   const int64_t nd = x.dim();
   std::vector<uint8_t> reduced(size_t(nd), dims.empty() ? 1 : 0);
   for (int64_t d : dims) {
@@ -83,7 +81,6 @@ Tensor mean(const Tensor& x, const std::vector<int64_t>& dims, bool keepdim) {
 
 Tensor sum_to_shape(const Tensor& x, const Shape& shape) {
   check_defined(x, "sum_to_shape", "x");
-  check_cpu(x, "sum_to_shape");
   if (x.shape() == shape) return x;
   const int64_t nd = x.dim();
   const int64_t lead = nd - int64_t(shape.size());

@@ -2,7 +2,7 @@
 
 #include <vector>
 
-#include "kernels/cpu/rope.h"
+#include "ops/backend.h"
 #include "ops/dispatch.h"
 #include "ops/graph.h"
 #include "ops/view.h"
@@ -13,17 +13,18 @@ namespace {
 
 struct RopeBackward : Node {
   Tensor position_ids, inv_freq;  // contiguous i64, f32
-  cpu::RopeParams params;
+  kernels::RopeParams params;
   std::string name() const override { return "RopeBackward"; }
   std::vector<Tensor> apply(std::vector<Tensor>&& grads) override {
     AM_CHECK(grads[0].dtype() == outputs[0].dtype, "rope backward: gradient ", grads[0].describe(), " for a ",
              dtype_name(outputs[0].dtype), " output");
     Tensor g = contiguous(grads[0]);
-    Tensor dx = Tensor::empty(g.shape(), g.dtype());
-    dispatch_floating(g.dtype(), "rope backward", [&](auto tag) {
-      using T = decltype(tag);
-      cpu::rope_backward(g.data<T>(), dx.data<T>(), position_ids.data<int64_t>(), inv_freq.data<float>(), params);
-    });
+    AM_CHECK(g.shape() == outputs[0].shape, "rope backward: gradient ", g.describe(), " for an output of shape ",
+             shape_str(outputs[0].shape));
+    const kernels::Backend& be = backend_of("rope backward", g, position_ids, inv_freq);
+    Tensor dx = Tensor::empty(g.shape(), g.dtype(), g.device());
+    be.rope_backward(g.dtype(), g.raw_data(), dx.raw_data(), position_ids.data<int64_t>(), inv_freq.data<float>(),
+                     params);
     return {dx};
   }
   void release_saved() override { position_ids = inv_freq = Tensor(); }
@@ -37,9 +38,7 @@ Tensor rope(const Tensor& x_in, const Tensor& position_ids, const Tensor& inv_fr
   check_defined(x_in, op, "x");
   check_defined(position_ids, op, "position_ids");
   check_defined(inv_freq, op, "inv_freq");
-  check_cpu(x_in, op);
-  check_cpu(position_ids, op);
-  check_cpu(inv_freq, op);
+  const kernels::Backend& be = backend_of(op, x_in, position_ids, inv_freq);
   if (x_in.dim() != 4)
     throw Error(detail::str("rope: x must be [batch, seq, heads, head_dim], got ", x_in.describe()), op);
   const int64_t B = x_in.size(0), T = x_in.size(1), D = x_in.size(3);
@@ -60,7 +59,7 @@ Tensor rope(const Tensor& x_in, const Tensor& position_ids, const Tensor& inv_fr
   Tensor x = contiguous(x_in);
   Tensor pos = contiguous(position_ids);
   Tensor freq = contiguous(inv_freq);
-  cpu::RopeParams p;
+  kernels::RopeParams p;
   p.batch = B;
   p.seq = T;
   p.heads = x.size(2);
@@ -69,11 +68,9 @@ Tensor rope(const Tensor& x_in, const Tensor& position_ids, const Tensor& inv_fr
   p.pos_batch_stride = per_batch ? T : 0;
   p.interleaved = style == RopeStyle::interleaved;
   p.attention_scaling = attention_scaling;
-  Tensor y = Tensor::empty(x.shape(), x.dtype());
-  dispatch_floating(x.dtype(), op, [&](auto tag) {
-    using S = decltype(tag);
-    cpu::rope_forward(x.data<S>(), y.data<S>(), pos.data<int64_t>(), freq.data<float>(), p);
-  });
+  dispatch_floating(x.dtype(), op, [](auto) {});
+  Tensor y = Tensor::empty(x.shape(), x.dtype(), x.device());
+  be.rope_forward(x.dtype(), x.raw_data(), y.raw_data(), pos.data<int64_t>(), freq.data<float>(), p);
   if (needs_grad(x)) {
     auto node = std::make_shared<RopeBackward>();
     node->position_ids = pos;

@@ -1,8 +1,6 @@
 #include "ops/softmax.h"
 
-#include <type_traits>
-
-#include "kernels/cpu/softmax.h"
+#include "ops/backend.h"
 #include "ops/dispatch.h"
 #include "ops/graph.h"
 #include "ops/view.h"
@@ -36,14 +34,12 @@ struct SoftmaxBackward : Node {
   std::vector<Tensor> apply(std::vector<Tensor>&& grads) override {
     AM_CHECK(saved.defined(), name(), ": saved output already released (backward run twice without retain_graph?)");
     Tensor g = contiguous(grads[0]);
-    Tensor gx = Tensor::empty(saved.shape(), saved.dtype());
-    dispatch_floating(saved.dtype(), log ? "log_softmax" : "softmax", [&](auto tag) {
-      using T = decltype(tag);
-      if constexpr (std::is_same_v<T, bf16>)
-        cpu::softmax_backward_from_input(saved.data<T>(), g.data<T>(), gx.data<T>(), l.outer, l.dim, l.inner, log);
-      else
-        cpu::softmax_backward(saved.data<T>(), g.data<T>(), gx.data<T>(), l.outer, l.dim, l.inner, log);
-    });
+    AM_CHECK(g.dtype() == saved.dtype() && g.shape() == saved.shape(), name(), ": gradient ", g.describe(), " for ",
+             saved.describe());
+    const kernels::Backend& be = backend_of(log ? "log_softmax" : "softmax", saved, g);
+    Tensor gx = Tensor::empty(saved.shape(), saved.dtype(), saved.device());
+    auto kernel = saved.dtype() == DType::bf16 ? be.softmax_backward_from_input : be.softmax_backward;
+    kernel(saved.dtype(), saved.raw_data(), g.raw_data(), gx.raw_data(), l.outer, l.dim, l.inner, log);
     return {gx};
   }
 };
@@ -51,15 +47,13 @@ struct SoftmaxBackward : Node {
 Tensor softmax_impl(const Tensor& x, int64_t dim, bool log) {
   const char* name = log ? "log_softmax" : "softmax";
   check_defined(x, name, "x");
-  check_cpu(x, name);
+  const kernels::Backend& be = backend_of(name, x);
   int64_t d = normalize_dim(dim, std::max<int64_t>(x.dim(), 1), name);
   Layout3 l = layout_around(x.shape(), d);
   Tensor xc = contiguous(x);
-  Tensor y = Tensor::empty(x.shape(), x.dtype());
-  dispatch_floating(x.dtype(), name, [&](auto tag) {
-    using T = decltype(tag);
-    cpu::softmax_forward(xc.data<T>(), y.data<T>(), l.outer, l.dim, l.inner, log);
-  });
+  dispatch_floating(x.dtype(), name, [](auto) {});
+  Tensor y = Tensor::empty(x.shape(), x.dtype(), x.device());
+  be.softmax_forward(x.dtype(), xc.raw_data(), y.raw_data(), l.outer, l.dim, l.inner, log);
   if (needs_grad(xc)) {
     auto node = std::make_shared<SoftmaxBackward>();
     node->log = log;

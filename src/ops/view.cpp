@@ -2,7 +2,7 @@
 
 #include <numeric>
 
-#include "kernels/cpu/copy.h"
+#include "ops/backend.h"
 #include "ops/dispatch.h"
 #include "ops/graph.h"
 
@@ -27,7 +27,7 @@ struct SliceBackward : Node {
   int64_t dim, start, step;
   std::string name() const override { return "SliceBackward"; }
   std::vector<Tensor> apply(std::vector<Tensor>&& g) override {
-    Tensor gx = Tensor::zeros(input_shape, g[0].dtype());
+    Tensor gx = Tensor::zeros(input_shape, g[0].dtype(), g[0].device());
     Tensor region = slice(gx, dim, start, start + g[0].size(dim) * step, step);
     copy_into(region, g[0]);
     return {gx};
@@ -40,7 +40,7 @@ struct IdentityBackward : Node {
 };
 
 Tensor copy_to_contiguous(const Tensor& x) {
-  Tensor out = Tensor::empty(x.shape(), x.dtype());
+  Tensor out = Tensor::empty(x.shape(), x.dtype(), x.device());
   copy_into(out, x);
   return out;
 }
@@ -50,9 +50,8 @@ Tensor copy_to_contiguous(const Tensor& x) {
 void copy_into(const Tensor& dst, const Tensor& src) {
   AM_CHECK(dst.shape() == src.shape(), "copy_into: shape ", shape_str(src.shape()), " into ", shape_str(dst.shape()));
   AM_CHECK(dst.dtype() == src.dtype(), "copy_into: dtype ", dtype_name(src.dtype()), " into ", dtype_name(dst.dtype()));
-  check_cpu(dst, "copy_into");
-  check_cpu(src, "copy_into");
-  cpu::strided_copy(src.raw_data(), src.strides().data(), dst.raw_data(), dst.strides().data(), src.shape().data(),
+  backend_of("copy_into", dst, src)
+      .strided_copy(src.raw_data(), src.strides().data(), dst.raw_data(), dst.strides().data(), src.shape().data(),
                     int(src.dim()), dtype_size(src.dtype()));
 }
 

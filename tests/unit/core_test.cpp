@@ -2,9 +2,12 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <functional>
 #include <limits>
 
 #include "core/allocator.h"
+#include "core/arith.h"
+#include "core/device_memory.h"
 #include "core/rng.h"
 #include "core/tensor.h"
 #include "error_of.h"
@@ -37,6 +40,69 @@ TEST(DType, NamesRoundTripAndUnknownIsAnError) {
     EXPECT_EQ(dtype_from_name(dtype_name(d)), d);
   EXPECT_EQ(dtype_from_name("bfloat16"), DType::bf16);
   EXPECT_THROW(dtype_from_name("float8"), Error);
+}
+
+TEST(DType, VisitNamesEveryStorageType) {
+  const std::pair<DType, size_t> cases[] = {{DType::f32, sizeof(float)},   {DType::f64, sizeof(double)},
+                                            {DType::bf16, sizeof(bf16)},   {DType::f16, sizeof(f16)},
+                                            {DType::i32, sizeof(int32_t)}, {DType::i64, sizeof(int64_t)},
+                                            {DType::b8, sizeof(bool)}};
+  for (auto [dt, size] : cases) {
+    EXPECT_EQ(visit_dtype(dt, [](auto tag) { return dtype_of<decltype(tag)>::value; }), dt) << dtype_name(dt);
+    EXPECT_EQ(visit_dtype(dt, [](auto tag) { return sizeof(tag); }), size) << dtype_name(dt);
+  }
+  EXPECT_THROW(visit_dtype(DType(99), [](auto) {}), Error);
+}
+
+TEST(DType, VisitAmongInstantiatesOnlyTheListedTypes) {
+  int seen = 0;
+  auto floating = [&](DType dt) {
+    visit_dtype_among<float, double>(
+        dt, [&](auto tag) { seen += std::is_floating_point_v<decltype(tag)> ? 1 : 100; },
+        [&] { throw Error(std::string("no ") + dtype_name(dt)); });
+  };
+  floating(DType::f32);
+  floating(DType::f64);
+  EXPECT_EQ(seen, 2);
+  EXPECT_TRUE(has(error_of([&] { floating(DType::i64); }), "no i64"));
+  EXPECT_TRUE(has(error_of([&] { floating(DType::bf16); }), "no bf16"));
+}
+
+TEST(Arith, RoundUp) {
+  EXPECT_EQ(round_up(0, 16), 0);
+  EXPECT_EQ(round_up(1, 16), 16);
+  EXPECT_EQ(round_up(16, 16), 16);
+  EXPECT_EQ(round_up(17, 16), 32);
+  EXPECT_EQ(round_up(1000, 1024), 1024);
+}
+
+TEST(DeviceMemory, FactoriesFillThroughTheDevicesMemory) {
+  Tensor z = Tensor::zeros({3, 5}, DType::bf16);
+  for (double v : z.to_doubles()) EXPECT_EQ(v, 0.0);
+  Tensor f = Tensor::full({7}, -2.5, DType::f64);
+  for (double v : f.to_doubles()) EXPECT_EQ(v, -2.5);
+  Tensor b = Tensor::full({4}, 1.0, DType::bf16);
+  for (int64_t i = 0; i < 4; ++i) EXPECT_EQ(b.data<bf16>()[i].bits, 0x3f80);
+  Tensor i = Tensor::ones({2}, DType::i64);
+  EXPECT_EQ(i.to_doubles(), (std::vector<double>{1, 1}));
+  Tensor v = Tensor::from_values({1.5, -3, 7}, {3}, DType::f16);
+  EXPECT_EQ(v.to_doubles(), (std::vector<double>{1.5, -3, 7}));
+  // A 3-byte element, filled copy by copy.
+  unsigned char pattern[3] = {1, 2, 3}, out[9] = {};
+  cpu_device_memory().fill(out, pattern, 3, 3);
+  for (int k = 0; k < 9; ++k) EXPECT_EQ(out[k], k % 3 + 1);
+}
+
+TEST(DeviceMemory, ACudaTensorInABuildWithoutCudaIsAnErrorNamingTheDevice) {
+  const Device gpu{DeviceType::cuda, 1};
+  for (auto make : std::initializer_list<std::function<void()>>{
+           [&] { Tensor::empty({2}, DType::f32, gpu); }, [&] { Tensor::zeros({2}, DType::f32, gpu); },
+           [&] { Tensor::full({2}, 1.0, DType::f32, gpu); }, [&] { Tensor::scalar(1.0, DType::f32, gpu); }}) {
+    const std::string err = error_of(make);
+    EXPECT_TRUE(has(err, "cuda:1")) << err;
+    EXPECT_TRUE(has(err, "this build has no CUDA backend")) << err;
+  }
+  EXPECT_TRUE(has(error_of([&] { Storage::allocate(64, gpu); }), "no CUDA backend"));
 }
 
 TEST(Allocator, ReusesFreedBlocksAndTracksPeak) {

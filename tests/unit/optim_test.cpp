@@ -8,18 +8,21 @@
 #include <memory>
 
 #include "components/optim/adamw8bit.h"
-#include "components/optim/div_by_reciprocal.h"
-#include "components/optim/master_split.h"
 #include "components/optim/optimizer.h"
-#include "components/optim/quant8.h"
 #include "components/optim/scheduler.h"
 #include "core/threads.h"
 #include "error_of.h"
+#include "kernels/cpu/div_by_reciprocal.h"
+#include "kernels/cpu/master_split.h"
+#include "kernels/cpu/quant8.h"
 #include "ops/cast.h"
 #include "ops/view.h"
 
 using namespace automodel;
 using namespace automodel::optim;
+namespace master = automodel::cpu::master;
+namespace q8 = automodel::cpu::q8;
+using automodel::cpu::div_by_reciprocal;
 using automodel::testing::error_of;
 
 namespace {

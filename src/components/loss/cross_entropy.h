@@ -46,7 +46,7 @@ class ChunkedCrossEntropy {
 
 // Cross-entropy of logits = hidden @ weight^T without ever materialising the [N, V] logits (the recipe's
 // default loss): hidden [B, T, H] or [N, H], weight [V, H] (the LM head, same dtype), labels [B, T] or [N].
-// The label rows (ignored ones cost nothing) are processed in chunks by cpu::linear_cross_entropy: per
+// The label rows (ignored ones cost nothing) are processed in chunks by ops::linear_cross_entropy: per
 // chunk the logits in fp32 (f64 for f64), loss, and when hidden or weight needs a gradient d(hidden) and
 // d(weight) are computed eagerly in forward, inside one autograd node whose backward only scales them by
 // the upstream gradient. A frozen weight (requires_grad false, e.g. LoRA's tied embedding) gets no

@@ -2,15 +2,14 @@
 
 #include <algorithm>
 #include <cmath>
-#include <cstring>
 #include <limits>
-#include <type_traits>
 
-#include "components/optim/div_by_reciprocal.h"
-#include "components/optim/master_split.h"
+#include "core/arith.h"
+#include "core/device_memory.h"
 #include "core/error.h"
+#include "core/rng.h"
 #include "core/threads.h"
-#include "kernels/cpu/cast.h"
+#include "ops/backend.h"
 #include "ops/view.h"
 
 namespace automodel::optim {
@@ -25,12 +24,8 @@ constexpr int64_t kTilesPerBlock = 16;
 
 template <class F>
 void dispatch_param(DType dt, const char* who, F&& f) {
-  switch (dt) {
-    case DType::f32: f(float{}); break;
-    case DType::f64: f(double{}); break;
-    case DType::bf16: f(bf16{}); break;
-    default: AM_CHECK(false, who, ": parameters must be f32, f64 or bf16, got ", dtype_name(dt));
-  }
+  visit_dtype_among<float, double, bf16>(
+      dt, f, [&] { AM_CHECK(false, who, ": parameters must be f32, f64 or bf16, got ", dtype_name(dt)); });
 }
 
 std::vector<ParamGroup> one_group(const NamedTensors& params) {
@@ -41,92 +36,12 @@ std::vector<ParamGroup> one_group(const NamedTensors& params) {
 
 DType state_dtype(DType param) { return param == DType::f64 ? DType::f64 : DType::f32; }
 
-// Element-wise kernels: each element depends only on its own inputs, in the same order as torch's
-// single-tensor implementation, so the flat-buffer and per-tensor paths agree bit for bit.
-template <class C>
-struct AdamScalars {
-  C decay;  // 1 - lr * wd (decoupled)
-  C wd;     // L2 (coupled)
-  C w1;     // 1 - beta1 (lerp weight)
-  C beta2, omb2;
-  C bc2_sqrt, bc2_sqrt_recip, eps, neg_step_size;
-};
-
-// Decoupled: AdamW's p *= 1 - lr * wd; else Adam's g += wd * p. LerpLo: torch's lerp branch for
-// weight < 0.5 (m + w (g - m)), else g - (g - m) (1 - w).
-template <bool Decoupled, bool LerpLo, class P, class G, class C>
-void adam_kernel(P* __restrict p, const G* __restrict g, C* __restrict m, C* __restrict v, int64_t n,
-                 const AdamScalars<C> s) {
-#pragma omp simd
-  for (int64_t i = 0; i < n; ++i) {
-    C pi = to_compute(p[i]);
-    C gi = to_compute(g[i]);
-    if constexpr (Decoupled)
-      pi = pi * s.decay;
-    else
-      gi = gi + s.wd * pi;
-    C mi = m[i];
-    if constexpr (LerpLo)
-      mi = mi + s.w1 * (gi - mi);
-    else
-      mi = gi - (gi - mi) * (C(1) - s.w1);
-    const C vi = v[i] * s.beta2 + s.omb2 * gi * gi;
-    const C denom = div_by_reciprocal(std::sqrt(vi), s.bc2_sqrt, s.bc2_sqrt_recip) + s.eps;
-    pi = pi + s.neg_step_size * mi / denom;
-    m[i] = mi;
-    v[i] = vi;
-    p[i] = from_compute<P>(pi);
-  }
-}
-
-template <class C>
-struct SgdScalars {
-  C wd, momentum, omd, neg_lr;
-};
-
-// Kind 0: no momentum; 1: momentum, first step (buf = d); 2: momentum (buf = mom buf + (1 - damp) d).
-template <bool UseWd, int Kind, bool Nesterov, class P, class G, class C>
-void sgd_kernel(P* __restrict p, const G* __restrict g, C* __restrict buf, int64_t n, const SgdScalars<C> s) {
-#pragma omp simd
-  for (int64_t i = 0; i < n; ++i) {
-    const C pi = to_compute(p[i]);
-    C d = to_compute(g[i]);
-    if constexpr (UseWd) d = d + s.wd * pi;
-    if constexpr (Kind != 0) {
-      C b;
-      if constexpr (Kind == 1)
-        b = d;
-      else
-        b = buf[i] * s.momentum + s.omd * d;
-      buf[i] = b;
-      if constexpr (Nesterov)
-        d = d + s.momentum * b;
-      else
-        d = b;
-    }
-    p[i] = from_compute<P>(pi + s.neg_lr * d);
-  }
-}
-
-// Calls f(std::bool_constant<...>...) with runtime flags turned into compile-time ones.
-template <class F>
-void with_bool(bool b, F&& f) {
-  if (b)
-    f(std::true_type{});
-  else
-    f(std::false_type{});
-}
-
-// Calls f(P{}, G{}) for the updated type P (the parameter's, or f32 for its master) and the gradient's G.
-template <class F>
-void dispatch_update(DType target, DType grad, const char* who, F&& f) {
-  dispatch_param(target, who, [&](auto tag) {
-    using P = decltype(tag);
-    if constexpr (std::is_same_v<P, float>) {
-      if (grad == DType::bf16) return f(P{}, bf16{});
-    }
-    f(P{}, P{});
-  });
+// The pairs an update takes: the updated type (the parameter's, or f32 for its master) and the gradient's, equal or
+// f32 / bf16. Checked before the update's tiles run on many threads.
+void check_update_types(DType target, DType grad, const char* who) {
+  dispatch_param(target, who, [](auto) {});
+  AM_CHECK(grad == target || (target == DType::f32 && grad == DType::bf16), who, ": no update for ", dtype_name(target),
+           " parameters with ", dtype_name(grad), " gradients");
 }
 
 void check_unit_tensor(const char* who, const std::string& name, const Tensor& t, const char* what) {
@@ -141,66 +56,28 @@ double grad_norm(const std::vector<Tensor>& grads, double norm_type) {
   for (const Tensor& g : grads) {
     if (!g.defined()) continue;
     AM_CHECK(g.is_contiguous(), "clip_grad_norm: gradient ", g.describe(), " must be contiguous");
-    dispatch_param(g.dtype(), "clip_grad_norm", [&](auto tag) {
-      using P = decltype(tag);
-      const P* p = g.data<P>();
-      const int64_t n = g.numel();
-      double part = 0.0;
-      if (inf) {
-#pragma omp parallel for simd reduction(max : part) schedule(static) if (n > kGrain)
-        for (int64_t i = 0; i < n; ++i) part = std::max(part, std::abs(double(to_compute(p[i]))));
-        acc = std::max(acc, part);
-      } else if (norm_type == 2.0) {
-#pragma omp parallel for simd reduction(+ : part) schedule(static) if (n > kGrain)
-        for (int64_t i = 0; i < n; ++i) {
-          double x = double(to_compute(p[i]));
-          part += x * x;
-        }
-        acc += part;
-      } else {
-#pragma omp parallel for simd reduction(+ : part) schedule(static) if (n > kGrain)
-        for (int64_t i = 0; i < n; ++i) part += std::pow(std::abs(double(to_compute(p[i]))), norm_type);
-        acc += part;
-      }
-    });
+    dispatch_param(g.dtype(), "clip_grad_norm", [](auto) {});
+    const double part =
+        ops::backend_for(g.device(), "clip_grad_norm").grad_norm_power(g.dtype(), g.raw_data(), g.numel(), norm_type);
+    acc = inf ? std::max(acc, part) : acc + part;
   }
   return inf ? acc : (norm_type == 2.0 ? std::sqrt(acc) : std::pow(acc, 1.0 / norm_type));
+}
+
+// Zeroes n elements of t's dtype from `data` (inside t) on t's device.
+void zero_bytes(const Tensor& t, void* data, int64_t n) {
+  const uint64_t zero = 0;
+  device_memory(t.device()).fill(data, &zero, dtype_size(t.dtype()), n);
 }
 
 // clip_grad_norm's coefficient; exactly 1 means there is nothing to scale (x * 1 == x).
 double clip_coefficient(double max_norm, double total) { return std::min(max_norm / (total + 1e-6), 1.0); }
 
-// The pass's work on a tile's gradient before the update reads it: its sum of squares (the fused 2-norm) and the
-// clipping (in place, in the gradient's dtype, as clip_grads leaves it for the step to read).
-template <class G>
-void grad_prologue(G* __restrict g, int64_t n, double* sum_sq, bool scale, double coef) {
-  if (sum_sq != nullptr) {
-    double part = 0.0;
-#pragma omp simd reduction(+ : part)
-    for (int64_t i = 0; i < n; ++i) {
-      const double x = double(to_compute(g[i]));
-      part += x * x;
-    }
-    *sum_sq += part;
-  }
-  if (scale) {
-    using C = compute_t<G>;
-    const C c = C(coef);
-    for (int64_t i = 0; i < n; ++i) g[i] = from_compute<G>(to_compute(g[i]) * c);
-  }
-}
-
-void grad_prologue(DType dt, void* g, int64_t n, double* sum_sq, bool scale, double coef) {
-  dispatch_param(dt, "optimizer",
-                 [&](auto tag) { grad_prologue(static_cast<decltype(tag)*>(g), n, sum_sq, scale, coef); });
-}
-
 // The master of elements [begin, begin + n) of u (reconstructed, exceptions patched in) into x.
 template <class Exceptions>
-void materialize_master(const Tensor& param, const Tensor& residual, const Exceptions& exceptions, int64_t begin,
-                        int64_t n, float* x) {
-  master::reconstruct_n(param.data<bf16>() + begin, reinterpret_cast<const uint16_t*>(residual.data<bf16>()) + begin, x,
-                        n);
+void materialize_master(const kernels::Backend& be, const Tensor& param, const Tensor& residual,
+                        const Exceptions& exceptions, int64_t begin, int64_t n, float* x) {
+  be.master_reconstruct(param.data<bf16>() + begin, residual.data<bf16>() + begin, x, n);
   auto it = std::lower_bound(exceptions.begin(), exceptions.end(), begin,
                              [](const auto& e, int64_t i) { return e.index < i; });
   for (; it != exceptions.end() && it->index < begin + n; ++it) x[it->index - begin] = it->value;
@@ -305,6 +182,7 @@ double Optimizer::step(const StepOptions& o) {
     Unit* u;
     Tensor grad;
     TileUpdate update;
+    const kernels::Backend* backend;  // the kernels of the parameter's device
   };
   std::vector<Work> work;
   for (size_t gi = 0; gi < groups_.size(); ++gi) {
@@ -314,7 +192,7 @@ double Optimizer::step(const StepOptions& o) {
       AM_CHECK(grad.shape() == u.param.shape() && grad.dtype() == u.param.dtype(), name(), ": gradient of parameter '",
                u.name, "' is ", grad.describe(), " but the parameter is ", u.param.describe());
       check_unit_tensor(name(), u.name, grad, "gradient");
-      work.push_back({gi, &u, grad, nullptr});
+      work.push_back({gi, &u, grad, nullptr, &ops::backend_for(u.param.device(), name())});
     }
   }
 
@@ -342,7 +220,7 @@ double Optimizer::step(const StepOptions& o) {
     int64_t begin, end;
   };
   const int64_t multiple = tile_multiple();
-  const int64_t tile = (kTile + multiple - 1) / multiple * multiple;
+  const int64_t tile = round_up(kTile, multiple);
   const int64_t block_len = tile * kTilesPerBlock;
   std::vector<Block> blocks;
   int64_t elements = 0;
@@ -373,15 +251,15 @@ double Optimizer::step(const StepOptions& o) {
         char* g = static_cast<char*>(grad.raw_data());
         const size_t gsize = dtype_size(grad.dtype());
         for (int64_t t = blk.begin; t < blk.end; t += tile)
-          grad_prologue(grad.dtype(), g + size_t(t) * gsize, std::min(tile, blk.end - t), &sum_sq[size_t(bi)], false,
-                        1.0);
+          work[blk.work].backend->grad_prologue(grad.dtype(), g + size_t(t) * gsize, std::min(tile, blk.end - t),
+                                                &sum_sq[size_t(bi)], false, 1.0);
       }
     });
     total = sum_partials();
   }
   if (o.skip_if_nonfinite && !std::isfinite(total)) {
     if (o.zero_grad)
-      for (const Work& w : work) std::memset(w.grad.raw_data(), 0, w.grad.nbytes());
+      for (const Work& w : work) zero_bytes(w.grad, w.grad.raw_data(), w.grad.numel());
     return total;
   }
   const bool fused_sum = fused_norm && !norm_pass_first;
@@ -396,9 +274,10 @@ double Optimizer::step(const StepOptions& o) {
 
   std::vector<std::vector<MasterException>> exceptions(blocks.size());
 
-  auto run_block = [&](size_t bi, std::vector<float>& x) {
+  auto run_block = [&](size_t bi, std::vector<float>& x, std::vector<int64_t>& failures) {
     const Block& b = blocks[bi];
     const Work& w = work[b.work];
+    const kernels::Backend& be = *w.backend;
     Unit& u = *w.u;
     const DType gdt = w.grad.dtype();
     const size_t gsize = dtype_size(gdt), psize = dtype_size(u.param.dtype());
@@ -406,38 +285,41 @@ double Optimizer::step(const StepOptions& o) {
     char* param = static_cast<char*>(u.param.raw_data());
     const bool rounds = rounds_after_update(u);
     bf16* pbits = u.has_master() || rounds ? u.param.data<bf16>() : nullptr;
-    uint16_t* residual = u.has_master() ? reinterpret_cast<uint16_t*>(u.residual.data<bf16>()) : nullptr;
+    bf16* residual = u.has_master() ? u.residual.data<bf16>() : nullptr;
     // Per unit and step: distinct random bits for every parameter element and step.
-    const uint32_t key = master::hash32(uint32_t(u.step) * 0x9e3779b9u ^ master::hash32(uint32_t(b.work) + 1u));
+    const uint32_t key = hash32(uint32_t(u.step) * 0x9e3779b9u ^ hash32(uint32_t(b.work) + 1u));
     for (int64_t t = b.begin; t < b.end; t += tile) {
       const int64_t n = std::min(tile, b.end - t);
       void* g = grad + size_t(t) * gsize;
-      grad_prologue(gdt, g, n, fused_sum ? &sum_sq[bi] : nullptr, scale, coef);
+      be.grad_prologue(gdt, g, n, fused_sum ? &sum_sq[bi] : nullptr, scale, coef);
       void* target = param + size_t(t) * psize;
       if (pbits != nullptr) {
         x.resize(size_t(tile));
         if (residual != nullptr)
-          materialize_master(u.param, u.residual, u.exceptions, t, n, x.data());
+          materialize_master(be, u.param, u.residual, u.exceptions, t, n, x.data());
         else
-          cpu::cast(pbits + t, x.data(), n);
+          be.cast(pbits + t, DType::bf16, x.data(), DType::f32, n);
         target = x.data();
       }
       w.update(Tile{target, g, t, n, b.seg, key});
       if (rounds) {
-        master::stochastic_round_n(x.data(), pbits + t, n, key, t);
-      } else if (pbits != nullptr && !master::split_n(x.data(), pbits + t, residual + t, n)) {
-        for (int64_t j = 0; j < n; ++j) {
-          uint16_t p, r;
-          if (!master::split(x[size_t(j)], p, r)) exceptions[bi].push_back({t + j, x[size_t(j)]});
+        be.stochastic_round(x.data(), pbits + t, n, key, t);
+      } else if (pbits != nullptr) {
+        failures.resize(size_t(tile));
+        const int64_t failed = be.master_split(x.data(), pbits + t, residual + t, n, failures.data());
+        for (int64_t f = 0; f < failed; ++f) {
+          const int64_t j = failures[size_t(f)];
+          exceptions[bi].push_back({t + j, x[size_t(j)]});
         }
       }
-      if (o.zero_grad) std::memset(g, 0, size_t(n) * gsize);
+      if (o.zero_grad) zero_bytes(w.grad, g, n);
     }
   };
   // Blocks read the old exceptions of their unit while others run; the new ones replace them afterwards.
   parallel_for(int64_t(blocks.size()), grain, [&](int64_t b, int64_t e) {
     std::vector<float> x;
-    for (int64_t bi = b; bi < e; ++bi) run_block(size_t(bi), x);
+    std::vector<int64_t> failures;
+    for (int64_t bi = b; bi < e; ++bi) run_block(size_t(bi), x, failures);
   });
   for (size_t bi = 0; bi < blocks.size(); ++bi) {
     Unit& u = *work[blocks[bi].work].u;
@@ -455,7 +337,7 @@ void Optimizer::zero_grad() {
       Tensor grad = u.flat ? u.flat_grad : u.param.grad();
       if (!grad.defined()) continue;
       AM_CHECK(grad.is_contiguous(), name(), ": zero_grad needs contiguous gradients");
-      std::memset(grad.raw_data(), 0, grad.nbytes());
+      zero_bytes(grad, grad.raw_data(), grad.numel());
     }
   }
 }
@@ -470,7 +352,8 @@ std::map<std::string, Tensor> Optimizer::state_dict() {
       for (const Segment& s : u.segments) {
         if (s.name.empty()) continue;
         Tensor m = Tensor::empty(u.flat ? Shape{s.numel} : u.param.shape(), DType::f32);
-        materialize_master(u.param, u.residual, u.exceptions, s.begin, s.numel, m.data<float>());
+        materialize_master(ops::backend_for(u.param.device(), name()), u.param, u.residual, u.exceptions, s.begin,
+                           s.numel, m.data<float>());
         out[s.name + ".fp32_master"] = m;
       }
     }
@@ -523,13 +406,18 @@ void Optimizer::load_state_dict(const std::map<std::string, Tensor>& state) {
     const Tensor src = ops::contiguous(state.at(key));
     const float* x = src.data<float>();
     bf16* p = u.param.data<bf16>() + s.begin;
-    uint16_t* r = reinterpret_cast<uint16_t*>(u.residual.data<bf16>()) + s.begin;
+    bf16* r = u.residual.data<bf16>() + s.begin;
     std::erase_if(u.exceptions,
                   [&](const MasterException& e) { return e.index >= s.begin && e.index < s.begin + s.numel; });
-    if (!master::split_n(x, p, r, s.numel)) {
-      for (int64_t j = 0; j < s.numel; ++j) {
-        uint16_t pj, rj;
-        if (!master::split(x[j], pj, rj)) u.exceptions.push_back({s.begin + j, x[j]});
+    const kernels::Backend& be = ops::backend_for(u.param.device(), name());
+    // In chunks, so that the indices of the floats a split cannot restore need room for one chunk only.
+    constexpr int64_t kChunk = int64_t(1) << 16;
+    std::vector<int64_t> failures(size_t(std::min(kChunk, s.numel)));
+    for (int64_t c = 0; c < s.numel; c += kChunk) {
+      const int64_t failed = be.master_split(x + c, p + c, r + c, std::min(kChunk, s.numel - c), failures.data());
+      for (int64_t f = 0; f < failed; ++f) {
+        const int64_t j = c + failures[size_t(f)];
+        u.exceptions.push_back({s.begin + j, x[j]});
       }
     }
   }
@@ -586,33 +474,25 @@ Optimizer::TileUpdate Adam::prepare(const ParamGroup& group, Unit& u, DType targ
   const double lr = *group.lr, wd = *group.weight_decay;
   const double bc1 = 1.0 - std::pow(opt_.beta1, double(u.step));
   const double bc2 = 1.0 - std::pow(opt_.beta2, double(u.step));
-  TileUpdate update;
-  dispatch_update(target, grad, name(), [&](auto ptag, auto gtag) {
-    using P = decltype(ptag);
-    using G = decltype(gtag);
-    using C = compute_t<P>;
-    AdamScalars<C> s;
-    s.decay = C(1.0 - lr * wd);
-    s.wd = C(wd);
-    s.w1 = C(1.0 - opt_.beta1);
-    s.beta2 = C(opt_.beta2);
-    s.omb2 = C(1.0 - opt_.beta2);
-    s.bc2_sqrt = C(std::sqrt(bc2));
-    s.bc2_sqrt_recip = C(1) / s.bc2_sqrt;
-    s.eps = C(opt_.eps);
-    s.neg_step_size = C(-(lr / bc1));
-    C* m = u.state[0].data<C>();
-    C* v = u.state[1].data<C>();
-    with_bool(decoupled_, [&](auto dec) {
-      with_bool(std::abs(double(s.w1)) < 0.5, [&](auto lo) {
-        update = [=](const Tile& t) {
-          adam_kernel<decltype(dec)::value, decltype(lo)::value>(
-              static_cast<P*>(t.target), static_cast<const G*>(t.grad), m + t.begin, v + t.begin, t.n, s);
-        };
-      });
-    });
-  });
-  return update;
+  check_update_types(target, grad, name());
+  kernels::AdamStep s;
+  s.decoupled = decoupled_;
+  s.decay = 1.0 - lr * wd;
+  s.weight_decay = wd;
+  s.one_minus_beta1 = 1.0 - opt_.beta1;
+  s.beta2 = opt_.beta2;
+  s.one_minus_beta2 = 1.0 - opt_.beta2;
+  s.bc2_sqrt = std::sqrt(bc2);
+  s.eps = opt_.eps;
+  s.neg_step_size = -(lr / bc1);
+  const kernels::Backend& be = ops::backend_for(u.param.device(), name());
+  char* m = static_cast<char*>(u.state[0].raw_data());
+  char* v = static_cast<char*>(u.state[1].raw_data());
+  const size_t state_size = dtype_size(u.state[0].dtype());
+  return [=, &be](const Tile& t) {
+    const size_t at = size_t(t.begin) * state_size;
+    be.adam_update(target, grad, s, t.target, t.grad, m + at, v + at, t.n);
+  };
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -634,36 +514,21 @@ std::vector<std::string> SGD::state_keys() const {
 
 Optimizer::TileUpdate SGD::prepare(const ParamGroup& group, Unit& u, DType target, DType grad) {
   const double lr = *group.lr, wd = *group.weight_decay;
-  TileUpdate update;
-  dispatch_update(target, grad, name(), [&](auto ptag, auto gtag) {
-    using P = decltype(ptag);
-    using G = decltype(gtag);
-    using C = compute_t<P>;
-    SgdScalars<C> s;
-    s.wd = C(wd);
-    s.momentum = C(opt_.momentum);
-    s.omd = C(1.0 - opt_.dampening);
-    s.neg_lr = C(-lr);
-    const bool use_momentum = opt_.momentum != 0.0;
-    C* buf = use_momentum ? u.state[0].data<C>() : nullptr;
-    auto bind = [&](auto kernel) {
-      update = [=](const Tile& t) {
-        kernel(static_cast<P*>(t.target), static_cast<const G*>(t.grad), buf ? buf + t.begin : nullptr, t.n, s);
-      };
-    };
-    with_bool(wd != 0.0, [&](auto use_wd) {
-      with_bool(opt_.nesterov, [&](auto nest) {
-        constexpr bool W = decltype(use_wd)::value, N = decltype(nest)::value;
-        if (!use_momentum)
-          bind(sgd_kernel<W, 0, N, P, G, C>);
-        else if (u.step == 1)
-          bind(sgd_kernel<W, 1, N, P, G, C>);
-        else
-          bind(sgd_kernel<W, 2, N, P, G, C>);
-      });
-    });
-  });
-  return update;
+  check_update_types(target, grad, name());
+  kernels::SgdStep s;
+  s.weight_decay = wd;
+  s.momentum = opt_.momentum;
+  s.one_minus_dampening = 1.0 - opt_.dampening;
+  s.neg_lr = -lr;
+  const bool use_momentum = opt_.momentum != 0.0;
+  s.kind = !use_momentum ? 0 : u.step == 1 ? 1 : 2;
+  s.nesterov = opt_.nesterov;
+  const kernels::Backend& be = ops::backend_for(u.param.device(), name());
+  char* buf = use_momentum ? static_cast<char*>(u.state[0].raw_data()) : nullptr;
+  const size_t state_size = use_momentum ? dtype_size(u.state[0].dtype()) : 0;
+  return [=, &be](const Tile& t) {
+    be.sgd_update(target, grad, s, t.target, t.grad, buf ? buf + size_t(t.begin) * state_size : nullptr, t.n);
+  };
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -675,10 +540,12 @@ double clip_grads(const std::vector<Tensor>& grads, double max_norm, double norm
   if (coef == 1.0) return total;  // x * 1 == x: the scaling pass would change nothing
   for (const Tensor& g : grads) {
     if (!g.defined()) continue;
-    dispatch_param(g.dtype(), "clip_grad_norm", [&](auto tag) {
-      using P = decltype(tag);
-      P* p = g.data<P>();
-      parallel_for(g.numel(), kGrain, [&](int64_t b, int64_t e) { grad_prologue(p + b, e - b, nullptr, true, coef); });
+    dispatch_param(g.dtype(), "clip_grad_norm", [](auto) {});
+    const kernels::Backend& be = ops::backend_for(g.device(), "clip_grad_norm");
+    char* p = static_cast<char*>(g.raw_data());
+    const size_t size = dtype_size(g.dtype());
+    parallel_for(g.numel(), kGrain, [&](int64_t b, int64_t e) {
+      be.grad_prologue(g.dtype(), p + size_t(b) * size, e - b, nullptr, true, coef);
     });
   }
   return total;

@@ -5,7 +5,9 @@
 #include <cstring>
 #include <limits>
 
+#include "core/arith.h"
 #include "kernels/cpu/attention_bf16.h"
+#include "kernels/cpu/attention_mask.h"
 #include "kernels/cpu/scratch.h"
 
 namespace automodel::cpu {
@@ -33,8 +35,6 @@ struct Simd<double> {
   using V = vf64;
   static constexpr int64_t W = 8;
 };
-
-inline int64_t round_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
 
 // Below this many multiply-adds a call runs on one thread: waking a team costs more than it saves.
 constexpr double kParallelWork = 1 << 18;
@@ -201,61 +201,26 @@ inline void softcap_row(double* s, double* dcap, double cap, int64_t n) {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Geometry of one call and the tile loaders.
-
+// The sizes of one call, its mask (attention_mask.h) and the tile loaders.
 template <class T>
-struct Geometry {
+struct Geometry : detail::AttentionMask {
   using C = compute_t<T>;
   static constexpr int64_t W = Simd<C>::W;
-  int64_t B, Tq, Tk, Hq, Hkv, D, Dv, G, off, Dp, Dvp;
+  int64_t B, Hq, Hkv, D, Dv, G, Dp, Dvp;
   C scale, cap;
-  bool causal;
-  int64_t window;
-  const int64_t* ids;
 
   explicit Geometry(const AttentionShape& s)
-      : B(s.batch),
-        Tq(s.q_len),
-        Tk(s.kv_len),
+      : AttentionMask(s),
+        B(s.batch),
         Hq(s.q_heads),
         Hkv(s.kv_heads),
         D(s.head_dim),
         Dv(s.v_head_dim),
         G(s.kv_heads > 0 ? s.q_heads / s.kv_heads : 1),
-        off(s.kv_len - s.q_len),
         Dp(round_up(s.head_dim, W)),
         Dvp(round_up(s.v_head_dim, W)),
         scale(C(s.scale)),
-        cap(C(s.softcap)),
-        causal(s.causal),
-        window(s.window > s.kv_len ? 0 : s.window),  // a window longer than the keys masks nothing
-        ids(s.seq_ids) {}
-
-  // Keys [lo, hi) that some query in rows [i0, i0 + nq) may see (causal / window bounds only).
-  void key_range(int64_t i0, int64_t nq, int64_t& lo, int64_t& hi) const {
-    lo = window > 0 ? std::max<int64_t>(0, i0 + off - window + 1) : 0;
-    hi = causal ? std::min(Tk, i0 + nq + off) : Tk;
-  }
-  // Query rows [lo, hi) that may see some key in [j0, j0 + nk).
-  void query_range(int64_t j0, int64_t nk, int64_t& lo, int64_t& hi) const {
-    lo = causal ? std::max<int64_t>(0, j0 - off) : 0;
-    hi = window > 0 ? std::min(Tq, j0 + nk - 1 + window - off) : Tq;
-  }
-  // False when no query row of the tile shares a sequence id with any key of it (ranges disjoint).
-  bool ids_overlap(int64_t b, int64_t i0, int64_t nq, int64_t j0, int64_t nk) const {
-    if (!ids) return true;
-    const int64_t* row = ids + b * Tk;
-    auto [qmin, qmax] = std::minmax_element(row + i0 + off, row + i0 + off + nq);
-    auto [kmin, kmax] = std::minmax_element(row + j0, row + j0 + nk);
-    return !(*qmax < *kmin || *kmax < *qmin);
-  }
-  // Whether some (query, key) pair of the tile is masked by causality, the window or the ids.
-  bool tile_needs_mask(int64_t i0, int64_t nq, int64_t j0, int64_t nk) const {
-    if (ids) return true;
-    if (causal && j0 + nk - 1 > i0 + off) return true;
-    if (window > 0 && i0 + nq - 1 + off - j0 >= window) return true;
-    return false;
-  }
+        cap(C(s.softcap)) {}
 
   // dst[r, d] = mult * x[b, t0 + r, h, d] (x is [B, len, H, width]) for r < n; zeros up to rows mr
   // and columns ldd.
@@ -315,9 +280,8 @@ struct Geometry {
     if (nk == kTile && !tile_needs_mask(i0, nq, j0, nk)) return;
     const C neg_inf = -std::numeric_limits<C>::infinity();
     for (int64_t r = 0; r < nq; ++r) {
-      const int64_t qp = i0 + r + off;
-      const int64_t lo = window > 0 ? qp - window + 1 - j0 : 0;
-      const int64_t hi = causal ? std::min(nk, qp - j0 + 1) : nk;
+      int64_t lo, hi;
+      row_keys(i0 + r + off, j0, nk, lo, hi);
       const int64_t id = qid[r];
       C* s = S + r * kTile;
 #pragma omp simd
@@ -336,9 +300,8 @@ struct Geometry {
     if (!tile_needs_mask(i0, nq, j0, nk)) return;
     const C neg_inf = -std::numeric_limits<C>::infinity();
     for (int64_t c = 0; c < nk; ++c) {
-      const int64_t j = j0 + c;
-      const int64_t lo = causal ? j - i0 - off : std::numeric_limits<int64_t>::min();
-      const int64_t hi = window > 0 ? j + window - i0 - off : std::numeric_limits<int64_t>::max();
+      int64_t lo, hi;
+      key_queries(j0 + c, i0, lo, hi);
       const int64_t id = kid[c];
       C* s = St + c * kTile;
 #pragma omp simd
@@ -348,6 +311,12 @@ struct Geometry {
 };
 
 // ---------------------------------------------------------------------------------------------
+
+// Whether a call's work pays for waking the thread team.
+template <class T>
+bool runs_parallel(const Geometry<T>& g) {
+  return double(g.B * g.Hq) * double(g.Tq) * double(g.Tk) * double(g.D + g.Dv) > kParallelWork;
+}
 
 // Forward: one task per (batch, query head, query tile). Scores are computed key-major
 // (St[key, query] = k . q^T with q transposed once per task), so key and value tiles are plain row
@@ -359,9 +328,8 @@ void forward_impl(const AttentionShape& shape, const T* q, const T* k, const T* 
   if (g.B == 0 || g.Tq == 0 || g.Hq == 0) return;
   const int64_t ntasks = g.query_tasks();
   const C inf = std::numeric_limits<C>::infinity();
-  const bool parallel = double(g.B * g.Hq) * double(g.Tq) * double(g.Tk) * double(g.D + g.Dv) > kParallelWork;
 
-#pragma omp parallel if (parallel)
+#pragma omp parallel if (runs_parallel(g))
   {
     Scratch<C> w(g.Dp * kTile + kTile * g.Dp + kTile * g.Dvp + kTile * kTile + kTile * g.Dvp + 6 * kTile);
     C* qt = w.take(g.Dp * kTile);
@@ -435,22 +403,15 @@ void forward_impl(const AttentionShape& shape, const T* q, const T* k, const T* 
 // Backward. delta[b, h, i] = sum_d dout * out; with P = exp(S - lse) recomputed per tile,
 // dP = dO V^T and dS = P * (dP - delta) * (1 - tanh^2 when soft-capped), the gradients are
 // dV = P^T dO, dK = dS^T (scale q), dQ = scale * dS K. Two passes keep every write private to its
-// task: dK/dV per (batch, kv head, key tile) summing over the group's query heads, then dQ per
-// (batch, query head, query tile).
-template <class T>
-void backward_impl(const AttentionShape& shape, const T* q, const T* k, const T* v, const T* out, const T* dout,
-                   const compute_t<T>* lse, T* dq, T* dk, T* dv) {
-  using C = compute_t<T>;
-  const Geometry<T> g(shape);
-  const C inf = std::numeric_limits<C>::infinity();
-  const int64_t nkt = (g.Tk + kTile - 1) / kTile;
-  const bool parallel = double(g.B * g.Hq) * double(g.Tq) * double(g.Tk) * double(g.D + g.Dv) > kParallelWork;
-  if (g.B == 0 || g.Hq == 0) return;
+// task: dK/dV per (batch, kv head, key tile) summing over the group's query heads (backward_dkdv),
+// then dQ per (batch, query head, query tile) (backward_dq).
 
-  Scratch<C> delta_buf(std::max<int64_t>(1, g.B * g.Hq * g.Tq));
-  C* delta = delta_buf.data();
+// delta[(b * Hq + h) * Tq + i] = sum_d dout * out of query row i of head h.
+template <class T>
+void row_deltas(const Geometry<T>& g, const T* out, const T* dout, compute_t<T>* delta) {
+  using C = compute_t<T>;
   const int64_t rows = g.B * g.Tq * g.Hq;
-#pragma omp parallel for schedule(static) if (parallel)
+#pragma omp parallel for schedule(static) if (runs_parallel(g))
   for (int64_t row = 0; row < rows; ++row) {
     const int64_t b = row / (g.Tq * g.Hq), i = (row / g.Hq) % g.Tq, h = row % g.Hq;
     const T* o = out + row * g.Dv;
@@ -459,147 +420,199 @@ void backward_impl(const AttentionShape& shape, const T* q, const T* k, const T*
     for (int64_t d = 0; d < g.Dv; ++d) acc += C(to_compute(o[d])) * C(to_compute(go[d]));
     delta[(b * g.Hq + h) * g.Tq + i] = acc;
   }
-  // lse and delta of query rows i0 + r; padding rows get lse = +inf (P = 0) and delta = 0.
-  auto load_row_stats = [&](int64_t b, int64_t h, int64_t i0, int64_t nq, C* lse_rows, C* delta_rows) {
-    for (int64_t r = 0; r < kTile; ++r) {
-      const int64_t idx = (b * g.Hq + h) * g.Tq + i0 + r;
-      lse_rows[r] = r < nq ? C(lse[idx]) : inf;
-      delta_rows[r] = r < nq ? delta[idx] : C(0);
-    }
-  };
+}
 
-  // Pass 1: dK and dV, query-major tiles S[query, key] against the key tile's transposed K and V
-  // (transposed once per task).
-  if (dk && dv && g.B * g.Hkv * nkt > 0) {
-    const int64_t ntasks = g.B * g.Hkv * nkt;
-#pragma omp parallel if (parallel)
-    {
-      Scratch<C> w(kTile * g.Dp + kTile * g.Dvp + g.Dp * kTile + g.Dvp * kTile + 3 * kTile * kTile + kTile * g.Dp +
-                   kTile * g.Dvp + 2 * kTile);
-      C* qs = w.take(kTile * g.Dp);
-      C* dO = w.take(kTile * g.Dvp);
-      C* kt = w.take(g.Dp * kTile);
-      C* vt = w.take(g.Dvp * kTile);
-      C* S = w.take(kTile * kTile);
-      C* dS = w.take(kTile * kTile);
-      C* dcap = w.take(kTile * kTile);
-      C* dK = w.take(kTile * g.Dp);
-      C* dV = w.take(kTile * g.Dvp);
-      C* lse_rows = w.take(kTile);
-      C* delta_rows = w.take(kTile);
-      int64_t kid[kTile], qid[kTile];
+// lse and delta of query rows i0 + r; padding rows get lse = +inf (P = 0) and delta = 0.
+template <class T, class C = compute_t<T>>
+void load_row_stats(const Geometry<T>& g, const C* lse, const C* delta, int64_t b, int64_t h, int64_t i0, int64_t nq,
+                    C* lse_rows, C* delta_rows) {
+  for (int64_t r = 0; r < kTile; ++r) {
+    const int64_t idx = (b * g.Hq + h) * g.Tq + i0 + r;
+    lse_rows[r] = r < nq ? C(lse[idx]) : std::numeric_limits<C>::infinity();
+    delta_rows[r] = r < nq ? delta[idx] : C(0);
+  }
+}
 
-#pragma omp for schedule(dynamic, 1)
-      for (int64_t task = 0; task < ntasks; ++task) {
-        const int64_t ktile = task / (g.B * g.Hkv);  // early key tiles have the most queries (causal)
-        const int64_t b = (task % (g.B * g.Hkv)) / g.Hkv, hk = task % g.Hkv;
-        const int64_t j0 = ktile * kTile, nk = std::min(kTile, g.Tk - j0);
-        std::fill(dK, dK + kTile * g.Dp, C(0));
-        std::fill(dV, dV + kTile * g.Dvp, C(0));
-        int64_t qlo, qhi;
-        g.query_range(j0, nk, qlo, qhi);
-        if (qlo < qhi) {
-          g.load_transposed(k, b, hk, j0, nk, g.Tk, g.Hkv, g.D, C(1), kt);
-          g.load_transposed(v, b, hk, j0, nk, g.Tk, g.Hkv, g.Dv, C(1), vt);
-          g.load_ids(b, j0, nk, kid);
-        }
-        for (int64_t h = hk * g.G; h < (hk + 1) * g.G; ++h) {
-          for (int64_t i0 = qlo; i0 < qhi; i0 += kTile) {
-            const int64_t nq = std::min(kTile, qhi - i0), mr = round_up(nq, kRowBlock);
-            if (!g.ids_overlap(b, i0, nq, j0, nk)) continue;
-            g.load_rows(q, b, h, i0, nq, mr, g.Tq, g.Hq, g.D, g.Dp, g.scale, qs);
-            g.load_rows(dout, b, h, i0, nq, mr, g.Tq, g.Hq, g.Dv, g.Dvp, C(1), dO);
-            g.load_ids(b, i0 + g.off, nq, qid);
-            load_row_stats(b, h, i0, nq, lse_rows, delta_rows);
-            g.scores_qk(qs, kt, kid, qid, i0, nq, mr, j0, nk, S, g.cap > 0 ? dcap : nullptr);
-            for (int64_t r = 0; r < mr; ++r) exp_sub_sum(S + r * kTile, lse_rows[r]);  // S becomes P
-            gemm<C, false>(mr, kTile, g.Dv, dO, g.Dvp, 1, vt, kTile, dS, kTile);       // dP = dO V^T
-            for (int64_t r = 0; r < mr; ++r) {
-              const C* p = S + r * kTile;
-              C* ds = dS + r * kTile;
-              const C dr = delta_rows[r];
-              if (g.cap > 0) {
-                const C* dc = dcap + r * kTile;
+// dS = P * (dP - delta) (* dcap when soft-capped) over a row of n values, in place of dP: one query's row (a
+// single delta), or one key's row across queries (a delta per value).
+template <class C>
+inline void score_grads(const C* p, C* ds, C delta, const C* dcap, int64_t n) {
+  if (dcap) {
 #pragma omp simd
-                for (int64_t c = 0; c < kTile; ++c) ds[c] = p[c] * (ds[c] - dr) * dc[c];
-              } else {
+    for (int64_t c = 0; c < n; ++c) ds[c] = p[c] * (ds[c] - delta) * dcap[c];
+  } else {
 #pragma omp simd
-                for (int64_t c = 0; c < kTile; ++c) ds[c] = p[c] * (ds[c] - dr);
-              }
-            }
-            gemm<C, true>(kTile, g.Dvp, mr, S, 1, kTile, dO, g.Dvp, dV, g.Dvp);  // dV += P^T dO
-            gemm<C, true>(kTile, g.Dp, mr, dS, 1, kTile, qs, g.Dp, dK, g.Dp);    // dK += dS^T (scale q)
-          }
-        }
-        for (int64_t c = 0; c < nk; ++c) {
-          T* dkr = dk + ((b * g.Tk + j0 + c) * g.Hkv + hk) * g.D;
-          T* dvr = dv + ((b * g.Tk + j0 + c) * g.Hkv + hk) * g.Dv;
-          for (int64_t d = 0; d < g.D; ++d) dkr[d] = from_compute<T>(dK[c * g.Dp + d]);
-          for (int64_t d = 0; d < g.Dv; ++d) dvr[d] = from_compute<T>(dV[c * g.Dvp + d]);
-        }
-      }
+    for (int64_t c = 0; c < n; ++c) ds[c] = p[c] * (ds[c] - delta);
+  }
+}
+template <class C>
+inline void score_grads(const C* p, C* ds, const C* delta, const C* dcap, int64_t n) {
+  if (dcap) {
+#pragma omp simd
+    for (int64_t i = 0; i < n; ++i) ds[i] = p[i] * (ds[i] - delta[i]) * dcap[i];
+  } else {
+#pragma omp simd
+    for (int64_t i = 0; i < n; ++i) ds[i] = p[i] * (ds[i] - delta[i]);
+  }
+}
+
+// Pass 1's per-thread tiles.
+template <class C>
+struct DkDvTiles {
+  Scratch<C> w;
+  C *qs, *dO, *kt, *vt, *S, *dS, *dcap, *dK, *dV, *lse_rows, *delta_rows;
+  int64_t kid[kTile], qid[kTile];
+  template <class T>
+  explicit DkDvTiles(const Geometry<T>& g)
+      : w(kTile * g.Dp + kTile * g.Dvp + g.Dp * kTile + g.Dvp * kTile + 3 * kTile * kTile + kTile * g.Dp +
+          kTile * g.Dvp + 2 * kTile),
+        qs(w.take(kTile * g.Dp)),
+        dO(w.take(kTile * g.Dvp)),
+        kt(w.take(g.Dp * kTile)),
+        vt(w.take(g.Dvp * kTile)),
+        S(w.take(kTile * kTile)),
+        dS(w.take(kTile * kTile)),
+        dcap(w.take(kTile * kTile)),
+        dK(w.take(kTile * g.Dp)),
+        dV(w.take(kTile * g.Dvp)),
+        lse_rows(w.take(kTile)),
+        delta_rows(w.take(kTile)) {}
+};
+
+// Pass 1, one task: dK and dV of key tile j0 of kv head hk, from query-major tiles S[query, key] of the group's
+// query heads against the key tile's K and V (transposed once).
+template <class T>
+void dkdv_task(const Geometry<T>& g, const T* q, const T* k, const T* v, const T* dout, const compute_t<T>* lse,
+               const compute_t<T>* delta, int64_t b, int64_t hk, int64_t j0, DkDvTiles<compute_t<T>>& t, T* dk, T* dv) {
+  using C = compute_t<T>;
+  const int64_t nk = std::min(kTile, g.Tk - j0);
+  std::fill(t.dK, t.dK + kTile * g.Dp, C(0));
+  std::fill(t.dV, t.dV + kTile * g.Dvp, C(0));
+  int64_t qlo, qhi;
+  g.query_range(j0, nk, qlo, qhi);
+  if (qlo < qhi) {
+    g.load_transposed(k, b, hk, j0, nk, g.Tk, g.Hkv, g.D, C(1), t.kt);
+    g.load_transposed(v, b, hk, j0, nk, g.Tk, g.Hkv, g.Dv, C(1), t.vt);
+    g.load_ids(b, j0, nk, t.kid);
+  }
+  C* dcap = g.cap > 0 ? t.dcap : nullptr;
+  for (int64_t h = hk * g.G; h < (hk + 1) * g.G; ++h) {
+    for (int64_t i0 = qlo; i0 < qhi; i0 += kTile) {
+      const int64_t nq = std::min(kTile, qhi - i0), mr = round_up(nq, kRowBlock);
+      if (!g.ids_overlap(b, i0, nq, j0, nk)) continue;
+      g.load_rows(q, b, h, i0, nq, mr, g.Tq, g.Hq, g.D, g.Dp, g.scale, t.qs);
+      g.load_rows(dout, b, h, i0, nq, mr, g.Tq, g.Hq, g.Dv, g.Dvp, C(1), t.dO);
+      g.load_ids(b, i0 + g.off, nq, t.qid);
+      load_row_stats(g, lse, delta, b, h, i0, nq, t.lse_rows, t.delta_rows);
+      g.scores_qk(t.qs, t.kt, t.kid, t.qid, i0, nq, mr, j0, nk, t.S, dcap);
+      for (int64_t r = 0; r < mr; ++r) exp_sub_sum(t.S + r * kTile, t.lse_rows[r]);  // S becomes P
+      gemm<C, false>(mr, kTile, g.Dv, t.dO, g.Dvp, 1, t.vt, kTile, t.dS, kTile);     // dP = dO V^T
+      for (int64_t r = 0; r < mr; ++r)
+        score_grads(t.S + r * kTile, t.dS + r * kTile, t.delta_rows[r], dcap ? dcap + r * kTile : nullptr, kTile);
+      gemm<C, true>(kTile, g.Dvp, mr, t.S, 1, kTile, t.dO, g.Dvp, t.dV, g.Dvp);  // dV += P^T dO
+      gemm<C, true>(kTile, g.Dp, mr, t.dS, 1, kTile, t.qs, g.Dp, t.dK, g.Dp);    // dK += dS^T (scale q)
     }
   }
+  for (int64_t c = 0; c < nk; ++c) {
+    T* dkr = dk + ((b * g.Tk + j0 + c) * g.Hkv + hk) * g.D;
+    T* dvr = dv + ((b * g.Tk + j0 + c) * g.Hkv + hk) * g.Dv;
+    for (int64_t d = 0; d < g.D; ++d) dkr[d] = from_compute<T>(t.dK[c * g.Dp + d]);
+    for (int64_t d = 0; d < g.Dv; ++d) dvr[d] = from_compute<T>(t.dV[c * g.Dvp + d]);
+  }
+}
 
-  // Pass 2: dQ, key-major tiles St[key, query] as in forward (q and dO transposed once per task).
-  if (dq && g.Tq > 0) {
-    const int64_t ntasks = g.query_tasks();
-#pragma omp parallel if (parallel)
-    {
-      Scratch<C> w(g.Dp * kTile + g.Dvp * kTile + kTile * g.Dp + kTile * g.Dvp + 3 * kTile * kTile + kTile * g.Dp +
-                   2 * kTile);
-      C* qt = w.take(g.Dp * kTile);
-      C* dOt = w.take(g.Dvp * kTile);
-      C* kn = w.take(kTile * g.Dp);
-      C* vn = w.take(kTile * g.Dvp);
-      C* St = w.take(kTile * kTile);
-      C* dSt = w.take(kTile * kTile);
-      C* dcap = w.take(kTile * kTile);
-      C* dQ = w.take(kTile * g.Dp);
-      C* lse_cols = w.take(kTile);
-      C* delta_cols = w.take(kTile);
-      int64_t kid[kTile], qid[kTile];
-
+template <class T>
+void backward_dkdv(const Geometry<T>& g, const T* q, const T* k, const T* v, const T* dout, const compute_t<T>* lse,
+                   const compute_t<T>* delta, T* dk, T* dv) {
+  const int64_t nkt = (g.Tk + kTile - 1) / kTile, ntasks = g.B * g.Hkv * nkt;
+  if (ntasks == 0) return;
+#pragma omp parallel if (runs_parallel(g))
+  {
+    DkDvTiles<compute_t<T>> tiles(g);
 #pragma omp for schedule(dynamic, 1)
-      for (int64_t task = 0; task < ntasks; ++task) {
-        const auto [b, h, hk, i0, nq, mr, nqp] = g.query_task(task);
-        g.load_transposed(q, b, h, i0, nq, g.Tq, g.Hq, g.D, g.scale, qt);
-        g.load_transposed(dout, b, h, i0, nq, g.Tq, g.Hq, g.Dv, C(1), dOt);
-        g.load_ids(b, i0 + g.off, nq, qid);
-        load_row_stats(b, h, i0, nq, lse_cols, delta_cols);
-        std::fill(dQ, dQ + mr * g.Dp, C(0));
-        int64_t klo, khi;
-        g.key_range(i0, nq, klo, khi);
-        for (int64_t j0 = klo; j0 < khi; j0 += kTile) {
-          const int64_t nk = std::min(kTile, khi - j0), mk = round_up(nk, kRowBlock);
-          if (!g.ids_overlap(b, i0, nq, j0, nk)) continue;
-          g.load_rows(k, b, hk, j0, nk, mk, g.Tk, g.Hkv, g.D, g.Dp, C(1), kn);
-          g.load_rows(v, b, hk, j0, nk, mk, g.Tk, g.Hkv, g.Dv, g.Dvp, C(1), vn);
-          g.load_ids(b, j0, nk, kid);
-          g.scores_kq(kn, qt, kid, qid, i0, nq, nqp, j0, nk, mk, St, g.cap > 0 ? dcap : nullptr);
-          for (int64_t c = 0; c < nk; ++c) exp_sub_vec(St + c * kTile, lse_cols, nullptr, nqp);  // St becomes P^T
-          gemm<C, false>(mk, nqp, g.Dv, vn, g.Dvp, 1, dOt, kTile, dSt, kTile);                   // dP^T = V dO^T
-          for (int64_t c = 0; c < nk; ++c) {
-            const C* p = St + c * kTile;
-            C* ds = dSt + c * kTile;
-            if (g.cap > 0) {
-              const C* dc = dcap + c * kTile;
-#pragma omp simd
-              for (int64_t i = 0; i < nqp; ++i) ds[i] = p[i] * (ds[i] - delta_cols[i]) * dc[i];
-            } else {
-#pragma omp simd
-              for (int64_t i = 0; i < nqp; ++i) ds[i] = p[i] * (ds[i] - delta_cols[i]);
-            }
-          }
-          gemm<C, true>(mr, g.Dp, nk, dSt, 1, kTile, kn, g.Dp, dQ, g.Dp);  // dQ += dS K
-        }
-        for (int64_t r = 0; r < nq; ++r) {
-          T* dst = dq + ((b * g.Tq + i0 + r) * g.Hq + h) * g.D;
-          for (int64_t d = 0; d < g.D; ++d) dst[d] = from_compute<T>(dQ[r * g.Dp + d] * g.scale);
-        }
-      }
+    for (int64_t task = 0; task < ntasks; ++task) {
+      const int64_t ktile = task / (g.B * g.Hkv);  // early key tiles have the most queries (causal)
+      const int64_t b = (task % (g.B * g.Hkv)) / g.Hkv, hk = task % g.Hkv;
+      dkdv_task(g, q, k, v, dout, lse, delta, b, hk, ktile * kTile, tiles, dk, dv);
     }
   }
+}
+
+// Pass 2's per-thread tiles.
+template <class C>
+struct DqTiles {
+  Scratch<C> w;
+  C *qt, *dOt, *kn, *vn, *St, *dSt, *dcap, *dQ, *lse_cols, *delta_cols;
+  int64_t kid[kTile], qid[kTile];
+  template <class T>
+  explicit DqTiles(const Geometry<T>& g)
+      : w(g.Dp * kTile + g.Dvp * kTile + kTile * g.Dp + kTile * g.Dvp + 3 * kTile * kTile + kTile * g.Dp + 2 * kTile),
+        qt(w.take(g.Dp * kTile)),
+        dOt(w.take(g.Dvp * kTile)),
+        kn(w.take(kTile * g.Dp)),
+        vn(w.take(kTile * g.Dvp)),
+        St(w.take(kTile * kTile)),
+        dSt(w.take(kTile * kTile)),
+        dcap(w.take(kTile * kTile)),
+        dQ(w.take(kTile * g.Dp)),
+        lse_cols(w.take(kTile)),
+        delta_cols(w.take(kTile)) {}
+};
+
+// Pass 2, one task: dQ of one query tile, key-major tiles St[key, query] as in forward (q and dO transposed once).
+template <class T>
+void dq_task(const Geometry<T>& g, const T* q, const T* k, const T* v, const T* dout, const compute_t<T>* lse,
+             const compute_t<T>* delta, int64_t task, DqTiles<compute_t<T>>& t, T* dq) {
+  using C = compute_t<T>;
+  const auto [b, h, hk, i0, nq, mr, nqp] = g.query_task(task);
+  g.load_transposed(q, b, h, i0, nq, g.Tq, g.Hq, g.D, g.scale, t.qt);
+  g.load_transposed(dout, b, h, i0, nq, g.Tq, g.Hq, g.Dv, C(1), t.dOt);
+  g.load_ids(b, i0 + g.off, nq, t.qid);
+  load_row_stats(g, lse, delta, b, h, i0, nq, t.lse_cols, t.delta_cols);
+  std::fill(t.dQ, t.dQ + mr * g.Dp, C(0));
+  C* dcap = g.cap > 0 ? t.dcap : nullptr;
+  int64_t klo, khi;
+  g.key_range(i0, nq, klo, khi);
+  for (int64_t j0 = klo; j0 < khi; j0 += kTile) {
+    const int64_t nk = std::min(kTile, khi - j0), mk = round_up(nk, kRowBlock);
+    if (!g.ids_overlap(b, i0, nq, j0, nk)) continue;
+    g.load_rows(k, b, hk, j0, nk, mk, g.Tk, g.Hkv, g.D, g.Dp, C(1), t.kn);
+    g.load_rows(v, b, hk, j0, nk, mk, g.Tk, g.Hkv, g.Dv, g.Dvp, C(1), t.vn);
+    g.load_ids(b, j0, nk, t.kid);
+    g.scores_kq(t.kn, t.qt, t.kid, t.qid, i0, nq, nqp, j0, nk, mk, t.St, dcap);
+    for (int64_t c = 0; c < nk; ++c) exp_sub_vec(t.St + c * kTile, t.lse_cols, nullptr, nqp);  // St becomes P^T
+    gemm<C, false>(mk, nqp, g.Dv, t.vn, g.Dvp, 1, t.dOt, kTile, t.dSt, kTile);                 // dP^T = V dO^T
+    for (int64_t c = 0; c < nk; ++c)
+      score_grads(t.St + c * kTile, t.dSt + c * kTile, t.delta_cols, dcap ? dcap + c * kTile : nullptr, nqp);
+    gemm<C, true>(mr, g.Dp, nk, t.dSt, 1, kTile, t.kn, g.Dp, t.dQ, g.Dp);  // dQ += dS K
+  }
+  for (int64_t r = 0; r < nq; ++r) {
+    T* dst = dq + ((b * g.Tq + i0 + r) * g.Hq + h) * g.D;
+    for (int64_t d = 0; d < g.D; ++d) dst[d] = from_compute<T>(t.dQ[r * g.Dp + d] * g.scale);
+  }
+}
+
+template <class T>
+void backward_dq(const Geometry<T>& g, const T* q, const T* k, const T* v, const T* dout, const compute_t<T>* lse,
+                 const compute_t<T>* delta, T* dq) {
+  const int64_t ntasks = g.query_tasks();
+#pragma omp parallel if (runs_parallel(g))
+  {
+    DqTiles<compute_t<T>> tiles(g);
+#pragma omp for schedule(dynamic, 1)
+    for (int64_t task = 0; task < ntasks; ++task) dq_task(g, q, k, v, dout, lse, delta, task, tiles, dq);
+  }
+}
+
+template <class T>
+void backward_impl(const AttentionShape& shape, const T* q, const T* k, const T* v, const T* out, const T* dout,
+                   const compute_t<T>* lse, T* dq, T* dk, T* dv) {
+  const Geometry<T> g(shape);
+  if (g.B == 0 || g.Hq == 0) return;
+  Scratch<compute_t<T>> delta(std::max<int64_t>(1, g.B * g.Hq * g.Tq));
+  row_deltas(g, out, dout, delta.data());
+  if (dk && dv) backward_dkdv(g, q, k, v, dout, lse, delta.data(), dk, dv);
+  if (dq && g.Tq > 0) backward_dq(g, q, k, v, dout, lse, delta.data(), dq);
 }
 
 }  // namespace

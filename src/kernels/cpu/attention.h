@@ -14,17 +14,11 @@
 #include <cstdint>
 
 #include "core/dtype.h"
+#include "kernels/shapes.h"
 
 namespace automodel::cpu {
 
-struct AttentionShape {
-  int64_t batch = 0, q_len = 0, kv_len = 0, q_heads = 0, kv_heads = 0, head_dim = 0, v_head_dim = 0;
-  double scale = 1;
-  bool causal = true;
-  int64_t window = 0;
-  double softcap = 0;
-  const int64_t* seq_ids = nullptr;  // [batch, kv_len] or null
-};
+using kernels::AttentionShape;
 
 // lse is f32 for f32/bf16 storage and f64 for f64.
 void attention_forward(const AttentionShape& s, const float* q, const float* k, const float* v, float* out, float* lse);

@@ -14,7 +14,9 @@
 #include <cstring>
 #include <limits>
 
+#include "core/arith.h"
 #include "kernels/cpu/amx.h"
+#include "kernels/cpu/attention_mask.h"
 #include "kernels/cpu/scratch.h"
 
 namespace automodel::cpu::detail {
@@ -28,7 +30,6 @@ constexpr int64_t kTile = 64;
 constexpr int64_t kPairs = kTile / 2;
 constexpr int kRows = 4;  // micro-kernel rows; tile row counts are multiples of it
 
-inline int64_t round_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
 inline uint32_t pack(uint16_t lo, uint16_t hi) { return uint32_t(lo) | uint32_t(hi) << 16; }
 
 template <int NV, bool Acc>
@@ -233,27 +234,23 @@ inline void rows_to_vnni(const float* x, uint32_t* out) {
   }
 }
 
-struct Geometry {
-  int64_t B, Tq, Tk, Hq, Hkv, D, Dv, G, off;
+// The sizes of one call and its mask (attention_mask.h).
+struct Geometry : AttentionMask {
+  int64_t B, Hq, Hkv, D, Dv, G;
   int64_t Tqp, Tkp;   // lengths padded to whole tiles
   int64_t Dh, Dvh;    // pairs along a row of q / k (D) and of v / dout (Dv)
   int64_t D4, Dv4;    // D, Dv as micro-kernel row counts
   int64_t D16, Dv16;  // D, Dv as vector-width column counts
   float scale, cap;
-  bool causal;
-  int64_t window;
-  const int64_t* ids;
 
   explicit Geometry(const AttentionShape& s)
-      : B(s.batch),
-        Tq(s.q_len),
-        Tk(s.kv_len),
+      : AttentionMask(s),
+        B(s.batch),
         Hq(s.q_heads),
         Hkv(s.kv_heads),
         D(s.head_dim),
         Dv(s.v_head_dim),
         G(s.kv_heads > 0 ? s.q_heads / s.kv_heads : 1),
-        off(s.kv_len - s.q_len),
         Tqp(round_up(s.q_len, kTile)),
         Tkp(round_up(s.kv_len, kTile)),
         Dh((s.head_dim + 1) / 2),
@@ -263,28 +260,17 @@ struct Geometry {
         D16(round_up(s.head_dim, 16)),
         Dv16(round_up(s.v_head_dim, 16)),
         scale(float(s.scale)),
-        cap(float(s.softcap)),
-        causal(s.causal),
-        window(s.window > s.kv_len ? 0 : s.window),  // a window longer than the keys masks nothing
-        ids(s.seq_ids) {}
+        cap(float(s.softcap)) {}
 
-  // First key tile (aligned) and end of the keys some query of [i0, i0 + nq) may see.
+  // key_range with its start aligned down to a whole key tile (the k / v layouts are padded to whole tiles).
   void key_tiles(int64_t i0, int64_t nq, int64_t& lo, int64_t& hi) const {
-    lo = window > 0 ? std::max<int64_t>(0, i0 + off - window + 1) / kTile * kTile : 0;
-    hi = causal ? std::min(Tk, i0 + nq + off) : Tk;
+    key_range(i0, nq, lo, hi);
+    lo = lo / kTile * kTile;
   }
-  // First query tile (aligned) and end of the queries that may see some key of [j0, j0 + nk).
+  // query_range with its start aligned down to a whole query tile.
   void query_tiles(int64_t j0, int64_t nk, int64_t& lo, int64_t& hi) const {
-    lo = causal ? std::max<int64_t>(0, j0 - off) / kTile * kTile : 0;
-    hi = window > 0 ? std::min(Tq, j0 + nk - 1 + window - off) : Tq;
-  }
-  // False when no query of the tile shares a sequence id with a key of it.
-  bool ids_overlap(int64_t b, int64_t i0, int64_t nq, int64_t j0, int64_t nk) const {
-    if (!ids) return true;
-    const int64_t* row = ids + b * Tk;
-    auto [qmin, qmax] = std::minmax_element(row + i0 + off, row + i0 + off + nq);
-    auto [kmin, kmax] = std::minmax_element(row + j0, row + j0 + nk);
-    return !(*qmax < *kmin || *kmax < *qmin);
+    query_range(j0, nk, lo, hi);
+    lo = lo / kTile * kTile;
   }
 
   // S[r, c] for queries i0 + r (r < kTile) and keys j0 + c: scale, soft cap (dcap = 1 - tanh^2
@@ -300,9 +286,7 @@ struct Geometry {
       }
       _mm512_storeu_ps(S + x, s);
     }
-    const bool full = !ids && nk == kTile && (!causal || j0 + kTile - 1 <= i0 + off) &&
-                      (window == 0 || i0 + nq - 1 + off - j0 < window);
-    if (full) return;
+    if (nk == kTile && !tile_needs_mask(i0, nq, j0, nk)) return;
     // Keys of the tile that share the query's sequence id, as 16-lane masks (all set without ids).
     __mmask16 same_id[kTile / 16] = {0xffff, 0xffff, 0xffff, 0xffff};
     int64_t kid[kTile];
@@ -312,8 +296,8 @@ struct Geometry {
     const __m512i lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
     for (int64_t r = 0; r < nq; ++r) {
       const int64_t qp = i0 + r + off;
-      const int64_t lo = window > 0 ? std::max<int64_t>(0, qp - window + 1 - j0) : 0;
-      const int64_t hi = causal ? std::clamp<int64_t>(qp - j0 + 1, 0, nk) : nk;
+      int64_t lo, hi;
+      row_keys(qp, j0, nk, lo, hi);
       if (ids) {
         const __m512i id = _mm512_set1_epi64(ids[b * Tk + qp]);
         for (int64_t v = 0; v < kTile / 16; ++v) {
@@ -512,40 +496,171 @@ void attention_forward_dpbf16(const AttentionShape& shape, const bf16* q, const 
 // recomputed, dP = dO V^T and dS = P * (dP - delta) (* (1 - tanh^2) when soft-capped):
 // dV^T += dO^T P, dK^T += Q^T dS (times scale) in the task's accumulators, and dQ += dS K (times
 // scale) into the running thread's own dQ buffer; the buffers are summed at the end.
-void attention_backward_dpbf16(const AttentionShape& shape, const bf16* q, const bf16* k, const bf16* v,
-                               const bf16* out, const bf16* dout, const float* lse, bf16* dq, bf16* dk, bf16* dv) {
-  const Geometry g(shape);
-  if (g.B == 0 || g.Hq == 0) return;
-  const bool parallel = double(g.B * g.Hq) * double(g.Tq) * double(g.Tk) * double(g.D + g.Dv) > kParallelWork;
-  const bool amx = amx_bf16_enabled();
-  const float inf = std::numeric_limits<float>::infinity();
 
-  Scratch<float> delta(std::max<int64_t>(1, g.B * g.Hq * g.Tq));
+namespace {
+
+// delta[(b * Hq + h) * Tq + i] = sum_d dout * out of query row i of head h.
+void row_deltas(const Geometry& g, const bf16* out, const bf16* dout, bool parallel, float* delta) {
   const int64_t rows = g.B * g.Tq * g.Hq;
 #pragma omp parallel for schedule(static) if (parallel)
   for (int64_t row = 0; row < rows; ++row) {
     const int64_t b = row / (g.Tq * g.Hq), i = (row / g.Hq) % g.Tq, h = row % g.Hq;
     float acc = 0;
     for (int64_t d = 0; d < g.Dv; ++d) acc += bf16_to_float(out[row * g.Dv + d]) * bf16_to_float(dout[row * g.Dv + d]);
-    delta.data()[(b * g.Hq + h) * g.Tq + i] = acc;
+    delta[(b * g.Hq + h) * g.Tq + i] = acc;
   }
+}
 
-  const int64_t kd_size = g.Dh * g.Tkp, vd_size = g.Dvh * g.Tkp, kp_size = g.Tkp / 2 * g.D16;
-  const int64_t qt_size = g.D4 * (g.Tqp / 2), dot_size = g.Dv4 * (g.Tqp / 2);
-  Scratch<uint32_t> kd(g.B * g.Hkv * kd_size), vd(g.B * g.Hkv * vd_size), kp(g.B * g.Hkv * kp_size);
-  Scratch<uint32_t> qtr(g.B * g.Hq * qt_size), dotr(g.B * g.Hq * dot_size);
-  per_head(g.B, g.Hkv, parallel, [&](int64_t b, int64_t h) {
-    const int64_t bh = b * g.Hkv + h;
-    const HeadRows kr = head_rows(k, b, h, g.Tk, g.Hkv, g.D), vr = head_rows(v, b, h, g.Tk, g.Hkv, g.Dv);
-    pairs_transposed(kr, g.Tk, g.D, kd.data() + bh * kd_size, g.Tkp);
-    pairs_transposed(vr, g.Tk, g.Dv, vd.data() + bh * vd_size, g.Tkp);
-    row_pairs(kr, g.Tk, g.D, kp.data() + bh * kp_size, g.D16);
-  });
-  per_head(g.B, g.Hq, parallel, [&](int64_t b, int64_t h) {
-    const int64_t bh = b * g.Hq + h;
-    row_pairs_transposed(head_rows(q, b, h, g.Tq, g.Hq, g.D), g.Tq, g.D, qtr.data() + bh * qt_size, g.Tqp / 2);
-    row_pairs_transposed(head_rows(dout, b, h, g.Tq, g.Hq, g.Dv), g.Tq, g.Dv, dotr.data() + bh * dot_size, g.Tqp / 2);
-  });
+// The operands as the tile products read them, built once per call: per kv head k and v pairs transposed (kd, vd)
+// and k row pairs (kp); per query head q and dout row pairs transposed (qtr, dotr).
+struct BackwardOperands {
+  int64_t kd_size, vd_size, kp_size, qt_size, dot_size;
+  Scratch<uint32_t> kd, vd, kp, qtr, dotr;
+
+  BackwardOperands(const Geometry& g, const bf16* q, const bf16* k, const bf16* v, const bf16* dout, bool parallel)
+      : kd_size(g.Dh * g.Tkp),
+        vd_size(g.Dvh * g.Tkp),
+        kp_size(g.Tkp / 2 * g.D16),
+        qt_size(g.D4 * (g.Tqp / 2)),
+        dot_size(g.Dv4 * (g.Tqp / 2)),
+        kd(g.B * g.Hkv * kd_size),
+        vd(g.B * g.Hkv * vd_size),
+        kp(g.B * g.Hkv * kp_size),
+        qtr(g.B * g.Hq * qt_size),
+        dotr(g.B * g.Hq * dot_size) {
+    per_head(g.B, g.Hkv, parallel, [&](int64_t b, int64_t h) {
+      const int64_t bh = b * g.Hkv + h;
+      const HeadRows kr = head_rows(k, b, h, g.Tk, g.Hkv, g.D), vr = head_rows(v, b, h, g.Tk, g.Hkv, g.Dv);
+      pairs_transposed(kr, g.Tk, g.D, kd.data() + bh * kd_size, g.Tkp);
+      pairs_transposed(vr, g.Tk, g.Dv, vd.data() + bh * vd_size, g.Tkp);
+      row_pairs(kr, g.Tk, g.D, kp.data() + bh * kp_size, g.D16);
+    });
+    per_head(g.B, g.Hq, parallel, [&](int64_t b, int64_t h) {
+      const int64_t bh = b * g.Hq + h;
+      row_pairs_transposed(head_rows(q, b, h, g.Tq, g.Hq, g.D), g.Tq, g.D, qtr.data() + bh * qt_size, g.Tqp / 2);
+      row_pairs_transposed(head_rows(dout, b, h, g.Tq, g.Hq, g.Dv), g.Tq, g.Dv, dotr.data() + bh * dot_size, g.Tqp / 2);
+    });
+  }
+};
+
+// One thread's tiles.
+struct BackwardTiles {
+  Scratch<float> fw;
+  Scratch<uint32_t> uw;
+  float *S, *dS, *dcap, *dKt, *dVt, *lse_rows, *delta_rows, *row;
+  uint32_t *qt, *dot, *pv, *dsv, *dsb;
+  float* dq;  // this thread's dQ accumulator (null: dQ not wanted)
+
+  BackwardTiles(const Geometry& g, float* dq_acc)
+      : fw(3 * kTile * kTile + g.D16 * kTile + g.Dv16 * kTile + 2 * kTile + std::max(g.D16, g.Dv16)),
+        uw(kTile * g.Dh + kTile * g.Dvh + 3 * kTile * kPairs),
+        S(fw.take(kTile * kTile)),
+        dS(fw.take(kTile * kTile)),
+        dcap(fw.take(kTile * kTile)),
+        dKt(fw.take(g.D16 * kTile)),  // rows past D4 stay zero: store_dkdv's gathers read them
+        dVt(fw.take(g.Dv16 * kTile)),
+        lse_rows(fw.take(kTile)),
+        delta_rows(fw.take(kTile)),
+        row(fw.take(std::max(g.D16, g.Dv16))),
+        qt(uw.take(kTile * g.Dh)),
+        dot(uw.take(kTile * g.Dvh)),
+        pv(uw.take(kTile * kPairs)),
+        dsv(uw.take(kTile * kPairs)),
+        dsb(uw.take(kTile * kPairs)),
+        dq(dq_acc) {}
+};
+
+// Rows r < mr of S (the scores) become P = exp(S - lse) and of dS (dP) become P * (dP - delta) (* dcap); the
+// padding rows of both become zero. With `pairs`, dS's rows are also packed as bf16 pairs into dsb.
+void probabilities_and_score_grads(const Geometry& g, int64_t mr, BackwardTiles& t, bool pairs) {
+  for (int64_t r = 0; r < kTile; ++r) {
+    float* p = t.S + r * kTile;
+    float* ds = t.dS + r * kTile;
+    if (r >= mr) {  // padding rows: P = dS = 0
+      std::fill(p, p + kTile, 0.0f);
+      std::fill(ds, ds + kTile, 0.0f);
+      continue;
+    }
+    const __m512 vl = _mm512_set1_ps(t.lse_rows[r]), vd0 = _mm512_set1_ps(t.delta_rows[r]);
+    for (int64_t c = 0; c < kTile; c += 16) {
+      const __m512 e = exp16(_mm512_sub_ps(_mm512_loadu_ps(p + c), vl));
+      __m512 x = _mm512_mul_ps(e, _mm512_sub_ps(_mm512_loadu_ps(ds + c), vd0));
+      if (g.cap > 0) x = _mm512_mul_ps(x, _mm512_loadu_ps(t.dcap + r * kTile + c));
+      _mm512_storeu_ps(p + c, e);
+      _mm512_storeu_ps(ds + c, x);
+    }
+    if (pairs) row_to_pairs(ds, t.dsb + r * kPairs);
+  }
+}
+
+// The products of query tile i0 of head h (batch b) with key tile j0 of kv head kv = b * Hkv + h / G: dV^T and dK^T
+// into the task's accumulators, dQ into the thread's.
+void backward_tile(const Geometry& g, const BackwardOperands& ops, bool amx, const bf16* q, const bf16* dout,
+                   const float* lse, const float* delta, int64_t b, int64_t h, int64_t kv, int64_t i0, int64_t j0,
+                   int64_t nk, BackwardTiles& t) {
+  const int64_t bh = b * g.Hq + h;
+  const int64_t nq = std::min(kTile, g.Tq - i0), mr = round_up(nq, kRows);
+  for (int64_t r = 0; r < kTile; ++r) {
+    t.lse_rows[r] = r < nq ? lse[bh * g.Tq + i0 + r] : std::numeric_limits<float>::infinity();
+    t.delta_rows[r] = r < nq ? delta[bh * g.Tq + i0 + r] : 0.0f;
+  }
+  tile_rows(head_rows(q, b, h, g.Tq, g.Hq, g.D), i0, nq, g.D, t.qt, g.Dh);
+  tile_rows(head_rows(dout, b, h, g.Tq, g.Hq, g.Dv), i0, nq, g.Dv, t.dot, g.Dvh);
+  dp_gemm<false>(amx, mr, kTile, g.Dh, t.qt, g.Dh, ops.kd.data() + kv * ops.kd_size + j0, g.Tkp, t.S, kTile);
+  g.finish_scores(b, i0, nq, j0, nk, t.S, g.cap > 0 ? t.dcap : nullptr);
+  dp_gemm<false>(amx, mr, kTile, g.Dvh, t.dot, g.Dvh, ops.vd.data() + kv * ops.vd_size + j0, g.Tkp, t.dS,
+                 kTile);  // dP
+  probabilities_and_score_grads(g, mr, t, t.dq != nullptr);
+  rows_to_vnni(t.S, t.pv);
+  rows_to_vnni(t.dS, t.dsv);
+  const int64_t qp0 = i0 / 2;
+  dp_gemm<true>(amx, g.Dv4, kTile, kPairs, ops.dotr.data() + bh * ops.dot_size + qp0, g.Tqp / 2, t.pv, kTile, t.dVt,
+                kTile);  // dV^T += dO^T P
+  dp_gemm<true>(amx, g.D4, kTile, kPairs, ops.qtr.data() + bh * ops.qt_size + qp0, g.Tqp / 2, t.dsv, kTile, t.dKt,
+                kTile);  // dK^T += Q^T dS
+  if (t.dq)
+    dp_gemm<true>(amx, mr, g.D16, kPairs, t.dsb, kPairs, ops.kp.data() + kv * ops.kp_size + j0 / 2 * g.D16, g.D16,
+                  t.dq + (bh * g.Tqp + i0) * g.D16, g.D16);  // dQ += dS K
+}
+
+// The task's dK (times scale) and dV, its accumulators transposed back, for keys j0 .. j0 + nk of kv head hk.
+void store_dkdv(const Geometry& g, const BackwardTiles& t, int64_t b, int64_t hk, int64_t j0, int64_t nk, bf16* dk,
+                bf16* dv) {
+  const __m512i cols = _mm512_mullo_epi32(kLane, _mm512_set1_epi32(int(kTile)));
+  for (int64_t c = 0; c < nk; ++c) {
+    for (int64_t d = 0; d < g.D16; d += 16)
+      _mm512_storeu_ps(t.row + d, _mm512_i32gather_ps(cols, t.dKt + d * kTile + c, 4));
+    store_bf16(t.row, g.scale, g.D, dk + ((b * g.Tk + j0 + c) * g.Hkv + hk) * g.D);
+    for (int64_t d = 0; d < g.Dv16; d += 16)
+      _mm512_storeu_ps(t.row + d, _mm512_i32gather_ps(cols, t.dVt + d * kTile + c, 4));
+    store_bf16(t.row, 1.0f, g.Dv, dv + ((b * g.Tk + j0 + c) * g.Hkv + hk) * g.Dv);
+  }
+}
+
+// dq = scale * the sum of the threads' dQ buffers (thread 0's row collects the others).
+void sum_dq(const Geometry& g, float* dq_acc, int64_t nthreads, int64_t dq_size, bool parallel, bf16* dq) {
+#pragma omp parallel for schedule(static) if (parallel)
+  for (int64_t row = 0; row < g.B * g.Hq * g.Tq; ++row) {
+    const int64_t bh = row / g.Tq, i = row % g.Tq, b = bh / g.Hq, h = bh % g.Hq;
+    float* sum = dq_acc + (bh * g.Tqp + i) * g.D16;
+    for (int64_t t = 1; t < nthreads; ++t)
+      for (int64_t d = 0; d < g.D16; d += 16)
+        _mm512_storeu_ps(sum + d, _mm512_add_ps(_mm512_loadu_ps(sum + d), _mm512_loadu_ps(sum + t * dq_size + d)));
+    store_bf16(sum, g.scale, g.D, dq + ((b * g.Tq + i) * g.Hq + h) * g.D);
+  }
+}
+
+}  // namespace
+
+void attention_backward_dpbf16(const AttentionShape& shape, const bf16* q, const bf16* k, const bf16* v,
+                               const bf16* out, const bf16* dout, const float* lse, bf16* dq, bf16* dk, bf16* dv) {
+  const Geometry g(shape);
+  if (g.B == 0 || g.Hq == 0) return;
+  const bool parallel = double(g.B * g.Hq) * double(g.Tq) * double(g.Tk) * double(g.D + g.Dv) > kParallelWork;
+  const bool amx = amx_bf16_enabled();
+  Scratch<float> delta(std::max<int64_t>(1, g.B * g.Hq * g.Tq));
+  row_deltas(g, out, dout, parallel, delta.data());
+  const BackwardOperands ops(g, q, k, v, dout, parallel);
 
   const int64_t nthreads = parallel ? omp_get_max_threads() : 1;
   const int64_t dq_size = g.B * g.Hq * g.Tqp * g.D16;
@@ -555,22 +670,7 @@ void attention_backward_dpbf16(const AttentionShape& shape, const bf16* q, const
 #pragma omp parallel if (parallel)
   {
     const AmxScope tiles(amx);
-    Scratch<float> fw(3 * kTile * kTile + g.D16 * kTile + g.Dv16 * kTile + 2 * kTile + std::max(g.D16, g.Dv16));
-    Scratch<uint32_t> uw(kTile * g.Dh + kTile * g.Dvh + 3 * kTile * kPairs);
-    float* S = fw.take(kTile * kTile);
-    float* dS = fw.take(kTile * kTile);
-    float* dcap = fw.take(kTile * kTile);
-    float* dKt = fw.take(g.D16 * kTile);  // rows past D4 stay zero: the gathers below read them
-    float* dVt = fw.take(g.Dv16 * kTile);
-    float* lse_rows = fw.take(kTile);
-    float* delta_rows = fw.take(kTile);
-    float* row = fw.take(std::max(g.D16, g.Dv16));
-    uint32_t* qt = uw.take(kTile * g.Dh);
-    uint32_t* dot = uw.take(kTile * g.Dvh);
-    uint32_t* pv = uw.take(kTile * kPairs);
-    uint32_t* dsv = uw.take(kTile * kPairs);
-    uint32_t* dsb = uw.take(kTile * kPairs);
-    float* my_dq = dq ? dq_acc.data() + (parallel ? omp_get_thread_num() : 0) * dq_size : nullptr;
+    BackwardTiles t(g, dq ? dq_acc.data() + (parallel ? omp_get_thread_num() : 0) * dq_size : nullptr);
 
 // Static round-robin: each thread takes the same tasks in the same order every run, so its dQ
 // sums, and their total, are deterministic.
@@ -578,79 +678,18 @@ void attention_backward_dpbf16(const AttentionShape& shape, const bf16* q, const
     for (int64_t task = 0; task < ntasks; ++task) {
       const int64_t j0 = task / (g.B * g.Hkv) * kTile, nk = std::min(kTile, g.Tk - j0);
       const int64_t b = (task % (g.B * g.Hkv)) / g.Hkv, hk = task % g.Hkv;
-      const int64_t kv = b * g.Hkv + hk;
-      std::fill(dKt, dKt + g.D4 * kTile, 0.0f);
-      std::fill(dVt, dVt + g.Dv4 * kTile, 0.0f);
+      std::fill(t.dKt, t.dKt + g.D4 * kTile, 0.0f);
+      std::fill(t.dVt, t.dVt + g.Dv4 * kTile, 0.0f);
       int64_t qlo, qhi;
       g.query_tiles(j0, nk, qlo, qhi);
-      for (int64_t h = hk * g.G; h < (hk + 1) * g.G; ++h) {
-        const int64_t bh = b * g.Hq + h;
-        for (int64_t i0 = qlo; i0 < qhi; i0 += kTile) {
-          const int64_t nq = std::min(kTile, g.Tq - i0), mr = round_up(nq, kRows);
-          if (!g.ids_overlap(b, i0, std::min(nq, qhi - i0), j0, nk)) continue;
-          for (int64_t r = 0; r < kTile; ++r) {
-            lse_rows[r] = r < nq ? lse[bh * g.Tq + i0 + r] : inf;
-            delta_rows[r] = r < nq ? delta.data()[bh * g.Tq + i0 + r] : 0.0f;
-          }
-          tile_rows(head_rows(q, b, h, g.Tq, g.Hq, g.D), i0, nq, g.D, qt, g.Dh);
-          tile_rows(head_rows(dout, b, h, g.Tq, g.Hq, g.Dv), i0, nq, g.Dv, dot, g.Dvh);
-          dp_gemm<false>(amx, mr, kTile, g.Dh, qt, g.Dh, kd.data() + kv * kd_size + j0, g.Tkp, S, kTile);
-          g.finish_scores(b, i0, nq, j0, nk, S, g.cap > 0 ? dcap : nullptr);
-          dp_gemm<false>(amx, mr, kTile, g.Dvh, dot, g.Dvh, vd.data() + kv * vd_size + j0, g.Tkp, dS, kTile);  // dP
-          for (int64_t r = 0; r < kTile; ++r) {
-            float* p = S + r * kTile;
-            float* ds = dS + r * kTile;
-            if (r >= mr) {  // padding rows: P = dS = 0
-              std::fill(p, p + kTile, 0.0f);
-              std::fill(ds, ds + kTile, 0.0f);
-              continue;
-            }
-            const __m512 vl = _mm512_set1_ps(lse_rows[r]), vd0 = _mm512_set1_ps(delta_rows[r]);
-            for (int64_t c = 0; c < kTile; c += 16) {
-              const __m512 e = exp16(_mm512_sub_ps(_mm512_loadu_ps(p + c), vl));
-              __m512 x = _mm512_mul_ps(e, _mm512_sub_ps(_mm512_loadu_ps(ds + c), vd0));
-              if (g.cap > 0) x = _mm512_mul_ps(x, _mm512_loadu_ps(dcap + r * kTile + c));
-              _mm512_storeu_ps(p + c, e);
-              _mm512_storeu_ps(ds + c, x);
-            }
-            if (my_dq) row_to_pairs(ds, dsb + r * kPairs);
-          }
-          rows_to_vnni(S, pv);
-          rows_to_vnni(dS, dsv);
-          const int64_t qp0 = i0 / 2;
-          dp_gemm<true>(amx, g.Dv4, kTile, kPairs, dotr.data() + bh * dot_size + qp0, g.Tqp / 2, pv, kTile, dVt,
-                        kTile);  // dV^T += dO^T P
-          dp_gemm<true>(amx, g.D4, kTile, kPairs, qtr.data() + bh * qt_size + qp0, g.Tqp / 2, dsv, kTile, dKt,
-                        kTile);  // dK^T += Q^T dS
-          if (my_dq)
-            dp_gemm<true>(amx, mr, g.D16, kPairs, dsb, kPairs, kp.data() + kv * kp_size + j0 / 2 * g.D16, g.D16,
-                          my_dq + (bh * g.Tqp + i0) * g.D16, g.D16);  // dQ += dS K
-        }
-      }
-      if (dk && dv) {
-        const __m512i cols = _mm512_mullo_epi32(kLane, _mm512_set1_epi32(int(kTile)));
-        for (int64_t c = 0; c < nk; ++c) {
-          for (int64_t d = 0; d < g.D16; d += 16)
-            _mm512_storeu_ps(row + d, _mm512_i32gather_ps(cols, dKt + d * kTile + c, 4));
-          store_bf16(row, g.scale, g.D, dk + ((b * g.Tk + j0 + c) * g.Hkv + hk) * g.D);
-          for (int64_t d = 0; d < g.Dv16; d += 16)
-            _mm512_storeu_ps(row + d, _mm512_i32gather_ps(cols, dVt + d * kTile + c, 4));
-          store_bf16(row, 1.0f, g.Dv, dv + ((b * g.Tk + j0 + c) * g.Hkv + hk) * g.Dv);
-        }
-      }
+      for (int64_t h = hk * g.G; h < (hk + 1) * g.G; ++h)
+        for (int64_t i0 = qlo; i0 < qhi; i0 += kTile)
+          if (g.ids_overlap(b, i0, std::min(std::min(kTile, g.Tq - i0), qhi - i0), j0, nk))
+            backward_tile(g, ops, amx, q, dout, lse, delta.data(), b, h, b * g.Hkv + hk, i0, j0, nk, t);
+      if (dk && dv) store_dkdv(g, t, b, hk, j0, nk, dk, dv);
     }
   }
-
-  if (!dq) return;
-#pragma omp parallel for schedule(static) if (parallel)
-  for (int64_t row = 0; row < g.B * g.Hq * g.Tq; ++row) {
-    const int64_t bh = row / g.Tq, i = row % g.Tq, b = bh / g.Hq, h = bh % g.Hq;
-    float* sum = dq_acc.data() + (bh * g.Tqp + i) * g.D16;  // thread 0's row collects the others
-    for (int64_t t = 1; t < nthreads; ++t)
-      for (int64_t d = 0; d < g.D16; d += 16)
-        _mm512_storeu_ps(sum + d, _mm512_add_ps(_mm512_loadu_ps(sum + d), _mm512_loadu_ps(sum + t * dq_size + d)));
-    store_bf16(sum, g.scale, g.D, dq + ((b * g.Tq + i) * g.Hq + h) * g.D);
-  }
+  if (dq) sum_dq(g, dq_acc.data(), nthreads, dq_size, parallel, dq);
 }
 
 }  // namespace automodel::cpu::detail

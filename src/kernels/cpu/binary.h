@@ -4,10 +4,11 @@
 #include <cstdint>
 
 #include "core/dtype.h"
+#include "kernels/shapes.h"
 
 namespace automodel::cpu {
 
-enum class BinaryOp : uint8_t { add, sub, mul, div };
+using kernels::BinaryOp;
 
 // out[i] = a[i] op b[i] over n contiguous elements (out may alias a or b).
 void binary_forward(BinaryOp op, const float* a, const float* b, float* out, int64_t n);

@@ -169,25 +169,11 @@ void convert(const S* src, D* dst, int64_t n) {
   parallel_for(n, kGrain, [&](int64_t b, int64_t e) { convert_chunk(src + b, dst + b, e - b); });
 }
 
-template <class F>
-void dispatch_all(DType dt, F&& f) {
-  switch (dt) {
-    case DType::f32: return f(float{});
-    case DType::f64: return f(double{});
-    case DType::bf16: return f(bf16{});
-    case DType::f16: return f(f16{});
-    case DType::i32: return f(int32_t{});
-    case DType::i64: return f(int64_t{});
-    case DType::b8: return f(bool{});
-  }
-  throw Error(detail::str("cast: unknown dtype ", int(dt)), "cast");
-}
-
 }  // namespace
 
 void cast(const void* src, DType src_dtype, void* dst, DType dst_dtype, int64_t n) {
-  dispatch_all(src_dtype, [&](auto s) {
-    dispatch_all(dst_dtype, [&](auto d) {
+  visit_dtype(src_dtype, [&](auto s) {
+    visit_dtype(dst_dtype, [&](auto d) {
       using S = decltype(s);
       using D = decltype(d);
       convert(static_cast<const S*>(src), static_cast<D*>(dst), n);

@@ -128,4 +128,27 @@ AM_CROSS_ENTROPY_INSTANTIATE(double)
 AM_CROSS_ENTROPY_INSTANTIATE(bf16)
 #undef AM_CROSS_ENTROPY_INSTANTIATE
 
+int64_t count_labels(const int64_t* labels, int64_t n, int64_t vocab, int64_t ignore_index, int64_t* bad_position) {
+  int64_t count = 0;
+  for (int64_t r = 0; r < n; ++r) {
+    if (labels[r] == ignore_index) continue;
+    if (labels[r] < 0 || labels[r] >= vocab) {
+      *bad_position = r;
+      return -1;
+    }
+    ++count;
+  }
+  return count;
+}
+
+template <class C>
+double sum_in_order(const C* x, int64_t n, double start) {
+  double total = start;
+  for (int64_t r = 0; r < n; ++r) total += double(x[r]);
+  return total;
+}
+
+template double sum_in_order(const float*, int64_t, double);
+template double sum_in_order(const double*, int64_t, double);
+
 }  // namespace automodel::cpu

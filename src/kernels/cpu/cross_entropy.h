@@ -22,4 +22,13 @@ void cross_entropy_backward(const T* logits, const int64_t* labels, const comput
                             int64_t grad_stride, double scale, int64_t rows, int64_t vocab, int64_t ignore_index,
                             T* dlogits);
 
+// The number of labels that are not ignore_index; -1 when one lies outside [0, vocab), its position then in
+// *bad_position.
+int64_t count_labels(const int64_t* labels, int64_t n, int64_t vocab, int64_t ignore_index, int64_t* bad_position);
+
+// start + x[0] + x[1] + ... + x[n - 1], one addition after another in double: how the losses of the rows add up
+// (the same sum for any thread count).
+template <class C>
+double sum_in_order(const C* x, int64_t n, double start);
+
 }  // namespace automodel::cpu

@@ -6,17 +6,11 @@
 #include <cstdint>
 
 #include "core/dtype.h"
+#include "kernels/shapes.h"
 
 namespace automodel::cpu {
 
-struct LinearCrossEntropyProblem {
-  int64_t rows = 0, hidden = 0, vocab = 0;  // hidden [rows, hidden], weight [vocab, hidden], labels [rows]
-  int64_t chunk = 1;                        // label rows per chunk (>= 1): the workspace is sized by it
-  int64_t ignore_index = -100;
-  double softcap = 0;               // > 0: logits = softcap * tanh((hidden @ weight^T) / softcap)
-  double grad_scale = 1;            // dlogits = (softmax - onehot(label)) * grad_scale
-  bool accumulate_dweight = false;  // add d(weight) to dweight's contents instead of overwriting them
-};
+using kernels::LinearCrossEntropyProblem;
 
 // Bytes of workspace linear_cross_entropy needs for `p` in dtype T, with or without gradients.
 size_t linear_cross_entropy_workspace(const LinearCrossEntropyProblem& p, DType dtype, bool want_grad);

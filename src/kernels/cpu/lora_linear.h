@@ -5,21 +5,12 @@
 #include <cstdint>
 
 #include "core/dtype.h"
+#include "kernels/shapes.h"
 
 namespace automodel::cpu {
 
-struct LoraDims {
-  int64_t rows = 0, in = 0, out = 0, rank = 0;
-};
-
-// Dropout on the adapter branch, with cpu::dropout_forward's Philox mapping: "pre" drops elements
-// of x ([rows, in]) before A, "post" drops elements of the branch's output ([rows, out]) before it
-// is added; p == 0 means none. The backward regenerates the same mask from (seed, first_block).
-struct LoraDropout {
-  double p = 0;
-  bool post = false;
-  uint64_t seed = 0, first_block = 0;
-};
+using kernels::LoraDims;
+using kernels::LoraDropout;  // cpu::dropout_forward's Philox mapping
 
 // y [rows, out] = x W^T + bias + scale * drop(x) A^T B^T (pre) or + drop(scale * x A^T B^T) (post).
 // W [out, in], bias [out] (may be null), A [rank, in], B [out, rank], all row-major contiguous.

@@ -8,7 +8,7 @@
 
 #include "components/optim/adamw8bit.h"
 #include "components/optim/optimizer.h"
-#include "components/optim/quant8.h"
+#include "kernels/cpu/quant8.h"
 #include "ops/view.h"
 #include "registry.h"
 
@@ -22,11 +22,11 @@ Tensor moment_of(const std::map<std::string, Tensor>& st, const std::string& nam
   if (st.count(key)) return ops::clone(st.at(key)).as_strided({numel}, {1}, 0);
   const Tensor codes = ops::contiguous(st.at(key + ".codes")), scale = ops::contiguous(st.at(key + ".scale"));
   const auto* c = static_cast<const uint8_t*>(codes.raw_data());
-  const optim::q8::QuantMap& map = second ? optim::q8::unsigned_map() : optim::q8::signed_map();
+  const cpu::q8::QuantMap& map = second ? cpu::q8::unsigned_map() : cpu::q8::signed_map();
   const int64_t bs = numel / scale.numel();
   Tensor out = Tensor::empty({numel}, DType::f32);
   for (int64_t b = 0; b < scale.numel(); ++b)
-    optim::q8::dequantize_block(map, c + b * bs, scale.data<float>()[b], bs, out.data<float>() + b * bs);
+    cpu::q8::dequantize_block(map, c + b * bs, scale.data<float>()[b], bs, out.data<float>() + b * bs);
   return out;
 }
 
@@ -147,7 +147,7 @@ std::vector<Tensor> optim_steps(const OpCall& c) {
 // Outputs: torchao's signed and unsigned dynamic maps (f32 [256] each) as we build them.
 std::vector<Tensor> quant8_maps(const OpCall&) {
   std::vector<Tensor> out;
-  for (const optim::q8::QuantMap* m : {&optim::q8::signed_map(), &optim::q8::unsigned_map()}) {
+  for (const cpu::q8::QuantMap* m : {&cpu::q8::signed_map(), &cpu::q8::unsigned_map()}) {
     Tensor t = Tensor::empty({256}, DType::f32);
     std::memcpy(t.raw_data(), m->values(), 256 * sizeof(float));
     out.push_back(t);
@@ -161,12 +161,11 @@ std::vector<Tensor> quant8_quantize(const OpCall& c) {
   const Tensor x = ops::contiguous(c.in("x"));
   const int64_t bs = c.params.at("block_size").get<int64_t>(), n = x.numel();
   AM_CHECK(bs > 0 && n % bs == 0, "quant8_quantize: ", n, " elements are not whole blocks of ", bs);
-  const optim::q8::QuantMap& map =
-      c.params.at("signed").get<bool>() ? optim::q8::signed_map() : optim::q8::unsigned_map();
+  const cpu::q8::QuantMap& map = c.params.at("signed").get<bool>() ? cpu::q8::signed_map() : cpu::q8::unsigned_map();
   std::vector<uint8_t> codes(static_cast<size_t>(n));
   Tensor scales = Tensor::empty({n / bs}, DType::f32), out = Tensor::empty({n}, DType::i32);
   for (int64_t b = 0; b < n / bs; ++b)
-    scales.data<float>()[b] = optim::q8::quantize_block(map, x.data<float>() + b * bs, bs, codes.data() + b * bs);
+    scales.data<float>()[b] = cpu::q8::quantize_block(map, x.data<float>() + b * bs, bs, codes.data() + b * bs);
   for (int64_t i = 0; i < n; ++i) out.data<int32_t>()[i] = codes[size_t(i)];
   return {out, scales};
 }

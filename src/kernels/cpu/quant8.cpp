@@ -1,4 +1,4 @@
-#include "components/optim/quant8.h"
+#include "kernels/cpu/quant8.h"
 
 #include <algorithm>
 #include <cmath>
@@ -13,10 +13,10 @@
 #pragma GCC diagnostic pop
 #endif
 
-#include "components/optim/div_by_reciprocal.h"
 #include "core/error.h"
+#include "kernels/cpu/div_by_reciprocal.h"
 
-namespace automodel::optim::q8 {
+namespace automodel::cpu::q8 {
 
 namespace {
 
@@ -215,4 +215,4 @@ void dequantize_block(const QuantMap& map, const uint8_t* codes, float scale, in
   for (; i < n; ++i) x[i] = v[codes[i]] * scale;
 }
 
-}  // namespace automodel::optim::q8
+}  // namespace automodel::cpu::q8

@@ -15,9 +15,10 @@
 #include <cstring>
 
 #include "core/dtype.h"
+#include "core/rng.h"
 #include "kernels/cpu/vec16.h"
 
-namespace automodel::optim::master {
+namespace automodel::cpu::master {
 
 inline uint32_t bits_of(float f) {
   uint32_t u;
@@ -78,21 +79,13 @@ inline bool split_n(const float* __restrict x, bf16* __restrict p, uint16_t* __r
 // kept on average. The 16 random bits of element i come from a counter-based hash of (key, i / 2), its low half for
 // even i and its high half for odd i: the same key and index give the same rounding, so a resumed run rounds as
 // the uninterrupted one.
-// On uint32_t, or on 16 lanes of them (cpu::vec16::vu) for stochastic_round_n: left to the compiler, that loop runs
-// on 8-lane vectors.
-template <class U>
-inline U hash32(U x) {
-  x ^= x >> 16;
-  x *= 0x7feb352du;
-  x ^= x >> 15;
-  x *= 0x846ca68bu;
-  x ^= x >> 16;
-  return x;
-}
+// The hash is core/rng.h's hash32, on 16 lanes at once (cpu::vec16::vu) in stochastic_round_n: left to the compiler,
+// that loop runs on 8-lane vectors.
+using automodel::hash32;
 
 // Elements first .. first + n - 1 of x (first even) into p.
 inline void stochastic_round_n(const float* __restrict x, bf16* __restrict p, int64_t n, uint32_t key, int64_t first) {
-  using cpu::vec16::vu, cpu::vec16::vh, cpu::vec16::kW;
+  using vec16::vu, vec16::vh, vec16::kW;
   const vu lane = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15}, zero = lane ^ lane;
   // 2 kW elements from one kW-lane hash: its 16-bit halves in memory order are the elements' random bits.
   auto round32 = [&](const float* in, void* out, int64_t i) {
@@ -120,4 +113,4 @@ inline void stochastic_round_n(const float* __restrict x, bf16* __restrict p, in
   std::memcpy(static_cast<void*>(p + i), out, size_t(n - i) * 2);
 }
 
-}  // namespace automodel::optim::master
+}  // namespace automodel::cpu::master

@@ -8,7 +8,7 @@
 #include <cstdint>
 #include <vector>
 
-namespace automodel::optim::q8 {
+namespace automodel::cpu::q8 {
 
 class QuantMap {
  public:
@@ -57,4 +57,4 @@ void quantize_scaled(const QuantMap& map, const float* x, int64_t n, float scale
 // x = values[code] * scale.
 void dequantize_block(const QuantMap& map, const uint8_t* codes, float scale, int64_t n, float* x);
 
-}  // namespace automodel::optim::q8
+}  // namespace automodel::cpu::q8

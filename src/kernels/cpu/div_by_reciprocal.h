@@ -3,7 +3,7 @@
 // a dozen fused multiply-adds there, and the optimizers divide by one scale per block or step).
 #include <cmath>
 
-namespace automodel::optim {
+namespace automodel::cpu {
 
 // Markstein's correction: q = x r, then q + (x - q d) r, each step one rounding. With r = 1 / d rounded to nearest
 // this is x / d rounded to nearest whenever d and r are normal, x / d is finite and the remainder x - q d is a
@@ -15,4 +15,4 @@ inline T div_by_reciprocal(T x, T d, T r) {
   return std::isinf(q) ? q : exact;
 }
 
-}  // namespace automodel::optim
+}  // namespace automodel::cpu
