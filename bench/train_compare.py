@@ -62,6 +62,8 @@ def parse_args(argv=None):
                    help="tiny shape, seq 128, batch 2, 3 timed steps after 1 warmup step (plumbing check, seconds)")
     p.add_argument("--work-dir", default="/tmp/automodel_bench", help="model directories, data, run logs (cached)")
     p.add_argument("--automodel-bin", default=str(REPO / "build" / "automodel"))
+    p.add_argument("--baseline-bin", help="another automodel binary (e.g. a build of the previous commit), run in turn "
+                   "with the others as framework 'baseline'; the report adds automodel / baseline per configuration")
     p.add_argument("--automodel-bench", default=None,
                    help="automodel_bench binary for its GEMM peak (default: bench/automodel_bench beside "
                         "--automodel-bin; skipped when absent)")
@@ -87,9 +89,13 @@ def parse_args(argv=None):
     for d in args.dtypes:
         if d not in ("fp32", "bf16"):
             p.error(f"unknown dtype {d!r}; use fp32, bf16")
+    if args.baseline_bin and "baseline" not in args.frameworks:
+        args.frameworks.append("baseline")
     for f in args.frameworks:
-        if f not in ("automodel", "torch"):
-            p.error(f"unknown framework {f!r}; use automodel, torch")
+        if f not in ("automodel", "torch") and not (f == "baseline" and args.baseline_bin):
+            p.error(f"unknown framework {f!r}; use automodel, torch (baseline: give --baseline-bin)")
+    if args.baseline_bin and not os.path.exists(args.baseline_bin):
+        p.error(f"no automodel binary at --baseline-bin {args.baseline_bin}")
     if len(args.betas) != 2:
         p.error("--betas takes two values, e.g. 0.9,0.999")
     if args.steps < 1 or args.warmup_steps < 0:
@@ -321,7 +327,8 @@ def automodel_recipe(args, cfg, model_dir, data, run_dir):
 def run_automodel(args, cfg, model_dir, data, run_dir):
     recipe = run_dir / "recipe.yaml"
     recipe.write_text(automodel_recipe(args, cfg, model_dir, data, run_dir))
-    cmd = [args.automodel_bin, "finetune", "llm", "-c", str(recipe), "--threads", str(cfg["threads"]),
+    binary = args.baseline_bin if cfg["framework"] == "baseline" else args.automodel_bin
+    cmd = [binary, "finetune", "llm", "-c", str(recipe), "--threads", str(cfg["threads"]),
            *shlex.split(args.automodel_extra)]
     r = run_child(cmd, thread_env(cfg["threads"]), str(run_dir / "automodel"), args.timeout, args.mem_limit)
     row = {"command": shlex.join(cmd)}
@@ -366,7 +373,7 @@ def measure(args, cfg, model_dir, data, peak, work, rep=0):
     run_dir = work / "runs" / name
     shutil.rmtree(run_dir, ignore_errors=True)
     run_dir.mkdir(parents=True)
-    runner = run_automodel if cfg["framework"] == "automodel" else run_torch
+    runner = run_torch if cfg["framework"] == "torch" else run_automodel
     row, r = runner(args, cfg, model_dir, data, run_dir)
     row.update(cfg)
     row["peak_rss_mb"] = r["maxrss_bytes"] / 2**20
@@ -439,7 +446,7 @@ def table_rows(rows, args_torch_bf16):
     for r in rows:
         k = (r["shape"], r["seq"], r["mode"], r["dtype"], r["ac"])
         ratio = None
-        if r["framework"] == "automodel" and r.get("tokens_per_s") and best.get(k):
+        if r["framework"] != "torch" and r.get("tokens_per_s") and best.get(k):
             ratio = r["tokens_per_s"] / best[k]
         status = r["status"]
         if r["status"] == "unsupported":
@@ -448,7 +455,7 @@ def table_rows(rows, args_torch_bf16):
             status += f": {r.get('reason', '')[:100]}"
         elif r.get("trainable_params") not in (None, expected_trainable(r)):
             status += f" (trains {r['trainable_params']} parameters, expected {expected_trainable(r)})"
-        elif r["framework"] == "automodel" and r.get("loss0") is not None and \
+        elif r["framework"] != "torch" and r.get("loss0") is not None and \
                 abs(r["loss0"] - torch_loss0.get(k + (r["threads"],), r["loss0"])) > \
                 (1e-4 if r["dtype"] == "fp32" else 2e-2) * abs(r["loss0"]):
             status += f" (loss@0 differs from PyTorch's {torch_loss0[k + (r['threads'],)]:.5f})"
@@ -485,6 +492,27 @@ def summary_rows(rows):
                     f"{a['tokens_per_s'] / t['tokens_per_s']:.2f}×",
                     f"{a['peak_rss_mb']:.0f} / {t['peak_rss_mb']:.0f} = {a['peak_rss_mb'] / t['peak_rss_mb']:.2f}×"])
     return out
+
+
+def baseline_rows(rows):
+    """Per configuration run by both builds: automodel's tokens/s over the baseline binary's, and their first losses
+    (the same computation should give the same loss)."""
+    key = lambda r: (r["shape"], r["seq"], r["mode"], r["dtype"], r["ac"], r["threads"])  # noqa: E731
+    base = {key(r): r for r in rows if r["framework"] == "baseline" and r.get("tokens_per_s")}
+    out = []
+    for r in rows:
+        b = base.get(key(r))
+        if r["framework"] == "automodel" and r.get("tokens_per_s") and b:
+            out.append([r["shape"], str(r["seq"]), r["mode"], r["dtype"], "on" if r["ac"] else "off",
+                        str(r["threads"]), tokens_per_s(r), tokens_per_s(b),
+                        f"{r['tokens_per_s'] / b['tokens_per_s']:.3f}×",
+                        f"{r['peak_rss_mb']:.0f} / {b['peak_rss_mb']:.0f}",
+                        "same" if r["loss0"] == b["loss0"] else f"{r['loss0']:.6f} / {b['loss0']:.6f}"])
+    return out
+
+
+BASELINE_COLUMNS = ["shape", "seq", "mode", "dtype", "ac", "threads", "automodel tok/s", "baseline tok/s",
+                    "automodel / baseline", "peak RSS MB", "loss@0"]
 
 
 SUMMARY_COLUMNS = ["shape", "seq", "mode", "ac", "automodel best tok/s", "torch best tok/s", "speed ratio",
@@ -540,7 +568,8 @@ def report(args, rows, peaks, round_peaks, env, machine, am_info, started):
     head = [f"date: {started}", f"command: python bench/train_compare.py {shlex.join(args.argv)}",
             f"machine: {machine['cpu']}, {machine['cpus']} CPUs ({machine['isa']}), {machine['mem_gib']} GiB, "
             f"Linux {machine['kernel']}",
-            f"automodel: commit {am_info['commit']}, binary {am_info['binary']} (built {am_info['binary_built']})",
+            f"automodel: commit {am_info['commit']}, binary {am_info['binary']} (built {am_info['binary_built']})"
+            + (f"; baseline binary {args.baseline_bin}" if args.baseline_bin else ""),
             "python stack: " + ", ".join(f"{k} {v}" for k, v in env.get("versions", {}).items()) +
             (f"; torch CPU capability {env.get('torch_cpu_capability')}" if env else "")]
     def peak_row(d, t, when, e):
@@ -549,15 +578,18 @@ def report(args, rows, peaks, round_peaks, env, machine, am_info, started):
     peak_rows += [peak_row(e["dtype"], e["threads"], f"before {e['shape']} {e['seq']} {e['mode']}"
                            f"{' ac' if e['ac'] else ''} run {e['run']}", e) for e in round_peaks]
     peak_header = ["dtype", "threads", "measured", "torch.matmul GFLOP/s", "automodel_bench GFLOP/s", "peak"]
-    return head, (peak_header, peak_rows), (COLUMNS, table_rows(rows, args.torch_bf16)), (SUMMARY_COLUMNS, summary_rows(rows))
+    return (head, (peak_header, peak_rows), (COLUMNS, table_rows(rows, args.torch_bf16)),
+            (SUMMARY_COLUMNS, summary_rows(rows)), (BASELINE_COLUMNS, baseline_rows(rows)))
 
 
 def write_markdown(path, args, parts):
-    head, peaks, table, summary = parts
+    head, peaks, table, summary, baseline = parts
     text = ["## Training: automodel vs PyTorch + transformers", ""] + [f"- {h}" for h in head] + [""]
     text += [f"GEMM peak ({args.gemm_n}³):", "", md_table(*peaks), "", md_table(*table), ""]
     if summary[1]:
         text += ["Best against best:", "", md_table(*summary), ""]
+    if baseline[1]:
+        text += ["Against the baseline binary:", "", md_table(*baseline), ""]
     text += ["Notes:", ""] + [f"- {n}" for n in notes(args)] + [""]
     pathlib.Path(path).write_text("\n".join(text))
 
@@ -622,7 +654,7 @@ def main(argv=None):
         save(rows)
 
     parts = report(args, rows, peaks, round_peaks, env, machine, am_info, started)
-    head, peak_tab, table, summary = parts
+    head, peak_tab, table, summary, baseline = parts
     print()
     print("\n".join(head))
     print()
@@ -632,6 +664,9 @@ def main(argv=None):
     if summary[1]:
         print()
         print(text_table(*summary))
+    if baseline[1]:
+        print()
+        print(text_table(*baseline))
     if args.markdown:
         write_markdown(args.markdown, args, parts)
         print(f"\nwrote {args.markdown}")
