@@ -134,8 +134,8 @@ training::StepSchedulerOptions step_scheduler_options(const ConfigNode& s) {
   o.max_consecutive_skipped_steps =
       positive_int(s, "max_consecutive_skipped_steps", "set how many skipped steps in a row end training, e.g. 10")
           .value_or(o.max_consecutive_skipped_steps);
-  // NeMo's remote logging, loss averaging and garbage collection have nothing to do here; their values are still
-  // checked, so a recipe that runs here also runs under NeMo.
+  // NeMo's remote logging, loss averaging and garbage collection intervals do nothing here; a nonsense value is
+  // still an error rather than silently accepted.
   for (const char* key : {"log_remote_every_steps", "loss_average_window_steps", "gc_every_steps"})
     positive_int(s, key, "an interval in steps, or null");
   return o;
@@ -527,8 +527,8 @@ class FinetuneRun {
   }
 
   // The training state a checkpoint holds, one entry per part: save_checkpoint writes every part and restore reads
-  // every part back, so a part cannot be written and left unread. Each part is a file or directory of NeMo
-  // Automodel's layout, under the checkpoint's directory.
+  // every part back, so a part cannot be written and left unread (a part is constructed with both). Each part is a
+  // file or directory of NeMo Automodel's layout, under the checkpoint's directory.
   class CheckpointPart {
    public:
     using Io = std::function<void(const fs::path&)>;
