@@ -9,12 +9,11 @@
 #include "core/error.h"
 #include "io/hf_dir.h"
 #include "models/auto_model.h"
+#include "recipes/recipe_sections.h"
 
 namespace automodel::recipes {
 
 namespace {
-
-using config::check_keys;
 
 constexpr const char* kFromPretrained = "automodel.AutoModelForCausalLM.from_pretrained";
 constexpr const char* kAdamW = "automodel.optim.AdamW";
@@ -76,8 +75,7 @@ void register_recipe_targets() {
 }
 
 std::unique_ptr<models::CausalLM> build_model(const ConfigNode& section, std::string& model_dir) {
-  check_keys(section, {"_target_", "pretrained_model_name_or_path", "torch_dtype", "dtype", "attn_implementation",
-                       "use_liger_kernel", "trust_remote_code", "force_hf", "use_cache", "revision"});
+  check_section_keys(section, "model");
   target_of(section, {kFromPretrained});
   if (!section.contains("pretrained_model_name_or_path"))
     throw Error("model.pretrained_model_name_or_path is missing", section.where(),
@@ -115,7 +113,7 @@ TokenizerBundle build_tokenizer(const ConfigNode* section, const std::string& mo
   TokenizerBundle b;
   b.dir = model_dir;
   if (section != nullptr && !section->is_null()) {
-    check_keys(*section, {"_target_", "pretrained_model_name_or_path", "trust_remote_code"});
+    check_section_keys(*section, "tokenizer");
     if (section->contains("pretrained_model_name_or_path"))
       b.dir = io::resolve_model_dir(section->get<std::string>("pretrained_model_name_or_path"));
   }
@@ -146,15 +144,12 @@ LoaderOptions build_loader_options(const ConfigNode* section, bool default_shuff
   LoaderOptions o;
   o.shuffle = default_shuffle;
   if (section == nullptr || section->is_null()) return o;
-  // Worker and memory-pinning options of torch's loader have no meaning for an in-process loader; they are accepted
-  // so NeMo Automodel recipes run unchanged.
-  check_keys(*section, {"_target_", "collate_fn", "shuffle", "drop_last", "batch_size", "num_workers", "pin_memory",
-                        "persistent_workers", "prefetch_factor", "seed"});
+  check_section_keys(*section, "dataloader");
   if (section->contains("_target_")) target_of(*section, {kDataLoader});
   o.shuffle = section->get<bool>("shuffle", default_shuffle);
   o.drop_last = section->get<bool>("drop_last", false);
   if (const ConfigNode* c = section->find("collate_fn"); c && !c->is_null()) {
-    check_keys(*c, {"_target_", "pad_seq_len_divisible"});
+    check_section_keys(*c, "dataloader.collate_fn");
     target_of(*c, {kDefaultCollater});
     if (c->contains("pad_seq_len_divisible")) o.pad_to_multiple_of = c->get<int64_t>("pad_seq_len_divisible", 1);
   }
@@ -165,8 +160,7 @@ LoaderOptions build_loader_options(const ConfigNode* section, bool default_shuff
 
 std::optional<peft::PeftConfig> build_peft_config(const ConfigNode* section) {
   if (section == nullptr || section->is_null()) return std::nullopt;
-  check_keys(*section, {"_target_", "target_modules", "exclude_modules", "match_all_linear", "dim", "alpha", "dropout",
-                        "dropout_position", "lora_A_init", "lora_dtype", "use_rslora", "use_triton"});
+  check_section_keys(*section, "peft");
   if (section->contains("_target_")) target_of(*section, {kLora});
   peft::PeftConfig c;
   // A single pattern may be given as a string, as NeMo Automodel accepts.
@@ -223,14 +217,11 @@ std::unique_ptr<optim::Optimizer> build_optimizer(const ConfigNode& section, mod
                 "use torchao.optim.AdamW8bit (block-wise 8-bit AdamW state, as torchao computes it)");
   const std::string target = target_of(section, {kAdamW, kAdam, kSGD, kAdamW8bit});
   if (target == kAdamW8bit) {
-    check_keys(section,
-               {"_target_", "lr", "betas", "eps", "weight_decay", "block_size", "amsgrad", "bf16_stochastic_round"});
+    check_section_keys(section, "optimizer", target);
     if (section.get<bool>("amsgrad", false))
       throw Error("optimizer.amsgrad is not supported with AdamW8bit", section.at("amsgrad").where(), "remove it");
   } else {
-    // foreach / fused pick torch's implementation, not the math: ours is always one pass over flat buffers.
-    check_keys(section, {"_target_", "lr", "betas", "eps", "weight_decay", "momentum", "dampening", "nesterov",
-                         "foreach", "fused", "amsgrad", "maximize", "capturable", "differentiable"});
+    check_section_keys(section, "optimizer", target);
     if (section.get<bool>("amsgrad", false) || section.get<bool>("maximize", false))
       throw Error("optimizer: amsgrad and maximize are not supported", section.where(), "remove them");
   }
@@ -309,10 +300,7 @@ std::unique_ptr<optim::Optimizer> build_optimizer(const ConfigNode& section, mod
 std::unique_ptr<optim::OptimizerParamScheduler> build_lr_scheduler(const ConfigNode* section,
                                                                    optim::Optimizer& optimizer, int64_t total_steps) {
   if (section == nullptr || section->is_null()) return nullptr;
-  check_keys(*section,
-             {"init_lr", "max_lr", "min_lr", "lr_warmup_steps", "lr_decay_steps", "lr_decay_style",
-              "start_weight_decay", "end_weight_decay", "wd_incr_steps", "weight_decay_incr_style", "wsd_decay_steps",
-              "lr_wsd_decay_style", "use_checkpoint_opt_param_scheduler", "override_opt_param_scheduler"});
+  check_section_keys(*section, "lr_scheduler");
   const optim::ParamGroup& g = optimizer.param_groups().front();
   optim::LRSchedulerConfig c =
       optim::default_scheduler_config(g.lr.value_or(0.0), g.weight_decay.value_or(0.0), total_steps);
@@ -340,7 +328,7 @@ LossFunction build_loss(const ConfigNode* section, bool fused_kernels) {
   if (!fused_kernels) f.kind = LossFunction::Kind::Masked;
   if (section == nullptr || section->is_null()) return f;
   const std::string target = target_of(*section, {kMaskedCE, kChunkedCE, kFusedLinearCE});
-  check_keys(*section, {"_target_", "fp32_upcast", "ignore_index", "reduction", "chunk_len"});
+  check_section_keys(*section, "loss_fn");
   if (section->get<std::string>("reduction", "sum") != "sum")
     throw Error("loss_fn.reduction must be 'sum'", section->where(),
                 "the recipe divides the summed loss by the step's number of label tokens, as NeMo Automodel does");

@@ -5,12 +5,11 @@
 #include "core/error.h"
 #include "io/hf_dir.h"
 #include "recipes/build.h"
+#include "recipes/recipe_sections.h"
 
 namespace automodel::recipes {
 
 namespace {
-
-using config::check_keys;
 
 constexpr const char* kSquad = "automodel.datasets.llm.make_squad_dataset";
 constexpr const char* kHellaSwag = "automodel.datasets.llm.HellaSwag";
@@ -48,8 +47,7 @@ void register_dataset_targets() {
 data::Dataset build_dataset(const ConfigNode& s, const data::TextTokenizer& tok) {
   const std::string target = config::resolve_target(s);
   if (target == kSquad) {
-    check_keys(s, {"_target_", "dataset_name", "path_or_dataset", "split", "seq_length", "limit_dataset_samples",
-                   "padding", "truncation", "use_chat_template", "start_of_turn_token", "fp8"});
+    check_section_keys(s, "dataset", target);
     data::SquadOptions o;
     o.path = data_path(s, {"dataset_name", "path_or_dataset"});
     o.split = s.get<std::string>("split", o.split);
@@ -62,8 +60,7 @@ data::Dataset build_dataset(const ConfigNode& s, const data::TextTokenizer& tok)
     return data::make_squad_dataset(tok, o);
   }
   if (target == kHellaSwag) {
-    check_keys(s, {"_target_", "path_or_dataset", "dataset_name", "split", "num_samples_limit", "pad_to_max_length",
-                   "trust_remote_code"});
+    check_section_keys(s, "dataset", target);
     data::HellaSwagOptions o;
     o.path = data_path(s, {"path_or_dataset", "dataset_name"});
     o.split = s.get<std::string>("split", o.split);
@@ -72,9 +69,7 @@ data::Dataset build_dataset(const ConfigNode& s, const data::TextTokenizer& tok)
     return data::make_hellaswag_dataset(tok, o);
   }
   if (target == kColumnMapped) {
-    check_keys(s, {"_target_", "path_or_dataset_id", "path_or_dataset", "dataset_name", "column_mapping", "split",
-                   "name", "answer_only_loss_mask", "seq_length", "padding", "truncation", "limit_dataset_samples",
-                   "use_hf_chat_template", "start_of_turn_token", "trust_remote_code"});
+    check_section_keys(s, "dataset", target);
     data::ColumnMappedOptions o;
     o.path = data_path(s, {"path_or_dataset_id", "path_or_dataset", "dataset_name"});
     o.split = s.get<std::string>("split", o.split);
@@ -92,9 +87,7 @@ data::Dataset build_dataset(const ConfigNode& s, const data::TextTokenizer& tok)
     return data::make_column_mapped_dataset(tok, o);
   }
   if (target == kChat) {
-    check_keys(s, {"_target_", "path_or_dataset_id", "path_or_dataset", "dataset_name", "split", "name", "seq_length",
-                   "padding", "truncation", "limit_dataset_samples", "start_of_turn_token", "answer_only_loss_mask",
-                   "mask_history", "chat_template"});
+    check_section_keys(s, "dataset", target);
     if (s.contains("chat_template") && !s.at("chat_template").is_null())
       throw Error(s.path() + ".chat_template: a template given in the recipe is not supported",
                   s.at("chat_template").where(), "put it in the model directory's chat_template.jinja");

@@ -6,6 +6,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
+#include <functional>
 #include <iostream>
 #include <limits>
 
@@ -28,45 +29,16 @@
 #include "core/grad_node.h"
 #include "core/rng.h"
 #include "recipes/build.h"
+#include "recipes/recipe_sections.h"
 
 namespace automodel::recipes {
 
 namespace {
 
 namespace fs = std::filesystem;
-using config::check_keys;
 using Clock = std::chrono::steady_clock;
 
 constexpr const char* kFinetuneRecipe = "automodel.recipes.llm.TrainFinetuneRecipeForNextTokenPrediction";
-
-// Sections NeMo Automodel recipes carry that configure what a single CPU process has no use for (process groups,
-// torch.compile, remote loggers); accepted so its recipes run unchanged.
-const std::vector<std::string> kTopLevelKeys = {"recipe",
-                                                "step_scheduler",
-                                                "model",
-                                                "tokenizer",
-                                                "dataset",
-                                                "validation_dataset",
-                                                "dataloader",
-                                                "validation_dataloader",
-                                                "packed_sequence",
-                                                "optimizer",
-                                                "lr_scheduler",
-                                                "loss_fn",
-                                                "clip_grad_norm",
-                                                "checkpoint",
-                                                "distributed",
-                                                "rng",
-                                                "seed",
-                                                "peft",
-                                                "dist_env",
-                                                "compile",
-                                                "wandb",
-                                                "mlflow",
-                                                "tensorboard",
-                                                "comet",
-                                                "autocast",
-                                                "benchmark"};
 
 struct CheckpointOptions {
   bool enabled = true;
@@ -78,8 +50,7 @@ struct CheckpointOptions {
 CheckpointOptions checkpoint_options(const ConfigNode* s) {
   CheckpointOptions o;
   if (s == nullptr || s->is_null()) return o;
-  check_keys(*s, {"enabled", "checkpoint_dir", "model_save_format", "save_consolidated", "restore_from",
-                  "max_recent_checkpoints", "model_cache_dir", "model_repo_id", "is_async", "is_peft"});
+  check_section_keys(*s, "checkpoint");
   o.enabled = s->get<bool>("enabled", true);
   o.dir = s->get<std::string>("checkpoint_dir", o.dir);
   if (s->get<std::string>("model_save_format", "safetensors") != "safetensors")
@@ -95,8 +66,7 @@ CheckpointOptions checkpoint_options(const ConfigNode* s) {
 // distributed: one CPU process is every strategy with all sizes 1; activation_checkpointing applies.
 bool activation_checkpointing(const ConfigNode* s) {
   if (s == nullptr || s->is_null()) return false;
-  check_keys(*s, {"_target_", "strategy", "dp_size", "dp_replicate_size", "tp_size", "cp_size", "pp_size", "ep_size",
-                  "sequence_parallel", "activation_checkpointing", "defer_fsdp_grad_sync"});
+  check_section_keys(*s, "distributed");
   for (const char* key : {"dp_size", "dp_replicate_size", "tp_size", "cp_size", "pp_size", "ep_size"}) {
     const ConfigNode* n = s->find(key);
     if (n != nullptr && !n->is_null() && n->as_int() != 1)
@@ -109,7 +79,7 @@ bool activation_checkpointing(const ConfigNode* s) {
 
 uint64_t seed_of(const ConfigNode& cfg) {
   if (const ConfigNode* rng = cfg.find("rng"); rng && !rng->is_null()) {
-    check_keys(*rng, {"_target_", "seed", "ranked"});
+    check_section_keys(*rng, "rng");
     return static_cast<uint64_t>(rng->get<int64_t>("seed", 42));
   }
   return static_cast<uint64_t>(cfg.get<int64_t>("seed", 42));
@@ -147,10 +117,7 @@ std::vector<int> preemption_signals(const ConfigNode& s) {
 // The section's values are checked here, at their lines, before anything is built from them (the dataloader takes
 // local_batch_size before the step scheduler would see it).
 training::StepSchedulerOptions step_scheduler_options(const ConfigNode& s) {
-  check_keys(s, {"global_batch_size", "local_batch_size", "ckpt_every_steps", "val_every_steps", "num_epochs",
-                 "max_steps", "save_checkpoint_every_epoch", "validate_on_checkpoint", "log_remote_every_steps",
-                 "loss_average_window_steps", "gc_every_steps", "preemption_signal", "skip_nonfinite_steps",
-                 "max_consecutive_skipped_steps"});
+  check_section_keys(s, "step_scheduler");
   training::StepSchedulerOptions o;
   o.global_batch_size =
       positive_int(s, "global_batch_size", "set it to the samples per optimizer step, e.g. 32").value_or(32);
@@ -167,14 +134,29 @@ training::StepSchedulerOptions step_scheduler_options(const ConfigNode& s) {
   o.max_consecutive_skipped_steps =
       positive_int(s, "max_consecutive_skipped_steps", "set how many skipped steps in a row end training, e.g. 10")
           .value_or(o.max_consecutive_skipped_steps);
+  // NeMo's remote logging, loss averaging and garbage collection intervals do nothing here; a nonsense value is
+  // still an error rather than silently accepted.
+  for (const char* key : {"log_remote_every_steps", "loss_average_window_steps", "gc_every_steps"})
+    positive_int(s, key, "an interval in steps, or null");
   return o;
+}
+
+// packed_sequence.packed_sequence_size: 0 (or no section) trains unpacked samples.
+int64_t packed_sequence_size(const ConfigNode* p) {
+  if (p == nullptr || p->is_null()) return 0;
+  check_section_keys(*p, "packed_sequence");
+  const int64_t size = p->get<int64_t>("packed_sequence_size", 0);
+  if (size < 0)
+    throw Error("packed_sequence.packed_sequence_size must be >= 0, got " + std::to_string(size),
+                p->at("packed_sequence_size").where(), "0 trains unpacked samples; > 0 is the pack length");
+  return size;
 }
 
 // clip_grad_norm.max_norm: a positive finite number, or unset / null for no clipping. Zero would zero every
 // gradient, a negative one flip them, NaN poison them.
 std::optional<double> max_grad_norm(const ConfigNode* c) {
   if (c == nullptr || c->is_null()) return std::nullopt;
-  check_keys(*c, {"max_norm"});
+  check_section_keys(*c, "clip_grad_norm");
   const std::optional<double> v = c->get_optional<double>("max_norm");
   if (v && !(*v > 0 && std::isfinite(*v)))
     throw Error("clip_grad_norm.max_norm must be a positive finite number, got " + training::number_text(*v),
@@ -229,19 +211,29 @@ class FinetuneRun {
  private:
   // ---- setup: every component from its section -------------------------------------------------------------------
   void setup() {
-    check_keys(cfg_, kTopLevelKeys);
+    // Every section is checked, and every value that needs no data or weights read, before any are loaded: a typo
+    // fails in milliseconds rather than after the model is loaded and the dataset tokenized.
+    validate_recipe(cfg_);
     seed_ = seed_of(cfg_);
-    manual_seed(seed_);
     ckpt_ = checkpoint_options(cfg_.find("checkpoint"));
+    checkpoint_layers_ = activation_checkpointing(cfg_.find("distributed"));
+    const training::StepSchedulerOptions sched_opts = step_scheduler_options(cfg_.at("step_scheduler"));
+    train_loader_opts_ = build_loader_options(cfg_.find("dataloader"), false);
+    val_loader_opts_ = build_loader_options(cfg_.find("validation_dataloader"), false);
+    const uint64_t loader_seed =
+        cfg_.contains("dataloader.seed") ? cfg_.get<int64_t>("dataloader.seed") : static_cast<int64_t>(seed_);
+    const int64_t pack_size = packed_sequence_size(cfg_.find("packed_sequence"));
+    peft_ = build_peft_config(cfg_.find("peft"));
+    max_grad_norm_ = max_grad_norm(cfg_.find("clip_grad_norm"));
+
+    manual_seed(seed_);
     // The run's logs and checkpoints go into checkpoint_dir: one run at a time writes there.
     dir_lock_ = std::make_unique<checkpoint::CheckpointDirLock>(ckpt_.dir);
     if (const auto& stale = dir_lock_->taken_over())
       std::printf("note: took over the lock of a run that ended without releasing it (%s)\n",
                   stale->describe().c_str());
-    checkpoint_layers_ = activation_checkpointing(cfg_.find("distributed"));
 
     model_ = build_model(cfg_.at("model"), model_dir_);
-    peft_ = build_peft_config(cfg_.find("peft"));
     if (peft_) {
       std::vector<std::string> adapted;
       try {
@@ -255,24 +247,12 @@ class FinetuneRun {
     loss_ = build_loss(cfg_.find("loss_fn"), model_->kernels().fused);
 
     train_data_ = beyond_max_positions_warned(build_dataset(cfg_.at("dataset"), tok_.text), "dataset");
-    if (const ConfigNode* p = cfg_.find("packed_sequence"); p && !p->is_null()) {
-      check_keys(*p, {"packed_sequence_size", "split_across_pack", "max_packs", "packing_strategy"});
-      const int64_t size = p->get<int64_t>("packed_sequence_size", 0);
-      if (size < 0)
-        throw Error("packed_sequence.packed_sequence_size must be >= 0, got " + std::to_string(size),
-                    p->at("packed_sequence_size").where(), "0 trains unpacked samples; > 0 is the pack length");
-      // Packing needs every sample's length: the dataset is tokenized whole here.
-      if (size > 0)
-        train_data_ = data::dataset_of(data::pack_sequences(data::materialize(train_data_), size, tok_.pad_id));
-    }
+    // Packing needs every sample's length: the dataset is tokenized whole here.
+    if (pack_size > 0)
+      train_data_ = data::dataset_of(data::pack_sequences(data::materialize(train_data_), pack_size, tok_.pad_id));
     if (const ConfigNode* v = cfg_.find("validation_dataset"); v && !v->is_null())
       val_data_ = beyond_max_positions_warned(build_dataset(*v, tok_.text), "validation_dataset");
 
-    const training::StepSchedulerOptions sched_opts = step_scheduler_options(cfg_.at("step_scheduler"));
-    train_loader_opts_ = build_loader_options(cfg_.find("dataloader"), false);
-    val_loader_opts_ = build_loader_options(cfg_.find("validation_dataloader"), false);
-    const uint64_t loader_seed =
-        cfg_.contains("dataloader.seed") ? cfg_.get<int64_t>("dataloader.seed") : static_cast<int64_t>(seed_);
     loader_ = std::make_unique<data::DataLoader>(train_data_.size, sched_opts.local_batch_size,
                                                  train_loader_opts_.shuffle, loader_seed, train_loader_opts_.drop_last);
     if (loader_->num_batches() == 0)
@@ -282,7 +262,6 @@ class FinetuneRun {
 
     optimizer_ = build_optimizer(cfg_.at("optimizer"), *model_);
     lr_sched_ = build_lr_scheduler(cfg_.find("lr_scheduler"), *optimizer_, sched_->max_steps());
-    max_grad_norm_ = max_grad_norm(cfg_.find("clip_grad_norm"));
 
     if (!ckpt_.enabled && ckpt_.restore_from)
       std::printf("note: checkpoint.restore_from is ignored: checkpointing is disabled (checkpoint.enabled: false)\n");
@@ -547,26 +526,83 @@ class FinetuneRun {
                             : std::string("; no checkpoint was written")));
   }
 
-  void save_checkpoint() {
+  // The training state a checkpoint holds, one entry per part: save_checkpoint writes every part and restore reads
+  // every part back, so a part cannot be written and left unread (a part is constructed with both). Each part is a
+  // file or directory of NeMo Automodel's layout, under the checkpoint's directory.
+  class CheckpointPart {
+   public:
+    using Io = std::function<void(const fs::path&)>;
+    CheckpointPart(std::string what, std::string path, Io save, Io restore)
+        : what(std::move(what)), path(std::move(path)), save(std::move(save)), restore(std::move(restore)) {}
+    std::string what, path;
+    Io save, restore;
+  };
+
+  std::vector<CheckpointPart> checkpoint_parts() {
     namespace layout = checkpoint::layout;
+    // The optimizer's file also holds the LR scheduler's position (NeMo keeps it with the optimizer state).
+    const std::string lr_steps_key = "lr_scheduler_num_steps";
+    return {
+        // With LoRA only the adapter is saved (in peft's format, loadable by PeftModel.from_pretrained); the base
+        // model is the one the recipe names.
+        CheckpointPart(
+            "model weights", peft_ ? layout::kModelDir : layout::kConsolidatedDir,
+            [this](const fs::path& dir) {
+              if (peft_)
+                peft::save_adapter(*model_, dir.string(), *peft_, model_dir_);
+              else
+                checkpoint::save_consolidated_model(*model_, dir.string(), tokenizer_files());
+              fault_injection_point("checkpoint_save");
+            },
+            [this](const fs::path& dir) {
+              if (peft_)
+                load_adapter_weights((dir / "adapter_model.safetensors").string());
+              else
+                checkpoint::load_model_weights(*model_, dir.string());
+            }),
+        CheckpointPart(
+            "optimizer state and LR scheduler position", layout::kOptimDir,
+            [this, lr_steps_key](const fs::path& dir) {
+              checkpoint::save_optimizer_state(
+                  dir.string(), optimizer_->state_dict(), optimizer_->step_counts(),
+                  {{"optimizer", optimizer_->name()}, {lr_steps_key, lr_sched_ ? lr_sched_->num_steps() : 0}});
+            },
+            [this, lr_steps_key](const fs::path& dir) {
+              // The file's tensors go into state_dict()'s (checked against them), then back into the optimizer,
+              // which splits the fp32 masters into bf16 parameter + residual.
+              std::map<std::string, Tensor> state = optimizer_->state_dict();
+              const checkpoint::OptimizerStateFiles optim = checkpoint::load_optimizer_state(dir.string(), state);
+              optimizer_->load_state_dict(state);
+              optimizer_->set_step_counts(optim.step_counts);
+              if (lr_sched_) lr_sched_->set_num_steps(optim.extra.at(lr_steps_key).get<int64_t>());
+            }),
+        CheckpointPart(
+            "dataloader position", std::string(layout::kDataloaderDir) + "/dataloader.json",
+            [this](const fs::path& file) { checkpoint::save_json(file.string(), loader_->state_dict()); },
+            [this](const fs::path& file) { loader_->load_state_dict(checkpoint::load_json(file.string())); }),
+        CheckpointPart(
+            "RNG state", layout::kRngDir,
+            [](const fs::path& dir) {
+              checkpoint::save_rng_state(dir.string(), {{"default", default_generator().state()}});
+            },
+            [](const fs::path& dir) {
+              default_generator().set_state(checkpoint::load_rng_state(dir.string()).at("default"));
+            }),
+        CheckpointPart(
+            "step scheduler position", layout::kStepSchedulerFile,
+            [this](const fs::path& file) { checkpoint::save_json(file.string(), sched_->state_dict()); },
+            [this](const fs::path& file) { sched_->load_state_dict(checkpoint::load_json(file.string())); }),
+    };
+  }
+
+  void save_checkpoint() {
     const std::string name = checkpoint::checkpoint_name(sched_->epoch(), sched_->step());
     check_weights_finite(name);
     checkpoint::CheckpointStage stage(ckpt_.dir, name);
     const fs::path p = stage.path();
-    checkpoint::save_text((p / layout::kConfigFile).string(), cfg_.to_yaml());
-    // With LoRA only the adapter is saved (in peft's format, loadable by PeftModel.from_pretrained); the base model
-    // is the one the recipe names.
-    if (peft_)
-      peft::save_adapter(*model_, (p / layout::kModelDir).string(), *peft_, model_dir_);
-    else
-      checkpoint::save_consolidated_model(*model_, (p / layout::kConsolidatedDir).string(), tokenizer_files());
-    fault_injection_point("checkpoint_save");
-    checkpoint::save_optimizer_state(
-        (p / layout::kOptimDir).string(), optimizer_->state_dict(), optimizer_->step_counts(),
-        {{"optimizer", optimizer_->name()}, {"lr_scheduler_num_steps", lr_sched_ ? lr_sched_->num_steps() : 0}});
-    checkpoint::save_json((p / layout::kDataloaderDir / "dataloader.json").string(), loader_->state_dict());
-    checkpoint::save_rng_state((p / layout::kRngDir).string(), {{"default", default_generator().state()}});
-    checkpoint::save_json((p / layout::kStepSchedulerFile).string(), sched_->state_dict());
+    // The resolved recipe, for the reader: a resumed run takes its recipe from the command line.
+    checkpoint::save_text((p / checkpoint::layout::kConfigFile).string(), cfg_.to_yaml());
+    for (const CheckpointPart& part : checkpoint_parts()) part.save(p / part.path);
     stage.publish(ckpt_.max_recent);
     result_.last_checkpoint = stage.final_path();
     training::invoke(callbacks_.on_checkpoint, state_, result_.last_checkpoint);
@@ -576,37 +612,28 @@ class FinetuneRun {
   // Resumes from checkpoint.restore_from (LATEST, a name under checkpoint_dir, or a path), or — as NeMo Automodel
   // does when it is unset — from the latest complete checkpoint in checkpoint_dir if there is one.
   bool restore() {
-    namespace layout = checkpoint::layout;
     const std::optional<std::string> path =
         checkpoint::resolve_restore_path(ckpt_.dir, ckpt_.restore_from.value_or("LATEST"));
     if (!path) return false;
     const fs::path p = *path;
     check_checkpoint_kind(p);
     std::cout << "resuming from " << *path << std::endl;
-    // Loading refuses non-finite weights (a checkpoint written by a build that saved whatever the weights were):
-    // training from it would only stop again, so the error lists the checkpoints to resume from instead.
-    try {
-      if (peft_)
-        load_adapter_weights((p / layout::kModelDir / "adapter_model.safetensors").string());
-      else
-        checkpoint::load_model_weights(*model_, (p / layout::kConsolidatedDir).string());
-    } catch (const Error& e) {
-      throw Error(e.what_part(), e.where(),
-                  e.hint() + "; or resume from an earlier checkpoint (checkpoint.restore_from: its name): " +
-                      checkpoint::available_checkpoints(p.parent_path().string()));
+    for (const CheckpointPart& part : checkpoint_parts()) {
+      if (!fs::exists(p / part.path))
+        throw Error(
+            "the checkpoint has no " + part.what + " (" + part.path + ")", (p / part.path).string(),
+            "resume from a complete checkpoint: " + checkpoint::available_checkpoints(p.parent_path().string()));
+      // A part that cannot be read (damaged, or non-finite weights a build that saved whatever the weights were
+      // wrote): training from it would only stop again, so the error lists the checkpoints to resume from instead.
+      try {
+        part.restore(p / part.path);
+      } catch (const Error& e) {
+        throw Error(e.what_part(), e.where(),
+                    e.hint() + "; or resume from an earlier checkpoint (checkpoint.restore_from: its name): " +
+                        checkpoint::available_checkpoints(p.parent_path().string()));
+      }
     }
-    // The file's tensors go into state_dict()'s (checked against them), then back into the optimizer, which splits
-    // the fp32 masters into bf16 parameter + residual.
-    std::map<std::string, Tensor> state = optimizer_->state_dict();
-    const checkpoint::OptimizerStateFiles optim =
-        checkpoint::load_optimizer_state((p / layout::kOptimDir).string(), state);
-    optimizer_->load_state_dict(state);
-    optimizer_->set_step_counts(optim.step_counts);
-    loader_->load_state_dict(checkpoint::load_json((p / layout::kDataloaderDir / "dataloader.json").string()));
-    default_generator().set_state(checkpoint::load_rng_state((p / layout::kRngDir).string()).at("default"));
-    sched_->load_state_dict(checkpoint::load_json((p / layout::kStepSchedulerFile).string()));
     check_step_matches_name(p);
-    if (lr_sched_) lr_sched_->set_num_steps(optim.extra.at("lr_scheduler_num_steps").get<int64_t>());
     return true;
   }
 

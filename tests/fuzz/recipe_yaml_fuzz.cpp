@@ -1,7 +1,7 @@
 // components/config: the bytes as a recipe YAML (config::parse_yaml: yaml-cpp, scalar typing, ${ENV}, anchors and
 // merges, duplicate keys, the expansion bounds), its block YAML written and read back (which must give the same
 // text), an override applied, and the recipe builders that need no model: dataloader, peft and loss_fn sections and
-// the _target_ of every top-level section.
+// the _target_ of every top-level section; and the early check of a whole recipe (recipes::validate_recipe).
 #include <cstdio>
 #include <cstdlib>
 
@@ -9,6 +9,7 @@
 #include "components/config/targets.h"
 #include "fuzz_util.h"
 #include "recipes/build.h"
+#include "recipes/recipe_sections.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   using namespace automodel;
@@ -30,6 +31,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     fuzz::accept_errors([&] { (void)recipes::build_loader_options(cfg.find("dataloader"), true); });
     fuzz::accept_errors([&] { (void)recipes::build_peft_config(cfg.find("peft")); });
     fuzz::accept_errors([&] { (void)recipes::build_loss(cfg.find("loss_fn")); });
+    fuzz::accept_errors([&] { recipes::validate_recipe(cfg); });
     if (cfg.is_map())
       for (size_t i = 0; i < cfg.size(); ++i)
         if (cfg[i].is_map() && cfg[i].contains("_target_"))

@@ -191,6 +191,7 @@ TEST(LlmFinetuneRecipe, NonsenseValuesAreErrorsAtTheirKeys) {
       {"step_scheduler: {local_batch_size: 0}\n", "step_scheduler.local_batch_size must be >= 1, got 0"},
       {"step_scheduler: {max_steps: 2, val_every_steps: 0}\n", "step_scheduler.val_every_steps must be >= 1"},
       {"step_scheduler: {max_steps: 2, preemption_signal: SIGFOO}\n", "unknown signal name 'SIGFOO'"},
+      {"step_scheduler: {max_steps: 2, gc_every_steps: 0}\n", "step_scheduler.gc_every_steps must be >= 1, got 0"},
       {"clip_grad_norm: {max_norm: 0}\n", "clip_grad_norm.max_norm must be a positive finite number, got 0"},
       {"clip_grad_norm: {max_norm: -1.0}\n", "clip_grad_norm.max_norm must be a positive finite number, got -1"},
       {"clip_grad_norm: {max_norm: .nan}\n", "clip_grad_norm.max_norm must be a positive finite number, got nan"},
