@@ -2,6 +2,8 @@
 
 #include <chrono>
 #include <map>
+#include <memory>
+#include <set>
 
 #include "components/tokenizer/chat_template.h"
 #include "components/tokenizer/jinja_builtins.h"
@@ -28,6 +30,18 @@ class Interpreter {
     scopes_.push_back(globals);
   }
 
+  // Values are shared_ptr graphs, and a template can close a cycle: a macro stored in the scope it captures, or a
+  // namespace assigned into itself (the sandbox forbids every other in-place mutation). Emptying the captured
+  // scopes and the assigned namespaces once the render is over frees every cycle.
+  ~Interpreter() {
+    for (const auto& w : captured_scopes_)
+      if (auto scope = w.lock()) Scope().swap(*scope);
+    for (const auto& w : assigned_namespaces_)
+      if (auto dict = w.lock()) decltype(dict->items)().swap(dict->items);
+  }
+  Interpreter(const Interpreter&) = delete;
+  Interpreter& operator=(const Interpreter&) = delete;
+
   std::string run(const Body& body) {
     std::string out;
     stack_base_ = reinterpret_cast<uintptr_t>(__builtin_frame_address(0));
@@ -47,6 +61,8 @@ class Interpreter {
 
  private:
   Scopes scopes_;
+  std::set<std::weak_ptr<Scope>, std::owner_less<>> captured_scopes_;
+  std::set<std::weak_ptr<Dict>, std::owner_less<>> assigned_namespaces_;
   int line_ = 0;
   std::string construct_ = "template";
   double max_seconds_;
@@ -111,6 +127,7 @@ class Interpreter {
     if (!target.name.empty() && target.name[0] == '_')
       fail("Chat templates cannot store underscore-prefixed attributes on a namespace, but got '" + target.name + "'.");
     obj.dict->set(target.name, v);
+    assigned_namespaces_.insert(obj.dict);
   }
 
   void assign_targets(const std::vector<ExprP>& targets, const Value& v) {
@@ -239,6 +256,7 @@ class Interpreter {
   }
 
   Value make_macro(const Stmt& s, const std::string& name, const Scopes& closure) {
+    captured_scopes_.insert(closure.begin(), closure.end());
     return Value::callable(name, [this, macro = &s, closure, name](List& args, KwArgs& kwargs) {
       return call_macro(*macro, name, closure, args, kwargs);
     });
