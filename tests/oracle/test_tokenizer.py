@@ -23,6 +23,9 @@ from tokenizer_corpus import make_lines  # noqa: E402
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 BUILD = pathlib.Path(os.environ.get("AUTOMODEL_BUILD_DIR", ROOT / "build"))
 CLI = pathlib.Path(os.environ.get("AUTOMODEL_CLI", BUILD / "automodel"))
+# AddressSanitizer's shadow memory and quarantine inflate RSS: memory bounds are not measurable on that build.
+SANITIZED = "AUTOMODEL_SANITIZE:BOOL=ON" in ((BUILD / "CMakeCache.txt").read_text()
+                                             if (BUILD / "CMakeCache.txt").exists() else "")
 
 GPT2_RE = r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
 LLAMA3_RE = (r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*"""
@@ -395,5 +398,6 @@ def test_streamed_file_ids_equal_whole_text_ids(tmp_path, lines, train_lines, ki
         pytest.fail(f"{kind}: {len(ours)} ids vs {len(ref)}, first difference at {first}: "
                     f"{ours[first - 3:first + 5]} != {ref[first - 3:first + 5]}")
     # Streaming keeps memory far below what encoding 4 MB at once takes (~600 MB).
-    rss_mib = _peak_rss_kib(tmp_path, path) / 1024
-    assert (rss_mib < 200) == streams, f"{kind}: peak RSS {rss_mib:.0f} MiB"
+    if not SANITIZED:
+        rss_mib = _peak_rss_kib(tmp_path, path) / 1024
+        assert (rss_mib < 200) == streams, f"{kind}: peak RSS {rss_mib:.0f} MiB"
