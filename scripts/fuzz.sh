@@ -4,8 +4,10 @@
 # and dictionary; inputs that add coverage go to
 # build-fuzz/corpus/<target>/ and are reused by the next run. A finding is anything but an automodel::Error: a crash,
 # a sanitizer report, another exception, a leak, an input slower than --timeout seconds or one that needs more than
-# --rss-mb MB. Findings are written to build-fuzz/findings/<target>/ (crash-*, timeout-*, oom-*, leak-*, with the
-# target's log in fuzz.log); the script exits non-zero when a run left any.
+# --rss-mb MB. After fuzzing, every corpus input runs once more under LeakSanitizer (libFuzzer itself checks only
+# inputs that add coverage). Findings are written to build-fuzz/findings/<target>/ (crash-*, timeout-*, oom-*,
+# leak-*, replay-*.log for a failed replay; the target's log in fuzz.log); the script exits non-zero when a run
+# left any.
 #
 # usage: scripts/fuzz.sh [--seconds N] [--jobs J] [--timeout S] [--rss-mb M] [--no-build] [target...]
 #   --seconds N  run each target N seconds (default 60)
@@ -67,7 +69,7 @@ for t in "${targets[@]}"; do
   corpus="$BUILD/corpus/$t"
   mkdir -p "$findings" "$corpus"
   list_findings() { find "$findings" -maxdepth 1 -type f \( -name 'crash-*' -o -name 'timeout-*' -o -name 'oom-*' \
-    -o -name 'leak-*' \) -printf '%f\n' | sort; }
+    -o -name 'leak-*' -o -name 'replay-*' \) -printf '%f\n' | sort; }
   before="$(list_findings)"
   args=(-max_total_time="$seconds" -timeout="$timeout" -rss_limit_mb="$rss_mb" -malloc_limit_mb="$rss_mb"
         -artifact_prefix="$findings/" -print_final_stats=1)
@@ -78,6 +80,12 @@ for t in "${targets[@]}"; do
   # Inputs that once crashed a target (tests/fuzz/regressions/<target>/) run first on every run.
   [[ -d "$ROOT/tests/fuzz/regressions/$t" ]] && seeds+=("$ROOT/tests/fuzz/regressions/$t")
   (cd "$findings" && "$bin" "${args[@]}" "$corpus" "${seeds[@]}" >"$findings/fuzz.log" 2>&1) || true
+  # libFuzzer looks for leaks only on inputs that add coverage, so a leak in a construct the corpus already covers
+  # is never reported while fuzzing. Every input of the corpus once more, LeakSanitizer checking at each exit:
+  if ! find "$corpus" "${seeds[@]}" -type f -print0 |
+    xargs -0 -r -n 256 "$bin" -timeout="$timeout" -rss_limit_mb="$rss_mb" >"$findings/replay.log" 2>&1; then
+    cp "$findings/replay.log" "$findings/replay-$(date +%Y%m%d-%H%M%S).log"
+  fi
   new="$(comm -13 <(echo "$before") <(list_findings) | sed '/^$/d')"
   grep -E "^(stat::number_of_executed_units|stat::peak_rss_mb)" "$findings/fuzz.log" | tr '\n' ' ' || true
   echo

@@ -8,6 +8,7 @@ import json
 import pathlib
 import shutil
 import subprocess
+import sys
 
 import numpy as np
 from safetensors.numpy import save as save_safetensors
@@ -118,6 +119,12 @@ def chat_template_seeds():
     for path in sorted((ROOT / "tests" / "oracle" / "chat_templates").glob("*.jinja")):
         shutil.copy(path, CORPUS / "chat_template" / path.name)
     shutil.copy(TINY / "chat_template.jinja", CORPUS / "chat_template" / "tiny_llama.jinja")
+    # One seed per construct of the oracle's cases (macros, call blocks, namespaces, filters, loops...): real chat
+    # templates use few of them, and a construct absent from the seeds is rarely reached by mutation alone.
+    sys.path.insert(0, str(ROOT / "tests" / "oracle"))
+    from chat_template_cases import CASES
+    for name, template in CASES:
+        put("chat_template", f"case_{name}.jinja", template)
 
 
 def recipe_yaml_seeds():
