@@ -296,7 +296,7 @@ json parse_header(const std::string& path, const char* begin, uint64_t n) {
       return true;
     });
   } catch (const json::exception& e) {  // parse_error, or out_of_range for a number beyond double
-    std::string what = e.what();  // "[json.exception.parse_error.101] parse error at ..."
+    std::string what = e.what();        // "[json.exception.parse_error.101] parse error at ..."
     size_t at = what.find("] ");
     corrupt(path, "header is not valid JSON (" + (at == std::string::npos ? what : what.substr(at + 2)) + ")");
   }
