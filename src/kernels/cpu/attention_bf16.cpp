@@ -4,7 +4,9 @@
 
 // GCC 12 reports its own AVX-512 intrinsics (their _mm512_undefined_* operands) as maybe-uninitialized.
 #pragma GCC diagnostic push
+#if !defined(__clang__)
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
 #include <immintrin.h>
 #pragma GCC diagnostic pop
 #include <omp.h>

@@ -11,7 +11,9 @@
 #if defined(__AVX512F__)
 // GCC 12's intrinsics trip -Wmaybe-uninitialized on their own _mm512_undefined_* (GCC PR 105593).
 #pragma GCC diagnostic push
+#if !defined(__clang__)
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
 #include <immintrin.h>
 #pragma GCC diagnostic pop
 #endif

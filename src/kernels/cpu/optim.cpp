@@ -12,7 +12,7 @@ namespace automodel::cpu {
 
 namespace {
 
-constexpr int64_t kGrain = 1 << 14;
+[[maybe_unused]] constexpr int64_t kGrain = 1 << 14;  // used only by OpenMP pragmas
 
 template <class C>
 struct AdamScalars {
