@@ -3,17 +3,17 @@
 #include <fstream>
 
 #include "autograd/engine.h"
+#include "kernel_params.h"
 #include "models/auto_model.h"
 #include "models/generate.h"
 #include "ops/cast.h"
-#include "kernel_params.h"
 #include "registry.h"
 
 namespace automodel::oracle {
 
 namespace {
 
-std::unique_ptr<models::CausalLM> load_model(const OpCall& c, bool trainable) {
+std::unique_ptr<models::LanguageModel> load_model(const OpCall& c, bool trainable) {
   models::LoadOptions options;
   options.dtype = dtype_from_name(c.params.value("dtype", std::string("f32")));
   options.trainable = trainable;
