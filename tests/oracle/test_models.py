@@ -1,8 +1,8 @@
 """models/ against transformers: for a tiny random model of every supported family (tiny_models.py, created and
 saved by transformers itself), ours loads the directory and must give transformers' logits, loss and every
-parameter gradient on a padded batch with -100 labels; logits from inputs_embeds; bf16 logits; greedy generation; a directory we save
-loads in transformers (and ours) with identical logits, sharded or not, keeping config.json's unknown keys;
-bad directories are clear errors.
+parameter gradient on a padded batch with -100 labels; logits from inputs_embeds; bf16 logits; greedy generation;
+a directory we save loads in transformers (and ours) with identical logits, sharded or not, keeping config.json's
+unknown keys; bad directories are clear errors.
 
 Tolerances (relative to the reference's largest magnitude, see conftest.rel_err): fp32 logits 1e-5, loss 1e-6,
 gradients 1e-4; bf16 logits 3e-2 against transformers in bf16, and no further from fp32 than transformers'
