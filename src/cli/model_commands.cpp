@@ -113,9 +113,9 @@ std::string join_windows(const std::vector<int64_t>& w) {
 
 // Checks `ids` (from --prompt-ids, or from `tok`) against the model's vocab before reading any weights, and
 // loads the model frozen for inference.
-std::unique_ptr<models::CausalLM> load_for_inference(const std::string& dir, const std::vector<int64_t>& ids,
-                                                     DType dtype, int threads,
-                                                     const tokenizer::Tokenizer* tok = nullptr) {
+std::unique_ptr<models::LanguageModel> load_for_inference(const std::string& dir, const std::vector<int64_t>& ids,
+                                                          DType dtype, int threads,
+                                                          const tokenizer::Tokenizer* tok = nullptr) {
   check_vocab(ids, models::load_config(dir).vocab_size, dir, tok);
   set_num_threads(threads);
   models::LoadOptions options;
@@ -143,7 +143,7 @@ int run_inspect(const Args& args) {
   const std::string dir = model_dir_of(model_arg, "inspect");
   models::LoadOptions options;
   options.dtype = dtype;
-  std::unique_ptr<models::CausalLM> model = models::AutoModelForCausalLM::from_pretrained(dir, options);
+  std::unique_ptr<models::LanguageModel> model = models::AutoModelForCausalLM::from_pretrained(dir, options);
   const models::ModelConfig& c = model->config();
   std::string arch;
   if (c.raw.contains("architectures") && c.raw["architectures"].is_array() && !c.raw["architectures"].empty() &&
@@ -246,7 +246,7 @@ int run_generate(const Args& args) {
   }
   std::vector<int64_t> prompt = tok ? tok->encode(text).ids : parse_ids(prompt_ids, "prompt-ids");
 
-  std::unique_ptr<models::CausalLM> model = load_for_inference(dir, prompt, dtype, threads, tok ? &*tok : nullptr);
+  std::unique_ptr<models::LanguageModel> model = load_for_inference(dir, prompt, dtype, threads, tok ? &*tok : nullptr);
 
   // Greedy unless a sampling option is given; the options left out are then off.
   models::GenerationConfig gen;
@@ -279,7 +279,7 @@ int run_logprobs(const Args& args) {
     throw Error("--prompt-ids needs at least 2 ids to score (the first is only context)", "command line",
                 "pass the whole sequence, e.g. --prompt-ids 1,2,3,4");
 
-  std::unique_ptr<models::CausalLM> model =
+  std::unique_ptr<models::LanguageModel> model =
       load_for_inference(model_dir_of(model_arg, "logprobs"), tokens, dtype, threads);
   // sequence_logprobs refuses non-finite logits (an error, not a NaN here), and log-probabilities of finite logits
   // (in f64) are finite: the output is always strict JSON, with no NaN / Infinity tokens.

@@ -79,8 +79,8 @@ std::unique_ptr<CausalLM> build(ModelConfig config, const LoadOptions& options) 
   AM_CHECK(options.dtype == DType::f32 || options.dtype == DType::bf16, "models load as f32 or bf16, not ",
            dtype_name(options.dtype));
   check_parameters_fit_in_memory(config, dtype_size(options.dtype), hf_dtype_name(options.dtype));
-  DecoderSpec spec = it->second(config);
-  auto model = std::make_unique<CausalLM>(std::move(config), spec, options.dtype);
+  Architecture architecture = it->second(config);
+  auto model = std::make_unique<CausalLM>(std::move(config), std::move(architecture), options.dtype);
   model->set_requires_grad(options.trainable && options.trainable_patterns.empty());
   if (options.trainable && !options.trainable_patterns.empty()) {
     size_t matched = 0;
@@ -119,27 +119,36 @@ ModelConfig load_config(const std::string& model_dir) {
   return config;
 }
 
-std::unique_ptr<CausalLM> AutoModelForCausalLM::from_pretrained(const std::string& name_or_path,
-                                                                const LoadOptions& options) {
+std::unique_ptr<LanguageModel> AutoModelForCausalLM::from_pretrained(const std::string& name_or_path,
+                                                                     const LoadOptions& options) {
   const std::string dir = io::resolve_model_dir(name_or_path);
-  std::unique_ptr<CausalLM> model;
+  std::unique_ptr<LanguageModel> model;
   {
     nn::SkipInitGuard skip;  // every parameter is overwritten below
     model = build(load_config(dir), options);
   }
   io::ShardedReader reader(dir);
+  const StateDictAdapter& adapter = model->state_dict_adapter();
   std::vector<std::string> missing;
   for (auto& [name, param] : model->named_parameters()) {
-    if (!reader.contains(name)) {
-      missing.push_back(name);
-      continue;
+    const std::vector<HfTensorSpec> layout = adapter.hf_layout(name, param.shape());
+    bool complete = true;
+    for (const HfTensorSpec& hf : layout) {
+      if (!reader.contains(hf.name)) {
+        missing.push_back(hf.name);
+        complete = false;
+        continue;
+      }
+      const io::TensorInfo& info = reader.info(hf.name);
+      if (info.shape != hf.shape)
+        throw Error("tensor '" + hf.name + "' has shape " + shape_str(info.shape) +
+                        " in the checkpoint but the config implies " + shape_str(hf.shape),
+                    reader.file_of(hf.name), "the weights and config.json disagree; re-export the model");
     }
-    const io::TensorInfo& info = reader.info(name);
-    if (info.shape != param.shape())
-      throw Error("tensor '" + name + "' has shape " + shape_str(info.shape) +
-                      " in the checkpoint but the config implies " + shape_str(param.shape()),
-                  reader.file_of(name), "the weights and config.json disagree; re-export the model");
-    ops::copy_into(param, reader.get_weight(name, param.dtype()));
+    if (!complete) continue;
+    std::vector<Tensor> parts;
+    for (const HfTensorSpec& hf : layout) parts.push_back(reader.get_weight(hf.name, param.dtype()));
+    ops::copy_into(param, adapter.from_hf(name, std::move(parts)));
   }
   if (!missing.empty())
     throw Error(
@@ -149,8 +158,8 @@ std::unique_ptr<CausalLM> AutoModelForCausalLM::from_pretrained(const std::strin
   return model;
 }
 
-std::unique_ptr<CausalLM> AutoModelForCausalLM::from_config(const ModelConfig& config, const LoadOptions& options,
-                                                            uint64_t seed) {
+std::unique_ptr<LanguageModel> AutoModelForCausalLM::from_config(const ModelConfig& config, const LoadOptions& options,
+                                                                 uint64_t seed) {
   std::unique_ptr<CausalLM> model;
   {
     nn::SkipInitGuard skip;
@@ -177,7 +186,24 @@ std::unique_ptr<CausalLM> AutoModelForCausalLM::from_config(const ModelConfig& c
   return model;
 }
 
-void save_pretrained(const CausalLM& model, const std::string& dir, const SaveOptions& options) {
+io::NamedTensors hf_state_dict(const LanguageModel& model) {
+  const StateDictAdapter& adapter = model.state_dict_adapter();
+  io::NamedTensors tensors;
+  for (auto& [name, param] : model.named_parameters()) {
+    const std::vector<HfTensorSpec> layout = adapter.hf_layout(name, param.shape());
+    std::vector<Tensor> values = adapter.to_hf(name, param.detach());
+    AM_CHECK(values.size() == layout.size(), "the state dict adapter gave ", values.size(), " tensors for '", name,
+             "', its layout names ", layout.size());
+    for (size_t i = 0; i < layout.size(); ++i) {
+      AM_CHECK(values[i].shape() == layout[i].shape, "the state dict adapter gave '", layout[i].name, "' shape ",
+               shape_str(values[i].shape()), ", its layout says ", shape_str(layout[i].shape));
+      tensors.emplace_back(layout[i].name, ops::contiguous(values[i]));
+    }
+  }
+  return tensors;
+}
+
+void save_pretrained(const LanguageModel& model, const std::string& dir, const SaveOptions& options) {
   fs::create_directories(dir);
   ModelConfig config = model.config();
   config.dtype = hf_dtype_name(model.dtype());
@@ -194,9 +220,7 @@ void save_pretrained(const CausalLM& model, const std::string& dir, const SaveOp
     if (config.pad_token_id) gen["pad_token_id"] = *config.pad_token_id;
   }
   io::write_file_atomic((fs::path(dir) / "generation_config.json").string(), gen.dump(2) + "\n");
-  io::NamedTensors tensors;
-  for (auto& [name, param] : model.named_parameters()) tensors.emplace_back(name, ops::contiguous(param.detach()));
-  io::write_sharded(dir, tensors, uint64_t(options.max_shard_bytes));
+  io::write_sharded(dir, hf_state_dict(model), uint64_t(options.max_shard_bytes));
 }
 
 }  // namespace automodel::models

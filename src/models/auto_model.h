@@ -1,5 +1,5 @@
 #pragma once
-// AutoModelForCausalLM: a model directory (or hub id in the local cache) in, a CausalLM out;
+// AutoModelForCausalLM: a model directory (or hub id in the local cache) in, a LanguageModel out;
 // and save_pretrained back to a directory transformers and vLLM load unchanged.
 #include <functional>
 #include <memory>
@@ -7,7 +7,9 @@
 #include <vector>
 
 #include "core/dtype.h"
+#include "io/safetensors.h"
 #include "models/causal_lm.h"
+#include "models/language_model.h"
 
 namespace automodel::models {
 
@@ -23,22 +25,28 @@ struct SaveOptions {
   int64_t max_shard_bytes = int64_t(5) << 30;  // larger models are split into shards + index
 };
 
-// Builds the family's DecoderSpec from a parsed config (one per model_type).
-using FamilyFactory = std::function<DecoderSpec(ModelConfig& config)>;
+// Reads a parsed config (one per model_type; it may fill in family defaults such as layer_windows) into the
+// family's Architecture: its layers' spec, the factory building each layer, its checkpoint layout.
+using FamilyFactory = std::function<Architecture(ModelConfig& config)>;
 void register_family(const std::string& model_type, FamilyFactory factory);
 std::vector<std::string> supported_model_types();
 
 class AutoModelForCausalLM {
  public:
-  static std::unique_ptr<CausalLM> from_pretrained(const std::string& name_or_path, const LoadOptions& options = {});
+  static std::unique_ptr<LanguageModel> from_pretrained(const std::string& name_or_path,
+                                                        const LoadOptions& options = {});
   // Random weights (normal, std = initializer_range) for a parsed config.
-  static std::unique_ptr<CausalLM> from_config(const ModelConfig& config, const LoadOptions& options = {},
-                                               uint64_t seed = 0);
+  static std::unique_ptr<LanguageModel> from_config(const ModelConfig& config, const LoadOptions& options = {},
+                                                    uint64_t seed = 0);
 };
 
 ModelConfig load_config(const std::string& model_dir);
 
+// The model's parameters under their Hugging Face names and layout (through its StateDictAdapter), as
+// save_pretrained writes them.
+io::NamedTensors hf_state_dict(const LanguageModel& model);
+
 // config.json, generation_config.json and model.safetensors (or shards + index).
-void save_pretrained(const CausalLM& model, const std::string& dir, const SaveOptions& options = {});
+void save_pretrained(const LanguageModel& model, const std::string& dir, const SaveOptions& options = {});
 
 }  // namespace automodel::models

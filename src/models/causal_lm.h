@@ -1,88 +1,49 @@
 #pragma once
-// The decoder-only transformer behind every supported family: embeddings, N decoder layers
-// (attention + gated MLP), final norm and LM head. A family file (llama.cpp, gemma2.cpp, ...)
-// turns a config.json into a DecoderSpec; parameter names are Hugging Face's, so state dicts
-// load and save name for name.
+// The decoder-only transformer behind every supported family: embeddings, N decoder layers, final norm and LM
+// head. A family file (llama.cpp, gemma2.cpp, ...) turns a config.json into an Architecture: the stock layers'
+// flags, the factory that builds each layer, and the checkpoint layout. Parameter names are Hugging Face's.
 #include <memory>
-#include <vector>
 
 #include "models/config.h"
-#include "nn/embedding.h"
-#include "nn/linear.h"
-#include "nn/module.h"
-#include "nn/norm.h"
+#include "models/decoder_layer.h"
+#include "models/language_model.h"
+#include "models/state_dict_adapter.h"
 
 namespace automodel::models {
 
-enum class MlpActivation { silu, gelu_tanh };
-
-// What varies between families, decided once from the config.
-struct DecoderSpec {
-  bool fused_qkv = false;         // phi3: self_attn.qkv_proj
-  bool qkv_bias = false;          // qwen2: q/k/v projections have biases (o_proj none)
-  bool fused_gate_up = false;     // phi3: mlp.gate_up_proj
-  bool qk_norm = false;           // qwen3: self_attn.q_norm / k_norm (RMSNorm over head_dim)
-  bool norm_unit_offset = false;  // gemma: RMSNorm scales by (1 + w)
-  bool scale_embeddings = false;  // gemma: embeddings times sqrt(hidden_size)
-  bool sandwich_norms = false;    // gemma2: pre/post_feedforward_layernorm around the MLP
-  MlpActivation activation = MlpActivation::silu;
-  double attention_scale = 0;  // 0: 1/sqrt(head_dim)
+// What a family decides from its config.
+struct Architecture {
+  DecoderSpec spec;
+  LayerFactory make_layer = dense_decoder_layer;
+  std::shared_ptr<const StateDictAdapter> state_dict_adapter = std::make_shared<StateDictAdapter>();
 };
 
-// Keys and values of past positions, per layer, for incremental decoding.
-struct KVCache {
-  std::vector<Tensor> keys, values;  // per layer [B, capacity, Hkv, D]
-  int64_t length = 0;                // positions filled
-  int64_t capacity = 0;
-};
-
-// Which implementation runs the layers that have a fused kernel (NeMo Automodel's use_liger_kernel,
-// transformers' attn_implementation): ours, or transformers' eager composition of primitive ops
-// (nn/eager.h), for A/B runs and as an independent check.
-struct KernelOptions {
-  bool fused = true;            // residual add + RMSNorm, RMSNorm, RoPE, SwiGLU / GeGLU, LoRA linear
-  bool flash_attention = true;  // tiled flash attention; false: eager, scores materialised
-};
-
-struct ForwardOptions {
-  Tensor attention_mask;  // optional [B, T] (1 = token, 0 = padding); with a cache, [B, past + T]
-  Tensor position_ids;    // optional [B, T] or [T]; default cache.length + arange(T)
-  Tensor seq_ids;         // optional [B, T] packed-sequence ids (attention stays within an id)
-  KVCache* cache = nullptr;
-  bool checkpoint_layers = false;  // activation checkpointing per decoder layer
-};
-
-class CausalLM : public nn::Module {
+class CausalLM : public LanguageModel {
  public:
-  CausalLM(ModelConfig config, DecoderSpec spec, DType dtype);
+  CausalLM(ModelConfig config, Architecture architecture, DType dtype);
   ~CausalLM() override;
 
-  const ModelConfig& config() const { return config_; }
-  const DecoderSpec& spec() const { return spec_; }
-  DType dtype() const { return dtype_; }
+  const ModelConfig& config() const override { return config_; }
+  const DecoderSpec& spec() const { return architecture_.spec; }
+  DType dtype() const override { return dtype_; }
 
-  // Hidden states after the final norm, [B, T, hidden].
-  Tensor forward_hidden(const Tensor& input_ids, const ForwardOptions& options = {}) const;
-  // LM head (and final soft-capping) on hidden states: [..., vocab].
-  Tensor logits(const Tensor& hidden) const;
-  Tensor forward(const Tensor& input_ids, const ForwardOptions& options = {}) const {
-    return logits(forward_hidden(input_ids, options));
-  }
-  // The LM head matrix [vocab, hidden] (the embedding matrix when tied).
-  Tensor lm_head_weight() const;
+  using LanguageModel::forward;
+  DecoderOutput forward_hidden(const DecoderInput& input, const ForwardOptions& options = {}) const override;
+  Tensor embed(const Tensor& input_ids) const override;
+  Tensor logits(const Tensor& hidden) const override;
+  Tensor lm_head_weight() const override;
 
-  // Applies to every layer, the RMSNorm and Linear (LoRA) modules included; call again after
-  // attaching adapters only if they should differ (attach_lora keeps a Linear's setting).
-  void set_kernels(const KernelOptions& kernels);
-  const KernelOptions& kernels() const { return kernels_; }
+  void set_kernels(const KernelOptions& kernels) override;
+  const KernelOptions& kernels() const override { return kernels_; }
 
-  // An empty cache for `batch` sequences of up to `capacity` positions.
-  KVCache make_cache(int64_t batch, int64_t capacity) const;
+  KVCache make_cache(int64_t batch, int64_t capacity) const override;
+
+  const StateDictAdapter& state_dict_adapter() const override { return *architecture_.state_dict_adapter; }
 
  private:
   struct Impl;
   ModelConfig config_;
-  DecoderSpec spec_;
+  Architecture architecture_;
   DType dtype_;
   KernelOptions kernels_;
   std::unique_ptr<Impl> impl_;

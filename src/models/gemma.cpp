@@ -3,10 +3,10 @@
 #include "core/error.h"
 #include "models/auto_model.h"
 #include "models/families.h"
+#include "models/family_helpers.h"
 
 namespace automodel::models {
 
-// Gemma's config names its MLP activation `hidden_activation` (older files: `hidden_act`).
 MlpActivation gemma_activation(const ModelConfig& c) {
   const bool hidden_activation = !json_get<std::string>(c.raw, "hidden_activation", "", c.source).empty();
   const std::string key = hidden_activation ? "hidden_activation" : "hidden_act";
@@ -22,7 +22,7 @@ void register_gemma_family() {
     spec.norm_unit_offset = true;
     spec.scale_embeddings = true;
     spec.activation = gemma_activation(c);
-    return spec;
+    return Architecture{.spec = spec, .make_layer = dense_decoder_layer};
   });
 }
 

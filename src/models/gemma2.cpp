@@ -5,11 +5,10 @@
 
 #include "models/auto_model.h"
 #include "models/families.h"
+#include "models/family_helpers.h"
 #include "models/layer_types.h"
 
 namespace automodel::models {
-
-MlpActivation gemma_activation(const ModelConfig& c);  // gemma.cpp
 
 void register_gemma2_family() {
   register_family("gemma2", [](ModelConfig& c) {
@@ -23,7 +22,7 @@ void register_gemma2_family() {
     spec.activation = gemma_activation(c);
     const double scalar = c.query_pre_attn_scalar > 0 ? c.query_pre_attn_scalar : double(c.head_dim);
     spec.attention_scale = 1.0 / std::sqrt(scalar);
-    return spec;
+    return Architecture{.spec = spec, .make_layer = dense_decoder_layer};
   });
 }
 

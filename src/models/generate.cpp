@@ -67,7 +67,7 @@ void check_config(const GenerationConfig& c) {
   AM_CHECK(c.top_p > 0 && c.top_p <= 1, "generate: top_p must be in (0, 1] (1 = off), got ", c.top_p);
 }
 
-void check_ids(const CausalLM& model, const std::vector<int64_t>& ids, const char* what) {
+void check_ids(const LanguageModel& model, const std::vector<int64_t>& ids, const char* what) {
   const int64_t vocab = model.config().vocab_size;
   for (size_t i = 0; i < ids.size(); ++i)
     if (ids[i] < 0 || ids[i] >= vocab)
@@ -94,7 +94,7 @@ std::vector<float> last_logits(const Tensor& logits, int64_t position) {
 }
 
 // The KV cache holds 2 x layers x capacity x kv_heads x head_dim values; refuse a capacity whose cache cannot fit.
-void check_cache_size(const CausalLM& model, size_t prompt_len, int64_t max_new_tokens) {
+void check_cache_size(const LanguageModel& model, size_t prompt_len, int64_t max_new_tokens) {
   const ModelConfig& c = model.config();
   uint64_t bytes = 0;
   bool wraps = __builtin_add_overflow(uint64_t(prompt_len), uint64_t(max_new_tokens), &bytes);
@@ -189,7 +189,7 @@ int64_t select_next_token(std::vector<float> logits, const GenerationConfig& con
   return int64_t(last);  // rounding: u landed at the very top
 }
 
-std::vector<int64_t> generate(const CausalLM& model, const std::vector<int64_t>& prompt,
+std::vector<int64_t> generate(const LanguageModel& model, const std::vector<int64_t>& prompt,
                               const GenerationConfig& config) {
   if (prompt.empty())
     throw Error("generate: the prompt is empty", "generate", "pass at least one token id (e.g. the bos token)");
@@ -205,7 +205,7 @@ std::vector<int64_t> generate(const CausalLM& model, const std::vector<int64_t>&
   ForwardOptions options;
   options.cache = &cache;
   // Prefill: the LM head runs on the last position only.
-  Tensor hidden = model.forward_hidden(ids_tensor(prompt), options);
+  Tensor hidden = model.forward_hidden(ids_tensor(prompt), options).hidden;
   const int64_t T = hidden.size(1);
   std::vector<float> logits = last_logits(model.logits(ops::slice(hidden, 1, T - 1, T)), T - 1);
   // longrope switches to its long factors once the sequence outgrows the pretraining length; the
@@ -230,7 +230,7 @@ std::vector<int64_t> generate(const CausalLM& model, const std::vector<int64_t>&
   return out;
 }
 
-std::vector<double> sequence_logprobs(const CausalLM& model, const std::vector<int64_t>& tokens) {
+std::vector<double> sequence_logprobs(const LanguageModel& model, const std::vector<int64_t>& tokens) {
   if (tokens.size() < 2)
     throw Error(detail::str("logprobs: need at least 2 tokens, got ", tokens.size()), "logprobs",
                 "pass the whole sequence: the first token is the context of the second");

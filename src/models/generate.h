@@ -6,7 +6,7 @@
 #include <vector>
 
 #include "core/rng.h"
-#include "models/causal_lm.h"
+#include "models/language_model.h"
 
 namespace automodel::models {
 
@@ -25,7 +25,7 @@ struct GenerationConfig {
 GenerationConfig read_generation_config(const std::string& model_dir, const ModelConfig& config);
 
 // The prompt's continuation (new tokens only, including a final eos if one was produced).
-std::vector<int64_t> generate(const CausalLM& model, const std::vector<int64_t>& prompt,
+std::vector<int64_t> generate(const LanguageModel& model, const std::vector<int64_t>& prompt,
                               const GenerationConfig& config);
 
 // One next token from one position's logits: argmax (the first on ties) unless config.do_sample; when
@@ -35,6 +35,6 @@ std::vector<int64_t> generate(const CausalLM& model, const std::vector<int64_t>&
 int64_t select_next_token(std::vector<float> logits, const GenerationConfig& config, Generator& gen);
 
 // log p(token[i] | tokens[< i]) for i = 1 .. n-1, in fp32 from one forward pass.
-std::vector<double> sequence_logprobs(const CausalLM& model, const std::vector<int64_t>& tokens);
+std::vector<double> sequence_logprobs(const LanguageModel& model, const std::vector<int64_t>& tokens);
 
 }  // namespace automodel::models

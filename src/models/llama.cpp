@@ -3,6 +3,7 @@
 #include "core/error.h"
 #include "models/auto_model.h"
 #include "models/families.h"
+#include "models/family_helpers.h"
 
 namespace automodel::models {
 
@@ -15,7 +16,7 @@ void require_silu(const ModelConfig& c, const std::string& family) {
 void register_llama_family() {
   register_family("llama", [](ModelConfig& c) {
     require_silu(c, "llama");
-    return DecoderSpec{};
+    return Architecture{.spec = {}, .make_layer = dense_decoder_layer};
   });
 }
 

@@ -2,6 +2,7 @@
 // rotary dims, longrope scaling and a sliding window on every layer when set.
 #include "models/auto_model.h"
 #include "models/families.h"
+#include "models/family_helpers.h"
 #include "models/layer_types.h"
 
 namespace automodel::models {
@@ -13,7 +14,7 @@ void register_phi3_family() {
     DecoderSpec spec;
     spec.fused_qkv = true;
     spec.fused_gate_up = true;
-    return spec;
+    return Architecture{.spec = spec, .make_layer = dense_decoder_layer};
   });
 }
 

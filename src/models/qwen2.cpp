@@ -3,11 +3,11 @@
 #include "core/error.h"
 #include "models/auto_model.h"
 #include "models/families.h"
+#include "models/family_helpers.h"
 #include "models/layer_types.h"
 
 namespace automodel::models {
 
-// Shared with Qwen3: use_sliding_window / sliding_window / max_window_layers / layer_types.
 void apply_qwen_windows(ModelConfig& c) {
   const bool use = json_get<bool>(c.raw, "use_sliding_window", false, c.source);
   const int64_t window = use ? sliding_window(c, 0) : 0;
@@ -22,7 +22,7 @@ void register_qwen2_family() {
     apply_qwen_windows(c);
     DecoderSpec spec;
     spec.qkv_bias = true;
-    return spec;
+    return Architecture{.spec = spec, .make_layer = dense_decoder_layer};
   });
 }
 

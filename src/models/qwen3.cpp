@@ -2,10 +2,9 @@
 // k_norm) before RoPE; attention_bias on all projections when set.
 #include "models/auto_model.h"
 #include "models/families.h"
+#include "models/family_helpers.h"
 
 namespace automodel::models {
-
-void apply_qwen_windows(ModelConfig& c);  // qwen2.cpp
 
 void register_qwen3_family() {
   register_family("qwen3", [](ModelConfig& c) {
@@ -13,7 +12,7 @@ void register_qwen3_family() {
     apply_qwen_windows(c);
     DecoderSpec spec;
     spec.qk_norm = true;
-    return spec;
+    return Architecture{.spec = spec, .make_layer = dense_decoder_layer};
   });
 }
 

@@ -74,7 +74,7 @@ void register_recipe_targets() {
   register_dataset_targets();
 }
 
-std::unique_ptr<models::CausalLM> build_model(const ConfigNode& section, std::string& model_dir) {
+std::unique_ptr<models::LanguageModel> build_model(const ConfigNode& section, std::string& model_dir) {
   check_section_keys(section, "model");
   target_of(section, {kFromPretrained});
   if (!section.contains("pretrained_model_name_or_path"))
@@ -104,7 +104,7 @@ std::unique_ptr<models::CausalLM> build_model(const ConfigNode& section, std::st
                  dtype->where().c_str());
     options.dtype = DType::f32;
   }
-  std::unique_ptr<models::CausalLM> model = models::AutoModelForCausalLM::from_pretrained(model_dir, options);
+  std::unique_ptr<models::LanguageModel> model = models::AutoModelForCausalLM::from_pretrained(model_dir, options);
   model->set_kernels(kernels);
   return model;
 }
@@ -210,7 +210,7 @@ double optimizer_number(const ConfigNode& section, const char* key, double fallb
 
 }  // namespace
 
-std::unique_ptr<optim::Optimizer> build_optimizer(const ConfigNode& section, models::CausalLM& model) {
+std::unique_ptr<optim::Optimizer> build_optimizer(const ConfigNode& section, models::LanguageModel& model) {
   // bitsandbytes' 8-bit AdamW quantizes its state with its own kernels (no fp32 reference to match on the CPU).
   if (section.contains("_target_") && section.get<std::string>("_target_") == "bitsandbytes.optim.AdamW8bit")
     throw Error("optimizer._target_ bitsandbytes.optim.AdamW8bit is not supported", section.at("_target_").where(),

@@ -14,7 +14,7 @@
 #include "components/optim/scheduler.h"
 #include "components/peft/peft_config.h"
 #include "components/tokenizer/tokenizer.h"
-#include "models/causal_lm.h"
+#include "models/language_model.h"
 
 namespace automodel::recipes {
 
@@ -25,7 +25,7 @@ void register_recipe_targets();
 
 // model: {_target_, pretrained_model_name_or_path, torch_dtype, attn_implementation, ...}. The model directory is
 // resolved (a local path or a hub id in the HF cache) and returned through `model_dir`.
-std::unique_ptr<models::CausalLM> build_model(const ConfigNode& section, std::string& model_dir);
+std::unique_ptr<models::LanguageModel> build_model(const ConfigNode& section, std::string& model_dir);
 
 // The tokenizer of the model directory (or `tokenizer.pretrained_model_name_or_path` when given), with its chat
 // template wired into the data seam.
@@ -60,7 +60,7 @@ LoaderOptions build_loader_options(const ConfigNode* section, bool default_shuff
 std::optional<peft::PeftConfig> build_peft_config(const ConfigNode* section);
 
 // optimizer section over the trainable parameters (one flat group when every parameter trains).
-std::unique_ptr<optim::Optimizer> build_optimizer(const ConfigNode& section, models::CausalLM& model);
+std::unique_ptr<optim::Optimizer> build_optimizer(const ConfigNode& section, models::LanguageModel& model);
 
 // lr_scheduler section (absent: none, as NeMo Automodel); total_steps from the step scheduler.
 std::unique_ptr<optim::OptimizerParamScheduler> build_lr_scheduler(const ConfigNode* section,

@@ -399,7 +399,7 @@ class FinetuneRun {
       fo.attention_mask = b.attention_mask;
     }
     fo.checkpoint_layers = checkpoint_layers_;
-    Tensor hidden = model_->forward_hidden(b.input_ids, fo);
+    Tensor hidden = model_->forward_hidden(b.input_ids, fo).hidden;
     switch (loss_.kind) {
       case LossFunction::Kind::FusedLinear:
         // train_step backpropagates the loss right away, so d(weight) can go straight into the flat gradient buffer.
@@ -691,7 +691,7 @@ class FinetuneRun {
   CheckpointOptions ckpt_;
   bool checkpoint_layers_ = false;
   std::string model_dir_;
-  std::unique_ptr<models::CausalLM> model_;
+  std::unique_ptr<models::LanguageModel> model_;
   std::optional<peft::PeftConfig> peft_;
   TokenizerBundle tok_;
   LossFunction loss_;

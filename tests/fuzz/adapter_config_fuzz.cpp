@@ -22,7 +22,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     return d;
   }();
   fuzz::write_file(dir / "adapter_config.json", fuzz::as_text(data, size));
-  std::unique_ptr<models::CausalLM> model = models::AutoModelForCausalLM::from_config(config);
+  std::unique_ptr<models::LanguageModel> model = models::AutoModelForCausalLM::from_config(config);
   fuzz::accept_errors([&] { (void)peft::load_adapter(*model, dir.string()); });
   return 0;
 }

@@ -1,8 +1,8 @@
 """models/ against transformers: for a tiny random model of every supported family (tiny_models.py, created and
 saved by transformers itself), ours loads the directory and must give transformers' logits, loss and every
-parameter gradient on a padded batch with -100 labels; bf16 logits; greedy generation; a directory we save
-loads in transformers (and ours) with identical logits, sharded or not, keeping config.json's unknown keys;
-bad directories are clear errors.
+parameter gradient on a padded batch with -100 labels; logits from inputs_embeds; bf16 logits; greedy generation;
+a directory we save loads in transformers (and ours) with identical logits, sharded or not, keeping config.json's
+unknown keys; bad directories are clear errors.
 
 Tolerances (relative to the reference's largest magnitude, see conftest.rel_err): fp32 logits 1e-5, loss 1e-6,
 gradients 1e-4; bf16 logits 3e-2 against transformers in bf16, and no further from fp32 than transformers'
@@ -145,6 +145,20 @@ def test_checkpointed_layers_give_the_same_gradients(name, model_dir, tmp_path):
     assert c_loss == loss
     for n, g in grads.items():
         assert rel_err(c_grads[n], g) <= 1e-6, n
+
+
+@pytest.mark.parametrize("name", ["llama_gqa_bias_llama3", "gemma_tied", "gemma2_softcap_sliding"])
+def test_inputs_embeds_are_used_as_given_like_transformers(name, model_dir):
+    """transformers applies Gemma's sqrt(hidden_size) in the embedding module, so inputs_embeds are not scaled."""
+    d = model_dir(name)
+    _, mask, _ = _batch()
+    hidden = json.loads((d / "config.json").read_text())["hidden_size"]
+    embeds = torch.randn(3, T, hidden, generator=torch.Generator().manual_seed(7))
+    with torch.no_grad():
+        ref = tm.load_reference(d)(inputs_embeds=embeds, attention_mask=mask).logits.float()
+    r = run_op("causal_lm", {"inputs_embeds": embeds.numpy(), "attention_mask": mask.numpy()}, {"model_dir": str(d)})
+    err = _record(name, "inputs_embeds", rel_err(_masked(r.outputs[0], mask), _masked(ref, mask)))
+    assert err <= LOGITS_F32, f"{name}: logits from inputs_embeds, relative error {err:.3e}"
 
 
 # ---- bf16 ------------------------------------------------------------------------------------------------

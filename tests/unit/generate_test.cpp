@@ -43,8 +43,8 @@ ModelConfig tiny_config() {
   return ModelConfig::from_json(j, "generate_test");
 }
 
-const CausalLM& tiny_model() {
-  static std::unique_ptr<CausalLM> model = [] {
+const LanguageModel& tiny_model() {
+  static std::unique_ptr<LanguageModel> model = [] {
     LoadOptions options;
     options.trainable = false;
     return AutoModelForCausalLM::from_config(tiny_config(), options, 7);
@@ -67,7 +67,7 @@ GenerationConfig sampling(int64_t n, uint64_t seed) {
   return g;
 }
 
-std::vector<float> full_last_logits(const CausalLM& model, const std::vector<int64_t>& ids) {
+std::vector<float> full_last_logits(const LanguageModel& model, const std::vector<int64_t>& ids) {
   NoGradGuard no_grad;
   const int64_t T = int64_t(ids.size());
   Tensor logits = model.forward(Tensor::from_vector(ids, {1, T}));
@@ -79,7 +79,7 @@ int64_t argmax(const std::vector<float>& v) { return int64_t(std::max_element(v.
 }  // namespace
 
 TEST(Generate, GreedyWithCacheMatchesFullRecompute) {
-  const CausalLM& model = tiny_model();
+  const LanguageModel& model = tiny_model();
   std::vector<int64_t> got = generate(model, kPrompt, greedy(24));
   ASSERT_EQ(got.size(), 24u);  // no eos ids: all 24
   std::vector<int64_t> seq = kPrompt, expected;
@@ -94,7 +94,7 @@ TEST(Generate, GreedyWithCacheMatchesFullRecompute) {
 }
 
 TEST(Generate, CachedStepLogitsMatchFullForward) {
-  const CausalLM& model = tiny_model();
+  const LanguageModel& model = tiny_model();
   NoGradGuard no_grad;
   KVCache cache = model.make_cache(1, 16);
   ForwardOptions options;
@@ -118,7 +118,7 @@ TEST(Generate, CachedStepLogitsMatchFullForward) {
 }
 
 TEST(Generate, SeededSamplingIsReproducibleAndSeedsDiffer) {
-  const CausalLM& model = tiny_model();
+  const LanguageModel& model = tiny_model();
   GenerationConfig g = sampling(16, 123);
   std::vector<int64_t> a = generate(model, kPrompt, g), b = generate(model, kPrompt, g);
   EXPECT_EQ(a.size(), 16u);
@@ -132,7 +132,7 @@ TEST(Generate, SeededSamplingIsReproducibleAndSeedsDiffer) {
 }
 
 TEST(Generate, TopK1AndTinyTopPAreGreedy) {
-  const CausalLM& model = tiny_model();
+  const LanguageModel& model = tiny_model();
   std::vector<int64_t> expected = generate(model, kPrompt, greedy(12));
   GenerationConfig k1 = sampling(12, 5);
   k1.top_k = 1;
@@ -146,7 +146,7 @@ TEST(Generate, TopK1AndTinyTopPAreGreedy) {
 }
 
 TEST(Generate, StopsAfterEos) {
-  const CausalLM& model = tiny_model();
+  const LanguageModel& model = tiny_model();
   GenerationConfig g = greedy(20);
   std::vector<int64_t> full = generate(model, kPrompt, g);
   ASSERT_GE(full.size(), 6u);
@@ -160,7 +160,7 @@ TEST(Generate, StopsAfterEos) {
 }
 
 TEST(Generate, MaxNewTokensAndErrors) {
-  const CausalLM& model = tiny_model();
+  const LanguageModel& model = tiny_model();
   EXPECT_TRUE(generate(model, kPrompt, greedy(0)).empty());
   EXPECT_EQ(generate(model, kPrompt, greedy(1)).size(), 1u);
   EXPECT_NE(error_of([&] { generate(model, {}, greedy(4)); }).find("prompt is empty"), std::string::npos);
@@ -228,7 +228,7 @@ TEST(Generate, TopKKeepsTiesAndTopPKeepsTheSmallestNucleus) {
 }
 
 TEST(Generate, SequenceLogprobsMatchLogSoftmaxOfLogits) {
-  const CausalLM& model = tiny_model();
+  const LanguageModel& model = tiny_model();
   std::vector<int64_t> tokens = {1, 17, 42, 5, 88, 23, 96, 0};
   std::vector<double> lp = sequence_logprobs(model, tokens);
   ASSERT_EQ(lp.size(), tokens.size() - 1);

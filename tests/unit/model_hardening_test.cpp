@@ -290,7 +290,7 @@ TEST(NonFinite, OptimizerStateOnRestore) {
 namespace {
 
 // A saved adapter for a fresh tiny llama, in `dir`.
-std::unique_ptr<CausalLM> adapter_fixture(const TempDir& dir) {
+std::unique_ptr<LanguageModel> adapter_fixture(const TempDir& dir) {
   auto model = AutoModelForCausalLM::from_config(ModelConfig::from_json(tiny_config(), kSource));
   peft::PeftConfig c;
   c.dim = 2;
@@ -299,7 +299,7 @@ std::unique_ptr<CausalLM> adapter_fixture(const TempDir& dir) {
   return AutoModelForCausalLM::from_config(ModelConfig::from_json(tiny_config(), kSource));
 }
 
-std::string adapter_error_with(const TempDir& dir, CausalLM& model, const std::string& key, const json& value) {
+std::string adapter_error_with(const TempDir& dir, LanguageModel& model, const std::string& key, const json& value) {
   const json original = io::read_json_file(dir / "adapter_config.json");
   json cfg = original;
   cfg[key] = value;

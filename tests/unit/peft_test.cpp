@@ -23,7 +23,7 @@ using automodel::testing::TempDir;
 
 namespace {
 
-std::unique_ptr<models::CausalLM> tiny_model(uint64_t seed = 0) {
+std::unique_ptr<models::LanguageModel> tiny_model(uint64_t seed = 0) {
   nlohmann::json j = {{"model_type", "llama"},       {"vocab_size", 61},       {"hidden_size", 24},
                       {"intermediate_size", 40},     {"num_hidden_layers", 2}, {"num_attention_heads", 4},
                       {"num_key_value_heads", 2},    {"rms_norm_eps", 1e-5},   {"max_position_embeddings", 64},
@@ -121,7 +121,7 @@ TEST(ApplyLora, SelectionErrors) {
   EXPECT_NE(e.find("matches no linear layer"), std::string::npos) << e;
   EXPECT_NE(e.find("model.layers.0.self_attn.q_proj"), std::string::npos) << e;
   c = {};
-  c.match_all_linear = true;  // includes lm_head, which CausalLM multiplies directly
+  c.match_all_linear = true;  // includes lm_head, which LanguageModel multiplies directly
   EXPECT_NE(error_of([&] { peft::apply_lora(*model, c); }).find("lm_head"), std::string::npos);
   c = {};
   c.dim = -2;

@@ -13,7 +13,7 @@ namespace automodel::checkpoint {
 
 namespace fs = std::filesystem;
 
-void save_consolidated_model(const models::CausalLM& model, const std::string& dir,
+void save_consolidated_model(const models::LanguageModel& model, const std::string& dir,
                              const std::vector<std::string>& extra_files_to_copy) {
   for (const auto& file : extra_files_to_copy) {
     std::error_code ec;
@@ -33,22 +33,27 @@ void save_consolidated_model(const models::CausalLM& model, const std::string& d
   }
 }
 
-void load_model_weights(models::CausalLM& model, const std::string& dir) {
+void load_model_weights(models::LanguageModel& model, const std::string& dir) {
   io::ShardedReader reader(dir);
+  const models::StateDictAdapter& adapter = model.state_dict_adapter();
   auto params = model.named_parameters();
+  std::vector<std::vector<models::HfTensorSpec>> layouts;
   std::set<std::string> expected;
   std::vector<std::string> missing;
   for (const auto& [name, param] : params) {
-    expected.insert(name);
-    if (!reader.contains(name)) {
-      missing.push_back(name);
-      continue;
+    layouts.push_back(adapter.hf_layout(name, param.shape()));
+    for (const models::HfTensorSpec& hf : layouts.back()) {
+      expected.insert(hf.name);
+      if (!reader.contains(hf.name)) {
+        missing.push_back(hf.name);
+        continue;
+      }
+      const io::TensorInfo& info = reader.info(hf.name);
+      if (info.shape != hf.shape)
+        throw Error("tensor '" + hf.name + "' has shape " + shape_str(info.shape) + " in the checkpoint but " +
+                        shape_str(hf.shape) + " in the model",
+                    reader.file_of(hf.name), "the checkpoint was saved from a different model configuration");
     }
-    const io::TensorInfo& info = reader.info(name);
-    if (info.shape != param.shape())
-      throw Error("tensor '" + name + "' has shape " + shape_str(info.shape) + " in the checkpoint but " +
-                      shape_str(param.shape()) + " in the model",
-                  reader.file_of(name), "the checkpoint was saved from a different model configuration");
   }
   if (!missing.empty())
     throw Error("the checkpoint lacks " + std::to_string(missing.size()) + " parameter(s), first '" + missing[0] + "'",
@@ -59,8 +64,14 @@ void load_model_weights(models::CausalLM& model, const std::string& dir) {
                   "the checkpoint was saved from a different model configuration (e.g. tie_word_embeddings)");
   // Every tensor is checked (float, finite) before the first is written, so a damaged checkpoint leaves the live
   // model as it was; a checked tensor is not kept, so this needs no second copy of the model.
-  for (auto& [name, param] : params) reader.get_weight(name, param.dtype());
-  for (auto& [name, param] : params) ops::copy_into(param, reader.get(name, param.dtype()));
+  for (size_t i = 0; i < params.size(); ++i)
+    for (const models::HfTensorSpec& hf : layouts[i]) reader.get_weight(hf.name, params[i].second.dtype());
+  for (size_t i = 0; i < params.size(); ++i) {
+    auto& [name, param] = params[i];
+    std::vector<Tensor> parts;
+    for (const models::HfTensorSpec& hf : layouts[i]) parts.push_back(reader.get(hf.name, param.dtype()));
+    ops::copy_into(param, adapter.from_hf(name, std::move(parts)));
+  }
 }
 
 }  // namespace automodel::checkpoint

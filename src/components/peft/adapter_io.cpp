@@ -42,7 +42,7 @@ std::string regex_escape(const std::string& s) {
 // peft's target_modules for exactly the adapted layers: their leaf names (peft matches a list entry
 // against the name's last components) when no other linear layer shares one of them, else a regex
 // that fullmatches each adapted name.
-json target_modules_json(models::CausalLM& model, const std::vector<std::string>& adapted) {
+json target_modules_json(models::LanguageModel& model, const std::vector<std::string>& adapted) {
   std::set<std::string> adapted_set(adapted.begin(), adapted.end()), leaves;
   for (const auto& n : adapted) leaves.insert(leaf(n));
   bool leaves_exact = true;
@@ -149,7 +149,7 @@ class AdapterConfigFile {
 
 std::string adapter_tensor_name(const std::string& parameter_name) { return kPrefix + parameter_name; }
 
-void save_adapter(models::CausalLM& model, const std::string& dir, const PeftConfig& config,
+void save_adapter(models::LanguageModel& model, const std::string& dir, const PeftConfig& config,
                   const std::string& base_model_name_or_path) {
   auto modules = lora_modules(model);
   if (modules.empty())
@@ -336,7 +336,7 @@ ModuleAdapter read_module(const io::SafetensorsReader& reader, const AdapterConf
 
 }  // namespace
 
-LoadedAdapter load_adapter(models::CausalLM& model, const std::string& dir, std::optional<DType> dtype,
+LoadedAdapter load_adapter(models::LanguageModel& model, const std::string& dir, std::optional<DType> dtype,
                            bool trainable) {
   const AdapterFiles files = adapter_files(dir);
   const AdapterConfigFile c(files.config);

@@ -7,7 +7,7 @@
 #include <vector>
 
 #include "components/peft/peft_config.h"
-#include "models/causal_lm.h"
+#include "models/language_model.h"
 
 namespace automodel::peft {
 
@@ -15,7 +15,7 @@ namespace automodel::peft {
 // their dtype) and adapter_config.json (peft_type LORA, task_type CAUSAL_LM, r, lora_alpha,
 // lora_dropout, use_rslora, target_modules naming exactly the adapted layers, ...). Each file is
 // written atomically. Throws when the model has no adapter.
-void save_adapter(models::CausalLM& model, const std::string& dir, const PeftConfig& config,
+void save_adapter(models::LanguageModel& model, const std::string& dir, const PeftConfig& config,
                   const std::string& base_model_name_or_path = "");
 
 // peft's name in adapter_model.safetensors for an adapter parameter of the model
@@ -35,7 +35,7 @@ struct LoadedAdapter {
 // (on x). `dtype` converts the adapter tensors (default: as stored); `trainable` makes them
 // require grad. Throws for what this engine cannot run the same way (DoRA, lora_bias,
 // modules_to_save, non-LoRA adapters) and for names or shapes that don't fit the model.
-LoadedAdapter load_adapter(models::CausalLM& model, const std::string& dir, std::optional<DType> dtype = {},
+LoadedAdapter load_adapter(models::LanguageModel& model, const std::string& dir, std::optional<DType> dtype = {},
                            bool trainable = true);
 
 }  // namespace automodel::peft

@@ -16,7 +16,7 @@ namespace automodel::peft {
 namespace {
 
 // Linear layers that exist in the model but whose forward does not go through nn::Linear::forward.
-// CausalLM::logits multiplies by lm_head_weight() directly, so an adapter there would be ignored.
+// LanguageModel::logits multiplies by lm_head_weight() directly, so an adapter there would be ignored.
 bool adapter_would_be_bypassed(const std::string& name) { return name == "lm_head"; }
 
 Tensor init_lora_a(const PeftConfig& c, int64_t in, DType dtype, Generator& gen) {
@@ -33,14 +33,14 @@ Tensor init_lora_a(const PeftConfig& c, int64_t in, DType dtype, Generator& gen)
 
 }  // namespace
 
-std::vector<std::pair<std::string, nn::Linear*>> lora_modules(models::CausalLM& model) {
+std::vector<std::pair<std::string, nn::Linear*>> lora_modules(models::LanguageModel& model) {
   std::vector<std::pair<std::string, nn::Linear*>> out;
   for (auto& [name, m] : model.named_modules())
     if (auto* lin = dynamic_cast<nn::Linear*>(m); lin && lin->has_lora()) out.emplace_back(name, lin);
   return out;
 }
 
-std::vector<std::string> apply_lora(models::CausalLM& model, const PeftConfig& config, uint64_t seed) {
+std::vector<std::string> apply_lora(models::LanguageModel& model, const PeftConfig& config, uint64_t seed) {
   validate(config);
   std::vector<std::pair<std::string, nn::Linear*>> chosen;
   std::vector<std::string> linear_names;
@@ -83,11 +83,11 @@ std::vector<std::string> apply_lora(models::CausalLM& model, const PeftConfig& c
   return names;
 }
 
-void set_lora_training(models::CausalLM& model, bool training) {
+void set_lora_training(models::LanguageModel& model, bool training) {
   for (auto& [name, lin] : lora_modules(model)) lin->lora_settings().training = training;
 }
 
-std::vector<std::string> merge_lora(models::CausalLM& model) {
+std::vector<std::string> merge_lora(models::LanguageModel& model) {
   NoGradGuard no_grad;
   std::vector<std::string> names;
   for (auto& [name, lin] : lora_modules(model)) {
@@ -101,7 +101,7 @@ std::vector<std::string> merge_lora(models::CausalLM& model) {
   return names;
 }
 
-void save_merged_pretrained(models::CausalLM& model, const std::string& dir) {
+void save_merged_pretrained(models::LanguageModel& model, const std::string& dir) {
   merge_lora(model);
   models::save_pretrained(model, dir);
 }

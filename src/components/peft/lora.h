@@ -7,7 +7,7 @@
 #include <vector>
 
 #include "components/peft/peft_config.h"
-#include "models/causal_lm.h"
+#include "models/language_model.h"
 #include "nn/linear.h"
 
 namespace automodel::peft {
@@ -16,19 +16,19 @@ namespace automodel::peft {
 // [dim, in] drawn as config.lora_A_init from Generator(seed) (module order), lora_B [out, dim]
 // zeros, in config.lora_dtype (default the weight's). Returns the adapted module names in model
 // order. Throws for a bad config, a selection with no linear layer, or a layer already adapted.
-std::vector<std::string> apply_lora(models::CausalLM& model, const PeftConfig& config, uint64_t seed = 0);
+std::vector<std::string> apply_lora(models::LanguageModel& model, const PeftConfig& config, uint64_t seed = 0);
 
 // Every adapted linear layer by dotted name, in model order.
-std::vector<std::pair<std::string, nn::Linear*>> lora_modules(models::CausalLM& model);
+std::vector<std::pair<std::string, nn::Linear*>> lora_modules(models::LanguageModel& model);
 
 // Adapter dropout on (training) or off (evaluation).
-void set_lora_training(models::CausalLM& model, bool training);
+void set_lora_training(models::LanguageModel& model, bool training);
 
 // W += scale * B A for every adapter (in fp32, or f64 for f64 weights; rounded once to W's dtype),
 // then detaches the adapters. Returns the merged module names.
-std::vector<std::string> merge_lora(models::CausalLM& model);
+std::vector<std::string> merge_lora(models::LanguageModel& model);
 
 // merge_lora, then models::save_pretrained into `dir`: a plain Hugging Face model directory.
-void save_merged_pretrained(models::CausalLM& model, const std::string& dir);
+void save_merged_pretrained(models::LanguageModel& model, const std::string& dir);
 
 }  // namespace automodel::peft

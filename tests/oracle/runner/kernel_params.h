@@ -1,7 +1,7 @@
 #pragma once
 // The model kernels a case asks for: params "fused" (use_liger_kernel) and "flash_attention"
 // (false: eager attention), both true unless given.
-#include "models/causal_lm.h"
+#include "models/language_model.h"
 #include "registry.h"
 
 namespace automodel::oracle {

@@ -3,17 +3,17 @@
 #include <fstream>
 
 #include "autograd/engine.h"
+#include "kernel_params.h"
 #include "models/auto_model.h"
 #include "models/generate.h"
 #include "ops/cast.h"
-#include "kernel_params.h"
 #include "registry.h"
 
 namespace automodel::oracle {
 
 namespace {
 
-std::unique_ptr<models::CausalLM> load_model(const OpCall& c, bool trainable) {
+std::unique_ptr<models::LanguageModel> load_model(const OpCall& c, bool trainable) {
   models::LoadOptions options;
   options.dtype = dtype_from_name(c.params.value("dtype", std::string("f32")));
   options.trainable = trainable;
@@ -26,7 +26,8 @@ std::unique_ptr<models::CausalLM> load_model(const OpCall& c, bool trainable) {
 
 // params: model_dir, dtype ("f32" | "bf16"), names_out (with labels), checkpoint_layers (default false), fused and
 // flash_attention (kernel_params.h). Inputs:
-// input_ids [B, T] i64, optional attention_mask [B, T] i64, optional labels [B, T] i64. Returns [logits as f32]; with
+// input_ids [B, T] i64 or inputs_embeds [B, T, hidden] (f32, cast to the model's dtype), optional attention_mask
+// [B, T] i64, optional labels [B, T] i64. Returns [logits as f32]; with
 // labels also the loss (causal_lm_loss) and, after backpropagating it, every parameter's gradient (as f32) in
 // named_parameters() order, whose names go to the JSON file params["names_out"].
 ORACLE_OP("causal_lm", [](const OpCall& c) -> std::vector<Tensor> {
@@ -35,7 +36,10 @@ ORACLE_OP("causal_lm", [](const OpCall& c) -> std::vector<Tensor> {
   models::ForwardOptions options;
   options.attention_mask = c.maybe("attention_mask");
   options.checkpoint_layers = c.params.value("checkpoint_layers", false);
-  Tensor logits = model->forward(c.in("input_ids"), options);
+  Tensor embeds = c.maybe("inputs_embeds");
+  Tensor logits = model->forward(embeds.defined() ? models::DecoderInput::embeds(ops::to_dtype(embeds, model->dtype()))
+                                                  : models::DecoderInput(c.in("input_ids")),
+                                 options);
   std::vector<Tensor> out{ops::to_dtype(logits, DType::f32)};
   if (!labels.defined()) return out;
   Tensor loss = models::causal_lm_loss(logits, labels);
