@@ -3,7 +3,7 @@
 #include <cmath>
 #include <cstring>
 
-#include "autograd/checkpoint.h"
+#include "autograd/layer_hooks.h"
 #include "core/grad_node.h"
 #include "models/rope.h"
 #include "nn/eager.h"
@@ -283,12 +283,9 @@ Tensor CausalLM::forward_hidden(const Tensor& input_ids, const ForwardOptions& o
   for (size_t l = 0; l < layers.size(); ++l) {
     LayerContext ctx{positions, rope, seq_ids, options.cache, int64_t(l), kernels_};
     const DecoderLayer& layer = layers[l];
-    if (options.checkpoint_layers && !options.cache) {
-      x = autograd::checkpoint(
-          [&layer, ctx](const std::vector<Tensor>& in) { return std::vector{layer.forward(in[0], ctx)}; }, {x})[0];
-    } else {
-      x = layer.forward(x, ctx);
-    }
+    x = autograd::run_layer(
+        options.layer_hooks, int64_t(l), x, [&layer, ctx](const Tensor& in) { return layer.forward(in, ctx); },
+        options.checkpoint_layers && !options.cache);
   }
   if (options.cache) options.cache->length += T;
   return impl_->model->norm->forward(x);

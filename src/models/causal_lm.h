@@ -6,6 +6,7 @@
 #include <memory>
 #include <vector>
 
+#include "autograd/layer_hooks.h"
 #include "models/config.h"
 #include "nn/embedding.h"
 #include "nn/linear.h"
@@ -50,6 +51,8 @@ struct ForwardOptions {
   Tensor seq_ids;         // optional [B, T] packed-sequence ids (attention stays within an id)
   KVCache* cache = nullptr;
   bool checkpoint_layers = false;  // activation checkpointing per decoder layer
+  // Called around each decoder layer's forward and backward (e.g. to gather and reduce per-layer flat buffers).
+  std::shared_ptr<const autograd::LayerHooks> layer_hooks;
 };
 
 class CausalLM : public nn::Module {
