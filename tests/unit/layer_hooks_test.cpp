@@ -9,11 +9,13 @@
 #include "autograd/engine.h"
 #include "components/peft/lora.h"
 #include "core/grad_node.h"
+#include "error_of.h"
 #include "models/auto_model.h"
 #include "nn/flat_params.h"
 #include "ops/view.h"
 
 using namespace automodel;
+using automodel::testing::error_of;
 
 namespace {
 
@@ -144,4 +146,22 @@ TEST(LayerHooks, ChangeNoValueAndRecordNoBackwardWithoutGradMode) {
   const Tensor loss = loss_of(*model, options);
   EXPECT_FALSE(loss.requires_grad());
   EXPECT_EQ(rec.events, (std::vector<std::string>{"forward 0", "forward 1", "forward 2"}));
+}
+
+TEST(LayerHooks, ParametersByModuleCutACausalLmPerLayer) {
+  auto model = tiny_model();
+  auto lists = nn::parameters_by_module(*model, layer_names(), /*trainable_only=*/false);
+  ASSERT_EQ(lists.size(), size_t(kLayers + 2));
+  EXPECT_EQ(lists.front().size(), 1u);
+  EXPECT_EQ(lists.front()[0].first, "model.embed_tokens.weight");
+  for (int64_t l = 0; l < kLayers; ++l)
+    for (const auto& [name, t] : lists[size_t(l + 1)])
+      EXPECT_EQ(name.rfind("model.layers." + std::to_string(l) + ".", 0), 0u) << name;
+  EXPECT_EQ(lists.back().front().first, "model.norm.weight");
+  EXPECT_EQ(lists.back().back().first, "lm_head.weight");
+  // A module whose parameters another one interrupts cannot be one buffer.
+  const std::string err = error_of([&] {
+    nn::parameters_by_module(*model, {"model.layers.1", "model"}, /*trainable_only=*/false);
+  });
+  EXPECT_NE(err.find("'model' are not consecutive"), std::string::npos) << err;
 }

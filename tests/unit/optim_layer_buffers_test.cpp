@@ -4,6 +4,7 @@
 
 #include <cstring>
 #include <functional>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -166,5 +167,47 @@ TEST(OptimLayerBuffers, AdamW8bitStepsAsTheOneBufferBitForBit) {
       return o;
     };
     expect_per_layer_equals_whole(DType::bf16, stochastic, max_norm, "bf16 stochastic rounding" + clip);
+  }
+}
+
+// A checkpoint's optimizer state is per parameter: what an optimizer over the one buffer saved loads into one over
+// per-layer buffers (same keys, shapes and dtypes), and training goes on bit for bit.
+TEST(OptimLayerBuffers, StateOfTheOneBufferResumesPerLayer) {
+  auto master = [](std::vector<ParamGroup> g) -> std::unique_ptr<Optimizer> {
+    auto o = std::make_unique<AdamW>(std::move(g));
+    o->set_fp32_master_weights(true);
+    return o;
+  };
+  auto eight_bit = [](std::vector<ParamGroup> g) -> std::unique_ptr<Optimizer> {
+    return std::make_unique<AdamW8bit>(std::move(g));
+  };
+  for (const auto& [what, make] :
+       std::vector<std::pair<std::string, MakeOptimizer>>{{"AdamW bf16 master", master}, {"AdamW8bit", eight_bit}}) {
+    SCOPED_TRACE(what);
+    Model whole = make_model(DType::bf16, false), layers = make_model(DType::bf16, true);
+    std::vector<ParamGroup> gw(1), gl(1);
+    gw[0].flat = whole.flats;
+    gl[0].flat = layers.flats;
+    std::unique_ptr<Optimizer> ow = make(std::move(gw)), ol = make(std::move(gl));
+    auto step_with = [&](Optimizer& o, Model& m, int step) {
+      ops::copy_into(m.all_grad, Tensor::from_values(values(m.all_grad.numel(), 200 + uint64_t(step), 0.3),
+                                                     m.all_grad.shape(), DType::bf16));
+      StepOptions so;
+      so.max_norm = 1.0;
+      so.zero_grad = true;
+      return o.step(so);
+    };
+    for (int step = 0; step < 2; ++step) step_with(*ow, whole, step);
+    // The resume: weights, then the optimizer state as a checkpoint holds it (copies, by name).
+    ops::copy_into(layers.all_data, whole.all_data);
+    std::map<std::string, Tensor> saved;
+    for (const auto& [k, v] : ow->state_dict()) saved[k] = ops::clone(v);
+    ol->load_state_dict(saved);
+    ol->set_step_counts(ow->step_counts());
+    for (int step = 2; step < 4; ++step) {
+      const double nw = step_with(*ow, whole, step), nl = step_with(*ol, layers, step);
+      EXPECT_EQ(std::memcmp(&nw, &nl, sizeof nw), 0) << "step " << step;
+      expect_same_bytes(whole.all_data, layers.all_data, what + " step " + std::to_string(step));
+    }
   }
 }
