@@ -9,8 +9,16 @@
 namespace automodel::autograd {
 
 namespace {
+// The order nodes run in: latest created first (so a node runs after every node that consumed its outputs), but
+// leaf accumulators (reusable, made once with an early number) as soon as they are ready, as torch does: a leaf's
+// gradient is then final right after its last consumer ran (layer_hooks.h relies on it), and the buffered gradient
+// is freed at once. Accumulators feed no other node, so the others keep their order and their sums their bits.
 struct LaterFirst {
-  bool operator()(const Node* a, const Node* b) const { return a->sequence_nr < b->sequence_nr; }
+  bool operator()(const Node* a, const Node* b) const {
+    const bool a_leaf = a->reusable(), b_leaf = b->reusable();
+    if (a_leaf != b_leaf) return b_leaf;
+    return a->sequence_nr < b->sequence_nr;
+  }
 };
 
 // Gradient for `root` given by the caller: ones for a one-element output.

@@ -3,7 +3,7 @@
 #include <algorithm>
 #include <cmath>
 
-#include "autograd/checkpoint.h"
+#include "autograd/layer_hooks.h"
 #include "models/rope.h"
 #include "nn/embedding.h"
 #include "ops/activation.h"
@@ -155,21 +155,10 @@ DecoderOutput CausalLM::forward_hidden(const DecoderInput& input, const ForwardO
   for (size_t l = 0; l < layers.size(); ++l) {
     LayerContext ctx{positions, rope, seq_ids, options.cache, int64_t(l), kernels_};
     const DecoderLayer& layer = layers[l];
-    if (options.checkpoint_layers && !options.cache) {
-      // The layer's auxiliary losses leave the checkpointed region as extra outputs, so backward reaches them.
-      std::vector<Tensor> outputs = autograd::checkpoint(
-          [&layer, ctx](const std::vector<Tensor>& in) {
-            std::vector<Tensor> aux;
-            std::vector<Tensor> result{layer.forward(in[0], ctx, aux)};
-            result.insert(result.end(), aux.begin(), aux.end());
-            return result;
-          },
-          {x});
-      x = outputs[0];
-      out.aux_losses.insert(out.aux_losses.end(), outputs.begin() + 1, outputs.end());
-    } else {
-      x = layer.forward(x, ctx, out.aux_losses);
-    }
+    x = autograd::run_layer(
+        options.layer_hooks, int64_t(l), x,
+        [&layer, ctx](const Tensor& in, std::vector<Tensor>& aux) { return layer.forward(in, ctx, aux); },
+        options.checkpoint_layers && !options.cache, out.aux_losses);
   }
   if (options.cache) options.cache->length += T;
   out.hidden = impl_->model->norm->forward(x);

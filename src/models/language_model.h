@@ -4,6 +4,7 @@
 // Hugging Face tensor layout (StateDictAdapter), and named parameters through nn::Module.
 #include <vector>
 
+#include "autograd/layer_hooks.h"
 #include "models/config.h"
 #include "models/state_dict_adapter.h"
 #include "nn/module.h"
@@ -31,6 +32,8 @@ struct ForwardOptions {
   Tensor seq_ids;         // optional [B, T] packed-sequence ids (attention stays within an id)
   KVCache* cache = nullptr;
   bool checkpoint_layers = false;  // activation checkpointing per decoder layer
+  // Called around each decoder layer's forward and backward (e.g. to gather and reduce per-layer flat buffers).
+  std::shared_ptr<const autograd::LayerHooks> layer_hooks;
 };
 
 // The decoder's input: token ids, or embeddings already looked up (transformers' inputs_embeds), e.g. text

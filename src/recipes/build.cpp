@@ -235,8 +235,16 @@ std::unique_ptr<optim::Optimizer> build_optimizer(const ConfigNode& section, mod
   if (trainable == 0)
     throw Error("no parameter of the model requires a gradient", section.where(),
                 "enable training of some parameters (full fine-tune or a peft: section)");
+  // Per-layer flat buffers (one per decoder layer, and the embeddings and the final norm / LM head around them),
+  // end to end in one allocation: the unit a sharded data parallel gathers and reduces, with the optimizer's results
+  // those of one buffer. Under a peft only the adapters are trainable: they are flattened per layer as well, and the
+  // optimizer takes them tensor by tensor (its state keeps their shapes).
+  std::vector<std::string> layers;
+  for (int64_t l = 0; l < model.config().num_hidden_layers; ++l) layers.push_back("model.layers." + std::to_string(l));
+  std::vector<nn::FlatParameters> flats =
+      nn::flatten_parameter_lists(nn::parameters_by_module(model, layers, /*trainable_only=*/true));
   if (trainable == total) {
-    groups[0].flat.push_back(nn::flatten_parameters(model));
+    groups[0].flat = std::move(flats);
   } else {
     for (auto& [name, p] : model.named_parameters())
       if (p.requires_grad()) groups[0].params.emplace_back(name, p);

@@ -119,13 +119,13 @@ Optimizer::TileUpdate AdamW8bit::prepare(const ParamGroup& group, Unit& u, DType
     const int64_t at = t.begin - segments[t.seg].begin;  // element offset inside the segment
     if (!l.quantized) {
       be.adamw8bit_dense(target, grad, s, t.target, t.grad, dense_m + l.dense_at + at, dense_v + l.dense_at + at, t.n,
-                         rounds, t.round_key, t.begin);
+                         rounds, t.round_key, t.round_at);
       return;
     }
     // Tiles start on block boundaries and hold whole blocks (tile_multiple).
     be.adamw8bit_blocks(target, grad, s, t.target, t.grad, codes_m + l.codes_at + at, codes_v + l.codes_at + at,
                         scale_m + l.scales_at + at / bs, scale_v + l.scales_at + at / bs, t.n, bs, rounds, t.round_key,
-                        t.begin);
+                        t.round_at);
   };
 }
 

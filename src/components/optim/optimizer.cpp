@@ -83,6 +83,11 @@ void materialize_master(const kernels::Backend& be, const Tensor& param, const T
   for (; it != exceptions.end() && it->index < begin + n; ++it) x[it->index - begin] = it->value;
 }
 
+// Whether 1-D `next` starts in t's storage right where contiguous `t` ends, with t's dtype.
+bool follows(const Tensor& t, const Tensor& next) {
+  return next.storage() == t.storage() && next.dtype() == t.dtype() && next.offset() == t.offset() + t.numel();
+}
+
 }  // namespace
 
 // ---------------------------------------------------------------------------------------------
@@ -172,18 +177,7 @@ void Optimizer::set_bf16_stochastic_round(bool on) {
   stochastic_round_ = on;
 }
 
-double Optimizer::step(const StepOptions& o) {
-  AM_CHECK(o.norm_type > 0.0, name(), ": norm_type must be > 0 or infinity, got ", o.norm_type);
-  const double max_norm = o.max_norm.value_or(std::numeric_limits<double>::infinity());
-  const bool clip = !(std::isinf(max_norm) && max_norm > 0);
-
-  struct Work {
-    size_t group;
-    Unit* u;
-    Tensor grad;
-    TileUpdate update;
-    const kernels::Backend* backend;  // the kernels of the parameter's device
-  };
+std::vector<Optimizer::Work> Optimizer::collect_work() {
   std::vector<Work> work;
   for (size_t gi = 0; gi < groups_.size(); ++gi) {
     for (Unit& u : units_[gi]) {
@@ -192,69 +186,149 @@ double Optimizer::step(const StepOptions& o) {
       AM_CHECK(grad.shape() == u.param.shape() && grad.dtype() == u.param.dtype(), name(), ": gradient of parameter '",
                u.name, "' is ", grad.describe(), " but the parameter is ", u.param.describe());
       check_unit_tensor(name(), u.name, grad, "gradient");
-      work.push_back({gi, &u, grad, nullptr, &ops::backend_for(u.param.device(), name())});
+      Work w{gi, &u, grad, &ops::backend_for(u.param.device(), name()), 0, 0, nullptr};
+      if (!work.empty()) {
+        const Work& prev = work.back();
+        const bool continues =
+            prev.group == gi && prev.u->flat && u.flat && follows(prev.u->param, u.param) && follows(prev.grad, grad);
+        w.run = continues ? prev.run : prev.run + 1;
+        w.run_offset = continues ? prev.run_offset + prev.u->param.numel() : 0;
+      }
+      work.push_back(std::move(w));
     }
   }
+  return work;
+}
 
-  // With clipping (or a norm other than the 2-norm) the norm is a pass of its own, clip_grads' exactly, over the
-  // gradients in clip_grads' order as a caller would list them: per group its flat buffers, then its tensors.
-  const bool fused_norm = !clip && o.norm_type == 2.0;
-  double total = 0.0, coef = 1.0;
-  if (!fused_norm) {
-    std::vector<Tensor> grads;
-    for (size_t gi = 0; gi < groups_.size(); ++gi) {
-      for (const Work& w : work)
-        if (w.group == gi && w.u->flat) grads.push_back(w.grad);
-      for (const Work& w : work)
-        if (w.group == gi && !w.u->flat) grads.push_back(w.grad);
+// clip_grads' norm over the gradients as a caller would list them: per group its flat buffers (a run as one
+// tensor), then its tensors.
+double Optimizer::separate_norm(const std::vector<Work>& work, double norm_type) const {
+  std::vector<Tensor> grads;
+  for (size_t gi = 0; gi < groups_.size(); ++gi) {
+    for (size_t wi = 0; wi < work.size(); ++wi) {
+      const Work& w = work[wi];
+      if (w.group != gi || !w.u->flat || w.run_offset != 0) continue;
+      int64_t n = 0;
+      for (size_t wj = wi; wj < work.size() && work[wj].run == w.run; ++wj) n += work[wj].grad.numel();
+      grads.push_back(w.grad.as_strided({n}, {1}, w.grad.offset()));
     }
-    total = grad_norm(grads, o.norm_type);
-    if (clip) coef = clip_coefficient(max_norm, total);
+    for (const Work& w : work)
+      if (w.group == gi && !w.u->flat) grads.push_back(w.grad);
   }
-  const bool scale = clip && coef != 1.0;
+  return grad_norm(grads, norm_type);
+}
 
-  // Blocks: fixed runs of elements inside one segment, so the partial sums (and with them the norm) do not depend
-  // on the number of threads.
-  struct Block {
-    size_t work, seg;
-    int64_t begin, end;
-  };
-  const int64_t multiple = tile_multiple();
-  const int64_t tile = round_up(kTile, multiple);
-  const int64_t block_len = tile * kTilesPerBlock;
-  std::vector<Block> blocks;
+Optimizer::Blocks Optimizer::plan_blocks(const std::vector<Work>& work) const {
+  Blocks plan;
+  plan.tile = round_up(kTile, tile_multiple());
+  const int64_t block_len = plan.tile * kTilesPerBlock;
   int64_t elements = 0;
   for (size_t wi = 0; wi < work.size(); ++wi) {
     const Unit& u = *work[wi].u;
     for (size_t si = 0; si < u.segments.size(); ++si) {
       const Segment& s = u.segments[si];
       for (int64_t b = s.begin; b < s.begin + s.numel; b += block_len)
-        blocks.push_back({wi, si, b, std::min(b + block_len, s.begin + s.numel)});
+        plan.blocks.push_back({wi, si, b, std::min(b + block_len, s.begin + s.numel)});
       elements += s.numel;
     }
   }
-  const int64_t grain = elements <= kGrain ? int64_t(blocks.size()) : 1;
-  std::vector<double> sum_sq(blocks.size(), 0.0);
+  plan.grain = elements <= kGrain ? int64_t(plan.blocks.size()) : 1;
+  return plan;
+}
+
+// The fused norm's partial sums without an update: skipping a non-finite step needs the norm before anything is
+// updated, and these are the sums the update pass would add.
+void Optimizer::fused_norm_pass(const std::vector<Work>& work, const Blocks& plan, std::vector<double>& sum_sq) const {
+  parallel_for(int64_t(plan.blocks.size()), plan.grain, [&](int64_t b, int64_t e) {
+    for (int64_t bi = b; bi < e; ++bi) {
+      const Block& blk = plan.blocks[size_t(bi)];
+      const Tensor& grad = work[blk.work].grad;
+      char* g = static_cast<char*>(grad.raw_data());
+      const size_t gsize = dtype_size(grad.dtype());
+      for (int64_t t = blk.begin; t < blk.end; t += plan.tile)
+        work[blk.work].backend->grad_prologue(grad.dtype(), g + size_t(t) * gsize, std::min(plan.tile, blk.end - t),
+                                              &sum_sq[size_t(bi)], false, 1.0);
+    }
+  });
+}
+
+void Optimizer::prepare_updates(std::vector<Work>& work) {
+  for (Work& w : work) {
+    ensure_state(*w.u);
+    ++w.u->step;
+    const bool via_f32 = w.u->has_master() || rounds_after_update(*w.u);
+    const DType target = via_f32 ? DType::f32 : w.u->param.dtype();
+    w.update = prepare(groups_[w.group], *w.u, target, w.grad.dtype());
+  }
+}
+
+void Optimizer::update_block(const Work& w, const Block& b, int64_t tile, double* sum_sq, bool scale, double coef,
+                             bool zero_grad, std::vector<MasterException>& exceptions, std::vector<float>& x,
+                             std::vector<int64_t>& failures) const {
+  const kernels::Backend& be = *w.backend;
+  const Unit& u = *w.u;
+  const DType gdt = w.grad.dtype();
+  const size_t gsize = dtype_size(gdt), psize = dtype_size(u.param.dtype());
+  char* grad = static_cast<char*>(w.grad.raw_data());
+  char* param = static_cast<char*>(u.param.raw_data());
+  const bool rounds = rounds_after_update(u);
+  bf16* pbits = u.has_master() || rounds ? u.param.data<bf16>() : nullptr;
+  bf16* residual = u.has_master() ? u.residual.data<bf16>() : nullptr;
+  // Per run and step: distinct random bits for every parameter element and step.
+  const uint32_t key = hash32(uint32_t(u.step) * 0x9e3779b9u ^ hash32(uint32_t(w.run) + 1u));
+  for (int64_t t = b.begin; t < b.end; t += tile) {
+    const int64_t n = std::min(tile, b.end - t);
+    void* g = grad + size_t(t) * gsize;
+    be.grad_prologue(gdt, g, n, sum_sq, scale, coef);
+    void* target = param + size_t(t) * psize;
+    if (pbits != nullptr) {
+      x.resize(size_t(tile));
+      if (residual != nullptr)
+        materialize_master(be, u.param, u.residual, u.exceptions, t, n, x.data());
+      else
+        be.cast(pbits + t, DType::bf16, x.data(), DType::f32, n);
+      target = x.data();
+    }
+    w.update(Tile{target, g, t, n, b.seg, key, w.run_offset + t});
+    if (rounds) {
+      be.stochastic_round(x.data(), pbits + t, n, key, w.run_offset + t);
+    } else if (pbits != nullptr) {
+      failures.resize(size_t(tile));
+      const int64_t failed = be.master_split(x.data(), pbits + t, residual + t, n, failures.data());
+      for (int64_t f = 0; f < failed; ++f) {
+        const int64_t j = failures[size_t(f)];
+        exceptions.push_back({t + j, x[size_t(j)]});
+      }
+    }
+    if (zero_grad) zero_bytes(w.grad, g, n);
+  }
+}
+
+double Optimizer::step(const StepOptions& o) {
+  AM_CHECK(o.norm_type > 0.0, name(), ": norm_type must be > 0 or infinity, got ", o.norm_type);
+  const double max_norm = o.max_norm.value_or(std::numeric_limits<double>::infinity());
+  const bool clip = !(std::isinf(max_norm) && max_norm > 0);
+  std::vector<Work> work = collect_work();
+
+  // With clipping (or a norm other than the 2-norm) the norm is a pass of its own, clip_grads' exactly.
+  const bool fused_norm = !clip && o.norm_type == 2.0;
+  double total = 0.0, coef = 1.0;
+  if (!fused_norm) {
+    total = separate_norm(work, o.norm_type);
+    if (clip) coef = clip_coefficient(max_norm, total);
+  }
+  const bool scale = clip && coef != 1.0;
+
+  const Blocks plan = plan_blocks(work);
+  std::vector<double> sum_sq(plan.blocks.size(), 0.0);
   auto sum_partials = [&] {
     double acc = 0.0;
     for (double s : sum_sq) acc += s;
     return std::sqrt(acc);
   };
-
-  // Skipping needs the norm before anything is updated: the fused norm's tiles, summed as the update pass sums them.
   const bool norm_pass_first = fused_norm && o.skip_if_nonfinite;
   if (norm_pass_first) {
-    parallel_for(int64_t(blocks.size()), grain, [&](int64_t b, int64_t e) {
-      for (int64_t bi = b; bi < e; ++bi) {
-        const Block& blk = blocks[size_t(bi)];
-        const Tensor& grad = work[blk.work].grad;
-        char* g = static_cast<char*>(grad.raw_data());
-        const size_t gsize = dtype_size(grad.dtype());
-        for (int64_t t = blk.begin; t < blk.end; t += tile)
-          work[blk.work].backend->grad_prologue(grad.dtype(), g + size_t(t) * gsize, std::min(tile, blk.end - t),
-                                                &sum_sq[size_t(bi)], false, 1.0);
-      }
-    });
+    fused_norm_pass(work, plan, sum_sq);
     total = sum_partials();
   }
   if (o.skip_if_nonfinite && !std::isfinite(total)) {
@@ -264,67 +338,22 @@ double Optimizer::step(const StepOptions& o) {
   }
   const bool fused_sum = fused_norm && !norm_pass_first;
 
-  for (Work& w : work) {
-    ensure_state(*w.u);
-    ++w.u->step;
-    const bool via_f32 = w.u->has_master() || rounds_after_update(*w.u);
-    const DType target = via_f32 ? DType::f32 : w.u->param.dtype();
-    w.update = prepare(groups_[w.group], *w.u, target, w.grad.dtype());
-  }
-
-  std::vector<std::vector<MasterException>> exceptions(blocks.size());
-
-  auto run_block = [&](size_t bi, std::vector<float>& x, std::vector<int64_t>& failures) {
-    const Block& b = blocks[bi];
-    const Work& w = work[b.work];
-    const kernels::Backend& be = *w.backend;
-    Unit& u = *w.u;
-    const DType gdt = w.grad.dtype();
-    const size_t gsize = dtype_size(gdt), psize = dtype_size(u.param.dtype());
-    char* grad = static_cast<char*>(w.grad.raw_data());
-    char* param = static_cast<char*>(u.param.raw_data());
-    const bool rounds = rounds_after_update(u);
-    bf16* pbits = u.has_master() || rounds ? u.param.data<bf16>() : nullptr;
-    bf16* residual = u.has_master() ? u.residual.data<bf16>() : nullptr;
-    // Per unit and step: distinct random bits for every parameter element and step.
-    const uint32_t key = hash32(uint32_t(u.step) * 0x9e3779b9u ^ hash32(uint32_t(b.work) + 1u));
-    for (int64_t t = b.begin; t < b.end; t += tile) {
-      const int64_t n = std::min(tile, b.end - t);
-      void* g = grad + size_t(t) * gsize;
-      be.grad_prologue(gdt, g, n, fused_sum ? &sum_sq[bi] : nullptr, scale, coef);
-      void* target = param + size_t(t) * psize;
-      if (pbits != nullptr) {
-        x.resize(size_t(tile));
-        if (residual != nullptr)
-          materialize_master(be, u.param, u.residual, u.exceptions, t, n, x.data());
-        else
-          be.cast(pbits + t, DType::bf16, x.data(), DType::f32, n);
-        target = x.data();
-      }
-      w.update(Tile{target, g, t, n, b.seg, key});
-      if (rounds) {
-        be.stochastic_round(x.data(), pbits + t, n, key, t);
-      } else if (pbits != nullptr) {
-        failures.resize(size_t(tile));
-        const int64_t failed = be.master_split(x.data(), pbits + t, residual + t, n, failures.data());
-        for (int64_t f = 0; f < failed; ++f) {
-          const int64_t j = failures[size_t(f)];
-          exceptions[bi].push_back({t + j, x[size_t(j)]});
-        }
-      }
-      if (o.zero_grad) zero_bytes(w.grad, g, n);
-    }
-  };
+  prepare_updates(work);
   // Blocks read the old exceptions of their unit while others run; the new ones replace them afterwards.
-  parallel_for(int64_t(blocks.size()), grain, [&](int64_t b, int64_t e) {
+  std::vector<std::vector<MasterException>> exceptions(plan.blocks.size());
+  parallel_for(int64_t(plan.blocks.size()), plan.grain, [&](int64_t b, int64_t e) {
     std::vector<float> x;
     std::vector<int64_t> failures;
-    for (int64_t bi = b; bi < e; ++bi) run_block(size_t(bi), x, failures);
+    for (int64_t bi = b; bi < e; ++bi) {
+      const Block& blk = plan.blocks[size_t(bi)];
+      update_block(work[blk.work], blk, plan.tile, fused_sum ? &sum_sq[size_t(bi)] : nullptr, scale, coef, o.zero_grad,
+                   exceptions[size_t(bi)], x, failures);
+    }
   });
-  for (size_t bi = 0; bi < blocks.size(); ++bi) {
-    Unit& u = *work[blocks[bi].work].u;
+  for (size_t bi = 0; bi < plan.blocks.size(); ++bi) {
+    Unit& u = *work[plan.blocks[bi].work].u;
     if (!u.has_master()) continue;
-    if (bi == 0 || blocks[bi - 1].work != blocks[bi].work) u.exceptions.clear();
+    if (bi == 0 || plan.blocks[bi - 1].work != plan.blocks[bi].work) u.exceptions.clear();
     u.exceptions.insert(u.exceptions.end(), exceptions[bi].begin(), exceptions[bi].end());
   }
   if (fused_sum) total = sum_partials();

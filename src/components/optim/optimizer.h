@@ -24,6 +24,10 @@
 #include "core/tensor.h"
 #include "nn/flat_params.h"
 
+namespace automodel::kernels {
+struct Backend;
+}
+
 namespace automodel::optim {
 
 using NamedTensors = std::vector<std::pair<std::string, Tensor>>;
@@ -67,7 +71,8 @@ class Optimizer {
   // the 2-norm is summed inside the update pass (fp64, per fixed block of elements, so the same
   // for every thread count, but not in clip_grads' order: it may differ from it in the last bits);
   // with clipping a norm pass as clip_grads' comes first, so the clipped update is clip_grads'
-  // then step() bit for bit. With skip_if_nonfinite a non-finite return means nothing was updated.
+  // then step() bit for bit (clip_grads given each run of adjacent flat buffers, see Work, as one
+  // gradient tensor). With skip_if_nonfinite a non-finite return means nothing was updated.
   double step(const StepOptions& options);
   // step(StepOptions{}) without the norm: torch's optimizer.step().
   void step() { step(StepOptions{}); }
@@ -128,13 +133,15 @@ class Optimizer {
   };
   // n elements of a unit from element `begin` (inside segments[seg]): target is the parameter's
   // (typed as prepare() was told) or the fp32 master's, grad the gradient's, both at `begin`.
-  // round_key: the key of master::stochastic_round_n for an update that rounds bf16 itself.
+  // round_key, round_at: the key and the index of the first element (in the unit's run, see Work)
+  // for master::stochastic_round_n in an update that rounds bf16 itself.
   struct Tile {
     void* target;
     const void* grad;
     int64_t begin, n;
     size_t seg;
     uint32_t round_key;
+    int64_t round_at;
   };
   using TileUpdate = std::function<void(const Tile&)>;
 
@@ -151,17 +158,52 @@ class Optimizer {
   // Tiles (and the blocks threads take) start at multiples of this from a segment's start.
   virtual int64_t tile_multiple() const { return 1; }
   // true: under stochastic rounding, bf16 parameters reach prepare() as bf16 targets, and the update
-  // rounds its fp32 result as master::stochastic_round_n(result, target, n, round_key, begin) would
+  // rounds its fp32 result as master::stochastic_round_n(result, target, n, round_key, round_at) would
   // (sparing the fp32 copy of the tile). false: the update gets an fp32 copy that step() rounds.
   virtual bool rounds_bf16() const { return false; }
   bool stochastic_round() const { return stochastic_round_; }
   void ensure_state(Unit& u);
 
  private:
+  // A unit with a gradient this step. Flat buffers of one group that lie end to end in the same data and gradient
+  // storages (nn::flatten_parameter_lists) form one run: the norm and the random bits of stochastic rounding are
+  // those of the one buffer the run would be, so cutting a model into per-layer buffers changes no result.
+  struct Work {
+    size_t group;
+    Unit* u;
+    Tensor grad;
+    const kernels::Backend* backend;  // the kernels of the parameter's device
+    size_t run = 0;                   // index of its run among this step's runs
+    int64_t run_offset = 0;           // elements of its run before it
+    TileUpdate update;
+  };
+  // A fixed stretch of elements inside one segment: what a thread takes at a time and what one partial sum of the
+  // fused norm covers. Fixed, so that the partial sums (and with them the norm) do not depend on the thread count.
+  struct Block {
+    size_t work, seg;
+    int64_t begin, end;
+  };
+  struct Blocks {
+    std::vector<Block> blocks;
+    int64_t tile = 0;   // elements a tile holds (the last of a block may hold fewer)
+    int64_t grain = 1;  // blocks per parallel task
+  };
+
   // Stochastic rounding of u's fp32 update by step() (bf16 parameter, rounds_bf16() false).
   bool rounds_after_update(const Unit& u) const {
     return stochastic_round_ && u.param.dtype() == DType::bf16 && !rounds_bf16();
   }
+  // The steps of step(StepOptions), in order.
+  std::vector<Work> collect_work();
+  double separate_norm(const std::vector<Work>& work, double norm_type) const;
+  Blocks plan_blocks(const std::vector<Work>& work) const;
+  void fused_norm_pass(const std::vector<Work>& work, const Blocks& plan, std::vector<double>& sum_sq) const;
+  void prepare_updates(std::vector<Work>& work);
+  // Gradient prologue (fused norm into *sum_sq when not null, clipping by coef when scale), update, rounding or
+  // master split (new exceptions into `exceptions`) and zeroing of one block. x, failures: per-thread scratch.
+  void update_block(const Work& w, const Block& b, int64_t tile, double* sum_sq, bool scale, double coef,
+                    bool zero_grad, std::vector<MasterException>& exceptions, std::vector<float>& x,
+                    std::vector<int64_t>& failures) const;
   std::vector<ParamGroup> groups_;
   std::vector<std::vector<Unit>> units_;  // per group
   bool fp32_master_ = false;
