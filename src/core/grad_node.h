@@ -9,9 +9,11 @@
 //                     producers (or to a leaf's AccumulateGrad) and marks the outputs; the engine's gradient sum
 //                     (add_same_shape) and accumulate_grad. Each op's Node subclass sits beside its forward in
 //                     ops/<op>.cpp and calls its backward kernel through the same backend table (ops/backend.h).
-//   autograd/engine.h backward(): walks the nodes from the outputs in reverse creation order, summing the
-//                     gradients that reach a node along several paths, then frees the saved tensors.
+//   autograd/engine.h backward(): walks the nodes from the outputs, latest created first, summing the gradients
+//                     that reach a node along several paths; a leaf's accumulation runs as soon as all its
+//                     consumers have (its .grad is then final); then frees the saved tensors.
 //   autograd/checkpoint.h  activation checkpointing: a region recorded as one node that reruns it in backward.
+//   autograd/layer_hooks.h  callbacks around one layer's forward and backward (per-layer gather and reduce).
 #include <atomic>
 #include <cstdint>
 #include <string>
