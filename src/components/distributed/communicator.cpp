@@ -1,0 +1,52 @@
+#include "components/distributed/communicator.h"
+
+#include <cstdlib>
+
+namespace automodel::distributed {
+
+std::string Communicator::describe() const {
+  return "rank " + std::to_string(rank()) + " of " + std::to_string(size());
+}
+
+void Communicator::abort(int exit_code) {
+  abort_job(exit_code);
+  std::_Exit(exit_code);
+}
+
+double Communicator::all_reduce(double v, ReduceOp op) {
+  Tensor t = Tensor::from_vector<double>({v}, {1});
+  all_reduce(t, op);
+  return t.data<double>()[0];
+}
+
+int64_t Communicator::all_reduce(int64_t v, ReduceOp op) {
+  Tensor t = Tensor::from_vector<int64_t>({v}, {1});
+  all_reduce(t, op);
+  return t.data<int64_t>()[0];
+}
+
+namespace {
+
+struct DoneRequest : Request {
+  bool test() override { return true; }
+  void wait() override {}
+};
+
+struct SingleProcess : Communicator {
+  int rank() const override { return 0; }
+  int size() const override { return 1; }
+  int local_size() const override { return 1; }
+  std::unique_ptr<Request> all_reduce_async(const Tensor&, ReduceOp) override {
+    return std::make_unique<DoneRequest>();
+  }
+  void broadcast(const Tensor&, int) override {}
+  std::vector<std::string> all_gather_text(const std::string& text) override { return {text}; }
+  void barrier() override {}
+  void abort_job(int) override {}
+};
+
+}  // namespace
+
+std::unique_ptr<Communicator> single_process_communicator() { return std::make_unique<SingleProcess>(); }
+
+}  // namespace automodel::distributed
