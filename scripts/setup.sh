@@ -5,7 +5,7 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 
 APT_PACKAGES=(build-essential cmake pkg-config libopenblas-openmp-dev libdnnl-dev nlohmann-json3-dev libpcre2-dev libyaml-cpp-dev libicu-dev
-              zlib1g-dev libzstd-dev
+              zlib1g-dev libzstd-dev libopenmpi-dev openmpi-bin
               libgtest-dev libbenchmark-dev)
 
 # --fuzz: clang with libFuzzer and the sanitizer runtimes (scripts/fuzz.sh).

@@ -16,6 +16,9 @@ int run_merge_lora(const Args& args);     // peft: merge a LoRA adapter into its
 // recipes: `finetune llm -c recipe.yaml [overrides]` (args after "finetune") and `recipe.yaml [overrides]`.
 int run_finetune(std::vector<std::string> args);
 int run_recipe_file(const std::string& config_path, std::vector<std::string> args);
+// Either: `command` + the overrides is what --nproc-per-node N re-runs as N ranks.
+int run_recipe_command(const std::vector<std::string>& command, const std::string& config_path,
+                       std::vector<std::string> args);
 // recipes: `dataset -c recipe.yaml [...]`, the samples a recipe trains on as JSON lines.
 int run_dataset(std::vector<std::string> args);
 

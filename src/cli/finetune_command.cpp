@@ -1,5 +1,6 @@
 // `automodel finetune llm -c recipe.yaml [--a.b.c value ...]` and `automodel recipe.yaml [...]`: NeMo Automodel's
 // two command forms. Overrides are applied to the YAML before the recipe reads it.
+#include <algorithm>
 #include <cstdio>
 #include <optional>
 #include <string>
@@ -8,6 +9,8 @@
 #include "cli/args.h"
 #include "cli/commands.h"
 #include "components/config/config.h"
+#include "components/distributed/communicator.h"
+#include "components/launcher/local_launch.h"
 #include "core/error.h"
 #include "core/threads.h"
 #include "recipes/llm_finetune.h"
@@ -37,18 +40,45 @@ std::optional<std::string> take_option(std::vector<std::string>& args, const std
   return std::nullopt;
 }
 
-constexpr const char* kUsage = "automodel finetune llm -c recipe.yaml [--threads N] [--section.key value ...]";
+constexpr const char* kUsage =
+    "automodel finetune llm -c recipe.yaml [--nproc-per-node N] [--threads N] [--section.key value ...]";
+
+int parse_nproc(const std::string& text) {
+  const bool digits = !text.empty() && text.size() <= 5 &&
+                      std::all_of(text.begin(), text.end(), [](char c) { return c >= '0' && c <= '9'; });
+  const int n = digits ? std::stoi(text) : 0;
+  if (n < 1 || n > 4096)
+    throw Error("--nproc-per-node needs a number of ranks from 1 to 4096, got '" + text + "'", "command line",
+                "e.g. --nproc-per-node 2");
+  return n;
+}
 
 }  // namespace
 
 int run_recipe_file(const std::string& config_path, std::vector<std::string> args) {
+  return run_recipe_command({config_path}, config_path, std::move(args));
+}
+
+int run_recipe_command(const std::vector<std::string>& command, const std::string& config_path,
+                       std::vector<std::string> args) {
+  // NeMo's --nproc-per-node: this command again, as that many MPI ranks on this machine.
+  if (const std::optional<std::string> nproc = take_option(args, {"--nproc-per-node", "--nproc_per_node"}, kUsage)) {
+    const int n = parse_nproc(*nproc);
+    if (n > 1) {
+      std::vector<std::string> again = command;
+      again.insert(again.end(), args.begin(), args.end());
+      launcher::exec_local_ranks(n, again);
+    }
+  }
+  distributed::Communicator& world = distributed::world();
   const std::optional<std::string> threads = take_option(args, {"--threads"}, kUsage);
-  set_num_threads(threads ? parse_threads(*threads) : 0);
+  set_num_threads(threads ? parse_threads(*threads) : 0, world.local_size());
   config::ConfigNode cfg = config::load_yaml(config_path);
   config::apply_overrides(cfg, config::parse_overrides(args));
   recipes::RunResult r = recipes::run_recipe(cfg);
-  std::printf("done: %lld steps%s\n", (long long)r.steps_run,
-              r.last_checkpoint.empty() ? "" : (", last checkpoint " + r.last_checkpoint).c_str());
+  if (world.rank() == 0)
+    std::printf("done: %lld steps%s\n", (long long)r.steps_run,
+                r.last_checkpoint.empty() ? "" : (", last checkpoint " + r.last_checkpoint).c_str());
   return 0;
 }
 
@@ -58,7 +88,7 @@ int run_finetune(std::vector<std::string> args) {
   args.erase(args.begin());
   const std::string config_path = take_option(args, {"-c", "--config"}, kUsage).value_or("");
   if (config_path.empty()) throw Error("no recipe given", "automodel finetune llm", kUsage);
-  return run_recipe_file(config_path, std::move(args));
+  return run_recipe_command({"finetune", "llm", "-c", config_path}, config_path, std::move(args));
 }
 
 }  // namespace automodel::cli

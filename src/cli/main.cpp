@@ -6,6 +6,7 @@
 
 #include "cli/args.h"
 #include "cli/commands.h"
+#include "components/distributed/communicator.h"
 #include "core/error.h"
 
 namespace {
@@ -17,6 +18,8 @@ constexpr const char* kUsage =
     "  finetune  fine-tune a Hugging Face model from a NeMo Automodel-style recipe YAML\n"
     "            finetune llm -c recipe.yaml [--threads N] [--section.key value ...]\n"
     "            (or: automodel recipe.yaml [...], the recipe named by its recipe: key)\n"
+    "            --nproc-per-node N: N data-parallel ranks on this machine (mpirun); --threads is per rank\n"
+    "            (default: the cores shared among the ranks); mpirun -np N / srun --mpi=pmix work the same\n"
     "\n"
     "  dataset   the samples a recipe trains on, one JSON line each (input_ids, labels; --text decodes them)\n"
     "            dataset -c recipe.yaml [--validation] [--limit N] [--text] [--section.key value ...]\n"
@@ -44,6 +47,20 @@ constexpr const char* kUsage =
     "  DIR may also be a hub id (org/name) found in the local Hugging Face cache.\n"
     "\n"
     "  --help    this text;  --version  the version\n";
+
+// Prints the error; in a job of several ranks names the rank and ends every rank (the others would otherwise wait
+// in their next collective until the timeout).
+int fail(const char* kind, const char* what, int exit_code) {
+  using namespace automodel;
+  if (!distributed::launched_by_mpi() || distributed::world().size() == 1) {
+    std::fprintf(stderr, "%s: %s\n", kind, what);
+    return exit_code;
+  }
+  distributed::Communicator& world = distributed::world();
+  std::fprintf(stderr, "%s (%s): %s\n", kind, world.describe().c_str(), what);
+  std::fflush(stderr);
+  world.abort(exit_code);
+}
 
 }  // namespace
 
@@ -73,10 +90,8 @@ int main(int argc, char** argv) {
     if (args[0] == "chat-template") return cli::run_chat_template(parsed);
     throw Error("unknown command '" + args[0] + "'", "automodel", "run `automodel --help` for the commands");
   } catch (const Error& e) {
-    std::fprintf(stderr, "error: %s\n", e.what());
-    return 1;
+    return fail("error", e.what(), 1);
   } catch (const std::exception& e) {
-    std::fprintf(stderr, "internal error: %s\n", e.what());
-    return 70;
+    return fail("internal error", e.what(), 70);
   }
 }

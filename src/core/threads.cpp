@@ -1,7 +1,9 @@
 #include "core/threads.h"
 
 #include <omp.h>
+#include <sched.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <string>
 #include <thread>
@@ -18,10 +20,15 @@ static int env_threads(const char* name) {
   }
 }
 
-void set_num_threads(int n) {
+void set_num_threads(int n, int processes_per_machine) {
   if (n <= 0) n = env_threads("AUTOMODEL_NUM_THREADS");
   if (n <= 0) n = env_threads("OMP_NUM_THREADS");
-  if (n <= 0) n = int(std::thread::hardware_concurrency());
+  if (n <= 0) {
+    cpu_set_t allowed;
+    n = sched_getaffinity(0, sizeof(allowed), &allowed) == 0 ? CPU_COUNT(&allowed)
+                                                             : int(std::thread::hardware_concurrency());
+    n /= std::max(1, processes_per_machine);
+  }
   if (n <= 0) n = 1;
   omp_set_num_threads(n);
 }

@@ -5,8 +5,9 @@
 
 namespace automodel {
 
-// n <= 0: AUTOMODEL_NUM_THREADS, else OMP_NUM_THREADS, else the number of cores.
-void set_num_threads(int n);
+// n <= 0: AUTOMODEL_NUM_THREADS, else OMP_NUM_THREADS, else the cores this process may run on shared among the
+// `processes_per_machine` processes of a job that run on this machine (at least one thread each).
+void set_num_threads(int n, int processes_per_machine = 1);
 int num_threads();
 int64_t omp_threads_in_team();
 int64_t omp_thread_index();

@@ -72,6 +72,7 @@ void register_recipe_targets() {
   register_target(kDefaultCollater, {"nemo_automodel.components.datasets.utils.default_collater"});
   register_target(kLora, {"nemo_automodel.components._peft.lora.PeftConfig"});
   register_dataset_targets();
+  register_distributed_targets();
 }
 
 std::unique_ptr<models::LanguageModel> build_model(const ConfigNode& section, std::string& model_dir) {
@@ -210,7 +211,14 @@ double optimizer_number(const ConfigNode& section, const char* key, double fallb
 
 }  // namespace
 
-std::unique_ptr<optim::Optimizer> build_optimizer(const ConfigNode& section, models::LanguageModel& model) {
+std::vector<nn::FlatParameters> flatten_trainable_parameters(models::LanguageModel& model) {
+  std::vector<std::string> layers;
+  for (int64_t l = 0; l < model.config().num_hidden_layers; ++l) layers.push_back("model.layers." + std::to_string(l));
+  return nn::flatten_parameter_lists(nn::parameters_by_module(model, layers, /*trainable_only=*/true));
+}
+
+std::unique_ptr<optim::Optimizer> build_optimizer(const ConfigNode& section, models::LanguageModel& model,
+                                                  const std::vector<nn::FlatParameters>& flat_buffers) {
   // bitsandbytes' 8-bit AdamW quantizes its state with its own kernels (no fp32 reference to match on the CPU).
   if (section.contains("_target_") && section.get<std::string>("_target_") == "bitsandbytes.optim.AdamW8bit")
     throw Error("optimizer._target_ bitsandbytes.optim.AdamW8bit is not supported", section.at("_target_").where(),
@@ -235,16 +243,9 @@ std::unique_ptr<optim::Optimizer> build_optimizer(const ConfigNode& section, mod
   if (trainable == 0)
     throw Error("no parameter of the model requires a gradient", section.where(),
                 "enable training of some parameters (full fine-tune or a peft: section)");
-  // Per-layer flat buffers (one per decoder layer, and the embeddings and the final norm / LM head around them),
-  // end to end in one allocation: the unit a sharded data parallel gathers and reduces, with the optimizer's results
-  // those of one buffer. Under a peft only the adapters are trainable: they are flattened per layer as well, and the
-  // optimizer takes them tensor by tensor (its state keeps their shapes).
-  std::vector<std::string> layers;
-  for (int64_t l = 0; l < model.config().num_hidden_layers; ++l) layers.push_back("model.layers." + std::to_string(l));
-  std::vector<nn::FlatParameters> flats =
-      nn::flatten_parameter_lists(nn::parameters_by_module(model, layers, /*trainable_only=*/true));
+  // Under a peft the optimizer takes the adapters tensor by tensor (its state keeps their shapes).
   if (trainable == total) {
-    groups[0].flat = std::move(flats);
+    groups[0].flat = flat_buffers;
   } else {
     for (auto& [name, p] : model.named_parameters())
       if (p.requires_grad()) groups[0].params.emplace_back(name, p);

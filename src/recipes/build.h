@@ -15,6 +15,7 @@
 #include "components/peft/peft_config.h"
 #include "components/tokenizer/tokenizer.h"
 #include "models/language_model.h"
+#include "nn/flat_params.h"
 
 namespace automodel::recipes {
 
@@ -59,8 +60,15 @@ LoaderOptions build_loader_options(const ConfigNode* section, bool default_shuff
 // peft section (NeMo Automodel's PeftConfig keys); nullopt when absent.
 std::optional<peft::PeftConfig> build_peft_config(const ConfigNode* section);
 
-// optimizer section over the trainable parameters (one flat group when every parameter trains).
-std::unique_ptr<optim::Optimizer> build_optimizer(const ConfigNode& section, models::LanguageModel& model);
+// The trainable parameters moved into per-layer flat buffers (one per decoder layer, and the embeddings and the final
+// norm / LM head around them), end to end in one allocation: the unit data parallel reduces and shards. Under a peft
+// only the adapters train, flattened per layer as well.
+std::vector<nn::FlatParameters> flatten_trainable_parameters(models::LanguageModel& model);
+
+// optimizer section over the trainable parameters, whose flat buffers are `flat_buffers` (one flat group when every
+// parameter trains).
+std::unique_ptr<optim::Optimizer> build_optimizer(const ConfigNode& section, models::LanguageModel& model,
+                                                  const std::vector<nn::FlatParameters>& flat_buffers);
 
 // lr_scheduler section (absent: none, as NeMo Automodel); total_steps from the step scheduler.
 std::unique_ptr<optim::OptimizerParamScheduler> build_lr_scheduler(const ConfigNode* section,
@@ -76,5 +84,20 @@ struct LossFunction {
   int64_t chunk_len = 0;    // chunked (default 32); fused linear (0 = from its memory budget)
 };
 LossFunction build_loss(const ConfigNode* section, bool fused_kernels = true);
+
+enum class DistributedStrategy { fsdp2, ddp };
+const char* strategy_name(DistributedStrategy s);
+
+struct DistributedOptions {
+  DistributedStrategy strategy = DistributedStrategy::fsdp2;
+  int64_t dp_size = 1;            // the number of ranks (tp, cp and pp are 1)
+  int64_t dp_replicate_size = 1;  // HSDP: replicas x shards = dp_size
+  bool activation_checkpointing = false;
+  int64_t bucket_bytes = 25 << 20;  // DDP's all-reduce buckets (bucket_cap_mb)
+  double timeout_minutes = 30;      // dist_env.timeout_minutes
+};
+void register_distributed_targets();
+// The distributed: and dist_env: sections (either may be absent) for a job of `world_size` ranks.
+DistributedOptions build_distributed_options(const ConfigNode* section, const ConfigNode* dist_env, int world_size);
 
 }  // namespace automodel::recipes

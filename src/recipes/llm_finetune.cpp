@@ -18,6 +18,8 @@
 #include "components/data/llm_datasets.h"
 #include "components/data/loader.h"
 #include "components/data/packing.h"
+#include "components/distributed/communicator.h"
+#include "components/distributed/gradient_reducer.h"
 #include "components/peft/adapter_io.h"
 #include "components/peft/lora.h"
 #include "components/training/metrics.h"
@@ -61,20 +63,6 @@ CheckpointOptions checkpoint_options(const ConfigNode* s) {
   if (o.max_recent && *o.max_recent < 1)
     throw Error("checkpoint.max_recent_checkpoints must be >= 1", s->at("max_recent_checkpoints").where(), "or null");
   return o;
-}
-
-// distributed: one CPU process is every strategy with all sizes 1; activation_checkpointing applies.
-bool activation_checkpointing(const ConfigNode* s) {
-  if (s == nullptr || s->is_null()) return false;
-  check_section_keys(*s, "distributed");
-  for (const char* key : {"dp_size", "dp_replicate_size", "tp_size", "cp_size", "pp_size", "ep_size"}) {
-    const ConfigNode* n = s->find(key);
-    if (n != nullptr && !n->is_null() && n->as_int() != 1)
-      throw Error(std::string("distributed.") + key + " = " + std::to_string(n->as_int()) +
-                      (n->as_int() > 1 ? ": this build trains in one process" : ": a size must be >= 1"),
-                  n->where(), "set it to 1 (or none)");
-  }
-  return s->get<bool>("activation_checkpointing", false);
 }
 
 uint64_t seed_of(const ConfigNode& cfg) {
@@ -216,8 +204,17 @@ class FinetuneRun {
     validate_recipe(cfg_);
     seed_ = seed_of(cfg_);
     ckpt_ = checkpoint_options(cfg_.find("checkpoint"));
-    checkpoint_layers_ = activation_checkpointing(cfg_.find("distributed"));
-    const training::StepSchedulerOptions sched_opts = step_scheduler_options(cfg_.at("step_scheduler"));
+    dist_ = build_distributed_options(cfg_.find("distributed"), cfg_.find("dist_env"), comm_.size());
+    comm_.set_timeout(dist_.timeout_minutes * 60);
+    checkpoint_layers_ = dist_.activation_checkpointing;
+    if (comm_.size() > 1) check_ranks_agree();
+    training::StepSchedulerOptions sched_opts = step_scheduler_options(cfg_.at("step_scheduler"));
+    sched_opts.dp_size = dist_.dp_size;
+    // A stop signal that reaches one rank stops them all at the same step (each poll is a collective).
+    if (comm_.size() > 1)
+      sched_opts.combine_stop_signal = [this](int signal) {
+        return int(comm_.all_reduce(int64_t(signal), distributed::ReduceOp::max));
+      };
     train_loader_opts_ = build_loader_options(cfg_.find("dataloader"), false);
     val_loader_opts_ = build_loader_options(cfg_.find("validation_dataloader"), false);
     const uint64_t loader_seed =
@@ -227,11 +224,13 @@ class FinetuneRun {
     max_grad_norm_ = max_grad_norm(cfg_.find("clip_grad_norm"));
 
     manual_seed(seed_);
-    // The run's logs and checkpoints go into checkpoint_dir: one run at a time writes there.
-    dir_lock_ = std::make_unique<checkpoint::CheckpointDirLock>(ckpt_.dir);
-    if (const auto& stale = dir_lock_->taken_over())
-      std::printf("note: took over the lock of a run that ended without releasing it (%s)\n",
-                  stale->describe().c_str());
+    // The run's logs and checkpoints go into checkpoint_dir: one run at a time writes there (its first rank).
+    if (main_rank()) {
+      dir_lock_ = std::make_unique<checkpoint::CheckpointDirLock>(ckpt_.dir);
+      if (const auto& stale = dir_lock_->taken_over())
+        std::printf("note: took over the lock of a run that ended without releasing it (%s)\n",
+                    stale->describe().c_str());
+    }
 
     model_ = build_model(cfg_.at("model"), model_dir_);
     if (peft_) {
@@ -241,7 +240,8 @@ class FinetuneRun {
       } catch (const Error& e) {  // name the recipe's line rather than the component
         throw Error(e.what_part(), cfg_.at("peft").where(), e.hint());
       }
-      std::printf("LoRA r=%lld alpha=%g on %zu linear layers\n", (long long)peft_->dim, peft_->alpha, adapted.size());
+      if (main_rank())
+        std::printf("LoRA r=%lld alpha=%g on %zu linear layers\n", (long long)peft_->dim, peft_->alpha, adapted.size());
     }
     tok_ = build_tokenizer(cfg_.find("tokenizer"), model_dir_);
     loss_ = build_loss(cfg_.find("loss_fn"), model_->kernels().fused);
@@ -253,14 +253,18 @@ class FinetuneRun {
     if (const ConfigNode* v = cfg_.find("validation_dataset"); v && !v->is_null())
       val_data_ = beyond_max_positions_warned(build_dataset(*v, tok_.text), "validation_dataset");
 
-    loader_ = std::make_unique<data::DataLoader>(train_data_.size, sched_opts.local_batch_size,
+    // The loader yields each micro-step's global batch (local_batch_size x dp); every rank takes its slice of it.
+    loader_ = std::make_unique<data::DataLoader>(train_data_.size, sched_opts.local_batch_size * dist_.dp_size,
                                                  train_loader_opts_.shuffle, loader_seed, train_loader_opts_.drop_last);
     if (loader_->num_batches() == 0)
       throw Error("the training dataset has fewer samples than one batch with drop_last", cfg_.at("dataset").where(),
                   "lower step_scheduler.local_batch_size or set dataloader.drop_last: false");
     sched_ = std::make_unique<training::StepScheduler>(sched_opts, static_cast<int64_t>(loader_->num_batches()));
 
-    optimizer_ = build_optimizer(cfg_.at("optimizer"), *model_);
+    flat_buffers_ = flatten_trainable_parameters(*model_);
+    optimizer_ = build_optimizer(cfg_.at("optimizer"), *model_, flat_buffers_);
+    if (comm_.size() > 1)
+      reducer_ = std::make_unique<distributed::GradientReducer>(comm_, flat_buffers_, dist_.bucket_bytes);
     lr_sched_ = build_lr_scheduler(cfg_.find("lr_scheduler"), *optimizer_, sched_->max_steps());
 
     if (!ckpt_.enabled && ckpt_.restore_from)
@@ -269,9 +273,13 @@ class FinetuneRun {
     // Loading, flattening and restoring leave blocks in the cache whose sizes training never asks for again
     // (per-parameter tensors, reader buffers); kept, they would stay resident for the whole run.
     CachingAllocator::cpu().empty_cache();
+    if (!main_rank()) return;
     train_log_ = std::make_unique<training::JsonlWriter>((fs::path(ckpt_.dir) / "training.jsonl").string());
     if (val_data_.size > 0)
       val_log_ = std::make_unique<training::JsonlWriter>((fs::path(ckpt_.dir) / "validation.jsonl").string());
+    if (comm_.size() > 1)
+      std::printf("data parallel (%s): %d ranks, %lld gradient buckets\n", strategy_name(dist_.strategy), comm_.size(),
+                  (long long)reducer_->num_buckets());
     std::printf(
         "model %s: %lld parameters (%lld trainable), %zu training samples, %lld micro-batches of %lld per "
         "step, %lld steps\n",
@@ -286,7 +294,8 @@ class FinetuneRun {
     po.total_steps = sched_->max_steps();
     po.initial_step = sched_->step();
     po.is_tty = training::stdout_is_tty();
-    training::ProgressReporter progress(std::cout, po);
+    std::ostream silent(nullptr);  // the other ranks report nothing
+    training::ProgressReporter progress(main_rank() ? std::cout : silent, po);
     bool continue_epoch = restored_;  // a restored loader resumes inside its epoch
     state_.step = sched_->step();
     state_.epoch = sched_->epoch();
@@ -300,7 +309,7 @@ class FinetuneRun {
         std::vector<data::Batch> micro_batches;
         std::vector<size_t> indices;
         while (static_cast<int64_t>(micro_batches.size()) < sched_->micro_batches_this_step() && loader_->next(indices))
-          micro_batches.push_back(collate(train_data_, indices, train_loader_opts_));
+          micro_batches.push_back(collate(train_data_, rank_slice(indices), train_loader_opts_));
         if (micro_batches.empty()) {  // the loader ended the epoch (a run resumed at an epoch's end)
           sched_->end_epoch();
           break;
@@ -312,9 +321,9 @@ class FinetuneRun {
           diverged = !sched_->count_step(nonfinite);
           metrics[training::metric::kNumSkippedSteps] = sched_->skipped_steps();
         }
-        train_log_->write(metrics);  // the failing step's record too: it shows what went non-finite
+        if (train_log_) train_log_->write(metrics);  // the failing step's record too: it shows what went non-finite
         if (diverged) throw nonfinite_error();
-        if (nonfinite)
+        if (nonfinite && main_rank())
           std::printf("step %lld skipped: %s (%lld skipped so far, %lld in a row)\n", (long long)sched_->step(),
                       nonfinite_reason_.c_str(), (long long)sched_->skipped_steps(),
                       (long long)sched_->consecutive_skipped_steps());
@@ -331,7 +340,7 @@ class FinetuneRun {
     progress.close();
     training::invoke(callbacks_.on_train_end, state_);
     result_.stopped_by_signal = sched_->sigterm_flag();
-    if (result_.stopped_by_signal)
+    if (result_.stopped_by_signal && main_rank())
       std::printf("stopped on %s after step %lld%s\n", training::signal_name(sched_->stop_signal()).c_str(),
                   (long long)sched_->step() - 1,
                   ckpt_.enabled ? (", checkpoint " + result_.last_checkpoint).c_str()
@@ -368,7 +377,19 @@ class FinetuneRun {
     if (record.contains(training::metric::kLoss)) state_.loss = record.at(training::metric::kLoss).get<double>();
   }
 
+  // This rank's part of a global batch: the local_batch_size indices at its rank (fewer, or none, in a short last
+  // batch), so the ranks together see exactly what one process with local_batch_size x dp would.
+  std::vector<size_t> rank_slice(const std::vector<size_t>& global) const {
+    if (comm_.size() == 1) return global;
+    const size_t local = size_t(loader_->batch_size() / dist_.dp_size);
+    const size_t begin = std::min(global.size(), size_t(comm_.rank()) * local);
+    return {global.begin() + std::ptrdiff_t(begin),
+            global.begin() + std::ptrdiff_t(std::min(global.size(), begin + local))};
+  }
+
+  // An empty `indices` (a rank's empty slice of a short last batch) gives a batch without tensors.
   data::Batch collate(const data::Dataset& data, const std::vector<size_t>& indices, const LoaderOptions& o) const {
+    if (indices.empty()) return {};
     std::vector<data::Sample> samples;
     samples.reserve(indices.size());
     for (size_t i : indices) samples.push_back(data.get(i));
@@ -399,6 +420,7 @@ class FinetuneRun {
       fo.attention_mask = b.attention_mask;
     }
     fo.checkpoint_layers = checkpoint_layers_;
+    if (reducer_) fo.layer_hooks = reducer_->hooks();
     Tensor hidden = model_->forward_hidden(b.input_ids, fo).hidden;
     switch (loss_.kind) {
       case LossFunction::Kind::FusedLinear:
@@ -420,15 +442,27 @@ class FinetuneRun {
   nlohmann::ordered_json train_step(const std::vector<data::Batch>& micro_batches) {
     int64_t num_label_tokens = 0, num_tokens = 0;
     for (const auto& b : micro_batches) {
+      if (!b.input_ids.defined()) continue;
       num_label_tokens += b.num_label_tokens;
       num_tokens += tokens_without_tail_padding(b.labels);
     }
+    // Over all ranks, so that each rank's loss is its share of the global batch's mean and the summed gradients are
+    // one process's with the global batch (as NeMo Automodel's recipe does).
+    num_label_tokens = comm_.all_reduce(num_label_tokens);
+    num_tokens = comm_.all_reduce(num_tokens);
     double loss_sum = 0.0;
-    for (const auto& b : micro_batches) {
-      Tensor loss = loss_of(b, num_label_tokens);
-      loss_sum += loss.item();
-      autograd::backward({loss});
+    for (size_t i = 0; i < micro_batches.size(); ++i) {
+      const data::Batch& b = micro_batches[i];
+      // Gradients are reduced over the ranks after the step's last micro-batch only.
+      if (reducer_) reducer_->begin_backward(i + 1 == micro_batches.size());
+      if (b.input_ids.defined()) {
+        Tensor loss = loss_of(b, num_label_tokens);
+        loss_sum += loss.item();
+        autograd::backward({loss});
+      }
+      if (reducer_) reducer_->finish_backward();
     }
+    loss_sum = comm_.all_reduce(loss_sum);
     if (inject_nan_loss(sched_->step())) loss_sum = std::nan("");
     // A non-finite loss is known before the update: no step. A non-finite gradient norm only from the optimizer:
     // asked to skip, it updates nothing then (without skipping the training stops anyway).
@@ -461,7 +495,7 @@ class FinetuneRun {
                                      {m::kLr, lr},
                                      {m::kMem, peak_memory_gib()},
                                      {m::kTps, tps},
-                                     {m::kTpsPerGpu, tps},
+                                     {m::kTpsPerGpu, tps / comm_.size()},
                                      {m::kNumTokensPerStep, num_tokens},
                                      {m::kNumLabelTokens, num_label_tokens}});
   }
@@ -476,10 +510,13 @@ class FinetuneRun {
     int64_t label_tokens = 0;
     std::vector<size_t> indices;
     while (loader.next(indices)) {
-      data::Batch b = collate(val_data_, indices, val_loader_opts_);
+      data::Batch b = collate(val_data_, rank_slice(indices), val_loader_opts_);
+      if (!b.input_ids.defined()) continue;
       total += loss_of(b, 1).item();
       label_tokens += b.num_label_tokens;
     }
+    total = comm_.all_reduce(total);
+    label_tokens = comm_.all_reduce(label_tokens);
     namespace m = training::metric;
     const nlohmann::ordered_json record =
         training::metrics_record(sched_->step(), sched_->epoch(),
@@ -488,8 +525,9 @@ class FinetuneRun {
                                   {m::kNumLabelTokens, label_tokens},
                                   {m::kMem, peak_memory_gib()}});
     if (peft_) peft::set_lora_training(*model_, true);
-    val_log_->write(record);
     update_state(record);
+    if (!main_rank()) return;
+    val_log_->write(record);
     training::invoke(callbacks_.on_validation_end, state_);
     std::cout << training::format_val_line(record) << std::endl;
   }
@@ -595,8 +633,15 @@ class FinetuneRun {
     };
   }
 
+  // Under ddp every rank holds the whole state: the first rank writes it while the others wait, so no rank goes on
+  // (or ends) before the checkpoint is complete.
   void save_checkpoint() {
     const std::string name = checkpoint::checkpoint_name(sched_->epoch(), sched_->step());
+    if (!main_rank()) {
+      comm_.barrier();
+      result_.last_checkpoint = (fs::path(ckpt_.dir) / name).string();
+      return;
+    }
     check_weights_finite(name);
     checkpoint::CheckpointStage stage(ckpt_.dir, name);
     const fs::path p = stage.path();
@@ -607,6 +652,7 @@ class FinetuneRun {
     result_.last_checkpoint = stage.final_path();
     training::invoke(callbacks_.on_checkpoint, state_, result_.last_checkpoint);
     std::cout << "saved checkpoint " << result_.last_checkpoint << std::endl;
+    comm_.barrier();
   }
 
   // Resumes from checkpoint.restore_from (LATEST, a name under checkpoint_dir, or a path), or — as NeMo Automodel
@@ -617,7 +663,7 @@ class FinetuneRun {
     if (!path) return false;
     const fs::path p = *path;
     check_checkpoint_kind(p);
-    std::cout << "resuming from " << *path << std::endl;
+    if (main_rank()) std::cout << "resuming from " << *path << std::endl;
     for (const CheckpointPart& part : checkpoint_parts()) {
       if (!fs::exists(p / part.path))
         throw Error(
@@ -684,8 +730,22 @@ class FinetuneRun {
     checkpoint::load_tensors_into(file, adapters, /*require_finite=*/true);
   }
 
+  bool main_rank() const { return comm_.rank() == 0; }
+
+  // Every rank must run the same recipe (the same overrides included): a difference would make them disagree on
+  // shapes and steps and hang in a collective instead of failing.
+  void check_ranks_agree() const {
+    const std::vector<std::string> recipes = comm_.all_gather_text(cfg_.to_yaml());
+    for (size_t r = 1; r < recipes.size(); ++r)
+      if (recipes[r] != recipes[0])
+        throw Error("rank " + std::to_string(r) + " runs a different recipe than rank 0", "distributed job",
+                    "start every rank with the same recipe file and the same --section.key overrides");
+  }
+
   const ConfigNode& cfg_;
   const training::Callbacks& callbacks_;
+  distributed::Communicator& comm_ = distributed::world();
+  DistributedOptions dist_;
   training::TrainingState state_;
   uint64_t seed_ = 42;
   CheckpointOptions ckpt_;
@@ -699,7 +759,9 @@ class FinetuneRun {
   LoaderOptions train_loader_opts_, val_loader_opts_;
   std::unique_ptr<data::DataLoader> loader_;
   std::unique_ptr<training::StepScheduler> sched_;
+  std::vector<nn::FlatParameters> flat_buffers_;
   std::unique_ptr<optim::Optimizer> optimizer_;
+  std::unique_ptr<distributed::GradientReducer> reducer_;  // ddp across ranks
   std::unique_ptr<optim::OptimizerParamScheduler> lr_sched_;
   std::optional<double> max_grad_norm_;
   std::unique_ptr<checkpoint::CheckpointDirLock> dir_lock_;

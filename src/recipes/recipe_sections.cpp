@@ -133,11 +133,17 @@ std::vector<RecipeSection> make_table() {
   t.push_back(section("checkpoint", None,
                       {"enabled", "checkpoint_dir", "model_save_format", "save_consolidated", "restore_from",
                        "max_recent_checkpoints", "model_cache_dir", "model_repo_id", "is_async", "is_peft"}));
-  // One CPU process is every strategy with all sizes 1.
-  t.push_back(section("distributed", Any,
-                      {"strategy", "dp_size", "dp_replicate_size", "tp_size", "cp_size", "pp_size", "ep_size",
-                       "sequence_parallel", "activation_checkpointing", "defer_fsdp_grad_sync"}));
-  for (const char* name : {"dist_env", "compile", "wandb", "mlflow", "tensorboard", "comet", "autocast", "benchmark"})
+  // NeMo names the strategy by `strategy:` or by its manager class in `_target_` (build_distributed.cpp).
+  RecipeSection distributed =
+      section("distributed", Optional,
+              {"strategy", "dp_size", "dp_replicate_size", "tp_size", "cp_size", "pp_size", "ep_size",
+               "sequence_parallel", "activation_checkpointing", "defer_fsdp_grad_sync", "bucket_cap_mb"},
+              {{"automodel.distributed.FSDP2Manager", {}}, {"automodel.distributed.DDPManager", {}}});
+  distributed.refused_targets = {
+      {"nemo_automodel.components.distributed.megatron_fsdp.MegatronFSDPManager", "use strategy: fsdp2 or ddp"}};
+  t.push_back(std::move(distributed));
+  t.push_back(section("dist_env", None, {"backend", "timeout_minutes"}));
+  for (const char* name : {"compile", "wandb", "mlflow", "tensorboard", "comet", "autocast", "benchmark"})
     t.push_back(opaque(name));
   return t;
 }

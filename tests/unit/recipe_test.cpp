@@ -197,7 +197,10 @@ TEST(LlmFinetuneRecipe, NonsenseValuesAreErrorsAtTheirKeys) {
       {"clip_grad_norm: {max_norm: .nan}\n", "clip_grad_norm.max_norm must be a positive finite number, got nan"},
       {"clip_grad_norm: {max_norm: .inf}\n", "clip_grad_norm.max_norm must be a positive finite number, got inf"},
       {"packed_sequence: {packed_sequence_size: -8}\n", "packed_sequence.packed_sequence_size must be >= 0"},
-      {"distributed: {dp_size: 0}\n", "distributed.dp_size = 0: a size must be >= 1"},
+      {"distributed: {dp_size: 0}\n", "distributed.dp_size must be >= 1 (or none), got 0"},
+      {"distributed: {tp_size: 2}\n", "distributed.tp_size = 2: only data parallelism is built"},
+      {"distributed: {dp_size: 2}\n", "distributed.dp_size = 2 but the job has 1 rank(s)"},
+      {"distributed: {strategy: zero3}\n", "distributed.strategy 'zero3' is not available"},
   };
   for (const auto& [extra, expected] : cases) {
     const std::string err = error_of([&] { automodel::recipes::run_llm_finetune(tiny_recipe(dir.str(), extra)); });

@@ -67,6 +67,7 @@ StepScheduler::StepScheduler(const StepSchedulerOptions& o, int64_t micro_batche
   if (o.graceful_interrupt && std::find(signals.begin(), signals.end(), SIGINT) == signals.end())
     signals.push_back(SIGINT);
   if (!signals.empty()) signals_ = std::make_unique<SignalGuard>(signals);
+  combine_stop_signal_ = o.combine_stop_signal;
 }
 
 bool StepScheduler::next_epoch() {
@@ -92,6 +93,7 @@ bool StepScheduler::sigterm_received() {
   if (polled_step_ == step_) return false;
   polled_step_ = step_;
   stop_signal_ = signals_->received_signal();
+  if (combine_stop_signal_) stop_signal_ = combine_stop_signal_(stop_signal_);
   sigterm_flag_ = stop_signal_ != 0;
   return sigterm_flag_;
 }

@@ -3,6 +3,7 @@
 // stop) without owning the dataloader: the recipe says how many micro-batches an epoch has and drives the steps.
 #include <csignal>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <optional>
@@ -30,6 +31,9 @@ struct StepSchedulerOptions {
   std::vector<int> preemption_signals = {SIGTERM};
   // Ctrl-C stops gracefully too: SIGINT joins the signals, the second one exits at once (signal.h).
   bool graceful_interrupt = false;
+  // Across the ranks of a job: takes this process's pending stop signal (0: none) and returns the job's (each rank
+  // calls it at the same poll, so all stop at the same step). Unset: this process's own.
+  std::function<int(int signal)> combine_stop_signal;
   // A step whose loss or gradient norm is not finite: false stops training with an Error (the default); true skips
   // it (no update) and counts it, and more than max_consecutive_skipped_steps in a row is an Error.
   bool skip_nonfinite_steps = false;
@@ -102,6 +106,7 @@ class StepScheduler {
   bool sigterm_flag_ = false;
   int stop_signal_ = 0;
   std::optional<int64_t> polled_step_;
+  std::function<int(int)> combine_stop_signal_;
   bool skip_nonfinite_steps_ = false;
   int64_t max_consecutive_skipped_steps_ = 10;
   int64_t skipped_steps_ = 0, consecutive_skipped_steps_ = 0;
