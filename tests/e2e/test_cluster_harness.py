@@ -13,6 +13,7 @@ from cluster import mpi_env, netns_pair, network_namespace_pair, processes_of, s
 from cluster import start_slurm_cluster
 
 HERE = pathlib.Path(__file__).resolve().parent
+EXAMPLE_SBATCH = HERE.parents[1] / "examples" / "slurm" / "automodel.sbatch"
 RANK_LINE = re.compile(r"^rank (\d+) size (\d+) host (\S+) netns (\S+)$", re.M)
 SUM_LINE = re.compile(r"^rank (\d+) sum (\d+) bulk (\w+)$", re.M)
 
@@ -89,6 +90,27 @@ def test_requeue_runs_the_batch_script_again(slurm_cluster, job_dir):
     record = slurm_cluster.wait_for_end(job)
     assert record["JobState"] == "COMPLETED" and record["Restarts"] == "1", record
     assert runs.read_text() == "run \nrun 1\n"
+
+
+def test_the_example_sbatch_script_starts_one_pmix_rank_per_task(slurm_cluster, job_dir):
+    # examples/slurm/automodel.sbatch as a user submits it, its #SBATCH sizes overridden to fit this node, with a
+    # stand-in for automodel that records what each rank was given.
+    stand_in = write_script(job_dir / "automodel",
+                            f'echo "rank $PMIX_RANK of $SLURM_NTASKS threads $OMP_NUM_THREADS args $*" '
+                            f'> {job_dir}/rank.$SLURM_PROCID\n')
+    env = dict(slurm_cluster.env, AUTOMODEL=str(stand_in), RECIPE="my recipe.yaml")
+    r = subprocess.run(["sbatch", "--parsable", "--nodes=1", "--ntasks-per-node=2", "--cpus-per-task=1",
+                        "--time=5", f"--output={job_dir}/out", str(EXAMPLE_SBATCH), "--step_scheduler.max_steps", "3"],
+                       env=env, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    record = slurm_cluster.wait_for_end(int(r.stdout.strip().split(";")[0]))
+    output = (job_dir / "out").read_text()
+    assert record["JobState"] == "COMPLETED", f"{record}\n{output}"
+    assert record["Requeue"] == "1" and record["TimeLimit"] == "00:05:00", record
+    for rank in (0, 1):
+        assert (job_dir / f"rank.{rank}").read_text() == (
+            f"rank {rank} of 2 threads 1 args finetune llm -c my recipe.yaml --step_scheduler.max_steps 3\n")
+    assert "automodel exited 0" in output, output
 
 
 def test_mpirun_across_two_namespaces_sums_over_tcp(netns_pair, probe):
