@@ -3,7 +3,12 @@ two network namespaces joined by a veth pair with mpirun launching across them o
 
 Use the fixtures by importing them into a test module (pytest finds fixtures in the module's namespace):
 
-    from cluster import mpi_env, netns_pair, slurm_cluster  # noqa: F401 (fixtures)
+    from cluster import netns_pair, slurm_cluster  # noqa: F401 (fixtures)
+
+slurm_cluster yields a SlurmCluster (env with SLURM_CONF for every Slurm command; sbatch, srun, scancel, requeue,
+wait_for_end), netns_pair a NetnsPair (command/run in either namespace; mpirun across both). mpi_env() gives the
+environment any other MPI command needs. start_slurm_cluster() and network_namespace_pair() are the same as context
+managers, for a test that needs its own.
 
 Everything these start is stopped at teardown; what cannot be started because the kernel or container refuses it
 (no permission) skips the test with the refusal quoted. A missing tool fails: scripts/setup.sh --cluster installs
@@ -55,7 +60,7 @@ def _skip_if_refused(what, text):
     """Skips when text (a command's stderr or a daemon's log) shows the kernel refused; otherwise returns."""
     for line in text.splitlines():
         if any(p in line for p in REFUSAL_PATTERNS):
-            pytest.skip(f"the kernel refused {what}: {line.strip()}")
+            pytest.skip(f"the kernel or container refused {what}: {line.strip()}")
 
 
 def _free_port():

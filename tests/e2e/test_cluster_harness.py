@@ -9,8 +9,8 @@ import time
 
 import pytest
 
-from cluster import mpi_env, netns_pair, network_namespace_pair, processes_of, slurm_cluster  # noqa: F401
-from cluster import start_slurm_cluster
+from cluster import netns_pair, slurm_cluster  # noqa: F401 (fixtures)
+from cluster import mpi_env, network_namespace_pair, processes_of, start_slurm_cluster
 
 HERE = pathlib.Path(__file__).resolve().parent
 EXAMPLE_SBATCH = HERE.parents[1] / "examples" / "slurm" / "automodel.sbatch"
