@@ -1,15 +1,28 @@
 #!/usr/bin/env bash
 # Installs what building automodel needs when it is missing (Debian 12 packages); with --oracle also the Python venv
-# (.venv) holding the reference libraries the oracle tests compare with, with --fuzz clang and its libFuzzer.
+# (.venv) holding the reference libraries the oracle tests compare with, with --fuzz clang and its libFuzzer, with
+# --cluster Slurm, munge and the tools the multi-process tests start (tests/e2e/cluster.py). Flags combine.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 
 APT_PACKAGES=(build-essential cmake pkg-config libopenblas-openmp-dev libdnnl-dev nlohmann-json3-dev libpcre2-dev libyaml-cpp-dev libicu-dev
-              zlib1g-dev libzstd-dev libopenmpi-dev openmpi-bin
+              zlib1g-dev libzstd-dev
+              libopenmpi-dev openmpi-bin
               libgtest-dev libbenchmark-dev)
 
-# --fuzz: clang with libFuzzer and the sanitizer runtimes (scripts/fuzz.sh).
-[ "${1:-}" = "--fuzz" ] && APT_PACKAGES+=(clang libclang-rt-14-dev)
+oracle=0
+for flag in "$@"; do
+  case "$flag" in
+    # clang with libFuzzer and the sanitizer runtimes (scripts/fuzz.sh).
+    --fuzz) APT_PACKAGES+=(clang libclang-rt-14-dev) ;;
+    --oracle) oracle=1 ;;
+    # One-node Slurm with munge; slurm-wlm-basic-plugins carries mpi_pmix (`srun --mpi=pmix`), libpmix2 the
+    # runtime it loads; iproute2 gives `ip netns` for the two-namespace mpirun tests.
+    --cluster) APT_PACKAGES+=(slurmctld slurmd slurm-client slurm-wlm-basic-plugins munge libpmix2 libpmix-dev
+                              iproute2) ;;
+    *) echo "setup: unknown flag $flag (known: --oracle --fuzz --cluster)" >&2; exit 2 ;;
+  esac
+done
 
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
@@ -22,7 +35,7 @@ if [ ${#missing[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -q "${missing[@]}"
 fi
 
-if [ "${1:-}" = "--oracle" ]; then
+if [ "$oracle" = 1 ]; then
   REQ="$ROOT/tests/oracle/requirements.txt"
   DATA_REQ="$ROOT/tests/oracle/requirements-data.txt"
   VENV="$ROOT/.venv"

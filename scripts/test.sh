@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
-# Quick start 2: install what is missing (packages and the oracle venv), build, run every test:
-# GoogleTest units and checks through ctest, then the pytest oracle and end-to-end tests.
+# Quick start 2: install what is missing (packages, the oracle venv, Slurm for the cluster tests), build, run every
+# test: GoogleTest units and checks through ctest, then the pytest oracle and end-to-end tests.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-"$ROOT/scripts/setup.sh" --oracle
+"$ROOT/scripts/setup.sh" --oracle --cluster
 "$ROOT/scripts/build.sh"
 status=0
 (cd "$ROOT/build" && ctest --output-on-failure -j"$(nproc)") || status=1
