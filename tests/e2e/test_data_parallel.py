@@ -250,7 +250,8 @@ def test_ranks_with_different_recipes_are_an_error(tmp_path):
     (["--distributed.strategy", "fsdp2"], "distributed.strategy fsdp2 (parameters, gradients and optimizer state"),
     (["--distributed.tp_size", 2], "distributed.tp_size = 2: only data parallelism is built"),
     (["--distributed.dp_replicate_size", 3], "distributed.dp_replicate_size = 3 does not divide the 2"),
-    (["--step_scheduler.global_batch_size", 12], "global_batch_size (12) must be divisible by local_batch_size * dp_size"),
+    (["--step_scheduler.global_batch_size", 12],
+     "global_batch_size (12) must be divisible by local_batch_size * dp_size"),
     (["--dist_env.timeout_minutes", 0], "dist_env.timeout_minutes must be a positive number, got 0"),
     (["--distributed.bucket_cap_mb", -1], "distributed.bucket_cap_mb must be a positive number of MB, got -1"),
 ])
