@@ -94,6 +94,7 @@ struct DistributedOptions {
   int64_t dp_replicate_size = 1;  // HSDP: replicas x shards = dp_size
   bool activation_checkpointing = false;
   int64_t bucket_bytes = 25 << 20;  // DDP's all-reduce buckets (bucket_cap_mb)
+  bool overlap_grad_reduce = true;  // start each bucket during backward (Megatron's overlap_grad_reduce)
   double timeout_minutes = 30;      // dist_env.timeout_minutes
 };
 void register_distributed_targets();

@@ -74,6 +74,7 @@ DistributedOptions build_distributed_options(const ConfigNode* section, const Co
                      section->contains("_target_") ? config::resolve_target(*section) : std::string());
   o.strategy = strategy_of(*section);
   o.activation_checkpointing = section->get<bool>("activation_checkpointing", false);
+  o.overlap_grad_reduce = section->get<bool>("overlap_grad_reduce", true);
   for (const char* key : {"tp_size", "cp_size", "pp_size", "ep_size"}) {
     const std::optional<int64_t> v = mesh_size(*section, key);
     if (v && *v != 1)

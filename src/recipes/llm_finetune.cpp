@@ -264,7 +264,8 @@ class FinetuneRun {
     flat_buffers_ = flatten_trainable_parameters(*model_);
     optimizer_ = build_optimizer(cfg_.at("optimizer"), *model_, flat_buffers_);
     if (comm_.size() > 1)
-      reducer_ = std::make_unique<distributed::GradientReducer>(comm_, flat_buffers_, dist_.bucket_bytes);
+      reducer_ = std::make_unique<distributed::GradientReducer>(comm_, flat_buffers_, dist_.bucket_bytes,
+                                                                dist_.overlap_grad_reduce);
     lr_sched_ = build_lr_scheduler(cfg_.find("lr_scheduler"), *optimizer_, sched_->max_steps());
 
     if (!ckpt_.enabled && ckpt_.restore_from)
@@ -489,15 +490,20 @@ class FinetuneRun {
     last_time_ = now;
     const double tps = seconds > 0 ? double(num_tokens) / seconds : 0.0;
     namespace m = training::metric;
-    return training::metrics_record(sched_->step(), sched_->epoch(),
-                                    {{m::kLoss, loss_sum},
-                                     {m::kGradNorm, grad_norm},
-                                     {m::kLr, lr},
-                                     {m::kMem, peak_memory_gib()},
-                                     {m::kTps, tps},
-                                     {m::kTpsPerGpu, tps / comm_.size()},
-                                     {m::kNumTokensPerStep, num_tokens},
-                                     {m::kNumLabelTokens, num_label_tokens}});
+    nlohmann::ordered_json record = training::metrics_record(sched_->step(), sched_->epoch(),
+                                                             {{m::kLoss, loss_sum},
+                                                              {m::kGradNorm, grad_norm},
+                                                              {m::kLr, lr},
+                                                              {m::kMem, peak_memory_gib()},
+                                                              {m::kTps, tps},
+                                                              {m::kTpsPerGpu, tps / comm_.size()},
+                                                              {m::kNumTokensPerStep, num_tokens},
+                                                              {m::kNumLabelTokens, num_label_tokens}});
+    if (reducer_) {
+      const double total = reducer_->exposed_seconds();
+      record[m::kGradSyncWait] = total - std::exchange(sync_wait_seconds_, total);
+    }
+    return record;
   }
 
   // ---- validation: summed token loss over the whole validation set / its label tokens ------------------------------
@@ -762,6 +768,7 @@ class FinetuneRun {
   std::vector<nn::FlatParameters> flat_buffers_;
   std::unique_ptr<optim::Optimizer> optimizer_;
   std::unique_ptr<distributed::GradientReducer> reducer_;  // ddp across ranks
+  double sync_wait_seconds_ = 0;                           // reducer_->exposed_seconds() after the previous step
   std::unique_ptr<optim::OptimizerParamScheduler> lr_sched_;
   std::optional<double> max_grad_norm_;
   std::unique_ptr<checkpoint::CheckpointDirLock> dir_lock_;

@@ -134,11 +134,11 @@ std::vector<RecipeSection> make_table() {
                       {"enabled", "checkpoint_dir", "model_save_format", "save_consolidated", "restore_from",
                        "max_recent_checkpoints", "model_cache_dir", "model_repo_id", "is_async", "is_peft"}));
   // NeMo names the strategy by `strategy:` or by its manager class in `_target_` (build_distributed.cpp).
-  RecipeSection distributed =
-      section("distributed", Optional,
-              {"strategy", "dp_size", "dp_replicate_size", "tp_size", "cp_size", "pp_size", "ep_size",
-               "sequence_parallel", "activation_checkpointing", "defer_fsdp_grad_sync", "bucket_cap_mb"},
-              {{"automodel.distributed.FSDP2Manager", {}}, {"automodel.distributed.DDPManager", {}}});
+  RecipeSection distributed = section(
+      "distributed", Optional,
+      {"strategy", "dp_size", "dp_replicate_size", "tp_size", "cp_size", "pp_size", "ep_size", "sequence_parallel",
+       "activation_checkpointing", "defer_fsdp_grad_sync", "bucket_cap_mb", "overlap_grad_reduce"},
+      {{"automodel.distributed.FSDP2Manager", {}}, {"automodel.distributed.DDPManager", {}}});
   distributed.refused_targets = {
       {"nemo_automodel.components.distributed.megatron_fsdp.MegatronFSDPManager", "use strategy: fsdp2 or ddp"}};
   t.push_back(std::move(distributed));

@@ -28,8 +28,8 @@ int64_t layer_of(const nn::FlatParameters& buffer) {
 }  // namespace
 
 GradientReducer::GradientReducer(Communicator& comm, const std::vector<nn::FlatParameters>& buffers,
-                                 int64_t bucket_bytes)
-    : comm_(comm) {
+                                 int64_t bucket_bytes, bool overlap)
+    : comm_(comm), overlap_(overlap) {
   AM_CHECK(!buffers.empty(), "GradientReducer: no gradient buffers");
   AM_CHECK(bucket_bytes > 0, "GradientReducer: bucket_bytes must be positive");
   std::vector<int64_t> ready(buffers.size());
@@ -72,7 +72,7 @@ void GradientReducer::start(Bucket& b) {
 }
 
 void GradientReducer::layer_done(int64_t layer) {
-  if (!sync_) return;
+  if (!sync_ || !overlap_) return;
   for (Bucket& b : buckets_) {
     if (b.first_layer == layer) start(b);
     // Non-blocking collectives advance only inside MPI calls: each layer boundary lets the running ones progress.

@@ -20,8 +20,9 @@ class GradientReducer {
   // `buffers`: the trainable flat buffers in model order, laid end to end in one gradient allocation (as
   // nn::flatten_parameter_lists makes them); a buffer whose slots are all under "model.layers.<l>." belongs to layer
   // l, the others (embeddings, final norm, LM head) are reduced when backward has returned.
+  // Without `overlap` every bucket starts after backward (for measuring what the overlap hides).
   GradientReducer(Communicator& comm, const std::vector<nn::FlatParameters>& buffers,
-                  int64_t bucket_bytes = kDefaultBucketBytes);
+                  int64_t bucket_bytes = kDefaultBucketBytes, bool overlap = true);
 
   // The hooks to pass in ForwardOptions: the reduction follows the layers' backward.
   std::shared_ptr<const autograd::LayerHooks> hooks() const { return hooks_; }
@@ -49,6 +50,7 @@ class GradientReducer {
   std::vector<Bucket> buckets_;  // in backward order (the last layers' first)
   std::shared_ptr<autograd::LayerHooks> hooks_;
   bool sync_ = false;
+  bool overlap_ = true;
   double exposed_seconds_ = 0;
 };
 

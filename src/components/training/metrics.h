@@ -23,6 +23,8 @@ inline constexpr const char* kNumLabelTokens = "num_label_tokens";
 inline constexpr const char* kValLoss = "val_loss";
 // Ours (step_scheduler.skip_nonfinite_steps): steps skipped so far for a non-finite loss or gradient norm.
 inline constexpr const char* kNumSkippedSteps = "num_skipped_steps";
+// Ours (data parallel): seconds this step's gradient all-reduce kept the first rank waiting after backward.
+inline constexpr const char* kGradSyncWait = "grad_sync_wait_s";
 }  // namespace metric
 
 // "2025-06-01T12:34:56.789Z" (UTC, milliseconds), NeMo's record timestamp.
