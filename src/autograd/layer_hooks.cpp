@@ -53,6 +53,7 @@ Tensor run_layer(const std::shared_ptr<const LayerHooks>& hooks, int64_t index, 
     y = forward(in, aux_losses);
   }
   if (record && hooks->before_backward && y.requires_grad()) y = with_hook(y, hooks->before_backward, index);
+  if (hooks && hooks->after_forward) hooks->after_forward(index);
   return y;
 }
 

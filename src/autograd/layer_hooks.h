@@ -14,6 +14,8 @@ namespace automodel::autograd {
 struct LayerHooks {
   // Before layer `index` runs forward.
   std::function<void(int64_t index)> before_forward;
+  // Once layer `index` has run forward (its recomputation in backward, when checkpointed, is not announced).
+  std::function<void(int64_t index)> after_forward;
   // When the gradient of the layer's output reaches backward, before any of the layer's backward runs (and before a
   // checkpointed layer recomputes its forward).
   std::function<void(int64_t index)> before_backward;

@@ -1,5 +1,7 @@
 #include "core/storage.h"
 
+#include "core/error.h"
+
 namespace automodel {
 
 std::shared_ptr<Storage> Storage::allocate(size_t nbytes, Device device) {
@@ -22,10 +24,22 @@ std::shared_ptr<Storage> Storage::wrap(void* data, size_t nbytes, std::function<
   return s;
 }
 
+void Storage::free_memory() {
+  AM_CHECK(memory_ != nullptr, "Storage::free_memory: only owned storage can give its memory back");
+  if (data_ == nullptr) return;
+  memory_->deallocate(data_, nbytes_);
+  data_ = nullptr;
+}
+
+void Storage::restore_memory() {
+  AM_CHECK(memory_ != nullptr, "Storage::restore_memory: only owned storage can take memory back");
+  if (data_ == nullptr && nbytes_ > 0) data_ = memory_->allocate(nbytes_);
+}
+
 Storage::~Storage() {
   if (release_)
     release_();
-  else if (memory_)
+  else if (memory_ && data_)
     memory_->deallocate(data_, nbytes_);
 }
 

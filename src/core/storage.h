@@ -21,6 +21,13 @@ class Storage {
 
   void* data() const { return data_; }
   size_t nbytes() const { return nbytes_; }
+
+  // Sharded data parallel keeps a layer's full parameters only while the layer runs: its storage gives its memory
+  // back (data() is null until restored) and later gets new memory of the same size (contents undefined), while the
+  // tensors that view it, the autograd graph's saved ones included, stay valid. Owned storage only.
+  void free_memory();
+  void restore_memory();
+  bool has_memory() const { return data_ != nullptr || nbytes_ == 0; }
   Device device() const { return device_; }
 
  private:

@@ -41,6 +41,31 @@ void bind_to_slots(const NamedParameters& params, const FlatParameters& flat) {
   }
 }
 
+// The lists end to end in one data and one grad allocation, its length rounded up to a multiple of length_multiple
+// (the last buffer takes the padding).
+std::vector<FlatParameters> flatten_lists(const std::vector<NamedParameters>& lists, int64_t length_multiple) {
+  AM_CHECK(!lists.empty() && !lists[0].empty(), "flatten_parameters: no parameters to flatten");
+  AM_CHECK(length_multiple >= 1, "flatten_parameters: length_multiple must be >= 1");
+  const DType dtype = lists[0][0].second.dtype();
+  std::vector<FlatParameters> flats(lists.size());
+  std::vector<int64_t> begin(lists.size());
+  int64_t total = 0;
+  for (size_t i = 0; i < lists.size(); ++i) {
+    begin[i] = total;
+    total += lay_out(lists[i], dtype, flats[i].slots);
+  }
+  total = (total + length_multiple - 1) / length_multiple * length_multiple;
+  const Tensor data = Tensor::zeros({total}, dtype);
+  const Tensor grad = Tensor::zeros({total}, dtype);
+  for (size_t i = 0; i < lists.size(); ++i) {
+    const int64_t end = i + 1 < lists.size() ? begin[i + 1] : total;
+    flats[i].data = data.as_strided({end - begin[i]}, {1}, data.offset() + begin[i]);
+    flats[i].grad = grad.as_strided({end - begin[i]}, {1}, grad.offset() + begin[i]);
+    bind_to_slots(lists[i], flats[i]);
+  }
+  return flats;
+}
+
 }  // namespace
 
 FlatParameters flatten_parameters(const NamedParameters& params) { return flatten_parameter_lists({params})[0]; }
@@ -52,24 +77,11 @@ FlatParameters flatten_parameters(Module& module) {
 }
 
 std::vector<FlatParameters> flatten_parameter_lists(const std::vector<NamedParameters>& lists) {
-  AM_CHECK(!lists.empty() && !lists[0].empty(), "flatten_parameters: no parameters to flatten");
-  const DType dtype = lists[0][0].second.dtype();
-  std::vector<FlatParameters> flats(lists.size());
-  std::vector<int64_t> begin(lists.size());
-  int64_t total = 0;
-  for (size_t i = 0; i < lists.size(); ++i) {
-    begin[i] = total;
-    total += lay_out(lists[i], dtype, flats[i].slots);
-  }
-  const Tensor data = Tensor::zeros({total}, dtype);
-  const Tensor grad = Tensor::zeros({total}, dtype);
-  for (size_t i = 0; i < lists.size(); ++i) {
-    const int64_t end = i + 1 < lists.size() ? begin[i + 1] : total;
-    flats[i].data = data.as_strided({end - begin[i]}, {1}, data.offset() + begin[i]);
-    flats[i].grad = grad.as_strided({end - begin[i]}, {1}, grad.offset() + begin[i]);
-    bind_to_slots(lists[i], flats[i]);
-  }
-  return flats;
+  return flatten_lists(lists, 1);
+}
+
+FlatParameters flatten_parameters(const NamedParameters& params, int64_t length_multiple) {
+  return flatten_lists({params}, length_multiple)[0];
 }
 
 std::vector<NamedParameters> parameters_by_module(const Module& root, const std::vector<std::string>& modules,

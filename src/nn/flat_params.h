@@ -26,6 +26,9 @@ struct FlatParameters {
 // values; tensors that held a parameter keep seeing it. Gradients of parameters that require
 // grad become views of `grad` (accumulated in place by backward).
 FlatParameters flatten_parameters(const NamedParameters& params);
+// As above, in an allocation of its own whose length is rounded up to a multiple of `length_multiple` (zero padding
+// after the last slot: e.g. so that N ranks hold equal shards).
+FlatParameters flatten_parameters(const NamedParameters& params, int64_t length_multiple);
 // Every parameter of `module`, named as module.named_parameters() names them.
 FlatParameters flatten_parameters(Module& module);
 

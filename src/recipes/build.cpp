@@ -211,14 +211,15 @@ double optimizer_number(const ConfigNode& section, const char* key, double fallb
 
 }  // namespace
 
-std::vector<nn::FlatParameters> flatten_trainable_parameters(models::LanguageModel& model) {
+std::vector<nn::NamedParameters> trainable_parameters_per_layer(const models::LanguageModel& model) {
   std::vector<std::string> layers;
   for (int64_t l = 0; l < model.config().num_hidden_layers; ++l) layers.push_back("model.layers." + std::to_string(l));
-  return nn::flatten_parameter_lists(nn::parameters_by_module(model, layers, /*trainable_only=*/true));
+  return nn::parameters_by_module(model, layers, /*trainable_only=*/true);
 }
 
 std::unique_ptr<optim::Optimizer> build_optimizer(const ConfigNode& section, models::LanguageModel& model,
-                                                  const std::vector<nn::FlatParameters>& flat_buffers) {
+                                                  const std::vector<nn::FlatParameters>& flat_buffers,
+                                                  bool flat_state) {
   // bitsandbytes' 8-bit AdamW quantizes its state with its own kernels (no fp32 reference to match on the CPU).
   if (section.contains("_target_") && section.get<std::string>("_target_") == "bitsandbytes.optim.AdamW8bit")
     throw Error("optimizer._target_ bitsandbytes.optim.AdamW8bit is not supported", section.at("_target_").where(),
@@ -235,16 +236,7 @@ std::unique_ptr<optim::Optimizer> build_optimizer(const ConfigNode& section, mod
   }
 
   std::vector<optim::ParamGroup> groups(1);
-  int64_t trainable = 0, total = 0;
-  for (auto& [name, p] : model.named_parameters()) {
-    total += 1;
-    if (p.requires_grad()) trainable += 1;
-  }
-  if (trainable == 0)
-    throw Error("no parameter of the model requires a gradient", section.where(),
-                "enable training of some parameters (full fine-tune or a peft: section)");
-  // Under a peft the optimizer takes the adapters tensor by tensor (its state keeps their shapes).
-  if (trainable == total) {
+  if (flat_state) {
     groups[0].flat = flat_buffers;
   } else {
     for (auto& [name, p] : model.named_parameters())

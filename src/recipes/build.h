@@ -60,15 +60,14 @@ LoaderOptions build_loader_options(const ConfigNode* section, bool default_shuff
 // peft section (NeMo Automodel's PeftConfig keys); nullopt when absent.
 std::optional<peft::PeftConfig> build_peft_config(const ConfigNode* section);
 
-// The trainable parameters moved into per-layer flat buffers (one per decoder layer, and the embeddings and the final
-// norm / LM head around them), end to end in one allocation: the unit data parallel reduces and shards. Under a peft
-// only the adapters train, flattened per layer as well.
-std::vector<nn::FlatParameters> flatten_trainable_parameters(models::LanguageModel& model);
+// The trainable parameters cut per layer (one list per decoder layer, and the embeddings and the final norm / LM head
+// around them): the unit data parallel reduces and shards. Under a peft only the adapters train.
+std::vector<nn::NamedParameters> trainable_parameters_per_layer(const models::LanguageModel& model);
 
-// optimizer section over the trainable parameters, whose flat buffers are `flat_buffers` (one flat group when every
-// parameter trains).
+// optimizer section over the trainable parameters, which lie in `flat_buffers`. flat_state: the optimizer steps the
+// buffers (1-D state per slot); false: tensor by tensor (state in the parameters' shapes, as a peft run keeps it).
 std::unique_ptr<optim::Optimizer> build_optimizer(const ConfigNode& section, models::LanguageModel& model,
-                                                  const std::vector<nn::FlatParameters>& flat_buffers);
+                                                  const std::vector<nn::FlatParameters>& flat_buffers, bool flat_state);
 
 // lr_scheduler section (absent: none, as NeMo Automodel); total_steps from the step scheduler.
 std::unique_ptr<optim::OptimizerParamScheduler> build_lr_scheduler(const ConfigNode* section,

@@ -13,6 +13,7 @@
 #include "autograd/engine.h"
 #include "components/checkpoint/checkpoint_dir.h"
 #include "components/checkpoint/model_io.h"
+#include "components/checkpoint/sharded_state_io.h"
 #include "components/checkpoint/state_io.h"
 #include "components/config/targets.h"
 #include "components/data/llm_datasets.h"
@@ -20,6 +21,7 @@
 #include "components/data/packing.h"
 #include "components/distributed/communicator.h"
 #include "components/distributed/gradient_reducer.h"
+#include "components/distributed/sharded_parameters.h"
 #include "components/peft/adapter_io.h"
 #include "components/peft/lora.h"
 #include "components/training/metrics.h"
@@ -261,11 +263,26 @@ class FinetuneRun {
                   "lower step_scheduler.local_batch_size or set dataloader.drop_last: false");
     sched_ = std::make_unique<training::StepScheduler>(sched_opts, static_cast<int64_t>(loader_->num_batches()));
 
-    flat_buffers_ = flatten_trainable_parameters(*model_);
-    optimizer_ = build_optimizer(cfg_.at("optimizer"), *model_, flat_buffers_);
-    if (comm_.size() > 1)
-      reducer_ = std::make_unique<distributed::GradientReducer>(comm_, flat_buffers_, dist_.bucket_bytes,
-                                                                dist_.overlap_grad_reduce);
+    const std::vector<nn::NamedParameters> per_layer = trainable_parameters_per_layer(*model_);
+    if (per_layer.empty())
+      throw Error("no parameter of the model requires a gradient", cfg_.at("optimizer").where(),
+                  "enable training of some parameters (full fine-tune or a peft: section)");
+    if (dist_.strategy == DistributedStrategy::fsdp2 && comm_.size() > 1) {
+      sharded_ = std::make_unique<distributed::ShardedParameters>(comm_, per_layer);
+      optimizer_ = build_optimizer(cfg_.at("optimizer"), *model_, sharded_->shards(), /*flat_state=*/true);
+      if (std::string(optimizer_->name()) == "AdamW8bit")
+        throw Error(
+            "torchao.optim.AdamW8bit under distributed.strategy fsdp2 is not built yet: its block-wise "
+            "8-bit state does not split at shard boundaries",
+            cfg_.at("optimizer").where(), "use torch.optim.AdamW with fsdp2, or AdamW8bit with strategy: ddp");
+    } else {
+      flat_buffers_ = nn::flatten_parameter_lists(per_layer);
+      optimizer_ = build_optimizer(cfg_.at("optimizer"), *model_, flat_buffers_,
+                                   /*flat_state=*/model_->num_parameters(true) == model_->num_parameters());
+      if (comm_.size() > 1)
+        reducer_ = std::make_unique<distributed::GradientReducer>(comm_, flat_buffers_, dist_.bucket_bytes,
+                                                                  dist_.overlap_grad_reduce);
+    }
     lr_sched_ = build_lr_scheduler(cfg_.find("lr_scheduler"), *optimizer_, sched_->max_steps());
 
     if (!ckpt_.enabled && ckpt_.restore_from)
@@ -278,9 +295,14 @@ class FinetuneRun {
     train_log_ = std::make_unique<training::JsonlWriter>((fs::path(ckpt_.dir) / "training.jsonl").string());
     if (val_data_.size > 0)
       val_log_ = std::make_unique<training::JsonlWriter>((fs::path(ckpt_.dir) / "validation.jsonl").string());
-    if (comm_.size() > 1)
-      std::printf("data parallel (%s): %d ranks, %lld gradient buckets\n", strategy_name(dist_.strategy), comm_.size(),
+    if (reducer_)
+      std::printf("data parallel (ddp): %d ranks, %lld gradient buckets\n", comm_.size(),
                   (long long)reducer_->num_buckets());
+    if (sharded_)
+      std::printf(
+          "data parallel (fsdp2): %d ranks, %zu sharded buffers, %.1f MB of parameter and gradient shards "
+          "per rank\n",
+          comm_.size(), sharded_->shards().size(), double(sharded_->shard_bytes()) / 1e6);
     std::printf(
         "model %s: %lld parameters (%lld trainable), %zu training samples, %lld micro-batches of %lld per "
         "step, %lld steps\n",
@@ -388,6 +410,14 @@ class FinetuneRun {
             global.begin() + std::ptrdiff_t(std::min(global.size(), begin + local))};
   }
 
+  // One padding token whose label is masked: a rank's stand-in for an empty slice under fsdp2.
+  data::Batch padding_batch() const {
+    data::Sample s;
+    s.input_ids = {tok_.pad_id};
+    s.labels = {-100};
+    return data::default_collater({&s}, tok_.pad_id, std::nullopt, 1);
+  }
+
   // An empty `indices` (a rank's empty slice of a short last batch) gives a batch without tensors.
   data::Batch collate(const data::Dataset& data, const std::vector<size_t>& indices, const LoaderOptions& o) const {
     if (indices.empty()) return {};
@@ -422,6 +452,7 @@ class FinetuneRun {
     }
     fo.checkpoint_layers = checkpoint_layers_;
     if (reducer_) fo.layer_hooks = reducer_->hooks();
+    if (sharded_) fo.layer_hooks = sharded_->hooks();
     Tensor hidden = model_->forward_hidden(b.input_ids, fo).hidden;
     switch (loss_.kind) {
       case LossFunction::Kind::FusedLinear:
@@ -452,16 +483,22 @@ class FinetuneRun {
     num_label_tokens = comm_.all_reduce(num_label_tokens);
     num_tokens = comm_.all_reduce(num_tokens);
     double loss_sum = 0.0;
+    if (sharded_) sharded_->begin_step(/*backward=*/true);
     for (size_t i = 0; i < micro_batches.size(); ++i) {
       const data::Batch& b = micro_batches[i];
-      // Gradients are reduced over the ranks after the step's last micro-batch only.
+      // ddp reduces the gradients after the step's last micro-batch only; fsdp2 after each (into the shards).
       if (reducer_) reducer_->begin_backward(i + 1 == micro_batches.size());
       if (b.input_ids.defined()) {
         Tensor loss = loss_of(b, num_label_tokens);
         loss_sum += loss.item();
         autograd::backward({loss});
+      } else if (sharded_) {
+        // A rank without samples still takes part in every layer's gather and reduction: a batch whose labels
+        // are all masked contributes nothing.
+        autograd::backward({loss_of(padding_batch(), num_label_tokens)});
       }
       if (reducer_) reducer_->finish_backward();
+      if (sharded_) sharded_->finish_backward();
     }
     loss_sum = comm_.all_reduce(loss_sum);
     if (inject_nan_loss(sched_->step())) loss_sum = std::nan("");
@@ -478,9 +515,12 @@ class FinetuneRun {
       step_options.max_norm = max_grad_norm_;
       step_options.zero_grad = true;
       step_options.skip_if_nonfinite = sched_->skip_nonfinite_steps();
+      if (sharded_)
+        step_options.global_norm = [this](double local) { return std::sqrt(comm_.all_reduce(local * local)); };
       grad_norm = optimizer_->step(step_options);
       if (!std::isfinite(grad_norm)) nonfinite_reason_ = "the gradient norm is " + training::number_text(grad_norm);
     }
+    if (sharded_) sharded_->end_step();
     const double lr = optimizer_->param_groups().front().lr.value_or(0.0);
     // The schedule counts updates (as Megatron's does): a skipped step leaves it where it is.
     if (lr_sched_ && nonfinite_reason_.empty()) lr_sched_->step(1);
@@ -490,15 +530,17 @@ class FinetuneRun {
     last_time_ = now;
     const double tps = seconds > 0 ? double(num_tokens) / seconds : 0.0;
     namespace m = training::metric;
-    nlohmann::ordered_json record = training::metrics_record(sched_->step(), sched_->epoch(),
-                                                             {{m::kLoss, loss_sum},
-                                                              {m::kGradNorm, grad_norm},
-                                                              {m::kLr, lr},
-                                                              {m::kMem, peak_memory_gib()},
-                                                              {m::kTps, tps},
-                                                              {m::kTpsPerGpu, tps / comm_.size()},
-                                                              {m::kNumTokensPerStep, num_tokens},
-                                                              {m::kNumLabelTokens, num_label_tokens}});
+    nlohmann::ordered_json record = training::metrics_record(
+        sched_->step(), sched_->epoch(),
+        {{m::kLoss, loss_sum},
+         {m::kGradNorm, grad_norm},
+         {m::kLr, lr},
+         {m::kMem, peak_memory_gib()},
+         {m::kMemHeld, double(CachingAllocator::cpu().stats().current_bytes) / double(1 << 30)},
+         {m::kTps, tps},
+         {m::kTpsPerGpu, tps / comm_.size()},
+         {m::kNumTokensPerStep, num_tokens},
+         {m::kNumLabelTokens, num_label_tokens}});
     if (reducer_) {
       const double total = reducer_->exposed_seconds();
       record[m::kGradSyncWait] = total - std::exchange(sync_wait_seconds_, total);
@@ -515,12 +557,17 @@ class FinetuneRun {
     double total = 0.0;
     int64_t label_tokens = 0;
     std::vector<size_t> indices;
+    if (sharded_) sharded_->begin_step(/*backward=*/false);
     while (loader.next(indices)) {
       data::Batch b = collate(val_data_, rank_slice(indices), val_loader_opts_);
-      if (!b.input_ids.defined()) continue;
+      if (!b.input_ids.defined()) {
+        if (sharded_) loss_of(padding_batch(), 1);  // the layers' gathers need every rank
+        continue;
+      }
       total += loss_of(b, 1).item();
       label_tokens += b.num_label_tokens;
     }
+    if (sharded_) sharded_->end_step();
     total = comm_.all_reduce(total);
     label_tokens = comm_.all_reduce(label_tokens);
     namespace m = training::metric;
@@ -576,10 +623,15 @@ class FinetuneRun {
   class CheckpointPart {
    public:
     using Io = std::function<void(const fs::path&)>;
-    CheckpointPart(std::string what, std::string path, Io save, Io restore)
-        : what(std::move(what)), path(std::move(path)), save(std::move(save)), restore(std::move(restore)) {}
+    CheckpointPart(std::string what, std::string path, Io save, Io restore, bool every_rank_saves = false)
+        : what(std::move(what)),
+          path(std::move(path)),
+          save(std::move(save)),
+          restore(std::move(restore)),
+          every_rank_saves(every_rank_saves) {}
     std::string what, path;
     Io save, restore;
+    bool every_rank_saves;  // each rank writes its own part of it (fsdp2's shards); otherwise the first rank
   };
 
   std::vector<CheckpointPart> checkpoint_parts() {
@@ -599,27 +651,41 @@ class FinetuneRun {
               fault_injection_point("checkpoint_save");
             },
             [this](const fs::path& dir) {
+              // fsdp2: loaded into the gathered full parameters, each rank's shard then takes its part.
+              if (sharded_) sharded_->gather_all();
               if (peft_)
                 load_adapter_weights((dir / "adapter_model.safetensors").string());
               else
                 checkpoint::load_model_weights(*model_, dir.string());
+              if (sharded_) {
+                sharded_->take_shards_from_full();
+                sharded_->release_all();
+              }
             }),
         CheckpointPart(
             "optimizer state and LR scheduler position", layout::kOptimDir,
             [this, lr_steps_key](const fs::path& dir) {
-              checkpoint::save_optimizer_state(
-                  dir.string(), optimizer_->state_dict(), optimizer_->step_counts(),
-                  {{"optimizer", optimizer_->name()}, {lr_steps_key, lr_sched_ ? lr_sched_->num_steps() : 0}});
+              const nlohmann::json extra = {{"optimizer", optimizer_->name()},
+                                            {lr_steps_key, lr_sched_ ? lr_sched_->num_steps() : 0}};
+              if (sharded_)
+                checkpoint::save_optimizer_shard(dir.string(), comm_.rank(), comm_.size(), optimizer_->state_dict(),
+                                                 optimizer_state_ranges(), optimizer_->step_counts(), extra);
+              else
+                checkpoint::save_optimizer_state(dir.string(), optimizer_->state_dict(), optimizer_->step_counts(),
+                                                 extra);
             },
             [this, lr_steps_key](const fs::path& dir) {
-              // The file's tensors go into state_dict()'s (checked against them), then back into the optimizer,
-              // which splits the fp32 masters into bf16 parameter + residual.
+              // The saved tensors (one process's, or the shards of a run of any number of ranks) go into
+              // state_dict()'s, then back into the optimizer, which splits the fp32 masters into bf16 parameter +
+              // residual.
               std::map<std::string, Tensor> state = optimizer_->state_dict();
-              const checkpoint::OptimizerStateFiles optim = checkpoint::load_optimizer_state(dir.string(), state);
+              const checkpoint::OptimizerStateFiles optim =
+                  checkpoint::load_optimizer_state_ranges(dir.string(), state, optimizer_state_ranges());
               optimizer_->load_state_dict(state);
               optimizer_->set_step_counts(optim.step_counts);
               if (lr_sched_) lr_sched_->set_num_steps(optim.extra.at(lr_steps_key).get<int64_t>());
-            }),
+            },
+            /*every_rank_saves=*/sharded_ != nullptr),
         CheckpointPart(
             "dataloader position", std::string(layout::kDataloaderDir) + "/dataloader.json",
             [this](const fs::path& file) { checkpoint::save_json(file.string(), loader_->state_dict()); },
@@ -641,24 +707,49 @@ class FinetuneRun {
 
   // Under ddp every rank holds the whole state: the first rank writes it while the others wait, so no rank goes on
   // (or ends) before the checkpoint is complete.
+  // Under fsdp2 the full parameters are gathered for the consolidated model and every rank writes its optimizer
+  // shard into the first rank's stage; the checkpoint is published only when every rank's part is written.
   void save_checkpoint() {
     const std::string name = checkpoint::checkpoint_name(sched_->epoch(), sched_->step());
-    if (!main_rank()) {
-      comm_.barrier();
-      result_.last_checkpoint = (fs::path(ckpt_.dir) / name).string();
-      return;
+    if (sharded_) sharded_->gather_all();
+    std::optional<checkpoint::CheckpointStage> stage;
+    std::string staging;
+    if (main_rank()) {
+      check_weights_finite(name);
+      stage.emplace(ckpt_.dir, name);
+      staging = stage->path();
+      // The resolved recipe, for the reader: a resumed run takes its recipe from the command line.
+      checkpoint::save_text((fs::path(staging) / checkpoint::layout::kConfigFile).string(), cfg_.to_yaml());
     }
-    check_weights_finite(name);
-    checkpoint::CheckpointStage stage(ckpt_.dir, name);
-    const fs::path p = stage.path();
-    // The resolved recipe, for the reader: a resumed run takes its recipe from the command line.
-    checkpoint::save_text((p / checkpoint::layout::kConfigFile).string(), cfg_.to_yaml());
-    for (const CheckpointPart& part : checkpoint_parts()) part.save(p / part.path);
-    stage.publish(ckpt_.max_recent);
-    result_.last_checkpoint = stage.final_path();
-    training::invoke(callbacks_.on_checkpoint, state_, result_.last_checkpoint);
-    std::cout << "saved checkpoint " << result_.last_checkpoint << std::endl;
+    if (sharded_) staging = comm_.all_gather_text(staging)[0];
+    for (const CheckpointPart& part : checkpoint_parts())
+      if (main_rank() || part.every_rank_saves) part.save(fs::path(staging) / part.path);
+    if (sharded_) sharded_->release_all();
     comm_.barrier();
+    if (main_rank()) {
+      stage->publish(ckpt_.max_recent);
+      result_.last_checkpoint = stage->final_path();
+      training::invoke(callbacks_.on_checkpoint, state_, result_.last_checkpoint);
+      std::cout << "saved checkpoint " << result_.last_checkpoint << std::endl;
+    } else {
+      result_.last_checkpoint = (fs::path(ckpt_.dir) / name).string();
+    }
+    comm_.barrier();
+  }
+
+  // The part of each optimizer state tensor this rank holds under fsdp2 ("<parameter>.<key>": the parameter's range
+  // for state kept per element); empty otherwise (every tensor whole).
+  std::map<std::string, checkpoint::StateRange> optimizer_state_ranges() {
+    std::map<std::string, checkpoint::StateRange> out;
+    if (!sharded_) return out;
+    const auto params = sharded_->parameter_ranges();
+    for (const auto& [key, t] : optimizer_->state_dict()) {
+      const size_t dot = key.rfind('.');
+      const auto it = dot == std::string::npos ? params.end() : params.find(key.substr(0, dot));
+      if (it != params.end() && it->second.numel == t.numel())
+        out[key] = {it->second.offset, it->second.numel, it->second.total};
+    }
+    return out;
   }
 
   // Resumes from checkpoint.restore_from (LATEST, a name under checkpoint_dir, or a path), or — as NeMo Automodel
@@ -767,8 +858,9 @@ class FinetuneRun {
   std::unique_ptr<training::StepScheduler> sched_;
   std::vector<nn::FlatParameters> flat_buffers_;
   std::unique_ptr<optim::Optimizer> optimizer_;
-  std::unique_ptr<distributed::GradientReducer> reducer_;  // ddp across ranks
-  double sync_wait_seconds_ = 0;                           // reducer_->exposed_seconds() after the previous step
+  std::unique_ptr<distributed::GradientReducer> reducer_;    // ddp across ranks
+  std::unique_ptr<distributed::ShardedParameters> sharded_;  // fsdp2 across ranks
+  double sync_wait_seconds_ = 0;                             // reducer_->exposed_seconds() after the previous step
   std::unique_ptr<optim::OptimizerParamScheduler> lr_sched_;
   std::optional<double> max_grad_norm_;
   std::unique_ptr<checkpoint::CheckpointDirLock> dir_lock_;

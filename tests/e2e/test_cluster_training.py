@@ -1,4 +1,4 @@
-"""Data-parallel fine-tuning launched the ways a cluster launches it: by a real Slurm through the reference sbatch
+"""Data-parallel fine-tuning (ddp, and fsdp2 across the namespaces) launched the ways a cluster launches it: by a real Slurm through the reference sbatch
 script (srun --mpi=pmix), preempted with SIGTERM and requeued; and by mpirun across two network namespaces talking
 TCP only (two "nodes" sharing no memory). Each trains as one process with the global batch."""
 import json
@@ -99,10 +99,12 @@ def test_a_preempted_job_checkpoints_and_its_requeued_run_resumes(slurm_cluster,
     assert [r["step"] for r in jsonl(ck / "training.jsonl")] == list(range(steps))
 
 
-def test_two_ranks_in_two_network_namespaces_over_tcp(netns_pair, tmp_path, single_run):
+@pytest.mark.parametrize("strategy", ["ddp", "fsdp2"])
+def test_two_ranks_in_two_network_namespaces_over_tcp(netns_pair, tmp_path, single_run, strategy):
     ck = tmp_path / "ck"
     r = netns_pair.mpirun(str(BIN), "finetune", "llm", "-c", str(RECIPE), "--threads", "1", *args(*TRAIN, *DDP),
-                          "--checkpoint.checkpoint_dir", str(ck), mpirun_options=("--wdir", str(ROOT)), timeout=300)
+                          "--distributed.strategy", strategy, "--checkpoint.checkpoint_dir", str(ck),
+                          mpirun_options=("--wdir", str(ROOT)), timeout=300)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr
-    assert "data parallel (ddp): 2 ranks" in r.stdout
+    assert f"data parallel ({strategy}): 2 ranks" in r.stdout
     assert_matches(single_run, ck)

@@ -1,6 +1,7 @@
-"""Data-parallel training (distributed.strategy: ddp) on MPI ranks started as a user starts them: `--nproc-per-node N`
-and `mpirun -np N`. Two ranks with local batch 4 train exactly as one process with local batch 8 (the same global
-batches); checkpoints resume across world sizes; a dead, hung or mismatched rank ends the job with an error."""
+"""Data-parallel training (distributed.strategy: ddp and fsdp2) on MPI ranks started as a user starts them:
+`--nproc-per-node N` and `mpirun -np N`. Two ranks with local batch 4 train exactly as one process with local batch 8
+(the same global batches); checkpoints resume across world sizes and strategies; fsdp2 holds 1/N of the parameters,
+gradients and optimizer state per rank; a dead, hung or mismatched rank ends the job with an error."""
 import json
 import os
 import pathlib
@@ -23,11 +24,11 @@ COMMON = ["--threads", 1, "--step_scheduler.max_steps", STEPS, "--step_scheduler
           "--lr_scheduler.lr_warmup_steps", 2]
 
 
-def finetune(ckpt_dir, *overrides, ranks=1, recipe=RECIPE, launch="nproc", timeout=600):
-    """One run: a single process (ranks=1), or `ranks` ranks of ddp with local batch 8 / ranks."""
+def finetune(ckpt_dir, *overrides, ranks=1, strategy="ddp", recipe=RECIPE, launch="nproc", timeout=600):
+    """One run: a single process (ranks=1), or `ranks` ranks of `strategy` with local batch 8 / ranks."""
     args = ["finetune", "llm", "-c", str(recipe), *map(str, COMMON), "--checkpoint.checkpoint_dir", str(ckpt_dir)]
     if ranks > 1:
-        args += ["--distributed.strategy", "ddp", "--step_scheduler.local_batch_size", str(8 // ranks)]
+        args += ["--distributed.strategy", strategy, "--step_scheduler.local_batch_size", str(8 // ranks)]
     else:
         args += ["--step_scheduler.local_batch_size", "8"]
     args += list(map(str, overrides))
@@ -94,8 +95,9 @@ def single_run(tmp_path_factory):
     return d
 
 
+@pytest.mark.parametrize("strategy", ["ddp", "fsdp2"])
 @pytest.mark.parametrize("case", list(CASES))
-def test_two_ranks_train_as_one_process_with_the_global_batch(tmp_path, case, single_run):
+def test_two_ranks_train_as_one_process_with_the_global_batch(tmp_path, case, strategy, single_run):
     recipe, overrides, tol = CASES[case]
     single, ddp = tmp_path / "single", tmp_path / "ddp"
     if case == "fp32":
@@ -103,9 +105,9 @@ def test_two_ranks_train_as_one_process_with_the_global_batch(tmp_path, case, si
     else:
         r1 = finetune(single, *overrides, recipe=recipe)
         assert r1.returncode == 0, r1.stdout + r1.stderr
-    r2 = finetune(ddp, *overrides, recipe=recipe, ranks=2)
+    r2 = finetune(ddp, *overrides, recipe=recipe, ranks=2, strategy=strategy)
     assert r2.returncode == 0, r2.stdout + r2.stderr
-    assert "data parallel (ddp): 2 ranks" in r2.stdout
+    assert f"data parallel ({strategy}): 2 ranks" in r2.stdout
     assert_same_training(single, ddp, tol)
     if recipe == PEFT_RECIPE:
         name = "model/adapter_model.safetensors"
@@ -118,18 +120,21 @@ def test_mpirun_is_the_same_job_as_nproc_per_node(tmp_path):
     a = finetune(tmp_path / "nproc", ranks=2)
     b = finetune(tmp_path / "mpirun", ranks=2, launch="mpirun")
     assert a.returncode == 0 and b.returncode == 0, a.stderr + b.stderr
-    strip = lambda rows: [{k: v for k, v in r.items() if k not in ("tps", "tps_per_gpu", "mem", "timestamp")}
-                          for r in rows]
+    timing = ("tps", "tps_per_gpu", "mem", "timestamp", "grad_sync_wait_s")
+    strip = lambda rows: [{k: v for k, v in r.items() if k not in timing} for r in rows]
     assert strip(jsonl(tmp_path / "nproc" / "training.jsonl")) == strip(jsonl(tmp_path / "mpirun" / "training.jsonl"))
 
 
-def test_a_rank_with_an_empty_slice_of_a_short_last_batch(tmp_path):
-    # 20 samples in global batches of 8: the last holds 4, all on rank 0; rank 1 still joins the reduction.
-    over = ["--dataset.limit_dataset_samples", 20, "--step_scheduler.global_batch_size", 8,
-            "--step_scheduler.max_steps", 3, "--step_scheduler.ckpt_every_steps", 100, "--dataloader.shuffle", "false"]
+@pytest.mark.parametrize("strategy", ["ddp", "fsdp2"])
+def test_a_rank_with_an_empty_slice_of_a_short_last_batch(tmp_path, strategy):
+    # 20 samples in global batches of 8: the last holds 4, all on rank 0; rank 1 still joins the reduction (and
+    # under fsdp2 every gather). Validation: 10 samples, the second batch of 2 all on rank 0.
+    over = ["--dataset.limit_dataset_samples", 20, "--validation_dataset.limit_dataset_samples", 10,
+            "--step_scheduler.global_batch_size", 8, "--step_scheduler.max_steps", 3,
+            "--step_scheduler.ckpt_every_steps", 100, "--dataloader.shuffle", "false"]
     single, ddp = tmp_path / "single", tmp_path / "ddp"
     r1 = finetune(single, *over)
-    r2 = finetune(ddp, *over, ranks=2)
+    r2 = finetune(ddp, *over, ranks=2, strategy=strategy)
     assert r1.returncode == 0 and r2.returncode == 0, r1.stderr + r2.stdout + r2.stderr
     a, b = jsonl(single / "training.jsonl"), jsonl(ddp / "training.jsonl")
     assert len(a) == len(b) == 3
@@ -137,17 +142,25 @@ def test_a_rank_with_an_empty_slice_of_a_short_last_batch(tmp_path):
         assert x["num_label_tokens"] == y["num_label_tokens"] and rel(x["loss"], y["loss"]) <= 1e-5, (x, y)
 
 
-@pytest.mark.parametrize("save_ranks,resume_ranks", [(2, 1), (1, 2), (2, 2)])
-def test_resume_across_world_sizes(tmp_path, single_run, save_ranks, resume_ranks):
-    """The checkpoint after step 4 of a run on `save_ranks`, resumed on `resume_ranks`: steps 5-9 and the weights
-    after them are those of the single process that never stopped."""
+@pytest.mark.parametrize("save,resume", [("ddp:2", "1"), ("1", "ddp:2"), ("ddp:2", "ddp:2"), ("fsdp2:2", "1"),
+                                         ("1", "fsdp2:2"), ("fsdp2:2", "fsdp2:2"), ("fsdp2:2", "ddp:2"),
+                                         ("ddp:2", "fsdp2:2")])
+def test_resume_across_world_sizes(tmp_path, single_run, save, resume):
+    """The checkpoint after step 4 of a run on `save` (strategy:ranks, or 1 process), resumed on `resume`: steps 5-9
+    and the weights after them are those of the single process that never stopped."""
+    def where(spec):
+        strategy, _, ranks = spec.rpartition(":")
+        return {"ranks": int(ranks), "strategy": strategy or "ddp"}
+
     saved = single_run
-    if save_ranks > 1:
+    if save != "1":
         saved = tmp_path / "saved"
-        r = finetune(saved, ranks=save_ranks)
+        r = finetune(saved, **where(save))
         assert r.returncode == 0, r.stdout + r.stderr
+        if save.startswith("fsdp2"):  # each rank wrote its optimizer shard
+            assert sorted(p.name for p in (saved / "epoch_0_step_4" / "optim").iterdir()) == ["rank_0", "rank_1"]
     d = tmp_path / "resumed"
-    r = finetune(d, "--checkpoint.restore_from", saved / "epoch_0_step_4", ranks=resume_ranks)
+    r = finetune(d, "--checkpoint.restore_from", saved / "epoch_0_step_4", **where(resume))
     assert r.returncode == 0, r.stdout + r.stderr
     assert f"resuming from {saved / 'epoch_0_step_4'}" in r.stdout
     a, b = jsonl(single_run / "training.jsonl")[5:], jsonl(d / "training.jsonl")
@@ -158,10 +171,11 @@ def test_resume_across_world_sizes(tmp_path, single_run, save_ranks, resume_rank
     assert_same_weights(final(single_run) / name, final(d) / name, 1e-5)
 
 
-def test_the_consolidated_checkpoint_of_two_ranks_loads_in_transformers(tmp_path):
+@pytest.mark.parametrize("strategy", ["ddp", "fsdp2"])
+def test_the_consolidated_checkpoint_of_two_ranks_loads_in_transformers(tmp_path, strategy):
     torch = pytest.importorskip("torch")
     transformers = pytest.importorskip("transformers")
-    r = finetune(tmp_path, ranks=2)
+    r = finetune(tmp_path, ranks=2, strategy=strategy)
     assert r.returncode == 0, r.stderr
     model_dir = final(tmp_path) / "model" / "consolidated"
     model = transformers.AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
@@ -247,7 +261,10 @@ def test_ranks_with_different_recipes_are_an_error(tmp_path):
 
 @pytest.mark.parametrize("overrides,message", [
     (["--distributed.dp_size", 4], "distributed.dp_size = 4 but the job has 2 rank(s)"),
-    (["--distributed.strategy", "fsdp2"], "distributed.strategy fsdp2 (parameters, gradients and optimizer state"),
+    (["--distributed.strategy", "fsdp2", "--distributed.dp_replicate_size", 2],
+     "distributed.dp_replicate_size = 2: HSDP (fsdp2 shards replicated across groups of ranks) is not built yet"),
+    (["--distributed.strategy", "fsdp2", "--optimizer._target_", "torchao.optim.AdamW8bit"],
+     "torchao.optim.AdamW8bit under distributed.strategy fsdp2 is not built yet"),
     (["--distributed.tp_size", 2], "distributed.tp_size = 2: only data parallelism is built"),
     (["--distributed.dp_replicate_size", 3], "distributed.dp_replicate_size = 3 does not divide the 2"),
     (["--step_scheduler.global_batch_size", 12],
@@ -273,3 +290,52 @@ def test_nproc_per_node_inside_mpirun_and_bad_counts_are_errors(tmp_path):
         r = subprocess.run([str(BIN), "finetune", "llm", "-c", str(RECIPE), "--nproc-per-node", "2"],
                            capture_output=True, text=True, cwd=ROOT, env=env)
         assert r.returncode != 0 and "mpirun refuses to start ranks as root" in r.stderr, r.stderr
+
+
+@pytest.fixture(scope="module")
+def wider_llama(tmp_path_factory):
+    """A Llama whose weights, not its activations, fill memory (3M parameters, short samples), written by
+    transformers, with the tiny Llama's tokenizer."""
+    import shutil
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    d = tmp_path_factory.mktemp("wider_llama")
+    config = transformers.LlamaConfig(hidden_size=256, intermediate_size=688, num_hidden_layers=4,
+                                      num_attention_heads=4, num_key_value_heads=2, head_dim=64, vocab_size=512,
+                                      max_position_embeddings=512, tie_word_embeddings=True, bos_token_id=0,
+                                      eos_token_id=1, pad_token_id=2)
+    torch.manual_seed(0)
+    transformers.LlamaForCausalLM(config).save_pretrained(d)
+    tiny = ROOT / "assets" / "tiny-llama"
+    for f in tiny.iterdir():
+        if f.name.startswith("tokenizer") or f.name in ("special_tokens_map.json", "chat_template.jinja"):
+            shutil.copy(f, d / f.name)
+    return d
+
+
+def test_fsdp2_holds_a_1_over_n_share_of_the_training_state(tmp_path, wider_llama):
+    """Allocator bytes per rank (rank 0's training.jsonl) with local batch 1 on 1, 2 and 4 ranks. mem_held, what stays
+    between steps (parameters, gradients and AdamW state: 16 bytes a parameter, 48 MB here), is split N ways; the peak
+    (mem) adds what a step needs for a while: the running layers' full parameters and gradients, the embeddings, the
+    activations."""
+    over = ["--model.pretrained_model_name_or_path", wider_llama, "--dataset.seq_length", 64,
+            "--step_scheduler.max_steps", 3, "--step_scheduler.ckpt_every_steps", 100,
+            "--step_scheduler.val_every_steps", 100, "--checkpoint.enabled", "false",
+            "--lr_scheduler.lr_warmup_steps", 0, "--step_scheduler.local_batch_size", 1]
+    held, peak = {}, {}
+    for n in (1, 2, 4):
+        d = tmp_path / f"n{n}"
+        args = [str(BIN), "finetune", "llm", "-c", str(RECIPE), "--checkpoint.checkpoint_dir", str(d),
+                *map(str, COMMON), *map(str, over), "--step_scheduler.global_batch_size", str(n)]
+        if n > 1:
+            args += ["--distributed.strategy", "fsdp2", "--nproc-per-node", str(n)]
+        r = subprocess.run(args, capture_output=True, text=True, timeout=600, cwd=ROOT, env=MPI_ENV)
+        assert r.returncode == 0, r.stdout[-2000:] + r.stderr
+        rows = jsonl(d / "training.jsonl")
+        held[n] = rows[-1]["mem_held"] * 2**30
+        peak[n] = max(x["mem"] for x in rows) * 2**30
+    mb = lambda d: {n: f"{b / 1e6:.1f} MB" for n, b in d.items()}
+    print("held", mb(held), "peak", mb(peak))
+    assert held[1] >= 48e6, held
+    assert held[2] <= 0.55 * held[1] and held[4] <= 0.3 * held[1], held
+    assert peak[4] < peak[2] < peak[1], peak

@@ -85,3 +85,22 @@ TEST(Communicator, UnsupportedDtypeIsAnError) {
       automodel::testing::error_of([&] { comm().all_reduce(t); }).find("all_reduce of i32 tensors is not supported"),
       std::string::npos);
 }
+
+TEST(Communicator, AllGatherAndReduceScatterOfShards) {
+  const int n = comm().size(), r = comm().rank();
+  for (DType dt : {DType::f32, DType::bf16}) {
+    Tensor shard = Tensor::from_values({double(r), double(10 + r)}, {2}, dt);
+    Tensor full = Tensor::zeros({2 * n}, dt);
+    comm().all_gather_async(shard, full)->wait();
+    std::vector<double> expected;
+    for (int k = 0; k < n; ++k) expected.insert(expected.end(), {double(k), double(10 + k)});
+    EXPECT_EQ(full.to_doubles(), expected) << dtype_name(dt);
+    // Every rank contributes full = [1, 2, ..., 2n] * (rank + 1): rank r's shard is its two elements times sum(k+1).
+    std::vector<double> mine;
+    for (int i = 0; i < 2 * n; ++i) mine.push_back(double(i + 1) * (r + 1));
+    Tensor out = Tensor::zeros({2}, dt);
+    comm().reduce_scatter_async(Tensor::from_values(mine, {2 * n}, dt), out)->wait();
+    EXPECT_EQ(out.to_doubles(), (std::vector<double>{(2 * r + 1) * rank_sum(), (2 * r + 2) * rank_sum()}))
+        << dtype_name(dt);
+  }
+}

@@ -36,6 +36,10 @@ class Communicator {
   // with the same result on every rank.
   virtual std::unique_ptr<Request> all_reduce_async(const Tensor& t, ReduceOp op = ReduceOp::sum) = 0;
   void all_reduce(const Tensor& t, ReduceOp op = ReduceOp::sum) { all_reduce_async(t, op)->wait(); }
+  // Sharded data parallel: `full` (contiguous, size() x the numel of `shard`) gets every rank's shard in rank order;
+  // `shard` gets this rank's part of the sum of every rank's `full` (summed as all_reduce sums). Same dtype.
+  virtual std::unique_ptr<Request> all_gather_async(const Tensor& shard, const Tensor& full) = 0;
+  virtual std::unique_ptr<Request> reduce_scatter_async(const Tensor& full, const Tensor& shard) = 0;
   // A scalar reduced over the ranks.
   double all_reduce(double v, ReduceOp op = ReduceOp::sum);
   int64_t all_reduce(int64_t v, ReduceOp op = ReduceOp::sum);

@@ -4,28 +4,10 @@
 #include <chrono>
 #include <string>
 
+#include "components/distributed/decoder_layer_of.h"
 #include "core/error.h"
 
 namespace automodel::distributed {
-
-namespace {
-
-// The decoder layer whose backward finalises `buffer`'s gradients: l when every slot is under model.layers.<l>.,
-// else -1.
-int64_t layer_of(const nn::FlatParameters& buffer) {
-  int64_t layer = -1;
-  for (const auto& slot : buffer.slots) {
-    const std::string prefix = "model.layers.";
-    if (slot.name.rfind(prefix, 0) != 0) return -1;
-    const size_t dot = slot.name.find('.', prefix.size());
-    const int64_t l = std::stoll(slot.name.substr(prefix.size(), dot - prefix.size()));
-    if (layer != -1 && l != layer) return -1;
-    layer = l;
-  }
-  return layer;
-}
-
-}  // namespace
 
 GradientReducer::GradientReducer(Communicator& comm, const std::vector<nn::FlatParameters>& buffers,
                                  int64_t bucket_bytes, bool overlap)
@@ -35,7 +17,7 @@ GradientReducer::GradientReducer(Communicator& comm, const std::vector<nn::FlatP
   std::vector<int64_t> ready(buffers.size());
   int64_t last_layer = -1;
   for (size_t i = 0; i < buffers.size(); ++i) {
-    ready[i] = layer_of(buffers[i]);
+    ready[i] = decoder_layer_of(buffers[i]);
     last_layer = std::max(last_layer, ready[i]);
     AM_CHECK(buffers[i].grad.storage() == buffers.front().grad.storage(),
              "GradientReducer: the gradient buffers must share one allocation");

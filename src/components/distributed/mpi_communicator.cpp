@@ -127,6 +127,31 @@ class MpiCommunicator : public Communicator {
     return request;
   }
 
+  std::unique_ptr<Request> all_gather_async(const Tensor& shard, const Tensor& full) override {
+    check_shards(shard, full, "all_gather");
+    auto request = std::make_unique<MpiRequest>();
+    request->timeout_seconds = timeout_seconds_;
+    const int64_t bytes = int64_t(shard.nbytes());
+    AM_CHECK(bytes <= INT_MAX, "all_gather: a shard of ", bytes, " bytes is larger than one MPI message");
+    check_mpi(MPI_Iallgather(shard.raw_data(), int(bytes), MPI_BYTE, full.raw_data(), int(bytes), MPI_BYTE, comm_,
+                             &request->requests.emplace_back()),
+              "MPI_Iallgather");
+    return request;
+  }
+
+  std::unique_ptr<Request> reduce_scatter_async(const Tensor& full, const Tensor& shard) override {
+    check_shards(shard, full, "reduce_scatter");
+    auto [type, op] = type_and_op(shard.dtype(), ReduceOp::sum);
+    AM_CHECK(shard.numel() <= INT_MAX, "reduce_scatter: a shard of ", shard.numel(),
+             " elements is larger than one MPI message");
+    auto request = std::make_unique<MpiRequest>();
+    request->timeout_seconds = timeout_seconds_;
+    check_mpi(MPI_Ireduce_scatter_block(full.raw_data(), shard.raw_data(), int(shard.numel()), type, op, comm_,
+                                        &request->requests.emplace_back()),
+              "MPI_Ireduce_scatter_block");
+    return request;
+  }
+
   void broadcast(const Tensor& t, int root) override {
     AM_CHECK(t.is_contiguous(), "broadcast: the tensor must be contiguous");
     char* data = static_cast<char*>(t.raw_data());
@@ -168,6 +193,12 @@ class MpiCommunicator : public Communicator {
   void abort_job(int exit_code) override { MPI_Abort(comm_, exit_code); }
 
  private:
+  void check_shards(const Tensor& shard, const Tensor& full, const char* what) const {
+    AM_CHECK(shard.is_contiguous() && full.is_contiguous() && shard.dtype() == full.dtype() &&
+                 full.numel() == shard.numel() * size_,
+             what, ": the full tensor must hold ", size_, " contiguous shards of the shard's dtype");
+  }
+
   std::pair<MPI_Datatype, MPI_Op> type_and_op(DType dtype, ReduceOp op) const {
     const bool sum = op == ReduceOp::sum;
     switch (dtype) {

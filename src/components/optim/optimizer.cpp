@@ -315,6 +315,7 @@ double Optimizer::step(const StepOptions& o) {
   double total = 0.0, coef = 1.0;
   if (!fused_norm) {
     total = separate_norm(work, o.norm_type);
+    if (o.global_norm) total = o.global_norm(total);
     if (clip) coef = clip_coefficient(max_norm, total);
   }
   const bool scale = clip && coef != 1.0;
@@ -330,6 +331,7 @@ double Optimizer::step(const StepOptions& o) {
   if (norm_pass_first) {
     fused_norm_pass(work, plan, sum_sq);
     total = sum_partials();
+    if (o.global_norm) total = o.global_norm(total);
   }
   if (o.skip_if_nonfinite && !std::isfinite(total)) {
     if (o.zero_grad)
@@ -356,7 +358,10 @@ double Optimizer::step(const StepOptions& o) {
     if (bi == 0 || plan.blocks[bi - 1].work != plan.blocks[bi].work) u.exceptions.clear();
     u.exceptions.insert(u.exceptions.end(), exceptions[bi].begin(), exceptions[bi].end());
   }
-  if (fused_sum) total = sum_partials();
+  if (fused_sum) {
+    total = sum_partials();
+    if (o.global_norm) total = o.global_norm(total);
+  }
   return total;
 }
 

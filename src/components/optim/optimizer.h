@@ -58,6 +58,9 @@ struct StepOptions {
   // it starts: with clipping its norm pass comes first anyway (free); without, the fused norm becomes a pass of its
   // own over the same blocks (the same norm bit for bit, one more read of the gradients).
   bool skip_if_nonfinite = false;
+  // Parameters sharded across processes: given this process's norm (norm_type) of its shards, the norm over every
+  // shard (e.g. sqrt of the all-reduced squares), used for clipping, skipping and the return value.
+  std::function<double(double local_norm)> global_norm;
 };
 
 class Optimizer {

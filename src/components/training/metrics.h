@@ -23,6 +23,9 @@ inline constexpr const char* kNumLabelTokens = "num_label_tokens";
 inline constexpr const char* kValLoss = "val_loss";
 // Ours (step_scheduler.skip_nonfinite_steps): steps skipped so far for a non-finite loss or gradient norm.
 inline constexpr const char* kNumSkippedSteps = "num_skipped_steps";
+// Ours: memory (GiB) held after the step, i.e. what persists between steps: parameters, gradients, optimizer state
+// (under fsdp2 this rank's shards of them).
+inline constexpr const char* kMemHeld = "mem_held";
 // Ours (data parallel): seconds this step's gradient all-reduce kept the first rank waiting after backward.
 inline constexpr const char* kGradSyncWait = "grad_sync_wait_s";
 }  // namespace metric

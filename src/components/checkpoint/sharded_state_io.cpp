@@ -1,0 +1,160 @@
+#include "components/checkpoint/sharded_state_io.h"
+
+#include <cmath>
+#include <cstring>
+#include <filesystem>
+#include <vector>
+
+#include "core/error.h"
+
+namespace automodel::checkpoint {
+
+namespace fs = std::filesystem;
+using json = nlohmann::json;
+
+namespace {
+
+constexpr const char* kHint = "resume from a complete checkpoint of the same model and optimizer";
+
+fs::path rank_dir(const std::string& dir, int rank) { return fs::path(dir) / ("rank_" + std::to_string(rank)); }
+
+// One saved part: its tensors and the range of each in its whole tensor.
+struct SavedPart {
+  std::string file;
+  std::map<std::string, Tensor> tensors;
+  std::map<std::string, StateRange> ranges;
+};
+
+StateRange whole(const Tensor& t) { return {0, t.numel(), t.numel()}; }
+
+StateRange parse_range(const json& r, const std::string& where) {
+  if (!r.is_array() || r.size() != 3 || !r[0].is_number_integer() || !r[1].is_number_integer() ||
+      !r[2].is_number_integer())
+    throw Error("a tensor range is not [offset, numel, total]", where, kHint);
+  StateRange out{r[0].get<int64_t>(), r[1].get<int64_t>(), r[2].get<int64_t>()};
+  if (out.offset < 0 || out.numel < 0 || out.offset + out.numel > out.total)
+    throw Error("tensor range [" + std::to_string(out.offset) + ", " + std::to_string(out.offset + out.numel) +
+                    ") lies outside its " + std::to_string(out.total) + " elements",
+                where, kHint);
+  return out;
+}
+
+// The parts dir holds: one whole-state file, or every rank's.
+std::vector<SavedPart> read_parts(const std::string& dir, json& rank0_meta) {
+  std::vector<SavedPart> parts;
+  if (fs::exists(fs::path(dir) / "optimizer.safetensors")) {
+    SavedPart p{(fs::path(dir) / "optimizer.safetensors").string(),
+                load_tensors((fs::path(dir) / "optimizer.safetensors").string()),
+                {}};
+    for (const auto& [name, t] : p.tensors) p.ranges[name] = whole(t);
+    rank0_meta = load_json((fs::path(dir) / "optimizer.json").string());
+    parts.push_back(std::move(p));
+    return parts;
+  }
+  const std::string meta0 = (rank_dir(dir, 0) / "optimizer.json").string();
+  if (!fs::exists(meta0)) throw Error("no optimizer state (neither optimizer.safetensors nor rank_0/)", dir, kHint);
+  rank0_meta = load_json(meta0);
+  const json shard = rank0_meta.value("extra", json::object()).value("shard", json::object());
+  if (!shard.contains("world_size") || !shard["world_size"].is_number_integer() || shard["world_size"].get<int>() < 1)
+    throw Error("rank 0's optimizer state names no world_size", meta0, kHint);
+  const int world = shard["world_size"].get<int>();
+  for (int r = 0; r < world; ++r) {
+    const fs::path d = rank_dir(dir, r);
+    const std::string meta_path = (d / "optimizer.json").string();
+    if (!fs::exists(meta_path))
+      throw Error("the optimizer state of rank " + std::to_string(r) + " of " + std::to_string(world) + " is missing",
+                  d.string(), kHint);
+    const json ranges = load_json(meta_path)
+                            .value("extra", json::object())
+                            .value("shard", json::object())
+                            .value("ranges", json::object());
+    SavedPart p{(d / "optimizer.safetensors").string(), load_tensors((d / "optimizer.safetensors").string()), {}};
+    for (const auto& [name, t] : p.tensors) {
+      p.ranges[name] = ranges.contains(name) ? parse_range(ranges[name], meta_path + ": " + name) : whole(t);
+      if (p.ranges[name].numel != t.numel())
+        throw Error("tensor '" + name + "' holds " + std::to_string(t.numel()) + " elements but its range " +
+                        std::to_string(p.ranges[name].numel),
+                    p.file, kHint);
+    }
+    parts.push_back(std::move(p));
+  }
+  return parts;
+}
+
+}  // namespace
+
+void save_optimizer_shard(const std::string& dir, int rank, int world_size, const std::map<std::string, Tensor>& state,
+                          const std::map<std::string, StateRange>& ranges,
+                          const std::map<std::string, int64_t>& step_counts, const json& extra) {
+  json shard_ranges = json::object();
+  for (const auto& [name, t] : state) {
+    const auto it = ranges.find(name);
+    const StateRange r = it == ranges.end() ? whole(t) : it->second;
+    shard_ranges[name] = {r.offset, r.numel, r.total};
+  }
+  json with_shard = extra;
+  with_shard["shard"] = {{"rank", rank}, {"world_size", world_size}, {"ranges", shard_ranges}};
+  const fs::path d = rank_dir(dir, rank);
+  fs::create_directories(d);
+  save_optimizer_state(d.string(), state, step_counts, with_shard);
+}
+
+OptimizerStateFiles load_optimizer_state_ranges(const std::string& dir, std::map<std::string, Tensor>& state,
+                                                const std::map<std::string, StateRange>& ranges) {
+  json meta;
+  const std::vector<SavedPart> parts = read_parts(dir, meta);
+  // A sharded run's state holds only the tensors its shard touches; a whole one must account for every saved tensor.
+  for (const SavedPart& p : parts)
+    for (const auto& [name, t] : p.tensors)
+      if (ranges.empty() && !state.count(name))
+        throw Error("the saved optimizer state has '" + name + "', which this run's optimizer does not", p.file,
+                    "resume with the optimizer (and peft settings) the checkpoint was trained with");
+  for (auto& [name, t] : state) {
+    const auto it = ranges.find(name);
+    const StateRange want = it == ranges.end() ? whole(t) : it->second;
+    AM_CHECK(t.is_contiguous() && want.numel == t.numel(), "load_optimizer_state_ranges: '", name,
+             "' does not hold its range");
+    const size_t element = dtype_size(t.dtype());
+    int64_t filled = 0;
+    for (const SavedPart& p : parts) {
+      const auto saved = p.tensors.find(name);
+      if (saved == p.tensors.end()) continue;
+      const StateRange& have = p.ranges.at(name);
+      if (have.total != want.total || saved->second.dtype() != t.dtype())
+        throw Error("optimizer state '" + name + "' was saved with " + std::to_string(have.total) + " elements of " +
+                        dtype_name(saved->second.dtype()) + ", this run has " + std::to_string(want.total) + " of " +
+                        dtype_name(t.dtype()),
+                    p.file, kHint);
+      const int64_t lo = std::max(have.offset, want.offset);
+      const int64_t hi = std::min(have.offset + have.numel, want.offset + want.numel);
+      if (lo >= hi) continue;
+      std::memcpy(static_cast<char*>(t.raw_data()) + size_t(lo - want.offset) * element,
+                  static_cast<const char*>(saved->second.raw_data()) + size_t(lo - have.offset) * element,
+                  size_t(hi - lo) * element);
+      filled += hi - lo;
+    }
+    if (filled != want.numel)
+      throw Error("optimizer state '" + name + "' is missing from the checkpoint (" + std::to_string(filled) + " of " +
+                      std::to_string(want.numel) + " elements found)",
+                  dir, kHint);
+    if (is_floating(t.dtype()))
+      for (double v : t.to_doubles())
+        if (!std::isfinite(v))
+          throw Error("optimizer state '" + name + "' holds a non-finite value", dir,
+                      "resume from an earlier checkpoint");
+  }
+  OptimizerStateFiles out;
+  if (!meta.is_object() || !meta.contains("step_counts") || !meta["step_counts"].is_object())
+    throw Error("no 'step_counts' object", dir, "the optimizer state file is damaged");
+  for (const auto& [name, n] : meta["step_counts"].items()) {
+    if (!n.is_number_integer() || n.get<int64_t>() < 0)
+      throw Error("step count of '" + name + "' is not a non-negative integer", dir + ": step_counts",
+                  "the optimizer state file is damaged");
+    out.step_counts[name] = n.get<int64_t>();
+  }
+  out.extra = meta.value("extra", json::object());
+  out.extra.erase("shard");
+  return out;
+}
+
+}  // namespace automodel::checkpoint
