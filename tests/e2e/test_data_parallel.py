@@ -339,3 +339,19 @@ def test_fsdp2_holds_a_1_over_n_share_of_the_training_state(tmp_path, wider_llam
     assert held[1] >= 48e6, held
     assert held[2] <= 0.55 * held[1] and held[4] <= 0.3 * held[1], held
     assert peak[4] < peak[2] < peak[1], peak
+
+
+@pytest.mark.parametrize("strategy", ["ddp", "fsdp2"])
+def test_a_wider_llama_trains_on_two_ranks_as_in_one_process(tmp_path, wider_llama, strategy):
+    over = ["--model.pretrained_model_name_or_path", wider_llama, "--dataset.seq_length", 64,
+            "--step_scheduler.val_every_steps", 100]
+    single, two = tmp_path / "single", tmp_path / "two"
+    r1 = finetune(single, *over)
+    r2 = finetune(two, *over, ranks=2, strategy=strategy)
+    assert r1.returncode == 0 and r2.returncode == 0, r1.stderr + r2.stdout[-2000:] + r2.stderr
+    a, b = jsonl(single / "training.jsonl"), jsonl(two / "training.jsonl")
+    assert len(a) == len(b) == STEPS
+    for x, y in zip(a, b):
+        assert rel(x["loss"], y["loss"]) <= 1e-5 and rel(x["grad_norm"], y["grad_norm"]) <= 1e-5, (x, y)
+    name = "model/consolidated/model.safetensors"
+    assert_same_weights(final(single) / name, final(two) / name, 1e-5)
