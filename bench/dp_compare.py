@@ -17,6 +17,7 @@ import os
 import pathlib
 import shlex
 import shutil
+import signal
 import statistics
 import sys
 
@@ -123,18 +124,6 @@ def proc_status(pid):
         return {}
 
 
-def descendants(pid):
-    out, todo = [], [pid]
-    while todo:
-        p = todo.pop()
-        out.append(p)
-        try:
-            todo += [int(c) for c in pathlib.Path(f"/proc/{p}/task/{p}/children").read_text().split()]
-        except OSError:
-            pass
-    return out
-
-
 class RankSampler:
     """Called every 0.1 s by run_child with the child's pid: records the peak RSS (VmHWM, the kernel's own high-water
     mark, so a peak between two samples is not missed) of every process below the child whose name is `rank_name`
@@ -147,7 +136,7 @@ class RankSampler:
 
     def __call__(self, root):
         total = 0
-        for pid in descendants(root):
+        for pid in tc.descendants(root):
             st = proc_status(pid)
             total += int(st.get("VmRSS", "0 kB").split()[0]) * 1024
             if pid != root and st.get("Name") == self.rank_name and "VmHWM" in st:
@@ -388,6 +377,8 @@ def write_markdown(path, args, parts):
 
 def main(argv=None):
     args = parse_args(argv)
+    # kill PID (a background run ignores Ctrl-C): leave through run_child's cleanup, which ends the ranks too.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     started = datetime.datetime.now().astimezone().isoformat(timespec="seconds")
     work = pathlib.Path(args.work_dir)
     (work / "logs").mkdir(parents=True, exist_ok=True)
@@ -410,8 +401,9 @@ def main(argv=None):
             runs = {c["name"]: [] for c in cfgs}
             for rep in range(args.repeats):
                 for cfg in cfgs:
-                    print(f"{cfg['label']:32s} {args.shape} seq {args.seq} {mode} {dtype}"
-                          + (f" run {rep + 1}/{args.repeats}" if args.repeats > 1 else "") + " ...", end=" ", flush=True)
+                    run = f" run {rep + 1}/{args.repeats}" if args.repeats > 1 else ""
+                    print(f"{cfg['label']:32s} {args.shape} seq {args.seq} {mode} {dtype}{run} ...", end=" ",
+                          flush=True)
                     row = measure(args, cfg, model_dirs[args.shape], data[args.seq], work, rep)
                     runs[cfg["name"]].append(row)
                     if row["status"] == "ok":

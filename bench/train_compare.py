@@ -127,18 +127,39 @@ def rss_bytes(pid):
     return 0
 
 
-def kill_group(pgid):
+def descendants(pid):
+    """pid and every process below it."""
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        try:
+            todo += [int(c) for c in pathlib.Path(f"/proc/{p}/task/{p}/children").read_text().split()]
+        except OSError:
+            pass
+    return out
+
+
+def kill_tree(pid):
+    """SIGKILL to pid's process group and to every process below it (torchrun starts its workers in sessions of
+    their own, so the group alone would leave them running)."""
+    tree = descendants(pid)
     try:
-        os.killpg(pgid, signal.SIGKILL)
+        os.killpg(pid, signal.SIGKILL)
     except ProcessLookupError:
         pass
+    for p in tree[1:]:
+        try:
+            os.kill(p, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
 
 
 def run_child(cmd, env, log_prefix, timeout, mem_limit, rss_of=rss_bytes):
     """Runs cmd to completion with its own rusage: peak RSS is os.wait4's ru_maxrss of this one child (no other
     process is counted). Killed past `timeout` seconds or when rss_of(its pid) passes `mem_limit` bytes; rss_of is
     called every 0.1 s (bench/dp_compare.py passes one that samples every rank of an mpirun or torchrun child and
-    returns their sum). The child leads its own process group, so a kill also ends the ranks it started."""
+    returns their sum). The child leads its own process group; a kill also ends the ranks it started."""
     out = open(f"{log_prefix}.out", "w")
     err = open(f"{log_prefix}.err", "w")
     t0 = time.monotonic()
@@ -156,10 +177,10 @@ def run_child(cmd, env, log_prefix, timeout, mem_limit, rss_of=rss_bytes):
                 elif mem_limit and rss > mem_limit:
                     killed = f"RSS passed the memory limit {mem_limit / 2**30:.1f} GiB"
                 if killed:
-                    kill_group(proc.pid)
+                    kill_tree(proc.pid)
             time.sleep(0.1)
     except BaseException:  # Ctrl-C: leave no child running
-        kill_group(proc.pid)
+        kill_tree(proc.pid)
         proc.wait()
         raise
     proc.returncode = os.waitstatus_to_exitcode(status)  # reaped here; Popen must not wait again
