@@ -31,18 +31,17 @@ TORCH_DP_SCRIPT = HERE / "train_torch_dp.py"
 
 # Every configuration of a run; N is --ranks. The N×1 rows split the global batch into N local batches; the 1×N
 # rows give one process the whole global batch and N threads, so both use the same cores on the same tokens.
-# `am-fsdp2` asks automodel for FSDP2 across ranks, which it does not build yet (the row shows its error): add it
-# to DEFAULT_CONFIGS once it trains, and summary_rows() compares it with torch-fsdp2 already.
+# An automodel build without FSDP2 across ranks gives `am-fsdp2` an `unsupported` row with its error.
 CONFIGS = {
     "am-1xN": dict(framework="automodel", ranks=1, strategy="single"),
     "am-ddp": dict(framework="automodel", ranks="N", strategy="ddp", overlap=True),
     "am-ddp-nooverlap": dict(framework="automodel", ranks="N", strategy="ddp", overlap=False),
-    "am-fsdp2": dict(framework="automodel", ranks="N", strategy="fsdp2", overlap=True),
+    "am-fsdp2": dict(framework="automodel", ranks="N", strategy="fsdp2"),
     "torch-1xN": dict(framework="torch", ranks=1, strategy="single"),
     "torch-ddp": dict(framework="torch", ranks="N", strategy="ddp"),
     "torch-fsdp2": dict(framework="torch", ranks="N", strategy="fsdp2"),
 }
-DEFAULT_CONFIGS = ["am-1xN", "am-ddp", "am-ddp-nooverlap", "torch-1xN", "torch-ddp", "torch-fsdp2"]
+DEFAULT_CONFIGS = ["am-1xN", "am-ddp", "am-ddp-nooverlap", "am-fsdp2", "torch-1xN", "torch-ddp", "torch-fsdp2"]
 
 
 def parse_args(argv=None):
@@ -163,7 +162,7 @@ def run_automodel(args, cfg, model_dir, data, run_dir):
     if cfg["ranks"] > 1:
         cmd += ["--distributed.strategy", cfg["strategy"], "--nproc-per-node", str(cfg["ranks"]),
                 "--step_scheduler.local_batch_size", str(cfg["local_batch"])]
-        if not cfg["overlap"]:
+        if cfg.get("overlap") is False:
             cmd += ["--distributed.overlap_grad_reduce", "false"]
         if args.bucket_cap_mb is not None:
             cmd += ["--distributed.bucket_cap_mb", repr(args.bucket_cap_mb)]
@@ -258,7 +257,8 @@ def merge_runs(runs):
 
 COLUMNS = ["mode", "dtype", "configuration", "local batch", "tokens/s", "step ms (max)", "GFLOP/s per rank",
            "sync wait ms", "wait / step", "peak RSS per rank MB", "RSS sum MB", "loss@0", "status"]
-SUMMARY_COLUMNS = ["mode", "dtype", "automodel N×1 / 1×N", "automodel N×1 / torch DDP N×1",
+SUMMARY_COLUMNS = ["mode", "dtype", "automodel ddp N×1 / 1×N", "automodel fsdp2 N×1 / 1×N",
+                   "automodel ddp N×1 / torch DDP N×1", "automodel fsdp2 N×1 / torch FSDP2 N×1",
                    "torch DDP N×1 / torch 1×N", "torch FSDP2 N×1 / torch 1×N", "hidden share of the all-reduce",
                    "exposed wait / step (overlap)", "all-reduce / step (no overlap)"]
 
@@ -293,8 +293,15 @@ def table_rows(rows):
 
 
 def ratio(a, b):
-    return a["tokens_per_s"] / b["tokens_per_s"] if a and b and a.get("tokens_per_s") and b.get("tokens_per_s") \
-        else None
+    """a's tokens/s over b's: of the two rows, then of each round's runs in parentheses (runs of one round are
+    minutes apart, so on a drifting VM their ratio is steadier than the ratio of the medians)."""
+    if not (a and b and a.get("tokens_per_s") and b.get("tokens_per_s")):
+        return "—"
+    text = f"{a['tokens_per_s'] / b['tokens_per_s']:.2f}×"
+    ra, rb = a.get("repeat_tokens_per_s"), b.get("repeat_tokens_per_s")
+    if ra and rb and len(ra) == len(rb):
+        text += " (" + ", ".join(f"{x / y:.2f}" for x, y in zip(ra, rb)) + ")"
+    return text
 
 
 def hidden_share(overlap, no_overlap):
@@ -311,13 +318,9 @@ def summary_rows(rows):
     for mode, dtype in dict.fromkeys((r["mode"], r["dtype"]) for r in rows):
         by = {r["name"]: r for r in rows if r["mode"] == mode and r["dtype"] == dtype and r["status"] == "ok"}
         pct = lambda v: tc.fmt(100 * v if v is not None else None, ".1f") + ("%" if v is not None else "")  # noqa
-        x = lambda v: tc.fmt(v, ".2f") + ("×" if v is not None else "")  # noqa: E731
-        am_fsdp2 = ratio(by.get("am-fsdp2"), by.get("torch-fsdp2"))
-        out.append([mode, dtype, x(ratio(by.get("am-ddp"), by.get("am-1xN"))),
-                    x(ratio(by.get("am-ddp"), by.get("torch-ddp"))) +
-                    (f"; automodel FSDP2 / torch FSDP2 {x(am_fsdp2)}" if am_fsdp2 else ""),
-                    x(ratio(by.get("torch-ddp"), by.get("torch-1xN"))),
-                    x(ratio(by.get("torch-fsdp2"), by.get("torch-1xN"))),
+        out.append([mode, dtype, ratio(by.get("am-ddp"), by.get("am-1xN")), ratio(by.get("am-fsdp2"), by.get("am-1xN")),
+                    ratio(by.get("am-ddp"), by.get("torch-ddp")), ratio(by.get("am-fsdp2"), by.get("torch-fsdp2")),
+                    ratio(by.get("torch-ddp"), by.get("torch-1xN")), ratio(by.get("torch-fsdp2"), by.get("torch-1xN")),
                     pct(hidden_share(by.get("am-ddp"), by.get("am-ddp-nooverlap"))),
                     pct(by.get("am-ddp", {}).get("wait_share")), pct(by.get("am-ddp-nooverlap", {}).get("wait_share"))])
     return out
@@ -340,7 +343,8 @@ def notes(args):
         "sync wait: automodel's `grad_sync_wait_s`, the seconds a step waited for the gradient all-reduce after "
         "backward (the part backward did not hide), median over the timed steps; wait / step: that median over the "
         "median step time. Without overlap the wait is the whole all-reduce, so hidden share = 1 − wait(overlap) / "
-        "wait(no overlap): 100% means backward hid the all-reduce entirely, 0% that overlapping gained nothing.",
+        "wait(no overlap): 100% means backward hid the all-reduce entirely, 0% that overlapping gained nothing; "
+        "where the all-reduce is a small share of the step (LoRA's adapters) the share is within the noise.",
         "GFLOP/s per rank: model FLOPs (bench/README.md's formula: 6·N_matmul per token for full, 4·N_matmul + "
         "6·N_lora for LoRA, plus attention) × tokens/s / ranks.",
         "Peak RSS per rank: automodel ranks' VmHWM (the kernel's high-water mark, sampled every 0.1 s under mpirun), "
@@ -362,7 +366,7 @@ def report(args, rows, env, machine, am_info, started):
             "python stack: " + ", ".join(f"{k} {v}" for k, v in env.get("versions", {}).items()),
             f"shape {args.shape} ({common.fmt_count(common.param_counts(common.SHAPES[args.shape])['total'])} "
             f"parameters), seq {args.seq}, global batch {args.batch}"]
-    summary_header = [c.replace("N", str(args.ranks)) if "×" in c else c for c in SUMMARY_COLUMNS]
+    summary_header = [c.replace("N×", f"{args.ranks}×").replace("×N", f"×{args.ranks}") for c in SUMMARY_COLUMNS]
     return head, (COLUMNS, table_rows(rows)), (summary_header, summary_rows(rows))
 
 
