@@ -127,29 +127,60 @@ def rss_bytes(pid):
     return 0
 
 
-def run_child(cmd, env, log_prefix, timeout, mem_limit):
+def descendants(pid):
+    """pid and every process below it."""
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        try:
+            todo += [int(c) for c in pathlib.Path(f"/proc/{p}/task/{p}/children").read_text().split()]
+        except OSError:
+            pass
+    return out
+
+
+def kill_tree(pid):
+    """SIGKILL to pid's process group and to every process below it (torchrun starts its workers in sessions of
+    their own, so the group alone would leave them running)."""
+    tree = descendants(pid)
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    for p in tree[1:]:
+        try:
+            os.kill(p, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def run_child(cmd, env, log_prefix, timeout, mem_limit, rss_of=rss_bytes):
     """Runs cmd to completion with its own rusage: peak RSS is os.wait4's ru_maxrss of this one child (no other
-    process is counted). Killed past `timeout` seconds or when its RSS passes `mem_limit` bytes."""
+    process is counted). Killed past `timeout` seconds or when rss_of(its pid) passes `mem_limit` bytes; rss_of is
+    called every 0.1 s (bench/dp_compare.py passes one that samples every rank of an mpirun or torchrun child and
+    returns their sum). The child leads its own process group; a kill also ends the ranks it started."""
     out = open(f"{log_prefix}.out", "w")
     err = open(f"{log_prefix}.err", "w")
     t0 = time.monotonic()
-    proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=err, stdin=subprocess.DEVNULL)
+    proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=err, stdin=subprocess.DEVNULL, start_new_session=True)
     killed = None
     try:
         while True:
             pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
             if pid == proc.pid:
                 break
+            rss = rss_of(proc.pid)
             if killed is None:
                 if time.monotonic() - t0 > timeout:
                     killed = f"timeout after {timeout:.0f} s"
-                elif mem_limit and rss_bytes(proc.pid) > mem_limit:
+                elif mem_limit and rss > mem_limit:
                     killed = f"RSS passed the memory limit {mem_limit / 2**30:.1f} GiB"
                 if killed:
-                    os.kill(proc.pid, signal.SIGKILL)
+                    kill_tree(proc.pid)
             time.sleep(0.1)
     except BaseException:  # Ctrl-C: leave no child running
-        proc.kill()
+        kill_tree(proc.pid)
         proc.wait()
         raise
     proc.returncode = os.waitstatus_to_exitcode(status)  # reaped here; Popen must not wait again
@@ -176,8 +207,10 @@ def failure_reason(r):
         name = signal.Signals(sig).name if sig in signal.Signals._value2member_map_ else str(sig)
         return f"killed by {name}" + (" (out of memory?)" if sig == signal.SIGKILL else "")
     lines = [ln.strip() for ln in r["stderr"].splitlines() if ln.strip()]
-    # automodel prints "error: ...", Python a traceback whose last line is the exception.
-    msg = next((ln for ln in lines if ln.startswith("error:")), lines[-1] if lines else f"exit status {r['rc']}")
+    # automodel prints "error: ..." ("error (rank R of N): ..." under MPI), Python a traceback whose last line is
+    # the exception.
+    msg = next((ln for ln in lines if re.match(r"error( \(rank \d+ of \d+\))?:", ln)),
+               lines[-1] if lines else f"exit status {r['rc']}")
     return msg[:200]
 
 
@@ -349,14 +382,20 @@ def run_automodel(args, cfg, model_dir, data, run_dir):
     return row, r
 
 
-def run_torch(args, cfg, model_dir, data, run_dir):
-    extra = ["--model-dir", model_dir, "--data", data, "--seq", str(cfg["seq"]), "--batch", str(args.batch),
+def torch_train_args(args, cfg, model_dir, data, batch):
+    """The options of bench/train_torch.py `train` (and of bench/train_torch_dp.py) for one configuration."""
+    extra = ["--model-dir", model_dir, "--data", data, "--seq", str(cfg["seq"]), "--batch", str(batch),
              "--steps", str(args.steps), "--warmup-steps", str(args.warmup_steps), "--threads", str(cfg["threads"]),
              "--mode", cfg["mode"], "--dtype", cfg["dtype"], "--bf16", args.torch_bf16, "--attn", args.torch_attn,
              "--lr", repr(args.lr), "--beta1", repr(args.betas[0]), "--beta2", repr(args.betas[1]),
              "--eps", repr(args.eps), "--weight-decay", repr(args.weight_decay)]
     if cfg["ac"]:
         extra.append("--activation-checkpointing")
+    return extra
+
+
+def run_torch(args, cfg, model_dir, data, run_dir):
+    extra = torch_train_args(args, cfg, model_dir, data, args.batch)
     res, r = torch_json(args, "train", extra, str(run_dir / "torch"), threads=cfg["threads"])
     row = {"command": shlex.join([args.python, str(TORCH_SCRIPT), "train", *extra])}
     if res is None:

@@ -122,14 +122,11 @@ def load_batches(model_dir, data, seq, batch, steps):
     return [(ids[s, :, :-1].contiguous(), ids[s, :, 1:].contiguous()) for s in range(steps)]
 
 
-def cmd_train(args):
+def build_model(args):
+    """The transformers model of a `train` run (bf16 cast, activation checkpointing and LoRA as asked), in train
+    mode; bench/train_torch_dp.py wraps the same model in DDP or FSDP2."""
     import torch
     from transformers import AutoModelForCausalLM
-    torch.set_num_threads(args.threads)
-    torch.manual_seed(0)
-    steps = args.warmup_steps + args.steps
-    batches = load_batches(args.model_dir, args.data, args.seq, args.batch, steps)
-
     model = AutoModelForCausalLM.from_pretrained(args.model_dir, dtype=torch.float32, attn_implementation=args.attn)
     if args.dtype == "bf16" and args.bf16 == "cast":
         model = model.to(torch.bfloat16)
@@ -141,9 +138,34 @@ def cmd_train(args):
                                                  target_modules=common.LORA_TARGETS, bias="none",
                                                  task_type="CAUSAL_LM"))
     model.train()
+    return model
+
+
+def adamw(args, params):
+    import torch
+    return torch.optim.AdamW(params, lr=args.lr, betas=(args.beta1, args.beta2), eps=args.eps,
+                             weight_decay=args.weight_decay)
+
+
+def dtype_summary(model):
+    """The dtypes of the frozen and the trainable parameters and their counts (peft keeps adapters in fp32 over a
+    bf16 model: its autocast_adapter_dtype default)."""
+    params = list(model.parameters())
+    return {"frozen_dtypes": sorted({str(p.dtype).replace("torch.", "") for p in params if not p.requires_grad}),
+            "trainable_dtypes": sorted({str(p.dtype).replace("torch.", "") for p in params if p.requires_grad}),
+            "trainable_params": sum(p.numel() for p in params if p.requires_grad),
+            "total_params": sum(p.numel() for p in params)}
+
+
+def cmd_train(args):
+    import torch
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    steps = args.warmup_steps + args.steps
+    batches = load_batches(args.model_dir, args.data, args.seq, args.batch, steps)
+    model = build_model(args)
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=args.lr, betas=(args.beta1, args.beta2), eps=args.eps,
-                                  weight_decay=args.weight_decay)
+    optimizer = adamw(args, params)
     autocast = args.dtype == "bf16" and args.bf16 == "autocast"
 
     records = []
@@ -158,13 +180,7 @@ def cmd_train(args):
         seconds = time.perf_counter() - t0
         records.append({"step": step, "loss": float(loss.detach()), "seconds": seconds, "tokens": int(y.numel())})
         print(f"step {step} loss {records[-1]['loss']:.5f} {seconds * 1e3:.0f} ms", flush=True)
-    emit({"steps": records, "threads": torch.get_num_threads(),
-          # peft keeps adapters in fp32 over a bf16 model (its autocast_adapter_dtype default)
-          "frozen_dtypes": sorted({str(p.dtype).replace("torch.", "") for p in model.parameters()
-                                   if not p.requires_grad}),
-          "trainable_dtypes": sorted({str(p.dtype).replace("torch.", "") for p in params}),
-          "trainable_params": sum(p.numel() for p in params),
-          "total_params": sum(p.numel() for p in model.parameters())}, args.result)
+    emit({"steps": records, "threads": torch.get_num_threads(), **dtype_summary(model)}, args.result)
 
 
 # ---- environment -----------------------------------------------------------------------------------------------------
@@ -185,18 +201,8 @@ def cmd_env(args):
           "torch_cpu_capability": torch.backends.cpu.get_cpu_capability()}, args.result)
 
 
-def main():
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = p.add_subparsers(dest="cmd", required=True)
-    a = sub.add_parser("assets")
-    a.add_argument("--work-dir", required=True)
-    a.add_argument("--shape", required=True, choices=sorted(common.SHAPES))
-    g = sub.add_parser("gemm")
-    g.add_argument("--threads", type=int, required=True)
-    g.add_argument("--dtype", choices=["fp32", "bf16"], required=True)
-    g.add_argument("--n", type=int, default=2048)
-    g.add_argument("--seconds", type=float, default=3.0)
-    t = sub.add_parser("train")
+def add_train_args(t):
+    """The options of `train`, shared with bench/train_torch_dp.py."""
     t.add_argument("--model-dir", required=True)
     t.add_argument("--data", required=True)
     t.add_argument("--seq", type=int, required=True)
@@ -214,6 +220,22 @@ def main():
     t.add_argument("--beta2", type=float, required=True)
     t.add_argument("--eps", type=float, required=True)
     t.add_argument("--weight-decay", type=float, required=True)
+
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="cmd", required=True)
+    a = sub.add_parser("assets")
+    a.add_argument("--work-dir", required=True)
+    a.add_argument("--shape", required=True, choices=sorted(common.SHAPES))
+    g = sub.add_parser("gemm")
+    g.add_argument("--threads", type=int, required=True)
+    g.add_argument("--dtype", choices=["fp32", "bf16"], required=True)
+    g.add_argument("--n", type=int, default=2048)
+    g.add_argument("--seconds", type=float, default=3.0)
+    t = sub.add_parser("train")
+    add_train_args(t)
     sub.add_parser("env")
     for s in (a, g, t, sub.choices["env"]):
         s.add_argument("--result")
