@@ -40,21 +40,21 @@ StateRange parse_range(const json& r, const std::string& where) {
 }
 
 // The parts dir holds: one whole-state file, or every rank's.
-std::vector<SavedPart> read_parts(const std::string& dir, json& rank0_meta) {
+std::vector<SavedPart> read_parts(const std::string& dir, OptimizerStateFiles& rank0_meta) {
   std::vector<SavedPart> parts;
   if (fs::exists(fs::path(dir) / "optimizer.safetensors")) {
     SavedPart p{(fs::path(dir) / "optimizer.safetensors").string(),
                 load_tensors((fs::path(dir) / "optimizer.safetensors").string()),
                 {}};
     for (const auto& [name, t] : p.tensors) p.ranges[name] = whole(t);
-    rank0_meta = load_json((fs::path(dir) / "optimizer.json").string());
+    rank0_meta = load_optimizer_meta((fs::path(dir) / "optimizer.json").string());
     parts.push_back(std::move(p));
     return parts;
   }
   const std::string meta0 = (rank_dir(dir, 0) / "optimizer.json").string();
   if (!fs::exists(meta0)) throw Error("no optimizer state (neither optimizer.safetensors nor rank_0/)", dir, kHint);
-  rank0_meta = load_json(meta0);
-  const json shard = rank0_meta.value("extra", json::object()).value("shard", json::object());
+  rank0_meta = load_optimizer_meta(meta0);
+  const json shard = rank0_meta.extra.value("shard", json::object());
   if (!shard.contains("world_size") || !shard["world_size"].is_number_integer() || shard["world_size"].get<int>() < 1)
     throw Error("rank 0's optimizer state names no world_size", meta0, kHint);
   const int world = shard["world_size"].get<int>();
@@ -101,7 +101,7 @@ void save_optimizer_shard(const std::string& dir, int rank, int world_size, cons
 
 OptimizerStateFiles load_optimizer_state_ranges(const std::string& dir, std::map<std::string, Tensor>& state,
                                                 const std::map<std::string, StateRange>& ranges) {
-  json meta;
+  OptimizerStateFiles meta;
   const std::vector<SavedPart> parts = read_parts(dir, meta);
   // A sharded run's state holds only the tensors its shard touches; a whole one must account for every saved tensor.
   for (const SavedPart& p : parts)
@@ -143,18 +143,8 @@ OptimizerStateFiles load_optimizer_state_ranges(const std::string& dir, std::map
           throw Error("optimizer state '" + name + "' holds a non-finite value", dir,
                       "resume from an earlier checkpoint");
   }
-  OptimizerStateFiles out;
-  if (!meta.is_object() || !meta.contains("step_counts") || !meta["step_counts"].is_object())
-    throw Error("no 'step_counts' object", dir, "the optimizer state file is damaged");
-  for (const auto& [name, n] : meta["step_counts"].items()) {
-    if (!n.is_number_integer() || n.get<int64_t>() < 0)
-      throw Error("step count of '" + name + "' is not a non-negative integer", dir + ": step_counts",
-                  "the optimizer state file is damaged");
-    out.step_counts[name] = n.get<int64_t>();
-  }
-  out.extra = meta.value("extra", json::object());
-  out.extra.erase("shard");
-  return out;
+  meta.extra.erase("shard");
+  return meta;
 }
 
 }  // namespace automodel::checkpoint

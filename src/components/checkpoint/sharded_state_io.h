@@ -26,7 +26,8 @@ void save_optimizer_shard(const std::string& dir, int rank, int world_size, cons
 // Fills `state` from dir, whether one process wrote it (optimizer.safetensors) or the ranks of a sharded run, of this
 // run's number or another: each tensor takes its range (`ranges`; a tensor not in it is whole) from wherever the saved
 // parts hold it. Error naming the tensor when a part is missing, a saved tensor has another size, a value is not
-// finite, or (without ranges: a whole state) the saved state has a tensor `state` lacks. Returns the step counts and extra JSON (rank 0's for a sharded save).
+// finite, or (without ranges: a whole state) the saved state has a tensor `state` lacks. Returns the step counts and
+// extra JSON (rank 0's for a sharded save).
 OptimizerStateFiles load_optimizer_state_ranges(const std::string& dir, std::map<std::string, Tensor>& state,
                                                 const std::map<std::string, StateRange>& ranges);
 

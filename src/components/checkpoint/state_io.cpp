@@ -127,7 +127,12 @@ void save_optimizer_state(const std::string& dir, const std::map<std::string, Te
 }
 
 OptimizerStateFiles load_optimizer_state(const std::string& dir, std::map<std::string, Tensor>& state) {
-  const std::string meta_path = (fs::path(dir) / "optimizer.json").string();
+  OptimizerStateFiles out = load_optimizer_meta((fs::path(dir) / "optimizer.json").string());
+  load_tensors_into((fs::path(dir) / "optimizer.safetensors").string(), state, /*require_finite=*/true);
+  return out;
+}
+
+OptimizerStateFiles load_optimizer_meta(const std::string& meta_path) {
   json meta = load_json(meta_path);
   OptimizerStateFiles out;
   if (!meta.is_object() || !meta.contains("step_counts") || !meta["step_counts"].is_object())
@@ -139,7 +144,6 @@ OptimizerStateFiles load_optimizer_state(const std::string& dir, std::map<std::s
     out.step_counts[name] = n.get<int64_t>();
   }
   out.extra = meta.value("extra", json::object());
-  load_tensors_into((fs::path(dir) / "optimizer.safetensors").string(), state, /*require_finite=*/true);
   return out;
 }
 

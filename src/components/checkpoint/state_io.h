@@ -53,6 +53,8 @@ void save_optimizer_state(const std::string& dir, const std::map<std::string, Te
 // Copies the saved tensors into `state` (as load_tensors_into with require_finite) and returns the step counts and
 // extra JSON.
 OptimizerStateFiles load_optimizer_state(const std::string& dir, std::map<std::string, Tensor>& state);
+// optimizer.json alone (checked).
+OptimizerStateFiles load_optimizer_meta(const std::string& meta_path);
 
 // rng/rng_state.json: {"<generator name>": {"seed": s, "offset": o}}.
 void save_rng_state(const std::string& dir, const std::map<std::string, GeneratorState>& generators);
