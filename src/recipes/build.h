@@ -90,7 +90,7 @@ const char* strategy_name(DistributedStrategy s);
 struct DistributedOptions {
   DistributedStrategy strategy = DistributedStrategy::fsdp2;
   int64_t dp_size = 1;            // the number of ranks (tp, cp and pp are 1)
-  int64_t dp_replicate_size = 1;  // HSDP: replicas x shards = dp_size
+  int64_t dp_replicate_size = 1;  // fsdp2 (HSDP): replica groups, each sharding across dp_size / it ranks
   bool activation_checkpointing = false;
   int64_t bucket_bytes = 25 << 20;  // DDP's all-reduce buckets (bucket_cap_mb)
   bool overlap_grad_reduce = true;  // start each bucket during backward (Megatron's overlap_grad_reduce)

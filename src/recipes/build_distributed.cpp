@@ -106,11 +106,6 @@ DistributedOptions build_distributed_options(const ConfigNode* section, const Co
                   b->where(), "torch's default is 25");
     o.bucket_bytes = std::max<int64_t>(1, int64_t(mb * (1 << 20)));
   }
-  if (o.strategy == DistributedStrategy::fsdp2 && o.dp_replicate_size > 1)
-    throw Error("distributed.dp_replicate_size = " + std::to_string(o.dp_replicate_size) +
-                    ": HSDP (fsdp2 shards replicated across groups of ranks) is not built yet",
-                section->at("dp_replicate_size").where(),
-                "shard across every rank (dp_replicate_size: 1), or replicate across every rank (strategy: ddp)");
   return o;
 }
 

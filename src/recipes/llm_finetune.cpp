@@ -268,7 +268,16 @@ class FinetuneRun {
       throw Error("no parameter of the model requires a gradient", cfg_.at("optimizer").where(),
                   "enable training of some parameters (full fine-tune or a peft: section)");
     if (dist_.strategy == DistributedStrategy::fsdp2 && comm_.size() > 1) {
-      sharded_ = std::make_unique<distributed::ShardedParameters>(comm_, per_layer);
+      // HSDP: dp_replicate_size groups of consecutive ranks, each sharding the model; rank s of every group holds
+      // the same shard (torch's device mesh (dp_replicate, dp_shard)).
+      shard_comm_ = &comm_;
+      if (dist_.dp_replicate_size > 1) {
+        const int shards = comm_.size() / int(dist_.dp_replicate_size);
+        shard_group_ = comm_.split(comm_.rank() / shards, comm_.rank() % shards);
+        replica_group_ = comm_.split(comm_.rank() % shards, comm_.rank() / shards);
+        shard_comm_ = shard_group_.get();
+      }
+      sharded_ = std::make_unique<distributed::ShardedParameters>(*shard_comm_, per_layer, replica_group_.get());
       optimizer_ = build_optimizer(cfg_.at("optimizer"), *model_, sharded_->shards(), /*flat_state=*/true);
       if (std::string(optimizer_->name()) == "AdamW8bit")
         throw Error(
@@ -498,7 +507,7 @@ class FinetuneRun {
         autograd::backward({loss_of(padding_batch(), num_label_tokens)});
       }
       if (reducer_) reducer_->finish_backward();
-      if (sharded_) sharded_->finish_backward();
+      if (sharded_) sharded_->finish_backward(i + 1 == micro_batches.size());
     }
     loss_sum = comm_.all_reduce(loss_sum);
     if (inject_nan_loss(sched_->step())) loss_sum = std::nan("");
@@ -516,7 +525,7 @@ class FinetuneRun {
       step_options.zero_grad = true;
       step_options.skip_if_nonfinite = sched_->skip_nonfinite_steps();
       if (sharded_)
-        step_options.global_norm = [this](double local) { return std::sqrt(comm_.all_reduce(local * local)); };
+        step_options.global_norm = [this](double local) { return std::sqrt(shard_comm_->all_reduce(local * local)); };
       grad_norm = optimizer_->step(step_options);
       if (!std::isfinite(grad_norm)) nonfinite_reason_ = "the gradient norm is " + training::number_text(grad_norm);
     }
@@ -667,10 +676,12 @@ class FinetuneRun {
             [this, lr_steps_key](const fs::path& dir) {
               const nlohmann::json extra = {{"optimizer", optimizer_->name()},
                                             {lr_steps_key, lr_sched_ ? lr_sched_->num_steps() : 0}};
-              if (sharded_)
-                checkpoint::save_optimizer_shard(dir.string(), comm_.rank(), comm_.size(), optimizer_->state_dict(),
-                                                 optimizer_state_ranges(), optimizer_->step_counts(), extra);
-              else
+              // Under HSDP the first group writes the shards (the others hold the same).
+              if (sharded_ && (!replica_group_ || replica_group_->rank() == 0))
+                checkpoint::save_optimizer_shard(dir.string(), shard_comm_->rank(), shard_comm_->size(),
+                                                 optimizer_->state_dict(), optimizer_state_ranges(),
+                                                 optimizer_->step_counts(), extra);
+              else if (!sharded_)
                 checkpoint::save_optimizer_state(dir.string(), optimizer_->state_dict(), optimizer_->step_counts(),
                                                  extra);
             },
@@ -858,9 +869,11 @@ class FinetuneRun {
   std::unique_ptr<training::StepScheduler> sched_;
   std::vector<nn::FlatParameters> flat_buffers_;
   std::unique_ptr<optim::Optimizer> optimizer_;
-  std::unique_ptr<distributed::GradientReducer> reducer_;    // ddp across ranks
-  std::unique_ptr<distributed::ShardedParameters> sharded_;  // fsdp2 across ranks
-  double sync_wait_seconds_ = 0;                             // reducer_->exposed_seconds() after the previous step
+  std::unique_ptr<distributed::GradientReducer> reducer_;                   // ddp across ranks
+  std::unique_ptr<distributed::ShardedParameters> sharded_;                 // fsdp2 across ranks
+  std::unique_ptr<distributed::Communicator> shard_group_, replica_group_;  // HSDP
+  distributed::Communicator* shard_comm_ = nullptr;                         // the ranks sharing sharded_
+  double sync_wait_seconds_ = 0;  // reducer_->exposed_seconds() after the previous step
   std::unique_ptr<optim::OptimizerParamScheduler> lr_sched_;
   std::optional<double> max_grad_norm_;
   std::unique_ptr<checkpoint::CheckpointDirLock> dir_lock_;

@@ -261,8 +261,6 @@ def test_ranks_with_different_recipes_are_an_error(tmp_path):
 
 @pytest.mark.parametrize("overrides,message", [
     (["--distributed.dp_size", 4], "distributed.dp_size = 4 but the job has 2 rank(s)"),
-    (["--distributed.strategy", "fsdp2", "--distributed.dp_replicate_size", 2],
-     "distributed.dp_replicate_size = 2: HSDP (fsdp2 shards replicated across groups of ranks) is not built yet"),
     (["--distributed.strategy", "fsdp2", "--optimizer._target_", "torchao.optim.AdamW8bit"],
      "torchao.optim.AdamW8bit under distributed.strategy fsdp2 is not built yet"),
     (["--distributed.tp_size", 2], "distributed.tp_size = 2: only data parallelism is built"),
@@ -355,3 +353,20 @@ def test_a_wider_llama_trains_on_two_ranks_as_in_one_process(tmp_path, wider_lla
         assert rel(x["loss"], y["loss"]) <= 1e-5 and rel(x["grad_norm"], y["grad_norm"]) <= 1e-5, (x, y)
     name = "model/consolidated/model.safetensors"
     assert_same_weights(final(single) / name, final(two) / name, 1e-5)
+
+
+def test_hsdp_two_replicas_of_two_shards_train_as_one_process(tmp_path, single_run):
+    """fsdp2 with dp_replicate_size 2 on 4 ranks (oversubscribed): two groups each shard the model across 2 ranks;
+    the checkpoint (written by the first group) resumes in one process."""
+    d = tmp_path / "hsdp"
+    r = finetune(d, "--distributed.dp_replicate_size", 2, ranks=4, strategy="fsdp2")
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr
+    assert_same_training(single_run, d, 1e-5)
+    name = "model/consolidated/model.safetensors"
+    assert_same_weights(final(single_run) / name, final(d) / name, 1e-5)
+    assert sorted(p.name for p in (d / "epoch_0_step_4" / "optim").iterdir()) == ["rank_0", "rank_1"]
+    resumed = tmp_path / "resumed"
+    r = finetune(resumed, "--checkpoint.restore_from", d / "epoch_0_step_4")
+    assert r.returncode == 0, r.stdout + r.stderr
+    for x, y in zip(jsonl(single_run / "training.jsonl")[5:], jsonl(resumed / "training.jsonl")):
+        assert rel(x["loss"], y["loss"]) <= 1e-5 and rel(x["grad_norm"], y["grad_norm"]) <= 1e-5, (x, y)

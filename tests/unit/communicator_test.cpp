@@ -104,3 +104,15 @@ TEST(Communicator, AllGatherAndReduceScatterOfShards) {
         << dtype_name(dt);
   }
 }
+
+TEST(Communicator, SplitGroupsTheRanksOfOneColor) {
+  const int r = comm().rank();
+  // Everyone in one group, ranked in reverse; then every rank alone.
+  std::unique_ptr<Communicator> all = comm().split(0, comm().size() - 1 - r);
+  EXPECT_EQ(all->size(), comm().size());
+  EXPECT_EQ(all->rank(), comm().size() - 1 - r);
+  EXPECT_EQ(all->all_reduce(int64_t(1)), int64_t(comm().size()));
+  std::unique_ptr<Communicator> alone = comm().split(r, 0);
+  EXPECT_EQ(alone->size(), 1);
+  EXPECT_EQ(alone->all_reduce(int64_t(r + 1)), int64_t(r + 1));
+}

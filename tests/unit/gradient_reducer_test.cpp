@@ -37,6 +37,7 @@ struct RecordingCommunicator : Communicator {
   void broadcast(const Tensor&, int) override {}
   std::vector<std::string> all_gather_text(const std::string& text) override { return {text, text}; }
   void barrier() override {}
+  std::unique_ptr<Communicator> split(int, int) override { return nullptr; }
 
  protected:
   void abort_job(int) override {}

@@ -66,7 +66,7 @@ TEST(ShardedParameters, EachRankHoldsItsPartAndLayersExistOnlyWhileTheyRun) {
     for (int64_t i = 0; i < g.numel(); ++i) g.data<float>()[i] += float(comm().rank() + 1);
   }
   sharded.hooks()->after_backward(1);
-  sharded.finish_backward();
+  sharded.finish_backward(/*last_micro_batch=*/true);
   EXPECT_FALSE(layer1.storage()->has_memory());
   const float expected = float(comm().size() * (comm().size() + 1) / 2);
   const nn::FlatParameters& shard = sharded.shards()[2];

@@ -59,6 +59,7 @@ struct SingleProcess : Communicator {
   void broadcast(const Tensor&, int) override {}
   std::vector<std::string> all_gather_text(const std::string& text) override { return {text}; }
   void barrier() override {}
+  std::unique_ptr<Communicator> split(int, int) override { return std::make_unique<SingleProcess>(); }
   void abort_job(int) override {}
 };
 

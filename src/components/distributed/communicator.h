@@ -48,6 +48,9 @@ class Communicator {
   // Every rank's bytes of `text`, in rank order (for checking that the ranks agree).
   virtual std::vector<std::string> all_gather_text(const std::string& text) = 0;
   virtual void barrier() = 0;
+  // The ranks that pass the same `color`, as a communicator of their own, ranked by `key` (MPI_Comm_split); every
+  // rank calls it.
+  virtual std::unique_ptr<Communicator> split(int color, int key) = 0;
   // Ends the whole job now (a rank that cannot go on would otherwise leave the others waiting in a collective).
   [[noreturn]] void abort(int exit_code);
   // How long a collective may wait for the other ranks before it fails with an Error (a rank hung or died).

@@ -79,10 +79,20 @@ struct MpiRequest : Request {
 
 class MpiCommunicator : public Communicator {
  public:
+  // The world, initialising MPI.
   MpiCommunicator() {
     int provided = 0;
     check_mpi(MPI_Init_thread(nullptr, nullptr, MPI_THREAD_FUNNELED, &provided), "MPI_Init_thread");
-    check_mpi(MPI_Comm_dup(MPI_COMM_WORLD, &comm_), "MPI_Comm_dup");
+    MPI_Comm world;
+    check_mpi(MPI_Comm_dup(MPI_COMM_WORLD, &world), "MPI_Comm_dup");
+    init(world);
+    owns_mpi_ = true;
+  }
+  // A communicator split from another (MPI already initialised).
+  explicit MpiCommunicator(MPI_Comm comm, double timeout_seconds) : timeout_seconds_(timeout_seconds) { init(comm); }
+
+  void init(MPI_Comm comm) {
+    comm_ = comm;
     MPI_Comm_rank(comm_, &rank_);
     MPI_Comm_size(comm_, &size_);
     MPI_Comm local;
@@ -102,7 +112,13 @@ class MpiCommunicator : public Communicator {
     MPI_Op_free(&types_.bf16_max_op);
     MPI_Type_free(&types_.bf16_type);
     MPI_Comm_free(&comm_);
-    MPI_Finalize();
+    if (owns_mpi_) MPI_Finalize();
+  }
+
+  std::unique_ptr<Communicator> split(int color, int key) override {
+    MPI_Comm part;
+    check_mpi(MPI_Comm_split(comm_, color, key, &part), "MPI_Comm_split");
+    return std::make_unique<MpiCommunicator>(part, timeout_seconds_);
   }
 
   int rank() const override { return rank_; }
@@ -215,6 +231,7 @@ class MpiCommunicator : public Communicator {
   MPI_Comm comm_ = MPI_COMM_NULL;
   int rank_ = 0, size_ = 1, local_size_ = 1;
   double timeout_seconds_ = 30 * 60;  // torch.distributed's default
+  bool owns_mpi_ = false;             // the world: finalises MPI when destroyed
   MpiTypes types_;
 };
 

@@ -45,7 +45,9 @@ std::vector<nn::FlatParameters::Slot> clip_slots(const nn::FlatParameters& full,
 
 }  // namespace
 
-ShardedParameters::ShardedParameters(Communicator& comm, const std::vector<nn::NamedParameters>& lists) : comm_(comm) {
+ShardedParameters::ShardedParameters(Communicator& comm, const std::vector<nn::NamedParameters>& lists,
+                                     Communicator* replicas)
+    : comm_(comm), replicas_(replicas) {
   AM_CHECK(!lists.empty(), "ShardedParameters: no parameters to shard");
   const int64_t ranks = comm.size();
   int64_t num_layers = 0;
@@ -181,10 +183,14 @@ void ShardedParameters::begin_step(bool backward) {
   for (size_t i = 0; i < buffers_.size(); ++i) wait_gather(i);
 }
 
-void ShardedParameters::finish_backward() {
+void ShardedParameters::finish_backward(bool last_micro_batch) {
   for (size_t i = 0; i < buffers_.size(); ++i)
     if (buffers_[i]->layer < 0 && buffers_[i]->grad_ready && !buffers_[i]->reducing) start_reduce(i);
   for (size_t i = 0; i < buffers_.size(); ++i) finish_reduce(i, buffers_[i]->layer < 0);
+  // Across the replicas once per step, in buffer order on every rank (the reductions above finish in whatever order
+  // their ranks see them complete).
+  if (last_micro_batch && replicas_ != nullptr)
+    for (const nn::FlatParameters& s : shards_) replicas_->all_reduce(s.grad);
 }
 
 void ShardedParameters::end_step() {

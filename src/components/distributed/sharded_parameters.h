@@ -20,8 +20,11 @@ namespace automodel::distributed {
 class ShardedParameters {
  public:
   // `lists`: the trainable parameters cut as nn::parameters_by_module cuts them, equal on every rank (each rank
-  // loaded the same weights); they are moved into full buffers that keep memory only while gathered.
-  ShardedParameters(Communicator& comm, const std::vector<nn::NamedParameters>& lists);
+  // loaded the same weights); they are moved into full buffers that keep memory only while gathered. `comm`: the
+  // ranks that share the shards. HSDP: `replicas` (null: none) joins the ranks that hold the same shard in the
+  // other groups; the step's shard gradients are then summed across them too.
+  ShardedParameters(Communicator& comm, const std::vector<nn::NamedParameters>& lists,
+                    Communicator* replicas = nullptr);
   ~ShardedParameters();
 
   // This rank's part of each buffer (data and gradient, slots clipped to it): what the optimizer steps.
@@ -32,8 +35,9 @@ class ShardedParameters {
   // Before a step's (or a validation's) first forward: the buffers outside the layers, gathered (with zeroed full
   // gradients when `backward` will follow).
   void begin_step(bool backward);
-  // After each micro-batch's backward: every gradient reduce-scattered into (added to) the shards.
-  void finish_backward();
+  // After each micro-batch's backward: every gradient reduce-scattered into (added to) the shards; after the step's
+  // last, with replicas, summed across them.
+  void finish_backward(bool last_micro_batch);
   // After the optimizer has updated the shards: the buffers outside the layers released.
   void end_step();
 
@@ -65,6 +69,7 @@ class ShardedParameters {
   size_t buffer_of_layer(int64_t layer) const;
 
   Communicator& comm_;
+  Communicator* replicas_;
   std::vector<std::unique_ptr<Buffer>> buffers_;
   std::vector<nn::FlatParameters> shards_;
   std::vector<int64_t> layer_buffer_;  // buffer index per decoder layer (-1: the layer has no trainable parameter)
