@@ -64,6 +64,9 @@ int run_recipe_command(const std::vector<std::string>& command, const std::strin
   // NeMo's --nproc-per-node: this command again, as that many MPI ranks on this machine.
   if (const std::optional<std::string> nproc = take_option(args, {"--nproc-per-node", "--nproc_per_node"}, kUsage)) {
     const int n = parse_nproc(*nproc);
+    if (distributed::launched_by_mpi())
+      throw Error("--nproc-per-node inside an MPI job", "automodel",
+                  "either launch with mpirun/srun or with --nproc-per-node, not both");
     if (n > 1) {
       std::vector<std::string> again = command;
       again.insert(again.end(), args.begin(), args.end());

@@ -24,10 +24,6 @@ std::vector<std::string> local_launch_command(int nproc, const std::string& prog
 void exec_local_ranks(int nproc, const std::vector<std::string>& program_args) {
   if (nproc < 1)
     throw Error("--nproc-per-node must be >= 1, got " + std::to_string(nproc), "automodel", "e.g. --nproc-per-node 2");
-  for (const char* var : {"OMPI_COMM_WORLD_SIZE", "PMIX_RANK", "PMI_RANK"})
-    if (std::getenv(var) != nullptr)
-      throw Error("--nproc-per-node inside an MPI job (" + std::string(var) + " is set)", "automodel",
-                  "either launch with mpirun/srun or with --nproc-per-node, not both");
   if (geteuid() == 0 && std::getenv("OMPI_ALLOW_RUN_AS_ROOT") == nullptr)
     throw Error("mpirun refuses to start ranks as root", "automodel --nproc-per-node",
                 "run as a regular user, or set OMPI_ALLOW_RUN_AS_ROOT=1 and OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 if "

@@ -12,7 +12,7 @@ std::vector<std::string> local_launch_command(int nproc, const std::string& prog
                                               const std::vector<std::string>& program_args, int cores);
 
 // Replaces this process with local_launch_command for this executable; returns only by throwing an Error (mpirun
-// missing, refused as root, nproc < 1, or already inside an MPI job).
+// missing, refused as root, or nproc < 1).
 [[noreturn]] void exec_local_ranks(int nproc, const std::vector<std::string>& program_args);
 
 }  // namespace automodel::launcher
