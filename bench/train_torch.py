@@ -147,6 +147,19 @@ def adamw(args, params):
                              weight_decay=args.weight_decay)
 
 
+def timed_step(model, optimizer, x, y, autocast):
+    """One training step on token ids x and shifted labels y; returns (loss, seconds)."""
+    import torch
+    t0 = time.perf_counter()
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+        # shift_labels: y is already shifted, so transformers' loss takes every position.
+        loss = model(input_ids=x, labels=y, shift_labels=y).loss
+    loss.backward()
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return float(loss.detach()), time.perf_counter() - t0
+
+
 def dtype_summary(model):
     """The dtypes of the frozen and the trainable parameters and their counts (peft keeps adapters in fp32 over a
     bf16 model: its autocast_adapter_dtype default)."""
@@ -170,15 +183,8 @@ def cmd_train(args):
 
     records = []
     for step, (x, y) in enumerate(batches):
-        t0 = time.perf_counter()
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
-            # shift_labels: y is already shifted, so transformers' loss takes every position.
-            loss = model(input_ids=x, labels=y, shift_labels=y).loss
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        seconds = time.perf_counter() - t0
-        records.append({"step": step, "loss": float(loss.detach()), "seconds": seconds, "tokens": int(y.numel())})
+        loss, seconds = timed_step(model, optimizer, x, y, autocast)
+        records.append({"step": step, "loss": loss, "seconds": seconds, "tokens": int(y.numel())})
         print(f"step {step} loss {records[-1]['loss']:.5f} {seconds * 1e3:.0f} ms", flush=True)
     emit({"steps": records, "threads": torch.get_num_threads(), **dtype_summary(model)}, args.result)
 

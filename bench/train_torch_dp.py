@@ -14,7 +14,6 @@ import os
 import pathlib
 import resource
 import sys
-import time
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 import train_torch  # noqa: E402
@@ -64,14 +63,8 @@ def main():
 
     records, losses = [], []
     for step, (x, y) in enumerate(batches):
-        t0 = time.perf_counter()
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
-            loss = model(input_ids=x, labels=y, shift_labels=y).loss
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        seconds = time.perf_counter() - t0
-        losses.append(float(loss.detach()))
+        loss, seconds = train_torch.timed_step(model, optimizer, x, y, autocast)
+        losses.append(loss)
         records.append({"step": step, "seconds": seconds, "tokens": int(y.numel()) * world})
         if rank == 0:
             print(f"step {step} local loss {losses[-1]:.5f} {seconds * 1e3:.0f} ms", flush=True)
