@@ -6,9 +6,12 @@
 //   3 optim/optimizer.json -> load_optimizer_state beside a valid optimizer.safetensors
 //   4 optim/optimizer.safetensors -> load_optimizer_state beside a valid optimizer.json (load_tensors_into)
 //   5 LATEST               -> resolve_restore_path("LATEST") over a checkpoint_dir with one complete checkpoint
+//   6 optim/rank_0/optimizer.json, 7 optim/rank_1/optimizer.json -> load_optimizer_state_ranges of a sharded state
+//     (two ranks) beside the other rank's valid files, read whole as one process reads it
 #include <map>
 
 #include "components/checkpoint/checkpoint_dir.h"
+#include "components/checkpoint/sharded_state_io.h"
 #include "components/checkpoint/state_io.h"
 #include "components/data/loader.h"
 #include "components/training/step_scheduler.h"
@@ -27,6 +30,19 @@ std::map<std::string, Tensor> optimizer_state() {
           {"b.exp_avg_sq", Tensor::zeros({4})}};
 }
 
+// Rank r of 2's half of optimizer_state(), flattened, with its ranges.
+void save_half(const std::filesystem::path& dir, int r) {
+  std::map<std::string, Tensor> half;
+  std::map<std::string, automodel::checkpoint::StateRange> ranges;
+  for (const auto& [name, t] : optimizer_state()) {
+    const int64_t n = t.numel() / 2;
+    half[name] = Tensor::zeros({n});
+    ranges[name] = {r * n, n, t.numel()};
+  }
+  automodel::checkpoint::save_optimizer_shard(dir.string(), r, 2, half, ranges, {{"w", 4}, {"b", 4}},
+                                              {{"lr_scheduler_num_steps", 4}});
+}
+
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
@@ -43,6 +59,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     std::map<std::string, int64_t> counts{{"w", 4}, {"b", 4}};
     checkpoint::save_optimizer_state((r / "valid").string(), optimizer_state(), counts,
                                      {{"lr_scheduler_num_steps", 4}});
+    save_half(r / "valid_sharded", 0);
+    save_half(r / "valid_sharded", 1);
     return r;
   }();
   const std::string_view content = fuzz::as_text(data + 1, size - 1);
@@ -50,7 +68,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   fs::remove_all(dir);
   fs::create_directories(dir);
   fuzz::accept_errors([&] {
-    switch (data[0] % 6) {
+    switch (data[0] % 8) {
       case 0: {
         fuzz::write_file(dir / "step_scheduler.json", content);
         training::StepSchedulerOptions o;
@@ -99,6 +117,15 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       case 5: {
         fuzz::write_file(root / checkpoint::kLatestPointer, content);
         (void)checkpoint::resolve_restore_path(root.string(), "LATEST");
+        break;
+      }
+      case 6:
+      case 7: {
+        fs::copy(root / "valid_sharded", dir, fs::copy_options::recursive);
+        fuzz::write_file(dir / (data[0] % 8 == 6 ? "rank_0" : "rank_1") / "optimizer.json", content);
+        std::map<std::string, Tensor> state;
+        for (const auto& [name, t] : optimizer_state()) state[name] = Tensor::zeros({t.numel()});
+        (void)checkpoint::load_optimizer_state_ranges(dir.string(), state, {});
         break;
       }
     }

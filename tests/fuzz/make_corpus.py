@@ -225,6 +225,11 @@ def checkpoint_state_seeds():
              "b.exp_avg": np.zeros(4, np.float32), "b.exp_avg_sq": np.zeros(4, np.float32)}
     put("checkpoint_state", "optimizer.safetensors", b"\x04" + save_safetensors(state, metadata={"format": "pt"}))
     put("checkpoint_state", "latest.txt", b"\x05epoch_0_step_4\n")
+    for rank in (0, 1):
+        ranges = {f"{p}.{k}": [rank * n, n, 2 * n] for p, n in (("w", 8), ("b", 2)) for k in ("exp_avg", "exp_avg_sq")}
+        shard = {"rank": rank, "world_size": 2, "ranges": ranges}
+        put("checkpoint_state", f"optimizer_rank_{rank}.json", bytes([6 + rank]) + dump({
+            "step_counts": {"w": 4, "b": 4}, "extra": {"lr_scheduler_num_steps": 4, "shard": shard}}).encode())
 
 
 JSON_TOKENS = ['"{"', '"}"', '"["', '"]"', '":"', '","', '"\\""', '"true"', '"false"', '"null"', '"-1"', '"0"',
@@ -255,7 +260,8 @@ KEYS = {
                        "layers.0.self_attn.q_proj", "layer_replication", "trainable_token_indices", "lora_bias"],
     "checkpoint_state": ["step", "epoch", "batches_yielded", "seed", "shuffle", "drop_last", "num_samples",
                          "batch_size", "default", "offset", "step_counts", "extra", "w.exp_avg", "b.exp_avg_sq",
-                         "epoch_0_step_4", "../", "LATEST", "__metadata__", "dtype", "shape", "data_offsets", "F32"],
+                         "epoch_0_step_4", "../", "LATEST", "__metadata__", "dtype", "shape", "data_offsets", "F32",
+                         "shard", "rank", "world_size", "ranges"],
 }
 YAML_TOKENS = [": ", "- ", "[", "]", "{", "}", ", ", "&a ", "*a", "<<: ", "? ", "!!str ", "!!int ", "!!map", "|",
                ">-", "'", '"', "#", "---", "...", "~", "null", "yes", "off", ".inf", ".nan", "0x1F", "0o17",

@@ -1,5 +1,6 @@
 #include "components/checkpoint/sharded_state_io.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <filesystem>
@@ -39,6 +40,14 @@ StateRange parse_range(const json& r, const std::string& where) {
   return out;
 }
 
+// The "shard" entry of a part's optimizer.json ({} when absent).
+json shard_of(const OptimizerStateFiles& meta, const std::string& where) {
+  const json shard = meta.extra.value("shard", json::object());
+  if (!shard.is_object() || !shard.value("ranges", json::object()).is_object())
+    throw Error("the 'shard' entry is not an object with a 'ranges' object", where, kHint);
+  return shard;
+}
+
 // The parts dir holds: one whole-state file, or every rank's.
 std::vector<SavedPart> read_parts(const std::string& dir, OptimizerStateFiles& rank0_meta) {
   std::vector<SavedPart> parts;
@@ -54,7 +63,7 @@ std::vector<SavedPart> read_parts(const std::string& dir, OptimizerStateFiles& r
   const std::string meta0 = (rank_dir(dir, 0) / "optimizer.json").string();
   if (!fs::exists(meta0)) throw Error("no optimizer state (neither optimizer.safetensors nor rank_0/)", dir, kHint);
   rank0_meta = load_optimizer_meta(meta0);
-  const json shard = rank0_meta.extra.value("shard", json::object());
+  const json shard = shard_of(rank0_meta, meta0);
   if (!shard.contains("world_size") || !shard["world_size"].is_number_integer() || shard["world_size"].get<int>() < 1)
     throw Error("rank 0's optimizer state names no world_size", meta0, kHint);
   const int world = shard["world_size"].get<int>();
@@ -64,10 +73,7 @@ std::vector<SavedPart> read_parts(const std::string& dir, OptimizerStateFiles& r
     if (!fs::exists(meta_path))
       throw Error("the optimizer state of rank " + std::to_string(r) + " of " + std::to_string(world) + " is missing",
                   d.string(), kHint);
-    const json ranges = load_json(meta_path)
-                            .value("extra", json::object())
-                            .value("shard", json::object())
-                            .value("ranges", json::object());
+    const json ranges = shard_of(load_optimizer_meta(meta_path), meta_path).value("ranges", json::object());
     SavedPart p{(d / "optimizer.safetensors").string(), load_tensors((d / "optimizer.safetensors").string()), {}};
     for (const auto& [name, t] : p.tensors) {
       p.ranges[name] = ranges.contains(name) ? parse_range(ranges[name], meta_path + ": " + name) : whole(t);
@@ -115,7 +121,7 @@ OptimizerStateFiles load_optimizer_state_ranges(const std::string& dir, std::map
     AM_CHECK(t.is_contiguous() && want.numel == t.numel(), "load_optimizer_state_ranges: '", name,
              "' does not hold its range");
     const size_t element = dtype_size(t.dtype());
-    int64_t filled = 0;
+    std::vector<std::pair<int64_t, int64_t>> copied;  // [lo, hi) of the whole tensor; parts may repeat a range
     for (const SavedPart& p : parts) {
       const auto saved = p.tensors.find(name);
       if (saved == p.tensors.end()) continue;
@@ -131,7 +137,13 @@ OptimizerStateFiles load_optimizer_state_ranges(const std::string& dir, std::map
       std::memcpy(static_cast<char*>(t.raw_data()) + size_t(lo - want.offset) * element,
                   static_cast<const char*>(saved->second.raw_data()) + size_t(lo - have.offset) * element,
                   size_t(hi - lo) * element);
-      filled += hi - lo;
+      copied.emplace_back(lo, hi);
+    }
+    std::sort(copied.begin(), copied.end());
+    int64_t filled = 0, covered_to = want.offset;
+    for (const auto& [lo, hi] : copied) {
+      filled += std::max<int64_t>(0, hi - std::max(lo, covered_to));
+      covered_to = std::max(covered_to, hi);
     }
     if (filled != want.numel)
       throw Error("optimizer state '" + name + "' is missing from the checkpoint (" + std::to_string(filled) + " of " +

@@ -144,6 +144,7 @@ OptimizerStateFiles load_optimizer_meta(const std::string& meta_path) {
     out.step_counts[name] = n.get<int64_t>();
   }
   out.extra = meta.value("extra", json::object());
+  if (!out.extra.is_object()) throw Error("'extra' is not an object", meta_path, "the optimizer state file is damaged");
   return out;
 }
 
