@@ -21,21 +21,16 @@
 #include "models/generate.h"
 #include "ops/view.h"
 #include "temp_dir.h"
+#include "tiny_model_config.h"
 
 using namespace automodel;
 using namespace automodel::models;
 using automodel::testing::error_of;
 using automodel::testing::TempDir;
+using automodel::testing::tiny_model_config;
 using nlohmann::json;
 
 namespace {
-
-json tiny_config(const std::string& model_type = "llama") {
-  return json{{"model_type", model_type},     {"vocab_size", 97},       {"hidden_size", 32},
-              {"intermediate_size", 64},      {"num_hidden_layers", 2}, {"num_attention_heads", 4},
-              {"num_key_value_heads", 2},     {"rms_norm_eps", 1e-5},   {"max_position_embeddings", 128},
-              {"tie_word_embeddings", false}, {"eos_token_id", 2},      {"pad_token_id", 0}};
-}
 
 const std::string kSource = "/models/tiny/config.json";
 
@@ -65,28 +60,30 @@ TEST(ConfigValidation, SizesMustBePositiveIntegers) {
   for (const char* key : {"vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
                           "num_key_value_heads", "head_dim", "max_position_embeddings"}) {
     for (const json& bad : {json(0), json(-4)})
-      EXPECT_TRUE(says(config_error_of(with(tiny_config(), key, bad)), {key, "positive integer", kSource})) << key;
+      EXPECT_TRUE(says(config_error_of(with(tiny_model_config(), key, bad)), {key, "positive integer", kSource}))
+          << key;
     // 64.0 is refused as transformers' strict config classes refuse it: an integer key takes a JSON integer.
     for (const json& bad : {json(8.5), json(8.0), json(true), json("8")})
-      EXPECT_TRUE(says(config_error_of(with(tiny_config(), key, bad)), {key, "must be an integer", kSource}))
+      EXPECT_TRUE(says(config_error_of(with(tiny_model_config(), key, bad)), {key, "must be an integer", kSource}))
           << key << " " << bad;
   }
-  EXPECT_TRUE(says(config_error_of(with(tiny_config(), "hidden_size", json(uint64_t(1) << 63))), {"below 2^63"}));
-  EXPECT_TRUE(says(config_error_of(with(tiny_config(), "hidden_size", 64.5)), {"64.5", "decimal point"}));
+  EXPECT_TRUE(says(config_error_of(with(tiny_model_config(), "hidden_size", json(uint64_t(1) << 63))), {"below 2^63"}));
+  EXPECT_TRUE(says(config_error_of(with(tiny_model_config(), "hidden_size", 64.5)), {"64.5", "decimal point"}));
 }
 
 TEST(ConfigValidation, HeadCountsMustDivide) {
-  EXPECT_TRUE(says(config_error_of(with(tiny_config(), "num_key_value_heads", 3)),
+  EXPECT_TRUE(says(config_error_of(with(tiny_model_config(), "num_key_value_heads", 3)),
                    {"num_key_value_heads", "multiple of num_key_value_heads (3)"}));
   // hidden_size / num_attention_heads is the head size only when head_dim is absent.
-  json j = with(tiny_config(), "hidden_size", 34);
+  json j = with(tiny_model_config(), "hidden_size", 34);
   EXPECT_TRUE(says(config_error_of(j), {"hidden_size", "not a multiple of num_attention_heads", "head_dim"}));
   EXPECT_EQ(config_error_of(with(j, "head_dim", 8)), "");
 }
 
 TEST(ConfigValidation, RopeNeedsAnEvenRotaryDimension) {
-  EXPECT_TRUE(says(config_error_of(with(tiny_config(), "head_dim", 7)), {"head_dim", "rotary dimension of 7", "even"}));
-  json j = with(tiny_config(), "rope_parameters", {{"rope_type", "default"}, {"partial_rotary_factor", 0.375}});
+  EXPECT_TRUE(
+      says(config_error_of(with(tiny_model_config(), "head_dim", 7)), {"head_dim", "rotary dimension of 7", "even"}));
+  json j = with(tiny_model_config(), "rope_parameters", {{"rope_type", "default"}, {"partial_rotary_factor", 0.375}});
   EXPECT_TRUE(says(config_error_of(j), {"rotary dimension of 3"}));  // 8 x 0.375
   for (double f : {0.0, -0.5, 1.5}) {
     j["rope_parameters"]["partial_rotary_factor"] = f;
@@ -96,22 +93,24 @@ TEST(ConfigValidation, RopeNeedsAnEvenRotaryDimension) {
 
 TEST(ConfigValidation, NormEpsAndSoftcapsMustBeFiniteAndInRange) {
   for (const json& bad : {json(0), json(-1e-6)})
-    EXPECT_TRUE(says(config_error_of(with(tiny_config(), "rms_norm_eps", bad)), {"rms_norm_eps", "positive finite"}));
-  EXPECT_TRUE(says(config_error_of(with(tiny_config(), "rms_norm_eps", true)), {"rms_norm_eps", "must be a number"}));
+    EXPECT_TRUE(
+        says(config_error_of(with(tiny_model_config(), "rms_norm_eps", bad)), {"rms_norm_eps", "positive finite"}));
+  EXPECT_TRUE(
+      says(config_error_of(with(tiny_model_config(), "rms_norm_eps", true)), {"rms_norm_eps", "must be a number"}));
   for (const char* key : {"attn_logit_softcapping", "final_logit_softcapping", "query_pre_attn_scalar"})
-    EXPECT_TRUE(says(config_error_of(with(tiny_config("gemma2"), key, -1.0)), {key, "non-negative"})) << key;
+    EXPECT_TRUE(says(config_error_of(with(tiny_model_config("gemma2"), key, -1.0)), {key, "non-negative"})) << key;
 }
 
 TEST(ConfigValidation, RopeParametersAreChecked) {
-  auto rope = [](json params) { return with(tiny_config(), "rope_parameters", std::move(params)); };
+  auto rope = [](json params) { return with(tiny_model_config(), "rope_parameters", std::move(params)); };
   EXPECT_TRUE(says(config_error_of(rope({{"rope_type", "default"}, {"rope_theta", 0}})), {"rope_theta", "positive"}));
-  EXPECT_TRUE(says(config_error_of(with(tiny_config(), "rope_theta", -1.0)), {"'rope_theta'", "positive"}));
+  EXPECT_TRUE(says(config_error_of(with(tiny_model_config(), "rope_theta", -1.0)), {"'rope_theta'", "positive"}));
   EXPECT_TRUE(
       says(config_error_of(rope({{"rope_type", "linear"}, {"factor", 0}})), {"rope_parameters.factor", "positive"}));
   EXPECT_TRUE(says(config_error_of(rope({{"rope_type", "yarn"}, {"factor", 4.0}})),
                    {"rope_parameters.rope_type", "'yarn' is not supported", "longrope"}));
   // legacy rope_scaling keys are named as such
-  EXPECT_TRUE(says(config_error_of(with(tiny_config(), "rope_scaling", {{"type", "dynamic"}, {"factor", -2.0}})),
+  EXPECT_TRUE(says(config_error_of(with(tiny_model_config(), "rope_scaling", {{"type", "dynamic"}, {"factor", -2.0}})),
                    {"rope_scaling.factor"}));
   json llama3 = {{"rope_type", "llama3"},
                  {"factor", 8.0},
@@ -142,12 +141,14 @@ TEST(ConfigValidation, RopeParametersAreChecked) {
 
 TEST(ConfigValidation, WindowsAndLayerTypes) {
   for (const char* family : {"mistral", "phi3", "gemma2"})
-    EXPECT_TRUE(says(config_error_of(with(tiny_config(family), "sliding_window", 0)), {"sliding_window", "positive"}))
+    EXPECT_TRUE(
+        says(config_error_of(with(tiny_model_config(family), "sliding_window", 0)), {"sliding_window", "positive"}))
         << family;
-  json qwen = with(with(tiny_config("qwen2"), "use_sliding_window", true), "sliding_window", -8);
+  json qwen = with(with(tiny_model_config("qwen2"), "use_sliding_window", true), "sliding_window", -8);
   EXPECT_TRUE(says(config_error_of(qwen), {"sliding_window"}));
-  EXPECT_EQ(config_error_of(with(tiny_config("mistral"), "sliding_window", nullptr)), "");  // null: full attention
-  json gemma2 = with(tiny_config("gemma2"), "layer_types", {"sliding_attention"});
+  EXPECT_EQ(config_error_of(with(tiny_model_config("mistral"), "sliding_window", nullptr)),
+            "");  // null: full attention
+  json gemma2 = with(tiny_model_config("gemma2"), "layer_types", {"sliding_attention"});
   EXPECT_TRUE(says(config_error_of(gemma2), {"layer_types", "has 1 entries for num_hidden_layers 2"}));
   gemma2["layer_types"] = {"sliding_attention", "chunked_attention"};
   EXPECT_TRUE(says(config_error_of(gemma2), {"layer_types[1]", "chunked_attention"}));
@@ -160,42 +161,44 @@ TEST(ConfigValidation, WindowsAndLayerTypes) {
 }
 
 TEST(ConfigValidation, ActivationsAreChecked) {
-  EXPECT_TRUE(says(config_error_of(with(tiny_config("qwen2"), "hidden_act", "gelu")), {"hidden_act", "'gelu'"}));
-  EXPECT_TRUE(says(config_error_of(with(tiny_config("gemma"), "hidden_activation", "relu")), {"hidden_activation"}));
-  EXPECT_TRUE(says(config_error_of(with(tiny_config(), "hidden_act", 3)), {"hidden_act", "a string"}));
+  EXPECT_TRUE(says(config_error_of(with(tiny_model_config("qwen2"), "hidden_act", "gelu")), {"hidden_act", "'gelu'"}));
+  EXPECT_TRUE(
+      says(config_error_of(with(tiny_model_config("gemma"), "hidden_activation", "relu")), {"hidden_activation"}));
+  EXPECT_TRUE(says(config_error_of(with(tiny_model_config(), "hidden_act", 3)), {"hidden_act", "a string"}));
 }
 
 TEST(ConfigValidation, TokenIdsOutsideTheVocabulary) {
   // transformers' nn.Embedding(padding_idx) refuses a pad id beyond the vocabulary.
   for (int64_t pad : {97, -98})
-    EXPECT_TRUE(says(config_error_of(with(tiny_config(), "pad_token_id", pad)), {"pad_token_id", "[0, 97)"})) << pad;
+    EXPECT_TRUE(says(config_error_of(with(tiny_model_config(), "pad_token_id", pad)), {"pad_token_id", "[0, 97)"}))
+        << pad;
   // Hub configs ship pad_token_id -1 and eos ids beyond vocab_size: a warning, as in transformers.
-  EXPECT_EQ(config_error_of(with(tiny_config(), "pad_token_id", -1)), "");
-  EXPECT_EQ(config_error_of(with(tiny_config(), "eos_token_id", json({2, 500}))), "");
-  EXPECT_EQ(config_error_of(with(tiny_config(), "bos_token_id", 1000)), "");
-  EXPECT_TRUE(says(config_error_of(with(tiny_config(), "eos_token_id", json({2, "</s>"}))), {"eos_token_id[1]"}));
-  EXPECT_TRUE(says(config_error_of(with(tiny_config(), "bos_token_id", 1.5)), {"bos_token_id", "an integer"}));
+  EXPECT_EQ(config_error_of(with(tiny_model_config(), "pad_token_id", -1)), "");
+  EXPECT_EQ(config_error_of(with(tiny_model_config(), "eos_token_id", json({2, 500}))), "");
+  EXPECT_EQ(config_error_of(with(tiny_model_config(), "bos_token_id", 1000)), "");
+  EXPECT_TRUE(says(config_error_of(with(tiny_model_config(), "eos_token_id", json({2, "</s>"}))), {"eos_token_id[1]"}));
+  EXPECT_TRUE(says(config_error_of(with(tiny_model_config(), "bos_token_id", 1.5)), {"bos_token_id", "an integer"}));
 }
 
 // ---- size arithmetic --------------------------------------------------------------------------------------
 
 TEST(SizeOverflow, ConfigSizesThatOverflowNameTheKey) {
   const int64_t huge = int64_t(1) << 62;
-  EXPECT_TRUE(says(config_error_of(with(tiny_config(), "vocab_size", huge)),
+  EXPECT_TRUE(says(config_error_of(with(tiny_model_config(), "vocab_size", huge)),
                    {"'vocab_size'", std::to_string(huge), "overflows", "model.embed_tokens.weight", kSource}));
-  EXPECT_TRUE(says(config_error_of(with(tiny_config(), "intermediate_size", huge)),
+  EXPECT_TRUE(says(config_error_of(with(tiny_model_config(), "intermediate_size", huge)),
                    {"'intermediate_size'", "overflows", "decoder layers"}));
-  EXPECT_TRUE(says(config_error_of(with(tiny_config(), "num_hidden_layers", huge)), {"'num_hidden_layers'"}));
+  EXPECT_TRUE(says(config_error_of(with(tiny_model_config(), "num_hidden_layers", huge)), {"'num_hidden_layers'"}));
 }
 
 TEST(SizeOverflow, ConfigSizesBeyondPhysicalMemoryNameTheKeyAndBytes) {
   const int64_t vocab = int64_t(1) << 44;  // x hidden 32 x 2 bytes = 1 PiB: beyond any machine this runs on
   ASSERT_LT(physical_memory_bytes(), size_t(vocab) * 32 * 2);
-  const std::string msg = config_error_of(with(tiny_config(), "vocab_size", vocab));
+  const std::string msg = config_error_of(with(tiny_model_config(), "vocab_size", vocab));
   EXPECT_TRUE(says(msg, {"'vocab_size'", "physical memory", "bytes", "model.embed_tokens.weight", kSource}));
   EXPECT_EQ(msg.find("batch"), std::string::npos) << msg;
   // Loading in f32 needs twice the bytes of the bf16 bound from_json checks.
-  ModelConfig c = ModelConfig::from_json(tiny_config(), kSource);
+  ModelConfig c = ModelConfig::from_json(tiny_model_config(), kSource);
   c.num_hidden_layers = int64_t(physical_memory_bytes() / 4 / 5000);  // ~9.5k parameters a layer
   c.layer_windows.assign(size_t(c.num_hidden_layers), 0);
   EXPECT_TRUE(says(error_of([&] { AutoModelForCausalLM::from_config(c); }), {"num_hidden_layers", "in float32"}));
@@ -203,7 +206,7 @@ TEST(SizeOverflow, ConfigSizesBeyondPhysicalMemoryNameTheKeyAndBytes) {
 
 TEST(SizeOverflow, ParameterCountBoundIsCloseToTheExactCount) {
   for (const char* family : {"llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "phi3"}) {
-    json j = with(tiny_config(family), "attention_bias", true);
+    json j = with(tiny_model_config(family), "attention_bias", true);
     ModelConfig c = ModelConfig::from_json(j, kSource);
     const int64_t exact = AutoModelForCausalLM::from_config(c)->num_parameters();
     EXPECT_GE(parameter_count_bound(c), exact) << family;
@@ -241,7 +244,7 @@ TEST(NonFinite, FindsNanAndInfInEveryFloatDtype) {
 
 TEST(NonFinite, WeightsAreFloatAndFiniteOrNamed) {
   TempDir dir;
-  auto model = AutoModelForCausalLM::from_config(ModelConfig::from_json(tiny_config(), kSource));
+  auto model = AutoModelForCausalLM::from_config(ModelConfig::from_json(tiny_model_config(), kSource));
   save_pretrained(*model, dir.str());
   const std::string file = dir / "model.safetensors";
   const io::NamedTensors clean = io::load_safetensors(file);
@@ -291,12 +294,12 @@ namespace {
 
 // A saved adapter for a fresh tiny llama, in `dir`.
 std::unique_ptr<LanguageModel> adapter_fixture(const TempDir& dir) {
-  auto model = AutoModelForCausalLM::from_config(ModelConfig::from_json(tiny_config(), kSource));
+  auto model = AutoModelForCausalLM::from_config(ModelConfig::from_json(tiny_model_config(), kSource));
   peft::PeftConfig c;
   c.dim = 2;
   peft::apply_lora(*model, c, 1);
   peft::save_adapter(*model, dir.str(), c);
-  return AutoModelForCausalLM::from_config(ModelConfig::from_json(tiny_config(), kSource));
+  return AutoModelForCausalLM::from_config(ModelConfig::from_json(tiny_model_config(), kSource));
 }
 
 std::string adapter_error_with(const TempDir& dir, LanguageModel& model, const std::string& key, const json& value) {
@@ -357,7 +360,7 @@ TEST(AdapterConfig, NonFiniteOrIntegerAdapterTensorsAreRefused) {
 // ---- generation -------------------------------------------------------------------------------------------
 
 TEST(GenerateHardening, NonFiniteLogitsAreAnError) {
-  auto model = AutoModelForCausalLM::from_config(ModelConfig::from_json(tiny_config(), kSource), {}, 1);
+  auto model = AutoModelForCausalLM::from_config(ModelConfig::from_json(tiny_model_config(), kSource), {}, 1);
   GenerationConfig gen;
   gen.max_new_tokens = 4;
   EXPECT_EQ(generate(*model, {1, 2, 3}, gen).size(), 4u);
@@ -371,7 +374,7 @@ TEST(GenerateHardening, NonFiniteLogitsAreAnError) {
 }
 
 TEST(GenerateHardening, KvCacheBeyondMemoryIsRefused) {
-  auto model = AutoModelForCausalLM::from_config(ModelConfig::from_json(tiny_config(), kSource));
+  auto model = AutoModelForCausalLM::from_config(ModelConfig::from_json(tiny_model_config(), kSource));
   GenerationConfig gen;
   for (int64_t n : {int64_t(1) << 40, std::numeric_limits<int64_t>::max()}) {
     gen.max_new_tokens = n;

@@ -12,24 +12,19 @@
 #include "ops/reduce.h"
 #include "ops/view.h"
 #include "temp_dir.h"
+#include "tiny_model_config.h"
 
 using namespace automodel;
 using namespace automodel::models;
 using automodel::testing::error_of;
 using automodel::testing::TempDir;
+using automodel::testing::tiny_model_config;
 using nlohmann::json;
 
 namespace {
 
-json tiny_config(const std::string& model_type) {
-  return json{{"model_type", model_type},     {"vocab_size", 97},       {"hidden_size", 32},
-              {"intermediate_size", 64},      {"num_hidden_layers", 2}, {"num_attention_heads", 4},
-              {"num_key_value_heads", 2},     {"rms_norm_eps", 1e-5},   {"max_position_embeddings", 128},
-              {"tie_word_embeddings", false}, {"pad_token_id", 0}};
-}
-
 std::unique_ptr<LanguageModel> tiny_model(const std::string& model_type, uint64_t seed = 5) {
-  return AutoModelForCausalLM::from_config(ModelConfig::from_json(tiny_config(model_type), "test"), {}, seed);
+  return AutoModelForCausalLM::from_config(ModelConfig::from_json(tiny_model_config(model_type), "test"), {}, seed);
 }
 
 Tensor token_ids() { return Tensor::from_vector(std::vector<int64_t>{3, 17, 0, 42, 96, 8, 1, 55}, {2, 4}); }
