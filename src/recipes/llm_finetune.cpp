@@ -650,16 +650,26 @@ class FinetuneRun {
     return {
         // With LoRA only the adapter is saved (in peft's format, loadable by PeftModel.from_pretrained); the base
         // model is the one the recipe names.
+        // Under fsdp2 each rank also writes its shard of the weights (model/sharded/, beside model/consolidated/),
+        // which a sharded resume reads without gathering the model.
         CheckpointPart(
             "model weights", peft_ ? layout::kModelDir : layout::kConsolidatedDir,
             [this](const fs::path& dir) {
-              if (peft_)
+              if (peft_) {
                 peft::save_adapter(*model_, dir.string(), *peft_, model_dir_);
-              else
-                checkpoint::save_consolidated_model(*model_, dir.string(), tokenizer_files());
+              } else {
+                if (main_rank()) checkpoint::save_consolidated_model(*model_, dir.string(), tokenizer_files());
+                if (writes_optimizer_shard()) save_model_shard(dir.parent_path() / "sharded");
+              }
               fault_injection_point("checkpoint_save");
             },
             [this](const fs::path& dir) {
+              if (sharded_ && !peft_ && fs::exists(dir.parent_path() / "sharded" / "index.json")) {
+                std::map<std::string, Tensor> stretches = sharded_->parameter_stretches();
+                checkpoint::load_model_shard((dir.parent_path() / "sharded").string(), stretches,
+                                             state_ranges(sharded_->parameter_ranges()));
+                return;
+              }
               // fsdp2: loaded into the gathered full parameters, each rank's shard then takes its part.
               if (sharded_) sharded_->gather_all();
               if (peft_)
@@ -670,14 +680,14 @@ class FinetuneRun {
                 sharded_->take_shards_from_full();
                 sharded_->release_all();
               }
-            }),
+            },
+            /*every_rank_saves=*/sharded_ != nullptr && !peft_),
         CheckpointPart(
             "optimizer state and LR scheduler position", layout::kOptimDir,
             [this, lr_steps_key](const fs::path& dir) {
               const nlohmann::json extra = {{"optimizer", optimizer_->name()},
                                             {lr_steps_key, lr_sched_ ? lr_sched_->num_steps() : 0}};
-              // Under HSDP the first group writes the shards (the others hold the same).
-              if (sharded_ && (!replica_group_ || replica_group_->rank() == 0))
+              if (writes_optimizer_shard())
                 checkpoint::save_optimizer_shard(dir.string(), shard_comm_->rank(), shard_comm_->size(),
                                                  optimizer_->state_dict(), optimizer_state_ranges(),
                                                  optimizer_->step_counts(), extra);
@@ -746,6 +756,30 @@ class FinetuneRun {
       result_.last_checkpoint = (fs::path(ckpt_.dir) / name).string();
     }
     comm_.barrier();
+  }
+
+  // Under fsdp2, the ranks that write their shards of the weights and optimizer state: under HSDP the first group
+  // (the others hold the same).
+  bool writes_optimizer_shard() const { return sharded_ && (!replica_group_ || replica_group_->rank() == 0); }
+
+  // model/sharded/: this rank's stretches; the first rank adds the index naming every shard rank's.
+  void save_model_shard(const fs::path& dir) {
+    checkpoint::save_model_shard(dir.string(), shard_comm_->rank(), sharded_->parameter_stretches());
+    if (!main_rank()) return;
+    std::vector<std::map<std::string, checkpoint::StateRange>> ranges;
+    for (int r = 0; r < shard_comm_->size(); ++r) ranges.push_back(state_ranges(sharded_->parameter_ranges(r)));
+    std::map<std::string, Tensor> parameters;  // the sharded ones
+    for (const auto& [name, p] : model_->named_parameters())
+      for (const auto& rank_ranges : ranges)
+        if (rank_ranges.count(name)) parameters[name] = p;
+    checkpoint::save_model_shard_index(dir.string(), parameters, ranges);
+  }
+
+  static std::map<std::string, checkpoint::StateRange> state_ranges(
+      const std::map<std::string, distributed::ShardedParameters::Range>& ranges) {
+    std::map<std::string, checkpoint::StateRange> out;
+    for (const auto& [name, r] : ranges) out[name] = {r.offset, r.numel, r.total};
+    return out;
   }
 
   // The part of each optimizer state tensor this rank holds under fsdp2 ("<parameter>.<key>": the parameter's range

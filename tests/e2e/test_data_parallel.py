@@ -157,8 +157,10 @@ def test_resume_across_world_sizes(tmp_path, single_run, save, resume):
         saved = tmp_path / "saved"
         r = finetune(saved, **where(save))
         assert r.returncode == 0, r.stdout + r.stderr
-        if save.startswith("fsdp2"):  # each rank wrote its optimizer shard
+        if save.startswith("fsdp2"):  # each rank wrote its shard of the optimizer state and of the weights
             assert sorted(p.name for p in (saved / "epoch_0_step_4" / "optim").iterdir()) == ["rank_0", "rank_1"]
+            assert sorted(p.name for p in (saved / "epoch_0_step_4" / "model" / "sharded").iterdir()) == [
+                "index.json", "rank_0.safetensors", "rank_1.safetensors"]
     d = tmp_path / "resumed"
     r = finetune(d, "--checkpoint.restore_from", saved / "epoch_0_step_4", **where(resume))
     assert r.returncode == 0, r.stdout + r.stderr
@@ -169,6 +171,30 @@ def test_resume_across_world_sizes(tmp_path, single_run, save, resume):
         assert rel(x["loss"], y["loss"]) <= 1e-6 and rel(x["grad_norm"], y["grad_norm"]) <= 1e-6, (x, y)
     name = "model/consolidated/model.safetensors"
     assert_same_weights(final(single_run) / name, final(d) / name, 1e-5)
+
+
+@pytest.mark.parametrize("ranks", [2, 4])
+def test_fsdp2_resumes_from_the_weight_shards_of_each_rank(tmp_path, single_run, ranks):
+    """fsdp2 ranks read their shards of the weights from model/sharded/ (every rank's stretch of each parameter, and
+    the index naming them), not from the consolidated model: with the consolidated weights gone, 2 ranks and 4
+    (another cut of every buffer) continue as the single process."""
+    saved = tmp_path / "saved"
+    r = finetune(saved, ranks=2, strategy="fsdp2")
+    assert r.returncode == 0, r.stdout + r.stderr
+    ckpt = saved / "epoch_0_step_4"
+    index = json.loads((ckpt / "model" / "sharded" / "index.json").read_text())
+    assert index["world_size"] == 2
+    embed = index["parameters"]["model.embed_tokens.weight"]
+    assert sum(p["numel"] for p in embed["parts"]) == embed["shape"][0] * embed["shape"][1]
+    (ckpt / "model" / "consolidated" / "model.safetensors").unlink()
+    d = tmp_path / "resumed"
+    r = finetune(d, "--checkpoint.restore_from", ckpt, ranks=ranks, strategy="fsdp2")
+    assert r.returncode == 0, r.stdout + r.stderr
+    for x, y in zip(jsonl(single_run / "training.jsonl")[5:], jsonl(d / "training.jsonl"), strict=True):
+        assert rel(x["loss"], y["loss"]) <= 1e-6 and rel(x["grad_norm"], y["grad_norm"]) <= 1e-6, (x, y)
+    # One process has no shards to read: the consolidated weights it needs are named as missing.
+    r = finetune(tmp_path / "single", "--checkpoint.restore_from", ckpt)
+    assert r.returncode != 0 and "model.safetensors" in r.stderr, r.stderr
 
 
 @pytest.mark.parametrize("strategy", ["ddp", "fsdp2"])

@@ -64,6 +64,60 @@ TEST(ShardedStateIo, AWholeStateIsReadInRanges) {
   EXPECT_EQ(state["w.exp_avg"].to_doubles(), iota(8, 4).to_doubles());
 }
 
+TEST(ShardedStateIo, StepCountsComeFromEveryPart) {
+  // Each rank counts the parameters its shard touches: 'a' only on rank 0, 'c' only on rank 1.
+  TempDir dir;
+  save_optimizer_shard(dir.str(), 0, 2, {{"a.exp_avg", iota(0, 2)}}, {}, {{"a", 3}, {"b", 3}}, {});
+  save_optimizer_shard(dir.str(), 1, 2, {{"c.exp_avg", iota(0, 2)}}, {}, {{"b", 3}, {"c", 3}}, {});
+  std::map<std::string, Tensor> state{{"c.exp_avg", Tensor::zeros({2})}};
+  const OptimizerStateFiles meta = load_optimizer_state_ranges(dir.str(), state, {{"c.exp_avg", {0, 2, 2}}});
+  EXPECT_EQ(meta.step_counts, (std::map<std::string, int64_t>{{"a", 3}, {"b", 3}, {"c", 3}}));
+}
+
+// Two ranks write their stretches of a 10-element "w" (6 + 4) and rank 1 all of a 3-element "b"; three ranks of
+// another run (and one process) read theirs.
+TEST(ShardedStateIo, ModelWeightShardsReadInAnyCut) {
+  TempDir dir;
+  const std::string sharded = (dir.path() / "sharded").string();
+  const Tensor w = Tensor::zeros({2, 5}), b = Tensor::zeros({3});
+  save_model_shard(sharded, 0, {{"w", iota(0, 6)}});
+  save_model_shard(sharded, 1, {{"w", iota(6, 4)}, {"b", iota(0, 3)}});
+  save_model_shard_index(sharded, {{"w", w}, {"b", b}}, {{{"w", {0, 6, 10}}}, {{"w", {6, 4, 10}}, {"b", {0, 3, 3}}}});
+  for (int64_t begin : {0, 4, 8}) {
+    const int64_t n = std::min<int64_t>(4, 10 - begin);
+    std::map<std::string, Tensor> mine{{"w", Tensor::zeros({n})}};
+    load_model_shard(sharded, mine, {{"w", {begin, n, 10}}});
+    EXPECT_EQ(mine["w"].to_doubles(), iota(begin, n).to_doubles());
+  }
+  std::map<std::string, Tensor> whole{{"w", Tensor::zeros({10})}, {"b", Tensor::zeros({3})}};
+  load_model_shard(sharded, whole, {{"w", {0, 10, 10}}, {"b", {0, 3, 3}}});
+  EXPECT_EQ(whole["w"].to_doubles(), iota(0, 10).to_doubles());
+  EXPECT_EQ(whole["b"].to_doubles(), iota(0, 3).to_doubles());
+
+  std::map<std::string, Tensor> wider{{"w", Tensor::zeros({12})}};
+  EXPECT_NE(error_of([&] {
+              load_model_shard(sharded, wider, {{"w", {0, 12, 12}}});
+            })
+                .find("has 10 elements in the "
+                      "checkpoint, 12 in the model"),
+            std::string::npos);
+  std::map<std::string, Tensor> unknown{{"v", Tensor::zeros({2})}};
+  EXPECT_NE(error_of([&] {
+              load_model_shard(sharded, unknown, {{"v", {0, 2, 2}}});
+            }).find("model weight 'v' has no entry"),
+            std::string::npos);
+  std::map<std::string, Tensor> in_bf16{{"b", Tensor::zeros({3}, DType::bf16)}};
+  EXPECT_NE(error_of([&] {
+              load_model_shard(sharded, in_bf16, {{"b", {0, 3, 3}}});
+            }).find("was saved as F32"),
+            std::string::npos);
+  std::filesystem::remove(dir.path() / "sharded" / "rank_1.safetensors");
+  EXPECT_NE(error_of([&] {
+              load_model_shard(sharded, whole, {{"w", {0, 10, 10}}, {"b", {0, 3, 3}}});
+            }).find("rank_1.safetensors"),
+            std::string::npos);
+}
+
 TEST(ShardedStateIo, MissingOrInconsistentPartsAreErrors) {
   TempDir dir;
   save_parts(dir.str(), 2);

@@ -4,9 +4,11 @@
 #include <cmath>
 #include <cstring>
 #include <filesystem>
+#include <memory>
 #include <vector>
 
 #include "core/error.h"
+#include "io/safetensors.h"
 
 namespace automodel::checkpoint {
 
@@ -17,7 +19,16 @@ namespace {
 
 constexpr const char* kHint = "resume from a complete checkpoint of the same model and optimizer";
 
+constexpr const char* kModelIndex = "index.json";
+
 fs::path rank_dir(const std::string& dir, int rank) { return fs::path(dir) / ("rank_" + std::to_string(rank)); }
+std::string rank_file(int rank) { return "rank_" + std::to_string(rank) + ".safetensors"; }
+
+void require_finite(const std::string& what, const Tensor& t, const std::string& dir) {
+  if (is_floating(t.dtype()))
+    for (double v : t.to_doubles())
+      if (!std::isfinite(v)) throw Error(what + " holds a non-finite value", dir, "resume from an earlier checkpoint");
+}
 
 // One saved part: its tensors and the range of each in its whole tensor.
 struct SavedPart {
@@ -27,6 +38,44 @@ struct SavedPart {
 };
 
 StateRange whole(const Tensor& t) { return {0, t.numel(), t.numel()}; }
+
+// A stretch of a whole tensor that a saved file holds.
+struct SavedStretch {
+  const char* bytes;
+  DType dtype;
+  StateRange range;
+  std::string file;
+};
+
+// Copies into t, which holds `want` of its whole tensor, what the saved stretches hold of it (they may overlap).
+// Error when they were saved from a tensor of another size or dtype, or do not cover all of `want`.
+void fill_range(const std::string& what, const Tensor& t, const StateRange& want, const std::vector<SavedStretch>& from,
+                const std::string& dir) {
+  const size_t element = dtype_size(t.dtype());
+  std::vector<std::pair<int64_t, int64_t>> copied;  // [lo, hi) of the whole tensor
+  for (const SavedStretch& s : from) {
+    if (s.range.total != want.total || s.dtype != t.dtype())
+      throw Error(what + " was saved with " + std::to_string(s.range.total) + " elements of " + dtype_name(s.dtype) +
+                      ", this run has " + std::to_string(want.total) + " of " + dtype_name(t.dtype()),
+                  s.file, kHint);
+    const int64_t lo = std::max(s.range.offset, want.offset);
+    const int64_t hi = std::min(s.range.offset + s.range.numel, want.offset + want.numel);
+    if (lo >= hi) continue;
+    std::memcpy(static_cast<char*>(t.raw_data()) + size_t(lo - want.offset) * element,
+                s.bytes + size_t(lo - s.range.offset) * element, size_t(hi - lo) * element);
+    copied.emplace_back(lo, hi);
+  }
+  std::sort(copied.begin(), copied.end());
+  int64_t filled = 0, covered_to = want.offset;
+  for (const auto& [lo, hi] : copied) {
+    filled += std::max<int64_t>(0, hi - std::max(lo, covered_to));
+    covered_to = std::max(covered_to, hi);
+  }
+  if (filled != want.numel)
+    throw Error(what + " is missing from the checkpoint (" + std::to_string(filled) + " of " +
+                    std::to_string(want.numel) + " elements found)",
+                dir, kHint);
+}
 
 StateRange parse_range(const json& r, const std::string& where) {
   if (!r.is_array() || r.size() != 3 || !r[0].is_number_integer() || !r[1].is_number_integer() ||
@@ -49,6 +98,7 @@ json shard_of(const OptimizerStateFiles& meta, const std::string& where) {
 }
 
 // The parts dir holds: one whole-state file, or every rank's.
+// rank0_meta: rank 0's optimizer.json, with the step counts of every rank's.
 std::vector<SavedPart> read_parts(const std::string& dir, OptimizerStateFiles& rank0_meta) {
   std::vector<SavedPart> parts;
   if (fs::exists(fs::path(dir) / "optimizer.safetensors")) {
@@ -73,7 +123,10 @@ std::vector<SavedPart> read_parts(const std::string& dir, OptimizerStateFiles& r
     if (!fs::exists(meta_path))
       throw Error("the optimizer state of rank " + std::to_string(r) + " of " + std::to_string(world) + " is missing",
                   d.string(), kHint);
-    const json ranges = shard_of(load_optimizer_meta(meta_path), meta_path).value("ranges", json::object());
+    const OptimizerStateFiles meta = load_optimizer_meta(meta_path);
+    // Each rank counts the steps of the parameters its shard touches: together, every parameter's.
+    for (const auto& [name, n] : meta.step_counts) rank0_meta.step_counts.emplace(name, n);
+    const json ranges = shard_of(meta, meta_path).value("ranges", json::object());
     SavedPart p{(d / "optimizer.safetensors").string(), load_tensors((d / "optimizer.safetensors").string()), {}};
     for (const auto& [name, t] : p.tensors) {
       p.ranges[name] = ranges.contains(name) ? parse_range(ranges[name], meta_path + ": " + name) : whole(t);
@@ -120,43 +173,83 @@ OptimizerStateFiles load_optimizer_state_ranges(const std::string& dir, std::map
     const StateRange want = it == ranges.end() ? whole(t) : it->second;
     AM_CHECK(t.is_contiguous() && want.numel == t.numel(), "load_optimizer_state_ranges: '", name,
              "' does not hold its range");
-    const size_t element = dtype_size(t.dtype());
-    std::vector<std::pair<int64_t, int64_t>> copied;  // [lo, hi) of the whole tensor; parts may repeat a range
+    std::vector<SavedStretch> from;
     for (const SavedPart& p : parts) {
       const auto saved = p.tensors.find(name);
       if (saved == p.tensors.end()) continue;
-      const StateRange& have = p.ranges.at(name);
-      if (have.total != want.total || saved->second.dtype() != t.dtype())
-        throw Error("optimizer state '" + name + "' was saved with " + std::to_string(have.total) + " elements of " +
-                        dtype_name(saved->second.dtype()) + ", this run has " + std::to_string(want.total) + " of " +
-                        dtype_name(t.dtype()),
-                    p.file, kHint);
-      const int64_t lo = std::max(have.offset, want.offset);
-      const int64_t hi = std::min(have.offset + have.numel, want.offset + want.numel);
-      if (lo >= hi) continue;
-      std::memcpy(static_cast<char*>(t.raw_data()) + size_t(lo - want.offset) * element,
-                  static_cast<const char*>(saved->second.raw_data()) + size_t(lo - have.offset) * element,
-                  size_t(hi - lo) * element);
-      copied.emplace_back(lo, hi);
+      from.push_back(
+          {static_cast<const char*>(saved->second.raw_data()), saved->second.dtype(), p.ranges.at(name), p.file});
     }
-    std::sort(copied.begin(), copied.end());
-    int64_t filled = 0, covered_to = want.offset;
-    for (const auto& [lo, hi] : copied) {
-      filled += std::max<int64_t>(0, hi - std::max(lo, covered_to));
-      covered_to = std::max(covered_to, hi);
-    }
-    if (filled != want.numel)
-      throw Error("optimizer state '" + name + "' is missing from the checkpoint (" + std::to_string(filled) + " of " +
-                      std::to_string(want.numel) + " elements found)",
-                  dir, kHint);
-    if (is_floating(t.dtype()))
-      for (double v : t.to_doubles())
-        if (!std::isfinite(v))
-          throw Error("optimizer state '" + name + "' holds a non-finite value", dir,
-                      "resume from an earlier checkpoint");
+    fill_range("optimizer state '" + name + "'", t, want, from, dir);
+    require_finite("optimizer state '" + name + "'", t, dir);
   }
   meta.extra.erase("shard");
   return meta;
+}
+
+void save_model_shard(const std::string& dir, int rank, const std::map<std::string, Tensor>& stretches) {
+  fs::create_directories(dir);
+  save_tensors((fs::path(dir) / rank_file(rank)).string(), stretches);
+}
+
+void save_model_shard_index(const std::string& dir, const std::map<std::string, Tensor>& parameters,
+                            const std::vector<std::map<std::string, StateRange>>& ranges) {
+  json index = {{"world_size", ranges.size()}, {"parameters", json::object()}};
+  for (const auto& [name, p] : parameters) {
+    json parts = json::array();
+    for (size_t r = 0; r < ranges.size(); ++r)
+      if (const auto it = ranges[r].find(name); it != ranges[r].end())
+        parts.push_back({{"file", rank_file(int(r))}, {"offset", it->second.offset}, {"numel", it->second.numel}});
+    index["parameters"][name] = {{"shape", p.shape()}, {"dtype", dtype_name(p.dtype())}, {"parts", parts}};
+  }
+  fs::create_directories(dir);
+  save_json((fs::path(dir) / kModelIndex).string(), index);
+}
+
+void load_model_shard(const std::string& dir, std::map<std::string, Tensor>& stretches,
+                      const std::map<std::string, StateRange>& ranges) {
+  const std::string index_path = (fs::path(dir) / kModelIndex).string();
+  const json index = load_json(index_path);
+  const json params = index.value("parameters", json());
+  if (!params.is_object()) throw Error("the index has no 'parameters' object", index_path, kHint);
+  std::map<std::string, std::unique_ptr<io::SafetensorsReader>> files;
+  for (auto& [name, t] : stretches) {
+    const std::string where = index_path + ": " + name;
+    const json entry = params.value(name, json());
+    if (!entry.is_object() || !entry.value("parts", json()).is_array() || !entry.value("shape", json()).is_array())
+      throw Error("model weight '" + name + "' has no entry with 'shape' and 'parts'", where,
+                  "resume from a checkpoint of the same model");
+    const StateRange want = ranges.at(name);
+    std::vector<SavedStretch> from;
+    for (const json& part : entry["parts"]) {
+      if (!part.is_object() || !part.value("file", json()).is_string())
+        throw Error("a part is not an object naming its file", where, kHint);
+      const std::string file = part["file"].get<std::string>();
+      if (file.find('/') != std::string::npos || file.find("..") != std::string::npos)
+        throw Error("a part names a file outside the directory: '" + file + "'", where, kHint);
+      const StateRange have =
+          parse_range(json::array({part.value("offset", json()), part.value("numel", json()), want.total}), where);
+      auto& reader = files[file];
+      if (!reader) reader = std::make_unique<io::SafetensorsReader>((fs::path(dir) / file).string());
+      if (!reader->contains(name) || reader->info(name).numel() != have.numel)
+        throw Error("model weight '" + name + "' is not in the file as its index says (" + std::to_string(have.numel) +
+                        " elements)",
+                    reader->path(), kHint);
+      if (reader->info(name).dtype != io::safetensors_dtype_name(t.dtype()))
+        throw Error("model weight '" + name + "' was saved as " + reader->info(name).dtype + ", this run has " +
+                        dtype_name(t.dtype()),
+                    reader->path(), "resume with the dtype the checkpoint was trained with");
+      from.push_back({reinterpret_cast<const char*>(reader->raw_bytes(name)), t.dtype(), have, reader->path()});
+    }
+    int64_t total = 1;
+    for (const json& d : entry["shape"]) total *= d.is_number_integer() ? d.get<int64_t>() : -1;
+    if (total != want.total)
+      throw Error("model weight '" + name + "' has " + std::to_string(total) + " elements in the checkpoint, " +
+                      std::to_string(want.total) + " in the model",
+                  where, "resume from a checkpoint of the same model configuration");
+    fill_range("model weight '" + name + "'", t, want, from, dir);
+    require_finite("model weight '" + name + "'", t, dir);
+  }
 }
 
 }  // namespace automodel::checkpoint

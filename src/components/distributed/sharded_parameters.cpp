@@ -225,14 +225,21 @@ void ShardedParameters::take_shards_from_full() {
   }
 }
 
-std::map<std::string, ShardedParameters::Range> ShardedParameters::parameter_ranges() const {
+std::map<std::string, ShardedParameters::Range> ShardedParameters::parameter_ranges(int rank) const {
   std::map<std::string, Range> out;
   for (size_t i = 0; i < buffers_.size(); ++i) {
-    const int64_t begin = comm_.rank() * shards_[i].data.numel();
-    for (const auto& s : shards_[i].slots)
+    const int64_t n = shards_[i].data.numel(), begin = rank * n;
+    for (const auto& s : clip_slots(buffers_[i]->full, begin, n))
       for (const auto& f : buffers_[i]->full.slots)
         if (f.name == s.name) out[s.name] = {begin + s.offset - f.offset, s.numel, f.numel};
   }
+  return out;
+}
+
+std::map<std::string, Tensor> ShardedParameters::parameter_stretches() const {
+  std::map<std::string, Tensor> out;
+  for (const nn::FlatParameters& shard : shards_)
+    for (const auto& s : shard.slots) out[s.name] = shard.data.as_strided({s.numel}, {1}, s.offset);
   return out;
 }
 

@@ -49,10 +49,14 @@ class ShardedParameters {
   void take_shards_from_full();
 
   // The part of each parameter this rank's shard holds: elements [offset, offset + numel) of its `total`, by name.
+  // For another rank's shard: `rank` (the ranks of `comm`).
   struct Range {
     int64_t offset, numel, total;
   };
-  std::map<std::string, Range> parameter_ranges() const;
+  std::map<std::string, Range> parameter_ranges() const { return parameter_ranges(comm_.rank()); }
+  std::map<std::string, Range> parameter_ranges(int rank) const;
+  // This rank's stretch of each parameter (a 1-D view of its shard), by name.
+  std::map<std::string, Tensor> parameter_stretches() const;
 
   // Bytes of the shards this rank keeps (parameters and gradients).
   int64_t shard_bytes() const;
