@@ -1,6 +1,7 @@
 #include "nn/flat_params.h"
 
 #include <map>
+#include <numeric>
 
 #include "core/allocator.h"
 #include "core/error.h"
@@ -10,10 +11,9 @@ namespace automodel::nn {
 
 namespace {
 
-// Slots of `params` from `base` (elements) on, each rounded up to the allocator's alignment; returns the end.
-int64_t lay_out(const NamedParameters& params, DType dtype, std::vector<FlatParameters::Slot>& slots) {
+// Slots of `params`, each starting on a multiple of `align` elements; returns the end.
+int64_t lay_out(const NamedParameters& params, DType dtype, int64_t align, std::vector<FlatParameters::Slot>& slots) {
   AM_CHECK(!params.empty(), "flatten_parameters: no parameters to flatten");
-  const int64_t align = int64_t(CachingAllocator::kAlignment / dtype_size(dtype));
   int64_t total = 0;
   for (const auto& [name, t] : params) {
     AM_CHECK(t.dtype() == dtype, "flatten_parameters: '", name, "' is ", dtype_name(t.dtype()), " but '",
@@ -42,17 +42,19 @@ void bind_to_slots(const NamedParameters& params, const FlatParameters& flat) {
 }
 
 // The lists end to end in one data and one grad allocation, its length rounded up to a multiple of length_multiple
-// (the last buffer takes the padding).
-std::vector<FlatParameters> flatten_lists(const std::vector<NamedParameters>& lists, int64_t length_multiple) {
+// (the last buffer takes the padding), each slot on a multiple of slot_alignment and of the allocator's alignment.
+std::vector<FlatParameters> flatten_lists(const std::vector<NamedParameters>& lists, int64_t length_multiple,
+                                          int64_t slot_alignment) {
   AM_CHECK(!lists.empty() && !lists[0].empty(), "flatten_parameters: no parameters to flatten");
-  AM_CHECK(length_multiple >= 1, "flatten_parameters: length_multiple must be >= 1");
+  AM_CHECK(length_multiple >= 1 && slot_alignment >= 1, "flatten_parameters: multiples must be >= 1");
   const DType dtype = lists[0][0].second.dtype();
+  const int64_t align = std::lcm(int64_t(CachingAllocator::kAlignment / dtype_size(dtype)), slot_alignment);
   std::vector<FlatParameters> flats(lists.size());
   std::vector<int64_t> begin(lists.size());
   int64_t total = 0;
   for (size_t i = 0; i < lists.size(); ++i) {
     begin[i] = total;
-    total += lay_out(lists[i], dtype, flats[i].slots);
+    total += lay_out(lists[i], dtype, align, flats[i].slots);
   }
   total = (total + length_multiple - 1) / length_multiple * length_multiple;
   const Tensor data = Tensor::zeros({total}, dtype);
@@ -77,11 +79,11 @@ FlatParameters flatten_parameters(Module& module) {
 }
 
 std::vector<FlatParameters> flatten_parameter_lists(const std::vector<NamedParameters>& lists) {
-  return flatten_lists(lists, 1);
+  return flatten_lists(lists, 1, 1);
 }
 
-FlatParameters flatten_parameters(const NamedParameters& params, int64_t length_multiple) {
-  return flatten_lists({params}, length_multiple)[0];
+FlatParameters flatten_parameters(const NamedParameters& params, int64_t length_multiple, int64_t slot_alignment) {
+  return flatten_lists({params}, length_multiple, slot_alignment)[0];
 }
 
 std::vector<NamedParameters> parameters_by_module(const Module& root, const std::vector<std::string>& modules,

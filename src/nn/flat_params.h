@@ -18,6 +18,7 @@ struct FlatParameters {
   struct Slot {
     std::string name;
     int64_t offset, numel;  // in elements, from the start of data (and grad)
+    int64_t whole = 0;      // a stretch of a larger parameter (a shard's slot): that parameter's elements; else 0
   };
   std::vector<Slot> slots;
 };
@@ -27,8 +28,9 @@ struct FlatParameters {
 // grad become views of `grad` (accumulated in place by backward).
 FlatParameters flatten_parameters(const NamedParameters& params);
 // As above, in an allocation of its own whose length is rounded up to a multiple of `length_multiple` (zero padding
-// after the last slot: e.g. so that N ranks hold equal shards).
-FlatParameters flatten_parameters(const NamedParameters& params, int64_t length_multiple);
+// after the last slot: e.g. so that N ranks hold equal shards), each slot starting on a multiple of `slot_alignment`
+// elements as well as on the allocator's alignment.
+FlatParameters flatten_parameters(const NamedParameters& params, int64_t length_multiple, int64_t slot_alignment = 1);
 // Every parameter of `module`, named as module.named_parameters() names them.
 FlatParameters flatten_parameters(Module& module);
 

@@ -217,6 +217,16 @@ std::vector<nn::NamedParameters> trainable_parameters_per_layer(const models::La
   return nn::parameters_by_module(model, layers, /*trainable_only=*/true);
 }
 
+int64_t optimizer_state_block(const ConfigNode& section) {
+  try {
+    if (target_of(section, {kAdamW, kAdam, kSGD, kAdamW8bit}) == kAdamW8bit)
+      return std::max<int64_t>(1, section.get<int64_t>("block_size", optim::AdamW8bitOptions{}.block_size));
+  } catch (const Error&) {
+    // build_optimizer names what is wrong with the section
+  }
+  return 1;
+}
+
 std::unique_ptr<optim::Optimizer> build_optimizer(const ConfigNode& section, models::LanguageModel& model,
                                                   const std::vector<nn::FlatParameters>& flat_buffers,
                                                   bool flat_state) {

@@ -64,6 +64,10 @@ std::optional<peft::PeftConfig> build_peft_config(const ConfigNode* section);
 // around them): the unit data parallel reduces and shards. Under a peft only the adapters train.
 std::vector<nn::NamedParameters> trainable_parameters_per_layer(const models::LanguageModel& model);
 
+// The multiple of elements at which fsdp2 may cut the optimizer section's state of a parameter between ranks:
+// AdamW8bit's quantization block (a rank then holds whole blocks), 1 for the others.
+int64_t optimizer_state_block(const ConfigNode& section);
+
 // optimizer section over the trainable parameters, which lie in `flat_buffers`. flat_state: the optimizer steps the
 // buffers (1-D state per slot); false: tensor by tensor (state in the parameters' shapes, as a peft run keeps it).
 std::unique_ptr<optim::Optimizer> build_optimizer(const ConfigNode& section, models::LanguageModel& model,

@@ -277,13 +277,9 @@ class FinetuneRun {
         replica_group_ = comm_.split(comm_.rank() % shards, comm_.rank() / shards);
         shard_comm_ = shard_group_.get();
       }
-      sharded_ = std::make_unique<distributed::ShardedParameters>(*shard_comm_, per_layer, replica_group_.get());
+      sharded_ = std::make_unique<distributed::ShardedParameters>(*shard_comm_, per_layer, replica_group_.get(),
+                                                                  optimizer_state_block(cfg_.at("optimizer")));
       optimizer_ = build_optimizer(cfg_.at("optimizer"), *model_, sharded_->shards(), /*flat_state=*/true);
-      if (std::string(optimizer_->name()) == "AdamW8bit")
-        throw Error(
-            "torchao.optim.AdamW8bit under distributed.strategy fsdp2 is not built yet: its block-wise "
-            "8-bit state does not split at shard boundaries",
-            cfg_.at("optimizer").where(), "use torch.optim.AdamW with fsdp2, or AdamW8bit with strategy: ddp");
     } else {
       flat_buffers_ = nn::flatten_parameter_lists(per_layer);
       optimizer_ = build_optimizer(cfg_.at("optimizer"), *model_, flat_buffers_,
@@ -782,17 +778,22 @@ class FinetuneRun {
     return out;
   }
 
-  // The part of each optimizer state tensor this rank holds under fsdp2 ("<parameter>.<key>": the parameter's range
-  // for state kept per element); empty otherwise (every tensor whole).
+  // The part of each optimizer state tensor this rank holds under fsdp2: for "<parameter>.<key>..." the parameter's
+  // range, in the state's units (one per element, or per k elements: AdamW8bit's codes (4 to an i32) and block
+  // scales); empty otherwise (every tensor whole).
   std::map<std::string, checkpoint::StateRange> optimizer_state_ranges() {
     std::map<std::string, checkpoint::StateRange> out;
     if (!sharded_) return out;
     const auto params = sharded_->parameter_ranges();
     for (const auto& [key, t] : optimizer_->state_dict()) {
-      const size_t dot = key.rfind('.');
-      const auto it = dot == std::string::npos ? params.end() : params.find(key.substr(0, dot));
-      if (it != params.end() && it->second.numel == t.numel())
-        out[key] = {it->second.offset, it->second.numel, it->second.total};
+      // The longest parameter name the key starts with ("w.exp_avg" and "w.exp_avg.codes" are both w's).
+      auto it = params.end();
+      for (size_t dot = key.rfind('.'); dot != std::string::npos && dot > 0; dot = key.rfind('.', dot - 1))
+        if ((it = params.find(key.substr(0, dot))) != params.end()) break;
+      if (it == params.end() || t.numel() == 0 || it->second.numel % t.numel() != 0) continue;
+      const int64_t k = it->second.numel / t.numel();
+      if (it->second.offset % k == 0 && it->second.total % k == 0)
+        out[key] = {it->second.offset / k, t.numel(), it->second.total / k};
     }
     return out;
   }

@@ -1198,3 +1198,22 @@ TEST(OptimAdamW8bit, BadArguments) {
             }).find("beta2"),
             std::string::npos);
 }
+
+// An fsdp2 rank's shard may hold nothing but padding (a flat buffer without slots): it has no parameter whose steps
+// are counted, and restoring the counts of the parameters skips it.
+TEST(OptimStepCounts, AFlatBufferOfPaddingHasNoCount) {
+  nn::FlatParameters named, padding;
+  named.data = Tensor::zeros({4});
+  named.grad = Tensor::ones({4});
+  named.slots = {{"w", 0, 4}};
+  padding.data = Tensor::zeros({4});
+  padding.grad = Tensor::ones({4});
+  ParamGroup g;
+  g.flat = {named, padding};
+  AdamW a({g});
+  a.step();
+  EXPECT_EQ(a.step_counts(), (std::map<std::string, int64_t>{{"w", 1}}));
+  AdamW b({g});
+  b.set_step_counts(a.step_counts());
+  EXPECT_EQ(b.step_counts(), a.step_counts());
+}

@@ -89,3 +89,16 @@ TEST(ShardedParameters, NewFullValuesReachTheShards) {
   EXPECT_EQ(m.at(2, 0).to_doubles(), std::vector<double>(37, -1.0));
   sharded.release_all();
 }
+
+// With a slot alignment (AdamW8bit's block), every shard boundary lies on a multiple of it from the start of the
+// parameter it cuts, and each shard's slot knows its whole parameter's size.
+TEST(ShardedParameters, ShardsCutParametersAtWholeBlocks) {
+  std::vector<nn::NamedParameters> lists{{{"model.layers.0.a", param(1000, 0)}, {"model.layers.0.b", param(3, 0)}}};
+  ShardedParameters sharded(comm(), lists, nullptr, /*slot_alignment=*/64);
+  for (const auto& [name, r] : sharded.parameter_ranges()) EXPECT_EQ(r.offset % 64, 0) << name;
+  for (const auto& slot : sharded.shards()[0].slots) EXPECT_EQ(slot.whole, slot.name == "model.layers.0.a" ? 1000 : 3);
+  std::map<std::string, int64_t> held;
+  for (int r = 0; r < comm().size(); ++r)
+    for (const auto& [name, range] : sharded.parameter_ranges(r)) held[name] += range.numel;
+  EXPECT_EQ(held, (std::map<std::string, int64_t>{{"model.layers.0.a", 1000}, {"model.layers.0.b", 3}}));
+}

@@ -1,6 +1,7 @@
 #include "components/distributed/sharded_parameters.h"
 
 #include <cstring>
+#include <numeric>
 
 #include "components/distributed/decoder_layer_of.h"
 #include "core/allocator.h"
@@ -38,7 +39,7 @@ std::vector<nn::FlatParameters::Slot> clip_slots(const nn::FlatParameters& full,
   std::vector<nn::FlatParameters::Slot> slots;
   for (const auto& s : full.slots) {
     const int64_t lo = std::max(s.offset, begin), hi = std::min(s.offset + s.numel, begin + n);
-    if (lo < hi) slots.push_back({s.name, lo - begin, hi - lo});
+    if (lo < hi) slots.push_back({s.name, lo - begin, hi - lo, s.numel});
   }
   return slots;
 }
@@ -46,7 +47,7 @@ std::vector<nn::FlatParameters::Slot> clip_slots(const nn::FlatParameters& full,
 }  // namespace
 
 ShardedParameters::ShardedParameters(Communicator& comm, const std::vector<nn::NamedParameters>& lists,
-                                     Communicator* replicas)
+                                     Communicator* replicas, int64_t slot_alignment)
     : comm_(comm), replicas_(replicas) {
   AM_CHECK(!lists.empty(), "ShardedParameters: no parameters to shard");
   const int64_t ranks = comm.size();
@@ -54,9 +55,10 @@ ShardedParameters::ShardedParameters(Communicator& comm, const std::vector<nn::N
   for (const nn::NamedParameters& list : lists) {
     auto b = std::make_unique<Buffer>();
     const DType dtype = list.front().second.dtype();
-    // Equal shards, each starting on the allocator's alignment.
-    const int64_t align = int64_t(CachingAllocator::kAlignment / dtype_size(dtype));
-    b->full = nn::flatten_parameters(list, ranks * align);
+    // Equal shards, each starting on the allocator's alignment and on a multiple of slot_alignment from the start of
+    // every slot (which starts on one too).
+    const int64_t align = std::lcm(int64_t(CachingAllocator::kAlignment / dtype_size(dtype)), slot_alignment);
+    b->full = nn::flatten_parameters(list, ranks * align, slot_alignment);
     b->layer = decoder_layer_of(b->full);
     num_layers = std::max(num_layers, b->layer + 1);
     const int64_t n = b->full.data.numel() / ranks, begin = comm.rank() * n;

@@ -22,9 +22,11 @@ class ShardedParameters {
   // `lists`: the trainable parameters cut as nn::parameters_by_module cuts them, equal on every rank (each rank
   // loaded the same weights); they are moved into full buffers that keep memory only while gathered. `comm`: the
   // ranks that share the shards. HSDP: `replicas` (null: none) joins the ranks that hold the same shard in the
-  // other groups; the step's shard gradients are then summed across them too.
-  ShardedParameters(Communicator& comm, const std::vector<nn::NamedParameters>& lists,
-                    Communicator* replicas = nullptr);
+  // other groups; the step's shard gradients are then summed across them too. `slot_alignment`: every shard
+  // boundary falls on a multiple of it from the start of the parameter it cuts (AdamW8bit's block size: each shard
+  // then holds whole quantization blocks).
+  ShardedParameters(Communicator& comm, const std::vector<nn::NamedParameters>& lists, Communicator* replicas = nullptr,
+                    int64_t slot_alignment = 1);
   ~ShardedParameters();
 
   // This rank's part of each buffer (data and gradient, slots clipped to it): what the optimizer steps.

@@ -44,7 +44,10 @@ void AdamW8bit::init_state(Unit& u) {
   std::vector<Layout> layout;
   int64_t codes = 0, scales = 0, dense = 0;
   for (const Segment& s : u.segments) {
-    if (quantizes(s.numel)) {
+    // By the whole parameter, as in one process; a shard's stretch of it holds whole blocks (the sharding aligns it).
+    if (quantizes(s.whole)) {
+      AM_CHECK(s.numel % bs == 0, "AdamW8bit: a stretch of '", s.name, "' of ", s.numel,
+               " elements does not hold whole blocks of ", bs);
       layout.push_back({true, codes, scales, 0});
       codes += round_up(s.numel, 64);  // whole i32s, each segment's codes on a cache line of its own
       scales += round_up(s.numel / bs, 16);

@@ -110,7 +110,7 @@ Optimizer::Optimizer(std::vector<ParamGroup> groups, double default_lr, double d
       Unit u;
       u.name = name;
       u.param = t;
-      u.segments.push_back({name, 0, t.numel()});
+      u.segments.push_back({name, 0, t.numel(), t.numel()});
       units_[gi].push_back(std::move(u));
     }
     for (const nn::FlatParameters& f : g.flat) {
@@ -126,10 +126,10 @@ Optimizer::Optimizer(std::vector<ParamGroup> groups, double default_lr, double d
       for (const auto& slot : f.slots) {
         AM_CHECK(slot.offset >= end && slot.numel >= 0 && slot.offset + slot.numel <= f.data.numel(),
                  "optimizer: slot '", slot.name, "' of a flat buffer overlaps another or lies outside the buffer");
-        u.segments.push_back({slot.name, slot.offset, slot.numel});
+        u.segments.push_back({slot.name, slot.offset, slot.numel, slot.whole > 0 ? slot.whole : slot.numel});
         end = slot.offset + slot.numel;
       }
-      if (f.slots.empty()) u.segments.push_back({"", 0, f.data.numel()});
+      if (f.slots.empty()) u.segments.push_back({"", 0, f.data.numel(), f.data.numel()});
       units_[gi].push_back(std::move(u));
     }
   }
@@ -479,6 +479,8 @@ std::map<std::string, int64_t> Optimizer::step_counts() const {
 void Optimizer::set_step_counts(const std::map<std::string, int64_t>& steps) {
   for (auto& units : units_) {
     for (Unit& u : units) {
+      // A flat buffer without slots holds no parameter to count (e.g. a shard of nothing but padding).
+      if (u.flat && u.segments.size() == 1 && u.segments[0].name.empty()) continue;
       const std::string& key = u.segments.empty() ? u.name : u.segments[0].name;
       auto it = steps.find(key);
       AM_CHECK(it != steps.end(), name(), ": no step count for parameter '", key, "'");

@@ -113,6 +113,7 @@ class Optimizer {
   struct Segment {
     std::string name;  // "" for a flat buffer without slots
     int64_t begin = 0, numel = 0;
+    int64_t whole = 0;  // the parameter's elements (numel, or more when the segment is a stretch of it: a shard)
   };
   // A master reconstruct() cannot restore (master_split.h), by element index in its unit.
   struct MasterException {
