@@ -546,8 +546,8 @@ class FinetuneRun {
          {m::kTpsPerGpu, tps / comm_.size()},
          {m::kNumTokensPerStep, num_tokens},
          {m::kNumLabelTokens, num_label_tokens}});
-    if (reducer_) {
-      const double total = reducer_->exposed_seconds();
+    if (reducer_ || sharded_) {
+      const double total = reducer_ ? reducer_->exposed_seconds() : sharded_->exposed_seconds();
       record[m::kGradSyncWait] = total - std::exchange(sync_wait_seconds_, total);
     }
     return record;
@@ -908,7 +908,7 @@ class FinetuneRun {
   std::unique_ptr<distributed::ShardedParameters> sharded_;                 // fsdp2 across ranks
   std::unique_ptr<distributed::Communicator> shard_group_, replica_group_;  // HSDP
   distributed::Communicator* shard_comm_ = nullptr;                         // the ranks sharing sharded_
-  double sync_wait_seconds_ = 0;  // reducer_->exposed_seconds() after the previous step
+  double sync_wait_seconds_ = 0;  // exposed_seconds() of reducer_ or sharded_ after the previous step
   std::unique_ptr<optim::OptimizerParamScheduler> lr_sched_;
   std::optional<double> max_grad_norm_;
   std::unique_ptr<checkpoint::CheckpointDirLock> dir_lock_;

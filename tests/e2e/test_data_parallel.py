@@ -113,6 +113,7 @@ def test_two_ranks_train_as_one_process_with_the_global_batch(tmp_path, case, st
     assert r2.returncode == 0, r2.stdout + r2.stderr
     assert f"data parallel ({strategy}): 2 ranks" in r2.stdout
     assert_same_training(single, ddp, tol)
+    assert all(x["grad_sync_wait_s"] >= 0 for x in jsonl(ddp / "training.jsonl"))  # the unhidden communication
     if recipe == PEFT_RECIPE:
         name = "model/adapter_model.safetensors"
     else:

@@ -1,5 +1,6 @@
 #include "components/distributed/sharded_parameters.h"
 
+#include <chrono>
 #include <cstring>
 #include <numeric>
 
@@ -121,7 +122,7 @@ void ShardedParameters::gather(size_t i) {
 void ShardedParameters::wait_gather(size_t i) {
   Buffer& b = *buffers_[i];
   if (!b.gathering) return;
-  b.gathering->wait();
+  wait(*b.gathering);
   b.gathering.reset();
   b.gathered = true;
 }
@@ -154,7 +155,7 @@ void ShardedParameters::start_reduce(size_t i) {
 void ShardedParameters::finish_reduce(size_t i, bool keep_grad) {
   Buffer& b = *buffers_[i];
   if (!b.reducing) return;
-  b.reducing->wait();
+  wait(*b.reducing);
   b.reducing.reset();
   add_into(shards_[i].grad, b.scatter);
   b.scatter = Tensor();
@@ -164,6 +165,12 @@ void ShardedParameters::finish_reduce(size_t i, bool keep_grad) {
   }
   b.full.grad.storage()->free_memory();
   b.grad_ready = false;
+}
+
+void ShardedParameters::wait(Request& request) {
+  const auto t0 = std::chrono::steady_clock::now();
+  request.wait();
+  exposed_seconds_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
 
 // Non-blocking collectives advance only inside MPI calls: every hook lets the ones in flight progress, and finishes

@@ -62,6 +62,8 @@ class ShardedParameters {
 
   // Bytes of the shards this rank keeps (parameters and gradients).
   int64_t shard_bytes() const;
+  // Seconds spent waiting for gathers and reductions so far: the communication that compute did not hide.
+  double exposed_seconds() const { return exposed_seconds_; }
 
  private:
   struct Buffer;
@@ -72,6 +74,7 @@ class ShardedParameters {
   void start_reduce(size_t i);
   void finish_reduce(size_t i, bool keep_grad);
   void progress();
+  void wait(Request& request);
   size_t buffer_of_layer(int64_t layer) const;
 
   Communicator& comm_;
@@ -80,6 +83,7 @@ class ShardedParameters {
   std::vector<nn::FlatParameters> shards_;
   std::vector<int64_t> layer_buffer_;  // buffer index per decoder layer (-1: the layer has no trainable parameter)
   std::shared_ptr<autograd::LayerHooks> hooks_;
+  double exposed_seconds_ = 0;
 };
 
 }  // namespace automodel::distributed

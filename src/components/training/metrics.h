@@ -26,7 +26,8 @@ inline constexpr const char* kNumSkippedSteps = "num_skipped_steps";
 // Ours: memory (GiB) held after the step, i.e. what persists between steps: parameters, gradients, optimizer state
 // (under fsdp2 this rank's shards of them).
 inline constexpr const char* kMemHeld = "mem_held";
-// Ours (data parallel): seconds this step's gradient all-reduce kept the first rank waiting after backward.
+// Ours (data parallel): seconds this step's communication kept the first rank waiting, what compute did not hide:
+// ddp's gradient all-reduce after backward; fsdp2's parameter gathers and gradient reduce-scatters.
 inline constexpr const char* kGradSyncWait = "grad_sync_wait_s";
 }  // namespace metric
 
