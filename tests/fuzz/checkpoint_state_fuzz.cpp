@@ -8,6 +8,7 @@
 //   5 LATEST               -> resolve_restore_path("LATEST") over a checkpoint_dir with one complete checkpoint
 //   6 optim/rank_0/optimizer.json, 7 optim/rank_1/optimizer.json -> load_optimizer_state_ranges of a sharded state
 //     (two ranks) beside the other rank's valid files, read whole as one process reads it
+//   8 model/sharded/index.json -> load_model_shard beside two ranks' valid weight files, read whole
 #include <map>
 
 #include "components/checkpoint/checkpoint_dir.h"
@@ -78,6 +79,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
                                      {{"lr_scheduler_num_steps", 4}});
     save_half(r / "valid_sharded", 0);
     save_half(r / "valid_sharded", 1);
+    checkpoint::save_model_shard((r / "valid_model").string(), 0, {{"w", Tensor::zeros({10})}});
+    checkpoint::save_model_shard((r / "valid_model").string(), 1,
+                                 {{"w", Tensor::zeros({6})}, {"b", Tensor::zeros({4})}});
     return r;
   }();
   const std::string_view content = fuzz::as_text(data + 1, size - 1);
@@ -85,7 +89,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   fs::remove_all(dir);
   fs::create_directories(dir);
   fuzz::accept_errors([&] {
-    switch (data[0] % 8) {
+    switch (data[0] % 9) {
       case 0: {
         fuzz::write_file(dir / "step_scheduler.json", content);
         training::StepSchedulerOptions o;
@@ -143,6 +147,13 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
         std::map<std::string, Tensor> state;
         for (const auto& [name, t] : optimizer_state()) state[name] = Tensor::zeros({t.numel()});
         (void)checkpoint::load_optimizer_state_ranges(dir.string(), state, {});
+        break;
+      }
+      case 8: {
+        copy_contents(root / "valid_model", dir);
+        fuzz::write_file(dir / "index.json", content);
+        std::map<std::string, Tensor> weights{{"w", Tensor::zeros({16})}, {"b", Tensor::zeros({4})}};
+        checkpoint::load_model_shard(dir.string(), weights, {{"w", {0, 16, 16}}, {"b", {0, 4, 4}}});
         break;
       }
     }

@@ -230,6 +230,10 @@ def checkpoint_state_seeds():
         shard = {"rank": rank, "world_size": 2, "ranges": ranges}
         put("checkpoint_state", f"optimizer_rank_{rank}.json", bytes([6 + rank]) + dump({
             "step_counts": {"w": 4, "b": 4}, "extra": {"lr_scheduler_num_steps": 4, "shard": shard}}).encode())
+    put("checkpoint_state", "model_shard_index.json", b"\x08" + dump({"world_size": 2, "parameters": {
+        "w": {"shape": [4, 4], "dtype": "f32", "parts": [{"file": "rank_0.safetensors", "offset": 0, "numel": 10},
+                                                         {"file": "rank_1.safetensors", "offset": 10, "numel": 6}]},
+        "b": {"shape": [4], "dtype": "f32", "parts": [{"file": "rank_1.safetensors", "offset": 0, "numel": 4}]}}}).encode())
 
 
 JSON_TOKENS = ['"{"', '"}"', '"["', '"]"', '":"', '","', '"\\""', '"true"', '"false"', '"null"', '"-1"', '"0"',

@@ -111,6 +111,15 @@ TEST(ShardedStateIo, ModelWeightShardsReadInAnyCut) {
               load_model_shard(sharded, in_bf16, {{"b", {0, 3, 3}}});
             }).find("was saved as F32"),
             std::string::npos);
+  for (const char* damaged : {R"("text")", R"({"parameters": {"w": {"shape": [1e30], "parts": []}}})"}) {
+    std::ofstream(dir.path() / "sharded" / "index.json") << damaged;
+    EXPECT_NE(error_of([&] {
+                load_model_shard(sharded, whole, {{"w", {0, 10, 10}}, {"b", {0, 3, 3}}});
+              }).find(std::string(damaged).front() == '"' ? "no 'parameters' object" : "not a list of sizes"),
+              std::string::npos)
+        << damaged;
+  }
+  save_model_shard_index(sharded, {{"w", w}, {"b", b}}, {{{"w", {0, 6, 10}}}, {{"w", {6, 4, 10}}, {"b", {0, 3, 3}}}});
   std::filesystem::remove(dir.path() / "sharded" / "rank_1.safetensors");
   EXPECT_NE(error_of([&] {
               load_model_shard(sharded, whole, {{"w", {0, 10, 10}}, {"b", {0, 3, 3}}});

@@ -210,7 +210,7 @@ void load_model_shard(const std::string& dir, std::map<std::string, Tensor>& str
                       const std::map<std::string, StateRange>& ranges) {
   const std::string index_path = (fs::path(dir) / kModelIndex).string();
   const json index = load_json(index_path);
-  const json params = index.value("parameters", json());
+  const json params = index.is_object() ? index.value("parameters", json()) : json();
   if (!params.is_object()) throw Error("the index has no 'parameters' object", index_path, kHint);
   std::map<std::string, std::unique_ptr<io::SafetensorsReader>> files;
   for (auto& [name, t] : stretches) {
@@ -242,7 +242,9 @@ void load_model_shard(const std::string& dir, std::map<std::string, Tensor>& str
       from.push_back({reinterpret_cast<const char*>(reader->raw_bytes(name)), t.dtype(), have, reader->path()});
     }
     int64_t total = 1;
-    for (const json& d : entry["shape"]) total *= d.is_number_integer() ? d.get<int64_t>() : -1;
+    for (const json& d : entry["shape"])
+      if (!d.is_number_integer() || d.get<int64_t>() < 0 || __builtin_mul_overflow(total, d.get<int64_t>(), &total))
+        throw Error("model weight '" + name + "' has a shape that is not a list of sizes", where, kHint);
     if (total != want.total)
       throw Error("model weight '" + name + "' has " + std::to_string(total) + " elements in the checkpoint, " +
                       std::to_string(want.total) + " in the model",
