@@ -36,6 +36,23 @@ def csv(kind):
     return lambda s: [kind(x) for x in s.split(",") if x]
 
 
+def torch_variant(framework, torch_bf16="cast"):
+    """How a PyTorch framework name runs: torch (eager), torch-autocast, torch-compile, torch-compile-autocast,
+    torch-compile-max (mode max-autotune), torch-compile-max-autocast. Returns (compile mode, bf16 handling)."""
+    compile_mode = "none"
+    if framework.startswith("torch-compile"):
+        compile_mode = "max-autotune" if framework.startswith("torch-compile-max") else "default"
+    return compile_mode, "autocast" if framework.endswith("-autocast") else torch_bf16
+
+
+TORCH_FRAMEWORKS = ["torch", "torch-autocast", "torch-compile", "torch-compile-autocast", "torch-compile-max",
+                    "torch-compile-max-autocast"]
+
+
+def is_torch(framework):
+    return framework in TORCH_FRAMEWORKS
+
+
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--shapes", type=csv(str), default=["smollm2-135m"], help=f"of {', '.join(common.SHAPES)}")
@@ -43,7 +60,11 @@ def parse_args(argv=None):
     p.add_argument("--threads", type=csv(int), default=[1, 2])
     p.add_argument("--modes", type=csv(str), default=["full", "lora"])
     p.add_argument("--dtype", "--dtypes", dest="dtypes", type=csv(str), default=["fp32", "bf16"])
-    p.add_argument("--frameworks", type=csv(str), default=["automodel", "torch"])
+    p.add_argument("--frameworks", type=csv(str),
+                   default=["automodel", "torch", "torch-autocast", "torch-compile", "torch-compile-autocast"],
+                   help="automodel, baseline, and PyTorch's variants: " + ", ".join(TORCH_FRAMEWORKS) +
+                   " (-autocast: bf16 autocast over fp32 weights, run for dtype bf16 only; -max: torch.compile's "
+                   "max-autotune mode)")
     p.add_argument("--batch", type=int, default=1)
     p.add_argument("--steps", type=int, default=8, help="timed steps")
     p.add_argument("--warmup-steps", type=int, default=2, help="steps run first and left out of the timing")
@@ -92,8 +113,9 @@ def parse_args(argv=None):
     if args.baseline_bin and "baseline" not in args.frameworks:
         args.frameworks.append("baseline")
     for f in args.frameworks:
-        if f not in ("automodel", "torch") and not (f == "baseline" and args.baseline_bin):
-            p.error(f"unknown framework {f!r}; use automodel, torch (baseline: give --baseline-bin)")
+        if f != "automodel" and not is_torch(f) and not (f == "baseline" and args.baseline_bin):
+            p.error(f"unknown framework {f!r}; use automodel, {', '.join(TORCH_FRAMEWORKS)} "
+                    "(baseline: give --baseline-bin)")
     if args.baseline_bin and not os.path.exists(args.baseline_bin):
         p.error(f"no automodel binary at --baseline-bin {args.baseline_bin}")
     if len(args.betas) != 2:
@@ -384,9 +406,11 @@ def run_automodel(args, cfg, model_dir, data, run_dir):
 
 def torch_train_args(args, cfg, model_dir, data, batch):
     """The options of bench/train_torch.py `train` (and of bench/train_torch_dp.py) for one configuration."""
+    compile_mode, bf16 = torch_variant(cfg.get("framework", "torch"), args.torch_bf16)
     extra = ["--model-dir", model_dir, "--data", data, "--seq", str(cfg["seq"]), "--batch", str(batch),
              "--steps", str(args.steps), "--warmup-steps", str(args.warmup_steps), "--threads", str(cfg["threads"]),
-             "--mode", cfg["mode"], "--dtype", cfg["dtype"], "--bf16", args.torch_bf16, "--attn", args.torch_attn,
+             "--mode", cfg["mode"], "--dtype", cfg["dtype"], "--bf16", bf16, "--attn", args.torch_attn,
+             "--compile", compile_mode,
              "--lr", repr(args.lr), "--beta1", repr(args.betas[0]), "--beta2", repr(args.betas[1]),
              "--eps", repr(args.eps), "--weight-decay", repr(args.weight_decay)]
     if cfg["ac"]:
@@ -412,7 +436,7 @@ def measure(args, cfg, model_dir, data, peak, work, rep=0):
     run_dir = work / "runs" / name
     shutil.rmtree(run_dir, ignore_errors=True)
     run_dir.mkdir(parents=True)
-    runner = run_torch if cfg["framework"] == "torch" else run_automodel
+    runner = run_torch if is_torch(cfg["framework"]) else run_automodel
     row, r = runner(args, cfg, model_dir, data, run_dir)
     row.update(cfg)
     row["peak_rss_mb"] = r["maxrss_bytes"] / 2**20
@@ -430,6 +454,8 @@ def measure(args, cfg, model_dir, data, peak, work, rep=0):
     row["tokens_per_s"] = timed[0]["tokens"] / seconds if seconds > 0 else None
     row["step_ms"] = 1e3 * seconds if timed else None
     row["step_ms_max"] = 1e3 * max(s["seconds"] for s in timed) if timed else None
+    # What the warm-up steps took beyond timed steps: torch.compile's compilation, mostly.
+    row["warmup_extra_s"] = sum(s["seconds"] - seconds for s in steps if s["step"] < args.warmup_steps)
     shape_cfg = common.SHAPES[cfg["shape"]]
     flops = common.train_flops_per_token(shape_cfg, cfg["seq"], cfg["mode"])
     row["gemm_peak"] = peak
@@ -452,7 +478,7 @@ def merge_repeats(runs):
 # ---- report ----------------------------------------------------------------------------------------------------------
 
 COLUMNS = ["shape", "seq", "mode", "dtype", "ac", "threads", "framework", "tokens/s", "step ms (max)", "peak RSS MB",
-           "MFU", "loss@0", "vs torch best", "status"]
+           "MFU", "loss@0", "vs torch best", "warm-up s", "status"]
 
 
 def fmt(v, spec):
@@ -476,7 +502,7 @@ def step_ms(r):
 def table_rows(rows, args_torch_bf16):
     best = {}
     for r in rows:
-        if r["framework"] == "torch" and r.get("tokens_per_s"):
+        if is_torch(r["framework"]) and r.get("tokens_per_s"):
             k = (r["shape"], r["seq"], r["mode"], r["dtype"], r["ac"])
             best[k] = max(best.get(k, 0), r["tokens_per_s"])
     torch_loss0 = {(r["shape"], r["seq"], r["mode"], r["dtype"], r["ac"], r["threads"]): r["loss0"]
@@ -485,7 +511,7 @@ def table_rows(rows, args_torch_bf16):
     for r in rows:
         k = (r["shape"], r["seq"], r["mode"], r["dtype"], r["ac"])
         ratio = None
-        if r["framework"] != "torch" and r.get("tokens_per_s") and best.get(k):
+        if not is_torch(r["framework"]) and r.get("tokens_per_s") and best.get(k):
             ratio = r["tokens_per_s"] / best[k]
         status = r["status"]
         if r["status"] == "unsupported":
@@ -494,11 +520,11 @@ def table_rows(rows, args_torch_bf16):
             status += f": {r.get('reason', '')[:100]}"
         elif r.get("trainable_params") not in (None, expected_trainable(r)):
             status += f" (trains {r['trainable_params']} parameters, expected {expected_trainable(r)})"
-        elif r["framework"] != "torch" and r.get("loss0") is not None and \
+        elif not is_torch(r["framework"]) and r.get("loss0") is not None and \
                 abs(r["loss0"] - torch_loss0.get(k + (r["threads"],), r["loss0"])) > \
                 (1e-4 if r["dtype"] == "fp32" else 2e-2) * abs(r["loss0"]):
             status += f" (loss@0 differs from PyTorch's {torch_loss0[k + (r['threads'],)]:.5f})"
-        elif r["framework"] == "torch" and r["dtype"] == "bf16" and args_torch_bf16 == "cast":
+        elif is_torch(r["framework"]) and r["dtype"] == "bf16" and torch_variant(r["framework"], args_torch_bf16)[1] == "cast":
             weights = r.get("trainable_dtypes" if r["mode"] == "full" else "frozen_dtypes")
             if weights != ["bfloat16"]:
                 status += f" (model weights are {weights}, not bf16)"
@@ -508,7 +534,8 @@ def table_rows(rows, args_torch_bf16):
                     r["framework"], tokens_per_s(r), step_ms(r),
                     fmt(r.get("peak_rss_mb") if r["status"] == "ok" else None, ".0f"),
                     fmt(100 * r["mfu"] if r.get("mfu") else None, ".1f") + ("%" if r.get("mfu") else ""),
-                    fmt(r.get("loss0"), ".5f"), fmt(ratio, ".2f") + ("×" if ratio else ""), status])
+                    fmt(r.get("loss0"), ".5f"), fmt(ratio, ".2f") + ("×" if ratio else ""),
+                    fmt(r.get("warmup_extra_s"), ".0f"), status])
     return out
 
 
@@ -518,7 +545,8 @@ def summary_rows(rows):
     groups = {}
     for r in rows:
         if r.get("tokens_per_s"):
-            groups.setdefault((r["shape"], r["seq"], r["mode"], r["ac"]), {}).setdefault(r["framework"], []).append(r)
+            family = "torch" if is_torch(r["framework"]) else r["framework"]
+            groups.setdefault((r["shape"], r["seq"], r["mode"], r["ac"]), {}).setdefault(family, []).append(r)
     out = []
     for (shape, seq, mode, ac), by in groups.items():
         if "automodel" not in by or "torch" not in by:
@@ -527,7 +555,7 @@ def summary_rows(rows):
         t = max(by["torch"], key=lambda r: r["tokens_per_s"])
         out.append([shape, str(seq), mode, "on" if ac else "off",
                     f"{a['tokens_per_s']:.1f} ({a['dtype']}, {a['threads']}t)",
-                    f"{t['tokens_per_s']:.1f} ({t['dtype']}, {t['threads']}t)",
+                    f"{t['tokens_per_s']:.1f} ({t['framework']}, {t['dtype']}, {t['threads']}t)",
                     f"{a['tokens_per_s'] / t['tokens_per_s']:.2f}×",
                     f"{a['peak_rss_mb']:.0f} / {t['peak_rss_mb']:.0f} = {a['peak_rss_mb'] / t['peak_rss_mb']:.2f}×"])
     return out
@@ -597,8 +625,12 @@ def notes(args):
           if args.repeats > 1 else []),
         "MFU = tokens/s × model FLOPs per token / the GEMM peak of that dtype at that thread count (bench/README.md "
         "gives the FLOP formula); the peak is the larger of torch.matmul's and automodel_bench's square GEMM.",
-        "`vs torch best`: automodel tokens/s over PyTorch's fastest thread count for the same shape, seq, mode, "
-        "dtype and activation checkpointing. `loss@0` is the loss of the first step (same weights, same token ids: "
+        "PyTorch variants: `torch` eager; `torch-autocast` eager with bf16 autocast over fp32 weights and AdamW "
+        "state; `torch-compile` / `torch-compile-max` the model under `torch.compile` (Inductor; mode default / "
+        "max-autotune), also with `-autocast`. `warm-up s`: what the warm-up steps took beyond timed steps (for "
+        "compiled rows their compilation), left out of tokens/s.",
+        "`vs torch best`: automodel tokens/s over PyTorch's fastest variant and thread count for the same shape, seq, "
+        "mode, dtype and activation checkpointing. `loss@0` is the loss of the first step (same weights, same token ids: "
         "the two sides should agree closely).",
     ]
 
@@ -678,6 +710,8 @@ def main(argv=None):
                                     "ac": ac, "run": rep + 1, **entry})
                 peak = entry["peak"]
             for framework in args.frameworks:
+                if dtype == "fp32" and framework.endswith("-autocast"):
+                    continue  # autocast is a bf16 variant
                 cfg = dict(shape=shape, seq=seq, mode=mode, dtype=dtype, ac=ac, threads=threads, framework=framework,
                            batch=args.batch)
                 print(f"{framework:9s} {shape} seq {seq} {mode} {dtype} ac {'on' if ac else 'off'} {threads} thread(s)"
@@ -689,7 +723,7 @@ def main(argv=None):
                           flush=True)
                 else:
                     print(f"{row['status']}: {row.get('reason')}", flush=True)
-        rows += [merge_repeats(runs[framework]) for framework in args.frameworks]
+        rows += [merge_repeats(runs[framework]) for framework in args.frameworks if runs[framework]]
         save(rows)
 
     parts = report(args, rows, peaks, round_peaks, env, machine, am_info, started)

@@ -138,6 +138,10 @@ def build_model(args):
                                                  target_modules=common.LORA_TARGETS, bias="none",
                                                  task_type="CAUSAL_LM"))
     model.train()
+    if getattr(args, "compile", "none") != "none":
+        # Inductor: the forward and (through AOTAutograd) the backward become generated C++/OpenMP kernels; the
+        # first steps compile them (the harness leaves warm-up steps out of the timing).
+        model = torch.compile(model, mode=args.compile)
     return model
 
 
@@ -221,6 +225,8 @@ def add_train_args(t):
     t.add_argument("--bf16", choices=["cast", "autocast"], default="cast")
     t.add_argument("--attn", default="sdpa")
     t.add_argument("--activation-checkpointing", action="store_true")
+    t.add_argument("--compile", choices=["none", "default", "max-autotune"], default="none",
+                   help="torch.compile the model with this mode")
     t.add_argument("--lr", type=float, required=True)
     t.add_argument("--beta1", type=float, required=True)
     t.add_argument("--beta2", type=float, required=True)
