@@ -68,11 +68,12 @@ bool run_libpng(png_structp png, png_infop info, PngInput* input, PngTarget* tar
   // Pillow rejects a chunk whose CRC is wrong; libpng's default skips a damaged ancillary chunk.
   png_set_crc_action(png, PNG_CRC_DEFAULT, PNG_CRC_ERROR_QUIT);
   png_read_info(png, info);
-  png_set_packing(png);  // 1/2/4-bit samples one per byte, unscaled
+  const int bit_depth = png_get_bit_depth(png, info);  // before png_set_packing widens 1/2/4 to 8
+  png_set_packing(png);                                // 1/2/4-bit samples one per byte, unscaled
   png_set_interlace_handling(png);
   png_read_update_info(png, info);
   allocate(target, PngHeader{png_get_image_width(png, info), png_get_image_height(png, info),
-                             png_get_color_type(png, info), png_get_bit_depth(png, info), png_get_rowbytes(png, info)});
+                             png_get_color_type(png, info), bit_depth, png_get_rowbytes(png, info)});
   png_read_image(png, target->rows.data());
   input->image_read = true;
   png_read_end(png, info);
