@@ -259,6 +259,8 @@ def test_apply_chat_template_matches(processor_dirs, chat_images, tmp_path, pan_
     if add_generation_prompt:
         extra.append("--add-generation-prompt")
     result, got = ours(d, messages=messages, tmp=tmp_path, extra=extra)
+    bos = proc.tokenizer.bos_token_id
+    assert result["input_ids"].count(bos) == 1  # the template's; the tokenizer's own is not added again
     assert result["input_ids"] == ref["input_ids"][0].tolist()
     assert result["token_type_ids"] == ref["token_type_ids"][0].tolist()
     if pan_and_scan:
@@ -278,6 +280,7 @@ def test_processor_call_matches(processor_dirs, chat_images, tmp_path, text):
     else:
         ref = proc(text=text, images=[reference_image(f) for f in images], return_tensors="np")
         result, _ = ours(d, images, text=text, tmp=tmp_path)
+    assert result["input_ids"][0] == proc.tokenizer.bos_token_id
     assert result["input_ids"] == ref["input_ids"][0].tolist()
     assert result["token_type_ids"] == ref["token_type_ids"][0].tolist()
 

@@ -33,8 +33,15 @@ def save_processor_dir(path, size=32, resample=2, image_seq_length=4, mean=(0.5,
     from transformers import Gemma3Processor, PreTrainedTokenizerFast
     from transformers.models.gemma3.image_processing_pil_gemma3 import Gemma3ImageProcessorPil
 
+    from tokenizers import processors
+
+    # Gemma's tokenizer adds <bos> itself: the chat template's own <bos> must then not be doubled (transformers turns
+    # add_special_tokens off when the rendered prompt starts with it), while processor(text=...) adds one.
+    backend = tiny_tokenizer_object(GEMMA3_SPECIAL)
+    backend.post_processor = processors.TemplateProcessing(
+        single="<bos> $A", pair="<bos> $A $B", special_tokens=[("<bos>", backend.token_to_id("<bos>"))])
     tok = PreTrainedTokenizerFast(
-        tokenizer_object=tiny_tokenizer_object(GEMMA3_SPECIAL), bos_token="<bos>", eos_token="<eos>",
+        tokenizer_object=backend, bos_token="<bos>", eos_token="<eos>",
         pad_token="<pad>", unk_token="<unk>",
         extra_special_tokens={"boi_token": "<start_of_image>", "eoi_token": "<end_of_image>",
                               "image_token": "<image_soft_token>"})
