@@ -129,6 +129,16 @@ def make_case(name, path):
             p.write_bytes(png_bytes(rng.integers(0, 65536, (37, 53, 4)), 6, 16, interlace=True))
         elif variant.startswith("exif"):
             im.save(p, exif=exif_with_orientation(int(variant[4:])))
+        elif variant.startswith("apng"):  # animated: Pillow opens the first frame (or the default image before it)
+            frames = [Image.fromarray(photo(37, 53, seed=s)) for s in range(3)]
+            frames[0].save(p, save_all=True, append_images=frames[1:], duration=100,
+                           default_image=variant == "apng_default")
+        elif variant == "palette_out_of_range":  # indices past a 3-colour palette show black
+            idx = (np.arange(37 * 53).reshape(37, 53, 1) % 8).astype(np.uint8)
+            data = png_bytes(idx, 3, 8)
+            plte = bytes([10, 20, 30, 40, 50, 60, 70, 80, 90])
+            plte_chunk = struct.pack(">I", 9) + b"PLTE" + plte + struct.pack(">I", zlib.crc32(b"PLTE" + plte))
+            p.write_bytes(data[:33] + plte_chunk + data[33:])
         return p
     if kind == "webp":
         p = path.with_suffix(".webp")
@@ -142,6 +152,10 @@ def make_case(name, path):
             Image.fromarray(rgba(37, 53, 3)).save(p, lossless=True)
         elif variant.startswith("exif"):
             im.save(p, quality=80, exif=exif_with_orientation(int(variant[4:])))
+        elif variant.startswith("animated"):  # Pillow opens the first frame
+            frames = [Image.fromarray(photo(37, 53, seed=s)) for s in range(3)]
+            frames[0].save(p, save_all=True, append_images=frames[1:], duration=100,
+                           lossless=variant == "animated_lossless", quality=70)
         return p
     raise AssertionError(name)
 
@@ -152,8 +166,9 @@ DECODE_CASES = (
     + [f"jpeg:exif{o}" for o in range(1, 9)]
     + ["png:rgb", "png:rgba", "png:l", "png:la", "png:1bit", "png:p_transparency", "png:p_4bit", "png:l_transparency",
        "png:i16", "png:i16_low", "png:rgb16", "png:rgba16", "png:la16", "png:grey2", "png:grey4", "png:interlaced",
-       "png:interlaced_rgba16", "png:exif6", "png:exif3"]
-    + ["webp:lossy", "webp:lossless", "webp:lossy_alpha", "webp:lossless_alpha", "webp:exif8", "webp:exif5"]
+       "png:interlaced_rgba16", "png:exif6", "png:exif3", "png:apng", "png:apng_default", "png:palette_out_of_range"]
+    + ["webp:lossy", "webp:lossless", "webp:lossy_alpha", "webp:lossless_alpha", "webp:exif8", "webp:exif5",
+       "webp:animated_lossy", "webp:animated_lossless"]
 )
 
 
