@@ -44,22 +44,22 @@ void detail::check_image_size(int64_t width, int64_t height, int64_t max_pixels,
                 where, "Pillow refuses the same image (Image.MAX_IMAGE_PIXELS); shrink it first");
 }
 
-int exif_orientation(const uint8_t* data, size_t size) {
+int detail::exif_orientation_tag(const uint8_t* data, size_t size) {
   if (starts_with(data, size, "Exif\0\0", 6)) data += 6, size -= 6;
-  if (size < 8) return 1;
+  if (size < 8) return 0;
   bool big_endian;
   if (std::memcmp(data, "II*\0", 4) == 0)
     big_endian = false;
   else if (std::memcmp(data, "MM\0*", 4) == 0)
     big_endian = true;
   else
-    return 1;
+    return 0;
   uint32_t ifd = read_u32(data + 4, big_endian);
-  if (ifd > size || size - ifd < 2) return 1;
+  if (ifd > size || size - ifd < 2) return 0;
   uint32_t entries = read_u16(data + ifd, big_endian);
   for (uint32_t i = 0; i < entries; ++i) {
     size_t at = size_t{ifd} + 2 + size_t{i} * 12;
-    if (at + 12 > size) return 1;
+    if (at + 12 > size) return 0;
     const uint8_t* entry = data + at;
     if (read_u16(entry, big_endian) != 0x0112) continue;
     uint32_t type = read_u16(entry + 2, big_endian);
@@ -67,9 +67,30 @@ int exif_orientation(const uint8_t* data, size_t size) {
                      : type == 4 ? read_u32(entry + 8, big_endian)
                      : type == 1 ? entry[8]
                                  : 1;
-    return value >= 1 && value <= 8 ? static_cast<int>(value) : 1;
+    return value >= 1 && value <= 8 ? static_cast<int>(value) : 1;  // present but meaningless: left as it is
   }
-  return 1;
+  return 0;
+}
+
+int exif_orientation(const uint8_t* data, size_t size) {
+  int tag = detail::exif_orientation_tag(data, size);
+  return tag ? tag : 1;
+}
+
+int detail::xmp_orientation(std::string_view xmp) {
+  // Pillow's getexif falls back to the first match of r'tiff:Orientation(="|>)([0-9])' in the XMP packet.
+  constexpr std::string_view key = "tiff:Orientation";
+  for (size_t at = xmp.find(key); at != std::string_view::npos; at = xmp.find(key, at + 1)) {
+    size_t v = at + key.size();
+    if (xmp.substr(v, 2) == "=\"")
+      v += 2;
+    else if (xmp.substr(v, 1) == ">")
+      v += 1;
+    else
+      continue;
+    if (v < xmp.size() && xmp[v] >= '0' && xmp[v] <= '9') return xmp[v] - '0';
+  }
+  return 0;
 }
 
 ImageRGB8 apply_exif_orientation(ImageRGB8 image, int orientation) {
@@ -113,8 +134,10 @@ ImageRGB8 decode_image(const uint8_t* data, size_t size, const std::string& wher
                               : "unsupported image format: " + other + " file",
                 where, "convert it to JPEG, PNG or WebP");
   }
-  if (decoded.exif.empty()) return std::move(decoded.rgb);
-  return apply_exif_orientation(std::move(decoded.rgb), exif_orientation(decoded.exif.data(), decoded.exif.size()));
+  // As PIL.ImageOps.exif_transpose: the EXIF Orientation, else (no such tag) the XMP packet's tiff:Orientation.
+  int orientation = detail::exif_orientation_tag(decoded.exif.data(), decoded.exif.size());
+  if (orientation == 0) orientation = detail::xmp_orientation(decoded.xmp);
+  return apply_exif_orientation(std::move(decoded.rgb), orientation);
 }
 
 ImageRGB8 read_image_file(const std::string& path, int64_t max_pixels) {

@@ -1,6 +1,7 @@
 #pragma once
 // Image files (JPEG, PNG, WebP) decoded to 8-bit RGB exactly as transformers' load_image does with Pillow:
-// PIL.Image.open, PIL.ImageOps.exif_transpose (the EXIF Orientation tag of JPEG APP1, PNG eXIf and WebP EXIF), then
+// PIL.Image.open, PIL.ImageOps.exif_transpose (the EXIF Orientation tag of JPEG APP1, PNG eXIf and WebP EXIF, else
+// the XMP packet's tiff:Orientation, as Pillow falls back to it), then
 // Image.convert("RGB"): alpha is dropped without compositing, greyscale replicated, palettes looked up, CMYK turned
 // into RGB with Pillow's formula, 16-bit channels cut to their high byte (16-bit greyscale, Pillow's I;16, clipped to
 // 255 instead). Anything that cannot be decoded is an automodel::Error naming the file; no input crashes or exits.

@@ -37,6 +37,8 @@ void on_message(j_common_ptr cinfo, int level) {
   if (level < 0 && cinfo->err->msg_code == JWRN_JPEG_EOF) errors->truncated = true;
 }
 
+constexpr char kXmpPrefix[] = "http://ns.adobe.com/xap/1.0/";  // and its terminating NUL
+
 struct JpegHeader {
   int64_t width, height;
   int components;
@@ -45,17 +47,19 @@ struct JpegHeader {
 // Everything that can longjmp. `allocate` sizes the output once the header is known (and may throw Error).
 // Returns false with errors.message set on a libjpeg error.
 bool run_libjpeg(jpeg_decompress_struct* cinfo, JpegErrors* errors, const uint8_t* data, size_t size,
-                 std::vector<uint8_t>* exif, void (*allocate)(void*, const JpegHeader&), void* context,
-                 std::vector<uint8_t>* raw) {
+                 std::vector<uint8_t>* exif, std::string* xmp, void (*allocate)(void*, const JpegHeader&),
+                 void* context, std::vector<uint8_t>* raw) {
   if (setjmp(errors->jump)) return false;
   jpeg_mem_src(cinfo, data, static_cast<unsigned long>(size));
   jpeg_save_markers(cinfo, JPEG_APP0 + 1, 0xFFFF);
   jpeg_read_header(cinfo, TRUE);
+  // The first EXIF and the first XMP APP1 segments, as Pillow keeps them.
   for (jpeg_saved_marker_ptr m = cinfo->marker_list; m; m = m->next) {
-    if (m->marker == JPEG_APP0 + 1 && m->data_length >= 6 && std::memcmp(m->data, "Exif\0\0", 6) == 0) {
+    if (m->marker != JPEG_APP0 + 1) continue;
+    if (exif->empty() && m->data_length >= 6 && std::memcmp(m->data, "Exif\0\0", 6) == 0)
       exif->assign(m->data, m->data + m->data_length);
-      break;
-    }
+    if (xmp->empty() && m->data_length >= sizeof kXmpPrefix && std::memcmp(m->data, kXmpPrefix, sizeof kXmpPrefix) == 0)
+      xmp->assign(reinterpret_cast<const char*>(m->data) + sizeof kXmpPrefix, m->data_length - sizeof kXmpPrefix);
   }
   switch (cinfo->num_components) {
     case 1: cinfo->out_color_space = JCS_GRAYSCALE; break;
@@ -112,7 +116,7 @@ DecodedImage decode_jpeg(const uint8_t* data, size_t size, const std::string& wh
   AllocateContext context{&where, max_pixels, &raw, {}};
   bool ok;
   try {
-    ok = run_libjpeg(&cinfo, &errors, data, size, &out.exif, allocate, &context, &raw);
+    ok = run_libjpeg(&cinfo, &errors, data, size, &out.exif, &out.xmp, allocate, &context, &raw);
   } catch (...) {
     jpeg_destroy_decompress(&cinfo);
     throw;

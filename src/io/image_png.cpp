@@ -126,6 +126,15 @@ DecodedImage decode_png(const uint8_t* data, size_t size, const std::string& whe
     png_uint_32 exif_size = 0;
     if (input.image_read && png_get_eXIf_1(png, info, &exif_size, &exif) && exif)
       out.exif.assign(exif, exif + exif_size);
+    png_textp texts = nullptr;
+    int text_count = 0;
+    if (input.image_read && png_get_text(png, info, &texts, &text_count)) {
+      for (int i = 0; i < text_count && out.xmp.empty(); ++i) {
+        if (std::strcmp(texts[i].key, "XML:com.adobe.xmp") != 0 || !texts[i].text) continue;
+        out.xmp.assign(texts[i].text,
+                       texts[i].compression >= PNG_ITXT_COMPRESSION_NONE ? texts[i].itxt_length : texts[i].text_length);
+      }
+    }
   } catch (...) {
     png_destroy_read_struct(&png, &info, nullptr);
     throw;

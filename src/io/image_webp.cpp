@@ -67,6 +67,10 @@ DecodedImage decode_webp(const uint8_t* data, size_t size, const std::string& wh
     out.exif.assign(chunk.chunk.bytes, chunk.chunk.bytes + chunk.chunk.size);
     WebPDemuxReleaseChunkIterator(&chunk);
   }
+  if (demux && WebPDemuxGetChunk(demux, "XMP ", 1, &chunk)) {
+    out.xmp.assign(reinterpret_cast<const char*>(chunk.chunk.bytes), chunk.chunk.size);
+    WebPDemuxReleaseChunkIterator(&chunk);
+  }
   return out;
 }
 

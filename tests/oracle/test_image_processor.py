@@ -65,6 +65,14 @@ def exif_with_orientation(value):
     return exif.tobytes()
 
 
+def xmp_with_orientation(value, attribute=True):
+    """An XMP packet with tiff:Orientation as an attribute (tiff:Orientation="6") or an element (<...>6<...>)."""
+    field = f'tiff:Orientation="{value}"' if attribute else f">\n<tiff:Orientation>{value}</tiff:Orientation"
+    return (f'<?xpacket begin="" id="W5M0MpCehiHzreSzNTczkc9d"?><x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF '
+            f'xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#"><rdf:Description '
+            f'xmlns:tiff="http://ns.adobe.com/tiff/1.0/" {field}/></rdf:RDF></x:xmpmeta><?xpacket end="w"?>').encode()
+
+
 def rgba(h, w, seed):
     a = photo(h, w, seed)
     alpha = (np.arange(h * w).reshape(h, w) * 7 % 256).astype(np.uint8)
@@ -85,8 +93,16 @@ def make_case(name, path):
             im.convert("L").save(p, quality=88)
         elif variant == "cmyk":
             im.convert("CMYK").save(p, quality=90)
+        elif variant == "exif_and_xmp":  # the EXIF orientation wins
+            im.save(p, quality=90, exif=exif_with_orientation(3), xmp=xmp_with_orientation(6))
+        elif variant == "exif_without_orientation_and_xmp":
+            exif = Image.Exif()
+            exif[0x010F] = "camera maker"
+            im.save(p, quality=90, exif=exif.tobytes(), xmp=xmp_with_orientation(8))
         elif variant.startswith("exif"):
             im.save(p, quality=90, exif=exif_with_orientation(int(variant[4:])))
+        elif variant.startswith("xmp"):  # no EXIF: Pillow reads the XMP packet's orientation
+            im.save(p, quality=90, xmp=xmp_with_orientation(int(variant[3:]), attribute=variant != "xmp7"))
         else:
             im.save(p, **opts[variant])
         return p
@@ -129,6 +145,12 @@ def make_case(name, path):
             p.write_bytes(png_bytes(rng.integers(0, 65536, (37, 53, 4)), 6, 16, interlace=True))
         elif variant.startswith("exif"):
             im.save(p, exif=exif_with_orientation(int(variant[4:])))
+        elif variant.startswith("xmp"):
+            from PIL import PngImagePlugin
+
+            info = PngImagePlugin.PngInfo()
+            info.add_itxt("XML:com.adobe.xmp", xmp_with_orientation(int(variant[3:])).decode())
+            im.save(p, pnginfo=info)
         elif variant.startswith("apng"):  # animated: Pillow opens the first frame (or the default image before it)
             frames = [Image.fromarray(photo(37, 53, seed=s)) for s in range(3)]
             frames[0].save(p, save_all=True, append_images=frames[1:], duration=100,
@@ -152,6 +174,8 @@ def make_case(name, path):
             Image.fromarray(rgba(37, 53, 3)).save(p, lossless=True)
         elif variant.startswith("exif"):
             im.save(p, quality=80, exif=exif_with_orientation(int(variant[4:])))
+        elif variant.startswith("xmp"):
+            im.save(p, quality=80, xmp=xmp_with_orientation(int(variant[3:])))
         elif variant.startswith("animated"):  # Pillow opens the first frame
             frames = [Image.fromarray(photo(37, 53, seed=s)) for s in range(3)]
             frames[0].save(p, save_all=True, append_images=frames[1:], duration=100,
@@ -164,11 +188,13 @@ DECODE_CASES = (
     ["jpeg:q90", "jpeg:q40_420", "jpeg:444", "jpeg:422", "jpeg:progressive", "jpeg:optimize", "jpeg:grey",
      "jpeg:cmyk"]
     + [f"jpeg:exif{o}" for o in range(1, 9)]
+    + ["jpeg:xmp6", "jpeg:xmp7", "jpeg:exif_and_xmp", "jpeg:exif_without_orientation_and_xmp"]
     + ["png:rgb", "png:rgba", "png:l", "png:la", "png:1bit", "png:p_transparency", "png:p_4bit", "png:l_transparency",
        "png:i16", "png:i16_low", "png:rgb16", "png:rgba16", "png:la16", "png:grey2", "png:grey4", "png:interlaced",
-       "png:interlaced_rgba16", "png:exif6", "png:exif3", "png:apng", "png:apng_default", "png:palette_out_of_range"]
+       "png:interlaced_rgba16", "png:exif6", "png:exif3", "png:apng", "png:apng_default", "png:palette_out_of_range",
+       "png:xmp5"]
     + ["webp:lossy", "webp:lossless", "webp:lossy_alpha", "webp:lossless_alpha", "webp:exif8", "webp:exif5",
-       "webp:animated_lossy", "webp:animated_lossless"]
+       "webp:animated_lossy", "webp:animated_lossless", "webp:xmp8"]
 )
 
 

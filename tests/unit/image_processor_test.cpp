@@ -11,6 +11,7 @@
 #include "components/processor/resample.h"
 #include "error_of.h"
 #include "io/image.h"
+#include "io/image_decoders.h"
 #include "temp_dir.h"
 
 namespace automodel {
@@ -61,6 +62,18 @@ TEST(Image, ExifOrientationBothByteOrders) {
   b = exif_block(true, 6);
   EXPECT_EQ(io::exif_orientation(b.data(), b.size() - 8), 1);  // cut inside the entry
   EXPECT_EQ(io::exif_orientation(nullptr, 0), 1);
+}
+
+TEST(Image, XmpOrientationAsPillowFindsIt) {
+  using io::detail::xmp_orientation;
+  EXPECT_EQ(xmp_orientation(R"(<rdf:Description tiff:Orientation="6" tiff:Make="x"/>)"), 6);
+  EXPECT_EQ(xmp_orientation("<tiff:Orientation>8</tiff:Orientation>"), 8);
+  EXPECT_EQ(xmp_orientation(R"(tiff:OrientationX="3" tiff:Orientation="5")"), 5);  // the first that fits the pattern
+  EXPECT_EQ(xmp_orientation(R"(tiff:Orientation="x")"), 0);
+  EXPECT_EQ(xmp_orientation(""), 0);
+  auto b = exif_block(false, 6);
+  EXPECT_EQ(io::detail::exif_orientation_tag(b.data(), b.size()), 6);
+  EXPECT_EQ(io::detail::exif_orientation_tag(b.data(), 10), 0);  // no tag: Pillow looks in the XMP
 }
 
 TEST(Image, ExifOrientationTurnsUpright) {
