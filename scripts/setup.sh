@@ -7,6 +7,7 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 
 APT_PACKAGES=(build-essential cmake pkg-config libopenblas-openmp-dev libdnnl-dev nlohmann-json3-dev libpcre2-dev libyaml-cpp-dev libicu-dev
               zlib1g-dev libzstd-dev
+              libjpeg62-turbo-dev libpng-dev libwebp-dev
               libopenmpi-dev openmpi-bin
               libgtest-dev libbenchmark-dev)
 

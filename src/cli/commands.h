@@ -13,6 +13,7 @@ int run_logprobs(const Args& args);       // models/: next-token log-probabiliti
 int run_tokenize(const Args& args);       // tokenizer: text to ids
 int run_chat_template(const Args& args);  // tokenizer: render a conversation with the chat template
 int run_merge_lora(const Args& args);     // peft: merge a LoRA adapter into its base model
+int run_preprocess(const Args& args);     // processor: a VLM's input_ids and pixel_values for text and images
 // recipes: `finetune llm -c recipe.yaml [overrides]` (args after "finetune") and `recipe.yaml [overrides]`.
 int run_finetune(std::vector<std::string> args);
 int run_recipe_file(const std::string& config_path, std::vector<std::string> args);

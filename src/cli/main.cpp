@@ -44,6 +44,12 @@ constexpr const char* kUsage =
     "  chat-template  render a conversation with the tokenizer's chat template\n"
     "                 --tokenizer DIR --messages FILE.json [--add-generation-prompt]\n"
     "\n"
+    "  preprocess     a vision-language model's inputs as its processor makes them, as JSON (input_ids,\n"
+    "                 token_type_ids, pixel_values shape and crops); --out writes pixel_values as .npy\n"
+    "                 [IMAGE...] --model DIR (--messages FILE.json [--add-generation-prompt] | [--text T])\n"
+    "                 [--do-pan-and-scan] [--pan-and-scan-min-crop-size N=256] [--pan-and-scan-max-num-crops N=4]\n"
+    "                 [--pan-and-scan-min-ratio-to-activate R=1.2] [--no-special] [--out PIXELS.npy]\n"
+    "\n"
     "  DIR may also be a hub id (org/name) found in the local Hugging Face cache.\n"
     "\n"
     "  --help    this text;  --version  the version\n";
@@ -88,6 +94,7 @@ int main(int argc, char** argv) {
     if (args[0] == "tokenize") return cli::run_tokenize(parsed);
     if (args[0] == "merge-lora") return cli::run_merge_lora(parsed);
     if (args[0] == "chat-template") return cli::run_chat_template(parsed);
+    if (args[0] == "preprocess") return cli::run_preprocess(parsed);
     throw Error("unknown command '" + args[0] + "'", "automodel", "run `automodel --help` for the commands");
   } catch (const Error& e) {
     return fail("error", e.what(), 1);

@@ -281,6 +281,34 @@ JINJA_TOKENS = ["{{", "}}", "{%", "%}", "{#", "#}", "{%-", "-%}", "if", "elif", 
                 ".startswith(", "~", "[::-1]", "[1:]", "tool_calls", "content", "role", "true", "false"]
 
 
+def image_seeds():
+    """Small images of every decoder path: baseline/progressive/greyscale/CMYK JPEG with EXIF, palette+tRNS, RGBA with
+    eXIf and 16-bit PNG, lossy WebP with EXIF and lossless WebP with alpha (written by Pillow)."""
+    import io
+
+    from PIL import Image
+
+    y, x = np.mgrid[0:8, 0:12]
+    rgb = np.stack([x * 20, y * 30, (x + y) * 10], axis=-1).astype(np.uint8)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # Orientation: rotated
+
+    def save(name, image, fmt, **kwargs):
+        buf = io.BytesIO()
+        image.save(buf, fmt, **kwargs)
+        put("image", name, buf.getvalue())
+
+    im = Image.fromarray(rgb)
+    save("rgb.jpg", im, "JPEG", quality=70, exif=exif.tobytes())
+    save("grey_progressive.jpg", im.convert("L"), "JPEG", progressive=True)
+    save("cmyk.jpg", im.convert("CMYK"), "JPEG")
+    save("palette.png", im.quantize(6), "PNG", bits=4, transparency=1)
+    save("rgba.png", Image.fromarray(np.dstack([rgb, rgb[..., 0]])), "PNG", exif=exif.tobytes())
+    save("grey16.png", Image.fromarray(rgb[..., 0].astype(np.uint16) * 200), "PNG")
+    save("lossy.webp", im, "WEBP", quality=50, exif=exif.tobytes())
+    save("lossless_alpha.webp", Image.fromarray(np.dstack([rgb, rgb[..., 1]])), "WEBP", lossless=True)
+
+
 def write_dict(name, tokens):
     lines = [f'"{t}"' if not t.startswith('"') else t for t in tokens]
     (FUZZ / f"{name}.dict").write_text("\n".join(lines) + "\n")
@@ -294,7 +322,7 @@ def main():
     if CORPUS.exists():
         shutil.rmtree(CORPUS)
     for target in ["safetensors", "model_config", "tokenizer", "tokenizer_config", "chat_template", "recipe_yaml",
-                   "dataset", "adapter_config", "checkpoint_state"]:
+                   "dataset", "adapter_config", "checkpoint_state", "image"]:
         (CORPUS / target).mkdir(parents=True)
     safetensors_seeds()
     model_config_seeds()
@@ -305,6 +333,7 @@ def main():
     dataset_seeds()
     adapter_config_seeds()
     checkpoint_state_seeds()
+    image_seeds()
     for name, keys in KEYS.items():
         write_dict(name, JSON_TOKENS + [f'"\\"{escape(k)}\\""' for k in keys])
     write_dict("recipe_yaml", [f'"{escape(t)}"' for t in YAML_TOKENS])
