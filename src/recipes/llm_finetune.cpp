@@ -655,7 +655,7 @@ class FinetuneRun {
                 peft::save_adapter(*model_, dir.string(), *peft_, model_dir_);
               } else {
                 if (main_rank()) checkpoint::save_consolidated_model(*model_, dir.string(), tokenizer_files());
-                if (writes_optimizer_shard()) save_model_shard(dir.parent_path() / "sharded");
+                if (writes_shards()) save_model_shard(dir.parent_path() / "sharded");
               }
               fault_injection_point("checkpoint_save");
             },
@@ -683,7 +683,7 @@ class FinetuneRun {
             [this, lr_steps_key](const fs::path& dir) {
               const nlohmann::json extra = {{"optimizer", optimizer_->name()},
                                             {lr_steps_key, lr_sched_ ? lr_sched_->num_steps() : 0}};
-              if (writes_optimizer_shard())
+              if (writes_shards())
                 checkpoint::save_optimizer_shard(dir.string(), shard_comm_->rank(), shard_comm_->size(),
                                                  optimizer_->state_dict(), optimizer_state_ranges(),
                                                  optimizer_->step_counts(), extra);
@@ -756,7 +756,7 @@ class FinetuneRun {
 
   // Under fsdp2, the ranks that write their shards of the weights and optimizer state: under HSDP the first group
   // (the others hold the same).
-  bool writes_optimizer_shard() const { return sharded_ && (!replica_group_ || replica_group_->rank() == 0); }
+  bool writes_shards() const { return sharded_ && (!replica_group_ || replica_group_->rank() == 0); }
 
   // model/sharded/: this rank's stretches; the first rank adds the index naming every shard rank's.
   void save_model_shard(const fs::path& dir) {
