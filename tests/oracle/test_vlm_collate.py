@@ -5,6 +5,7 @@ tiny processor of vlm_processor_util.py: multi-turn, multi-image conversations i
 input_ids, attention_mask, token_type_ids, labels and pixel_values must be identical (pixel_values before NeMo's
 bfloat16 cast, bit for bit)."""
 import json
+import pathlib
 import random
 
 import numpy as np
@@ -315,3 +316,14 @@ def test_unreadable_image_names_the_record(processor_dir, tmp_path):
     write_jsonl(tmp_path / "d.jsonl", [{"image": "bad.png", "text": "x"}])
     with pytest.raises(OpError, match=r"d.jsonl:1 \[record 0\].*bad.png"):
         ours(pdir, NEMO + "datasets.make_rdr_dataset", tmp_path / "d.jsonl", [0])
+
+
+def test_embedded_tiny_vlm_data_equals_nemo_collate(processor_dir):
+    """assets/tiny-vlm-data (scripts/make_tiny_vlm_data.py): captions, questions, multi-turn and two-image records."""
+    pdir, processor = processor_dir
+    root = pathlib.Path(__file__).resolve().parents[2] / "assets" / "tiny-vlm-data"
+    records = [json.loads(line) for line in (root / "train.jsonl").read_text().splitlines()]
+    for indices in ([0, 1, 2, 3, 4], [len(records) - 1, 9, len(records) - 2]):
+        out = ours(pdir, "automodel.datasets.vlm.make_conversation_dataset", root / "train.jsonl", indices)
+        ref = nemo_collate(processor, [with_images(records[i]["messages"], root) for i in indices])
+        assert_same(out, ref, processor)

@@ -207,6 +207,22 @@ TEST_F(VlmData, ErrorsNameTheLineOfALaterRecord) {
   EXPECT_NE(error_of([&] { data.get(1); }).find("data.jsonl:2 [record 1]"), std::string::npos);
 }
 
+// The embedded default data (scripts/make_tiny_vlm_data.py): every record a valid conversation with its images.
+TEST(TinyVlmData, EveryRecordIsAConversationWithImages) {
+  const std::filesystem::path root =
+      std::filesystem::path(__FILE__).parent_path() / ".." / ".." / "assets" / "tiny-vlm-data";
+  for (const char* split : {"train", "validation"}) {
+    const ConversationDataset data =
+        make_vlm_conversation_dataset(options((root / (std::string(split) + ".jsonl")).string()));
+    EXPECT_GE(data.size, 12u) << split;
+    for (size_t i = 0; i < data.size; ++i) {
+      const Conversation c = data.get(i);
+      EXPECT_EQ(c.messages[0]["content"][0]["type"] == "image" || c.messages[0]["content"][1]["type"] == "image", true)
+          << c.where;
+    }
+  }
+}
+
 TEST_F(VlmData, EmptyDatasetIsAnError) {
   const std::string path = jsonl({});
   EXPECT_NE(error_of([&] { make_rdr_dataset(options(path)); }).find("rdr dataset is empty"), std::string::npos);
