@@ -2,6 +2,7 @@
 
 #include "components/config/targets.h"
 #include "core/error.h"
+#include "io/hf_dir.h"
 
 namespace automodel::recipes {
 
@@ -66,6 +67,29 @@ VlmCollateOptions build_vlm_collate_options(const ConfigNode* collate_fn) {
   config::check_keys(*collate_fn, {"_target_", "max_length"});
   o.max_length = collate_fn->get_optional<int64_t>("max_length");
   return o;
+}
+
+RecipeVlmDataset build_recipe_vlm_dataset(const ConfigNode& recipe, const std::string& section) {
+  const ConfigNode* s = recipe.find(section);
+  if (s == nullptr || s->is_null())
+    throw Error("the recipe has no " + section + " section", recipe.where(), "add one, or pick the other section");
+  const ConfigNode* processor = recipe.find("processor");
+  const ConfigNode* source =
+      processor != nullptr && processor->contains("pretrained_model_name_or_path") ? processor : recipe.find("model");
+  if (source == nullptr || !source->contains("pretrained_model_name_or_path"))
+    throw Error("model.pretrained_model_name_or_path is missing", recipe.where(),
+                "give a model directory written by transformers (with its processor) or a hub id in the local HF "
+                "cache");
+  const std::string dir = io::resolve_model_dir(source->get<std::string>("pretrained_model_name_or_path"),
+                                                source->get<std::string>("revision", "main"));
+  RecipeVlmDataset out;
+  out.processor = load_vlm_processor(dir);
+  out.data = build_vlm_dataset(*s);
+  const std::string loader = section == "validation_dataset" && recipe.contains("validation_dataloader.collate_fn")
+                                 ? "validation_dataloader.collate_fn"
+                                 : "dataloader.collate_fn";
+  out.collate = build_vlm_collate_options(recipe.find(loader));
+  return out;
 }
 
 }  // namespace automodel::recipes

@@ -19,4 +19,14 @@ data::ConversationDataset build_vlm_dataset(const ConfigNode& section);
 // A dataloader's collate_fn section (null: the defaults).
 VlmCollateOptions build_vlm_collate_options(const ConfigNode* collate_fn);
 
+// A whole recipe's VLM `dataset` or `validation_dataset` with the processor (the `processor` section's
+// pretrained_model_name_or_path, else the model's) and its dataloader's collate options (validation_dataloader's,
+// else dataloader's), without loading the model (what `automodel dataset` shows).
+struct RecipeVlmDataset {
+  VlmProcessor processor;
+  data::ConversationDataset data;
+  VlmCollateOptions collate;
+};
+RecipeVlmDataset build_recipe_vlm_dataset(const ConfigNode& recipe, const std::string& section);
+
 }  // namespace automodel::recipes

@@ -327,3 +327,48 @@ def test_embedded_tiny_vlm_data_equals_nemo_collate(processor_dir):
         out = ours(pdir, "automodel.datasets.vlm.make_conversation_dataset", root / "train.jsonl", indices)
         ref = nemo_collate(processor, [with_images(records[i]["messages"], root) for i in indices])
         assert_same(out, ref, processor)
+
+
+def test_dataset_command_shows_each_conversation_collated(processor_dir, data_dir, tmp_path):
+    """`automodel dataset -c recipe.yaml --text` on a NeMo-shaped VLM recipe: each conversation as the collate makes it
+    alone, with its decoded and supervised text."""
+    import subprocess
+
+    from vlm_processor_util import CLI
+
+    pdir, processor = processor_dir
+    root, names = data_dir
+    records = conversations(names)
+    write_jsonl(root / "chat.jsonl", records)
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(f"""
+model:
+  _target_: nemo_automodel.NeMoAutoModelForImageTextToText.from_pretrained
+  pretrained_model_name_or_path: /nonexistent
+processor:
+  _target_: transformers.AutoProcessor.from_pretrained
+  pretrained_model_name_or_path: {pdir}
+dataset:
+  _target_: {NEMO}datasets.make_medpix_dataset
+  path_or_dataset: /nonexistent
+validation_dataset:
+  _target_: automodel.datasets.vlm.make_conversation_dataset
+  path_or_dataset: {root / "chat.jsonl"}
+dataloader:
+  collate_fn:
+    _target_: {NEMO}collate_fns.default_collate_fn
+""")
+    r = subprocess.run([str(CLI), "dataset", "-c", str(recipe), "--validation", "--limit", "2", "--text"],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    lines = [json.loads(line) for line in r.stdout.splitlines()]
+    assert [line["index"] for line in lines] == [0, 1]
+    for line in lines:
+        out = ours(pdir, "automodel.datasets.vlm.make_conversation_dataset", root / "chat.jsonl", [line["index"]])
+        assert line["input_ids"] == out[0][0].tolist() and line["labels"] == out[2][0].tolist()
+        assert line["token_type_ids"] == out[3][0].tolist()
+        assert line["pixel_values_shape"] == list(out[4].shape)
+    assert lines[0]["label_text"] == "It is red.<end_of_turn>Blue, with a circle.<end_of_turn>"
+    assert lines[1]["messages"][1]["content"][0]["image"] == str(root / names[2])
+    r = subprocess.run([str(CLI), "dataset", "-c", str(recipe)], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 1 and "dataset path not found" in r.stderr, r.stderr
