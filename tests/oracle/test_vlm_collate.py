@@ -372,3 +372,29 @@ dataloader:
     assert lines[1]["messages"][1]["content"][0]["image"] == str(root / names[2])
     r = subprocess.run([str(CLI), "dataset", "-c", str(recipe)], capture_output=True, text=True, timeout=120)
     assert r.returncode == 1 and "dataset path not found" in r.stderr, r.stderr
+
+
+def test_processor_without_what_the_collate_needs_is_an_error(data_dir, tmp_path):
+    root, names = data_dir
+    write_jsonl(root / "chat.jsonl", conversations(names))
+
+    def error(pdir):
+        with pytest.raises(OpError) as e:
+            ours(pdir, "automodel.datasets.vlm.make_conversation_dataset", root / "chat.jsonl", [0])
+        return str(e.value)
+
+    # vlm_processor_util's own tokenizer drops the sentinel's letters, so no turn markers can be found (NeMo falls
+    # back to searching for each answer's re-tokenized text).
+    save_processor_dir(tmp_path / "narrow", size=32, image_seq_length=4)
+    assert "cannot find the assistant turn's markers" in error(tmp_path / "narrow")
+    for name, edit, message in [("no_pad", lambda c: c.pop("pad_token"), "the tokenizer has no pad token"),
+                                ("bad_side", lambda c: c.update(padding_side="middle"),
+                                 'padding_side must be "left" or "right", got "middle"')]:
+        d = tmp_path / name
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(vlm_processor_util, "tiny_tokenizer_object", byte_level_tokenizer)
+            save_processor_dir(d, size=32, image_seq_length=4)
+        config = json.loads((d / "tokenizer_config.json").read_text())
+        edit(config)
+        (d / "tokenizer_config.json").write_text(json.dumps(config))
+        assert message in error(d), name
