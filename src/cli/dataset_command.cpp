@@ -9,6 +9,7 @@
 #include "components/config/config.h"
 #include "core/error.h"
 #include "recipes/build.h"
+#include "recipes/build_vlm_data.h"
 
 namespace automodel::cli {
 
@@ -16,6 +17,34 @@ namespace {
 
 constexpr const char* kUsage =
     "automodel dataset -c recipe.yaml [--validation] [--limit N] [--text] [--section.key value ...]";
+
+// A vision-language dataset: each conversation collated alone (the tokens and labels the model sees, image tokens
+// included), with --text the decoded text, the supervised text and the conversation as read (image paths resolved).
+void print_vlm_samples(const config::ConfigNode& cfg, const std::string& section, size_t limit, bool text) {
+  const recipes::RecipeVlmDataset d = recipes::build_recipe_vlm_dataset(cfg, section);
+  for (size_t i = 0; i < d.data.size && i < limit; ++i) {
+    const data::Conversation conversation = d.data.get(i);
+    const data::Batch b = recipes::vlm_collate({&conversation}, d.processor, d.collate);
+    const int64_t* ids = b.input_ids.data<int64_t>();
+    const int64_t* labels = b.labels.data<int64_t>();
+    const int64_t* types = b.token_type_ids.data<int64_t>();
+    const size_t n = size_t(b.input_ids.numel());
+    const std::vector<int64_t> input_ids(ids, ids + n), label_ids(labels, labels + n), type_ids(types, types + n);
+    nlohmann::ordered_json line{
+        {"index", i}, {"input_ids", input_ids}, {"labels", label_ids}, {"token_type_ids", type_ids}};
+    line["pixel_values_shape"] =
+        b.pixel_values.defined() ? nlohmann::ordered_json(b.pixel_values.shape()) : nlohmann::ordered_json::array();
+    if (text) {
+      std::vector<int64_t> supervised;
+      for (int64_t l : label_ids)
+        if (l != data::kIgnoreIndex) supervised.push_back(l);
+      line["text"] = d.processor.tokenizer->decode(input_ids);
+      line["label_text"] = d.processor.tokenizer->decode(supervised);
+      line["messages"] = conversation.messages;
+    }
+    std::puts(line.dump(-1, ' ', false, nlohmann::ordered_json::error_handler_t::replace).c_str());
+  }
+}
 
 }  // namespace
 
@@ -51,7 +80,12 @@ int run_dataset(std::vector<std::string> args) {
   }
   config::ConfigNode cfg = config::load_yaml(config_path);
   config::apply_overrides(cfg, config::parse_overrides(overrides));
-  const recipes::RecipeDataset d = recipes::build_recipe_dataset(cfg, validation ? "validation_dataset" : "dataset");
+  const std::string section = validation ? "validation_dataset" : "dataset";
+  if (const config::ConfigNode* s = cfg.find(section); s != nullptr && recipes::is_vlm_dataset(*s)) {
+    print_vlm_samples(cfg, section, limit, text);
+    return 0;
+  }
+  const recipes::RecipeDataset d = recipes::build_recipe_dataset(cfg, section);
   for (size_t i = 0; i < d.data.size && i < limit; ++i) {
     const data::Sample s = d.data.get(i);
     nlohmann::ordered_json line{{"index", i}, {"input_ids", s.input_ids}, {"labels", s.labels}};

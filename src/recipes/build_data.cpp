@@ -5,6 +5,7 @@
 #include "core/error.h"
 #include "io/hf_dir.h"
 #include "recipes/build.h"
+#include "recipes/build_vlm_data.h"
 #include "recipes/recipe_sections.h"
 
 namespace automodel::recipes {
@@ -42,6 +43,7 @@ void register_dataset_targets() {
   register_target(kColumnMapped, {"nemo_automodel.components.datasets.llm.column_mapped_text_instruction_dataset."
                                   "ColumnMappedTextInstructionDataset"});
   register_target(kChat, {"nemo_automodel.components.datasets.llm.chat_dataset.ChatDataset"});
+  register_vlm_dataset_targets();
 }
 
 data::Dataset build_dataset(const ConfigNode& s, const data::TextTokenizer& tok) {

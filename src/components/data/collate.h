@@ -10,10 +10,14 @@
 namespace automodel::data {
 
 struct Batch {
-  Tensor input_ids, labels;      // i64 [B, T]; padding: pad_id / kIgnoreIndex
-  Tensor attention_mask;         // i64 [B, T]; 1 real token, 0 padding (the sample's own mask, then 0)
-  Tensor position_ids;           // i64 [B, T] when the samples are packed (padding 0), else undefined
-  Tensor seq_ids;                // i64 [B, T] when the samples are packed (padding -1), else undefined
+  Tensor input_ids, labels;  // i64 [B, T]; padding: pad_id / kIgnoreIndex
+  Tensor attention_mask;     // i64 [B, T]; 1 real token, 0 padding (the sample's own mask, then 0)
+  Tensor position_ids;       // i64 [B, T] when the samples are packed (padding 0), else undefined
+  Tensor seq_ids;            // i64 [B, T] when the samples are packed (padding -1), else undefined
+  // Vision-language batches only (recipes/vlm_collate.h), else undefined:
+  Tensor token_type_ids;         // i64 [B, T]; 1 at image tokens, 0 elsewhere (padding too)
+  Tensor pixel_values;           // f32 [images, 3, H, W] in the order their tokens appear across the batch; undefined
+                                 // when the batch has no image
   int64_t num_label_tokens = 0;  // labels != kIgnoreIndex over the batch
 };
 

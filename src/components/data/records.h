@@ -45,6 +45,8 @@ class RecordSource {
   nlohmann::ordered_json at(size_t i) const;
   // "<file>:<line> [record i]" (JSON lines) or "<file> [record i]": where record i of the dataset is.
   std::string where(size_t i) const;
+  // The file record i was read from, as the user named it (image paths in it are relative to its directory).
+  const std::string& file_of(size_t i) const { return files_[records_.at(i).file].path; }
 
  private:
   struct File {
