@@ -42,6 +42,8 @@ std::map<std::string, FamilyFactory>& registry() {
     register_gemma_family();
     register_gemma2_family();
     register_phi3_family();
+    register_qwen3_moe_family();
+    register_mixtral_family();
   });
   return families();
 }
@@ -131,7 +133,10 @@ std::unique_ptr<LanguageModel> AutoModelForCausalLM::from_pretrained(const std::
   const StateDictAdapter& adapter = model->state_dict_adapter();
   std::vector<std::string> missing;
   for (auto& [name, param] : model->named_parameters()) {
-    const std::vector<HfTensorSpec> layout = adapter.hf_layout(name, param.shape());
+    const std::vector<std::vector<HfTensorSpec>> layouts = adapter.hf_read_layouts(name, param.shape());
+    const std::vector<HfTensorSpec>& layout = *std::find_if(layouts.begin(), layouts.end() - 1, [&](const auto& l) {
+      return std::all_of(l.begin(), l.end(), [&](const HfTensorSpec& hf) { return reader.contains(hf.name); });
+    });
     bool complete = true;
     for (const HfTensorSpec& hf : layout) {
       if (!reader.contains(hf.name)) {
