@@ -133,10 +133,15 @@ std::unique_ptr<LanguageModel> AutoModelForCausalLM::from_pretrained(const std::
   const StateDictAdapter& adapter = model->state_dict_adapter();
   std::vector<std::string> missing;
   for (auto& [name, param] : model->named_parameters()) {
+    // The layout the checkpoint holds: the first complete one, else (to name what is missing) the most complete.
     const std::vector<std::vector<HfTensorSpec>> layouts = adapter.hf_read_layouts(name, param.shape());
-    const std::vector<HfTensorSpec>& layout = *std::find_if(layouts.begin(), layouts.end() - 1, [&](const auto& l) {
-      return std::all_of(l.begin(), l.end(), [&](const HfTensorSpec& hf) { return reader.contains(hf.name); });
-    });
+    auto missing_of = [&](const std::vector<HfTensorSpec>& l) {
+      return std::count_if(l.begin(), l.end(), [&](const HfTensorSpec& hf) { return !reader.contains(hf.name); });
+    };
+    const std::vector<HfTensorSpec>& layout =
+        *std::min_element(layouts.begin(), layouts.end(), [&](const auto& a, const auto& b) {
+          return missing_of(a) * int64_t(b.size()) < missing_of(b) * int64_t(a.size());
+        });
     bool complete = true;
     for (const HfTensorSpec& hf : layout) {
       if (!reader.contains(hf.name)) {

@@ -19,6 +19,7 @@ void register_mixtral_family() {
     if (c.num_experts == 0)
       throw Error("config.json of a mixtral model needs num_local_experts", c.source + ": num_local_experts",
                   "this is not a complete Mixtral config");
+    c.moe_intermediate_size = c.intermediate_size;  // Mixtral's experts are intermediate_size wide, whatever else
     c.layer_windows.assign(size_t(c.num_hidden_layers), sliding_window(c, 0));
     const double jitter = json_get<double>(c.raw, "router_jitter_noise", 0.0, c.source);
     if (jitter != 0)
