@@ -223,3 +223,41 @@ def test_grouped_expert_layout_loads_with_the_same_logits(name, moe_dir, tmp_pat
     a = _ours(src, tmp_path, ids, mask, labels)
     b = _ours(grouped, tmp_path, ids, mask, labels)
     np.testing.assert_array_equal(a[0], b[0])
+
+
+# ---- LoRA (peft) -------------------------------------------------------------------------------------------------
+
+
+def _without_router_loss(src, dst):
+    """A copy with output_router_logits off: peft_model (test_peft.py) compares the cross-entropy alone."""
+    dst.mkdir()
+    for f in src.iterdir():
+        (dst / f.name).write_bytes(f.read_bytes())
+    cfg = json.loads((dst / "config.json").read_text())
+    cfg["output_router_logits"] = False
+    (dst / "config.json").write_text(json.dumps(cfg))
+    return dst
+
+
+@pytest.mark.parametrize(
+    "name,targets",
+    [
+        # (peft 0.21 turns a target down_proj / gate_proj + up_proj into target_parameters on the grouped experts.)
+        ("qwen3_moe_mlp_only", ["q_proj", "k_proj", "v_proj", "o_proj"]),
+        # The router too: peft 0.21 wraps transformers 5's router weight (a parameter of a custom module), which
+        # computes what LoRA on a linear router computes, under the same adapter names.
+        ("mixtral_sliding", ["q_proj", "v_proj", "o_proj", "gate"]),
+    ],
+)
+def test_lora_on_attention_matches_peft(name, targets, moe_dir, tmp_path, monkeypatch):
+    """test_peft.py's check on these families: a peft adapter's logits, loss, gradients and AdamW steps; our saved
+    adapter in peft; our merged model against merge_and_unload. The adapters after the AdamW steps are held to 5e-3:
+    some gradient entries are zero up to fp32 noise (1e-10: the router rows of an expert no token chose, whose
+    logits do not reach Mixtral's renormalised weights; attention entries of ~1e-7), and Adam's first step
+    g / (|g| + eps) turns that noise into a few percent of the learning rate, differently in each implementation."""
+    import test_peft
+
+    d = _without_router_loss(moe_dir(name), tmp_path / "base")
+    monkeypatch.setitem(test_peft.CASES, name, targets)
+    monkeypatch.setattr(test_peft, "TRAINED", 5e-3)
+    test_peft.test_peft_adapter_logits_gradients_training_save_and_merge(name, {}, lambda _: d, tmp_path)
