@@ -16,7 +16,7 @@ import torch
 import transformers
 
 import tiny_models as tm
-from conftest import rel_err, run_op
+from conftest import OpError, rel_err, run_op
 from test_models import KERNELS, T, _batch, _hf_load_clean, _masked, _tensor_names
 
 LOGITS_F32, LOSS_F32, GRAD_F32, LOGITS_BF16 = 1e-5, 1e-6, 1e-4, 3e-2
@@ -261,3 +261,16 @@ def test_lora_on_attention_matches_peft(name, targets, moe_dir, tmp_path, monkey
     monkeypatch.setitem(test_peft.CASES, name, targets)
     monkeypatch.setattr(test_peft, "TRAINED", 5e-3)
     test_peft.test_peft_adapter_logits_gradients_training_save_and_merge(name, {}, lambda _: d, tmp_path)
+
+
+def test_a_peft_adapter_on_the_grouped_experts_is_a_clear_error(moe_dir, tmp_path):
+    """peft 0.21 puts LoRA on the grouped expert tensors (target_parameters); loading such an adapter here is refused
+    with the module named, not silently dropped."""
+    import test_peft
+
+    d = _without_router_loss(moe_dir("qwen3_moe_mlp_only"), tmp_path / "base")
+    adapter = test_peft._peft_adapter(d, ["q_proj", "down_proj"], tmp_path / "experts_adapter")
+    assert json.loads((adapter / "adapter_config.json").read_text())["target_parameters"] == ["down_proj"]
+    ids, mask, labels = test_peft._batch()
+    with pytest.raises(OpError, match=r"adapter module 'model\.layers\.0\.mlp\.experts' is not a linear layer"):
+        test_peft._ours(tmp_path, {"model_dir": str(d), "adapter_dir": str(adapter)}, ids, mask, labels)
