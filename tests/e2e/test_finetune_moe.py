@@ -35,17 +35,32 @@ def tiny_qwen3_moe(out_dir):
     return out_dir
 
 
-def test_moe_finetune_logs_aux_loss_and_loss_falls(tmp_path):
-    model = tiny_qwen3_moe(tmp_path / "model")
-    ckpt = tmp_path / "ckpt"
-    r = subprocess.run(
-        [str(BIN), "finetune", "llm", "-c", str(RECIPE), "--threads", "2", "--checkpoint.checkpoint_dir", str(ckpt),
-         "--model.pretrained_model_name_or_path", str(model), "--step_scheduler.max_steps", "30",
-         "--step_scheduler.val_every_steps", "100", "--step_scheduler.ckpt_every_steps", "30",
-         "--step_scheduler.global_batch_size", "8"],
-        capture_output=True, text=True, timeout=900, cwd=ROOT)
-    assert r.returncode == 0, r.stdout + r.stderr
-    train = [json.loads(line) for line in (ckpt / "training.jsonl").read_text().splitlines()]
+FUSED = "nemo_automodel.components.loss.linear_ce.FusedLinearCrossEntropy"
+LOSSES = {"masked": [], "fused_linear": ["--loss_fn._target_", FUSED]}
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """30 steps with the recipe's MaskedCrossEntropy and with FusedLinearCrossEntropy, from the same model."""
+    root = tmp_path_factory.mktemp("moe")
+    model = tiny_qwen3_moe(root / "model")
+    out = {}
+    for name, loss_args in LOSSES.items():
+        ckpt = root / name
+        r = subprocess.run(
+            [str(BIN), "finetune", "llm", "-c", str(RECIPE), "--threads", "2", "--checkpoint.checkpoint_dir",
+             str(ckpt), "--model.pretrained_model_name_or_path", str(model), "--step_scheduler.max_steps", "30",
+             "--step_scheduler.val_every_steps", "100", "--step_scheduler.ckpt_every_steps", "30",
+             "--step_scheduler.global_batch_size", "8", *loss_args],
+            capture_output=True, text=True, timeout=900, cwd=ROOT)
+        assert r.returncode == 0, r.stdout + r.stderr
+        out[name] = [json.loads(line) for line in (ckpt / "training.jsonl").read_text().splitlines()]
+    return model, root, out
+
+
+@pytest.mark.parametrize("loss", list(LOSSES))
+def test_moe_finetune_logs_aux_loss_and_loss_falls(runs, loss):
+    train = runs[2][loss]
     assert [m["step"] for m in train] == list(range(30))
     aux = [m["aux_loss"] for m in train]
     # coef x num_experts x sum(fraction x probability): 0.01 x k (2) when perfectly balanced, more otherwise.
@@ -55,7 +70,16 @@ def test_moe_finetune_logs_aux_loss_and_loss_falls(tmp_path):
     last = sum(m["loss"] for m in train[-5:]) / 5
     assert last < 0.8 * first, (first, last)
 
-    saved = ckpt / "epoch_0_step_29" / "model" / "consolidated"
+
+def test_both_losses_give_the_same_first_step(runs):
+    a, b = runs[2]["masked"][0], runs[2]["fused_linear"][0]
+    assert abs(a["aux_loss"] - b["aux_loss"]) <= 1e-6 * a["aux_loss"]
+    assert abs(a["loss"] - b["loss"]) <= 1e-5 * a["loss"]
+
+
+def test_the_trained_model_loads_in_transformers(runs):
+    model, root, _ = runs
+    saved = root / "masked" / "epoch_0_step_29" / "model" / "consolidated"
     loaded, info = transformers.AutoModelForCausalLM.from_pretrained(str(saved), output_loading_info=True)
     assert not {k: v for k, v in info.items() if v}, info
     base = transformers.AutoModelForCausalLM.from_pretrained(str(model))
