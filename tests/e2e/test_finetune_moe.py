@@ -85,3 +85,31 @@ def test_the_trained_model_loads_in_transformers(runs):
     base = transformers.AutoModelForCausalLM.from_pretrained(str(model))
     experts = lambda m: m.model.layers[0].mlp.experts.gate_up_proj  # noqa: E731
     assert not torch.equal(experts(base), experts(loaded)), "the experts were trained"
+
+
+MPI_ENV = {**os.environ, "OMPI_ALLOW_RUN_AS_ROOT": "1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1"}
+
+
+@pytest.mark.parametrize("strategy", ["ddp", "fsdp2"])
+def test_data_parallel_moe_training_matches_one_process(runs, strategy, tmp_path):
+    """Two ranks with local batch 4 against one process with local batch 8 (the same global batches): the
+    cross-entropy is the same, the load-balancing loss is each rank's own (as under transformers + DDP: its token
+    statistics are the rank's batch's), so the losses agree up to the aux losses' difference (here ~1e-4 of it)."""
+    model, root, _ = runs
+    common = ["finetune", "llm", "-c", str(RECIPE), "--threads", "1", "--model.pretrained_model_name_or_path",
+              str(model), "--step_scheduler.max_steps", "3", "--lr_scheduler.lr_warmup_steps", "1",
+              "--step_scheduler.val_every_steps", "100",
+              "--step_scheduler.ckpt_every_steps", "100", "--step_scheduler.global_batch_size", "8"]
+    single = subprocess.run([str(BIN), *common, "--checkpoint.checkpoint_dir", str(tmp_path / "one"),
+                             "--step_scheduler.local_batch_size", "8"], capture_output=True, text=True, timeout=600,
+                            cwd=ROOT)
+    assert single.returncode == 0, single.stdout + single.stderr
+    dp = subprocess.run([str(BIN), *common, "--checkpoint.checkpoint_dir", str(tmp_path / "dp"),
+                         "--step_scheduler.local_batch_size", "4", "--distributed.strategy", strategy,
+                         "--nproc-per-node", "2"], capture_output=True, text=True, timeout=600, cwd=ROOT, env=MPI_ENV)
+    assert dp.returncode == 0, dp.stdout + dp.stderr
+    read = lambda d: [json.loads(line) for line in (d / "training.jsonl").read_text().splitlines()]  # noqa: E731
+    for a, b in zip(read(tmp_path / "one"), read(tmp_path / "dp"), strict=True):
+        assert abs(a["aux_loss"] - b["aux_loss"]) <= 1e-3 * a["aux_loss"], (a, b)
+        assert abs(a["loss"] - b["loss"]) <= abs(a["aux_loss"] - b["aux_loss"]) + 1e-5 * a["loss"], (a, b)
+        assert abs(a["grad_norm"] - b["grad_norm"]) <= 1e-3 * a["grad_norm"], (a, b)
