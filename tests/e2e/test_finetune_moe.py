@@ -113,3 +113,18 @@ def test_data_parallel_moe_training_matches_one_process(runs, strategy, tmp_path
         assert abs(a["aux_loss"] - b["aux_loss"]) <= 1e-3 * a["aux_loss"], (a, b)
         assert abs(a["loss"] - b["loss"]) <= abs(a["aux_loss"] - b["aux_loss"]) + 1e-5 * a["loss"], (a, b)
         assert abs(a["grad_norm"] - b["grad_norm"]) <= 1e-3 * a["grad_norm"], (a, b)
+
+
+def test_inspect_shows_total_and_active_parameters(runs):
+    model = runs[0]
+    r = subprocess.run([str(BIN), "inspect", str(model), "--json"], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    info = json.loads(r.stdout)
+    hf = transformers.AutoModelForCausalLM.from_pretrained(str(model))
+    total = sum(p.numel() for p in hf.parameters())
+    experts = sum(p.numel() for n, p in hf.named_parameters() if ".experts." in n)
+    assert info["num_parameters"] == total
+    assert info["num_active_parameters"] == total - experts + experts * 2 // 8  # top-2 of 8 experts run per token
+    assert (info["num_experts"], info["num_experts_per_tok"], info["moe_intermediate_size"]) == (8, 2, 32)
+    text = subprocess.run([str(BIN), "inspect", str(model)], capture_output=True, text=True, timeout=120).stdout
+    assert f"active per token {info['num_active_parameters']}" in text and "8 (top 2, moe_intermediate_size 32)" in text
