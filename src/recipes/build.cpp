@@ -172,6 +172,7 @@ std::optional<peft::PeftConfig> build_peft_config(const ConfigNode* section) {
   };
   c.target_modules = patterns("target_modules");
   c.exclude_modules = patterns("exclude_modules");
+  c.target_parameters = patterns("target_parameters");
   c.match_all_linear = section->get<bool>("match_all_linear", c.match_all_linear);
   c.dim = section->get<int64_t>("dim", c.dim);
   c.alpha = section->get<double>("alpha", c.alpha);

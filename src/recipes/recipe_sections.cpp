@@ -68,8 +68,8 @@ std::vector<RecipeSection> make_table() {
   t.push_back(std::move(model));
   t.push_back(section("tokenizer", Any, {"pretrained_model_name_or_path", "trust_remote_code"}));
   t.push_back(section("peft", Optional,
-                      {"target_modules", "exclude_modules", "match_all_linear", "dim", "alpha", "dropout",
-                       "dropout_position", "lora_A_init", "lora_dtype", "use_rslora", "use_triton"},
+                      {"target_modules", "exclude_modules", "match_all_linear", "target_parameters", "dim", "alpha",
+                       "dropout", "dropout_position", "lora_A_init", "lora_dtype", "use_rslora", "use_triton"},
                       {{"automodel.peft.LoRA", {}}}));
   t.push_back(section("loss_fn", Required, {"fp32_upcast", "ignore_index", "reduction", "chunk_len"},
                       {{"automodel.loss.MaskedCrossEntropy", {}},

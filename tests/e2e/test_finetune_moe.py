@@ -128,3 +128,48 @@ def test_inspect_shows_total_and_active_parameters(runs):
     assert (info["num_experts"], info["num_experts_per_tok"], info["moe_intermediate_size"]) == (8, 2, 32)
     text = subprocess.run([str(BIN), "inspect", str(model)], capture_output=True, text=True, timeout=120).stdout
     assert f"active per token {info['num_active_parameters']}" in text and "8 (top 2, moe_intermediate_size 32)" in text
+
+
+PEFT_RECIPE = ROOT / "examples" / "llm_finetune" / "tiny_llama_squad_peft.yaml"
+
+
+def test_lora_on_experts_trains_saves_for_peft_and_merges(runs, tmp_path):
+    """peft.target_parameters in the recipe: adapters on the attention projections and on both grouped expert
+    tensors train with the aux loss; the checkpoint's adapter loads in peft, and merge-lora's model in transformers
+    gives peft's merge_and_unload logits."""
+    import safetensors.torch
+
+    peft = pytest.importorskip("peft")
+    model = runs[0]
+    ckpt = tmp_path / "ckpt"
+    recipe = tmp_path / "recipe.yaml"
+    text = PEFT_RECIPE.read_text()
+    assert "  dropout: 0.0\n" in text
+    experts = "  dropout: 0.0\n  target_parameters: [gate_up_proj, down_proj]\n"
+    recipe.write_text(text.replace("  dropout: 0.0\n", experts))
+    r = subprocess.run(
+        [str(BIN), "finetune", "llm", "-c", str(recipe), "--threads", "2", "--checkpoint.checkpoint_dir",
+         str(ckpt), "--model.pretrained_model_name_or_path", str(model), "--step_scheduler.max_steps", "10",
+         "--lr_scheduler.lr_warmup_steps", "2", "--step_scheduler.val_every_steps", "100",
+         "--step_scheduler.ckpt_every_steps", "10", "--step_scheduler.global_batch_size", "8"],
+        capture_output=True, text=True, timeout=900, cwd=ROOT)
+    assert r.returncode == 0, r.stdout + r.stderr
+    train = [json.loads(line) for line in (ckpt / "training.jsonl").read_text().splitlines()]
+    assert all("aux_loss" in m for m in train) and train[-1]["loss"] < train[0]["loss"]
+
+    adapter = ckpt / "epoch_0_step_9" / "model"
+    names = safetensors.torch.load_file(str(adapter / "adapter_model.safetensors")).keys()
+    assert "base_model.model.model.layers.0.mlp.experts.base_layer.lora_A.weight" in names
+    assert "base_model.model.model.layers.0.mlp.experts.lora_B.weight" in names
+    assert "base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight" in names
+    pm = peft.PeftModel.from_pretrained(transformers.AutoModelForCausalLM.from_pretrained(str(model)), str(adapter))
+    pm.eval()
+    merged = tmp_path / "merged"
+    r = subprocess.run([str(BIN), "merge-lora", "--base", str(model), "--adapter", str(adapter), "--out", str(merged)],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    ids = torch.tensor([[0, 17, 93, 45, 310, 7, 88, 501 % 512]])
+    with torch.no_grad():
+        theirs = pm.merge_and_unload()(input_ids=ids).logits
+        ours = transformers.AutoModelForCausalLM.from_pretrained(str(merged))(input_ids=ids).logits
+    assert float((ours - theirs).abs().max()) <= 1e-5 * float(theirs.abs().max())

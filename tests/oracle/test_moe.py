@@ -16,7 +16,7 @@ import torch
 import transformers
 
 import tiny_models as tm
-from conftest import OpError, rel_err, run_op
+from conftest import rel_err, run_op
 from test_models import KERNELS, T, _batch, _hf_load_clean, _masked, _tensor_names
 
 LOGITS_F32, LOSS_F32, GRAD_F32, LOGITS_BF16 = 1e-5, 1e-6, 1e-4, 3e-2
@@ -263,14 +263,95 @@ def test_lora_on_attention_matches_peft(name, targets, moe_dir, tmp_path, monkey
     test_peft.test_peft_adapter_logits_gradients_training_save_and_merge(name, {}, lambda _: d, tmp_path)
 
 
-def test_a_peft_adapter_on_the_grouped_experts_is_a_clear_error(moe_dir, tmp_path):
-    """peft 0.21 puts LoRA on the grouped expert tensors (target_parameters); loading such an adapter here is refused
-    with the module named, not silently dropped."""
-    import test_peft
+def _expert_adapter(base_dir, out_dir, **lora):
+    """A peft adapter on the experts (peft 0.21: target_parameters on the grouped tensors) with non-zero A and B."""
+    import peft
+
+    model = tm.load_reference(base_dir)
+    torch.manual_seed(3)
+    pm = peft.get_peft_model(model, peft.LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0, task_type="CAUSAL_LM", **lora))
+    with torch.no_grad():
+        for n, p in pm.named_parameters():
+            if "lora_B" in n:
+                p.copy_(0.2 * torch.randn(p.shape))
+    pm.save_pretrained(str(out_dir))
+    return out_dir
+
+
+@pytest.mark.parametrize(
+    "name,lora",
+    [
+        # Both grouped tensors (nested wrappers: gate_up_proj's under base_layer) and the attention.
+        ("qwen3_moe_mlp_only",
+         dict(target_modules=["q_proj", "o_proj"], target_parameters=["gate_up_proj", "down_proj"])),
+        # Mixtral's v4 names, which peft turns into target_parameters, gate_up_proj with rank and alpha doubled.
+        ("mixtral_sliding", dict(target_modules=["w1", "w3"])),
+        ("mixtral_sliding", dict(target_modules=["w2", "v_proj"])),
+    ],
+    ids=["qwen3_both", "mixtral_w1_w3", "mixtral_w2"],
+)
+def test_lora_on_the_experts_matches_peft(name, lora, moe_dir, tmp_path):
+    """A peft adapter on the grouped experts: logits, loss, gradients and 3 AdamW steps as peft + torch's AdamW; our
+    saved adapter loads in peft with our logits; our merged model against merge_and_unload (as test_peft.py's check
+    of linear layers, AdamW held to 5e-3 for the reason test_lora_on_attention_matches_peft gives)."""
+    import peft
+
+    import test_peft as tp
+
+    d = _without_router_loss(moe_dir(name), tmp_path / "base")
+    adapter = _expert_adapter(d, tmp_path / "peft_adapter", **lora)
+    assert json.loads((adapter / "adapter_config.json").read_text())["target_parameters"]
+    ids, mask, labels = tp._batch()
+    ref_logits, ref_loss, ref_grads, ref_final, ref_model = tp._reference(d, adapter, ids, mask, labels, tp.STEPS)
+    saved, merged = tmp_path / "ours_adapter", tmp_path / "ours_merged"
+    params = {"model_dir": str(d), "adapter_dir": str(adapter), "steps": tp.STEPS, "lr": tp.LR,
+              "weight_decay": tp.WD, "save_dir": str(saved), "merged_dir": str(merged)}
+    logits, loss, count, grads, final = tp._ours(tmp_path, params, ids, mask, labels)
+    assert rel_err(_masked(logits, mask), _masked(ref_logits, mask)) <= LOGITS_F32
+    assert abs(loss - ref_loss) <= LOSS_F32 * abs(ref_loss)
+    assert set(grads) == set(ref_grads) and any(".experts." in n for n in grads)
+    assert count == ref_model.get_nb_trainable_parameters()[0]
+    for n in ref_grads:
+        assert rel_err(grads[n], ref_grads[n]) <= GRAD_F32, n
+        assert rel_err(final[n], ref_final[n]) <= 5e-3, n
+
+    cfg = json.loads((saved / "adapter_config.json").read_text())
+    theirs = json.loads((adapter / "adapter_config.json").read_text())
+    assert sorted(cfg["target_parameters"]) == sorted(theirs["target_parameters"])
+    reloaded = peft.PeftModel.from_pretrained(tm.load_reference(d), str(saved))
+    reloaded.eval()
+    ours_after, *_ = tp._ours(tmp_path, {"model_dir": str(d), "adapter_dir": str(saved)}, ids, mask, labels)
+    with torch.no_grad():
+        peft_after = reloaded(input_ids=ids, attention_mask=mask).logits
+        ref_merged = reloaded.merge_and_unload()(input_ids=ids, attention_mask=mask).logits
+        ours_merged = tm.load_reference(merged)(input_ids=ids, attention_mask=mask).logits
+    assert rel_err(_masked(ours_after, mask), _masked(peft_after, mask)) <= LOGITS_F32
+    assert rel_err(_masked(ours_merged, mask), _masked(ref_merged, mask)) <= LOGITS_F32
+
+
+def test_expert_lora_we_train_loads_in_peft(moe_dir, tmp_path):
+    """peft.target_parameters in our config: adapters on both grouped tensors (and q_proj) trained 2 AdamW steps and
+    saved; peft loads them (same trainable count as peft's own for that config) and computes our logits."""
+    import peft
+
+    import test_peft as tp
 
     d = _without_router_loss(moe_dir("qwen3_moe_mlp_only"), tmp_path / "base")
-    adapter = test_peft._peft_adapter(d, ["q_proj", "down_proj"], tmp_path / "experts_adapter")
-    assert json.loads((adapter / "adapter_config.json").read_text())["target_parameters"] == ["down_proj"]
-    ids, mask, labels = test_peft._batch()
-    with pytest.raises(OpError, match=r"adapter module 'model\.layers\.0\.mlp\.experts' is not a linear layer"):
-        test_peft._ours(tmp_path, {"model_dir": str(d), "adapter_dir": str(adapter)}, ids, mask, labels)
+    ids, mask, labels = tp._batch()
+    saved = tmp_path / "ours"
+    config = {"target_modules": ["*.q_proj"], "target_parameters": ["gate_up_proj", "down_proj"], "dim": 4,
+              "alpha": 8, "lora_A_init": "kaiming"}
+    tp._ours(tmp_path, {"model_dir": str(d), "peft": config, "steps": 2, "lr": 1e-2, "save_dir": str(saved)}, ids,
+             mask, labels)
+    ours, _, count, _, _ = tp._ours(tmp_path, {"model_dir": str(d), "adapter_dir": str(saved)}, ids, mask, labels)
+    reloaded = peft.PeftModel.from_pretrained(tm.load_reference(d), str(saved))
+    reloaded.eval()
+    with torch.no_grad():
+        theirs = reloaded(input_ids=ids, attention_mask=mask).logits
+    assert rel_err(_masked(ours, mask), _masked(theirs, mask)) <= LOGITS_F32
+    fresh = peft.get_peft_model(tm.load_reference(d), peft.LoraConfig(
+        r=4, lora_alpha=8, target_modules=["q_proj"], target_parameters=["gate_up_proj", "down_proj"]))
+    assert count == fresh.get_nb_trainable_parameters()[0]
+    base = tm.load_reference(d)
+    with torch.no_grad():
+        assert rel_err(_masked(ours, mask), _masked(base(input_ids=ids, attention_mask=mask).logits, mask)) > 1e-3

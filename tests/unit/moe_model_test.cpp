@@ -2,10 +2,15 @@
 // they save and load, the load-balancing loss they report, and the config errors they give.
 #include <gtest/gtest.h>
 
+#include <fstream>
+
 #include "components/checkpoint/model_io.h"
+#include "components/peft/adapter_io.h"
+#include "components/peft/lora.h"
 #include "error_of.h"
 #include "io/safetensors.h"
 #include "models/auto_model.h"
+#include "ops/binary.h"
 #include "ops/view.h"
 #include "temp_dir.h"
 #include "tiny_model_config.h"
@@ -157,6 +162,85 @@ TEST(MoeFamilies, InconsistentExpertKeysAreConfigErrors) {
   older.erase("num_local_experts");
   older["num_experts"] = 4;
   EXPECT_TRUE(has_param(*model_of(older), "model.layers.0.mlp.experts.gate_up_proj"));
+}
+
+peft::PeftConfig expert_lora_config(std::vector<std::string> parameters) {
+  peft::PeftConfig c;
+  c.target_parameters = std::move(parameters);
+  c.dim = 2;
+  c.alpha = 4;
+  return c;
+}
+
+// Random B so that the adapters change the output.
+void randomize_lora_b(LanguageModel& model) {
+  Generator gen(11);
+  for (auto& [name, p] : model.named_parameters())
+    if (name.find("lora_B") != std::string::npos) ops::copy_into(p, ops::scale(randn(p.shape(), gen), 0.5));
+}
+
+TEST(MoeExpertLora, AdaptersAreNamedAsPeftNestsItsWrappers) {
+  auto both = model_of(moe_config("qwen3_moe"));
+  EXPECT_EQ(peft::apply_lora(*both, expert_lora_config({"gate_up_proj", "down_proj"})).size(), 3u);
+  EXPECT_EQ(both->parameter("model.layers.0.mlp.experts.base_layer.lora_A.weight").shape(), Shape({4 * 2, 32}));
+  EXPECT_EQ(both->parameter("model.layers.0.mlp.experts.base_layer.lora_B.weight").shape(), Shape({32, 2 * 4}));
+  EXPECT_EQ(both->parameter("model.layers.0.mlp.experts.lora_A.weight").shape(), Shape({4 * 2, 16}));
+  EXPECT_EQ(both->parameter("model.layers.0.mlp.experts.lora_B.weight").shape(), Shape({32, 2 * 4}));
+  EXPECT_EQ(both->num_parameters(true), 3 * (8 * 32 + 32 * 8 + 8 * 16 + 32 * 8));
+  auto down = model_of(moe_config("mixtral"));
+  peft::apply_lora(*down, expert_lora_config({"down_proj"}));
+  EXPECT_EQ(down->parameter("model.layers.2.mlp.experts.lora_A.weight").shape(), Shape({8, 64}));
+  EXPECT_FALSE(has_param(*down, "model.layers.2.mlp.experts.base_layer.lora_A.weight"));
+}
+
+TEST(MoeExpertLora, SaveAndLoadRoundTripAndMergingGivesTheAdaptedOutput) {
+  auto model = model_of(moe_config("qwen3_moe"));
+  peft::PeftConfig config = expert_lora_config({"gate_up_proj", "down_proj"});
+  config.target_modules = {"*.q_proj"};
+  peft::apply_lora(*model, config);
+  randomize_lora_b(*model);
+  const std::vector<double> adapted = model->forward(token_ids()).to_doubles();
+  TempDir dir;
+  peft::save_adapter(*model, dir.str(), config);
+  const json saved = json::parse(std::ifstream(dir / "adapter_config.json"));
+  EXPECT_EQ(saved["target_parameters"], json({"gate_up_proj", "down_proj"}));
+
+  auto loaded = model_of(moe_config("qwen3_moe"));
+  peft::LoadedAdapter info = peft::load_adapter(*loaded, dir.str());
+  EXPECT_EQ(info.config.target_parameters, (std::vector<std::string>{"gate_up_proj", "down_proj"}));
+  const std::vector<double> reloaded = loaded->forward(token_ids()).to_doubles();
+  ASSERT_EQ(reloaded.size(), adapted.size());
+  for (size_t i = 0; i < adapted.size(); ++i) EXPECT_NEAR(reloaded[i], adapted[i], 1e-5 * (1 + std::abs(adapted[i])));
+
+  peft::merge_lora(*loaded);
+  EXPECT_FALSE(has_param(*loaded, "model.layers.0.mlp.experts.lora_A.weight"));
+  const std::vector<double> merged = loaded->forward(token_ids()).to_doubles();
+  for (size_t i = 0; i < adapted.size(); ++i) EXPECT_NEAR(merged[i], adapted[i], 1e-4 * (1 + std::abs(adapted[i])));
+  auto base = model_of(moe_config("qwen3_moe"));
+  const std::vector<double> plain = base->forward(token_ids()).to_doubles();
+  double moved = 0;
+  for (size_t i = 0; i < plain.size(); ++i) moved = std::max(moved, std::abs(plain[i] - adapted[i]));
+  EXPECT_GT(moved, 1e-3);
+}
+
+TEST(MoeExpertLora, BadSelectionsAndAdaptersAreErrors) {
+  auto dense = AutoModelForCausalLM::from_config(
+      ModelConfig::from_json(automodel::testing::tiny_model_config("llama"), "config.json"), {}, 1);
+  EXPECT_TRUE(has(error_of([&] { peft::apply_lora(*dense, expert_lora_config({"down_proj"})); }), "no MoE layer"));
+  auto moe = model_of(moe_config("qwen3_moe"));
+  EXPECT_TRUE(has(error_of([&] { peft::apply_lora(*moe, expert_lora_config({"up_proj"})); }),
+                  "'up_proj' is not a grouped expert tensor"));
+  peft::PeftConfig with_dropout = expert_lora_config({"down_proj"});
+  with_dropout.dropout = 0.1;
+  EXPECT_TRUE(has(error_of([&] { peft::apply_lora(*moe, with_dropout); }), "dropout must be 0 with target_parameters"));
+
+  // An adapter saved from a model with other expert sizes names the tensor and the shapes.
+  auto other = model_of(moe_config("qwen3_moe", {{"moe_intermediate_size", 8}}));
+  peft::apply_lora(*other, expert_lora_config({"down_proj"}));
+  TempDir dir;
+  peft::save_adapter(*other, dir.str(), expert_lora_config({"down_proj"}));
+  const std::string err = error_of([&] { peft::load_adapter(*moe, dir.str()); });
+  EXPECT_TRUE(has(err, "model.layers.0.mlp.experts.down_proj") && has(err, "do not fit")) << err;
 }
 
 }  // namespace
