@@ -124,10 +124,18 @@ ModelConfig load_config(const std::string& model_dir) {
 std::unique_ptr<LanguageModel> AutoModelForCausalLM::from_pretrained(const std::string& name_or_path,
                                                                      const LoadOptions& options) {
   const std::string dir = io::resolve_model_dir(name_or_path);
+  ModelConfig config = load_config(dir);
+  if (!options.config_overrides.empty()) {
+    nlohmann::json raw = config.raw;
+    raw.update(options.config_overrides);
+    nlohmann::json generation = config.generation_config;
+    config = ModelConfig::from_json(raw, config.source);
+    config.generation_config = std::move(generation);
+  }
   std::unique_ptr<LanguageModel> model;
   {
     nn::SkipInitGuard skip;  // every parameter is overwritten below
-    model = build(load_config(dir), options);
+    model = build(std::move(config), options);
   }
   io::ShardedReader reader(dir);
   const StateDictAdapter& adapter = model->state_dict_adapter();

@@ -105,6 +105,11 @@ std::unique_ptr<models::LanguageModel> build_model(const ConfigNode& section, st
                  dtype->where().c_str());
     options.dtype = DType::f32;
   }
+  // transformers' from_pretrained keyword arguments that set config values: the MoE router loss.
+  if (const ConfigNode* v = section.find("output_router_logits"); v && !v->is_null())
+    options.config_overrides["output_router_logits"] = v->as<bool>();
+  if (const ConfigNode* v = section.find("router_aux_loss_coef"); v && !v->is_null())
+    options.config_overrides["router_aux_loss_coef"] = v->as<double>();
   std::unique_ptr<models::LanguageModel> model = models::AutoModelForCausalLM::from_pretrained(model_dir, options);
   model->set_kernels(kernels);
   return model;

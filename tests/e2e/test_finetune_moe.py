@@ -173,3 +173,33 @@ def test_lora_on_experts_trains_saves_for_peft_and_merges(runs, tmp_path):
         theirs = pm.merge_and_unload()(input_ids=ids).logits
         ours = transformers.AutoModelForCausalLM.from_pretrained(str(merged))(input_ids=ids).logits
     assert float((ours - theirs).abs().max()) <= 1e-5 * float(theirs.abs().max())
+
+
+def test_the_recipe_turns_the_router_loss_on_as_from_pretrained_kwargs_do(tmp_path):
+    """Qwen3-30B-A3B's config.json has output_router_logits false: no aux loss, as in transformers, unless the model
+    section sets it (transformers: from_pretrained(path, output_router_logits=True)); router_aux_loss_coef likewise.
+    The checkpoint's config.json keeps what the run used."""
+    model = tiny_qwen3_moe(tmp_path / "model")
+    cfg = json.loads((model / "config.json").read_text())
+    cfg["output_router_logits"] = False
+    (model / "config.json").write_text(json.dumps(cfg))
+
+    def train(name, *overrides):
+        ckpt = tmp_path / name
+        r = subprocess.run(
+            [str(BIN), "finetune", "llm", "-c", str(RECIPE), "--threads", "2", "--checkpoint.checkpoint_dir",
+             str(ckpt), "--model.pretrained_model_name_or_path", str(model), "--step_scheduler.max_steps", "2",
+             "--lr_scheduler.lr_warmup_steps", "1", "--step_scheduler.val_every_steps", "100",
+             "--step_scheduler.ckpt_every_steps", "2", "--step_scheduler.global_batch_size", "8", *overrides],
+            capture_output=True, text=True, timeout=600, cwd=ROOT)
+        assert r.returncode == 0, r.stdout + r.stderr
+        return ckpt, [json.loads(line) for line in (ckpt / "training.jsonl").read_text().splitlines()]
+
+    _, off = train("off")
+    assert all("aux_loss" not in m for m in off)
+    ckpt, on = train("on", "--model.output_router_logits", "true")
+    _, scaled = train("scaled", "--model.output_router_logits", "true", "--model.router_aux_loss_coef", "0.1")
+    assert abs(scaled[0]["aux_loss"] - 10 * on[0]["aux_loss"]) <= 1e-6 * scaled[0]["aux_loss"]
+    assert abs((on[0]["loss"] - on[0]["aux_loss"]) - off[0]["loss"]) <= 1e-5 * off[0]["loss"]
+    saved = json.loads((ckpt / "epoch_0_step_1" / "model" / "consolidated" / "config.json").read_text())
+    assert saved["output_router_logits"] is True

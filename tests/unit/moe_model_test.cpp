@@ -243,4 +243,18 @@ TEST(MoeExpertLora, BadSelectionsAndAdaptersAreErrors) {
   EXPECT_TRUE(has(err, "model.layers.0.mlp.experts.down_proj") && has(err, "do not fit")) << err;
 }
 
+TEST(MoeFamilies, ConfigOverridesAtLoadAreAppliedAndChecked) {
+  TempDir dir;
+  save_pretrained(*model_of(moe_config("mixtral", {{"output_router_logits", false}})), dir.str());
+  EXPECT_TRUE(AutoModelForCausalLM::from_pretrained(dir.str())->forward_hidden(token_ids()).aux_losses.empty());
+  LoadOptions on;
+  on.config_overrides = {{"output_router_logits", true}};
+  auto model = AutoModelForCausalLM::from_pretrained(dir.str(), on);
+  EXPECT_EQ(model->forward_hidden(token_ids()).aux_losses.size(), 1u);
+  EXPECT_EQ(model->config().to_json()["output_router_logits"], true);
+  LoadOptions bad;
+  bad.config_overrides = {{"num_experts_per_tok", 9}};
+  EXPECT_TRUE(has(error_of([&] { AutoModelForCausalLM::from_pretrained(dir.str(), bad); }), "num_experts_per_tok"));
+}
+
 }  // namespace
