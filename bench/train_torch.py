@@ -135,7 +135,7 @@ def build_model(args):
     if args.mode == "lora":
         from peft import LoraConfig, get_peft_model
         model = get_peft_model(model, LoraConfig(r=common.LORA_RANK, lora_alpha=common.LORA_ALPHA, lora_dropout=0.0,
-                                                 target_modules=common.LORA_TARGETS, bias="none",
+                                                 target_modules=args.lora_targets or common.LORA_TARGETS, bias="none",
                                                  task_type="CAUSAL_LM"))
     model.train()
     if getattr(args, "compile", "none") != "none":
@@ -232,6 +232,8 @@ def add_train_args(t):
     t.add_argument("--beta2", type=float, required=True)
     t.add_argument("--eps", type=float, required=True)
     t.add_argument("--weight-decay", type=float, required=True)
+    t.add_argument("--lora-targets", type=lambda v: v.split(","), default=None,
+                   help="peft target_modules, comma-separated (default: train_common.LORA_TARGETS)")
 
 
 

@@ -124,6 +124,19 @@ std::unique_ptr<models::LanguageModel> load_for_inference(const std::string& dir
   return models::AutoModelForCausalLM::from_pretrained(dir, options);
 }
 
+// Parameters one token uses: all but the experts it is not routed to (grouped expert tensors [E, ...] named
+// *.experts.*, of which num_experts_per_tok of num_experts run).
+int64_t active_parameters(const models::LanguageModel& model) {
+  const models::ModelConfig& c = model.config();
+  int64_t active = 0;
+  for (const auto& [name, p] : model.named_parameters()) {
+    const bool experts =
+        c.num_experts > 0 && name.find(".experts.") != std::string::npos && p.dim() == 3 && p.size(0) == c.num_experts;
+    active += experts ? p.numel() / c.num_experts * c.num_experts_per_tok : p.numel();
+  }
+  return active;
+}
+
 }  // namespace
 
 int run_inspect(const Args& args) {
@@ -150,6 +163,7 @@ int run_inspect(const Args& args) {
       c.raw["architectures"][0].is_string())
     arch = c.raw["architectures"][0].get<std::string>();
   const int64_t params = model->num_parameters(), trainable = model->num_parameters(true);
+  const int64_t active = active_parameters(*model);
 
   json j;
   j["model_dir"] = dir;
@@ -157,6 +171,12 @@ int run_inspect(const Args& args) {
   j["architecture"] = arch;
   j["num_parameters"] = params;
   j["num_trainable_parameters"] = trainable;
+  j["num_active_parameters"] = active;
+  if (c.num_experts > 0) {
+    j["num_experts"] = c.num_experts;
+    j["num_experts_per_tok"] = c.num_experts_per_tok;
+    j["moe_intermediate_size"] = c.moe_intermediate_size;
+  }
   j["dtype_saved"] = c.dtype;
   j["dtype_loaded"] = dtype_name(model->dtype());
   j["num_hidden_layers"] = c.num_hidden_layers;
@@ -189,7 +209,8 @@ int run_inspect(const Args& args) {
   line("model", dir);
   line("model_type", c.model_type);
   line("architecture", arch.empty() ? "(not given)" : arch);
-  line("parameters", std::to_string(params) + " (trainable " + std::to_string(trainable) + ")");
+  line("parameters", std::to_string(params) + " (trainable " + std::to_string(trainable) +
+                         (active != params ? ", active per token " + std::to_string(active) : std::string()) + ")");
   line("dtype", c.dtype + " as saved, " + dtype_name(model->dtype()) + " as loaded");
   line("layers", std::to_string(c.num_hidden_layers));
   line("hidden_size", std::to_string(c.hidden_size));
@@ -197,6 +218,9 @@ int run_inspect(const Args& args) {
                               std::to_string(c.num_key_value_heads) + ", head dim " + std::to_string(c.head_dim) + ")");
   line("vocab_size", std::to_string(c.vocab_size));
   line("intermediate_size", std::to_string(c.intermediate_size) + " (" + c.hidden_act + ")");
+  if (c.num_experts > 0)
+    line("experts", std::to_string(c.num_experts) + " (top " + std::to_string(c.num_experts_per_tok) +
+                        ", moe_intermediate_size " + std::to_string(c.moe_intermediate_size) + ")");
   line("tie_word_embeddings", c.tie_word_embeddings ? "true" : "false");
   line("rope", c.rope.type + ", theta " + num(c.rope.theta) +
                    (c.rope.type != "default" ? ", factor " + num(c.rope.factor) : std::string()));

@@ -144,7 +144,27 @@ namespace automodel::kernels {
                           int64_t n, bool rounds, uint32_t key, int64_t first))                                        \
   X(adamw8bit_blocks,                                                                                                  \
     void(DType p_dt, DType g_dt, const Adam8Step& s, void* p, const void* g, uint8_t* codes_m, uint8_t* codes_v,       \
-         float* scales_m, float* scales_v, int64_t n, int64_t block_size, bool rounds, uint32_t key, int64_t first))
+         float* scales_m, float* scales_v, int64_t n, int64_t block_size, bool rounds, uint32_t key, int64_t first))   \
+  /* mixture of experts: topk.h, moe_permute.h (positions, counts: i64), grouped_gemm.h (counts in host memory) */     \
+  X(topk_forward,                                                                                                      \
+    void(DType dt, const void* x, int64_t rows, int64_t cols, int64_t k, void* values, int64_t* indices))              \
+  X(topk_backward,                                                                                                     \
+    void(DType dt, const void* g, const int64_t* indices, int64_t rows, int64_t cols, int64_t k, void* gx))            \
+  X(moe_routing,                                                                                                       \
+    void(const int64_t* experts, int64_t slots, int64_t num_experts, int64_t* counts, int64_t* positions))             \
+  X(moe_permute_forward,                                                                                               \
+    void(DType dt, const void* x, const int64_t* positions, int64_t tokens, int64_t k, int64_t hidden, void* out))     \
+  X(moe_permute_backward,                                                                                              \
+    void(DType dt, const void* g, const int64_t* positions, int64_t tokens, int64_t k, int64_t hidden, void* dx))      \
+  X(moe_unpermute_forward, void(DType dt, const void* y, const void* weights, const int64_t* positions,                \
+                                int64_t tokens, int64_t k, int64_t hidden, void* out))                                 \
+  X(moe_unpermute_backward,                                                                                            \
+    void(DType dt, const void* g, const void* y, const void* weights, const int64_t* positions, int64_t tokens,        \
+         int64_t k, int64_t hidden, void* dy, void* dweights))                                                         \
+  X(grouped_gemm_forward, void(DType dt, const void* x, const void* w, const int64_t* counts, int64_t groups,          \
+                               int64_t n, int64_t k, void* y))                                                         \
+  X(grouped_gemm_backward, void(DType dt, const void* g, const void* x, const void* w, const int64_t* counts,          \
+                                int64_t groups, int64_t n, int64_t k, void* dx, void* dw))
 
 struct Backend {
   const char* name;

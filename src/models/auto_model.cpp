@@ -42,6 +42,8 @@ std::map<std::string, FamilyFactory>& registry() {
     register_gemma_family();
     register_gemma2_family();
     register_phi3_family();
+    register_qwen3_moe_family();
+    register_mixtral_family();
   });
   return families();
 }
@@ -122,16 +124,32 @@ ModelConfig load_config(const std::string& model_dir) {
 std::unique_ptr<LanguageModel> AutoModelForCausalLM::from_pretrained(const std::string& name_or_path,
                                                                      const LoadOptions& options) {
   const std::string dir = io::resolve_model_dir(name_or_path);
+  ModelConfig config = load_config(dir);
+  if (!options.config_overrides.empty()) {
+    nlohmann::json raw = config.raw;
+    raw.update(options.config_overrides);
+    nlohmann::json generation = config.generation_config;
+    config = ModelConfig::from_json(raw, config.source);
+    config.generation_config = std::move(generation);
+  }
   std::unique_ptr<LanguageModel> model;
   {
     nn::SkipInitGuard skip;  // every parameter is overwritten below
-    model = build(load_config(dir), options);
+    model = build(std::move(config), options);
   }
   io::ShardedReader reader(dir);
   const StateDictAdapter& adapter = model->state_dict_adapter();
   std::vector<std::string> missing;
   for (auto& [name, param] : model->named_parameters()) {
-    const std::vector<HfTensorSpec> layout = adapter.hf_layout(name, param.shape());
+    // The layout the checkpoint holds: the first complete one, else (to name what is missing) the most complete.
+    const std::vector<std::vector<HfTensorSpec>> layouts = adapter.hf_read_layouts(name, param.shape());
+    auto missing_of = [&](const std::vector<HfTensorSpec>& l) {
+      return std::count_if(l.begin(), l.end(), [&](const HfTensorSpec& hf) { return !reader.contains(hf.name); });
+    };
+    const std::vector<HfTensorSpec>& layout =
+        *std::min_element(layouts.begin(), layouts.end(), [&](const auto& a, const auto& b) {
+          return missing_of(a) * int64_t(b.size()) < missing_of(b) * int64_t(a.size());
+        });
     bool complete = true;
     for (const HfTensorSpec& hf : layout) {
       if (!reader.contains(hf.name)) {

@@ -19,6 +19,9 @@ struct LoadOptions {
   // When non-empty and trainable: only parameters whose dotted name matches one of these globs
   // (fnmatch, e.g. "model.layers.*.mlp.*") require grad.
   std::vector<std::string> trainable_patterns;
+  // config.json keys replaced before the model is built (as transformers' from_pretrained(path, key=value) sets
+  // them, e.g. output_router_logits); checked like the file's own values and saved with the model.
+  nlohmann::json config_overrides = nlohmann::json::object();
 };
 
 struct SaveOptions {

@@ -161,6 +161,7 @@ DecoderOutput CausalLM::forward_hidden(const DecoderInput& input, const ForwardO
         options.checkpoint_layers && !options.cache, out.aux_losses);
   }
   if (options.cache) options.cache->length += T;
+  if (architecture_.finish_aux_losses) out.aux_losses = architecture_.finish_aux_losses(std::move(out.aux_losses));
   out.hidden = impl_->model->norm->forward(x);
   return out;
 }

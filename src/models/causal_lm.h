@@ -2,7 +2,9 @@
 // The decoder-only transformer behind every supported family: embeddings, N decoder layers, final norm and LM
 // head. A family file (llama.cpp, gemma2.cpp, ...) turns a config.json into an Architecture: the stock layers'
 // flags, the factory that builds each layer, and the checkpoint layout. Parameter names are Hugging Face's.
+#include <functional>
 #include <memory>
+#include <vector>
 
 #include "models/config.h"
 #include "models/decoder_layer.h"
@@ -11,11 +13,16 @@
 
 namespace automodel::models {
 
+// Turns what the layers appended to aux_losses into the model's auxiliary losses (the MoE families: per-layer router
+// statistics into one load-balancing loss).
+using AuxLossFinisher = std::function<std::vector<Tensor>(std::vector<Tensor> appended)>;
+
 // What a family decides from its config.
 struct Architecture {
   DecoderSpec spec;
   LayerFactory make_layer = dense_decoder_layer;
   std::shared_ptr<const StateDictAdapter> state_dict_adapter = std::make_shared<StateDictAdapter>();
+  AuxLossFinisher finish_aux_losses = nullptr;  // null: the appended tensors are the losses
 };
 
 class CausalLM : public LanguageModel {

@@ -111,6 +111,23 @@ int64_t positive_int(const json& j, const std::string& key, std::optional<int64_
   return v;
 }
 
+// The mixture-of-experts sizes, when the file names experts (transformers 5 writes num_local_experts for every MoE
+// family; Qwen's older files num_experts).
+void read_experts(const json& j, ModelConfig& c, const std::string& source) {
+  const std::string key =
+      j.contains("num_local_experts") && !j["num_local_experts"].is_null() ? "num_local_experts" : "num_experts";
+  auto it = j.find(key);
+  if (it == j.end() || it->is_null() || (it->is_number_integer() && it->get<int64_t>() == 0)) return;
+  c.num_experts = positive_int(j, key, std::nullopt, source);
+  c.num_experts_per_tok = positive_int(j, "num_experts_per_tok", std::nullopt, source);
+  if (c.num_experts_per_tok > c.num_experts)
+    config_error(source, "num_experts_per_tok",
+                 "(" + std::to_string(c.num_experts_per_tok) + ") must not exceed " + key + " (" +
+                     std::to_string(c.num_experts) + ")",
+                 "each token picks that many distinct experts; fix the counts in config.json");
+  c.moe_intermediate_size = positive_int(j, "moe_intermediate_size", c.intermediate_size, source);
+}
+
 // A number that must be finite and > 0 (or >= 0 with allow_zero).
 void require_positive(double v, bool allow_zero, const std::string& source, const std::string& key) {
   if (!std::isfinite(v) || v < 0 || (v == 0 && !allow_zero))
@@ -295,6 +312,17 @@ std::vector<SizePart> size_parts(const ModelConfig& c) {
   const uint64_t vectors = add({mul({add({H, mul({2, KV})}), D}), mul({6, E}), mul({2, D}), mul({2, I})});
   layers.count = mul({L, add({qkvo, mul({3, E, I}), vectors})});
   finish(layers);
+  if (c.num_experts > 0) {  // as if every layer had experts (router + gate, up and down per expert)
+    SizePart experts{"the experts",
+                     {{"num_hidden_layers", c.num_hidden_layers},
+                      {"num_local_experts", c.num_experts},
+                      {"hidden_size", c.hidden_size},
+                      {"moe_intermediate_size", c.moe_intermediate_size}}};
+    ok = true;
+    const uint64_t X = uint64_t(c.num_experts), MI = uint64_t(c.moe_intermediate_size);
+    experts.count = mul({L, X, add({mul({3, E, MI}), E})});
+    finish(experts);
+  }
   return parts;
 }
 
@@ -379,6 +407,7 @@ ModelConfig ModelConfig::from_json(const json& j, const std::string& source) {
                         std::pair{"final_logit_softcapping", c.final_logit_softcapping},
                         std::pair{"query_pre_attn_scalar", c.query_pre_attn_scalar}})
     require_positive(v, true, source, key);
+  read_experts(j, c, source);
   c.dtype = json_get<std::string>(j, "dtype", json_get<std::string>(j, "torch_dtype", "float32", source), source);
   c.rope = parse_rope(j, c, source);
   check_token_ids(c, source);

@@ -46,7 +46,10 @@ struct ModelConfig {
   // Attention variants.
   std::vector<int64_t> layer_windows;  // per layer: 0 = full attention, else the sliding window
   double attn_logit_softcapping = 0, final_logit_softcapping = 0;
-  double query_pre_attn_scalar = 0;    // > 0: attention scale is its inverse square root (Gemma 2)
+  double query_pre_attn_scalar = 0;  // > 0: attention scale is its inverse square root (Gemma 2)
+  // Mixture of experts (num_experts 0: dense): num_local_experts (older Qwen files: num_experts),
+  // num_experts_per_tok, moe_intermediate_size (default intermediate_size, as Mixtral's experts use).
+  int64_t num_experts = 0, num_experts_per_tok = 0, moe_intermediate_size = 0;
   std::string dtype = "float32";       // as saved ("dtype", or "torch_dtype" in older files)
   nlohmann::json raw;                  // the file as read (updated from the fields on save)
   nlohmann::json generation_config;    // generation_config.json beside it, when there is one

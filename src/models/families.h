@@ -10,5 +10,7 @@ void register_qwen3_family();
 void register_gemma_family();
 void register_gemma2_family();
 void register_phi3_family();
+void register_qwen3_moe_family();
+void register_mixtral_family();
 
 }  // namespace automodel::models

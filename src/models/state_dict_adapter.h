@@ -23,7 +23,12 @@ class StateDictAdapter {
   virtual std::vector<HfTensorSpec> hf_layout(const std::string& name, const Shape& shape) const {
     return {{name, shape}};
   }
-  // Our parameter `name` from its checkpoint tensors (as read, in hf_layout's order).
+  // The layouts a checkpoint may hold `name` in, hf_layout's first (a family whose checkpoints come in several
+  // layouts, such as per-expert or grouped MoE experts, lists each); loading reads the first that is all present.
+  virtual std::vector<std::vector<HfTensorSpec>> hf_read_layouts(const std::string& name, const Shape& shape) const {
+    return {hf_layout(name, shape)};
+  }
+  // Our parameter `name` from its checkpoint tensors (as read, in the order of the layout they were read by).
   virtual Tensor from_hf(const std::string& name, std::vector<Tensor> parts) const;
   // The checkpoint tensors for our parameter `name` holding `value`, in hf_layout's order.
   virtual std::vector<Tensor> to_hf(const std::string& name, const Tensor& value) const { return {value}; }

@@ -105,6 +105,11 @@ std::unique_ptr<models::LanguageModel> build_model(const ConfigNode& section, st
                  dtype->where().c_str());
     options.dtype = DType::f32;
   }
+  // transformers' from_pretrained keyword arguments that set config values: the MoE router loss.
+  if (const ConfigNode* v = section.find("output_router_logits"); v && !v->is_null())
+    options.config_overrides["output_router_logits"] = v->as<bool>();
+  if (const ConfigNode* v = section.find("router_aux_loss_coef"); v && !v->is_null())
+    options.config_overrides["router_aux_loss_coef"] = v->as<double>();
   std::unique_ptr<models::LanguageModel> model = models::AutoModelForCausalLM::from_pretrained(model_dir, options);
   model->set_kernels(kernels);
   return model;
@@ -172,6 +177,7 @@ std::optional<peft::PeftConfig> build_peft_config(const ConfigNode* section) {
   };
   c.target_modules = patterns("target_modules");
   c.exclude_modules = patterns("exclude_modules");
+  c.target_parameters = patterns("target_parameters");
   c.match_all_linear = section->get<bool>("match_all_linear", c.match_all_linear);
   c.dim = section->get<int64_t>("dim", c.dim);
   c.alpha = section->get<double>("alpha", c.alpha);

@@ -32,6 +32,8 @@
 #include "core/error.h"
 #include "core/grad_node.h"
 #include "core/rng.h"
+#include "ops/binary.h"
+#include "ops/cast.h"
 #include "recipes/build.h"
 #include "recipes/recipe_sections.h"
 
@@ -445,8 +447,9 @@ class FinetuneRun {
 
   // Sum of the batch's per-token cross-entropy divided by `denominator` (the step's label tokens). The default
   // FusedLinearCrossEntropy takes the hidden states and the LM-head weight and never forms the logits; under
-  // validation's NoGradGuard it computes the loss alone.
-  Tensor loss_of(const data::Batch& b, int64_t denominator) const {
+  // validation's NoGradGuard it computes the loss alone. `aux` (when given) gets the sum of the model's auxiliary
+  // losses (undefined when it has none).
+  Tensor loss_of(const data::Batch& b, int64_t denominator, Tensor* aux = nullptr) const {
     models::ForwardOptions fo;
     // Packed rows confine attention by sequence id (pack padding has its own id); the model takes one or the other.
     if (b.seq_ids.defined()) {
@@ -458,7 +461,10 @@ class FinetuneRun {
     fo.checkpoint_layers = checkpoint_layers_;
     if (reducer_) fo.layer_hooks = reducer_->hooks();
     if (sharded_) fo.layer_hooks = sharded_->hooks();
-    Tensor hidden = model_->forward_hidden(b.input_ids, fo).hidden;
+    models::DecoderOutput decoded = model_->forward_hidden(b.input_ids, fo);
+    if (aux)
+      for (const Tensor& a : decoded.aux_losses) *aux = aux->defined() ? ops::add(*aux, a) : a;
+    const Tensor& hidden = decoded.hidden;
     switch (loss_.kind) {
       case LossFunction::Kind::FusedLinear:
         // train_step backpropagates the loss right away, so d(weight) can go straight into the flat gradient buffer.
@@ -487,14 +493,23 @@ class FinetuneRun {
     // one process's with the global batch (as NeMo Automodel's recipe does).
     num_label_tokens = comm_.all_reduce(num_label_tokens);
     num_tokens = comm_.all_reduce(num_tokens);
-    double loss_sum = 0.0;
+    double loss_sum = 0.0, aux_sum = 0.0;
+    bool has_aux = false;
     if (sharded_) sharded_->begin_step(/*backward=*/true);
     for (size_t i = 0; i < micro_batches.size(); ++i) {
       const data::Batch& b = micro_batches[i];
       // ddp reduces the gradients after the step's last micro-batch only; fsdp2 after each (into the shards).
       if (reducer_) reducer_->begin_backward(i + 1 == micro_batches.size());
       if (b.input_ids.defined()) {
-        Tensor loss = loss_of(b, num_label_tokens);
+        Tensor aux;
+        Tensor loss = loss_of(b, num_label_tokens, &aux);
+        if (aux.defined()) {
+          // A mean over the batch: each micro-batch's (on each rank) counts for its share of the step.
+          aux = ops::scale(ops::to_dtype(aux, loss.dtype()), 1.0 / double(micro_batches.size() * comm_.size()));
+          aux_sum += aux.item();
+          has_aux = true;
+          loss = ops::add(loss, aux);
+        }
         loss_sum += loss.item();
         autograd::backward({loss});
       } else if (sharded_) {
@@ -506,6 +521,9 @@ class FinetuneRun {
       if (sharded_) sharded_->finish_backward(i + 1 == micro_batches.size());
     }
     loss_sum = comm_.all_reduce(loss_sum);
+    // On every rank (one without samples has no aux loss of its own), so that the collectives match.
+    aux_sum = comm_.all_reduce(aux_sum);
+    has_aux = comm_.all_reduce(int64_t(has_aux)) > 0;
     if (inject_nan_loss(sched_->step())) loss_sum = std::nan("");
     // A non-finite loss is known before the update: no step. A non-finite gradient norm only from the optimizer:
     // asked to skip, it updates nothing then (without skipping the training stops anyway).
@@ -546,6 +564,7 @@ class FinetuneRun {
          {m::kTpsPerGpu, tps / comm_.size()},
          {m::kNumTokensPerStep, num_tokens},
          {m::kNumLabelTokens, num_label_tokens}});
+    if (has_aux) record[m::kAuxLoss] = aux_sum;
     if (reducer_ || sharded_) {
       const double total = reducer_ ? reducer_->exposed_seconds() : sharded_->exposed_seconds();
       record[m::kGradSyncWait] = total - std::exchange(sync_wait_seconds_, total);

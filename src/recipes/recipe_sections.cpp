@@ -59,17 +59,17 @@ std::vector<RecipeSection> make_table() {
        "save_checkpoint_every_epoch", "validate_on_checkpoint", "log_remote_every_steps", "loss_average_window_steps",
        "gc_every_steps", "preemption_signal", "skip_nonfinite_steps", "max_consecutive_skipped_steps"})));
   t.push_back(section("rng", Any, {"seed", "ranked"}));
-  RecipeSection model =
-      required(section("model", Required,
-                       {"pretrained_model_name_or_path", "torch_dtype", "dtype", "attn_implementation",
-                        "use_liger_kernel", "trust_remote_code", "force_hf", "use_cache", "revision"},
-                       {{"automodel.AutoModelForCausalLM.from_pretrained", {}}}));
+  RecipeSection model = required(section(
+      "model", Required,
+      {"pretrained_model_name_or_path", "torch_dtype", "dtype", "attn_implementation", "use_liger_kernel",
+       "trust_remote_code", "force_hf", "use_cache", "revision", "output_router_logits", "router_aux_loss_coef"},
+      {{"automodel.AutoModelForCausalLM.from_pretrained", {}}}));
   model.required_keys = {"pretrained_model_name_or_path"};
   t.push_back(std::move(model));
   t.push_back(section("tokenizer", Any, {"pretrained_model_name_or_path", "trust_remote_code"}));
   t.push_back(section("peft", Optional,
-                      {"target_modules", "exclude_modules", "match_all_linear", "dim", "alpha", "dropout",
-                       "dropout_position", "lora_A_init", "lora_dtype", "use_rslora", "use_triton"},
+                      {"target_modules", "exclude_modules", "match_all_linear", "target_parameters", "dim", "alpha",
+                       "dropout", "dropout_position", "lora_A_init", "lora_dtype", "use_rslora", "use_triton"},
                       {{"automodel.peft.LoRA", {}}}));
   t.push_back(section("loss_fn", Required, {"fp32_upcast", "ignore_index", "reduction", "chunk_len"},
                       {{"automodel.loss.MaskedCrossEntropy", {}},

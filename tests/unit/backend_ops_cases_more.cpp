@@ -612,6 +612,7 @@ void loss_cases(std::vector<Case>& cases) {
 }  // namespace
 
 void optim_cases(std::vector<Case>& cases);  // backend_ops_cases_optim.cpp
+void moe_cases(std::vector<Case>& cases);    // backend_ops_cases_moe.cpp
 
 void more_cases(std::vector<Case>& cases) {
   rope_cases(cases);
@@ -622,6 +623,7 @@ void more_cases(std::vector<Case>& cases) {
   lora_cases(cases);
   loss_cases(cases);
   optim_cases(cases);
+  moe_cases(cases);
 }
 
 }  // namespace automodel::backend_test

@@ -1,5 +1,6 @@
 #include "components/peft/adapter_io.h"
 
+#include <algorithm>
 #include <climits>
 #include <cmath>
 #include <filesystem>
@@ -55,6 +56,12 @@ json target_modules_json(models::LanguageModel& model, const std::vector<std::st
 }
 
 json number(double v) { return v == std::floor(v) && std::abs(v) < 1e15 ? json(int64_t(v)) : json(v); }
+
+using models::ExpertProjection;
+
+std::string expert_parameter_name(ExpertProjection p) {
+  return p == ExpertProjection::gate_up ? "gate_up_proj" : "down_proj";
+}
 
 // peft's get_pattern_key: the first pattern key k with name matching (.*\.)?(k)$ ("" when none does). The keys
 // were checked to be valid regular expressions when the file was read.
@@ -152,7 +159,10 @@ std::string adapter_tensor_name(const std::string& parameter_name) { return kPre
 void save_adapter(models::LanguageModel& model, const std::string& dir, const PeftConfig& config,
                   const std::string& base_model_name_or_path) {
   auto modules = lora_modules(model);
-  if (modules.empty())
+  std::vector<std::pair<std::string, models::GroupedExperts*>> experts;
+  for (auto& [name, ex] : expert_modules(model))
+    if (ex->has_lora(ExpertProjection::gate_up) || ex->has_lora(ExpertProjection::down)) experts.emplace_back(name, ex);
+  if (modules.empty() && experts.empty())
     throw Error("save_adapter: the model has no LoRA adapter", dir, "call apply_lora or load_adapter first");
   io::NamedTensors tensors;
   std::vector<std::string> names;
@@ -161,6 +171,27 @@ void save_adapter(models::LanguageModel& model, const std::string& dir, const Pe
     tensors.emplace_back(adapter_tensor_name(name + ".lora_B.weight"), lin->lora_B().detach());
     names.push_back(name);
   }
+  // The experts' adapters under their parameter names, which are peft's (models/moe_block.h).
+  json target_parameters = json::array(), expert_ranks = json::object(), expert_alphas = json::object();
+  for (ExpertProjection p : {ExpertProjection::gate_up, ExpertProjection::down}) {
+    const std::string parameter = expert_parameter_name(p);
+    bool any = false;
+    for (auto& [name, ex] : experts) {
+      if (!ex->has_lora(p)) continue;
+      any = true;
+      const int64_t rank = ex->lora_A(p).size(0) / ex->num_experts();
+      if (rank != config.dim || ex->lora_scale(p) != config.scale()) {
+        const std::string key = "^" + regex_escape(name + "." + parameter) + "$";
+        expert_ranks[key] = rank;
+        expert_alphas[key] = number(ex->lora_scale(p) * (config.use_rslora ? std::sqrt(double(rank)) : double(rank)));
+      }
+    }
+    if (any) target_parameters.push_back(parameter);
+  }
+  for (auto& [name, ex] : experts)
+    for (auto& [param_name, t] : ex->named_parameters(name))
+      if (param_name.find(".lora_") != std::string::npos)
+        tensors.emplace_back(adapter_tensor_name(param_name), t.detach());
   json c = {
       {"peft_type", "LORA"},
       {"task_type", "CAUSAL_LM"},
@@ -168,7 +199,8 @@ void save_adapter(models::LanguageModel& model, const std::string& dir, const Pe
       {"lora_alpha", number(config.alpha)},
       {"lora_dropout", config.dropout},
       {"use_rslora", config.use_rslora},
-      {"target_modules", target_modules_json(model, names)},
+      {"target_modules", names.empty() ? json::array() : target_modules_json(model, names)},
+      {"target_parameters", target_parameters.empty() ? json(nullptr) : target_parameters},
       {"exclude_modules", nullptr},
       {"base_model_name_or_path", base_model_name_or_path.empty() ? json(nullptr) : json(base_model_name_or_path)},
       {"bias", "none"},
@@ -192,6 +224,8 @@ void save_adapter(models::LanguageModel& model, const std::string& dir, const Pe
   // Every adapter must share the config's rank for `r` to describe it; otherwise record the rest.
   for (auto& [name, lin] : modules)
     if (lin->lora_A().size(0) != config.dim) c["rank_pattern"]["^" + regex_escape(name) + "$"] = lin->lora_A().size(0);
+  c["rank_pattern"].update(expert_ranks);
+  c["alpha_pattern"].update(expert_alphas);
   fs::create_directories(dir);
   io::save_safetensors((fs::path(dir) / kWeightsFile).string(), tensors);
   io::write_file_atomic((fs::path(dir) / kConfigFile).string(), c.dump(2) + "\n");
@@ -336,13 +370,114 @@ ModuleAdapter read_module(const io::SafetensorsReader& reader, const AdapterConf
 
 }  // namespace
 
+namespace {
+
+// One MoE layer's expert adapters, read and checked: [gate_up | down] x [A | B] (undefined: none) and their scales.
+struct ExpertAdapters {
+  Tensor factors[2][2];
+  double scale[2] = {1, 1};
+};
+
+// The adapters of the grouped expert tensors (peft's target_parameters) in `keys`, by experts module; their keys are
+// taken out of `keys`. peft nests its wrappers in the tensors' order (gate_up_proj, then down_proj): with both
+// adapted, gate_up_proj's adapter is `<experts>.base_layer.lora_*` and down_proj's `<experts>.lora_*`; with one, it
+// is `<experts>.lora_*`.
+std::map<std::string, ExpertAdapters> read_expert_adapters(models::LanguageModel& model,
+                                                           std::map<std::string, LoraKeys>& keys,
+                                                           const io::SafetensorsReader& reader,
+                                                           const AdapterConfigFile& c, const AdapterSettings& settings,
+                                                           std::optional<DType> dtype, const std::string& config_path) {
+  std::map<std::string, ExpertAdapters> out;
+  const auto experts = expert_modules(model);
+  if (experts.empty()) return out;
+  std::vector<std::string> targets;
+  if (const json* t = c.json_of("target_parameters")) {
+    if (!t->is_array()) c.wrong("target_parameters", "a list of parameter names", *t);
+    for (const json& v : *t) {
+      if (!v.is_string()) c.wrong("target_parameters", "a list of parameter names", *t);
+      targets.push_back(v.get<std::string>());
+    }
+  }
+  // Other entries (Mixtral's router, `gate.weight`, which peft wraps as a parameter) are the routers' linear layers
+  // here, read as such.
+  auto targeted = [&](ExpertProjection p) {
+    return std::find(targets.begin(), targets.end(), expert_parameter_name(p)) != targets.end();
+  };
+  for (auto& [name, ex] : experts) {
+    auto outer = keys.find(name), inner = keys.find(name + ".base_layer");
+    if (outer == keys.end() && inner == keys.end()) continue;
+    if (!targeted(ExpertProjection::gate_up) && !targeted(ExpertProjection::down))
+      throw Error("adapter has tensors for '" + name +
+                      "' but adapter_config.json's target_parameters names neither "
+                      "gate_up_proj nor down_proj",
+                  config_path, "save the adapter with peft's save_pretrained, which writes target_parameters");
+    if (settings.config.dropout != 0)
+      throw Error("adapter: lora_dropout with target_parameters is not supported", config_path,
+                  "peft has no dropout on grouped expert tensors; set lora_dropout 0");
+    // The projection each wrapper holds.
+    std::vector<std::pair<ExpertProjection, LoraKeys>> held;
+    if (inner != keys.end()) {
+      if (!targeted(ExpertProjection::gate_up) || !targeted(ExpertProjection::down) || outer == keys.end())
+        throw Error("adapter tensors under '" + name + ".base_layer' need gate_up_proj and down_proj adapted",
+                    reader.path(), "the adapter does not fit this model's experts");
+      held = {{ExpertProjection::gate_up, inner->second}, {ExpertProjection::down, outer->second}};
+    } else {
+      if (targeted(ExpertProjection::gate_up) == targeted(ExpertProjection::down))
+        throw Error("adapter for '" + name + "': one adapted tensor, but target_parameters names both grouped tensors",
+                    config_path, "the adapter does not fit this model's experts");
+      held = {
+          {targeted(ExpertProjection::gate_up) ? ExpertProjection::gate_up : ExpertProjection::down, outer->second}};
+    }
+    ExpertAdapters& adapters = out[name];
+    for (auto& [p, k] : held) {
+      const std::string what = name + "." + expert_parameter_name(p);
+      if (k.a.empty() || k.b.empty())
+        throw Error("adapter for '" + what + "' has only one of lora_A / lora_B", reader.path());
+      auto weight = [&](const std::string& key) {
+        const std::optional<DType> stored = io::default_load_dtype(reader.info(key).dtype);
+        return reader.get_weight(key, dtype.value_or(stored && is_floating(*stored) ? *stored : DType::f32));
+      };
+      Tensor a = weight(k.a), b = weight(k.b);
+      const Tensor& w = ex->weight(p);
+      const int64_t E = ex->num_experts();
+      if (a.dim() != 2 || b.dim() != 2 || a.size(0) % E != 0 || a.size(1) != w.size(2) || b.size(0) != w.size(1) ||
+          b.size(1) != a.size(0))
+        throw Error("adapter for '" + what + "': lora_A " + a.describe() + " and lora_B " + b.describe() +
+                        " do not fit " + w.describe(),
+                    reader.path(), "expected lora_A [experts x r, in] and lora_B [out, r x experts]");
+      const int64_t rank = a.size(0) / E;
+      const PeftConfig& pc = settings.config;
+      const std::string rp = pattern_key(settings.rank_pattern, what);
+      const int64_t want = rp.empty() ? pc.dim : c.rank("rank_pattern." + rp, &settings.rank_pattern[rp], pc.dim);
+      if (rank != want)
+        throw Error("adapter for '" + what + "' has rank " + std::to_string(rank) + " but the config says " +
+                        std::to_string(want),
+                    config_path);
+      const std::string ap = pattern_key(settings.alpha_pattern, what);
+      const double alpha =
+          ap.empty() ? pc.alpha : c.number("alpha_pattern." + ap, &settings.alpha_pattern[ap], pc.alpha);
+      const int i = p == ExpertProjection::gate_up ? 0 : 1;
+      adapters.factors[i][0] = ops::clone(a);
+      adapters.factors[i][1] = ops::clone(b);
+      adapters.scale[i] = pc.use_rslora ? alpha / std::sqrt(double(rank)) : alpha / double(rank);
+    }
+    if (outer != keys.end()) keys.erase(outer);
+    if (inner != keys.end()) keys.erase(inner);
+  }
+  return out;
+}
+
+}  // namespace
+
 LoadedAdapter load_adapter(models::LanguageModel& model, const std::string& dir, std::optional<DType> dtype,
                            bool trainable) {
   const AdapterFiles files = adapter_files(dir);
   const AdapterConfigFile c(files.config);
   const AdapterSettings settings = read_settings(c, files.config);
   io::SafetensorsReader reader(files.weights);
-  const std::map<std::string, LoraKeys> keys = lora_keys(reader);
+  std::map<std::string, LoraKeys> keys = lora_keys(reader);
+  const std::map<std::string, ExpertAdapters> expert_adapters =
+      read_expert_adapters(model, keys, reader, c, settings, dtype, files.config);
 
   std::map<std::string, nn::Linear*> linears;
   for (auto& [name, m] : model.named_modules())
@@ -369,6 +504,21 @@ LoadedAdapter load_adapter(models::LanguageModel& model, const std::string& dir,
     }
     out.modules.push_back(name);
     out.config.target_modules.push_back(name);
+  }
+  for (auto& [name, ex] : expert_modules(model)) {  // model order
+    auto it = expert_adapters.find(name);
+    if (it == expert_adapters.end()) continue;
+    const ExpertAdapters& e = it->second;
+    ex->attach_lora(e.factors[0][0], e.factors[0][1], e.scale[0], e.factors[1][0], e.factors[1][1], e.scale[1]);
+    for (ExpertProjection p : {ExpertProjection::gate_up, ExpertProjection::down}) {
+      if (!ex->has_lora(p)) continue;
+      ex->lora_A(p).set_requires_grad(trainable);
+      ex->lora_B(p).set_requires_grad(trainable);
+      const std::string parameter = expert_parameter_name(p);
+      auto& tp = out.config.target_parameters;
+      if (std::find(tp.begin(), tp.end(), parameter) == tp.end()) tp.push_back(parameter);
+    }
+    out.modules.push_back(name);
   }
   return out;
 }

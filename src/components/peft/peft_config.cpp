@@ -1,5 +1,6 @@
 #include "components/peft/peft_config.h"
 
+#include <algorithm>
 #include <cmath>
 #include <regex>
 
@@ -29,12 +30,20 @@ void validate(const PeftConfig& c) {
   if (c.match_all_linear && (!c.target_modules.empty() || !c.exclude_modules.empty()))
     throw Error("peft.match_all_linear cannot be combined with target_modules or exclude_modules", where,
                 "drop match_all_linear, or the module lists");
+  for (const std::string& t : c.target_parameters)
+    if (t != "gate_up_proj" && t != "down_proj")
+      throw Error("peft.target_parameters: '" + t + "' is not a grouped expert tensor", where,
+                  "name gate_up_proj and / or down_proj (the MoE experts' tensors)");
+  if (!c.target_parameters.empty() && c.dropout != 0)
+    throw Error("peft.dropout must be 0 with target_parameters (got " + std::to_string(c.dropout) + ")", where,
+                "peft has no dropout on the experts' grouped tensors either; set dropout: 0.0");
   if (c.lora_dtype && !is_floating(*c.lora_dtype))
     throw Error("peft.lora_dtype must be a floating dtype, got " + std::string(dtype_name(*c.lora_dtype)), where);
 }
 
 std::vector<std::string> effective_target_modules(const PeftConfig& c) {
-  if (!c.match_all_linear && c.target_modules.empty() && c.exclude_modules.empty()) return {"*_proj"};
+  if (!c.match_all_linear && c.target_modules.empty() && c.exclude_modules.empty() && c.target_parameters.empty())
+    return {"*_proj"};
   return c.target_modules;
 }
 
@@ -63,9 +72,14 @@ bool selects(const PeftConfig& c, const std::string& name) {
       if (name == p || wildcard_match(p, name)) return true;
     return false;
   }
+  if (c.exclude_modules.empty()) return false;  // target_parameters alone
   for (const std::string& p : c.exclude_modules)
     if (name == p || wildcard_match(p, name)) return false;
   return true;
+}
+
+bool selects_parameter(const PeftConfig& c, const std::string& parameter) {
+  return std::find(c.target_parameters.begin(), c.target_parameters.end(), parameter) != c.target_parameters.end();
 }
 
 DType parse_lora_dtype(const std::string& s0) {

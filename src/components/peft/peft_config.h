@@ -17,7 +17,10 @@ struct PeftConfig {
   std::vector<std::string> target_modules;
   std::vector<std::string> exclude_modules;  // every linear layer except these (exclusive with target)
   bool match_all_linear = false;             // every linear layer (exclusive with both lists)
-  int64_t dim = 8;                           // rank r
+  // peft's target_parameters: grouped MoE expert tensors by name ("gate_up_proj", "down_proj"), each with an
+  // adapter per expert (rank dim); no dropout (peft has none there). Alone it selects no linear layer.
+  std::vector<std::string> target_parameters;
+  int64_t dim = 8;  // rank r
   double alpha = 32;
   double dropout = 0.0;
   std::string dropout_position = "post";  // "pre" (on x, as peft) or "post" (on the branch output)
@@ -33,7 +36,7 @@ struct PeftConfig {
 // exclude_modules, match_all_linear with either).
 void validate(const PeftConfig& config);
 
-// The target patterns in force: target_modules, or {"*_proj"} when nothing selects.
+// The target patterns in force: target_modules, or {"*_proj"} when nothing (target_parameters neither) selects.
 std::vector<std::string> effective_target_modules(const PeftConfig& config);
 
 // NeMo's wildcard_match: pattern (with `*`) against a dotted name, anchored at both ends.
@@ -41,6 +44,9 @@ bool wildcard_match(const std::string& pattern, const std::string& name);
 
 // Whether a linear layer named `name` is selected by the config.
 bool selects(const PeftConfig& config, const std::string& name);
+
+// Whether the config's target_parameters name the grouped expert tensor `parameter` ("gate_up_proj", "down_proj").
+bool selects_parameter(const PeftConfig& config, const std::string& parameter);
 
 // "float32" / "fp32" / "f32" / "torch.float32", "bfloat16" / "bf16" / "torch.bfloat16" ... -> DType.
 DType parse_lora_dtype(const std::string& name);

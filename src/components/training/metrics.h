@@ -29,6 +29,9 @@ inline constexpr const char* kMemHeld = "mem_held";
 // Ours (data parallel): seconds this step's communication kept the first rank waiting, what compute did not hide:
 // ddp's gradient all-reduce after backward; fsdp2's parameter gathers and gradient reduce-scatters.
 inline constexpr const char* kGradSyncWait = "grad_sync_wait_s";
+// Ours (models with router losses, e.g. MoE load balancing): the auxiliary losses' part of `loss`, already scaled by
+// their coefficients (router_aux_loss_coef).
+inline constexpr const char* kAuxLoss = "aux_loss";
 }  // namespace metric
 
 // "2025-06-01T12:34:56.789Z" (UTC, milliseconds), NeMo's record timestamp.

@@ -18,14 +18,17 @@
 #include "kernels/cpu/dropout.h"
 #include "kernels/cpu/embedding.h"
 #include "kernels/cpu/gemm.h"
+#include "kernels/cpu/grouped_gemm.h"
 #include "kernels/cpu/layernorm.h"
 #include "kernels/cpu/linear_cross_entropy.h"
 #include "kernels/cpu/lora_linear.h"
+#include "kernels/cpu/moe_permute.h"
 #include "kernels/cpu/optim.h"
 #include "kernels/cpu/reduce.h"
 #include "kernels/cpu/rmsnorm.h"
 #include "kernels/cpu/rope.h"
 #include "kernels/cpu/softmax.h"
+#include "kernels/cpu/topk.h"
 
 namespace automodel::cpu_backend {
 
@@ -459,6 +462,65 @@ double linear_cross_entropy(DType dt, const kernels::LinearCrossEntropyProblem& 
   return total;
 }
 
+// ---------------------------------------------------------------------------------------------
+// Mixture of experts
+
+void topk_forward(DType dt, const void* x, int64_t rows, int64_t cols, int64_t k, void* values, int64_t* indices) {
+  floating(dt, "topk_forward", [&](auto t) {
+    using T = decltype(t);
+    cpu::topk_forward(in<T>(x), rows, cols, k, out<T>(values), indices);
+  });
+}
+void topk_backward(DType dt, const void* g, const int64_t* indices, int64_t rows, int64_t cols, int64_t k, void* gx) {
+  floating(dt, "topk_backward", [&](auto t) {
+    using T = decltype(t);
+    cpu::topk_backward(in<T>(g), indices, rows, cols, k, out<T>(gx));
+  });
+}
+void moe_permute_forward(DType dt, const void* x, const int64_t* positions, int64_t tokens, int64_t k, int64_t hidden,
+                         void* o) {
+  floating(dt, "moe_permute_forward", [&](auto t) {
+    using T = decltype(t);
+    cpu::moe_permute_forward(in<T>(x), positions, tokens, k, hidden, out<T>(o));
+  });
+}
+void moe_permute_backward(DType dt, const void* g, const int64_t* positions, int64_t tokens, int64_t k, int64_t hidden,
+                          void* dx) {
+  floating(dt, "moe_permute_backward", [&](auto t) {
+    using T = decltype(t);
+    cpu::moe_permute_backward(in<T>(g), positions, tokens, k, hidden, out<T>(dx));
+  });
+}
+void moe_unpermute_forward(DType dt, const void* y, const void* weights, const int64_t* positions, int64_t tokens,
+                           int64_t k, int64_t hidden, void* o) {
+  floating(dt, "moe_unpermute_forward", [&](auto t) {
+    using T = decltype(t);
+    cpu::moe_unpermute_forward(in<T>(y), in<T>(weights), positions, tokens, k, hidden, out<T>(o));
+  });
+}
+void moe_unpermute_backward(DType dt, const void* g, const void* y, const void* weights, const int64_t* positions,
+                            int64_t tokens, int64_t k, int64_t hidden, void* dy, void* dweights) {
+  floating(dt, "moe_unpermute_backward", [&](auto t) {
+    using T = decltype(t);
+    cpu::moe_unpermute_backward(in<T>(g), in<T>(y), in<T>(weights), positions, tokens, k, hidden, out<T>(dy),
+                                out<T>(dweights));
+  });
+}
+void grouped_gemm_forward(DType dt, const void* x, const void* w, const int64_t* counts, int64_t groups, int64_t n,
+                          int64_t k, void* y) {
+  floating(dt, "grouped_gemm_forward", [&](auto t) {
+    using T = decltype(t);
+    cpu::grouped_gemm_forward(in<T>(x), in<T>(w), counts, groups, n, k, out<T>(y));
+  });
+}
+void grouped_gemm_backward(DType dt, const void* g, const void* x, const void* w, const int64_t* counts, int64_t groups,
+                           int64_t n, int64_t k, void* dx, void* dw) {
+  floating(dt, "grouped_gemm_backward", [&](auto t) {
+    using T = decltype(t);
+    cpu::grouped_gemm_backward(in<T>(g), in<T>(x), in<T>(w), counts, groups, n, k, out<T>(dx), out<T>(dw));
+  });
+}
+
 constexpr kernels::Backend kCpu{
     .name = "cpu",
     .strided_copy = cpu::strided_copy,
@@ -524,6 +586,15 @@ constexpr kernels::Backend kCpu{
     .stochastic_round = cpu::stochastic_round,
     .adamw8bit_dense = cpu::adamw8bit_dense,
     .adamw8bit_blocks = cpu::adamw8bit_blocks,
+    .topk_forward = topk_forward,
+    .topk_backward = topk_backward,
+    .moe_routing = cpu::moe_routing,
+    .moe_permute_forward = moe_permute_forward,
+    .moe_permute_backward = moe_permute_backward,
+    .moe_unpermute_forward = moe_unpermute_forward,
+    .moe_unpermute_backward = moe_unpermute_backward,
+    .grouped_gemm_forward = grouped_gemm_forward,
+    .grouped_gemm_backward = grouped_gemm_backward,
 };
 
 }  // namespace

@@ -7,11 +7,11 @@
 #include "components/optim/optimizer.h"
 #include "components/peft/adapter_io.h"
 #include "components/peft/lora.h"
+#include "kernel_params.h"
 #include "models/auto_model.h"
 #include "ops/cast.h"
 #include "ops/lora_linear.h"
 #include "ops/view.h"
-#include "kernel_params.h"
 #include "registry.h"
 
 namespace automodel::oracle {
@@ -23,12 +23,12 @@ ORACLE_OP("lora_linear", [](const OpCall& c) -> std::vector<Tensor> {
   return {ops::lora_linear(c.in("x"), c.in("weight"), c.maybe("bias"), c.in("lora_a"), c.in("lora_b"), o)};
 });
 
-// params: model_dir, dtype (default f32), fused and flash_attention (kernel_params.h); adapter_dir (load_adapter) or peft (a PeftConfig as JSON:
-// target_modules, exclude_modules, match_all_linear, dim, alpha, use_rslora, lora_A_init) with seed;
-// names_out; steps, lr, weight_decay (AdamW on the adapters over the same batch); save_dir (adapter
-// saved after the steps), merged_dir (merged model saved after the steps). Inputs input_ids, optional
-// attention_mask, labels. Returns [logits f32, loss f32, trainable parameter count i64, each adapter
-// gradient (first step), each adapter parameter after the steps], adapter names to names_out.
+// params: model_dir, dtype (default f32), fused and flash_attention (kernel_params.h); adapter_dir (load_adapter) or
+// peft (a PeftConfig as JSON: target_modules, exclude_modules, match_all_linear, target_parameters, dim, alpha,
+// use_rslora, lora_A_init) with seed; names_out; steps, lr, weight_decay (AdamW on the adapters over the same
+// batch); save_dir (adapter saved after the steps), merged_dir (merged model saved after the steps). Inputs
+// input_ids, optional attention_mask, labels. Returns [logits f32, loss f32, trainable parameter count i64, each
+// adapter gradient (first step), each adapter parameter after the steps], adapter names to names_out.
 ORACLE_OP("peft_model", [](const OpCall& c) -> std::vector<Tensor> {
   models::LoadOptions lo;
   lo.dtype = dtype_from_name(c.params.value("dtype", std::string("f32")));
@@ -41,6 +41,7 @@ ORACLE_OP("peft_model", [](const OpCall& c) -> std::vector<Tensor> {
     const auto& p = c.params.at("peft");
     config.target_modules = p.value("target_modules", std::vector<std::string>{});
     config.exclude_modules = p.value("exclude_modules", std::vector<std::string>{});
+    config.target_parameters = p.value("target_parameters", std::vector<std::string>{});
     config.match_all_linear = p.value("match_all_linear", false);
     config.dim = p.value("dim", int64_t(8));
     config.alpha = p.value("alpha", 32.0);

@@ -1,0 +1,13 @@
+#pragma once
+// Grouped GEMM (kernels/cpu/grouped_gemm.h): the linear layers of all experts of a mixture-of-experts layer in one
+// op, each expert on its own contiguous block of rows (as moe_permute lays them out).
+#include "core/tensor.h"
+
+namespace automodel::ops {
+
+// x [rows, in] (counts[g] rows for group g, in order), w [groups, out, in], counts [groups] i64 summing to rows ->
+// [rows, out], the rows of group g times w[g]^T (F.linear per expert). Differentiable in x and w; a group without
+// rows costs nothing and gets a zero weight gradient.
+Tensor grouped_gemm(const Tensor& x, const Tensor& w, const Tensor& counts);
+
+}  // namespace automodel::ops
