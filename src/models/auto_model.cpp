@@ -41,6 +41,7 @@ std::map<std::string, FamilyFactory>& registry() {
     register_qwen3_family();
     register_gemma_family();
     register_gemma2_family();
+    register_gemma3_text_family();
     register_phi3_family();
   });
   return families();
