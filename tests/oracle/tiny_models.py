@@ -98,8 +98,9 @@ VARIANTS = {
         "gemma3_text",
         dict(
             hidden_size=64, intermediate_size=128, num_hidden_layers=3, num_attention_heads=4, num_key_value_heads=2,
-            head_dim=16, query_pre_attn_scalar=20, sliding_window=5, attn_logit_softcapping=4.0, final_logit_softcapping=5.0,
-            max_position_embeddings=128, hidden_activation="gelu_pytorch_tanh", tie_word_embeddings=True,
+            head_dim=16, query_pre_attn_scalar=20, sliding_window=5, attn_logit_softcapping=4.0,
+            final_logit_softcapping=5.0, max_position_embeddings=128, hidden_activation="gelu_pytorch_tanh",
+            tie_word_embeddings=True,
             layer_types=["sliding_attention", "full_attention", "sliding_attention"],
             rope_parameters=dict(
                 full_attention=dict(rope_type="linear", rope_theta=100000.0, factor=8.0),
