@@ -53,6 +53,8 @@ std::string join(const std::vector<std::string>& v) {
   return s;
 }
 
+}  // namespace
+
 const char* hf_dtype_name(DType dt) {
   switch (dt) {
     case DType::bf16: return "bfloat16";
@@ -62,7 +64,6 @@ const char* hf_dtype_name(DType dt) {
   }
 }
 
-// io::read_json_file, with numbers JSON can write but no double holds (1e999) an Error naming the file too.
 json read_json(const std::string& path) {
   try {
     return io::read_json_file(path);
@@ -71,21 +72,23 @@ json read_json(const std::string& path) {
   }
 }
 
-std::unique_ptr<CausalLM> build(ModelConfig config, const LoadOptions& options) {
+std::unique_ptr<CausalLM> build_causal_lm(ModelConfig config, DType dtype) {
   auto& table = registry();
   auto it = table.find(config.model_type);
   if (it == table.end())
     throw Error("unsupported model_type '" + config.model_type + "'", config.source + ": model_type",
                 "supported model types: " + join(supported_model_types()));
-  AM_CHECK(options.dtype == DType::f32 || options.dtype == DType::bf16, "models load as f32 or bf16, not ",
-           dtype_name(options.dtype));
-  check_parameters_fit_in_memory(config, dtype_size(options.dtype), hf_dtype_name(options.dtype));
+  AM_CHECK(dtype == DType::f32 || dtype == DType::bf16, "models load as f32 or bf16, not ", dtype_name(dtype));
+  check_parameters_fit_in_memory(config, dtype_size(dtype), hf_dtype_name(dtype));
   Architecture architecture = it->second(config);
-  auto model = std::make_unique<CausalLM>(std::move(config), std::move(architecture), options.dtype);
-  model->set_requires_grad(options.trainable && options.trainable_patterns.empty());
+  return std::make_unique<CausalLM>(std::move(config), std::move(architecture), dtype);
+}
+
+void apply_trainable(nn::Module& model, const LoadOptions& options) {
+  model.set_requires_grad(options.trainable && options.trainable_patterns.empty());
   if (options.trainable && !options.trainable_patterns.empty()) {
     size_t matched = 0;
-    for (auto& [name, param] : model->named_parameters()) {
+    for (auto& [name, param] : model.named_parameters()) {
       bool on = std::any_of(
           options.trainable_patterns.begin(), options.trainable_patterns.end(),
           [&, &param_name = name](const std::string& p) { return fnmatch(p.c_str(), param_name.c_str(), 0) == 0; });
@@ -96,6 +99,13 @@ std::unique_ptr<CausalLM> build(ModelConfig config, const LoadOptions& options) 
       throw Error("no parameter matches the trainable patterns " + join(options.trainable_patterns), "LoadOptions",
                   "patterns are globs over names like model.layers.0.self_attn.q_proj.weight");
   }
+}
+
+namespace {
+
+std::unique_ptr<CausalLM> build(ModelConfig config, const LoadOptions& options) {
+  auto model = build_causal_lm(std::move(config), options.dtype);
+  apply_trainable(*model, options);
   return model;
 }
 
@@ -128,35 +138,47 @@ std::unique_ptr<LanguageModel> AutoModelForCausalLM::from_pretrained(const std::
     nn::SkipInitGuard skip;  // every parameter is overwritten below
     model = build(load_config(dir), options);
   }
+  load_weights(*model, model->state_dict_adapter(), dir, model->config().model_type);
+  return model;
+}
+
+void load_weights(nn::Module& model, const StateDictAdapter& adapter, const std::string& dir,
+                  const std::string& model_type,
+                  const std::function<std::vector<std::string>(const std::string&)>& other_names) {
   io::ShardedReader reader(dir);
-  const StateDictAdapter& adapter = model->state_dict_adapter();
   std::vector<std::string> missing;
-  for (auto& [name, param] : model->named_parameters()) {
+  for (auto& [name, param] : model.named_parameters()) {
     const std::vector<HfTensorSpec> layout = adapter.hf_layout(name, param.shape());
-    bool complete = true;
+    std::vector<std::string> stored;  // the name each tensor has in this checkpoint
     for (const HfTensorSpec& hf : layout) {
-      if (!reader.contains(hf.name)) {
+      std::string file_name = hf.name;
+      if (!reader.contains(file_name) && other_names)
+        for (const std::string& other : other_names(hf.name))
+          if (reader.contains(other)) {
+            file_name = other;
+            break;
+          }
+      if (!reader.contains(file_name)) {
         missing.push_back(hf.name);
-        complete = false;
         continue;
       }
-      const io::TensorInfo& info = reader.info(hf.name);
+      const io::TensorInfo& info = reader.info(file_name);
       if (info.shape != hf.shape)
-        throw Error("tensor '" + hf.name + "' has shape " + shape_str(info.shape) +
+        throw Error("tensor '" + file_name + "' has shape " + shape_str(info.shape) +
                         " in the checkpoint but the config implies " + shape_str(hf.shape),
-                    reader.file_of(hf.name), "the weights and config.json disagree; re-export the model");
+                    reader.file_of(file_name), "the weights and config.json disagree; re-export the model");
+      stored.push_back(file_name);
     }
-    if (!complete) continue;
+    if (stored.size() != layout.size()) continue;
     std::vector<Tensor> parts;
-    for (const HfTensorSpec& hf : layout) parts.push_back(reader.get_weight(hf.name, param.dtype()));
+    for (const std::string& file_name : stored) parts.push_back(reader.get_weight(file_name, param.dtype()));
     ops::copy_into(param, adapter.from_hf(name, std::move(parts)));
   }
   if (!missing.empty())
     throw Error(
         "checkpoint is missing " + std::to_string(missing.size()) + " tensor(s): " +
             join(std::vector<std::string>(missing.begin(), missing.begin() + std::min<size_t>(missing.size(), 8))),
-        dir, "the checkpoint does not match config.json (model_type " + model->config().model_type + ")");
-  return model;
+        dir, "the checkpoint does not match config.json (model_type " + model_type + ")");
 }
 
 std::unique_ptr<LanguageModel> AutoModelForCausalLM::from_config(const ModelConfig& config, const LoadOptions& options,

@@ -95,6 +95,9 @@ Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, const Attent
     throw Error(detail::str("attention: softcap must be a finite value >= 0, got ", options.softcap), kOp);
   if (!std::isfinite(options.scale))
     throw Error(detail::str("attention: scale must be finite, got ", options.scale), kOp);
+  if (options.bidirectional_blocks.defined())
+    throw Error("attention: the tiled kernel does not support bidirectional_blocks", kOp,
+                "use the materialised attention (nn::attention_eager) for bidirectional blocks");
 
   Tensor ids;
   if (options.seq_ids.defined()) ids = seq_ids_i64(options.seq_ids, B, Tk);
