@@ -14,6 +14,7 @@
 #include "io/hf_dir.h"
 #include "io/safetensors.h"
 #include "models/families.h"
+#include "models/vision_language_model.h"
 #include "nn/init.h"
 #include "ops/binary.h"
 #include "ops/cast.h"
@@ -124,7 +125,16 @@ ModelConfig load_config(const std::string& model_dir) {
   if (!fs::exists(path))
     throw Error("no config.json in " + model_dir, model_dir,
                 "point at a directory written by transformers' save_pretrained");
-  ModelConfig config = ModelConfig::from_json(read_json(path), path);
+  const json j = read_json(path);
+  if (j.is_object() && j.contains("model_type") && j["model_type"].is_string()) {
+    const std::vector<std::string> vlm_types = supported_vision_language_model_types();
+    const std::string type = j["model_type"].get<std::string>();
+    if (std::find(vlm_types.begin(), vlm_types.end(), type) != vlm_types.end())
+      throw Error(
+          "model_type '" + type + "' is an image-text-to-text model, not a causal LM", path + ": model_type",
+          "this takes causal LMs only; image-text-to-text models load as such (`automodel inspect` describes them)");
+  }
+  ModelConfig config = ModelConfig::from_json(j, path);
   const std::string gen = (fs::path(model_dir) / "generation_config.json").string();
   if (fs::exists(gen)) config.generation_config = read_json(gen);
   return config;

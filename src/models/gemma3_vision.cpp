@@ -59,6 +59,7 @@ class Gemma3ForConditionalGeneration : public VisionLanguageModel {
     ModelConfig text = config_.text;
     language_model_ =
         register_module("language_model", std::shared_ptr<CausalLM>(build_causal_lm(std::move(text), dtype)));
+    config_.text = language_model_->config();  // with the family's reading (layer windows, RoPE per layer type)
     vision_tower_ = register_module("vision_tower", std::make_shared<SiglipVisionTower>(config_.vision, dtype));
     multi_modal_projector_ =
         register_module("multi_modal_projector", std::make_shared<MultiModalProjector>(config_, dtype));

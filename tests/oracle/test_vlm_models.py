@@ -279,3 +279,22 @@ def test_vision_use_head_is_refused_with_the_key_named(vlm_dir, tmp_path):
     ids, mask, types, _, pixels = batch()
     with pytest.raises(OpError, match="vision_config.vision_use_head"):
         ours(d, tmp_path, ids, mask, types, pixels)
+
+
+def test_embedded_tiny_gemma3_vlm_matches_transformers(tmp_path):
+    """assets/tiny-gemma3-vlm (scripts/make_tiny_gemma3_vlm.py), the vision-language recipe's default."""
+    import pathlib
+
+    d = pathlib.Path(__file__).resolve().parents[2] / "assets" / "tiny-gemma3-vlm"
+    cfg = json.loads((d / "config.json").read_text())
+    n, image = cfg["mm_tokens_per_image"], cfg["image_token_index"]
+    span = [cfg["boi_token_index"]] + [image] * n + [cfg["eoi_token_index"]]
+    ids = torch.tensor([[2, 4, 40, 41] + span + [50, 51, 52, 5], [2, 4] + span + [60, 61, 62, 63, 64, 5]])
+    mask = torch.ones_like(ids)
+    types = (ids == image).long()
+    size = cfg["vision_config"]["image_size"]
+    pixels = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        ref = load_reference(d)(input_ids=ids, attention_mask=mask, token_type_ids=types, pixel_values=pixels).logits
+    logits, _, _ = ours(d, tmp_path, ids, mask, types, pixels)
+    assert rel_err(logits, ref) <= LOGITS_F32
