@@ -72,9 +72,7 @@ Tensor Attention::forward(const Tensor& h, const LayerContext& ctx) const {
   ops::AttentionOptions options = options_;
   options.seq_ids = ctx.seq_ids;
   options.bidirectional_blocks = ctx.bidirectional_blocks;
-  // The tiled kernel has no bidirectional blocks: those passes materialise the scores.
-  const bool tiled = ctx.kernels.flash_attention && !options.bidirectional_blocks.defined();
-  Tensor out = tiled ? ops::attention(q, k, v, options) : nn::attention_eager(q, k, v, options);
+  Tensor out = ctx.kernels.flash_attention ? ops::attention(q, k, v, options) : nn::attention_eager(q, k, v, options);
   return o_proj->forward(ops::reshape(out, {B, T, heads_ * head_dim_}));
 }
 

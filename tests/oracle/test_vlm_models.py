@@ -172,6 +172,26 @@ def test_fp32_logits_loss_and_every_gradient_match_transformers(vlm_dir, tmp_pat
     assert not bad, f"gradients over {GRAD_F32:.0e}: {bad}"
 
 
+@pytest.mark.parametrize("kernels", list(KERNELS))
+def test_bf16_logits_match_transformers_bf16(vlm_dir, tmp_path, kernels):
+    """As test_models.py: within 3e-2 of transformers in bf16, and no further from fp32 than transformers' bf16 run
+    is (x 1.25 + 5e-3)."""
+    ids, mask, types, _, pixels = batch()
+    with torch.no_grad():
+        ref_f32 = load_reference(vlm_dir)(input_ids=ids, attention_mask=mask, token_type_ids=types,
+                                          pixel_values=pixels).logits
+        model = transformers.Gemma3ForConditionalGeneration.from_pretrained(
+            str(vlm_dir), attn_implementation="eager", dtype=torch.bfloat16).eval()
+        ref_bf16 = model(input_ids=ids, attention_mask=mask, token_type_ids=types,
+                         pixel_values=pixels.bfloat16()).logits.float()
+    logits, _, _ = ours(vlm_dir, tmp_path, ids, mask, types, pixels, kernels=kernels, dtype="bf16")
+    err = rel_err(masked(logits, mask), masked(ref_bf16, mask))
+    ours_f32 = rel_err(masked(logits, mask), masked(ref_f32, mask))
+    hf_f32 = rel_err(masked(ref_bf16.numpy(), mask), masked(ref_f32, mask))
+    assert err <= 3e-2, f"bf16 logits relative error {err:.3e} against transformers bf16"
+    assert ours_f32 <= 1.25 * hf_f32 + 5e-3, f"bf16 vs fp32 {ours_f32:.3e}, transformers' {hf_f32:.3e}"
+
+
 def test_image_tokens_attend_both_ways_only_with_token_type_ids(vlm_dir, tmp_path):
     """Without token_type_ids transformers masks causally everywhere; with them an image's first token sees its
     later ones, so the logits differ (and each matches transformers)."""

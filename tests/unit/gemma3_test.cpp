@@ -206,10 +206,3 @@ TEST(AttentionBlocks, EagerMatchesTheBlockwiseOverlay) {
     }
   }
 }
-
-TEST(AttentionBlocks, TheTiledKernelRefusesThem) {
-  Tensor q = Tensor::zeros({1, 4, 1, 4}, DType::f32);
-  ops::AttentionOptions o;
-  o.bidirectional_blocks = Tensor::from_vector(std::vector<int64_t>{-1, 0, 0, -1}, {1, 4});
-  EXPECT_TRUE(has(error_of([&] { ops::attention(q, q, q, o); }), "bidirectional_blocks"));
-}
