@@ -91,7 +91,13 @@ class Gemma3ForConditionalGeneration : public VisionLanguageModel {
       const std::vector<double> d = input_ids.to_doubles();
       for (size_t i = 0; i < ids.size(); ++i) ids[i] = int64_t(d[i]);
     }
-    const int64_t image_id = config_.image_token_id;
+    const int64_t image_id = config_.image_token_id, vocab = config_.text.vocab_size;
+    for (size_t i = 0; i < ids.size(); ++i)
+      if (ids[i] < 0 || (ids[i] >= vocab && ids[i] != image_id))
+        throw Error("token id " + std::to_string(ids[i]) + " at batch row " + std::to_string(int64_t(i) / T) +
+                        ", position " + std::to_string(int64_t(i) % T) + " is outside the vocabulary [0, " +
+                        std::to_string(vocab) + ")",
+                    "input_ids", "pass ids below text_config.vocab_size (or the image token id)");
     // An image token id outside the text vocabulary embeds as token 0 (its embedding is replaced anyway).
     std::vector<int64_t> text_ids = ids;
     if (image_id >= config_.text.vocab_size)

@@ -173,6 +173,8 @@ TEST(Gemma3Vision, ImageTokensMustMatchTheImages) {
   EXPECT_TRUE(has(error_of([&] { model->forward(in); }), "[images, 3, 32, 32]"));
   in.pixel_values = Tensor::zeros({1, 3, 32, 32}, DType::f32);
   EXPECT_EQ(model->forward(in).shape(), Shape({1, 8, 97}));
+  in.input_ids = Tensor::from_vector(std::vector<int64_t>{5, 91, 90, 90, 90, 90, 92, 97}, {1, 8});
+  EXPECT_TRUE(has(error_of([&] { model->forward(in); }), "token id 97 at batch row 0, position 7"));
 }
 
 // Query p sees key j when causal (j <= p) or in p's block (same id >= 0), and within the window.
