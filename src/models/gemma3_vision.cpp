@@ -167,6 +167,16 @@ class Gemma3ForConditionalGeneration : public VisionLanguageModel {
     return language_model_->make_cache(batch, capacity);
   }
   const StateDictAdapter& state_dict_adapter() const override { return adapter_; }
+  std::string module_name(const std::string& name) const override {
+    for (auto [saved, module] :
+         {std::pair{"language_model.model.", "model.language_model."}, std::pair{"language_model.lm_head.", "lm_head."},
+          std::pair{"vision_tower.", "model.vision_tower."},
+          std::pair{"multi_modal_projector.", "model.multi_modal_projector."}}) {
+      const std::string prefix = saved;
+      if (name.rfind(prefix, 0) == 0) return module + name.substr(prefix.size());
+    }
+    return name;
+  }
 
  private:
   VisionLanguageConfig config_;

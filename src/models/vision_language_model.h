@@ -67,6 +67,9 @@ class VisionLanguageModel : public nn::Module {
   virtual KVCache make_cache(int64_t batch, int64_t capacity) const = 0;
   // Our parameter names and tensors to the checkpoint's (as transformers 5 saves them) and back.
   virtual const StateDictAdapter& state_dict_adapter() const = 0;
+  // transformers 5's module path of our parameter `name`: the names its named_parameters() and peft adapters use,
+  // which differ from the checkpoint's (model.language_model.*, model.vision_tower.*, lm_head.*).
+  virtual std::string module_name(const std::string& name) const = 0;
 };
 
 // Whether config.json at model_dir describes an image-text-to-text model (a model_type this file loads).

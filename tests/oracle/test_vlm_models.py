@@ -25,7 +25,7 @@ TOKENS_PER_IMAGE = 4
 KERNELS = {"fused": {}, "eager": {"fused": False, "flash_attention": False}}
 
 
-def make_config(**text_overrides):
+def make_config(image_token=IMAGE, **text_overrides):
     text = dict(
         vocab_size=VOCAB, hidden_size=64, intermediate_size=128, num_hidden_layers=3, num_attention_heads=4,
         num_key_value_heads=2, head_dim=16, query_pre_attn_scalar=20, sliding_window=3, max_position_embeddings=256,
@@ -42,16 +42,16 @@ def make_config(**text_overrides):
         layer_norm_eps=1e-5, vision_use_head=False,
     )
     return transformers.Gemma3Config(
-        text_config=text, vision_config=vision, mm_tokens_per_image=TOKENS_PER_IMAGE, image_token_index=IMAGE,
+        text_config=text, vision_config=vision, mm_tokens_per_image=TOKENS_PER_IMAGE, image_token_index=image_token,
         boi_token_index=BOI, eoi_token_index=EOI, initializer_range=0.1,
     )
 
 
-def build(out_dir, seed=0, **text_overrides):
+def build(out_dir, seed=0, image_token=IMAGE, **text_overrides):
     """A random Gemma 3 VLM saved by transformers: norm weights, biases and the projection randomized too, so
     that one dropped or misapplied shows."""
     torch.manual_seed(seed)
-    model = transformers.Gemma3ForConditionalGeneration(make_config(**text_overrides)).eval()
+    model = transformers.Gemma3ForConditionalGeneration(make_config(image_token, **text_overrides)).eval()
     g = torch.Generator().manual_seed(seed + 1)
     with torch.no_grad():
         for name, p in model.named_parameters():
@@ -80,11 +80,11 @@ def load_reference(model_dir):
     return model.eval()
 
 
-def image_span():
-    return [BOI] + [IMAGE] * TOKENS_PER_IMAGE + [EOI]
+def image_span(image_token=IMAGE):
+    return [BOI] + [image_token] * TOKENS_PER_IMAGE + [EOI]
 
 
-def batch():
+def batch(image_token=IMAGE):
     """3 rows of 24 tokens: two images and no padding; one image, right-padded; one image, left-padded; 4 images
     in all."""
     g = torch.Generator().manual_seed(7)
@@ -94,9 +94,9 @@ def batch():
 
     T = 24
     rows = [
-        [BOS] + text(3) + image_span() + text(4) + image_span() + text(4),
-        [BOS] + text(2) + image_span() + text(5),
-        [BOS] + text(4) + image_span() + text(6),
+        [BOS] + text(3) + image_span(image_token) + text(4) + image_span(image_token) + text(4),
+        [BOS] + text(2) + image_span(image_token) + text(5),
+        [BOS] + text(4) + image_span(image_token) + text(6),
     ]
     ids = torch.full((3, T), PAD)
     mask = torch.zeros(3, T, dtype=torch.int64)
@@ -104,7 +104,7 @@ def batch():
     ids[1, : len(rows[1])], mask[1, : len(rows[1])] = torch.tensor(rows[1]), 1
     ids[2, T - len(rows[2]) :], mask[2, T - len(rows[2]) :] = torch.tensor(rows[2]), 1
     assert all(len(r) <= T for r in rows) and len(rows[0]) == T
-    types = (ids == IMAGE).long()
+    types = (ids == image_token).long()
     labels = ids.clone()
     # Padding, image tokens and each row's first token (a left pad's logits would predict it) carry no label.
     labels[(mask == 0) | (types == 1) | (ids == BOS)] = -100
@@ -112,7 +112,7 @@ def batch():
     return ids, mask, types, labels, pixels
 
 
-# Checkpoint names (what transformers 5 saves, and our parameter names) -> transformers 5's module names.
+# Checkpoint names (what transformers 5 saves) -> transformers 5's module names.
 MODULE_NAMES = [("language_model.model.", "model.language_model."), ("language_model.lm_head.", "lm_head."),
                 ("vision_tower.", "model.vision_tower."), ("multi_modal_projector.", "model.multi_modal_projector.")]
 
@@ -135,7 +135,7 @@ def ours(model_dir, tmp_path, ids, mask, types, pixels, labels=None, kernels="fu
     if labels is None:
         return r.outputs[0], None, None
     names = json.loads(names_out.read_text())
-    return r.outputs[0], float(r.outputs[1]), dict(zip(map(module_name, names), r.outputs[2:]))
+    return r.outputs[0], float(r.outputs[1]), dict(zip(names, r.outputs[2:]))
 
 
 def masked(x, mask):
@@ -205,6 +205,20 @@ def test_image_tokens_attend_both_ways_only_with_token_type_ids(vlm_dir, tmp_pat
         assert rel_err(masked(logits, mask), masked(ref, mask)) <= LOGITS_F32, name
         results[name] = logits
     assert not np.allclose(results["blocks"], results["causal"])
+
+
+def test_image_token_outside_the_text_vocabulary_matches_transformers(tmp_path):
+    """An image token id >= vocab_size embeds as token 0 before the features replace it, as in transformers."""
+    d = build(tmp_path / "model", image_token=VOCAB)
+    ids, mask, types, labels, pixels = batch(image_token=VOCAB)
+    model = load_reference(d)
+    out = model(input_ids=ids, attention_mask=mask, token_type_ids=types, pixel_values=pixels, labels=labels)
+    out.loss.backward()
+    logits, loss, grads = ours(d, tmp_path, ids, mask, types, pixels, labels)
+    assert rel_err(masked(logits, mask), masked(out.logits.detach(), mask)) <= LOGITS_F32
+    assert abs(loss - out.loss.item()) <= LOSS_F32 * abs(out.loss.item())
+    embed = "model.language_model.embed_tokens.weight"
+    assert rel_err(grads[embed], model.get_parameter(embed).grad) <= GRAD_F32
 
 
 def test_checkpointed_layers_give_the_same_gradients(vlm_dir, tmp_path):

@@ -28,7 +28,7 @@ std::unique_ptr<models::VisionLanguageModel> load_vlm(const OpCall& c, bool trai
 // (kernel_params.h). Inputs: input_ids [B, T] i64, optional pixel_values [N, C, H, W] f32, optional
 // token_type_ids [B, T] i64, optional attention_mask [B, T] i64, optional labels [B, T] i64. Returns [logits as
 // f32]; with labels also the loss (causal_lm_loss) and every parameter's gradient (f32) in named_parameters()
-// order under their Hugging Face names (written to params["names_out"]).
+// order, under transformers' module names (VisionLanguageModel::module_name, written to params["names_out"]).
 ORACLE_OP("vlm", [](const OpCall& c) -> std::vector<Tensor> {
   Tensor labels = c.maybe("labels");
   auto model = load_vlm(c, labels.defined());
@@ -46,11 +46,10 @@ ORACLE_OP("vlm", [](const OpCall& c) -> std::vector<Tensor> {
   autograd::backward(loss);
   out.push_back(ops::to_dtype(loss, DType::f32));
   nlohmann::json names = nlohmann::json::array();
-  const models::StateDictAdapter& adapter = model->state_dict_adapter();
   for (const auto& [name, p] : model->named_parameters()) {
     AM_CHECK(p.grad().defined(), "vlm: parameter '", name, "' got no gradient");
     out.push_back(ops::to_dtype(p.grad(), DType::f32));
-    names.push_back(adapter.hf_layout(name, p.shape()).at(0).name);
+    names.push_back(model->module_name(name));
   }
   std::ofstream(c.params.at("names_out").get<std::string>()) << names.dump();
   return out;
