@@ -2,6 +2,7 @@
 
 #include <cmath>
 
+#include "core/allocator.h"
 #include "core/error.h"
 #include "models/config.h"
 #include "nn/eager.h"
@@ -24,6 +25,32 @@ int64_t positive(const nlohmann::json& j, const std::string& key, int64_t fallba
   const int64_t v = json_get<int64_t>(j, key, fallback, source);
   if (v <= 0) config_error(source, prefix + "." + key, "must be a positive integer, got " + std::to_string(v));
   return v;
+}
+
+// An Error naming the key whose size makes the tower's parameters overflow 64 bits or exceed the machine's memory
+// (in bf16, the least a model loads in).
+void check_size(const SiglipVisionConfig& c, const std::string& prefix, const std::string& source) {
+  uint64_t total = 0;
+  bool wraps = false;
+  auto add_product = [&](std::initializer_list<int64_t> factors) {
+    uint64_t p = 1;
+    for (int64_t f : factors) wraps = wraps || __builtin_mul_overflow(p, uint64_t(f), &p);
+    wraps = wraps || __builtin_add_overflow(total, p, &total);
+  };
+  const int64_t side = c.image_size / c.patch_size;
+  add_product({side, side, c.hidden_size});                                       // position embeddings
+  add_product({c.hidden_size, c.num_channels, c.patch_size, c.patch_size});       // patch embedding
+  add_product({c.num_hidden_layers, 4, c.hidden_size, c.hidden_size + 1});        // attention
+  add_product({c.num_hidden_layers, 2, c.hidden_size, c.intermediate_size + 1});  // MLP
+  uint64_t bytes = 0;
+  wraps = wraps || __builtin_mul_overflow(total, uint64_t(2), &bytes);
+  if (!wraps && bytes <= physical_memory_bytes()) return;
+  config_error(source, prefix,
+               "describes a vision tower whose parameters need " +
+                   (wraps ? std::string("more than 2^64 bytes") : byte_count(bytes)) +
+                   " in bfloat16, more than this machine's physical memory (" + byte_count(physical_memory_bytes()) +
+                   ")",
+               "check image_size / patch_size, hidden_size, intermediate_size and num_hidden_layers");
 }
 
 }  // namespace
@@ -60,6 +87,7 @@ SiglipVisionConfig SiglipVisionConfig::from_json(const nlohmann::json& j, const 
     config_error(source, key + ".hidden_act", "'" + act + "' is not supported for SigLIP",
                  "supported: gelu_pytorch_tanh, gelu");
   c.gelu_tanh = act == "gelu_pytorch_tanh";
+  check_size(c, key, source);
   return c;
 }
 

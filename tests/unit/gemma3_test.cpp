@@ -138,6 +138,13 @@ TEST(Gemma3Vision, ConfigChecksNameTheKey) {
   j["vision_config"]["patch_size"] = 64;
   EXPECT_TRUE(has(vlm_error(j), "vision_config.patch_size"));
   j = gemma3_vlm();
+  j["vision_config"]["image_size"] = int64_t(1) << 40;
+  j["vision_config"]["patch_size"] = 1;
+  EXPECT_TRUE(has(vlm_error(j), "more than this machine's physical memory")) << vlm_error(j);
+  j["vision_config"]["image_size"] = 64;
+  j["vision_config"]["hidden_size"] = int64_t(1) << 40;
+  EXPECT_TRUE(has(vlm_error(j), "more than 2^64 bytes")) << vlm_error(j);
+  j = gemma3_vlm();
   j["text_config"] = "gemma";
   EXPECT_TRUE(has(vlm_error(j), "text_config"));
   j = gemma3_vlm();
