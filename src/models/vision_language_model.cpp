@@ -1,6 +1,7 @@
 #include "models/vision_language_model.h"
 
 #include <algorithm>
+#include <cmath>
 #include <filesystem>
 #include <optional>
 
@@ -11,6 +12,7 @@
 #include "models/gemma3_vision.h"
 #include "nn/init.h"
 #include "ops/cast.h"
+#include "ops/softmax.h"
 #include "ops/view.h"
 
 namespace automodel::models {
@@ -172,6 +174,46 @@ void save_pretrained(const VisionLanguageModel& model, const std::string& dir, c
   io::write_sharded(dir, hf_state_dict(model), uint64_t(options.max_shard_bytes));
 }
 
+namespace {
+
+// One row of token ids with its images, each image's tokens attending to each other (the processor's
+// token_type_ids).
+VisionLanguageInput prompt_input(const VisionLanguageModel& model, const std::vector<int64_t>& tokens,
+                                 const Tensor& pixel_values) {
+  const int64_t T = int64_t(tokens.size());
+  VisionLanguageInput input;
+  input.input_ids = Tensor::from_vector(tokens, {1, T});
+  input.pixel_values = pixel_values;
+  std::vector<int64_t> types(tokens.size());
+  for (size_t i = 0; i < tokens.size(); ++i) types[i] = tokens[i] == model.config().image_token_id;
+  input.token_type_ids = Tensor::from_vector(types, {1, T});
+  return input;
+}
+
+}  // namespace
+
+std::vector<double> sequence_logprobs(const VisionLanguageModel& model, const std::vector<int64_t>& tokens,
+                                      const Tensor& pixel_values) {
+  if (tokens.size() < 2)
+    throw Error("logprobs: need at least 2 tokens, got " + std::to_string(tokens.size()), "logprobs",
+                "pass the whole sequence: the first token is the context of the second");
+  NoGradGuard no_grad;
+  const int64_t n = int64_t(tokens.size());
+  const Tensor logits = model.forward(prompt_input(model, tokens, pixel_values));  // [1, n, V]
+  Tensor lp = ops::log_softmax(ops::to_dtype(ops::slice(logits, 1, 0, n - 1), DType::f64), -1);
+  lp = ops::contiguous(lp);
+  const int64_t V = lp.size(-1);
+  const double* p = lp.data<double>();
+  std::vector<double> out(size_t(n - 1));
+  for (int64_t i = 0; i + 1 < n; ++i) {
+    out[size_t(i)] = p[i * V + tokens[size_t(i + 1)]];
+    if (!std::isfinite(out[size_t(i)]))
+      throw Error("the model produced a non-finite log-probability at position " + std::to_string(i + 1), "logprobs",
+                  "activations overflow: run in float32, or check the model's weights");
+  }
+  return out;
+}
+
 std::vector<int64_t> generate(const VisionLanguageModel& model, const std::vector<int64_t>& prompt,
                               const Tensor& pixel_values, const GenerationConfig& config) {
   if (prompt.empty())
@@ -185,13 +227,7 @@ std::vector<int64_t> generate(const VisionLanguageModel& model, const std::vecto
   KVCache cache = model.make_cache(1, T + config.max_new_tokens);
   ForwardOptions options;
   options.cache = &cache;
-  // Prefill with the images, their tokens attending to each other (the processor's token_type_ids).
-  VisionLanguageInput input;
-  input.input_ids = Tensor::from_vector(prompt, {1, T});
-  input.pixel_values = pixel_values;
-  std::vector<int64_t> types(prompt.size());
-  for (size_t i = 0; i < prompt.size(); ++i) types[i] = prompt[i] == model.config().image_token_id;
-  input.token_type_ids = Tensor::from_vector(types, {1, T});
+  const VisionLanguageInput input = prompt_input(model, prompt, pixel_values);
   auto last_logits = [&](const Tensor& hidden) {
     const int64_t n = hidden.size(1);
     std::vector<float> logits = model.logits(ops::slice(hidden, 1, n - 1, n)).to_floats();

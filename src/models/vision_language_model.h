@@ -93,4 +93,9 @@ void save_pretrained(const VisionLanguageModel& model, const std::string& dir, c
 std::vector<int64_t> generate(const VisionLanguageModel& model, const std::vector<int64_t>& prompt,
                               const Tensor& pixel_values, const GenerationConfig& config);
 
+// log p(token[i] | tokens[< i], images) for i = 1 .. n-1 from one forward pass (token_type_ids derived from the
+// image tokens), in f64 from the logits, as models::sequence_logprobs.
+std::vector<double> sequence_logprobs(const VisionLanguageModel& model, const std::vector<int64_t>& tokens,
+                                      const Tensor& pixel_values);
+
 }  // namespace automodel::models

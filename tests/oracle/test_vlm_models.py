@@ -247,6 +247,19 @@ def test_greedy_generation_with_images_is_token_identical(vlm_dir, images):
     assert r.outputs[0].tolist() == ref
 
 
+def test_sequence_logprobs_match_transformers(vlm_dir):
+    tokens = [BOS, 17, 923] + image_span() + [310, 7] + image_span() + [88, 501, 12]
+    ids = torch.tensor([tokens])
+    pixels = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        logits = load_reference(vlm_dir)(input_ids=ids, token_type_ids=(ids == IMAGE).long(),
+                                         pixel_values=pixels).logits[0].double()
+    ref = torch.log_softmax(logits[:-1], -1).gather(1, ids[0, 1:, None])[:, 0]
+    r = run_op("vlm_logprobs", {"tokens": ids[0].numpy(), "pixel_values": pixels.numpy()},
+               {"model_dir": str(vlm_dir)})
+    assert rel_err(r.outputs[0], ref) <= LOGITS_F32
+
+
 def test_saved_directory_loads_in_transformers_with_identical_logits(vlm_dir, tmp_path):
     out = tmp_path / "saved"
     run_op("vlm_save", {}, {"model_dir": str(vlm_dir), "out_dir": str(out)})

@@ -80,4 +80,15 @@ ORACLE_OP("vlm_generate", [](const OpCall& c) -> std::vector<Tensor> {
   return {Tensor::from_vector(tokens, {static_cast<int64_t>(tokens.size())})};
 });
 
+// log p(tokens[i] | tokens[< i], images) of input tokens [T] i64 with input pixel_values: params model_dir.
+// Returns [T - 1] f64.
+ORACLE_OP("vlm_logprobs", [](const OpCall& c) -> std::vector<Tensor> {
+  auto model = load_vlm(c, false);
+  const Tensor& tokens = c.in("tokens");
+  const int64_t* p = tokens.data<int64_t>();
+  std::vector<double> lp =
+      models::sequence_logprobs(*model, std::vector<int64_t>(p, p + tokens.numel()), c.maybe("pixel_values"));
+  return {Tensor::from_vector(lp, {static_cast<int64_t>(lp.size())})};
+});
+
 }  // namespace automodel::oracle
