@@ -25,7 +25,7 @@ TOKENS_PER_IMAGE = 4
 KERNELS = {"fused": {}, "eager": {"fused": False, "flash_attention": False}}
 
 
-def make_config(image_token=IMAGE, **text_overrides):
+def make_config(image_token=IMAGE, vision_overrides=None, **text_overrides):
     text = dict(
         vocab_size=VOCAB, hidden_size=64, intermediate_size=128, num_hidden_layers=3, num_attention_heads=4,
         num_key_value_heads=2, head_dim=16, query_pre_attn_scalar=20, sliding_window=3, max_position_embeddings=256,
@@ -41,17 +41,20 @@ def make_config(image_token=IMAGE, **text_overrides):
         image_size=32, patch_size=8, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
         layer_norm_eps=1e-5, vision_use_head=False,
     )
+    vision.update(vision_overrides or {})
     return transformers.Gemma3Config(
         text_config=text, vision_config=vision, mm_tokens_per_image=TOKENS_PER_IMAGE, image_token_index=image_token,
         boi_token_index=BOI, eoi_token_index=EOI, initializer_range=0.1,
     )
 
 
-def build(out_dir, seed=0, image_token=IMAGE, **text_overrides):
+def build(out_dir, seed=0, image_token=IMAGE, vision_overrides=None, **text_overrides):
     """A random Gemma 3 VLM saved by transformers: norm weights, biases and the projection randomized too, so
     that one dropped or misapplied shows."""
     torch.manual_seed(seed)
-    model = transformers.Gemma3ForConditionalGeneration(make_config(image_token, **text_overrides)).eval()
+    model = transformers.Gemma3ForConditionalGeneration(
+        make_config(image_token, vision_overrides, **text_overrides)
+    ).eval()
     g = torch.Generator().manual_seed(seed + 1)
     with torch.no_grad():
         for name, p in model.named_parameters():
@@ -219,6 +222,17 @@ def test_image_token_outside_the_text_vocabulary_matches_transformers(tmp_path):
     assert abs(loss - out.loss.item()) <= LOSS_F32 * abs(out.loss.item())
     embed = "model.language_model.embed_tokens.weight"
     assert rel_err(grads[embed], model.get_parameter(embed).grad) <= GRAD_F32
+
+
+def test_image_size_not_a_multiple_of_the_patch_drops_the_remainder(tmp_path):
+    """A 36-pixel image in 8-pixel patches: the convolution's "valid" padding drops the last 4 rows and columns."""
+    d = build(tmp_path / "model", vision_overrides={"image_size": 36})
+    ids, mask, types, _, _ = batch()
+    pixels = torch.randn(4, 3, 36, 36, generator=torch.Generator().manual_seed(9))
+    with torch.no_grad():
+        ref = load_reference(d)(input_ids=ids, attention_mask=mask, token_type_ids=types, pixel_values=pixels).logits
+    logits, _, _ = ours(d, tmp_path, ids, mask, types, pixels)
+    assert rel_err(masked(logits, mask), masked(ref, mask)) <= LOGITS_F32
 
 
 def test_checkpointed_layers_give_the_same_gradients(vlm_dir, tmp_path):
