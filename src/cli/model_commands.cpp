@@ -15,6 +15,7 @@
 #include "io/hf_dir.h"
 #include "models/auto_model.h"
 #include "models/generate.h"
+#include "models/vision_language_model.h"
 
 namespace automodel::cli {
 
@@ -126,8 +127,7 @@ std::unique_ptr<models::LanguageModel> load_for_inference(const std::string& dir
 
 // Parameters one token uses: all but the experts it is not routed to (grouped expert tensors [E, ...] named
 // *.experts.*, of which num_experts_per_tok of num_experts run).
-int64_t active_parameters(const models::LanguageModel& model) {
-  const models::ModelConfig& c = model.config();
+int64_t active_parameters(const nn::Module& model, const models::ModelConfig& c) {
   int64_t active = 0;
   for (const auto& [name, p] : model.named_parameters()) {
     const bool experts =
@@ -156,18 +156,29 @@ int run_inspect(const Args& args) {
   const std::string dir = model_dir_of(model_arg, "inspect");
   models::LoadOptions options;
   options.dtype = dtype;
-  std::unique_ptr<models::LanguageModel> model = models::AutoModelForCausalLM::from_pretrained(dir, options);
-  const models::ModelConfig& c = model->config();
+  // An image-text-to-text model is described by its text decoder's config plus its vision tower.
+  std::unique_ptr<models::VisionLanguageModel> vlm;
+  std::unique_ptr<models::LanguageModel> lm;
+  if (models::is_vision_language_model_dir(dir))
+    vlm = models::load_vision_language_model(dir, options);
+  else
+    lm = models::AutoModelForCausalLM::from_pretrained(dir, options);
+  const nn::Module& model = vlm ? static_cast<const nn::Module&>(*vlm) : *lm;
+  const models::ModelConfig& c = vlm ? vlm->config().text : lm->config();
+  const json& raw = vlm ? vlm->config().raw : c.raw;
   std::string arch;
-  if (c.raw.contains("architectures") && c.raw["architectures"].is_array() && !c.raw["architectures"].empty() &&
-      c.raw["architectures"][0].is_string())
-    arch = c.raw["architectures"][0].get<std::string>();
-  const int64_t params = model->num_parameters(), trainable = model->num_parameters(true);
-  const int64_t active = active_parameters(*model);
+  if (raw.contains("architectures") && raw["architectures"].is_array() && !raw["architectures"].empty() &&
+      raw["architectures"][0].is_string())
+    arch = raw["architectures"][0].get<std::string>();
+  const int64_t params = model.num_parameters(), trainable = model.num_parameters(true);
+  const int64_t active = active_parameters(model, c);
+  const std::string model_type = vlm ? vlm->config().model_type : c.model_type;
+  const std::string dtype_saved = vlm ? vlm->config().dtype : c.dtype;
+  const DType dtype_loaded = vlm ? vlm->dtype() : lm->dtype();
 
   json j;
   j["model_dir"] = dir;
-  j["model_type"] = c.model_type;
+  j["model_type"] = model_type;
   j["architecture"] = arch;
   j["num_parameters"] = params;
   j["num_trainable_parameters"] = trainable;
@@ -177,8 +188,19 @@ int run_inspect(const Args& args) {
     j["num_experts_per_tok"] = c.num_experts_per_tok;
     j["moe_intermediate_size"] = c.moe_intermediate_size;
   }
-  j["dtype_saved"] = c.dtype;
-  j["dtype_loaded"] = dtype_name(model->dtype());
+  j["dtype_saved"] = dtype_saved;
+  j["dtype_loaded"] = dtype_name(dtype_loaded);
+  if (vlm) {
+    const models::SiglipVisionConfig& v = vlm->config().vision;
+    j["text_model_type"] = c.model_type;
+    j["vision"] = {{"num_hidden_layers", v.num_hidden_layers},
+                   {"hidden_size", v.hidden_size},
+                   {"num_attention_heads", v.num_attention_heads},
+                   {"image_size", v.image_size},
+                   {"patch_size", v.patch_size},
+                   {"mm_tokens_per_image", vlm->config().mm_tokens_per_image},
+                   {"image_token_id", vlm->config().image_token_id}};
+  }
   j["num_hidden_layers"] = c.num_hidden_layers;
   j["hidden_size"] = c.hidden_size;
   j["num_attention_heads"] = c.num_attention_heads;
@@ -207,11 +229,18 @@ int run_inspect(const Args& args) {
     return os.str();
   };
   line("model", dir);
-  line("model_type", c.model_type);
+  line("model_type", vlm ? model_type + " (text: " + c.model_type + ")" : model_type);
   line("architecture", arch.empty() ? "(not given)" : arch);
   line("parameters", std::to_string(params) + " (trainable " + std::to_string(trainable) +
                          (active != params ? ", active per token " + std::to_string(active) : std::string()) + ")");
-  line("dtype", c.dtype + " as saved, " + dtype_name(model->dtype()) + " as loaded");
+  line("dtype", dtype_saved + " as saved, " + dtype_name(dtype_loaded) + " as loaded");
+  if (vlm) {
+    const models::SiglipVisionConfig& v = vlm->config().vision;
+    line("vision tower", "siglip, " + std::to_string(v.num_hidden_layers) + " layers, hidden " +
+                             std::to_string(v.hidden_size) + ", " + std::to_string(v.image_size) + "px images in " +
+                             std::to_string(v.patch_size) + "px patches, " +
+                             std::to_string(vlm->config().mm_tokens_per_image) + " tokens per image");
+  }
   line("layers", std::to_string(c.num_hidden_layers));
   line("hidden_size", std::to_string(c.hidden_size));
   line("attention heads", std::to_string(c.num_attention_heads) + " (kv heads " +

@@ -18,6 +18,9 @@ struct AttentionShape {
   int64_t window = 0;
   double softcap = 0;
   const int64_t* seq_ids = nullptr;  // [batch, kv_len] or null
+  // [batch, kv_len] or null: under causality the query at position p sees keys up to horizons[p] (>= p; beyond p
+  // inside a bidirectional block, e.g. one image's tokens). Non-decreasing along each row.
+  const int64_t* horizons = nullptr;
 };
 
 // Rotary position embeddings on a contiguous [batch, seq, heads, head_dim] buffer (kernels/cpu/rope.h).

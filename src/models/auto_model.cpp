@@ -14,6 +14,7 @@
 #include "io/hf_dir.h"
 #include "io/safetensors.h"
 #include "models/families.h"
+#include "models/vision_language_model.h"
 #include "nn/init.h"
 #include "ops/binary.h"
 #include "ops/cast.h"
@@ -41,6 +42,7 @@ std::map<std::string, FamilyFactory>& registry() {
     register_qwen3_family();
     register_gemma_family();
     register_gemma2_family();
+    register_gemma3_text_family();
     register_phi3_family();
     register_qwen3_moe_family();
     register_mixtral_family();
@@ -54,6 +56,8 @@ std::string join(const std::vector<std::string>& v) {
   return s;
 }
 
+}  // namespace
+
 const char* hf_dtype_name(DType dt) {
   switch (dt) {
     case DType::bf16: return "bfloat16";
@@ -63,7 +67,6 @@ const char* hf_dtype_name(DType dt) {
   }
 }
 
-// io::read_json_file, with numbers JSON can write but no double holds (1e999) an Error naming the file too.
 json read_json(const std::string& path) {
   try {
     return io::read_json_file(path);
@@ -72,21 +75,23 @@ json read_json(const std::string& path) {
   }
 }
 
-std::unique_ptr<CausalLM> build(ModelConfig config, const LoadOptions& options) {
+std::unique_ptr<CausalLM> build_causal_lm(ModelConfig config, DType dtype) {
   auto& table = registry();
   auto it = table.find(config.model_type);
   if (it == table.end())
     throw Error("unsupported model_type '" + config.model_type + "'", config.source + ": model_type",
                 "supported model types: " + join(supported_model_types()));
-  AM_CHECK(options.dtype == DType::f32 || options.dtype == DType::bf16, "models load as f32 or bf16, not ",
-           dtype_name(options.dtype));
-  check_parameters_fit_in_memory(config, dtype_size(options.dtype), hf_dtype_name(options.dtype));
+  AM_CHECK(dtype == DType::f32 || dtype == DType::bf16, "models load as f32 or bf16, not ", dtype_name(dtype));
+  check_parameters_fit_in_memory(config, dtype_size(dtype), hf_dtype_name(dtype));
   Architecture architecture = it->second(config);
-  auto model = std::make_unique<CausalLM>(std::move(config), std::move(architecture), options.dtype);
-  model->set_requires_grad(options.trainable && options.trainable_patterns.empty());
+  return std::make_unique<CausalLM>(std::move(config), std::move(architecture), dtype);
+}
+
+void apply_trainable(nn::Module& model, const LoadOptions& options) {
+  model.set_requires_grad(options.trainable && options.trainable_patterns.empty());
   if (options.trainable && !options.trainable_patterns.empty()) {
     size_t matched = 0;
-    for (auto& [name, param] : model->named_parameters()) {
+    for (auto& [name, param] : model.named_parameters()) {
       bool on = std::any_of(
           options.trainable_patterns.begin(), options.trainable_patterns.end(),
           [&, &param_name = name](const std::string& p) { return fnmatch(p.c_str(), param_name.c_str(), 0) == 0; });
@@ -97,6 +102,13 @@ std::unique_ptr<CausalLM> build(ModelConfig config, const LoadOptions& options) 
       throw Error("no parameter matches the trainable patterns " + join(options.trainable_patterns), "LoadOptions",
                   "patterns are globs over names like model.layers.0.self_attn.q_proj.weight");
   }
+}
+
+namespace {
+
+std::unique_ptr<CausalLM> build(ModelConfig config, const LoadOptions& options) {
+  auto model = build_causal_lm(std::move(config), options.dtype);
+  apply_trainable(*model, options);
   return model;
 }
 
@@ -115,7 +127,16 @@ ModelConfig load_config(const std::string& model_dir) {
   if (!fs::exists(path))
     throw Error("no config.json in " + model_dir, model_dir,
                 "point at a directory written by transformers' save_pretrained");
-  ModelConfig config = ModelConfig::from_json(read_json(path), path);
+  const json j = read_json(path);
+  if (j.is_object() && j.contains("model_type") && j["model_type"].is_string()) {
+    const std::vector<std::string> vlm_types = supported_vision_language_model_types();
+    const std::string type = j["model_type"].get<std::string>();
+    if (std::find(vlm_types.begin(), vlm_types.end(), type) != vlm_types.end())
+      throw Error(
+          "model_type '" + type + "' is an image-text-to-text model, not a causal LM", path + ": model_type",
+          "this takes causal LMs only; image-text-to-text models load as such (`automodel inspect` describes them)");
+  }
+  ModelConfig config = ModelConfig::from_json(j, path);
   const std::string gen = (fs::path(model_dir) / "generation_config.json").string();
   if (fs::exists(gen)) config.generation_config = read_json(gen);
   return config;
@@ -137,43 +158,57 @@ std::unique_ptr<LanguageModel> AutoModelForCausalLM::from_pretrained(const std::
     nn::SkipInitGuard skip;  // every parameter is overwritten below
     model = build(std::move(config), options);
   }
+  load_weights(*model, model->state_dict_adapter(), dir, model->config().model_type);
+  return model;
+}
+
+void load_weights(nn::Module& model, const StateDictAdapter& adapter, const std::string& dir,
+                  const std::string& model_type,
+                  const std::function<std::vector<std::string>(const std::string&)>& other_names) {
   io::ShardedReader reader(dir);
-  const StateDictAdapter& adapter = model->state_dict_adapter();
   std::vector<std::string> missing;
-  for (auto& [name, param] : model->named_parameters()) {
+  for (auto& [name, param] : model.named_parameters()) {
+    // The name a tensor has in this checkpoint: its own, else the first of other_names it holds; "" when absent.
+    auto stored_name = [&](const std::string& hf_name) -> std::string {
+      if (reader.contains(hf_name)) return hf_name;
+      if (other_names)
+        for (const std::string& other : other_names(hf_name))
+          if (reader.contains(other)) return other;
+      return "";
+    };
     // The layout the checkpoint holds: the first complete one, else (to name what is missing) the most complete.
     const std::vector<std::vector<HfTensorSpec>> layouts = adapter.hf_read_layouts(name, param.shape());
     auto missing_of = [&](const std::vector<HfTensorSpec>& l) {
-      return std::count_if(l.begin(), l.end(), [&](const HfTensorSpec& hf) { return !reader.contains(hf.name); });
+      return std::count_if(l.begin(), l.end(), [&](const HfTensorSpec& hf) { return stored_name(hf.name).empty(); });
     };
     const std::vector<HfTensorSpec>& layout =
-        *std::min_element(layouts.begin(), layouts.end(), [&](const auto& a, const auto& b) {
-          return missing_of(a) * int64_t(b.size()) < missing_of(b) * int64_t(a.size());
+        *std::min_element(layouts.begin(), layouts.end(), [&](const auto& x, const auto& y) {
+          return missing_of(x) * int64_t(y.size()) < missing_of(y) * int64_t(x.size());
         });
-    bool complete = true;
+    std::vector<std::string> stored;  // the name each tensor has in this checkpoint
     for (const HfTensorSpec& hf : layout) {
-      if (!reader.contains(hf.name)) {
+      const std::string file_name = stored_name(hf.name);
+      if (file_name.empty()) {
         missing.push_back(hf.name);
-        complete = false;
         continue;
       }
-      const io::TensorInfo& info = reader.info(hf.name);
+      const io::TensorInfo& info = reader.info(file_name);
       if (info.shape != hf.shape)
-        throw Error("tensor '" + hf.name + "' has shape " + shape_str(info.shape) +
+        throw Error("tensor '" + file_name + "' has shape " + shape_str(info.shape) +
                         " in the checkpoint but the config implies " + shape_str(hf.shape),
-                    reader.file_of(hf.name), "the weights and config.json disagree; re-export the model");
+                    reader.file_of(file_name), "the weights and config.json disagree; re-export the model");
+      stored.push_back(file_name);
     }
-    if (!complete) continue;
+    if (stored.size() != layout.size()) continue;
     std::vector<Tensor> parts;
-    for (const HfTensorSpec& hf : layout) parts.push_back(reader.get_weight(hf.name, param.dtype()));
+    for (const std::string& file_name : stored) parts.push_back(reader.get_weight(file_name, param.dtype()));
     ops::copy_into(param, adapter.from_hf(name, std::move(parts)));
   }
   if (!missing.empty())
     throw Error(
         "checkpoint is missing " + std::to_string(missing.size()) + " tensor(s): " +
             join(std::vector<std::string>(missing.begin(), missing.begin() + std::min<size_t>(missing.size(), 8))),
-        dir, "the checkpoint does not match config.json (model_type " + model->config().model_type + ")");
-  return model;
+        dir, "the checkpoint does not match config.json (model_type " + model_type + ")");
 }
 
 std::unique_ptr<LanguageModel> AutoModelForCausalLM::from_config(const ModelConfig& config, const LoadOptions& options,

@@ -45,6 +45,23 @@ class AutoModelForCausalLM {
 
 ModelConfig load_config(const std::string& model_dir);
 
+// The family's model for a parsed config (an Error naming model_type when no family has it), with the modules'
+// own initial values; from_pretrained and from_config fill the parameters.
+std::unique_ptr<CausalLM> build_causal_lm(ModelConfig config, DType dtype);
+// Sets requires_grad on every parameter of `model` as options.trainable / trainable_patterns say (an Error when no
+// name matches the patterns).
+void apply_trainable(nn::Module& model, const LoadOptions& options);
+// Copies every parameter of `model` from the checkpoint in dir through `adapter`; a tensor absent under its name
+// is looked up under other_names(name) in order, when given (other writers' names). Missing tensors and wrong
+// shapes are Errors naming them (and model_type).
+void load_weights(nn::Module& model, const StateDictAdapter& adapter, const std::string& dir,
+                  const std::string& model_type,
+                  const std::function<std::vector<std::string>(const std::string&)>& other_names = nullptr);
+// transformers' name of a dtype in config.json ("bfloat16", "float32", ...).
+const char* hf_dtype_name(DType dtype);
+// A JSON file (io::read_json_file), with numbers no double holds an Error naming the file.
+nlohmann::json read_json(const std::string& path);
+
 // The model's parameters under their Hugging Face names and layout (through its StateDictAdapter), as
 // save_pretrained writes them.
 io::NamedTensors hf_state_dict(const LanguageModel& model);

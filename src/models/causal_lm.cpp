@@ -148,12 +148,15 @@ DecoderOutput CausalLM::forward_hidden(const DecoderInput& input, const ForwardO
              "], got ", options.attention_mask.describe());
     seq_ids = seq_ids_from_mask(options.attention_mask);
   }
+  if (options.bidirectional_blocks.defined())
+    AM_CHECK(options.bidirectional_blocks.shape() == Shape({B, past + T}), "bidirectional_blocks must be [", B, ", ",
+             past + T, "], got ", options.bidirectional_blocks.describe());
 
   Tensor x = embeds.defined() ? embeds : embed(input.input_ids);
   DecoderOutput out;
   const auto& layers = *impl_->model->layers;
   for (size_t l = 0; l < layers.size(); ++l) {
-    LayerContext ctx{positions, rope, seq_ids, options.cache, int64_t(l), kernels_};
+    LayerContext ctx{positions, rope, seq_ids, options.cache, int64_t(l), kernels_, options.bidirectional_blocks};
     const DecoderLayer& layer = layers[l];
     x = autograd::run_layer(
         options.layer_hooks, int64_t(l), x,

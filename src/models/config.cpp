@@ -138,16 +138,9 @@ void require_positive(double v, bool allow_zero, const std::string& source, cons
 
 const char* const kRopeTypes[] = {"default", "linear", "dynamic", "llama3", "longrope"};
 
-RopeConfig parse_rope(const json& j, const ModelConfig& c, const std::string& source) {
-  // transformers 5 writes `rope_parameters`; older files have `rope_theta` and `rope_scaling`.
-  json params = json::object();
-  std::string group = "rope_parameters";
-  if (j.contains("rope_parameters") && j["rope_parameters"].is_object()) {
-    params = j["rope_parameters"];
-  } else if (j.contains("rope_scaling") && j["rope_scaling"].is_object()) {
-    params = j["rope_scaling"];
-    group = "rope_scaling";
-  }
+// One RoPE parameter group `params` (named `group` in errors); keys it lacks come from the top level of j.
+RopeConfig parse_rope_group(const json& j, const json& params, const std::string& group, const ModelConfig& c,
+                            const std::string& source) {
   auto key = [&](const std::string& k) { return group + "." + k; };
   auto get_d = [&](const std::string& k, double fallback) { return read<double>(params, k, key(k), fallback, source); };
   RopeConfig r;
@@ -217,6 +210,41 @@ RopeConfig parse_rope(const json& j, const ModelConfig& c, const std::string& so
   }
   if (r.attention_factor) require_positive(*r.attention_factor, false, source, key("attention_factor"));
   return r;
+}
+
+// Whether `rope_parameters` holds one group per layer type (transformers 5's Gemma 3: "full_attention" and
+// "sliding_attention").
+bool rope_per_layer_type(const json& j) {
+  auto it = j.find("rope_parameters");
+  if (it == j.end() || !it->is_object()) return false;
+  return it->contains("full_attention") || it->contains("sliding_attention");
+}
+
+// The layer-type group `type` of a per-layer-type `rope_parameters` (absent or null: all defaults).
+json rope_type_group(const json& j, const std::string& type, const std::string& source) {
+  const json& all = j["rope_parameters"];
+  auto it = all.find(type);
+  if (it == all.end() || it->is_null()) return json::object();
+  if (!it->is_object()) config_error(source, "rope_parameters." + type, "must be an object, got " + it->dump());
+  return *it;
+}
+
+void parse_rope(const json& j, ModelConfig& c, const std::string& source) {
+  if (rope_per_layer_type(j)) {
+    c.rope =
+        parse_rope_group(j, rope_type_group(j, "full_attention", source), "rope_parameters.full_attention", c, source);
+    if (j["rope_parameters"].contains("sliding_attention"))
+      c.sliding_rope = parse_rope_group(j, rope_type_group(j, "sliding_attention", source),
+                                        "rope_parameters.sliding_attention", c, source);
+    return;
+  }
+  // transformers 5 writes `rope_parameters`; older files have `rope_theta` and `rope_scaling`.
+  if (j.contains("rope_parameters") && j["rope_parameters"].is_object())
+    c.rope = parse_rope_group(j, j["rope_parameters"], "rope_parameters", c, source);
+  else if (j.contains("rope_scaling") && j["rope_scaling"].is_object())
+    c.rope = parse_rope_group(j, j["rope_scaling"], "rope_scaling", c, source);
+  else
+    c.rope = parse_rope_group(j, json::object(), "rope_parameters", c, source);
 }
 
 // Token ids outside the vocabulary: transformers warns (validate_token_ids: "several configs on the Hub store
@@ -409,7 +437,7 @@ ModelConfig ModelConfig::from_json(const json& j, const std::string& source) {
     require_positive(v, true, source, key);
   read_experts(j, c, source);
   c.dtype = json_get<std::string>(j, "dtype", json_get<std::string>(j, "torch_dtype", "float32", source), source);
-  c.rope = parse_rope(j, c, source);
+  parse_rope(j, c, source);
   check_token_ids(c, source);
   // Before anything is sized from these numbers: bf16 (2 bytes) is the least a model loads in.
   check_parameters_fit_in_memory(c, 2, "bfloat16 (the least any load needs)");

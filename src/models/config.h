@@ -43,6 +43,9 @@ struct ModelConfig {
   std::optional<int64_t> pad_token_id, bos_token_id;
   std::vector<int64_t> eos_token_ids;
   RopeConfig rope;
+  // transformers 5's per-layer-type `rope_parameters` (Gemma 3): `rope` is its "full_attention" group and this
+  // its "sliding_attention" group, used by the sliding-window layers.
+  std::optional<RopeConfig> sliding_rope;
   // Attention variants.
   std::vector<int64_t> layer_windows;  // per layer: 0 = full attention, else the sliding window
   double attn_logit_softcapping = 0, final_logit_softcapping = 0;

@@ -27,8 +27,10 @@ Attention::Attention(const ModelConfig& c, const DecoderSpec& spec, int64_t wind
   }
   o_proj = register_module("o_proj", std::make_shared<Linear>(q_out, c.hidden_size, c.attention_bias, dtype));
   if (spec.qk_norm) {
-    q_norm = register_module("q_norm", std::make_shared<RMSNorm>(head_dim_, c.rms_norm_eps, false, dtype));
-    k_norm = register_module("k_norm", std::make_shared<RMSNorm>(head_dim_, c.rms_norm_eps, false, dtype));
+    q_norm =
+        register_module("q_norm", std::make_shared<RMSNorm>(head_dim_, c.rms_norm_eps, spec.norm_unit_offset, dtype));
+    k_norm =
+        register_module("k_norm", std::make_shared<RMSNorm>(head_dim_, c.rms_norm_eps, spec.norm_unit_offset, dtype));
   }
   options_.scale = spec.attention_scale > 0 ? spec.attention_scale : 1.0 / std::sqrt(double(head_dim_));
   options_.window = window;
@@ -69,6 +71,7 @@ Tensor Attention::forward(const Tensor& h, const LayerContext& ctx) const {
   }
   ops::AttentionOptions options = options_;
   options.seq_ids = ctx.seq_ids;
+  options.bidirectional_blocks = ctx.bidirectional_blocks;
   Tensor out = ctx.kernels.flash_attention ? ops::attention(q, k, v, options) : nn::attention_eager(q, k, v, options);
   return o_proj->forward(ops::reshape(out, {B, T, heads_ * head_dim_}));
 }

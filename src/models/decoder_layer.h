@@ -40,6 +40,7 @@ struct LayerContext {
   KVCache* cache;
   int64_t layer_index;
   KernelOptions kernels;
+  Tensor bidirectional_blocks;  // undefined: none (ForwardOptions::bidirectional_blocks)
 };
 
 // The block after attention, registered as the layer's `mlp`.

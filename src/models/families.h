@@ -9,6 +9,7 @@ void register_qwen2_family();
 void register_qwen3_family();
 void register_gemma_family();
 void register_gemma2_family();
+void register_gemma3_text_family();
 void register_phi3_family();
 void register_qwen3_moe_family();
 void register_mixtral_family();

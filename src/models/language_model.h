@@ -30,6 +30,9 @@ struct ForwardOptions {
   Tensor attention_mask;  // optional [B, T] (1 = token, 0 = padding); with a cache, [B, past + T]
   Tensor position_ids;    // optional [B, T] or [T]; default cache.length + arange(T)
   Tensor seq_ids;         // optional [B, T] packed-sequence ids (attention stays within an id)
+  // Optional [B, past + T] i64: runs of positions with the same id >= 0 (one image's tokens) attend to each
+  // other both ways on top of causality (transformers' Gemma 3 token_type_ids mask); -1 elsewhere.
+  Tensor bidirectional_blocks;
   KVCache* cache = nullptr;
   bool checkpoint_layers = false;  // activation checkpointing per decoder layer
   // Called around each decoder layer's forward and backward (e.g. to gather and reduce per-layer flat buffers).

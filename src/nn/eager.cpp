@@ -83,14 +83,25 @@ Tensor attention_eager(const Tensor& q, const Tensor& k, const Tensor& v, const 
     AM_CHECK(int64_t(ids.size()) == B * Tk, "attention_eager: seq_ids ", o.seq_ids.describe(), " for ", B, " x ", Tk,
              " keys");
   }
-  const int64_t mb = ids.empty() ? 1 : B;
+  std::vector<int64_t> blocks;
+  if (o.bidirectional_blocks.defined()) {
+    for (double d : o.bidirectional_blocks.to_doubles()) blocks.push_back(int64_t(d));
+    AM_CHECK(int64_t(blocks.size()) == B * Tk, "attention_eager: bidirectional_blocks ",
+             o.bidirectional_blocks.describe(), " for ", B, " x ", Tk, " keys");
+  }
+  // A query sees a later key of its own block (transformers' blockwise_overlay OR'ed with the causal mask).
+  auto same_block = [&](int64_t b, int64_t p, int64_t j) {
+    return !blocks.empty() && blocks[size_t(b * Tk + p)] >= 0 &&
+           blocks[size_t(b * Tk + p)] == blocks[size_t(b * Tk + j)];
+  };
+  const int64_t mb = ids.empty() && blocks.empty() ? 1 : B;
   std::vector<double> mask(size_t(mb * Tq * Tk), 0.0);
   const double masked = double(std::numeric_limits<float>::lowest());
   for (int64_t b = 0; b < mb; ++b)
     for (int64_t i = 0; i < Tq; ++i)
       for (int64_t j = 0; j < Tk; ++j) {
         const int64_t p = i + off;
-        const bool ok = (!o.causal || j <= p) && (o.window <= 0 || p - j < o.window) &&
+        const bool ok = (!o.causal || j <= p || same_block(b, p, j)) && (o.window <= 0 || p - j < o.window) &&
                         (ids.empty() || ids[size_t(b * Tk + j)] == ids[size_t(b * Tk + p)]);
         if (!ok) mask[size_t((b * Tq + i) * Tk + j)] = masked;
       }

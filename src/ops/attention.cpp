@@ -1,5 +1,6 @@
 #include "ops/attention.h"
 
+#include <algorithm>
 #include <cmath>
 
 #include "ops/backend.h"
@@ -19,6 +20,7 @@ DType lse_dtype(DType dt) { return dt == DType::f64 ? DType::f64 : DType::f32; }
 struct AttentionBackward : Node {
   Tensor q, k, v, out, lse;  // contiguous, detached
   Tensor seq_ids;            // [B, Tk] i64, contiguous; undefined without
+  Tensor horizons;           // [B, Tk] i64, contiguous; undefined without bidirectional blocks
   kernels::AttentionShape shape;
   std::string name() const override { return "AttentionBackward"; }
 
@@ -37,12 +39,13 @@ struct AttentionBackward : Node {
     Tensor dv = need_kv ? Tensor::empty(v.shape(), v.dtype(), v.device()) : Tensor();
     kernels::AttentionShape s = shape;
     s.seq_ids = seq_ids.defined() ? seq_ids.data<int64_t>() : nullptr;
+    s.horizons = horizons.defined() ? horizons.data<int64_t>() : nullptr;
     be.attention_backward(q.dtype(), s, q.raw_data(), k.raw_data(), v.raw_data(), out.raw_data(), gc.raw_data(),
                           lse.raw_data(), need_q ? dq.raw_data() : nullptr, need_kv ? dk.raw_data() : nullptr,
                           need_kv ? dv.raw_data() : nullptr);
     return {dq, dk, dv};
   }
-  void release_saved() override { q = k = v = out = lse = seq_ids = Tensor(); }
+  void release_saved() override { q = k = v = out = lse = seq_ids = horizons = Tensor(); }
 };
 
 // The sequence ids as a contiguous i64 tensor (what the kernels read).
@@ -58,6 +61,38 @@ Tensor seq_ids_i64(const Tensor& ids, int64_t batch, int64_t kv_len) {
   Tensor c = to_dtype(ids.detach(), DType::i64);
   // A copy of its own: the backward reads the ids again, after the caller may have reused its tensor.
   return c.storage() == ids.storage() ? clone(c) : c;
+}
+
+// The kernels' horizons from bidirectional block ids: the last position of a position's block (itself outside
+// any). Each block must be one run of positions, so that a query's visible keys stay a prefix of the row.
+Tensor horizons_of_blocks(const Tensor& blocks, int64_t batch, int64_t kv_len) {
+  if (blocks.dtype() != DType::i32 && blocks.dtype() != DType::i64)
+    throw Error(detail::str("attention: bidirectional_blocks must be i32 or i64, got ", blocks.describe()), kOp,
+                "pass integer block ids of shape [batch, kv_len] (-1 outside blocks)");
+  if (blocks.dim() != 2 || blocks.size(0) != batch || blocks.size(1) != kv_len)
+    throw Error(detail::str("attention: bidirectional_blocks has shape ", shape_str(blocks.shape()), ", expected [",
+                            batch, ", ", kv_len, "] ([batch, kv_len] of k)"),
+                kOp);
+  const std::vector<double> ids = blocks.to_doubles();
+  std::vector<int64_t> out(ids.size());
+  for (int64_t b = 0; b < batch; ++b) {
+    const double* row = ids.data() + b * kv_len;
+    std::vector<double> finished;  // blocks already closed in this row
+    for (int64_t p = 0; p < kv_len;) {
+      int64_t end = p + 1;
+      if (row[p] >= 0) {
+        if (std::find(finished.begin(), finished.end(), row[p]) != finished.end())
+          throw Error(detail::str("attention: bidirectional block ", row[p], " of batch row ", b,
+                                  " is not one contiguous run of positions (it resumes at position ", p, ")"),
+                      kOp, "give each block (one image's tokens) its own id");
+        while (end < kv_len && row[end] == row[p]) ++end;
+        finished.push_back(row[p]);
+      }
+      for (int64_t i = p; i < end; ++i) out[size_t(b * kv_len + i)] = row[p] >= 0 ? end - 1 : i;
+      p = end;
+    }
+  }
+  return Tensor::from_vector(out, {batch, kv_len});
 }
 
 }  // namespace
@@ -96,8 +131,10 @@ Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, const Attent
   if (!std::isfinite(options.scale))
     throw Error(detail::str("attention: scale must be finite, got ", options.scale), kOp);
 
-  Tensor ids;
+  Tensor ids, horizons;
   if (options.seq_ids.defined()) ids = seq_ids_i64(options.seq_ids, B, Tk);
+  if (options.bidirectional_blocks.defined() && options.causal)
+    horizons = horizons_of_blocks(options.bidirectional_blocks, B, Tk);
 
   kernels::AttentionShape s;
   s.batch = B;
@@ -112,6 +149,7 @@ Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, const Attent
   s.window = options.window;
   s.softcap = options.softcap;
   s.seq_ids = ids.defined() ? ids.data<int64_t>() : nullptr;
+  s.horizons = horizons.defined() ? horizons.data<int64_t>() : nullptr;
 
   dispatch_floating(q.dtype(), kOp, [](auto) {});
   Tensor qc = contiguous(q), kc = contiguous(k), vc = contiguous(v);
@@ -127,8 +165,10 @@ Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, const Attent
     node->out = out.detach();
     node->lse = lse;
     node->seq_ids = ids;
+    node->horizons = horizons;
     node->shape = s;
-    node->shape.seq_ids = nullptr;  // re-pointed at node->seq_ids in apply()
+    node->shape.seq_ids = nullptr;  // re-pointed at node->seq_ids / horizons in apply()
+    node->shape.horizons = nullptr;
     record(node, {qc, kc, vc}, {out});
   }
   return out;

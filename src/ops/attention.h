@@ -11,6 +11,10 @@ struct AttentionOptions {
   int64_t window = 0;  // > 0: query at position p sees keys at p - window < position <= p
   double softcap = 0;  // > 0: scores become softcap * tanh(scores / softcap) before masking
   Tensor seq_ids;      // optional i32/i64 [B, Tk]: tokens attend only within equal ids (packing)
+  // Optional i32/i64 [B, Tk]: ids >= 0 mark blocks of positions (Gemma 3's image tokens) whose queries also see
+  // the later keys of their own block, on top of causality (-1: none). The window and seq_ids still apply. Each
+  // block must be one contiguous run of positions.
+  Tensor bidirectional_blocks;
 };
 
 // q [B, Tq, Hq, D], k [B, Tk, Hkv, D], v [B, Tk, Hkv, Dv] with Hq a multiple of Hkv (grouped-query

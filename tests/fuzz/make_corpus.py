@@ -62,6 +62,8 @@ def model_config_seeds():
         "gemma": dict(head_dim=8),
         "gemma2": dict(head_dim=8, sliding_window=8, attn_logit_softcapping=50.0, final_logit_softcapping=30.0,
                        query_pre_attn_scalar=8),
+        "gemma3_text": dict(head_dim=8, sliding_window=8, layer_types=["sliding_attention", "full_attention"],
+                            rope_scaling={"rope_type": "linear", "factor": 8.0}),
         "phi3": dict(rope_scaling={"type": "longrope", "short_factor": [1.0] * 2, "long_factor": [2.0] * 2},
                      original_max_position_embeddings=32, partial_rotary_factor=0.5),
         "llama": dict(rope_scaling={"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
@@ -70,6 +72,7 @@ def model_config_seeds():
     for model_type, extra in variants.items():
         config = AutoConfig.for_model(model_type, **small, **extra)
         put("model_config", f"{model_type}.json", config.to_json_string())
+    shutil.copy(ROOT / "assets" / "tiny-gemma3-vlm" / "config.json", CORPUS / "model_config" / "tiny_gemma3_vlm.json")
     put("model_config", "yarn.json", dump({**small, "model_type": "qwen2", "rope_scaling": {
         "type": "yarn", "factor": 4.0, "original_max_position_embeddings": 16, "beta_fast": 32, "beta_slow": 1},
         "eos_token_id": [1, 2], "torch_dtype": "bfloat16"}))
@@ -247,7 +250,11 @@ KEYS = {
                      "tie_word_embeddings", "rope_theta", "rope_scaling", "rope_parameters", "rope_type", "factor",
                      "sliding_window", "layer_types", "sliding_attention", "full_attention", "eos_token_id",
                      "torch_dtype", "dtype", "partial_rotary_factor", "short_factor", "long_factor", "yarn",
-                     "longrope", "llama3", "attn_logit_softcapping", "query_pre_attn_scalar"],
+                     "longrope", "llama3", "attn_logit_softcapping", "query_pre_attn_scalar", "gemma3_text", "gemma3",
+                     "sliding_window_pattern", "rope_local_base_freq", "text_config", "vision_config",
+                     "siglip_vision_model", "image_size", "patch_size", "num_channels", "layer_norm_eps",
+                     "vision_use_head", "mm_tokens_per_image", "image_token_index", "boi_token_index",
+                     "eoi_token_index"],
     "tokenizer": ["model", "type", "BPE", "WordPiece", "Unigram", "vocab", "merges", "normalizer", "pre_tokenizer",
                   "post_processor", "decoder", "added_tokens", "special", "content", "Sequence", "NFC", "NFKC",
                   "Replace", "Prepend", "Split", "ByteLevel", "Metaspace", "Regex", "pattern", "byte_fallback",

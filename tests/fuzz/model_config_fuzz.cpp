@@ -1,8 +1,11 @@
 // models/config.cpp and the family builders: the bytes as a model directory's config.json, read as `automodel
-// inspect` reads it (models::load_config: io::read_json_file + ModelConfig::from_json), written back (to_json), and,
-// when the sizes it names are small, built into a model (the family's DecoderSpec and the parameters).
+// inspect` reads it (models::load_config: io::read_json_file + ModelConfig::from_json; an image-text model's through
+// load_vision_language_config), written back (to_json), and, when the sizes it names are small, built into a model
+// (the family's DecoderSpec and the parameters; the vision tower and projector too).
 #include "fuzz_util.h"
 #include "models/auto_model.h"
+#include "models/gemma3_vision.h"
+#include "models/vision_language_model.h"
 
 namespace {
 
@@ -17,6 +20,13 @@ bool small_enough(const automodel::models::ModelConfig& c) {
   return total <= 2e6 && dim(c.num_hidden_layers) <= 64 && dim(c.max_position_embeddings) <= 1e6;
 }
 
+bool small_enough(const automodel::models::SiglipVisionConfig& v) {
+  const double h = double(v.hidden_size), side = double(v.patches_per_side());
+  const double total = side * side * h + h * double(v.num_channels) * double(v.patch_size) * double(v.patch_size) +
+                       double(v.num_hidden_layers) * (4 * h * h + 2 * h * double(v.intermediate_size));
+  return total <= 2e6 && v.num_hidden_layers <= 64;
+}
+
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
@@ -24,6 +34,13 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const auto dir = fuzz::scratch_dir() / "model";
   fuzz::write_file(dir / "config.json", fuzz::as_text(data, size));
   fuzz::accept_errors([&] {
+    if (models::is_vision_language_model_dir(dir.string())) {
+      const models::VisionLanguageConfig config = models::load_vision_language_config(dir.string());
+      (void)config.to_json();
+      if (small_enough(config.text) && small_enough(config.vision))
+        (void)models::build_gemma3_vision_language_model(config, DType::f32);
+      return;
+    }
     models::ModelConfig config = models::load_config(dir.string());
     (void)config.to_json();
     if (small_enough(config)) (void)models::AutoModelForCausalLM::from_config(config);

@@ -23,7 +23,7 @@ from conftest import OpError, rel_err, run_op
 LOGITS_F32, LOSS_F32, GRAD_F32, LOGITS_BF16 = 1e-5, 1e-6, 1e-4, 3e-2
 T = 20
 VARIANTS = list(tm.VARIANTS)
-SUPPORTED = ["llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "phi3", "qwen3_moe", "mixtral"]
+SUPPORTED = ["llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "gemma3_text", "phi3", "qwen3_moe", "mixtral"]
 
 # Largest errors seen, per variant and check; printed at the end of the session (pytest -s).
 ERRORS = {}
@@ -359,6 +359,33 @@ def test_legacy_rope_scaling_config_gives_same_logits(model_dir, tmp_path):
     with torch.no_grad():
         ref = tm.load_reference(legacy)(input_ids=ids, attention_mask=mask).logits
     assert rel_err(_masked(ours_legacy, mask), _masked(ref, mask)) <= LOGITS_F32
+
+
+def test_legacy_gemma3_config_gives_same_logits(model_dir, tmp_path):
+    """Gemma 3 files from transformers 4.5x: rope_theta, rope_local_base_freq and rope_scaling instead of the
+    per-layer-type rope_parameters, sliding_window_pattern instead of layer_types. Without rope_theta and
+    rope_local_base_freq, the global layers' base is 1e6 and the local ones' 1e4 (transformers' defaults)."""
+    src = model_dir("gemma3_text_local_global")
+    cfg = json.loads((src / "config.json").read_text())
+    rope = cfg.pop("rope_parameters")
+    del cfg["layer_types"]
+    cfg["sliding_window_pattern"] = 2  # layers 0 and 2 slide, layer 1 is global, as in layer_types
+    full = dict(rope["full_attention"])
+    legacy = {**cfg, "rope_theta": full.pop("rope_theta"),
+              "rope_local_base_freq": rope["sliding_attention"]["rope_theta"], "rope_scaling": full}
+    defaults = {**cfg, "rope_scaling": full}
+    ids, mask, _ = _batch()
+    ours_new, _, _ = _ours(src, tmp_path, ids, mask)
+    for name, config in [("legacy", legacy), ("defaults", defaults)]:
+        d = tmp_path / name
+        shutil.copytree(src, d)
+        (d / "config.json").write_text(json.dumps(config))
+        ours, _, _ = _ours(d, tmp_path, ids, mask)
+        if name == "legacy":
+            np.testing.assert_array_equal(ours, ours_new)
+        with torch.no_grad():
+            ref = tm.load_reference(d)(input_ids=ids, attention_mask=mask).logits
+        assert rel_err(_masked(ours, mask), _masked(ref, mask)) <= LOGITS_F32, name
 
 
 def test_hub_id_resolves_in_local_cache(model_dir, tmp_path, monkeypatch):

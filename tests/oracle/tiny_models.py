@@ -91,6 +91,23 @@ VARIANTS = {
             tie_word_embeddings=True, rope_parameters=dict(rope_type="default", rope_theta=10000.0),
         ),
     ),
+    # Gemma 3: (1 + w) q/k norms, sliding layers (window 5 below the sequence length) with their own RoPE base
+    # between global layers with linear-scaled RoPE, query_pre_attn_scalar (20) != head_dim (16), sandwich norms,
+    # final logit soft-capping, tied head. attn_logit_softcapping is set but transformers' Gemma 3 ignores it.
+    "gemma3_text_local_global": (
+        "gemma3_text",
+        dict(
+            hidden_size=64, intermediate_size=128, num_hidden_layers=3, num_attention_heads=4, num_key_value_heads=2,
+            head_dim=16, query_pre_attn_scalar=20, sliding_window=5, attn_logit_softcapping=4.0,
+            final_logit_softcapping=5.0, max_position_embeddings=128, hidden_activation="gelu_pytorch_tanh",
+            tie_word_embeddings=True,
+            layer_types=["sliding_attention", "full_attention", "sliding_attention"],
+            rope_parameters=dict(
+                full_attention=dict(rope_type="linear", rope_theta=100000.0, factor=8.0),
+                sliding_attention=dict(rope_type="default", rope_theta=100.0),
+            ),
+        ),
+    ),
     # Fused qkv_proj / gate_up_proj, longrope with original_max_position_embeddings (16) below the test sequence
     # length, so the long factors and the attention factor sqrt(1 + ln(64/16) / ln 16) apply; GQA, untied.
     "phi3_longrope_long": (
@@ -150,7 +167,7 @@ def make_config(name):
 
 def _randomize(model, model_type, generator):
     """Norm weights and biases: transformers initializes them to constants; make them non-trivial."""
-    offset_norms = model_type in ("gemma", "gemma2")  # scale is (1 + w), w initialized to 0
+    offset_norms = model_type in ("gemma", "gemma2", "gemma3_text")  # scale is (1 + w), w initialized to 0
     with torch.no_grad():
         for pname, p in model.named_parameters():
             noise = torch.randn(p.shape, generator=generator)

@@ -1,5 +1,5 @@
 // ops::attention: forward against a naive reference, f64 gradient checks (GQA, windows, softcap,
-// packed sequences, decoding with Tq < Tk), error cases, and the tiled kernel's memory bound.
+// packed sequences, bidirectional blocks, decoding with Tq < Tk), error cases, and the tiled kernel's memory bound.
 #include "ops/attention.h"
 
 #include <gtest/gtest.h>
@@ -12,6 +12,7 @@
 #include "autograd/engine.h"
 #include "core/allocator.h"
 #include "core/rng.h"
+#include "error_of.h"
 #include "gradcheck.h"
 #include "kernels/cpu/amx.h"
 #include "kernels/cpu/attention.h"
@@ -32,7 +33,7 @@ struct AmxModes {
 
 // Straightforward attention in double over [B, T, H, D] tensors: every score, then softmax.
 std::vector<double> reference(const Tensor& q, const Tensor& k, const Tensor& v, const ops::AttentionOptions& o,
-                              const std::vector<int64_t>& ids) {
+                              const std::vector<int64_t>& ids, const std::vector<int64_t>& blocks = {}) {
   const int64_t B = q.size(0), Tq = q.size(1), Hq = q.size(2), D = q.size(3);
   const int64_t Tk = k.size(1), Hkv = k.size(2), Dv = v.size(3), G = Hq / Hkv, off = Tk - Tq;
   const double scale = o.scale != 0 ? o.scale : 1 / std::sqrt(double(D));
@@ -50,7 +51,9 @@ std::vector<double> reference(const Tensor& q, const Tensor& k, const Tensor& v,
             dot += qv[size_t(((b * Tq + i) * Hq + h) * D + d)] * kv[size_t(((b * Tk + j) * Hkv + h / G) * D + d)];
           dot *= scale;
           if (o.softcap > 0) dot = o.softcap * std::tanh(dot / o.softcap);
-          bool ok = (!o.causal || j <= qp) && (o.window <= 0 || qp - j < o.window) &&
+          const bool block = !blocks.empty() && blocks[size_t(b * Tk + qp)] >= 0 &&
+                             blocks[size_t(b * Tk + qp)] == blocks[size_t(b * Tk + j)];
+          bool ok = (!o.causal || j <= qp || block) && (o.window <= 0 || qp - j < o.window) &&
                     (ids.empty() || ids[size_t(b * Tk + j)] == ids[size_t(b * Tk + qp)]);
           if (ok) s[size_t(j)] = dot, mx = std::max(mx, dot);
         }
@@ -73,7 +76,8 @@ struct Case {
   bool causal;
   int64_t window;
   double softcap;
-  std::vector<int64_t> ids;  // [B * Tk] or empty
+  std::vector<int64_t> ids;     // [B * Tk] or empty
+  std::vector<int64_t> blocks;  // [B * Tk] bidirectional blocks (-1 outside) or empty
 };
 
 ops::AttentionOptions options_of(const Case& c, DType ids_dtype = DType::i64) {
@@ -85,6 +89,7 @@ ops::AttentionOptions options_of(const Case& c, DType ids_dtype = DType::i64) {
     std::vector<double> d(c.ids.begin(), c.ids.end());
     o.seq_ids = Tensor::from_values(d, {c.B, c.Tk}, ids_dtype);
   }
+  if (!c.blocks.empty()) o.bidirectional_blocks = Tensor::from_vector(c.blocks, {c.B, c.Tk});
   return o;
 }
 
@@ -101,12 +106,12 @@ void check_forward(const Case& c, DType dt, double tol, uint64_t seed = 7) {
   Tensor q = rand_leaf({c.B, c.Tq, c.Hq, c.D}, seed, false), k = rand_leaf({c.B, c.Tk, c.Hkv, c.D}, seed + 1, false),
          v = rand_leaf({c.B, c.Tk, c.Hkv, c.Dv}, seed + 2, false);
   ops::AttentionOptions o = options_of(c);
-  std::vector<double> ref = reference(q, k, v, o, c.ids);
+  std::vector<double> ref = reference(q, k, v, o, c.ids, c.blocks);
   if (dt != DType::f64) {
     // Reference from the rounded inputs.
     auto cast = [&](const Tensor& t) { return Tensor::from_values(t.to_doubles(), t.shape(), dt); };
     q = cast(q), k = cast(k), v = cast(v);
-    ref = reference(q, k, v, o, c.ids);
+    ref = reference(q, k, v, o, c.ids, c.blocks);
   }
   Tensor out = ops::attention(q, k, v, o);
   ASSERT_EQ(out.shape(), (Shape{c.B, c.Tq, c.Hq, c.Dv}));
@@ -120,7 +125,7 @@ void check_gradients(const Case& c, uint64_t seed = 11, DType ids_dtype = DType:
   // The forward must also agree with the reference.
   {
     NoGradGuard ng;
-    EXPECT_LE(max_rel_err(ops::attention(q, k, v, o).to_doubles(), reference(q, k, v, o, c.ids)), 1e-12);
+    EXPECT_LE(max_rel_err(ops::attention(q, k, v, o).to_doubles(), reference(q, k, v, o, c.ids, c.blocks)), 1e-12);
   }
   expect_gradients_match([&](const std::vector<Tensor>& in) { return ops::attention(in[0], in[1], in[2], o); },
                          {q, k, v}, 1e-6, 1e-6);
@@ -233,6 +238,57 @@ TEST(Attention, GradcheckDecodeTqLessThanTk) {
 TEST(Attention, GradcheckAcrossTiles) {
   // 70 queries and keys: two tiles each; window start unaligned; GQA 3:1.
   check_gradients({1, 70, 70, 3, 1, 3, 2, true, 40, 2.0});
+}
+
+// Bidirectional blocks (one image's tokens see each other's later keys): blocks straddling the 64-key tiles, at
+// the start and end of a row, next to each other, under a window shorter than a block, with packing and GQA.
+Case blocks_case(int64_t B, int64_t T, int64_t window, bool with_ids) {
+  Case c{B, T, T, 4, 2, 8, 8, true, window};
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t t = 0; t < T; ++t) {
+      const int64_t block = t < 5 ? 0 : (t >= 50 && t < 90) ? 1 : (t >= 90 && t < 96) ? 2 : (t >= T - 7) ? 3 : -1;
+      c.blocks.push_back(b == 1 && block == 2 ? -1 : block);
+      if (with_ids) c.ids.push_back(t < 100 ? 0 : 1);
+    }
+  return c;
+}
+
+TEST(Attention, BidirectionalBlocksAcrossTiles) {
+  AmxModes amx;
+  for (const Case& c : {blocks_case(2, 140, 0, false), blocks_case(1, 140, 20, false), blocks_case(2, 140, 0, true)}) {
+    SCOPED_TRACE(::testing::Message() << "window=" << c.window << " ids=" << !c.ids.empty());
+    check_forward(c, DType::f64, 1e-12);
+    check_forward(c, DType::f32, 1e-5);
+    for (bool on : amx.modes) {
+      cpu::set_amx_bf16_enabled(on);
+      check_forward(c, DType::bf16, 1e-2);
+    }
+  }
+}
+
+TEST(Attention, GradcheckBidirectionalBlocks) {
+  Case c{2, 10, 10, 2, 1, 5, 5};
+  c.blocks = {0, 0, -1, 1, 1, 1, -1, -1, 2, 2, -1, 4, 4, 4, 4, -1, -1, -1, -1, -1};
+  check_gradients(c);
+  c.window = 2;  // shorter than a block: the window still bounds the earlier keys
+  check_gradients(c, 12);
+  Case tiles = blocks_case(1, 70, 0, false);
+  tiles.Hq = 2, tiles.Hkv = 1, tiles.D = tiles.Dv = 3;
+  check_gradients(tiles, 13);
+  Case decode{1, 3, 8, 2, 2, 5, 5};
+  decode.blocks = {-1, 0, 0, 0, -1, -1, 1, 1};
+  check_gradients(decode, 14);
+}
+
+TEST(Attention, BidirectionalBlockThatResumesIsAnError) {
+  Tensor q = Tensor::zeros({1, 5, 1, 4}, DType::f32);
+  ops::AttentionOptions o;
+  o.bidirectional_blocks = Tensor::from_vector(std::vector<int64_t>{0, 0, -1, 0, -1}, {1, 5});
+  const std::string e = automodel::testing::error_of([&] { ops::attention(q, q, q, o); });
+  EXPECT_NE(e.find("not one contiguous run"), std::string::npos) << e;
+  o.bidirectional_blocks = Tensor::from_vector(std::vector<int64_t>{0, 0, -1}, {1, 3});
+  EXPECT_NE(automodel::testing::error_of([&] { ops::attention(q, q, q, o); }).find("bidirectional_blocks has shape"),
+            std::string::npos);
 }
 
 TEST(Attention, NonCausalDecodeSeesOnlyItsSequence) {

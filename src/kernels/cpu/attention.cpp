@@ -272,8 +272,8 @@ struct Geometry : detail::AttentionMask {
   // Query-major score tile S[r, c] for queries i0 + r (r < mr) and keys j0 + c (c < kTile):
   // pre-scaled q . k, soft-capped (dcap = 1 - tanh^2 when not null), -inf where masked (rows
   // r < nq; columns c >= nk are always masked).
-  void scores_qk(const C* qs, const C* kt, const int64_t* kid, const int64_t* qid, int64_t i0, int64_t nq, int64_t mr,
-                 int64_t j0, int64_t nk, C* S, C* dcap) const {
+  void scores_qk(int64_t b, const C* qs, const C* kt, const int64_t* kid, const int64_t* qid, int64_t i0, int64_t nq,
+                 int64_t mr, int64_t j0, int64_t nk, C* S, C* dcap) const {
     gemm<C, false>(mr, kTile, D, qs, Dp, 1, kt, kTile, S, kTile);
     if (cap > 0)
       for (int64_t r = 0; r < mr; ++r) softcap_row(S + r * kTile, dcap ? dcap + r * kTile : nullptr, cap, kTile);
@@ -281,7 +281,7 @@ struct Geometry : detail::AttentionMask {
     const C neg_inf = -std::numeric_limits<C>::infinity();
     for (int64_t r = 0; r < nq; ++r) {
       int64_t lo, hi;
-      row_keys(i0 + r + off, j0, nk, lo, hi);
+      row_keys(b, i0 + r + off, j0, nk, lo, hi);
       const int64_t id = qid[r];
       C* s = S + r * kTile;
 #pragma omp simd
@@ -292,8 +292,8 @@ struct Geometry : detail::AttentionMask {
   // Key-major score tile St[c, i] for keys j0 + c (c < mk) and queries i0 + i (i < nqp), from key
   // rows kn [mk, Dp] and transposed pre-scaled queries qt [D, kTile]; -inf where masked (rows
   // c < nk; padding rows and columns are left to the caller).
-  void scores_kq(const C* kn, const C* qt, const int64_t* kid, const int64_t* qid, int64_t i0, int64_t nq, int64_t nqp,
-                 int64_t j0, int64_t nk, int64_t mk, C* St, C* dcap) const {
+  void scores_kq(int64_t b, const C* kn, const C* qt, const int64_t* kid, const int64_t* qid, int64_t i0, int64_t nq,
+                 int64_t nqp, int64_t j0, int64_t nk, int64_t mk, C* St, C* dcap) const {
     gemm<C, false>(mk, nqp, D, kn, Dp, 1, qt, kTile, St, kTile);
     if (cap > 0)
       for (int64_t c = 0; c < nk; ++c) softcap_row(St + c * kTile, dcap ? dcap + c * kTile : nullptr, cap, nqp);
@@ -301,7 +301,7 @@ struct Geometry : detail::AttentionMask {
     const C neg_inf = -std::numeric_limits<C>::infinity();
     for (int64_t c = 0; c < nk; ++c) {
       int64_t lo, hi;
-      key_queries(j0 + c, i0, lo, hi);
+      key_queries(b, j0 + c, i0, lo, hi);
       const int64_t id = kid[c];
       C* s = St + c * kTile;
 #pragma omp simd
@@ -354,14 +354,14 @@ void forward_impl(const AttentionShape& shape, const T* q, const T* k, const T* 
       std::fill(m, m + kTile, -inf);
       std::fill(l, l + kTile, C(0));
       int64_t klo, khi;
-      g.key_range(i0, nq, klo, khi);
+      g.key_range(b, i0, nq, klo, khi);
       for (int64_t j0 = klo; j0 < khi; j0 += kTile) {
         const int64_t nk = std::min(kTile, khi - j0), mk = round_up(nk, kRowBlock);
         if (!g.ids_overlap(b, i0, nq, j0, nk)) continue;
         g.load_rows(k, b, hk, j0, nk, mk, g.Tk, g.Hkv, g.D, g.Dp, C(1), kn);
         g.load_rows(v, b, hk, j0, nk, nk, g.Tk, g.Hkv, g.Dv, g.Dvp, C(1), vn);
         g.load_ids(b, j0, nk, kid);
-        g.scores_kq(kn, qt, kid, qid, i0, nq, nqp, j0, nk, mk, St, nullptr);
+        g.scores_kq(b, kn, qt, kid, qid, i0, nq, nqp, j0, nk, mk, St, nullptr);
         std::fill(mx, mx + nqp, -inf);
         for (int64_t c = 0; c < nk; ++c) {
           const C* s = St + c * kTile;
@@ -489,7 +489,7 @@ void dkdv_task(const Geometry<T>& g, const T* q, const T* k, const T* v, const T
   std::fill(t.dK, t.dK + kTile * g.Dp, C(0));
   std::fill(t.dV, t.dV + kTile * g.Dvp, C(0));
   int64_t qlo, qhi;
-  g.query_range(j0, nk, qlo, qhi);
+  g.query_range(b, j0, nk, qlo, qhi);
   if (qlo < qhi) {
     g.load_transposed(k, b, hk, j0, nk, g.Tk, g.Hkv, g.D, C(1), t.kt);
     g.load_transposed(v, b, hk, j0, nk, g.Tk, g.Hkv, g.Dv, C(1), t.vt);
@@ -504,7 +504,7 @@ void dkdv_task(const Geometry<T>& g, const T* q, const T* k, const T* v, const T
       g.load_rows(dout, b, h, i0, nq, mr, g.Tq, g.Hq, g.Dv, g.Dvp, C(1), t.dO);
       g.load_ids(b, i0 + g.off, nq, t.qid);
       load_row_stats(g, lse, delta, b, h, i0, nq, t.lse_rows, t.delta_rows);
-      g.scores_qk(t.qs, t.kt, t.kid, t.qid, i0, nq, mr, j0, nk, t.S, dcap);
+      g.scores_qk(b, t.qs, t.kt, t.kid, t.qid, i0, nq, mr, j0, nk, t.S, dcap);
       for (int64_t r = 0; r < mr; ++r) exp_sub_sum(t.S + r * kTile, t.lse_rows[r]);  // S becomes P
       gemm<C, false>(mr, kTile, g.Dv, t.dO, g.Dvp, 1, t.vt, kTile, t.dS, kTile);     // dP = dO V^T
       for (int64_t r = 0; r < mr; ++r)
@@ -572,14 +572,14 @@ void dq_task(const Geometry<T>& g, const T* q, const T* k, const T* v, const T* 
   std::fill(t.dQ, t.dQ + mr * g.Dp, C(0));
   C* dcap = g.cap > 0 ? t.dcap : nullptr;
   int64_t klo, khi;
-  g.key_range(i0, nq, klo, khi);
+  g.key_range(b, i0, nq, klo, khi);
   for (int64_t j0 = klo; j0 < khi; j0 += kTile) {
     const int64_t nk = std::min(kTile, khi - j0), mk = round_up(nk, kRowBlock);
     if (!g.ids_overlap(b, i0, nq, j0, nk)) continue;
     g.load_rows(k, b, hk, j0, nk, mk, g.Tk, g.Hkv, g.D, g.Dp, C(1), t.kn);
     g.load_rows(v, b, hk, j0, nk, mk, g.Tk, g.Hkv, g.Dv, g.Dvp, C(1), t.vn);
     g.load_ids(b, j0, nk, t.kid);
-    g.scores_kq(t.kn, t.qt, t.kid, t.qid, i0, nq, nqp, j0, nk, mk, t.St, dcap);
+    g.scores_kq(b, t.kn, t.qt, t.kid, t.qid, i0, nq, nqp, j0, nk, mk, t.St, dcap);
     for (int64_t c = 0; c < nk; ++c) exp_sub_vec(t.St + c * kTile, t.lse_cols, nullptr, nqp);  // St becomes P^T
     gemm<C, false>(mk, nqp, g.Dv, t.vn, g.Dvp, 1, t.dOt, kTile, t.dSt, kTile);                 // dP^T = V dO^T
     for (int64_t c = 0; c < nk; ++c)

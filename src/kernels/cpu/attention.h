@@ -7,7 +7,7 @@
 // lse [B, Hq, Tq]. Query head h reads key/value head h / (Hq / Hkv). Query row i sits at position
 // i + Tk - Tq (the queries are the last Tq positions). Scores: s = scale * q.k, then
 // softcap * tanh(s / softcap) when softcap > 0, then the masks (-inf where masked):
-//   causal: key position <= query position;
+//   causal: key position <= query position (<= horizons[query position] when given);
 //   window > 0: query position - key position < window;
 //   seq_ids [B, Tk]: equal ids (the query's id is that of its position).
 // A row with every key masked gets a zero output, lse = +inf and zero gradients.

@@ -265,13 +265,13 @@ struct Geometry : AttentionMask {
         cap(float(s.softcap)) {}
 
   // key_range with its start aligned down to a whole key tile (the k / v layouts are padded to whole tiles).
-  void key_tiles(int64_t i0, int64_t nq, int64_t& lo, int64_t& hi) const {
-    key_range(i0, nq, lo, hi);
+  void key_tiles(int64_t b, int64_t i0, int64_t nq, int64_t& lo, int64_t& hi) const {
+    key_range(b, i0, nq, lo, hi);
     lo = lo / kTile * kTile;
   }
   // query_range with its start aligned down to a whole query tile.
-  void query_tiles(int64_t j0, int64_t nk, int64_t& lo, int64_t& hi) const {
-    query_range(j0, nk, lo, hi);
+  void query_tiles(int64_t b, int64_t j0, int64_t nk, int64_t& lo, int64_t& hi) const {
+    query_range(b, j0, nk, lo, hi);
     lo = lo / kTile * kTile;
   }
 
@@ -299,7 +299,7 @@ struct Geometry : AttentionMask {
     for (int64_t r = 0; r < nq; ++r) {
       const int64_t qp = i0 + r + off;
       int64_t lo, hi;
-      row_keys(qp, j0, nk, lo, hi);
+      row_keys(b, qp, j0, nk, lo, hi);
       if (ids) {
         const __m512i id = _mm512_set1_epi64(ids[b * Tk + qp]);
         for (int64_t v = 0; v < kTile / 16; ++v) {
@@ -453,7 +453,7 @@ void attention_forward_dpbf16(const AttentionShape& shape, const bf16* q, const 
       std::fill(m, m + kTile, -inf);
       std::fill(l, l + kTile, 0.0f);
       int64_t klo, khi;
-      g.key_tiles(i0, nq, klo, khi);
+      g.key_tiles(b, i0, nq, klo, khi);
       for (int64_t j0 = klo; j0 < khi; j0 += kTile) {
         const int64_t nk = std::min(kTile, g.Tk - j0);
         if (!g.ids_overlap(b, i0, nq, j0, std::min(nk, khi - j0))) continue;
@@ -683,7 +683,7 @@ void attention_backward_dpbf16(const AttentionShape& shape, const bf16* q, const
       std::fill(t.dKt, t.dKt + g.D4 * kTile, 0.0f);
       std::fill(t.dVt, t.dVt + g.Dv4 * kTile, 0.0f);
       int64_t qlo, qhi;
-      g.query_tiles(j0, nk, qlo, qhi);
+      g.query_tiles(b, j0, nk, qlo, qhi);
       for (int64_t h = hk * g.G; h < (hk + 1) * g.G; ++h)
         for (int64_t i0 = qlo; i0 < qhi; i0 += kTile)
           if (g.ids_overlap(b, i0, std::min(std::min(kTile, g.Tq - i0), qhi - i0), j0, nk))

@@ -1,0 +1,101 @@
+#pragma once
+// Image-text-to-text models (transformers' AutoModelForImageTextToText, NeMo's NeMoAutoModelForImageTextToText):
+// a vision tower and projector whose image features replace the image placeholder tokens' embeddings, then a
+// LanguageModel decoder. Loading and saving go through Hugging Face names, like the causal LMs (auto_model.h).
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "io/safetensors.h"
+#include "models/auto_model.h"
+#include "models/config.h"
+#include "models/generate.h"
+#include "models/language_model.h"
+#include "models/siglip.h"
+#include "models/state_dict_adapter.h"
+#include "nn/module.h"
+
+namespace automodel::models {
+
+// config.json of an image-text-to-text model (Gemma3ForConditionalGeneration: model_type gemma3), validated.
+struct VisionLanguageConfig {
+  std::string model_type;
+  ModelConfig text;           // text_config, parsed as its own model_type's config
+  SiglipVisionConfig vision;  // vision_config
+  int64_t mm_tokens_per_image = 256;
+  int64_t image_token_id = 262144, boi_token_id = 255999, eoi_token_id = 256000;
+  bool tie_word_embeddings = true;
+  std::string dtype = "float32";
+  nlohmann::json raw;                  // the file as read, written back on save
+  nlohmann::json generation_config;    // generation_config.json beside it, when there is one
+  std::string source = "config.json";  // the file, for errors
+
+  static VisionLanguageConfig from_json(const nlohmann::json& j, const std::string& source);
+  nlohmann::json to_json() const;
+};
+
+// What one forward pass reads besides token ids.
+struct VisionLanguageInput {
+  Tensor input_ids;     // [B, T] i64; image_token_id marks where image features go, mm_tokens_per_image per image
+  Tensor pixel_values;  // optional [images, channels, size, size], the images in the order their tokens appear
+  // Optional [B, T] (1 = image token, 0 = text): each run of image tokens attends to itself both ways, as
+  // transformers does when the processor's token_type_ids are passed; undefined: plain causal attention.
+  Tensor token_type_ids;
+};
+
+class VisionLanguageModel : public nn::Module {
+ public:
+  virtual const VisionLanguageConfig& config() const = 0;
+  virtual DType dtype() const = 0;
+  virtual const LanguageModel& language_model() const = 0;
+
+  // Projected image features [images, mm_tokens_per_image, text hidden] for pixel_values.
+  virtual Tensor image_features(const Tensor& pixel_values) const = 0;
+  // The decoder's inputs_embeds: scaled text embeddings with the image features in the image tokens' places.
+  // Errors when the number of image tokens is not images x mm_tokens_per_image.
+  virtual Tensor embed(const Tensor& input_ids, const Tensor& pixel_values) const = 0;
+  virtual DecoderOutput forward_hidden(const VisionLanguageInput& input, const ForwardOptions& options = {}) const = 0;
+  // LM head on hidden states: [..., vocab].
+  virtual Tensor logits(const Tensor& hidden) const = 0;
+  Tensor forward(const VisionLanguageInput& input, const ForwardOptions& options = {}) const {
+    return logits(forward_hidden(input, options).hidden);
+  }
+
+  virtual void set_kernels(const KernelOptions& kernels) = 0;
+  virtual const KernelOptions& kernels() const = 0;
+  virtual KVCache make_cache(int64_t batch, int64_t capacity) const = 0;
+  // Our parameter names and tensors to the checkpoint's (as transformers 5 saves them) and back.
+  virtual const StateDictAdapter& state_dict_adapter() const = 0;
+  // transformers 5's module path of our parameter `name`: the names its named_parameters() and peft adapters use,
+  // which differ from the checkpoint's (model.language_model.*, model.vision_tower.*, lm_head.*).
+  virtual std::string module_name(const std::string& name) const = 0;
+};
+
+// Whether config.json at model_dir describes an image-text-to-text model (a model_type this file loads).
+bool is_vision_language_model_dir(const std::string& model_dir);
+std::vector<std::string> supported_vision_language_model_types();
+
+// AutoModelForImageTextToText: a directory (or hub id in the local cache) written by transformers in, the model
+// out. Parameters are named as transformers 5 saves them (language_model.model.*, vision_tower.*,
+// multi_modal_projector.*); the Hub's transformers 4 checkpoints (vision_tower.vision_model.*) and files with
+// transformers 5's module names (model.language_model.*, model.vision_tower.*, lm_head.*) load too.
+std::unique_ptr<VisionLanguageModel> load_vision_language_model(const std::string& name_or_path,
+                                                                const LoadOptions& options = {});
+VisionLanguageConfig load_vision_language_config(const std::string& model_dir);
+
+// Parameters under the names transformers 5's save_pretrained writes.
+io::NamedTensors hf_state_dict(const VisionLanguageModel& model);
+void save_pretrained(const VisionLanguageModel& model, const std::string& dir, const SaveOptions& options = {});
+
+// Greedy or sampled continuation of one prompt with its images (image tokens in the prompt, token_type_ids
+// derived from them): the new tokens only, as models::generate.
+std::vector<int64_t> generate(const VisionLanguageModel& model, const std::vector<int64_t>& prompt,
+                              const Tensor& pixel_values, const GenerationConfig& config);
+
+// log p(token[i] | tokens[< i], images) for i = 1 .. n-1 from one forward pass (token_type_ids derived from the
+// image tokens), in f64 from the logits, as models::sequence_logprobs.
+std::vector<double> sequence_logprobs(const VisionLanguageModel& model, const std::vector<int64_t>& tokens,
+                                      const Tensor& pixel_values);
+
+}  // namespace automodel::models
