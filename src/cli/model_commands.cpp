@@ -164,16 +164,16 @@ int run_inspect(const Args& args) {
   else
     lm = models::AutoModelForCausalLM::from_pretrained(dir, options);
   const nn::Module& model = vlm ? static_cast<const nn::Module&>(*vlm) : *lm;
-  const models::ModelConfig& c = vlm ? vlm->config().text : lm->config();
-  const json& raw = vlm ? vlm->config().raw : c.raw;
+  const models::ModelConfig& c = vlm ? vlm->vision_language_config().text : lm->config();
+  const json& raw = vlm ? vlm->vision_language_config().raw : c.raw;
   std::string arch;
   if (raw.contains("architectures") && raw["architectures"].is_array() && !raw["architectures"].empty() &&
       raw["architectures"][0].is_string())
     arch = raw["architectures"][0].get<std::string>();
   const int64_t params = model.num_parameters(), trainable = model.num_parameters(true);
   const int64_t active = active_parameters(model, c);
-  const std::string model_type = vlm ? vlm->config().model_type : c.model_type;
-  const std::string dtype_saved = vlm ? vlm->config().dtype : c.dtype;
+  const std::string model_type = vlm ? vlm->vision_language_config().model_type : c.model_type;
+  const std::string dtype_saved = vlm ? vlm->vision_language_config().dtype : c.dtype;
   const DType dtype_loaded = vlm ? vlm->dtype() : lm->dtype();
 
   json j;
@@ -191,15 +191,15 @@ int run_inspect(const Args& args) {
   j["dtype_saved"] = dtype_saved;
   j["dtype_loaded"] = dtype_name(dtype_loaded);
   if (vlm) {
-    const models::SiglipVisionConfig& v = vlm->config().vision;
+    const models::SiglipVisionConfig& v = vlm->vision_language_config().vision;
     j["text_model_type"] = c.model_type;
     j["vision"] = {{"num_hidden_layers", v.num_hidden_layers},
                    {"hidden_size", v.hidden_size},
                    {"num_attention_heads", v.num_attention_heads},
                    {"image_size", v.image_size},
                    {"patch_size", v.patch_size},
-                   {"mm_tokens_per_image", vlm->config().mm_tokens_per_image},
-                   {"image_token_id", vlm->config().image_token_id}};
+                   {"mm_tokens_per_image", vlm->vision_language_config().mm_tokens_per_image},
+                   {"image_token_id", vlm->vision_language_config().image_token_id}};
   }
   j["num_hidden_layers"] = c.num_hidden_layers;
   j["hidden_size"] = c.hidden_size;
@@ -235,11 +235,11 @@ int run_inspect(const Args& args) {
                          (active != params ? ", active per token " + std::to_string(active) : std::string()) + ")");
   line("dtype", dtype_saved + " as saved, " + dtype_name(dtype_loaded) + " as loaded");
   if (vlm) {
-    const models::SiglipVisionConfig& v = vlm->config().vision;
+    const models::SiglipVisionConfig& v = vlm->vision_language_config().vision;
     line("vision tower", "siglip, " + std::to_string(v.num_hidden_layers) + " layers, hidden " +
                              std::to_string(v.hidden_size) + ", " + std::to_string(v.image_size) + "px images in " +
                              std::to_string(v.patch_size) + "px patches, " +
-                             std::to_string(vlm->config().mm_tokens_per_image) + " tokens per image");
+                             std::to_string(vlm->vision_language_config().mm_tokens_per_image) + " tokens per image");
   }
   line("layers", std::to_string(c.num_hidden_layers));
   line("hidden_size", std::to_string(c.hidden_size));

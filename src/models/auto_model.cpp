@@ -257,6 +257,8 @@ io::NamedTensors hf_state_dict(const LanguageModel& model) {
 }
 
 void save_pretrained(const LanguageModel& model, const std::string& dir, const SaveOptions& options) {
+  if (const auto* image_text = dynamic_cast<const VisionLanguageModel*>(&model))
+    return save_pretrained(*image_text, dir, options);  // its own config.json (text_config, vision_config)
   fs::create_directories(dir);
   ModelConfig config = model.config();
   config.dtype = hf_dtype_name(model.dtype());

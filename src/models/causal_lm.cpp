@@ -113,6 +113,9 @@ Tensor CausalLM::embed(const Tensor& input_ids) const {
 DecoderOutput CausalLM::forward_hidden(const DecoderInput& input, const ForwardOptions& options) const {
   AM_CHECK(input.input_ids.defined() != input.inputs_embeds.defined(),
            "pass either input_ids or inputs_embeds, not both or neither");
+  if (input.pixel_values.defined() || input.token_type_ids.defined())
+    throw Error("a " + config_.model_type + " causal LM takes no images (pixel_values / token_type_ids)", "model input",
+                "fine-tune an image-text model (model._target_: NeMoAutoModelForImageTextToText) for image data");
   const Tensor& embeds = input.inputs_embeds;
   if (embeds.defined()) {
     AM_CHECK(embeds.dim() == 3 && embeds.size(2) == config_.hidden_size, "inputs_embeds must be [batch, seq, ",

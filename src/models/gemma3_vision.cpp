@@ -67,9 +67,11 @@ class Gemma3ForConditionalGeneration : public VisionLanguageModel {
     pool_ = config_.vision.patches_per_side() / tokens_per_side_;
   }
 
-  const VisionLanguageConfig& config() const override { return config_; }
+  const VisionLanguageConfig& vision_language_config() const override { return config_; }
+  const ModelConfig& config() const override { return config_.text; }
   DType dtype() const override { return dtype_; }
   const LanguageModel& language_model() const override { return *language_model_; }
+  Tensor lm_head_weight() const override { return language_model_->lm_head_weight(); }
 
   Tensor image_features(const Tensor& pixel_values) const override {
     const Tensor vision = vision_tower_->forward(pixel_values, kernels_);  // [N, S * S, Ev]
@@ -82,6 +84,7 @@ class Gemma3ForConditionalGeneration : public VisionLanguageModel {
     return ops::matmul(normed, p.mm_input_projection_weight);
   }
 
+  using VisionLanguageModel::embed;
   Tensor embed(const Tensor& input_ids, const Tensor& pixel_values) const override {
     AM_CHECK(input_ids.dim() == 2 && input_ids.dtype() == DType::i64, "input_ids must be [batch, seq] i64, got ",
              input_ids.describe());
@@ -106,7 +109,7 @@ class Gemma3ForConditionalGeneration : public VisionLanguageModel {
     Tensor embeds = language_model_->embed(Tensor::from_vector(text_ids, {B, T}));
     if (!pixel_values.defined()) return embeds;
 
-    const Tensor features = image_features(pixel_values);  // [N, M, H]
+    const Tensor features = image_features(ops::to_dtype(pixel_values, dtype_));  // [N, M, H]
     const int64_t N = features.size(0), M = features.size(1), H = features.size(2);
     const int64_t image_tokens = std::count(ids.begin(), ids.end(), image_id);
     if (image_tokens != N * M)
@@ -138,8 +141,7 @@ class Gemma3ForConditionalGeneration : public VisionLanguageModel {
     return rows.size() == 1 ? rows[0] : ops::concat(rows, 0);
   }
 
-  DecoderOutput forward_hidden(const VisionLanguageInput& input, const ForwardOptions& options) const override {
-    AM_CHECK(input.input_ids.defined(), "a vision-language forward needs input_ids");
+  DecoderOutput forward_hidden(const DecoderInput& input, const ForwardOptions& options) const override {
     ForwardOptions decoder_options = options;
     if (input.token_type_ids.defined()) {
       AM_CHECK(input.token_type_ids.shape() == input.input_ids.shape(), "token_type_ids must be shaped like input_ids ",
@@ -148,6 +150,12 @@ class Gemma3ForConditionalGeneration : public VisionLanguageModel {
       decoder_options.bidirectional_blocks =
           image_blocks(input.token_type_ids, options.cache ? options.cache->length : 0);
     }
+    if (input.inputs_embeds.defined()) {
+      AM_CHECK(!input.input_ids.defined() && !input.pixel_values.defined(),
+               "pass input_ids (with pixel_values) or inputs_embeds, not both");
+      return language_model_->forward_hidden(DecoderInput::embeds(input.inputs_embeds), decoder_options);
+    }
+    AM_CHECK(input.input_ids.defined(), "a vision-language forward needs input_ids");
     const Tensor embeds = embed(input.input_ids, input.pixel_values);
     return language_model_->forward_hidden(DecoderInput::embeds(embeds), decoder_options);
   }

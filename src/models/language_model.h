@@ -43,8 +43,12 @@ struct ForwardOptions {
 // embeddings with image features spliced in. Embeddings are used as given: like transformers, Gemma's
 // sqrt(hidden) scale belongs to the embedding lookup (LanguageModel::embed), not to inputs_embeds.
 struct DecoderInput {
-  Tensor input_ids;                                        // [B, T] i64
-  Tensor inputs_embeds;                                    // [B, T, hidden] in the model's dtype
+  Tensor input_ids;      // [B, T] i64
+  Tensor inputs_embeds;  // [B, T, hidden] in the model's dtype
+  // Image-text models (vision_language_model.h) only; a text model refuses them. pixel_values: [images, channels,
+  // size, size], the images in the order their image tokens appear; token_type_ids: [B, T], 1 at image tokens (each
+  // image's tokens then attend to each other both ways, as transformers does when the processor's are passed).
+  Tensor pixel_values, token_type_ids;
   DecoderInput(Tensor ids) : input_ids(std::move(ids)) {}  // NOLINT: implicit, so forward_hidden(ids) reads plainly
   static DecoderInput embeds(Tensor inputs_embeds) {
     DecoderInput in{Tensor()};
@@ -84,6 +88,9 @@ class LanguageModel : public nn::Module {
 
   // Maps our parameter names and tensors to the Hugging Face checkpoint's and back.
   virtual const StateDictAdapter& state_dict_adapter() const = 0;
+  // transformers' module path of our parameter `name` (what its named_parameters() and peft adapters use): the name
+  // itself, except where the checkpoint names differ from the modules (image-text models).
+  virtual std::string module_name(const std::string& name) const { return name; }
 };
 
 }  // namespace automodel::models

@@ -156,7 +156,7 @@ io::NamedTensors hf_state_dict(const VisionLanguageModel& model) {
 
 void save_pretrained(const VisionLanguageModel& model, const std::string& dir, const SaveOptions& options) {
   fs::create_directories(dir);
-  VisionLanguageConfig config = model.config();
+  VisionLanguageConfig config = model.vision_language_config();
   config.dtype = hf_dtype_name(model.dtype());
   io::write_file_atomic((fs::path(dir) / "config.json").string(), config.to_json().dump(2) + "\n");
   json gen = config.generation_config.is_object() ? config.generation_config : json::object();
@@ -178,14 +178,13 @@ namespace {
 
 // One row of token ids with its images, each image's tokens attending to each other (the processor's
 // token_type_ids).
-VisionLanguageInput prompt_input(const VisionLanguageModel& model, const std::vector<int64_t>& tokens,
-                                 const Tensor& pixel_values) {
+DecoderInput prompt_input(const VisionLanguageModel& model, const std::vector<int64_t>& tokens,
+                          const Tensor& pixel_values) {
   const int64_t T = int64_t(tokens.size());
-  VisionLanguageInput input;
-  input.input_ids = Tensor::from_vector(tokens, {1, T});
+  DecoderInput input(Tensor::from_vector(tokens, {1, T}));
   input.pixel_values = pixel_values;
   std::vector<int64_t> types(tokens.size());
-  for (size_t i = 0; i < tokens.size(); ++i) types[i] = tokens[i] == model.config().image_token_id;
+  for (size_t i = 0; i < tokens.size(); ++i) types[i] = tokens[i] == model.vision_language_config().image_token_id;
   input.token_type_ids = Tensor::from_vector(types, {1, T});
   return input;
 }
@@ -227,7 +226,7 @@ std::vector<int64_t> generate(const VisionLanguageModel& model, const std::vecto
   KVCache cache = model.make_cache(1, T + config.max_new_tokens);
   ForwardOptions options;
   options.cache = &cache;
-  const VisionLanguageInput input = prompt_input(model, prompt, pixel_values);
+  const DecoderInput input = prompt_input(model, prompt, pixel_values);
   auto last_logits = [&](const Tensor& hidden) {
     const int64_t n = hidden.size(1);
     std::vector<float> logits = model.logits(ops::slice(hidden, 1, n - 1, n)).to_floats();
@@ -243,9 +242,7 @@ std::vector<int64_t> generate(const VisionLanguageModel& model, const std::vecto
     out.push_back(next);
     if (std::find(config.eos_token_ids.begin(), config.eos_token_ids.end(), next) != config.eos_token_ids.end()) break;
     if (step + 1 == config.max_new_tokens) break;
-    VisionLanguageInput step_input;
-    step_input.input_ids = Tensor::from_vector(std::vector<int64_t>{next}, {1, 1});
-    logits = last_logits(model.forward_hidden(step_input, options).hidden);
+    logits = last_logits(model.forward_hidden(Tensor::from_vector(std::vector<int64_t>{next}, {1, 1}), options).hidden);
   }
   return out;
 }

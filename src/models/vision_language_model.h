@@ -35,19 +35,11 @@ struct VisionLanguageConfig {
   nlohmann::json to_json() const;
 };
 
-// What one forward pass reads besides token ids.
-struct VisionLanguageInput {
-  Tensor input_ids;     // [B, T] i64; image_token_id marks where image features go, mm_tokens_per_image per image
-  Tensor pixel_values;  // optional [images, channels, size, size], the images in the order their tokens appear
-  // Optional [B, T] (1 = image token, 0 = text): each run of image tokens attends to itself both ways, as
-  // transformers does when the processor's token_type_ids are passed; undefined: plain causal attention.
-  Tensor token_type_ids;
-};
-
-class VisionLanguageModel : public nn::Module {
+// A LanguageModel whose forward also reads the images of DecoderInput (pixel_values, token_type_ids); config() is its
+// text decoder's.
+class VisionLanguageModel : public LanguageModel {
  public:
-  virtual const VisionLanguageConfig& config() const = 0;
-  virtual DType dtype() const = 0;
+  virtual const VisionLanguageConfig& vision_language_config() const = 0;
   virtual const LanguageModel& language_model() const = 0;
 
   // Projected image features [images, mm_tokens_per_image, text hidden] for pixel_values.
@@ -55,21 +47,7 @@ class VisionLanguageModel : public nn::Module {
   // The decoder's inputs_embeds: scaled text embeddings with the image features in the image tokens' places.
   // Errors when the number of image tokens is not images x mm_tokens_per_image.
   virtual Tensor embed(const Tensor& input_ids, const Tensor& pixel_values) const = 0;
-  virtual DecoderOutput forward_hidden(const VisionLanguageInput& input, const ForwardOptions& options = {}) const = 0;
-  // LM head on hidden states: [..., vocab].
-  virtual Tensor logits(const Tensor& hidden) const = 0;
-  Tensor forward(const VisionLanguageInput& input, const ForwardOptions& options = {}) const {
-    return logits(forward_hidden(input, options).hidden);
-  }
-
-  virtual void set_kernels(const KernelOptions& kernels) = 0;
-  virtual const KernelOptions& kernels() const = 0;
-  virtual KVCache make_cache(int64_t batch, int64_t capacity) const = 0;
-  // Our parameter names and tensors to the checkpoint's (as transformers 5 saves them) and back.
-  virtual const StateDictAdapter& state_dict_adapter() const = 0;
-  // transformers 5's module path of our parameter `name`: the names its named_parameters() and peft adapters use,
-  // which differ from the checkpoint's (model.language_model.*, model.vision_tower.*, lm_head.*).
-  virtual std::string module_name(const std::string& name) const = 0;
+  Tensor embed(const Tensor& input_ids) const override { return embed(input_ids, Tensor()); }
 };
 
 // Whether config.json at model_dir describes an image-text-to-text model (a model_type this file loads).

@@ -172,8 +172,7 @@ TEST(Gemma3Vision, SparseHubTextConfigGetsGemma3TextDefaults) {
 TEST(Gemma3Vision, ImageTokensMustMatchTheImages) {
   auto model = models::build_gemma3_vision_language_model(
       models::VisionLanguageConfig::from_json(gemma3_vlm(), "config.json"), DType::f32);
-  models::VisionLanguageInput in;
-  in.input_ids = Tensor::from_vector(std::vector<int64_t>{5, 91, 90, 90, 90, 90, 92, 6}, {1, 8});
+  models::DecoderInput in(Tensor::from_vector(std::vector<int64_t>{5, 91, 90, 90, 90, 90, 92, 6}, {1, 8}));
   in.pixel_values = Tensor::zeros({2, 3, 32, 32}, DType::f32);
   EXPECT_TRUE(has(error_of([&] { model->forward(in); }), "4 image tokens (id 90) for 2 image(s) of 4 tokens"));
   in.pixel_values = Tensor::zeros({1, 3, 32, 33}, DType::f32);

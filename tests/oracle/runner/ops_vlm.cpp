@@ -35,8 +35,7 @@ ORACLE_OP("vlm", [](const OpCall& c) -> std::vector<Tensor> {
   models::ForwardOptions options;
   options.attention_mask = c.maybe("attention_mask");
   options.checkpoint_layers = c.params.value("checkpoint_layers", false);
-  models::VisionLanguageInput input;
-  input.input_ids = c.in("input_ids");
+  models::DecoderInput input(c.in("input_ids"));
   input.pixel_values = c.maybe("pixel_values");
   input.token_type_ids = c.maybe("token_type_ids");
   Tensor logits = model->forward(input, options);
@@ -69,7 +68,7 @@ ORACLE_OP("vlm_save", [](const OpCall& c) -> std::vector<Tensor> {
 ORACLE_OP("vlm_generate", [](const OpCall& c) -> std::vector<Tensor> {
   auto model = load_vlm(c, false);
   const std::string dir = c.params.at("model_dir").get<std::string>();
-  models::GenerationConfig gen = models::read_generation_config(dir, model->config().text);
+  models::GenerationConfig gen = models::read_generation_config(dir, model->config());
   gen.max_new_tokens = c.params.value("max_new_tokens", gen.max_new_tokens);
   gen.do_sample = false;
   if (c.params.contains("eos")) gen.eos_token_ids = c.params["eos"].get<std::vector<int64_t>>();
