@@ -1,9 +1,11 @@
 #pragma once
 // The subcommands of the automodel executable; each returns the process exit code.
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
 
 #include "cli/args.h"
+#include "core/dtype.h"
 
 namespace automodel::cli {
 
@@ -14,6 +16,12 @@ int run_tokenize(const Args& args);       // tokenizer: text to ids
 int run_chat_template(const Args& args);  // tokenizer: render a conversation with the chat template
 int run_merge_lora(const Args& args);     // peft: merge a LoRA adapter into its base model
 int run_preprocess(const Args& args);     // processor: a VLM's input_ids and pixel_values for text and images
+// generate / logprobs ("command") on the image-text model in dir: a conversation with image files (--messages).
+int run_image_text(const Args& args, const std::string& command, const std::string& dir);
+// --dtype f32|bf16 (also float32|bfloat16).
+DType parse_dtype(const std::string& s);
+// A --messages file: a JSON list of chat messages (or an object with "messages"). `where` names the command.
+nlohmann::ordered_json read_messages_file(const std::string& path, const std::string& where);
 // recipes: `finetune llm -c recipe.yaml [overrides]` (args after "finetune") and `recipe.yaml [overrides]`.
 int run_finetune(std::vector<std::string> args);
 int run_recipe_file(const std::string& config_path, std::vector<std::string> args);

@@ -41,7 +41,7 @@ std::optional<std::string> take_option(std::vector<std::string>& args, const std
 }
 
 constexpr const char* kUsage =
-    "automodel finetune llm -c recipe.yaml [--nproc-per-node N] [--threads N] [--section.key value ...]";
+    "automodel finetune llm|vlm -c recipe.yaml [--nproc-per-node N] [--threads N] [--section.key value ...]";
 
 int parse_nproc(const std::string& text) {
   const bool digits = !text.empty() && text.size() <= 5 &&
@@ -86,12 +86,14 @@ int run_recipe_command(const std::vector<std::string>& command, const std::strin
 }
 
 int run_finetune(std::vector<std::string> args) {
-  if (args.empty() || args[0] != "llm")
-    throw Error("`automodel finetune` needs a domain: llm", "automodel finetune", kUsage);
+  // llm and vlm run the same recipe: the model section decides whether the model (and its data) take images.
+  if (args.empty() || (args[0] != "llm" && args[0] != "vlm"))
+    throw Error("`automodel finetune` needs a domain: llm or vlm", "automodel finetune", kUsage);
+  const std::string domain = args[0];
   args.erase(args.begin());
   const std::string config_path = take_option(args, {"-c", "--config"}, kUsage).value_or("");
-  if (config_path.empty()) throw Error("no recipe given", "automodel finetune llm", kUsage);
-  return run_recipe_command({"finetune", "llm", "-c", config_path}, config_path, std::move(args));
+  if (config_path.empty()) throw Error("no recipe given", "automodel finetune " + domain, kUsage);
+  return run_recipe_command({"finetune", domain, "-c", config_path}, config_path, std::move(args));
 }
 
 }  // namespace automodel::cli

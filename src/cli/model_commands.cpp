@@ -19,16 +19,15 @@
 
 namespace automodel::cli {
 
-namespace {
-
-using nlohmann::json;
-
-// --dtype f32|bf16 (also float32|bfloat16).
 DType parse_dtype(const std::string& s) {
   if (s == "f32" || s == "float32" || s == "fp32") return DType::f32;
   if (s == "bf16" || s == "bfloat16") return DType::bf16;
   throw Error("unknown --dtype '" + s + "'", "command line", "use --dtype f32 or --dtype bf16");
 }
+
+namespace {
+
+using nlohmann::json;
 
 // "1,2,3" (spaces and surrounding [ ] allowed) -> ids; every element must be a non-negative integer.
 std::vector<int64_t> parse_ids(const std::string& text, const std::string& option) {
@@ -263,6 +262,8 @@ int run_inspect(const Args& args) {
 
 int run_generate(const Args& args) {
   const std::string model_arg = require_model(args, "generate");
+  if (const std::string dir = model_dir_of(model_arg, "generate"); models::is_vision_language_model_dir(dir))
+    return run_image_text(args, "generate", dir);
   const std::string prompt_ids = args.str("prompt-ids", "");
   const bool has_text = args.options.count("prompt") > 0;
   const std::string text = args.str("prompt", "");
@@ -320,6 +321,8 @@ int run_generate(const Args& args) {
 
 int run_logprobs(const Args& args) {
   const std::string model_arg = require_model(args, "logprobs");
+  if (const std::string dir = model_dir_of(model_arg, "logprobs"); models::is_vision_language_model_dir(dir))
+    return run_image_text(args, "logprobs", dir);
   const std::string prompt_ids = args.str("prompt-ids", "");
   const DType dtype = parse_dtype(args.str("dtype", "f32"));
   const int threads = args.threads();

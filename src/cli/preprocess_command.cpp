@@ -34,21 +34,6 @@ void write_npy(const std::string& path, const processor::PixelValues& pixels) {
   });
 }
 
-nlohmann::ordered_json read_messages(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw Error("cannot read " + path, std::string(kWhere) + " --messages");
-  std::ostringstream ss;
-  ss << in.rdbuf();
-  nlohmann::ordered_json messages;
-  try {
-    messages = nlohmann::ordered_json::parse(ss.str());
-  } catch (const nlohmann::ordered_json::exception& e) {
-    throw Error(std::string("invalid JSON: ") + e.what(), path);
-  }
-  if (messages.is_object() && messages.contains("messages")) messages = messages["messages"];
-  return messages;
-}
-
 // FNV-1a over the float bits: a short fingerprint of pixel_values for quick comparisons.
 uint64_t fingerprint(const std::vector<float>& values) {
   uint64_t h = 1469598103934665603ull;
@@ -98,7 +83,7 @@ int run_preprocess(const Args& args) {
   recipes::VlmInputs inputs;
   if (!messages_path.empty()) {
     const auto templates = tokenizer::load_chat_templates(dir);
-    inputs = recipes::apply_chat_template_with_images(tok, templates, config, read_messages(messages_path),
+    inputs = recipes::apply_chat_template_with_images(tok, templates, config, read_messages_file(messages_path, kWhere),
                                                       add_generation_prompt, "", messages_path);
   } else {
     std::vector<io::ImageRGB8> images;

@@ -9,6 +9,7 @@
 #include "core/error.h"
 #include "io/hf_dir.h"
 #include "models/auto_model.h"
+#include "models/vision_language_model.h"
 #include "recipes/recipe_sections.h"
 
 namespace automodel::recipes {
@@ -16,6 +17,8 @@ namespace automodel::recipes {
 namespace {
 
 constexpr const char* kFromPretrained = "automodel.AutoModelForCausalLM.from_pretrained";
+constexpr const char* kVlmCollate = "automodel.datasets.vlm.default_collate_fn";
+constexpr const char* kImageTextFromPretrained = "automodel.AutoModelForImageTextToText.from_pretrained";
 constexpr const char* kAdamW = "automodel.optim.AdamW";
 constexpr const char* kAdam = "automodel.optim.Adam";
 constexpr const char* kSGD = "automodel.optim.SGD";
@@ -61,6 +64,10 @@ void register_recipe_targets() {
   register_target(kFromPretrained, {"nemo_automodel.NeMoAutoModelForCausalLM.from_pretrained",
                                     "nemo_automodel._transformers.NeMoAutoModelForCausalLM.from_pretrained",
                                     "transformers.AutoModelForCausalLM.from_pretrained"});
+  register_target(kImageTextFromPretrained,
+                  {"nemo_automodel.NeMoAutoModelForImageTextToText.from_pretrained",
+                   "nemo_automodel._transformers.NeMoAutoModelForImageTextToText.from_pretrained",
+                   "transformers.AutoModelForImageTextToText.from_pretrained"});
   register_target(kAdamW, {"torch.optim.AdamW"});
   register_target(kAdam, {"torch.optim.Adam"});
   register_target(kSGD, {"torch.optim.SGD"});
@@ -77,7 +84,7 @@ void register_recipe_targets() {
 
 std::unique_ptr<models::LanguageModel> build_model(const ConfigNode& section, std::string& model_dir) {
   check_section_keys(section, "model");
-  target_of(section, {kFromPretrained});
+  const bool image_text = target_of(section, {kFromPretrained, kImageTextFromPretrained}) == kImageTextFromPretrained;
   if (!section.contains("pretrained_model_name_or_path"))
     throw Error("model.pretrained_model_name_or_path is missing", section.where(),
                 "give a model directory written by transformers or a hub id in the local HF cache");
@@ -110,7 +117,17 @@ std::unique_ptr<models::LanguageModel> build_model(const ConfigNode& section, st
     options.config_overrides["output_router_logits"] = v->as<bool>();
   if (const ConfigNode* v = section.find("router_aux_loss_coef"); v && !v->is_null())
     options.config_overrides["router_aux_loss_coef"] = v->as<double>();
-  std::unique_ptr<models::LanguageModel> model = models::AutoModelForCausalLM::from_pretrained(model_dir, options);
+  if (image_text != models::is_vision_language_model_dir(model_dir))
+    throw Error(model_dir + " holds " + (image_text ? "a causal LM" : "an image-text model") + " but model._target_ " +
+                    (image_text ? "loads an image-text model" : "loads a causal LM"),
+                section.at("_target_").where(),
+                image_text ? "use nemo_automodel.NeMoAutoModelForCausalLM.from_pretrained for a text model"
+                           : "use nemo_automodel.NeMoAutoModelForImageTextToText.from_pretrained (and a VLM dataset)");
+  std::unique_ptr<models::LanguageModel> model;
+  if (image_text)
+    model = models::load_vision_language_model(model_dir, options);
+  else
+    model = models::AutoModelForCausalLM::from_pretrained(model_dir, options);
   model->set_kernels(kernels);
   return model;
 }
@@ -156,7 +173,8 @@ LoaderOptions build_loader_options(const ConfigNode* section, bool default_shuff
   o.drop_last = section->get<bool>("drop_last", false);
   if (const ConfigNode* c = section->find("collate_fn"); c && !c->is_null()) {
     check_section_keys(*c, "dataloader.collate_fn");
-    target_of(*c, {kDefaultCollater});
+    // The VLM collate's options are read with its dataset (build_vlm_data.h).
+    if (target_of(*c, {kDefaultCollater, kVlmCollate}) == kVlmCollate) return o;
     if (c->contains("pad_seq_len_divisible")) o.pad_to_multiple_of = c->get<int64_t>("pad_seq_len_divisible", 1);
   }
   if (o.pad_to_multiple_of < 1)
@@ -221,6 +239,25 @@ std::vector<nn::NamedParameters> trainable_parameters_per_layer(const models::La
   std::vector<std::string> layers;
   for (int64_t l = 0; l < model.config().num_hidden_layers; ++l) layers.push_back("model.layers." + std::to_string(l));
   return nn::parameters_by_module(model, layers, /*trainable_only=*/true);
+}
+
+void apply_freeze_config(const ConfigNode* section, models::LanguageModel& model) {
+  const bool image_text = dynamic_cast<const models::VisionLanguageModel*>(&model) != nullptr;
+  const bool given = section != nullptr && !section->is_null();
+  if (given && !image_text)
+    throw Error("freeze_config applies to image-text models; this recipe fine-tunes a causal LM", section->where(),
+                "remove freeze_config (or load an image-text model with NeMoAutoModelForImageTextToText)");
+  if (!image_text) return;
+  auto flag = [&](const char* key, bool fallback) { return given ? section->get<bool>(key, fallback) : fallback; };
+  // Prefixes of our parameter names (the names transformers 5 writes).
+  std::vector<std::string> frozen;
+  if (flag("freeze_embeddings", true)) frozen.push_back("language_model.model.embed_tokens.");
+  if (flag("freeze_vision_tower", true)) frozen.push_back("vision_tower.");
+  if (flag("freeze_language_model", false)) frozen.push_back("language_model.model.");
+  (void)flag("freeze_audio_tower", false);  // Gemma 3 has none
+  for (auto& [name, p] : model.named_parameters())
+    for (const std::string& prefix : frozen)
+      if (name.rfind(prefix, 0) == 0) p.set_requires_grad(false);
 }
 
 int64_t optimizer_state_block(const ConfigNode& section) {

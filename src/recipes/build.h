@@ -64,6 +64,11 @@ std::optional<peft::PeftConfig> build_peft_config(const ConfigNode* section);
 // around them): the unit data parallel reduces and shards. Under a peft only the adapters train.
 std::vector<nn::NamedParameters> trainable_parameters_per_layer(const models::LanguageModel& model);
 
+// NeMo's freeze_config (section may be null): which parts of an image-text model train. As NeMo's defaults:
+// freeze_embeddings and freeze_vision_tower true, freeze_language_model false (the decoder layers and final norm; a
+// tied LM head is the embedding). Error on a causal LM, which NeMo's LLM recipe does not freeze.
+void apply_freeze_config(const ConfigNode* section, models::LanguageModel& model);
+
 // The multiple of elements at which fsdp2 may cut the optimizer section's state of a parameter between ranks:
 // AdamW8bit's quantization block (a rank then holds whole blocks), 1 for the others.
 int64_t optimizer_state_block(const ConfigNode& section);

@@ -32,10 +32,13 @@
 #include "core/error.h"
 #include "core/grad_node.h"
 #include "core/rng.h"
+#include "models/vision_language_model.h"
 #include "ops/binary.h"
 #include "ops/cast.h"
 #include "recipes/build.h"
+#include "recipes/build_vlm_data.h"
 #include "recipes/recipe_sections.h"
+#include "recipes/vlm_collate.h"
 
 namespace automodel::recipes {
 
@@ -45,6 +48,8 @@ namespace fs = std::filesystem;
 using Clock = std::chrono::steady_clock;
 
 constexpr const char* kFinetuneRecipe = "automodel.recipes.llm.TrainFinetuneRecipeForNextTokenPrediction";
+// NeMo's VLM recipe: the same loop, with an image-text model and VLM data (which the model section decides).
+constexpr const char* kVlmFinetuneRecipe = "automodel.recipes.vlm.FinetuneRecipeForVLM";
 
 struct CheckpointOptions {
   bool enabled = true;
@@ -237,6 +242,8 @@ class FinetuneRun {
     }
 
     model_ = build_model(cfg_.at("model"), model_dir_);
+    image_text_ = dynamic_cast<const models::VisionLanguageModel*>(model_.get()) != nullptr;
+    apply_freeze_config(cfg_.find("freeze_config"), *model_);
     if (peft_) {
       std::vector<std::string> adapted;
       try {
@@ -250,15 +257,22 @@ class FinetuneRun {
     tok_ = build_tokenizer(cfg_.find("tokenizer"), model_dir_);
     loss_ = build_loss(cfg_.find("loss_fn"), model_->kernels().fused);
 
-    train_data_ = beyond_max_positions_warned(build_dataset(cfg_.at("dataset"), tok_.text), "dataset");
-    // Packing needs every sample's length: the dataset is tokenized whole here.
-    if (pack_size > 0)
-      train_data_ = data::dataset_of(data::pack_sequences(data::materialize(train_data_), pack_size, tok_.pad_id));
-    if (const ConfigNode* v = cfg_.find("validation_dataset"); v && !v->is_null())
-      val_data_ = beyond_max_positions_warned(build_dataset(*v, tok_.text), "validation_dataset");
+    if (image_text_) {
+      build_image_text_data(pack_size);
+    } else {
+      if (is_vlm_dataset(cfg_.at("dataset")))
+        throw Error("the dataset holds images but the model is a causal LM", cfg_.at("dataset").where(),
+                    "load an image-text model: model._target_: NeMoAutoModelForImageTextToText.from_pretrained");
+      train_data_ = beyond_max_positions_warned(build_dataset(cfg_.at("dataset"), tok_.text), "dataset");
+      // Packing needs every sample's length: the dataset is tokenized whole here.
+      if (pack_size > 0)
+        train_data_ = data::dataset_of(data::pack_sequences(data::materialize(train_data_), pack_size, tok_.pad_id));
+      if (const ConfigNode* v = cfg_.find("validation_dataset"); v && !v->is_null())
+        val_data_ = beyond_max_positions_warned(build_dataset(*v, tok_.text), "validation_dataset");
+    }
 
     // The loader yields each micro-step's global batch (local_batch_size x dp); every rank takes its slice of it.
-    loader_ = std::make_unique<data::DataLoader>(train_data_.size, sched_opts.local_batch_size * dist_.dp_size,
+    loader_ = std::make_unique<data::DataLoader>(train_size(), sched_opts.local_batch_size * dist_.dp_size,
                                                  train_loader_opts_.shuffle, loader_seed, train_loader_opts_.drop_last);
     if (loader_->num_batches() == 0)
       throw Error("the training dataset has fewer samples than one batch with drop_last", cfg_.at("dataset").where(),
@@ -300,7 +314,7 @@ class FinetuneRun {
     CachingAllocator::cpu().empty_cache();
     if (!main_rank()) return;
     train_log_ = std::make_unique<training::JsonlWriter>((fs::path(ckpt_.dir) / "training.jsonl").string());
-    if (val_data_.size > 0)
+    if (val_size() > 0)
       val_log_ = std::make_unique<training::JsonlWriter>((fs::path(ckpt_.dir) / "validation.jsonl").string());
     if (reducer_)
       std::printf("data parallel (ddp): %d ranks, %lld gradient buckets\n", comm_.size(),
@@ -313,9 +327,8 @@ class FinetuneRun {
     std::printf(
         "model %s: %lld parameters (%lld trainable), %zu training samples, %lld micro-batches of %lld per "
         "step, %lld steps\n",
-        model_dir_.c_str(), (long long)model_->num_parameters(), (long long)model_->num_parameters(true),
-        train_data_.size, (long long)sched_->grad_acc_steps(), (long long)sched_opts.local_batch_size,
-        (long long)sched_->max_steps());
+        model_dir_.c_str(), (long long)model_->num_parameters(), (long long)model_->num_parameters(true), train_size(),
+        (long long)sched_->grad_acc_steps(), (long long)sched_opts.local_batch_size, (long long)sched_->max_steps());
   }
 
   // ---- the train loop ----------------------------------------------------------------------------------------------
@@ -333,13 +346,14 @@ class FinetuneRun {
     training::invoke(callbacks_.on_train_start, state_);
     last_time_ = Clock::now();
     while (sched_->next_epoch()) {
-      if (!continue_epoch) loader_->set_epoch(sched_->epoch());
+      // A run resumed on an epoch's last step finds the scheduler already in the next epoch: the loader starts it.
+      if (!continue_epoch || loader_->epoch() != sched_->epoch()) loader_->set_epoch(sched_->epoch());
       continue_epoch = false;
       while (true) {
         std::vector<data::Batch> micro_batches;
         std::vector<size_t> indices;
         while (static_cast<int64_t>(micro_batches.size()) < sched_->micro_batches_this_step() && loader_->next(indices))
-          micro_batches.push_back(collate(train_data_, rank_slice(indices), train_loader_opts_));
+          micro_batches.push_back(collate(/*validation=*/false, rank_slice(indices)));
         if (micro_batches.empty()) {  // the loader ended the epoch (a run resumed at an epoch's end)
           sched_->end_epoch();
           break;
@@ -361,7 +375,7 @@ class FinetuneRun {
         training::invoke(callbacks_.on_step_end, state_);
         progress.update({sched_->step(), sched_->epoch(), metrics["loss"], metrics["lr"], metrics["tps"],
                          metrics["grad_norm"].get<double>()});
-        if (sched_->is_val_step() && val_data_.size > 0) validate();
+        if (sched_->is_val_step() && val_size() > 0) validate();
         if (ckpt_.enabled && sched_->is_ckpt_step()) save_checkpoint();
         result_.steps_run += 1;
         if (!sched_->advance_step()) break;
@@ -425,9 +439,44 @@ class FinetuneRun {
     return data::default_collater({&s}, tok_.pad_id, std::nullopt, 1);
   }
 
-  // An empty `indices` (a rank's empty slice of a short last batch) gives a batch without tensors.
-  data::Batch collate(const data::Dataset& data, const std::vector<size_t>& indices, const LoaderOptions& o) const {
+  // Image-text recipes: NeMo's VLM datasets (conversations) and collate, with the model directory's processor (or
+  // the processor section's).
+  void build_image_text_data(int64_t pack_size) {
+    if (pack_size > 0)
+      throw Error("packed_sequence is not supported for image-text models", cfg_.at("packed_sequence").where(),
+                  "remove packed_sequence (each conversation is one row, its images expanded to their tokens)");
+    if (!is_vlm_dataset(cfg_.at("dataset")))
+      throw Error("an image-text model needs a vision-language dataset", cfg_.at("dataset").where(),
+                  "use one of NeMo's VLM datasets, e.g. nemo_automodel.components.datasets.vlm.datasets."
+                  "make_cord_v2_dataset, or automodel.datasets.vlm.make_conversation_dataset for local conversations");
+    RecipeVlmDataset train = build_recipe_vlm_dataset(cfg_, "dataset");
+    processor_ = std::move(train.processor);
+    train_conversations_ = std::move(train.data);
+    train_vlm_collate_ = train.collate;
+    if (const ConfigNode* v = cfg_.find("validation_dataset"); v && !v->is_null()) {
+      RecipeVlmDataset val = build_recipe_vlm_dataset(cfg_, "validation_dataset");
+      val_conversations_ = std::move(val.data);
+      val_vlm_collate_ = val.collate;
+    }
+  }
+
+  size_t train_size() const { return image_text_ ? train_conversations_.size : train_data_.size; }
+  size_t val_size() const { return image_text_ ? val_conversations_.size : val_data_.size; }
+
+  // The batch of these indices of the training or validation split. An empty `indices` (a rank's empty slice of a
+  // short last batch) gives a batch without tensors.
+  data::Batch collate(bool validation, const std::vector<size_t>& indices) const {
     if (indices.empty()) return {};
+    if (image_text_) {
+      const data::ConversationDataset& data = validation ? val_conversations_ : train_conversations_;
+      std::vector<data::Conversation> conversations;
+      for (size_t i : indices) conversations.push_back(data.get(i));
+      std::vector<const data::Conversation*> rows;
+      for (const data::Conversation& c : conversations) rows.push_back(&c);
+      return vlm_collate(rows, *processor_, validation ? val_vlm_collate_ : train_vlm_collate_);
+    }
+    const data::Dataset& data = validation ? val_data_ : train_data_;
+    const LoaderOptions& o = validation ? val_loader_opts_ : train_loader_opts_;
     std::vector<data::Sample> samples;
     samples.reserve(indices.size());
     for (size_t i : indices) samples.push_back(data.get(i));
@@ -461,7 +510,10 @@ class FinetuneRun {
     fo.checkpoint_layers = checkpoint_layers_;
     if (reducer_) fo.layer_hooks = reducer_->hooks();
     if (sharded_) fo.layer_hooks = sharded_->hooks();
-    models::DecoderOutput decoded = model_->forward_hidden(b.input_ids, fo);
+    models::DecoderInput input(b.input_ids);
+    input.pixel_values = b.pixel_values;
+    input.token_type_ids = b.token_type_ids;
+    models::DecoderOutput decoded = model_->forward_hidden(input, fo);
     if (aux)
       for (const Tensor& a : decoded.aux_losses) *aux = aux->defined() ? ops::add(*aux, a) : a;
     const Tensor& hidden = decoded.hidden;
@@ -576,14 +628,14 @@ class FinetuneRun {
   void validate() {
     NoGradGuard no_grad;
     if (peft_) peft::set_lora_training(*model_, false);
-    data::DataLoader loader(val_data_.size, loader_->batch_size(), false, 0, false);
+    data::DataLoader loader(val_size(), loader_->batch_size(), false, 0, false);
     loader.set_epoch(0);
     double total = 0.0;
     int64_t label_tokens = 0;
     std::vector<size_t> indices;
     if (sharded_) sharded_->begin_step(/*backward=*/false);
     while (loader.next(indices)) {
-      data::Batch b = collate(val_data_, rank_slice(indices), val_loader_opts_);
+      data::Batch b = collate(/*validation=*/true, rank_slice(indices));
       if (!b.input_ids.defined()) {
         if (sharded_) loss_of(padding_batch(), 1);  // the layers' gathers need every rank
         continue;
@@ -613,7 +665,8 @@ class FinetuneRun {
   std::vector<std::string> tokenizer_files() const {
     std::vector<std::string> files;
     for (const char* name : {"tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
-                             "chat_template.jinja", "tokenizer.model", "vocab.json", "merges.txt"})
+                             "chat_template.jinja", "tokenizer.model", "vocab.json", "merges.txt",
+                             "processor_config.json", "preprocessor_config.json", "chat_template.json"})
       if (fs::exists(fs::path(tok_.dir) / name)) files.push_back((fs::path(tok_.dir) / name).string());
     return files;
   }
@@ -918,6 +971,10 @@ class FinetuneRun {
   TokenizerBundle tok_;
   LossFunction loss_;
   data::Dataset train_data_, val_data_;
+  bool image_text_ = false;  // an image-text model: its data are conversations, collated with the processor
+  std::optional<VlmProcessor> processor_;
+  data::ConversationDataset train_conversations_, val_conversations_;
+  VlmCollateOptions train_vlm_collate_, val_vlm_collate_;
   LoaderOptions train_loader_opts_, val_loader_opts_;
   std::unique_ptr<data::DataLoader> loader_;
   std::unique_ptr<training::StepScheduler> sched_;
@@ -949,10 +1006,12 @@ RunResult run_recipe(const ConfigNode& config, const training::Callbacks& callba
   config::register_target(kFinetuneRecipe,
                           {"nemo_automodel.recipes.llm.train_ft.TrainFinetuneRecipeForNextTokenPrediction",
                            "nemo_automodel.recipes.llm.finetune.FinetuneRecipeForNextTokenPrediction"});
+  config::register_target(kVlmFinetuneRecipe, {"nemo_automodel.recipes.vlm.finetune.FinetuneRecipeForVLM"});
   if (const ConfigNode* r = config.find("recipe"); r && !r->is_null()) {
     const std::string name = r->is_map() ? config::resolve_target(*r) : config::resolve_target(r->as_string());
-    if (name != kFinetuneRecipe)
-      throw Error("recipe '" + name + "' is not available", r->where(), std::string("use ") + kFinetuneRecipe);
+    if (name != kFinetuneRecipe && name != kVlmFinetuneRecipe)
+      throw Error("recipe '" + name + "' is not available", r->where(),
+                  std::string("use ") + kFinetuneRecipe + " or " + kVlmFinetuneRecipe);
   }
   return run_llm_finetune(config, callbacks);
 }

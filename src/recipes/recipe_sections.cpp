@@ -63,9 +63,14 @@ std::vector<RecipeSection> make_table() {
       "model", Required,
       {"pretrained_model_name_or_path", "torch_dtype", "dtype", "attn_implementation", "use_liger_kernel",
        "trust_remote_code", "force_hf", "use_cache", "revision", "output_router_logits", "router_aux_loss_coef"},
-      {{"automodel.AutoModelForCausalLM.from_pretrained", {}}}));
+      {{"automodel.AutoModelForCausalLM.from_pretrained", {}},
+       {"automodel.AutoModelForImageTextToText.from_pretrained", {}}}));
   model.required_keys = {"pretrained_model_name_or_path"};
   t.push_back(std::move(model));
+  // Image-text recipes: the processor's directory (default: the model's), and which parts train.
+  t.push_back(section("processor", Any, {"pretrained_model_name_or_path", "trust_remote_code", "use_fast"}));
+  t.push_back(section("freeze_config", None,
+                      {"freeze_embeddings", "freeze_vision_tower", "freeze_language_model", "freeze_audio_tower"}));
   t.push_back(section("tokenizer", Any, {"pretrained_model_name_or_path", "trust_remote_code"}));
   t.push_back(section("peft", Optional,
                       {"target_modules", "exclude_modules", "match_all_linear", "target_parameters", "dim", "alpha",
@@ -87,6 +92,7 @@ std::vector<RecipeSection> make_table() {
                           "limit_dataset_samples",
                           "start_of_turn_token",
                           "answer_only_loss_mask"};
+  const Keys vlm_keys = {"path_or_dataset", "split", "limit_dataset_samples"};
   add_twice(
       t, "dataset", "validation_dataset",
       required(section("", Required, {},
@@ -98,7 +104,11 @@ std::vector<RecipeSection> make_table() {
                           "trust_remote_code"}},
                         {"automodel.datasets.llm.ColumnMappedTextInstructionDataset",
                          with(text_keys, {"column_mapping", "use_hf_chat_template", "trust_remote_code"})},
-                        {"automodel.datasets.llm.ChatDataset", with(text_keys, {"mask_history", "chat_template"})}})));
+                        {"automodel.datasets.llm.ChatDataset", with(text_keys, {"mask_history", "chat_template"})},
+                        {"automodel.datasets.vlm.make_conversation_dataset", vlm_keys},
+                        {"automodel.datasets.vlm.make_rdr_dataset", vlm_keys},
+                        {"automodel.datasets.vlm.make_cord_v2_dataset", vlm_keys},
+                        {"automodel.datasets.vlm.make_medpix_dataset", vlm_keys}})));
   t.push_back(
       section("packed_sequence", None, {"packed_sequence_size", "split_across_pack", "max_packs", "packing_strategy"}));
   // Worker and memory-pinning options of torch's loader mean nothing to an in-process loader; they are accepted so
@@ -109,7 +119,9 @@ std::vector<RecipeSection> make_table() {
                      "persistent_workers", "prefetch_factor", "seed"},
                     {{"automodel.datasets.DataLoader", {}}}));
   add_twice(t, "dataloader", "validation_dataloader",
-            section("", Required, {"pad_seq_len_divisible"}, {{"automodel.datasets.default_collater", {}}}),
+            section("", Required, {},
+                    {{"automodel.datasets.default_collater", {"pad_seq_len_divisible"}},
+                     {"automodel.datasets.vlm.default_collate_fn", {"max_length"}}}),
             ".collate_fn");
   // foreach / fused pick torch's implementation, not the math: ours is always one pass over flat buffers.
   const Keys torch_keys = {"momentum", "dampening", "nesterov",   "foreach",

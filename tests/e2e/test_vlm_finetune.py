@@ -1,0 +1,127 @@
+"""`automodel finetune vlm` on the embedded tiny Gemma 3 image-text model and data (examples/vlm_finetune): it
+trains what freeze_config leaves trainable, its validation loss falls, the consolidated checkpoint loads in
+transformers with the log-probabilities automodel computes, and it resumes as the uninterrupted run continues."""
+import json
+import os
+import pathlib
+import subprocess
+
+import numpy as np
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+BIN = pathlib.Path(os.environ.get("AUTOMODEL_BUILD_DIR", ROOT / "build")) / "automodel"
+RECIPE = ROOT / "examples" / "vlm_finetune" / "tiny_gemma3.yaml"
+VLM = ROOT / "assets" / "tiny-gemma3-vlm"
+MPI_ENV = {**os.environ, "OMPI_ALLOW_RUN_AS_ROOT": "1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1"}
+
+
+def finetune(ckpt_dir, *overrides, ranks=1):
+    cmd = [str(BIN), "finetune", "vlm", "-c", str(RECIPE), "--checkpoint.checkpoint_dir", str(ckpt_dir),
+           *map(str, overrides)]
+    if ranks > 1:
+        cmd += ["--nproc-per-node", str(ranks)]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=ROOT, env=MPI_ENV)
+
+
+def jsonl(path):
+    return [json.loads(line) for line in pathlib.Path(path).read_text().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    d = tmp_path_factory.mktemp("vlm")
+    r = finetune(d)
+    assert r.returncode == 0, r.stdout + r.stderr
+    return d
+
+
+def final(d):
+    return sorted(pathlib.Path(d).glob("epoch_*_step_29"))[0] / "model" / "consolidated"
+
+
+def test_validation_loss_falls_and_only_the_unfrozen_parts_train(run):
+    val = [x["val_loss"] for x in jsonl(run / "validation.jsonl")]
+    assert len(val) >= 3 and val[-1] < val[0] - 0.2, val
+    from safetensors.numpy import load_file
+    before, after = load_file(str(VLM / "model.safetensors")), load_file(str(final(run) / "model.safetensors"))
+    assert before.keys() == after.keys()
+    changed = {k for k in before if not np.array_equal(before[k], after[k])}
+    # NeMo's freeze_config: embeddings (the tied LM head) and the vision tower as loaded; projector and layers train.
+    assert not any(k.startswith("vision_tower.") or "embed_tokens" in k for k in changed), sorted(changed)[:5]
+    assert any(k.startswith("multi_modal_projector.") for k in changed)
+    assert any(k.startswith("language_model.model.layers.") for k in changed)
+
+
+def test_the_consolidated_checkpoint_gives_transformers_the_same_logprobs(run, tmp_path):
+    import torch
+    from transformers import Gemma3ForConditionalGeneration
+    data = ROOT / "assets" / "tiny-vlm-data"
+    record = json.loads((data / "validation.jsonl").read_text().splitlines()[0])
+    for m in record["messages"]:
+        for part in m["content"] if isinstance(m["content"], list) else []:
+            if part.get("type") == "image":
+                part["image"] = str(data / part["image"])
+    chat = tmp_path / "chat.json"
+    chat.write_text(json.dumps(record["messages"]))
+    ours = subprocess.run([str(BIN), "logprobs", "--model", str(final(run)), "--messages", str(chat)],
+                          capture_output=True, text=True, timeout=300)
+    assert ours.returncode == 0, ours.stderr
+    ours = json.loads(ours.stdout)
+    pre = subprocess.run([str(BIN), "preprocess", "--model", str(final(run)), "--messages", str(chat), "--out",
+                          str(tmp_path / "pixels.npy")], capture_output=True, text=True, timeout=300)
+    assert pre.returncode == 0, pre.stderr
+    inputs = json.loads(pre.stdout)
+    assert inputs["input_ids"] == ours["tokens"]
+    model = Gemma3ForConditionalGeneration.from_pretrained(str(final(run)), dtype=torch.float32).eval()
+    ids = torch.tensor([inputs["input_ids"]])
+    with torch.no_grad():
+        logits = model(input_ids=ids, pixel_values=torch.from_numpy(np.load(tmp_path / "pixels.npy")),
+                       token_type_ids=torch.tensor([inputs["token_type_ids"]])).logits
+    ref = torch.log_softmax(logits.double()[0, :-1], -1).gather(1, ids[0, 1:, None])[:, 0]
+    assert np.max(np.abs(np.array(ours["logprobs"]) - ref.numpy())) <= 1e-5
+
+
+def test_resume_continues_as_the_uninterrupted_run(run, tmp_path):
+    # The older of the two checkpoints kept (max_recent_checkpoints: 2): on an epoch's last step, so the resumed
+    # run starts the next epoch (it once found its loader at the end of the old one and stopped after 0 steps).
+    step = min(int(p.name.rsplit("_", 1)[1]) for p in run.glob("epoch_*_step_*"))
+    d = tmp_path / "resumed"
+    r = finetune(d, "--checkpoint.restore_from", next(run.glob(f"epoch_*_step_{step}")))
+    assert r.returncode == 0, r.stdout + r.stderr
+    strip = lambda rows: [{k: x[k] for k in ("step", "loss", "grad_norm", "lr")} for x in rows]  # noqa: E731
+    assert strip(jsonl(d / "training.jsonl")) == strip(jsonl(run / "training.jsonl"))[step + 1:]
+
+
+def test_two_ranks_train_as_one_process(run, tmp_path):
+    d = tmp_path / "ddp"
+    r = finetune(d, "--step_scheduler.local_batch_size", 2, "--step_scheduler.max_steps", 6, ranks=2)
+    assert r.returncode == 0, r.stdout + r.stderr
+    for x, y in zip(jsonl(run / "training.jsonl")[:6], jsonl(d / "training.jsonl"), strict=True):
+        assert x["num_label_tokens"] == y["num_label_tokens"]
+        assert abs(x["loss"] - y["loss"]) <= 1e-5 * abs(x["loss"]), (x, y)
+
+
+@pytest.mark.parametrize("overrides,message", [
+    (["--model._target_", "nemo_automodel.NeMoAutoModelForCausalLM.from_pretrained"],
+     "holds an image-text model but model._target_ loads a causal LM"),
+    (["--packed_sequence.packed_sequence_size", 256], "packed_sequence is not supported for image-text models"),
+    (["--dataset._target_", "nemo_automodel.components.datasets.llm.squad.make_squad_dataset",
+      "--dataset.dataset_name", "assets/tiny-squad"], "an image-text model needs a vision-language dataset"),
+])
+def test_bad_image_text_recipes_are_errors(tmp_path, overrides, message):
+    r = finetune(tmp_path, *overrides)
+    assert r.returncode == 1 and message in r.stderr, r.stderr
+
+
+def test_image_data_or_freeze_config_on_a_causal_lm_are_errors(tmp_path):
+    llm = ["--model._target_", "nemo_automodel.NeMoAutoModelForCausalLM.from_pretrained",
+           "--model.pretrained_model_name_or_path", "assets/tiny-llama", "--processor.pretrained_model_name_or_path",
+           "assets/tiny-gemma3-vlm"]
+    r = finetune(tmp_path / "a", *llm)
+    assert r.returncode == 1 and "freeze_config applies to image-text models" in r.stderr, r.stderr
+    unfrozen = tmp_path / "recipe.yaml"
+    unfrozen.write_text(RECIPE.read_text().split("\nfreeze_config:")[0])
+    r = subprocess.run([str(BIN), "finetune", "llm", "-c", str(unfrozen), "--checkpoint.checkpoint_dir",
+                        str(tmp_path / "b"), *llm], capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert r.returncode == 1 and "the dataset holds images but the model is a causal LM" in r.stderr, r.stderr
