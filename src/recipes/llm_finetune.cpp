@@ -941,7 +941,7 @@ class FinetuneRun {
   void load_adapter_weights(const std::string& file) {
     std::map<std::string, Tensor> adapters;
     for (auto& [name, p] : model_->named_parameters())
-      if (p.requires_grad()) adapters.emplace(peft::adapter_tensor_name(name), p);
+      if (p.requires_grad()) adapters.emplace(peft::adapter_tensor_name(model_->module_name(name)), p);
     checkpoint::load_tensors_into(file, adapters, /*require_finite=*/true);
   }
 

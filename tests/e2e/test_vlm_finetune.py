@@ -102,6 +102,35 @@ def test_two_ranks_train_as_one_process(run, tmp_path):
         assert abs(x["loss"] - y["loss"]) <= 1e-5 * abs(x["loss"]), (x, y)
 
 
+def test_lora_adapter_loads_in_peft_and_resumes(tmp_path):
+    """LoRA on the decoder (NeMo's exclude_modules for VLMs): the adapter is named by transformers' module paths
+    (model.language_model.*), so peft attaches every tensor to Gemma3ForConditionalGeneration; a resumed run reads it
+    back and continues as the uninterrupted one."""
+    import torch
+    from peft import PeftModel
+    from safetensors.torch import load_file
+    from transformers import Gemma3ForConditionalGeneration
+    lora = ["--peft._target_", "nemo_automodel.components._peft.lora.PeftConfig", "--peft.match_all_linear", "false",
+            "--peft.exclude_modules", '["*vision_tower*", "*lm_head*"]', "--peft.dim", 8, "--peft.alpha", 32,
+            "--step_scheduler.max_steps", 8, "--step_scheduler.ckpt_every_steps", 4, "--lr_scheduler.lr_warmup_steps",
+            2]
+    d = tmp_path / "lora"
+    r = finetune(d, *lora, "--checkpoint.max_recent_checkpoints", 5)
+    assert r.returncode == 0, r.stdout + r.stderr
+    adapter = next(d.glob("epoch_*_step_7")) / "model"
+    saved = load_file(str(adapter / "adapter_model.safetensors"))
+    assert all(k.startswith("base_model.model.model.language_model.layers.") for k in saved), list(saved)[:3]
+    base = Gemma3ForConditionalGeneration.from_pretrained(str(VLM), dtype=torch.float32)
+    attached = {k.replace(".default", ""): v for k, v in PeftModel.from_pretrained(base, str(adapter)).state_dict().items()
+                if "lora_" in k}
+    assert attached.keys() == saved.keys() and all(torch.equal(attached[k], saved[k]) for k in saved)
+    resumed = tmp_path / "resumed"
+    r = finetune(resumed, *lora, "--checkpoint.restore_from", next(d.glob("epoch_*_step_3")))
+    assert r.returncode == 0, r.stdout + r.stderr
+    strip = lambda rows: [{k: x[k] for k in ("step", "loss", "grad_norm")} for x in rows]  # noqa: E731
+    assert strip(jsonl(resumed / "training.jsonl")) == strip(jsonl(d / "training.jsonl"))[4:]
+
+
 @pytest.mark.parametrize("overrides,message", [
     (["--model._target_", "nemo_automodel.NeMoAutoModelForCausalLM.from_pretrained"],
      "holds an image-text model but model._target_ loads a causal LM"),

@@ -42,7 +42,7 @@ std::string regex_escape(const std::string& s) {
 
 // peft's target_modules for exactly the adapted layers: their leaf names (peft matches a list entry
 // against the name's last components) when no other linear layer shares one of them, else a regex
-// that fullmatches each adapted name.
+// that fullmatches each adapted layer's module path.
 json target_modules_json(models::LanguageModel& model, const std::vector<std::string>& adapted) {
   std::set<std::string> adapted_set(adapted.begin(), adapted.end()), leaves;
   for (const auto& n : adapted) leaves.insert(leaf(n));
@@ -51,7 +51,7 @@ json target_modules_json(models::LanguageModel& model, const std::vector<std::st
     if (dynamic_cast<nn::Linear*>(m) && leaves.count(leaf(name)) && !adapted_set.count(name)) leaves_exact = false;
   if (leaves_exact) return json(std::vector<std::string>(leaves.begin(), leaves.end()));
   std::string re;
-  for (const auto& n : adapted) re += (re.empty() ? "" : "|") + regex_escape(n);
+  for (const auto& n : adapted) re += (re.empty() ? "" : "|") + regex_escape(model.module_name(n));
   return json("(" + re + ")");
 }
 
@@ -166,9 +166,10 @@ void save_adapter(models::LanguageModel& model, const std::string& dir, const Pe
     throw Error("save_adapter: the model has no LoRA adapter", dir, "call apply_lora or load_adapter first");
   io::NamedTensors tensors;
   std::vector<std::string> names;
+  // Under transformers' module paths (an image-text model's differ from its checkpoint names), which peft uses.
   for (auto& [name, lin] : modules) {
-    tensors.emplace_back(adapter_tensor_name(name + ".lora_A.weight"), lin->lora_A().detach());
-    tensors.emplace_back(adapter_tensor_name(name + ".lora_B.weight"), lin->lora_B().detach());
+    tensors.emplace_back(adapter_tensor_name(model.module_name(name) + ".lora_A.weight"), lin->lora_A().detach());
+    tensors.emplace_back(adapter_tensor_name(model.module_name(name) + ".lora_B.weight"), lin->lora_B().detach());
     names.push_back(name);
   }
   // The experts' adapters under their parameter names, which are peft's (models/moe_block.h).
@@ -223,7 +224,8 @@ void save_adapter(models::LanguageModel& model, const std::string& dir, const Pe
   };
   // Every adapter must share the config's rank for `r` to describe it; otherwise record the rest.
   for (auto& [name, lin] : modules)
-    if (lin->lora_A().size(0) != config.dim) c["rank_pattern"]["^" + regex_escape(name) + "$"] = lin->lora_A().size(0);
+    if (lin->lora_A().size(0) != config.dim)
+      c["rank_pattern"]["^" + regex_escape(model.module_name(name)) + "$"] = lin->lora_A().size(0);
   c["rank_pattern"].update(expert_ranks);
   c["alpha_pattern"].update(expert_alphas);
   fs::create_directories(dir);
@@ -476,6 +478,14 @@ LoadedAdapter load_adapter(models::LanguageModel& model, const std::string& dir,
   const AdapterSettings settings = read_settings(c, files.config);
   io::SafetensorsReader reader(files.weights);
   std::map<std::string, LoraKeys> keys = lora_keys(reader);
+  // peft names modules by transformers' module paths: back to ours (they differ for image-text models).
+  std::map<std::string, std::string> ours;
+  for (auto& [name, m] : model.named_modules()) ours[model.module_name(name)] = name;
+  {
+    std::map<std::string, LoraKeys> renamed;
+    for (auto& [path, k] : keys) renamed[ours.count(path) ? ours.at(path) : path] = k;
+    keys = std::move(renamed);
+  }
   const std::map<std::string, ExpertAdapters> expert_adapters =
       read_expert_adapters(model, keys, reader, c, settings, dtype, files.config);
 
