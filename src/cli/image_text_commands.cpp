@@ -39,9 +39,12 @@ int run_image_text(const Args& args, const std::string& command, const std::stri
   const int threads = args.threads();
   args.reject_unused(command);
   if (messages_path.empty() || messages_path == "true")
-    throw Error(dir + " holds an image-text model: `" + where + "` needs --messages CHAT.json", "command line",
+    throw Error("--messages needs a file", "command line",
                 "pass a conversation whose image parts name files, e.g. [{\"role\": \"user\", \"content\": [{\"type\": "
                 "\"image\", \"image\": \"cat.png\"}, {\"type\": \"text\", \"text\": \"What is this?\"}]}]");
+  if (!models::is_vision_language_model_dir(dir))
+    throw Error("--messages is for image-text models; " + dir + " holds a causal LM", "command line",
+                "pass --prompt TEXT or --prompt-ids IDS");
   if (max_new < 0) throw Error("--max-new-tokens must be >= 0, got " + std::to_string(max_new), "command line");
 
   // The prompt to continue ends with the generation prompt; a sequence to score is the conversation as it is.

@@ -262,8 +262,7 @@ int run_inspect(const Args& args) {
 
 int run_generate(const Args& args) {
   const std::string model_arg = require_model(args, "generate");
-  if (const std::string dir = model_dir_of(model_arg, "generate"); models::is_vision_language_model_dir(dir))
-    return run_image_text(args, "generate", dir);
+  if (args.options.count("messages")) return run_image_text(args, "generate", model_dir_of(model_arg, "generate"));
   const std::string prompt_ids = args.str("prompt-ids", "");
   const bool has_text = args.options.count("prompt") > 0;
   const std::string text = args.str("prompt", "");
@@ -321,8 +320,7 @@ int run_generate(const Args& args) {
 
 int run_logprobs(const Args& args) {
   const std::string model_arg = require_model(args, "logprobs");
-  if (const std::string dir = model_dir_of(model_arg, "logprobs"); models::is_vision_language_model_dir(dir))
-    return run_image_text(args, "logprobs", dir);
+  if (args.options.count("messages")) return run_image_text(args, "logprobs", model_dir_of(model_arg, "logprobs"));
   const std::string prompt_ids = args.str("prompt-ids", "");
   const DType dtype = parse_dtype(args.str("dtype", "f32"));
   const int threads = args.threads();

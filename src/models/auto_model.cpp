@@ -134,7 +134,8 @@ ModelConfig load_config(const std::string& model_dir) {
     if (std::find(vlm_types.begin(), vlm_types.end(), type) != vlm_types.end())
       throw Error(
           "model_type '" + type + "' is an image-text-to-text model, not a causal LM", path + ": model_type",
-          "this takes causal LMs only; image-text-to-text models load as such (`automodel inspect` describes them)");
+          "this takes causal LMs only; image-text models load as such (generate / logprobs take them with --messages, "
+          "finetune vlm trains them, inspect describes them)");
   }
   ModelConfig config = ModelConfig::from_json(j, path);
   const std::string gen = (fs::path(model_dir) / "generation_config.json").string();

@@ -172,9 +172,9 @@ LoaderOptions build_loader_options(const ConfigNode* section, bool default_shuff
   o.shuffle = section->get<bool>("shuffle", default_shuffle);
   o.drop_last = section->get<bool>("drop_last", false);
   if (const ConfigNode* c = section->find("collate_fn"); c && !c->is_null()) {
-    check_section_keys(*c, "dataloader.collate_fn");
-    // The VLM collate's options are read with its dataset (build_vlm_data.h).
-    if (target_of(*c, {kDefaultCollater, kVlmCollate}) == kVlmCollate) return o;
+    const std::string target = target_of(*c, {kDefaultCollater, kVlmCollate});
+    check_section_keys(*c, "dataloader.collate_fn", target);
+    if (target == kVlmCollate) return o;  // its options are read with its dataset (build_vlm_data.h)
     if (c->contains("pad_seq_len_divisible")) o.pad_to_multiple_of = c->get<int64_t>("pad_seq_len_divisible", 1);
   }
   if (o.pad_to_multiple_of < 1)

@@ -34,3 +34,35 @@ def test_a_causal_lm_command_on_it_is_a_clear_error():
     assert r.returncode == 1
     assert "model_type 'gemma3' is an image-text-to-text model, not a causal LM" in r.stderr
     assert "config.json" in r.stderr
+
+
+def test_generate_and_logprobs_take_a_conversation_with_images(tmp_path):
+    """--messages: the conversation rendered and tokenized as processor.apply_chat_template does, its images decoded;
+    greedy generation gives transformers' tokens. On a causal LM --messages is a clear error."""
+    import numpy as np
+    import torch
+    from transformers import Gemma3ForConditionalGeneration
+    image = ROOT / "assets" / "tiny-vlm-data" / "images" / "train_000.png"
+    chat = tmp_path / "chat.json"
+    chat.write_text(json.dumps([{"role": "user", "content": [{"type": "image", "image": str(image)},
+                                                             {"type": "text", "text": "Describe this image."}]}]))
+    r = run("generate", "--model", str(VLM), "--messages", str(chat), "--max-new-tokens", "8")
+    assert r.returncode == 0, r.stderr
+    ours = json.loads(r.stdout)
+    pre = run("preprocess", "--model", str(VLM), "--messages", str(chat), "--add-generation-prompt", "--out",
+              str(tmp_path / "pixels.npy"))
+    assert pre.returncode == 0, pre.stderr
+    inputs = json.loads(pre.stdout)
+    model = Gemma3ForConditionalGeneration.from_pretrained(str(VLM), dtype=torch.float32).eval()
+    out = model.generate(input_ids=torch.tensor([inputs["input_ids"]]),
+                         pixel_values=torch.from_numpy(np.load(tmp_path / "pixels.npy")),
+                         token_type_ids=torch.tensor([inputs["token_type_ids"]]), max_new_tokens=8, do_sample=False)
+    expected = out[0, len(inputs["input_ids"]):].tolist()
+    assert ours["ids"] == expected[:len(ours["ids"])] and len(ours["ids"]) >= 1
+    r = run("logprobs", "--model", str(VLM), "--messages", str(chat))
+    assert r.returncode == 0, r.stderr
+    scored = json.loads(r.stdout)  # the conversation as it is: no generation prompt
+    assert scored["tokens"] == inputs["input_ids"][:len(scored["tokens"])]
+    assert len(scored["logprobs"]) == len(scored["tokens"]) - 1
+    r = run("generate", "--model", str(ROOT / "assets" / "tiny-llama"), "--messages", str(chat))
+    assert r.returncode == 1 and "--messages is for image-text models" in r.stderr, r.stderr
