@@ -258,14 +258,22 @@ io::NamedTensors hf_state_dict(const LanguageModel& model) {
 }
 
 void save_pretrained(const LanguageModel& model, const std::string& dir, const SaveOptions& options) {
-  if (const auto* image_text = dynamic_cast<const VisionLanguageModel*>(&model))
-    return save_pretrained(*image_text, dir, options);  // its own config.json (text_config, vision_config)
   fs::create_directories(dir);
-  ModelConfig config = model.config();
-  config.dtype = hf_dtype_name(model.dtype());
-  json cj = config.to_json();
+  const ModelConfig& config = model.config();
+  json cj, gen;
+  if (const auto* image_text = dynamic_cast<const VisionLanguageModel*>(&model)) {
+    VisionLanguageConfig c = image_text->vision_language_config();  // its own config.json (text_config, vision_config)
+    c.dtype = hf_dtype_name(model.dtype());
+    cj = c.to_json();
+    gen = c.generation_config;
+  } else {
+    ModelConfig c = config;
+    c.dtype = hf_dtype_name(model.dtype());
+    cj = c.to_json();
+    gen = c.generation_config;
+  }
   io::write_file_atomic((fs::path(dir) / "config.json").string(), cj.dump(2) + "\n");
-  json gen = config.generation_config.is_object() ? config.generation_config : json::object();
+  if (!gen.is_object()) gen = json::object();
   if (gen.empty()) {
     gen["_from_model_config"] = true;
     if (config.bos_token_id) gen["bos_token_id"] = *config.bos_token_id;

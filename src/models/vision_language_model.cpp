@@ -141,39 +141,6 @@ std::unique_ptr<VisionLanguageModel> load_vision_language_model(const std::strin
   return model;
 }
 
-io::NamedTensors hf_state_dict(const VisionLanguageModel& model) {
-  const StateDictAdapter& adapter = model.state_dict_adapter();
-  io::NamedTensors tensors;
-  for (auto& [name, param] : model.named_parameters()) {
-    const std::vector<HfTensorSpec> layout = adapter.hf_layout(name, param.shape());
-    std::vector<Tensor> values = adapter.to_hf(name, param.detach());
-    AM_CHECK(values.size() == layout.size(), "the state dict adapter gave ", values.size(), " tensors for '", name,
-             "', its layout names ", layout.size());
-    for (size_t i = 0; i < layout.size(); ++i) tensors.emplace_back(layout[i].name, ops::contiguous(values[i]));
-  }
-  return tensors;
-}
-
-void save_pretrained(const VisionLanguageModel& model, const std::string& dir, const SaveOptions& options) {
-  fs::create_directories(dir);
-  VisionLanguageConfig config = model.vision_language_config();
-  config.dtype = hf_dtype_name(model.dtype());
-  io::write_file_atomic((fs::path(dir) / "config.json").string(), config.to_json().dump(2) + "\n");
-  json gen = config.generation_config.is_object() ? config.generation_config : json::object();
-  if (gen.empty()) {
-    const ModelConfig& text = config.text;
-    gen["_from_model_config"] = true;
-    if (text.bos_token_id) gen["bos_token_id"] = *text.bos_token_id;
-    if (text.eos_token_ids.size() == 1)
-      gen["eos_token_id"] = text.eos_token_ids[0];
-    else if (!text.eos_token_ids.empty())
-      gen["eos_token_id"] = text.eos_token_ids;
-    if (text.pad_token_id) gen["pad_token_id"] = *text.pad_token_id;
-  }
-  io::write_file_atomic((fs::path(dir) / "generation_config.json").string(), gen.dump(2) + "\n");
-  io::write_sharded(dir, hf_state_dict(model), uint64_t(options.max_shard_bytes));
-}
-
 namespace {
 
 // One row of token ids with its images, each image's tokens attending to each other (the processor's

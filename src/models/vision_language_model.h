@@ -62,9 +62,7 @@ std::unique_ptr<VisionLanguageModel> load_vision_language_model(const std::strin
                                                                 const LoadOptions& options = {});
 VisionLanguageConfig load_vision_language_config(const std::string& model_dir);
 
-// Parameters under the names transformers 5's save_pretrained writes.
-io::NamedTensors hf_state_dict(const VisionLanguageModel& model);
-void save_pretrained(const VisionLanguageModel& model, const std::string& dir, const SaveOptions& options = {});
+// Saved by save_pretrained (auto_model.h), under the names transformers 5's save_pretrained writes.
 
 // Greedy or sampled continuation of one prompt with its images (image tokens in the prompt, token_type_ids
 // derived from them): the new tokens only, as models::generate.
