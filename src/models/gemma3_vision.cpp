@@ -57,12 +57,14 @@ class Gemma3ForConditionalGeneration : public VisionLanguageModel {
     // Named as transformers 5 writes the checkpoint (language_model.model.*, language_model.lm_head when untied,
     // vision_tower.*, multi_modal_projector.*), so the checkpoint layout is the identity.
     ModelConfig text = config_.text;
-    language_model_ =
-        register_module("language_model", std::shared_ptr<CausalLM>(build_causal_lm(std::move(text), dtype)));
-    config_.text = language_model_->config();  // with the family's reading (layer windows, RoPE per layer type)
+    std::shared_ptr<CausalLM> decoder(build_causal_lm(std::move(text), dtype));
+    config_.text = decoder->config();  // with the family's reading (layer windows, RoPE per layer type)
+    // Registered in the order of the forward pass, as transformers' Gemma3Model registers them: the parameters after
+    // the last decoder layer (the final norm) are then only those used after it, which data parallel reduces first.
     vision_tower_ = register_module("vision_tower", std::make_shared<SiglipVisionTower>(config_.vision, dtype));
     multi_modal_projector_ =
         register_module("multi_modal_projector", std::make_shared<MultiModalProjector>(config_, dtype));
+    language_model_ = register_module("language_model", decoder);
     tokens_per_side_ = int64_t(std::lround(std::sqrt(double(config_.mm_tokens_per_image))));
     pool_ = config_.vision.patches_per_side() / tokens_per_side_;
   }
@@ -175,6 +177,9 @@ class Gemma3ForConditionalGeneration : public VisionLanguageModel {
     return language_model_->make_cache(batch, capacity);
   }
   const StateDictAdapter& state_dict_adapter() const override { return adapter_; }
+  std::string decoder_layer_name(int64_t l) const override {
+    return "language_model." + language_model_->decoder_layer_name(l);
+  }
   std::string module_name(const std::string& name) const override {
     for (auto [saved, module] :
          {std::pair{"language_model.model.", "model.language_model."}, std::pair{"language_model.lm_head.", "lm_head."},

@@ -91,6 +91,8 @@ class LanguageModel : public nn::Module {
   // transformers' module path of our parameter `name` (what its named_parameters() and peft adapters use): the name
   // itself, except where the checkpoint names differ from the modules (image-text models).
   virtual std::string module_name(const std::string& name) const { return name; }
+  // Our name of decoder layer l's module: "model.layers.<l>" (an image-text model's decoder sits under a prefix).
+  virtual std::string decoder_layer_name(int64_t l) const { return "model.layers." + std::to_string(l); }
 };
 
 }  // namespace automodel::models

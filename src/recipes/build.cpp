@@ -237,7 +237,7 @@ double optimizer_number(const ConfigNode& section, const char* key, double fallb
 
 std::vector<nn::NamedParameters> trainable_parameters_per_layer(const models::LanguageModel& model) {
   std::vector<std::string> layers;
-  for (int64_t l = 0; l < model.config().num_hidden_layers; ++l) layers.push_back("model.layers." + std::to_string(l));
+  for (int64_t l = 0; l < model.config().num_hidden_layers; ++l) layers.push_back(model.decoder_layer_name(l));
   return nn::parameters_by_module(model, layers, /*trainable_only=*/true);
 }
 

@@ -93,10 +93,17 @@ def test_resume_continues_as_the_uninterrupted_run(run, tmp_path):
     assert strip(jsonl(d / "training.jsonl")) == strip(jsonl(run / "training.jsonl"))[step + 1:]
 
 
-def test_two_ranks_train_as_one_process(run, tmp_path):
-    d = tmp_path / "ddp"
-    r = finetune(d, "--step_scheduler.local_batch_size", 2, "--step_scheduler.max_steps", 6, ranks=2)
+@pytest.mark.parametrize("strategy", ["ddp", "fsdp2"])
+def test_two_ranks_train_as_one_process(run, tmp_path, strategy):
+    """fsdp2 cuts the image-text model per decoder layer (language_model.model.layers.N) like a causal LM; ddp
+    reduces the final norm early and the projector (used before the decoder, registered before it as in
+    transformers) after backward."""
+    d = tmp_path / strategy
+    r = finetune(d, "--step_scheduler.local_batch_size", 2, "--step_scheduler.max_steps", 6,
+                 "--distributed.strategy", strategy, ranks=2)
     assert r.returncode == 0, r.stdout + r.stderr
+    if strategy == "fsdp2":  # the projector, the two decoder layers, the final norm
+        assert "data parallel (fsdp2): 2 ranks, 4 sharded buffers" in r.stdout, r.stdout
     for x, y in zip(jsonl(run / "training.jsonl")[:6], jsonl(d / "training.jsonl"), strict=True):
         assert x["num_label_tokens"] == y["num_label_tokens"]
         assert abs(x["loss"] - y["loss"]) <= 1e-5 * abs(x["loss"]), (x, y)

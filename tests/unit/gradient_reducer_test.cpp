@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "components/distributed/decoder_layer_of.h"
 #include "nn/flat_params.h"
 
 using namespace automodel;
@@ -116,4 +117,21 @@ TEST(GradientReducer, WithoutHooksEverythingIsReducedAfterBackward) {
   reducer.finish_backward();
   EXPECT_EQ(comm.started.size(), 2u);
   EXPECT_EQ(comm.waits, 2);
+}
+
+// A buffer's decoder layer, from its parameters' names: a causal LM's and an image-text model's decoder layers; a
+// vision tower's encoder layers and mixed buffers are none.
+TEST(DecoderLayerOf, ReadsTheLayerUnderAnyModulePrefix) {
+  auto buffer = [](std::vector<std::string> names) {
+    nn::FlatParameters f;
+    for (const std::string& n : names) f.slots.push_back({n, 0, 1});
+    return f;
+  };
+  EXPECT_EQ(decoder_layer_of(buffer({"model.layers.3.mlp.up_proj.weight", "model.layers.3.input_layernorm.weight"})),
+            3);
+  EXPECT_EQ(decoder_layer_of(buffer({"language_model.model.layers.12.self_attn.q_proj.weight"})), 12);
+  EXPECT_EQ(decoder_layer_of(buffer({"vision_tower.encoder.layers.0.mlp.fc1.weight"})), -1);
+  EXPECT_EQ(decoder_layer_of(buffer({"xmodel.layers.1.a", "model.layers.x.b"})), -1);
+  EXPECT_EQ(decoder_layer_of(buffer({"model.layers.1.a", "model.layers.2.a"})), -1);
+  EXPECT_EQ(decoder_layer_of(buffer({"model.embed_tokens.weight"})), -1);
 }

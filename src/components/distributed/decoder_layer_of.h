@@ -6,7 +6,9 @@
 
 namespace automodel::distributed {
 
-// l when every slot of `buffer` is under "model.layers.<l>.", else -1 (embeddings, final norm, LM head).
+// l when every slot of `buffer` is under "model.layers.<l>." (at the start of the name, or after a module prefix:
+// an image-text model's decoder is "language_model.model.layers.<l>."), else -1 (embeddings, final norm, LM head,
+// a vision tower's "encoder.layers.<l>.").
 int64_t decoder_layer_of(const nn::FlatParameters& buffer);
 
 }  // namespace automodel::distributed
