@@ -33,38 +33,34 @@ void moe_permute_forward(const T* x, const int64_t* positions, int64_t tokens, i
   });
 }
 
+// out[t] = sum over token t's k rows of src (times weights[t, j] when given): the way back from expert order.
 template <class T>
-void moe_permute_backward(const T* g, const int64_t* positions, int64_t tokens, int64_t k, int64_t hidden, T* dx) {
+void gather_rows_sum(const T* src, const T* weights, const int64_t* positions, int64_t tokens, int64_t k,
+                     int64_t hidden, T* out) {
   using C = compute_t<T>;
   parallel_for(tokens, token_grain(k, hidden), [&](int64_t begin, int64_t end) {
     std::vector<C> acc(static_cast<size_t>(hidden));
     for (int64_t t = begin; t < end; ++t) {
       std::fill(acc.begin(), acc.end(), C(0));
       for (int64_t j = 0; j < k; ++j) {
-        const T* src = g + positions[t * k + j] * hidden;
-        for (int64_t h = 0; h < hidden; ++h) acc[size_t(h)] += to_compute(src[h]);
+        const T* row = src + positions[t * k + j] * hidden;
+        const C w = weights ? to_compute(weights[t * k + j]) : C(1);
+        for (int64_t h = 0; h < hidden; ++h) acc[size_t(h)] += w * to_compute(row[h]);
       }
-      for (int64_t h = 0; h < hidden; ++h) dx[t * hidden + h] = from_compute<T>(acc[size_t(h)]);
+      for (int64_t h = 0; h < hidden; ++h) out[t * hidden + h] = from_compute<T>(acc[size_t(h)]);
     }
   });
 }
 
 template <class T>
+void moe_permute_backward(const T* g, const int64_t* positions, int64_t tokens, int64_t k, int64_t hidden, T* dx) {
+  gather_rows_sum<T>(g, nullptr, positions, tokens, k, hidden, dx);
+}
+
+template <class T>
 void moe_unpermute_forward(const T* y, const T* weights, const int64_t* positions, int64_t tokens, int64_t k,
                            int64_t hidden, T* out) {
-  using C = compute_t<T>;
-  parallel_for(tokens, token_grain(k, hidden), [&](int64_t begin, int64_t end) {
-    std::vector<C> acc(static_cast<size_t>(hidden));
-    for (int64_t t = begin; t < end; ++t) {
-      std::fill(acc.begin(), acc.end(), C(0));
-      for (int64_t j = 0; j < k; ++j) {
-        const T* src = y + positions[t * k + j] * hidden;
-        const C w = to_compute(weights[t * k + j]);
-        for (int64_t h = 0; h < hidden; ++h) acc[size_t(h)] += w * to_compute(src[h]);
-      }
-      for (int64_t h = 0; h < hidden; ++h) out[t * hidden + h] = from_compute<T>(acc[size_t(h)]);
-    }
-  });
+  gather_rows_sum(y, weights, positions, tokens, k, hidden, out);
 }
 
 template <class T>
