@@ -1,5 +1,6 @@
-// `automodel merge-lora --base DIR --adapter DIR --out DIR [--dtype f32|bf16]`: a base model and a
-// peft-format LoRA adapter in, a consolidated Hugging Face model directory (W + scale B A) out.
+// `automodel merge-lora --base DIR --adapter DIR --out DIR [--dtype f32|bf16]`: a base model (causal LM or
+// image-text) and a peft-format LoRA adapter in, a consolidated Hugging Face model directory (W + scale B A, with
+// the base's tokenizer and processor files) out.
 //
 // The output never touches the inputs: --out may not be, contain or lie inside --base or --adapter (symlinks
 // resolved, the base's files included: a hub-cache snapshot links into its blobs), and must be new (or an empty
@@ -24,6 +25,7 @@
 #include "io/hf_dir.h"
 #include "io/safetensors.h"
 #include "models/auto_model.h"
+#include "models/vision_language_model.h"
 
 namespace automodel::cli {
 
@@ -120,6 +122,20 @@ class StagingDir {
   bool published_ = false;
 };
 
+// The base's tokenizer and processor files, so that the merged directory generates and trains on its own.
+void copy_tokenizer_files(const fs::path& base, const fs::path& out) {
+  for (const char* name : {"tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja",
+                           "chat_template.json", "tokenizer.model", "vocab.json", "merges.txt", "processor_config.json",
+                           "preprocessor_config.json"}) {
+    std::error_code ec;
+    if (!fs::exists(base / name, ec)) continue;
+    fs::copy_file(base / name, out / name, ec);
+    if (ec)
+      throw Error("cannot copy " + (base / name).string() + ": " + ec.message(), out.string(),
+                  "check free space and permissions");
+  }
+}
+
 }  // namespace
 
 int run_merge_lora(const Args& args) {
@@ -164,7 +180,9 @@ int run_merge_lora(const Args& args) {
                   "choose a new directory, or remove this one first");
   }
 
-  auto model = models::AutoModelForCausalLM::from_pretrained(base, options);
+  std::unique_ptr<models::LanguageModel> model = models::is_vision_language_model_dir(base)
+                                                     ? models::load_vision_language_model(base, options)
+                                                     : models::AutoModelForCausalLM::from_pretrained(base, options);
   peft::LoadedAdapter loaded = peft::load_adapter(*model, adapter, DType::f32, false);
   peft::merge_lora(*model);
   // Finite base weights and adapters can still overflow in W + scale B A (in bf16 especially).
@@ -173,6 +191,7 @@ int run_merge_lora(const Args& args) {
                      "the adapter's update overflows the weight's dtype; merge with --dtype f32");
   StagingDir staging(out);
   models::save_pretrained(*model, staging.path().string());
+  copy_tokenizer_files(base, staging.path());
   staging.publish();
   std::printf("merged %zu LoRA adapters (rank %lld) into %s\n", loaded.modules.size(),
               static_cast<long long>(loaded.config.dim), out_arg.c_str());

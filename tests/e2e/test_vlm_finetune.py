@@ -53,9 +53,11 @@ def test_validation_loss_falls_and_only_the_unfrozen_parts_train(run):
     assert any(k.startswith("language_model.model.layers.") for k in changed)
 
 
-def test_the_consolidated_checkpoint_gives_transformers_the_same_logprobs(run, tmp_path):
+def logprobs_match(model_dir, reference, tmp_path):
+    """`automodel logprobs --messages` on a validation conversation against the transformers (or peft) model
+    `reference`, given the same inputs (`automodel preprocess`, whose pixel values equal transformers' processor's):
+    every log-probability within 1e-5."""
     import torch
-    from transformers import Gemma3ForConditionalGeneration
     data = ROOT / "assets" / "tiny-vlm-data"
     record = json.loads((data / "validation.jsonl").read_text().splitlines()[0])
     for m in record["messages"]:
@@ -64,22 +66,28 @@ def test_the_consolidated_checkpoint_gives_transformers_the_same_logprobs(run, t
                 part["image"] = str(data / part["image"])
     chat = tmp_path / "chat.json"
     chat.write_text(json.dumps(record["messages"]))
-    ours = subprocess.run([str(BIN), "logprobs", "--model", str(final(run)), "--messages", str(chat)],
+    ours = subprocess.run([str(BIN), "logprobs", "--model", str(model_dir), "--messages", str(chat)],
                           capture_output=True, text=True, timeout=300)
     assert ours.returncode == 0, ours.stderr
     ours = json.loads(ours.stdout)
-    pre = subprocess.run([str(BIN), "preprocess", "--model", str(final(run)), "--messages", str(chat), "--out",
+    pre = subprocess.run([str(BIN), "preprocess", "--model", str(model_dir), "--messages", str(chat), "--out",
                           str(tmp_path / "pixels.npy")], capture_output=True, text=True, timeout=300)
     assert pre.returncode == 0, pre.stderr
     inputs = json.loads(pre.stdout)
     assert inputs["input_ids"] == ours["tokens"]
-    model = Gemma3ForConditionalGeneration.from_pretrained(str(final(run)), dtype=torch.float32).eval()
     ids = torch.tensor([inputs["input_ids"]])
     with torch.no_grad():
-        logits = model(input_ids=ids, pixel_values=torch.from_numpy(np.load(tmp_path / "pixels.npy")),
-                       token_type_ids=torch.tensor([inputs["token_type_ids"]])).logits
+        logits = reference(input_ids=ids, pixel_values=torch.from_numpy(np.load(tmp_path / "pixels.npy")),
+                           token_type_ids=torch.tensor([inputs["token_type_ids"]])).logits
     ref = torch.log_softmax(logits.double()[0, :-1], -1).gather(1, ids[0, 1:, None])[:, 0]
     assert np.max(np.abs(np.array(ours["logprobs"]) - ref.numpy())) <= 1e-5
+
+
+def test_the_consolidated_checkpoint_gives_transformers_the_same_logprobs(run, tmp_path):
+    import torch
+    from transformers import Gemma3ForConditionalGeneration
+    model = Gemma3ForConditionalGeneration.from_pretrained(str(final(run)), dtype=torch.float32).eval()
+    logprobs_match(final(run), model, tmp_path)
 
 
 def test_resume_continues_as_the_uninterrupted_run(run, tmp_path):
@@ -136,6 +144,38 @@ def test_lora_adapter_loads_in_peft_and_resumes(tmp_path):
     assert r.returncode == 0, r.stdout + r.stderr
     strip = lambda rows: [{k: x[k] for k in ("step", "loss", "grad_norm")} for x in rows]  # noqa: E731
     assert strip(jsonl(resumed / "training.jsonl")) == strip(jsonl(d / "training.jsonl"))[4:]
+
+
+def test_lora_on_the_vision_tower_equals_peft(tmp_path):
+    """LoRA on every linear but the LM head, SigLIP's included (fc1/fc2/out_proj as peft names them): the tower's
+    adapters train through the frozen tower, peft attaches every tensor, the peft model gives our merged model's
+    log-probabilities, and merge-lora's weights are peft's merge_and_unload's."""
+    import torch
+    from peft import PeftModel
+    from safetensors.torch import load_file
+    from transformers import Gemma3ForConditionalGeneration
+    d = tmp_path / "lora"
+    r = finetune(d, "--peft._target_", "nemo_automodel.components._peft.lora.PeftConfig", "--peft.match_all_linear",
+                 "false", "--peft.exclude_modules", '["*lm_head*"]', "--peft.dim", 8, "--peft.alpha", 32,
+                 "--step_scheduler.max_steps", 6, "--step_scheduler.ckpt_every_steps", 6)
+    assert r.returncode == 0, r.stdout + r.stderr
+    adapter = next(d.glob("epoch_*_step_5")) / "model"
+    saved = load_file(str(adapter / "adapter_model.safetensors"))
+    tower = {k: v for k, v in saved.items() if k.startswith("base_model.model.model.vision_tower.")}
+    assert {k.split(".")[-3] for k in tower} == {"q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2"}
+    assert all(v.abs().max() > 0 for k, v in tower.items() if "lora_B" in k), "the tower's adapters trained"
+    base = Gemma3ForConditionalGeneration.from_pretrained(str(VLM), dtype=torch.float32)
+    peft_model = PeftModel.from_pretrained(base, str(adapter)).eval()
+    attached = {k.replace(".default", ""): v for k, v in peft_model.state_dict().items() if "lora_" in k}
+    assert attached.keys() == saved.keys() and all(torch.equal(attached[k], saved[k]) for k in saved)
+    merged = tmp_path / "merged"
+    r = subprocess.run([str(BIN), "merge-lora", "--base", str(VLM), "--adapter", str(adapter), "--out", str(merged)],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    logprobs_match(merged, peft_model, tmp_path)
+    ours = Gemma3ForConditionalGeneration.from_pretrained(str(merged), dtype=torch.float32).state_dict()
+    for name, ref in peft_model.merge_and_unload().state_dict().items():
+        assert (ours[name] - ref).abs().max() <= 1e-6 * max(1.0, ref.abs().max().item()), name
 
 
 @pytest.mark.parametrize("overrides,message", [
