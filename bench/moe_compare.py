@@ -3,7 +3,8 @@
 model scaled to this machine (16 experts, top-4, every layer sparse, output_router_logits on, so both train with the
 router's load-balancing loss), full fine-tuning and LoRA on the attention projections, fp32 and bf16. Each
 configuration runs in its own process (bench/train_compare.py's harness: same token ids, AdamW settings and steps);
-prints tokens/s, median step time, peak RSS and loss@step0 (equal on both sides up to rounding: the same model, data
+PyTorch eager and torch.compile'd (its compile time is in the warm-up step, left out of the timing); prints
+tokens/s, median step time, peak RSS and loss@step0 (equal on both sides up to rounding: the same model, data
 and aux loss).
 
   python bench/moe_compare.py --quick
@@ -62,7 +63,7 @@ def measure(args, cfg, directory, data, work):
     run_dir = work / "runs" / name
     shutil.rmtree(run_dir, ignore_errors=True)
     run_dir.mkdir(parents=True)
-    if cfg["framework"] == "torch":
+    if tc.is_torch(cfg["framework"]):
         extra = tc.torch_train_args(args, cfg, str(directory), data, args.batch)
         if cfg["mode"] == "lora":
             extra += ["--lora-targets", ",".join(ATTENTION)]
@@ -92,6 +93,9 @@ def main(argv=None):
     p.add_argument("--warmup-steps", type=int, default=1)
     p.add_argument("--modes", default="full,lora")
     p.add_argument("--dtypes", default="fp32,bf16")
+    p.add_argument("--frameworks", default="automodel,torch,torch-compile",
+                   help="automodel and PyTorch's variants: " + ", ".join(tc.TORCH_FRAMEWORKS) +
+                   " (-autocast ones run for bf16 only)")
     p.add_argument("--quick", action="store_true", help="a tiny shape, seq 128, 2 + 1 steps: plumbing check")
     p.add_argument("--work-dir", default="/tmp/automodel_moe_bench")
     p.add_argument("--automodel-bin", default=str(tc.REPO / "build" / "automodel"))
@@ -114,19 +118,21 @@ def main(argv=None):
     print(f"{shape_name}: {shape['num_experts']} experts, top {shape['num_experts_per_tok']}, "
           f"{shape['num_hidden_layers']} layers, hidden {shape['hidden_size']}; seq {a.seq}, batch {a.batch}, "
           f"{a.threads} thread(s), {a.steps} timed step(s)")
-    print(f"{'framework':10s}{'mode':6s}{'dtype':6s}{'tokens/s':>10s}{'step ms':>10s}{'peak RSS MB':>13s}"
+    print(f"{'framework':24s}{'mode':6s}{'dtype':6s}{'tokens/s':>10s}{'step ms':>10s}{'peak RSS MB':>13s}"
           f"{'loss@0':>10s}{'trainable':>12s}")
     for mode in a.modes.split(","):
         for dtype in a.dtypes.split(","):
-            for framework in ("automodel", "torch"):
+            for framework in a.frameworks.split(","):
+                if framework.endswith("-autocast") and dtype != "bf16":
+                    continue
                 cfg = dict(shape=shape_name, seq=a.seq, mode=mode, dtype=dtype, ac=False, threads=a.threads,
                            framework=framework, batch=a.batch)
                 row = {**cfg, **measure(args, cfg, directory, str(data), work)}
                 rows.append(row)
                 if row["status"] != "ok":
-                    print(f"{framework:10s}{mode:6s}{dtype:6s}  {row['status']}: {row.get('reason', '')}")
+                    print(f"{framework:24s}{mode:6s}{dtype:6s}  {row['status']}: {row.get('reason', '')}")
                     continue
-                print(f"{framework:10s}{mode:6s}{dtype:6s}{row['tokens_per_s']:10.0f}{row['step_ms']:10.0f}"
+                print(f"{framework:24s}{mode:6s}{dtype:6s}{row['tokens_per_s']:10.0f}{row['step_ms']:10.0f}"
                       f"{row['peak_rss_mb']:13.0f}{row['loss0']:10.4f}{row.get('trainable_params') or 0:12d}",
                       flush=True)
     if a.json:

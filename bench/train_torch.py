@@ -3,6 +3,7 @@
   assets   --work-dir D --shape S          the benchmark tokenizer and a random-weight model directory (transformers)
   gemm     --threads T --dtype fp32|bf16    the GEMM peak of torch.matmul at T threads, GFLOP/s
   train    ...                              PyTorch + transformers (+ peft) training steps; per-step loss and time
+  train-vlm ...                             the same for an image-text model on conversations with images
   env                                       versions and torch's parallel / BLAS configuration
 
 Each writes one JSON object to --result (or stdout). The harness runs every training configuration in its own
@@ -193,6 +194,117 @@ def cmd_train(args):
     emit({"steps": records, "threads": torch.get_num_threads(), **dtype_summary(model)}, args.result)
 
 
+# ---- image-text training ---------------------------------------------------------------------------------------------
+
+def load_processor(model_dir):
+    """AutoProcessor of an image-text model directory. ProcessorMixin checks the tokenizer against every tokenizer
+    class transformers knows, importing each; where an optional backend cannot be imported (mistral_common without
+    jsonschema) a stand-in class lets that check pass."""
+    import transformers
+    import transformers.processing_utils as pu
+    try:
+        pu.transformers_module.MistralCommonBackend  # noqa: B018 - raises when its import fails
+    except ImportError:
+        setattr(pu.transformers_module, "MistralCommonBackend", type("MistralCommonBackend", (), {}))
+    return transformers.AutoProcessor.from_pretrained(model_dir)
+
+
+def vlm_batch(processor, records, root):
+    """NeMo Automodel's default_collate_fn for Gemma 3: the processor's chat template over the conversations with
+    their images, loss on each assistant answer through its <end_of_turn> (none on image or padding tokens), then
+    inputs = all but the last position and labels = all but the first."""
+    import torch
+    from PIL import Image
+    conversations = []
+    for r in records:
+        conversation = []
+        for m in r["messages"]:
+            content = [dict(part, image=Image.open(root / part["image"]).convert("RGB"))
+                       if part.get("type") == "image" else part for part in m["content"]]
+            conversation.append(dict(m, content=content))
+        conversations.append(conversation)
+    b = processor.apply_chat_template(conversations, tokenize=True, return_dict=True, return_tensors="pt",
+                                      processor_kwargs={"padding": True})
+    tok = processor.tokenizer
+    marker = tok.encode("<start_of_turn>model\n", add_special_tokens=False)
+    stop = tok.convert_tokens_to_ids("<end_of_turn>")
+    labels = torch.full_like(b["input_ids"], -100)
+    for row, ids in enumerate(b["input_ids"].tolist()):
+        i = 0
+        while i + len(marker) <= len(ids):
+            if ids[i:i + len(marker)] != marker:
+                i += 1
+                continue
+            start = end = i + len(marker)
+            while end < len(ids) and ids[end] != stop:
+                end += 1
+            end = min(end + 1, len(ids))
+            labels[row, start:end] = b["input_ids"][row, start:end]
+            i = end
+    labels[b["attention_mask"] == 0] = -100
+    inputs = {k: (v[:, :-1] if k != "pixel_values" else v) for k, v in b.items()}
+    return inputs, labels[:, 1:].contiguous()
+
+
+def build_vlm_model(args):
+    """The transformers image-text model of a `train-vlm` run, frozen as NeMo's freeze_config defaults freeze it
+    (embeddings, with the tied LM head, and the vision tower), LoRA on the decoder's projections when asked."""
+    import torch
+    from transformers import AutoModelForImageTextToText
+    model = AutoModelForImageTextToText.from_pretrained(args.model_dir, dtype=torch.float32,
+                                                        attn_implementation=args.attn)
+    if args.dtype == "bf16" and args.bf16 == "cast":
+        model = model.to(torch.bfloat16)
+    for p in model.model.vision_tower.parameters():
+        p.requires_grad_(False)
+    model.get_input_embeddings().weight.requires_grad_(False)
+    if args.mode == "lora":
+        from peft import LoraConfig, get_peft_model
+        model = get_peft_model(model, LoraConfig(r=common.LORA_RANK, lora_alpha=common.LORA_ALPHA, lora_dropout=0.0,
+                                                 target_modules=r"model\.language_model.*_proj", bias="none"))
+    model.train()
+    if args.compile != "none":
+        model = torch.compile(model, mode=args.compile)
+    return model
+
+
+def cmd_train_vlm(args):
+    """Each step collates its conversations (image decoding and processing included, as the automodel side's step
+    time includes its collate), then forward, the masked cross-entropy of NeMo's recipe, backward and AdamW."""
+    import torch
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    data = pathlib.Path(args.data)
+    records = [json.loads(line) for line in (data / "train.jsonl").read_text().splitlines() if line.strip()]
+    steps = args.warmup_steps + args.steps
+    if len(records) < args.batch * steps:
+        raise SystemExit(f"{data} has {len(records)} conversations, {args.batch * steps} needed")
+    processor = load_processor(args.model_dir)
+    model = build_vlm_model(args)
+    optimizer = adamw(args, [p for p in model.parameters() if p.requires_grad])
+    autocast = args.dtype == "bf16" and args.bf16 == "autocast"
+    dtype = torch.bfloat16 if args.dtype == "bf16" and args.bf16 == "cast" else torch.float32
+    records_out = []
+    for step in range(steps):
+        t0 = time.perf_counter()
+        inputs, labels = vlm_batch(processor, records[step * args.batch:(step + 1) * args.batch], data)
+        inputs["pixel_values"] = inputs["pixel_values"].to(dtype)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            logits = model(**inputs).logits
+        loss = torch.nn.functional.cross_entropy(logits.float().flatten(0, 1), labels.flatten(), ignore_index=-100)
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        seconds = time.perf_counter() - t0
+        # As automodel's num_tokens_per_step counts them: each row up to its last label.
+        labelled = labels != -100
+        last = labels.shape[1] - labelled.flip(1).int().argmax(1)
+        tokens = int(torch.where(labelled.any(1), last, 0).sum())
+        records_out.append({"step": step, "loss": float(loss.detach()), "seconds": seconds, "tokens": tokens})
+        print(f"step {step} loss {records_out[-1]['loss']:.5f} {seconds * 1e3:.0f} ms", flush=True)
+    emit({"steps": records_out, "threads": torch.get_num_threads(), **dtype_summary(model)}, args.result)
+
+
 # ---- environment -----------------------------------------------------------------------------------------------------
 
 def cmd_env(args):
@@ -211,11 +323,12 @@ def cmd_env(args):
           "torch_cpu_capability": torch.backends.cpu.get_cpu_capability()}, args.result)
 
 
-def add_train_args(t):
-    """The options of `train`, shared with bench/train_torch_dp.py."""
+def add_train_args(t, seq=True):
+    """The options of `train`, shared with bench/train_torch_dp.py and (without --seq) `train-vlm`."""
     t.add_argument("--model-dir", required=True)
     t.add_argument("--data", required=True)
-    t.add_argument("--seq", type=int, required=True)
+    if seq:
+        t.add_argument("--seq", type=int, required=True)
     t.add_argument("--batch", type=int, required=True)
     t.add_argument("--steps", type=int, required=True)
     t.add_argument("--warmup-steps", type=int, required=True)
@@ -250,12 +363,14 @@ def main():
     g.add_argument("--seconds", type=float, default=3.0)
     t = sub.add_parser("train")
     add_train_args(t)
+    v = sub.add_parser("train-vlm")
+    add_train_args(v, seq=False)
     sub.add_parser("env")
-    for s in (a, g, t, sub.choices["env"]):
+    for s in (a, g, t, v, sub.choices["env"]):
         s.add_argument("--result")
     args = p.parse_args()
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    {"assets": cmd_assets, "gemm": cmd_gemm, "train": cmd_train, "env": cmd_env}[args.cmd](args)
+    {"assets": cmd_assets, "gemm": cmd_gemm, "train": cmd_train, "train-vlm": cmd_train_vlm, "env": cmd_env}[args.cmd](args)
 
 
 if __name__ == "__main__":

@@ -132,27 +132,20 @@ def write_tokenizer():
     )
 
 
-def main():
+def save_gemma3_vlm(out, text, vision, image_size, tokens_per_image, dtype=torch.float32):
+    """A random Gemma3ForConditionalGeneration of the given text / vision config shapes with the tokenizer, processor
+    and chat template above, saved by transformers into `out` (bench/vlm_compare.py writes larger shapes with it)."""
     tokenizer = write_tokenizer()
     ids = {t: tokenizer.convert_tokens_to_ids(t) for t in SPECIALS}
     assert [ids[t] for t in SPECIALS] == list(range(len(SPECIALS))), ids
-    image_processor = Gemma3ImageProcessor(size={"height": IMAGE_SIZE, "width": IMAGE_SIZE})
+    image_processor = Gemma3ImageProcessor(size={"height": image_size, "width": image_size})
     processor = Gemma3Processor(image_processor=image_processor, tokenizer=tokenizer, chat_template=CHAT_TEMPLATE,
-                                image_seq_length=TOKENS_PER_IMAGE)
-
-    text = dict(
-        vocab_size=len(tokenizer), hidden_size=48, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
-        num_key_value_heads=2, head_dim=12, query_pre_attn_scalar=12, sliding_window=32, max_position_embeddings=512,
-        layer_types=["sliding_attention", "full_attention"],
-        rope_parameters=dict(full_attention=dict(rope_type="default", rope_theta=1000000.0),
-                             sliding_attention=dict(rope_type="default", rope_theta=10000.0)),
-        pad_token_id=ids["<pad>"], bos_token_id=ids["<bos>"], eos_token_id=ids["<eos>"],
-    )
-    vision = dict(image_size=IMAGE_SIZE, patch_size=PATCH, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                  num_attention_heads=2, vision_use_head=False)
-    config = Gemma3Config(text_config=text, vision_config=vision, mm_tokens_per_image=TOKENS_PER_IMAGE,
-                          image_token_index=ids["<image_soft_token>"], boi_token_index=ids["<start_of_image>"],
-                          eoi_token_index=ids["<end_of_image>"])
+                                image_seq_length=tokens_per_image)
+    text = dict(text, vocab_size=len(tokenizer), pad_token_id=ids["<pad>"], bos_token_id=ids["<bos>"],
+                eos_token_id=ids["<eos>"])
+    config = Gemma3Config(text_config=text, vision_config=dict(vision, image_size=image_size),
+                          mm_tokens_per_image=tokens_per_image, image_token_index=ids["<image_soft_token>"],
+                          boi_token_index=ids["<start_of_image>"], eoi_token_index=ids["<end_of_image>"])
     torch.manual_seed(0)
     model = Gemma3ForConditionalGeneration(config)
     # transformers starts the projection at zero, which would hide the images from the decoder until trained.
@@ -160,9 +153,23 @@ def main():
         model.model.multi_modal_projector.mm_input_projection_weight.normal_(0.0, 0.02)
     model.generation_config = GenerationConfig(bos_token_id=ids["<bos>"], pad_token_id=ids["<pad>"],
                                                eos_token_id=[ids["<eos>"], ids["<end_of_turn>"]])
-    OUT.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(OUT)
-    processor.save_pretrained(OUT)
+    out = pathlib.Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    model.to(dtype).save_pretrained(out)
+    processor.save_pretrained(out)
+
+
+def main():
+    text = dict(
+        hidden_size=48, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+        head_dim=12, query_pre_attn_scalar=12, sliding_window=32, max_position_embeddings=512,
+        layer_types=["sliding_attention", "full_attention"],
+        rope_parameters=dict(full_attention=dict(rope_type="default", rope_theta=1000000.0),
+                             sliding_attention=dict(rope_type="default", rope_theta=10000.0)),
+    )
+    vision = dict(patch_size=PATCH, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+                  vision_use_head=False)
+    save_gemma3_vlm(OUT, text, vision, IMAGE_SIZE, TOKENS_PER_IMAGE)
     print(f"wrote {OUT}")
 
 
