@@ -101,6 +101,17 @@ def test_resume_continues_as_the_uninterrupted_run(run, tmp_path):
     assert strip(jsonl(d / "training.jsonl")) == strip(jsonl(run / "training.jsonl"))[step + 1:]
 
 
+def test_activation_checkpointing_trains_as_without(run, tmp_path):
+    """The decoder layers recomputed in backward (image blocks and bidirectional masks included) give the losses and
+    gradient norms of the run that keeps their activations."""
+    d = tmp_path / "ac"
+    r = finetune(d, "--distributed.activation_checkpointing", "true", "--checkpoint.enabled", "false")
+    assert r.returncode == 0, r.stdout + r.stderr
+    for x, y in zip(jsonl(run / "training.jsonl"), jsonl(d / "training.jsonl"), strict=True):
+        assert abs(x["loss"] - y["loss"]) <= 1e-6 * abs(x["loss"]), (x, y)
+        assert abs(x["grad_norm"] - y["grad_norm"]) <= 1e-5 * abs(x["grad_norm"]), (x, y)
+
+
 @pytest.mark.parametrize("strategy", ["ddp", "fsdp2"])
 def test_two_ranks_train_as_one_process(run, tmp_path, strategy):
     """fsdp2 cuts the image-text model per decoder layer (language_model.model.layers.N) like a causal LM; ddp
