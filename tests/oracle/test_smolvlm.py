@@ -265,10 +265,21 @@ def test_bad_pixel_attention_mask_is_an_error(vlm, tmp_path):
         ours(d, tmp_path, ids, mask, pixels, pixel_mask)
 
 
+def test_bad_pixel_values_are_errors(vlm, tmp_path):
+    _, d = vlm
+    ids, mask, _, pixels, _ = batch()
+    with pytest.raises(OpError, match=r"pixel_values has shape \[3, 5, 3\]"):
+        ours(d, tmp_path, ids, mask, pixels[:, :, :, 0, 0])
+    with pytest.raises(OpError, match=r"pixel_values has shape \[9, 3, 16, 16\]; the vision tower takes"):
+        ours(d, tmp_path, ids, mask, pixels.reshape(15, 3, TILE, TILE)[:, :, :16, :16].contiguous())
+
+
 def test_bad_config_names_the_key(vlm, tmp_path):
     _, d = vlm
     ids, mask, _, pixels, _ = batch()
-    for key, value, match in [("scale_factor", 3, "scale_factor"),
+    for key, value, match in [("scale_factor", 3, "scale_factor.*does not divide"),
+                              ("scale_factor", 0, "scale_factor.*positive integer"),
+                              ("image_token_id", -1, "image_token_id.*non-negative"),
                               ("vision_config", {"model_type": "clip_vision_model"}, "vision_config.model_type")]:
         bad = tmp_path / key
         shutil.copytree(d, bad, dirs_exist_ok=True)
