@@ -114,3 +114,34 @@ def test_lora_adapter_loads_in_peft(tmp_path):
     attached = {k.replace(".default", ""): v for k, v in PeftModel.from_pretrained(base, str(adapter)).state_dict().items()
                 if "lora_" in k}
     assert attached.keys() == saved.keys() and all(torch.equal(attached[k], saved[k]) for k in saved)
+
+
+def test_inspect_and_generate_with_a_conversation(tmp_path):
+    """inspect describes the tower and its tiles; generate --messages (apply_chat_template with the image cut into
+    tiles) gives transformers' greedy tokens."""
+    import torch
+    from transformers import SmolVLMForConditionalGeneration
+    r = subprocess.run([str(BIN), "inspect", str(VLM), "--json"], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    info = json.loads(r.stdout)
+    assert info["model_type"] == "smolvlm" and info["text_model_type"] == "llama"
+    assert info["vision"]["mm_tokens_per_image"] == 4 and info["vision"]["scale_factor"] == 2
+    image = ROOT / "assets" / "tiny-vlm-data" / "images" / "train_000.png"
+    chat = tmp_path / "chat.json"
+    chat.write_text(json.dumps([{"role": "user", "content": [{"type": "image", "image": str(image)},
+                                                             {"type": "text", "text": "Describe this image."}]}]))
+    r = subprocess.run([str(BIN), "generate", "--model", str(VLM), "--messages", str(chat), "--max-new-tokens", "12"],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    ours = json.loads(r.stdout)
+    pre = subprocess.run([str(BIN), "preprocess", "--model", str(VLM), "--messages", str(chat),
+                          "--add-generation-prompt", "--out", str(tmp_path / "pixels.npy")],
+                         capture_output=True, text=True, timeout=300)
+    assert pre.returncode == 0, pre.stderr
+    inputs = json.loads(pre.stdout)
+    model = SmolVLMForConditionalGeneration.from_pretrained(str(VLM), dtype=torch.float32).eval()
+    out = model.generate(input_ids=torch.tensor([inputs["input_ids"]]),
+                         pixel_values=torch.from_numpy(np.load(tmp_path / "pixels.npy"))[None], max_new_tokens=12,
+                         do_sample=False)
+    expected = out[0, len(inputs["input_ids"]):].tolist()
+    assert ours["ids"] == expected[:len(ours["ids"])] and len(ours["ids"]) >= 1
