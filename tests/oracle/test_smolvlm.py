@@ -162,6 +162,25 @@ def test_fp32_logits_loss_and_every_gradient_match_transformers(vlm, tmp_path, k
     assert not bad, f"gradients over {GRAD_F32:.0e}: {bad}"
 
 
+def test_bf16_logits_match_transformers_bf16(vlm, tmp_path):
+    """As test_vlm_models.py: within 3e-2 of transformers in bf16, and no further from fp32 than transformers' bf16 run
+    is (x 1.25 + 5e-3)."""
+    family, d = vlm
+    ids, mask, _, pixels, pixel_mask = batch()
+    with torch.no_grad():
+        ref_f32 = load_reference(family, d)(input_ids=ids, attention_mask=mask, pixel_values=pixels,
+                                            pixel_attention_mask=pixel_mask).logits
+        model = FAMILIES[family][1].from_pretrained(str(d), attn_implementation="eager", dtype=torch.bfloat16).eval()
+        ref_bf16 = model(input_ids=ids, attention_mask=mask, pixel_values=pixels.bfloat16(),
+                         pixel_attention_mask=pixel_mask).logits.float()
+    logits, _, _ = ours(d, tmp_path, ids, mask, pixels, pixel_mask, dtype="bf16")
+    err = rel_err(masked(logits, mask), masked(ref_bf16, mask))
+    ours_f32 = rel_err(masked(logits, mask), masked(ref_f32, mask))
+    hf_f32 = rel_err(masked(ref_bf16.numpy(), mask), masked(ref_f32, mask))
+    assert err <= 3e-2, f"bf16 logits relative error {err:.3e} against transformers bf16"
+    assert ours_f32 <= 1.25 * hf_f32 + 5e-3, f"bf16 vs fp32 {ours_f32:.3e}, transformers' {hf_f32:.3e}"
+
+
 def test_partial_tile_changes_the_logits_and_flat_tiles_match(vlm, tmp_path):
     """The pixel mask matters (bucketed positions, masked keys), and the tiles passed flat ([tiles, 3, H, W], the
     collate's form) give the batched 5-D result."""
