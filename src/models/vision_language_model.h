@@ -44,7 +44,8 @@ class VisionLanguageModel : public LanguageModel {
   virtual const VisionLanguageConfig& vision_language_config() const = 0;
   virtual const LanguageModel& language_model() const = 0;
 
-  // Projected image features [images, mm_tokens_per_image, text hidden] for pixel_values.
+  // Projected image features [images, mm_tokens_per_image, text hidden] for pixel_values (Idefics 3: one per real
+  // tile, all-zero padding tiles dropped; undefined when every tile is padding).
   virtual Tensor image_features(const Tensor& pixel_values) const = 0;
   // The decoder's inputs_embeds: scaled text embeddings with the image features in the image tokens' places.
   // Errors when the number of image tokens is not images x mm_tokens_per_image.
