@@ -27,11 +27,13 @@ void print_vlm_samples(const config::ConfigNode& cfg, const std::string& section
     const data::Batch b = recipes::vlm_collate({&conversation}, d.processor, d.collate);
     const int64_t* ids = b.input_ids.data<int64_t>();
     const int64_t* labels = b.labels.data<int64_t>();
-    const int64_t* types = b.token_type_ids.data<int64_t>();
     const size_t n = size_t(b.input_ids.numel());
-    const std::vector<int64_t> input_ids(ids, ids + n), label_ids(labels, labels + n), type_ids(types, types + n);
-    nlohmann::ordered_json line{
-        {"index", i}, {"input_ids", input_ids}, {"labels", label_ids}, {"token_type_ids", type_ids}};
+    const std::vector<int64_t> input_ids(ids, ids + n), label_ids(labels, labels + n);
+    nlohmann::ordered_json line{{"index", i}, {"input_ids", input_ids}, {"labels", label_ids}};
+    if (b.token_type_ids.defined()) {  // Gemma 3's processor makes them, Idefics 3's does not
+      const int64_t* types = b.token_type_ids.data<int64_t>();
+      line["token_type_ids"] = std::vector<int64_t>(types, types + n);
+    }
     line["pixel_values_shape"] =
         b.pixel_values.defined() ? nlohmann::ordered_json(b.pixel_values.shape()) : nlohmann::ordered_json::array();
     if (text) {

@@ -199,6 +199,8 @@ int run_inspect(const Args& args) {
                    {"patch_size", v.patch_size},
                    {"mm_tokens_per_image", vlm->vision_language_config().mm_tokens_per_image},
                    {"image_token_id", vlm->vision_language_config().image_token_id}};
+    if (vlm->vision_language_config().model_type != "gemma3")
+      j["vision"]["scale_factor"] = vlm->vision_language_config().scale_factor;
   }
   j["num_hidden_layers"] = c.num_hidden_layers;
   j["hidden_size"] = c.hidden_size;
@@ -238,7 +240,11 @@ int run_inspect(const Args& args) {
     line("vision tower", "siglip, " + std::to_string(v.num_hidden_layers) + " layers, hidden " +
                              std::to_string(v.hidden_size) + ", " + std::to_string(v.image_size) + "px images in " +
                              std::to_string(v.patch_size) + "px patches, " +
-                             std::to_string(vlm->vision_language_config().mm_tokens_per_image) + " tokens per image");
+                             std::to_string(vlm->vision_language_config().mm_tokens_per_image) +
+                             (vlm->vision_language_config().model_type == "gemma3"
+                                  ? " tokens per image"
+                                  : " tokens per tile (pixel shuffle " +
+                                        std::to_string(vlm->vision_language_config().scale_factor) + ")"));
   }
   line("layers", std::to_string(c.num_hidden_layers));
   line("hidden_size", std::to_string(c.hidden_size));

@@ -91,7 +91,7 @@ int run_preprocess(const Args& args) {
     // processor(images=...) without text: one placeholder per image, space-separated (Gemma3Processor).
     std::string prompt = text;
     if (!has_text)
-      for (size_t i = 0; i < images.size(); ++i) prompt += (i ? " " : "") + config.boi_token;
+      for (size_t i = 0; i < images.size(); ++i) prompt += (i ? " " : "") + processor::image_placeholder(config);
     inputs = recipes::process_text_and_images(tok, config, prompt, images, !no_special, kWhere);
   }
   if (!out_path.empty()) write_npy(out_path, inputs.pixels);
@@ -101,6 +101,7 @@ int run_preprocess(const Args& args) {
   j["token_type_ids"] = inputs.token_type_ids;
   j["pixel_values_shape"] = {inputs.pixels.count, 3, inputs.pixels.height, inputs.pixels.width};
   j["num_crops"] = inputs.pixels.num_crops;
+  if (config.image.splitting.idefics3) j["rows"] = inputs.pixels.rows, j["cols"] = inputs.pixels.cols;
   char hex[17];
   std::snprintf(hex, sizeof hex, "%016llx", static_cast<unsigned long long>(fingerprint(inputs.pixels.values)));
   j["pixel_values_fnv1a"] = hex;

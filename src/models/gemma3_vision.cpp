@@ -88,21 +88,8 @@ class Gemma3ForConditionalGeneration : public VisionLanguageModel {
 
   using VisionLanguageModel::embed;
   Tensor embed(const Tensor& input_ids, const Tensor& pixel_values) const override {
-    AM_CHECK(input_ids.dim() == 2 && input_ids.dtype() == DType::i64, "input_ids must be [batch, seq] i64, got ",
-             input_ids.describe());
-    const int64_t B = input_ids.size(0), T = input_ids.size(1);
-    std::vector<int64_t> ids(size_t(B * T));
-    {
-      const std::vector<double> d = input_ids.to_doubles();
-      for (size_t i = 0; i < ids.size(); ++i) ids[i] = int64_t(d[i]);
-    }
-    const int64_t image_id = config_.image_token_id, vocab = config_.text.vocab_size;
-    for (size_t i = 0; i < ids.size(); ++i)
-      if (ids[i] < 0 || (ids[i] >= vocab && ids[i] != image_id))
-        throw Error("token id " + std::to_string(ids[i]) + " at batch row " + std::to_string(int64_t(i) / T) +
-                        ", position " + std::to_string(int64_t(i) % T) + " is outside the vocabulary [0, " +
-                        std::to_string(vocab) + ")",
-                    "input_ids", "pass ids below text_config.vocab_size (or the image token id)");
+    const int64_t B = input_ids.size(0), T = input_ids.size(1), image_id = config_.image_token_id;
+    const std::vector<int64_t> ids = checked_token_ids(input_ids, config_.text.vocab_size, image_id);
     // An image token id outside the text vocabulary embeds as token 0 (its embedding is replaced anyway).
     std::vector<int64_t> text_ids = ids;
     if (image_id >= config_.text.vocab_size)
@@ -110,37 +97,11 @@ class Gemma3ForConditionalGeneration : public VisionLanguageModel {
         if (id == image_id) id = 0;
     Tensor embeds = language_model_->embed(Tensor::from_vector(text_ids, {B, T}));
     if (!pixel_values.defined()) return embeds;
-
     const Tensor features = image_features(ops::to_dtype(pixel_values, dtype_));  // [N, M, H]
-    const int64_t N = features.size(0), M = features.size(1), H = features.size(2);
-    const int64_t image_tokens = std::count(ids.begin(), ids.end(), image_id);
-    if (image_tokens != N * M)
-      throw Error("the batch has " + std::to_string(image_tokens) + " image tokens (id " + std::to_string(image_id) +
-                      ") for " + std::to_string(N) + " image(s) of " + std::to_string(M) +
-                      " tokens each (mm_tokens_per_image)",
-                  "input_ids / pixel_values",
-                  "expand each image to mm_tokens_per_image image tokens (the processor does) and pass one image per "
-                  "expansion");
-    // masked_scatter: the features, in order, over the image tokens in row-major order.
-    const Tensor flat = ops::reshape(ops::to_dtype(features, embeds.dtype()), {N * M, H});
-    std::vector<Tensor> rows;
-    int64_t used = 0;
-    for (int64_t b = 0; b < B; ++b) {
-      const Tensor row = ops::narrow(embeds, 0, b, 1);
-      std::vector<Tensor> pieces;
-      int64_t t = 0;
-      while (t < T) {
-        const bool image = ids[size_t(b * T + t)] == image_id;
-        int64_t end = t;
-        while (end < T && (ids[size_t(b * T + end)] == image_id) == image) ++end;
-        pieces.push_back(image ? ops::unsqueeze(ops::narrow(flat, 0, used, end - t), 0)
-                               : ops::narrow(row, 1, t, end - t));
-        if (image) used += end - t;
-        t = end;
-      }
-      rows.push_back(pieces.size() == 1 ? pieces[0] : ops::concat(pieces, 1));
-    }
-    return rows.size() == 1 ? rows[0] : ops::concat(rows, 0);
+    const int64_t N = features.size(0), M = features.size(1);
+    return splice_image_features(
+        embeds, ids, ops::reshape(features, {N * M, features.size(2)}), image_id,
+        std::to_string(N) + " image(s) of " + std::to_string(M) + " tokens each (mm_tokens_per_image)");
   }
 
   DecoderOutput forward_hidden(const DecoderInput& input, const ForwardOptions& options) const override {

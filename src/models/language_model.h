@@ -49,6 +49,9 @@ struct DecoderInput {
   // size, size], the images in the order their image tokens appear; token_type_ids: [B, T], 1 at image tokens (each
   // image's tokens then attend to each other both ways, as transformers does when the processor's are passed).
   Tensor pixel_values, token_type_ids;
+  // Idefics 3 / SmolVLM only: [images, height, width] (or [batch, images, height, width] beside 5-D pixel_values), 1 at
+  // real pixels and 0 at the padding the processor adds; undefined: every pixel is real.
+  Tensor pixel_attention_mask;
   DecoderInput(Tensor ids) : input_ids(std::move(ids)) {}  // NOLINT: implicit, so forward_hidden(ids) reads plainly
   static DecoderInput embeds(Tensor inputs_embeds) {
     DecoderInput in{Tensor()};

@@ -1,6 +1,7 @@
 #include "models/siglip.h"
 
 #include <cmath>
+#include <limits>
 
 #include "core/allocator.h"
 #include "core/error.h"
@@ -11,6 +12,7 @@
 #include "ops/binary.h"
 #include "ops/cast.h"
 #include "ops/matmul.h"
+#include "ops/softmax.h"
 #include "ops/view.h"
 
 namespace automodel::models {
@@ -154,7 +156,23 @@ SiglipEncoderLayer::SiglipEncoderLayer(const SiglipVisionConfig& c, DType dtype)
   mlp_ = register_module("mlp", std::make_shared<Mlp>(c, dtype));
 }
 
-Tensor SiglipEncoderLayer::forward(const Tensor& x, const KernelOptions& kernels) const {
+namespace {
+
+// Attention over all keys with an additive key mask, in f32 as transformers' eager and SDPA paths compute it.
+Tensor masked_attention(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& key_mask, double scale) {
+  const int64_t N = q.size(0), T = q.size(1), H = q.size(2), D = q.size(3);
+  const Tensor qh = ops::permute(q, {0, 2, 1, 3}), kh = ops::permute(k, {0, 2, 1, 3}),
+               vh = ops::permute(v, {0, 2, 1, 3});
+  Tensor scores = ops::to_dtype(ops::scale(ops::matmul(qh, kh, false, true), scale), DType::f32);
+  scores = ops::add(scores, key_mask);
+  const Tensor probs = ops::to_dtype(ops::softmax(scores, -1), q.dtype());
+  const Tensor out = ops::matmul(probs, vh);  // [N, H, T, D]
+  return ops::reshape(ops::contiguous(ops::permute(out, {0, 2, 1, 3})), {N, T, H * D});
+}
+
+}  // namespace
+
+Tensor SiglipEncoderLayer::forward(const Tensor& x, const KernelOptions& kernels, const Tensor& key_mask) const {
   const int64_t N = x.size(0), T = x.size(1), H = config_.num_attention_heads, D = config_.head_dim();
   const Tensor h = layer_norm1_->forward(x);
   auto heads = [&](const std::shared_ptr<Linear>& proj) { return ops::reshape(proj->forward(h), {N, T, H, D}); };
@@ -162,8 +180,9 @@ Tensor SiglipEncoderLayer::forward(const Tensor& x, const KernelOptions& kernels
   options.causal = false;
   options.scale = 1.0 / std::sqrt(double(D));
   const Tensor q = heads(self_attn_->q_proj), k = heads(self_attn_->k_proj), v = heads(self_attn_->v_proj);
-  const Tensor attn =
-      kernels.flash_attention ? ops::attention(q, k, v, options) : nn::attention_eager(q, k, v, options);
+  const Tensor attn = key_mask.defined()        ? masked_attention(q, k, v, key_mask, options.scale)
+                      : kernels.flash_attention ? ops::attention(q, k, v, options)
+                                                : nn::attention_eager(q, k, v, options);
   const Tensor r = x + self_attn_->out_proj->forward(ops::reshape(attn, {N, T, H * D}));
   const Tensor m = mlp_->fc1->forward(layer_norm2_->forward(r));
   return r + mlp_->fc2->forward(ops::gelu(m, config_.gelu_tanh));
@@ -177,6 +196,11 @@ SiglipVisionTower::SiglipVisionTower(const SiglipVisionConfig& config, DType dty
 }
 
 Tensor SiglipVisionTower::forward(const Tensor& pixel_values, const KernelOptions& kernels) const {
+  return forward(pixel_values, Tensor(), Tensor(), kernels);
+}
+
+Tensor SiglipVisionTower::forward(const Tensor& pixel_values, const Tensor& position_ids, const Tensor& patch_mask,
+                                  const KernelOptions& kernels) const {
   const SiglipVisionConfig& c = config_;
   if (pixel_values.dim() != 4 || pixel_values.size(1) != c.num_channels || pixel_values.size(2) != c.image_size ||
       pixel_values.size(3) != c.image_size)
@@ -188,9 +212,25 @@ Tensor SiglipVisionTower::forward(const Tensor& pixel_values, const KernelOption
     throw Error("pixel_values must be floating point, got " + pixel_values.describe(), "pixel_values");
   const Embeddings& e = *embeddings_;
   Tensor x = e.patch_embedding->forward(ops::to_dtype(pixel_values, dtype_), c);
-  x = x + e.position_embedding->weight;  // positions 0 .. patches-1, one per patch
+  const int64_t N = x.size(0), T = x.size(1);
+  if (position_ids.defined()) {
+    AM_CHECK(position_ids.shape() == Shape({N, T}), "position_ids must be [", N, ", ", T, "], got ",
+             position_ids.describe());
+    x = x + e.position_embedding->forward(position_ids);
+  } else {
+    x = x + e.position_embedding->weight;  // positions 0 .. patches-1, one per patch
+  }
+  Tensor key_mask;
+  if (patch_mask.defined()) {
+    AM_CHECK(patch_mask.shape() == Shape({N, T}), "patch_mask must be [", N, ", ", T, "], got ", patch_mask.describe());
+    std::vector<float> additive(size_t(N * T));
+    const std::vector<double> real = patch_mask.to_doubles();
+    for (size_t i = 0; i < additive.size(); ++i)
+      additive[i] = real[i] != 0 ? 0.0f : std::numeric_limits<float>::lowest();
+    key_mask = Tensor::from_vector(additive, {N, 1, 1, T});
+  }
   const auto& layers = *encoder_->layers;
-  for (size_t l = 0; l < layers.size(); ++l) x = layers[l].forward(x, kernels);
+  for (size_t l = 0; l < layers.size(); ++l) x = layers[l].forward(x, kernels, key_mask);
   return post_layernorm_->forward(x);
 }
 

@@ -35,7 +35,9 @@ struct SiglipVisionConfig {
 class SiglipEncoderLayer : public nn::Module {
  public:
   SiglipEncoderLayer(const SiglipVisionConfig& c, DType dtype);
-  Tensor forward(const Tensor& x, const KernelOptions& kernels) const;
+  // key_mask: optional additive [N, 1, 1, T] (0 for a real patch, the float minimum for a padded one), as
+  // transformers' bidirectional padding mask: every query, padded or not, sees only the real patches.
+  Tensor forward(const Tensor& x, const KernelOptions& kernels, const Tensor& key_mask = Tensor()) const;
 
  private:
   struct Attention : nn::Module {
@@ -60,6 +62,11 @@ class SiglipVisionTower : public nn::Module {
   // pixel_values [N, channels, image_size, image_size] (any float dtype, cast to the tower's) -> last hidden
   // state [N, num_patches, hidden] after post_layernorm. Other shapes are an Error naming the expected one.
   Tensor forward(const Tensor& pixel_values, const KernelOptions& kernels) const;
+  // The same with each patch's position id given ([N, num_patches] i64, into position_embedding) and the padded
+  // patches masked as attention keys (patch_mask [N, num_patches], 1 = real; undefined: all real): Idefics 2 / 3's
+  // variable-resolution form of the tower.
+  Tensor forward(const Tensor& pixel_values, const Tensor& position_ids, const Tensor& patch_mask,
+                 const KernelOptions& kernels) const;
   const SiglipVisionConfig& config() const { return config_; }
 
  private:

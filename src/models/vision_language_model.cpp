@@ -10,8 +10,10 @@
 #include "io/hf_dir.h"
 #include "io/safetensors.h"
 #include "models/gemma3_vision.h"
+#include "models/idefics3.h"
 #include "nn/init.h"
 #include "ops/cast.h"
+#include "ops/concat.h"
 #include "ops/softmax.h"
 #include "ops/view.h"
 
@@ -22,7 +24,7 @@ using nlohmann::json;
 
 namespace {
 
-const char* const kTypes[] = {"gemma3"};
+const char* const kTypes[] = {"gemma3", "idefics3", "smolvlm"};
 
 bool supported(const std::string& model_type) {
   return std::find(std::begin(kTypes), std::end(kTypes), model_type) != std::end(kTypes);
@@ -72,7 +74,11 @@ VisionLanguageConfig VisionLanguageConfig::from_json(const json& j, const std::s
   c.model_type = json_get<std::string>(j, "model_type", "", source);
   if (!supported(c.model_type))
     config_error(source, "model_type", "'" + c.model_type + "' is not an image-text-to-text model this loads",
-                 "supported image-text-to-text model types: gemma3");
+                 "supported image-text-to-text model types: gemma3, idefics3, smolvlm");
+  if (c.model_type != "gemma3") {
+    parse_idefics3_config(j, c);
+    return c;
+  }
   c.tie_word_embeddings = json_get<bool>(j, "tie_word_embeddings", true, source);
   c.dtype = json_get<std::string>(j, "dtype", json_get<std::string>(j, "torch_dtype", "float32", source), source);
   c.mm_tokens_per_image = json_get<int64_t>(j, "mm_tokens_per_image", c.mm_tokens_per_image, source);
@@ -106,6 +112,56 @@ json VisionLanguageConfig::to_json() const {
   return j;
 }
 
+std::vector<int64_t> checked_token_ids(const Tensor& input_ids, int64_t vocab, int64_t image_token_id) {
+  AM_CHECK(input_ids.dim() == 2 && input_ids.dtype() == DType::i64, "input_ids must be [batch, seq] i64, got ",
+           input_ids.describe());
+  const int64_t T = input_ids.size(1);
+  const std::vector<double> d = input_ids.to_doubles();
+  std::vector<int64_t> ids(d.size());
+  for (size_t i = 0; i < ids.size(); ++i) {
+    ids[i] = int64_t(d[i]);
+    if (ids[i] < 0 || (ids[i] >= vocab && ids[i] != image_token_id))
+      throw Error("token id " + std::to_string(ids[i]) + " at batch row " + std::to_string(int64_t(i) / T) +
+                      ", position " + std::to_string(int64_t(i) % T) + " is outside the vocabulary [0, " +
+                      std::to_string(vocab) + ")",
+                  "input_ids", "pass ids below text_config.vocab_size (or the image token id)");
+  }
+  return ids;
+}
+
+Tensor splice_image_features(const Tensor& embeds, const std::vector<int64_t>& ids, const Tensor& features,
+                             int64_t image_id, const std::string& what) {
+  const int64_t B = embeds.size(0), T = embeds.size(1);
+  const int64_t K = features.defined() ? features.size(0) : 0;
+  const int64_t image_tokens = std::count(ids.begin(), ids.end(), image_id);
+  if (image_tokens != K)
+    throw Error("the batch has " + std::to_string(image_tokens) + " image tokens (id " + std::to_string(image_id) +
+                    ") for " + what,
+                "input_ids / pixel_values",
+                "expand each image to its image tokens (the processor does) and pass one image per expansion");
+  if (K == 0) return embeds;
+  // masked_scatter: the features, in order, over the image tokens in row-major order.
+  const Tensor flat = ops::to_dtype(features, embeds.dtype());
+  std::vector<Tensor> rows;
+  int64_t used = 0;
+  for (int64_t b = 0; b < B; ++b) {
+    const Tensor row = ops::narrow(embeds, 0, b, 1);
+    std::vector<Tensor> pieces;
+    int64_t t = 0;
+    while (t < T) {
+      const bool image = ids[size_t(b * T + t)] == image_id;
+      int64_t end = t;
+      while (end < T && (ids[size_t(b * T + end)] == image_id) == image) ++end;
+      pieces.push_back(image ? ops::unsqueeze(ops::narrow(flat, 0, used, end - t), 0)
+                             : ops::narrow(row, 1, t, end - t));
+      if (image) used += end - t;
+      t = end;
+    }
+    rows.push_back(pieces.size() == 1 ? pieces[0] : ops::concat(pieces, 1));
+  }
+  return rows.size() == 1 ? rows[0] : ops::concat(rows, 0);
+}
+
 bool is_vision_language_model_dir(const std::string& model_dir) {
   const fs::path path = fs::path(model_dir) / "config.json";
   if (!fs::exists(path)) return false;
@@ -134,7 +190,8 @@ std::unique_ptr<VisionLanguageModel> load_vision_language_model(const std::strin
   std::unique_ptr<VisionLanguageModel> model;
   {
     nn::SkipInitGuard skip;  // every parameter is overwritten below
-    model = build_gemma3_vision_language_model(config, options.dtype);
+    model = config.model_type == "gemma3" ? build_gemma3_vision_language_model(config, options.dtype)
+                                          : build_idefics3_vision_language_model(config, options.dtype);
   }
   load_weights(*model, model->state_dict_adapter(), dir, config.model_type, other_names);
   apply_trainable(*model, options);

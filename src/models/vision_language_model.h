@@ -18,12 +18,14 @@
 
 namespace automodel::models {
 
-// config.json of an image-text-to-text model (Gemma3ForConditionalGeneration: model_type gemma3), validated.
+// config.json of an image-text-to-text model (Gemma3ForConditionalGeneration: model_type gemma3;
+// Idefics3ForConditionalGeneration / SmolVLMForConditionalGeneration: idefics3 / smolvlm), validated.
 struct VisionLanguageConfig {
   std::string model_type;
-  ModelConfig text;           // text_config, parsed as its own model_type's config
-  SiglipVisionConfig vision;  // vision_config
-  int64_t mm_tokens_per_image = 256;
+  ModelConfig text;                   // text_config, parsed as its own model_type's config
+  SiglipVisionConfig vision;          // vision_config
+  int64_t mm_tokens_per_image = 256;  // Idefics 3 / SmolVLM: image_seq_len, the tokens of one image or tile
+  int64_t scale_factor = 2;           // Idefics 3 / SmolVLM: the connector's pixel shuffle per side
   int64_t image_token_id = 262144, boi_token_id = 255999, eoi_token_id = 256000;
   bool tie_word_embeddings = true;
   std::string dtype = "float32";
@@ -42,13 +44,22 @@ class VisionLanguageModel : public LanguageModel {
   virtual const VisionLanguageConfig& vision_language_config() const = 0;
   virtual const LanguageModel& language_model() const = 0;
 
-  // Projected image features [images, mm_tokens_per_image, text hidden] for pixel_values.
+  // Projected image features [images, mm_tokens_per_image, text hidden] for pixel_values (Idefics 3: one per real
+  // tile, all-zero padding tiles dropped; undefined when every tile is padding).
   virtual Tensor image_features(const Tensor& pixel_values) const = 0;
   // The decoder's inputs_embeds: scaled text embeddings with the image features in the image tokens' places.
   // Errors when the number of image tokens is not images x mm_tokens_per_image.
   virtual Tensor embed(const Tensor& input_ids, const Tensor& pixel_values) const = 0;
   Tensor embed(const Tensor& input_ids) const override { return embed(input_ids, Tensor()); }
 };
+
+// The decoder's inputs_embeds of `ids` ([B, T] as a flat row-major vector) with `features` [K, hidden] written over
+// the K positions holding image_token_id, in row-major order (transformers' masked_scatter). Errors when the counts
+// differ; `what` says what one image is for that message.
+Tensor splice_image_features(const Tensor& text_embeds, const std::vector<int64_t>& ids, const Tensor& features,
+                             int64_t image_token_id, const std::string& what);
+// input_ids [B, T] i64 as a flat vector, each checked to be below `vocab` (or the image token id).
+std::vector<int64_t> checked_token_ids(const Tensor& input_ids, int64_t vocab, int64_t image_token_id);
 
 // Whether config.json at model_dir describes an image-text-to-text model (a model_type this file loads).
 bool is_vision_language_model_dir(const std::string& model_dir);

@@ -54,6 +54,13 @@ void derive_turn_markers(VlmProcessor& p, const std::string& dir) {
     throw Error("cannot find the assistant turn's markers in the chat template's output", dir,
                 "the collate needs a chat template that wraps assistant turns in fixed tokens (as Gemma 3's does)");
   p.assistant_marker.assign(all.begin() + int64_t(user_only.size()), at);
+  // A space before the answer is one token here ("Assistant: " + "X..."), but a BPE merges it into a real answer's
+  // first word ("ĠThe"): the marker ends before it (SmolVLM's "Assistant:"; Gemma 3's "model\n" keeps its newline).
+  auto is_space = [&](int64_t id) {
+    const std::string text = p.tokenizer->decode({id});
+    return std::all_of(text.begin(), text.end(), [](char ch) { return ch == ' '; });
+  };
+  while (p.assistant_marker.size() > 1 && is_space(p.assistant_marker.back())) p.assistant_marker.pop_back();
   p.end_of_turn_id = all[start + answer.size()];
 }
 
@@ -156,7 +163,8 @@ data::Batch vlm_collate(const std::vector<const data::Conversation*>& conversati
   batch.input_ids = Tensor::from_vector(ids, {rows, cols});
   batch.attention_mask = Tensor::from_vector(mask, {rows, cols});
   batch.labels = Tensor::from_vector(targets, {rows, cols});
-  batch.token_type_ids = Tensor::from_vector(types, {rows, cols});
+  // Idefics 3 / SmolVLM's processor makes no token_type_ids: its decoder is causal over image tokens too.
+  if (!p.config.image.splitting.idefics3) batch.token_type_ids = Tensor::from_vector(types, {rows, cols});
   if (images > 0) batch.pixel_values = Tensor::from_vector(pixels, {images, 3, height, width});
   return batch;
 }

@@ -41,7 +41,8 @@ struct VlmCollateOptions {
   std::optional<int64_t> max_length;
 };
 
-// The batch of these conversations: input_ids, attention_mask and token_type_ids are the padded sequences without
+// The batch of these conversations: input_ids, attention_mask and token_type_ids (Gemma 3's processor only) are the
+// padded sequences without
 // their last token, labels the padded sequences' labels without their first (NeMo shifts in the collate). A label is
 // set on each assistant turn's tokens after the marker through its end-of-turn token, except image tokens,
 // <start_of_image>/<end_of_image> and padding, which are kIgnoreIndex. pixel_values holds every image (and its

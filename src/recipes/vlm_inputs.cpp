@@ -2,6 +2,7 @@
 
 #include <filesystem>
 
+#include "components/processor/idefics3_image_processor.h"
 #include "components/processor/image_tokens.h"
 #include "core/error.h"
 
@@ -16,7 +17,9 @@ VlmInputs process_text_and_images(const tokenizer::Tokenizer& tokenizer, const p
                 "use the tokenizer saved with the model's processor");
   VlmInputs out;
   out.pixels = processor::preprocess_images(images, config.image);
-  out.text = processor::expand_image_placeholders(text, out.pixels.num_crops, config, where);
+  out.text = config.image.splitting.idefics3
+                 ? processor::expand_idefics3_placeholders(text, out.pixels, config, where)
+                 : processor::expand_image_placeholders(text, out.pixels.num_crops, config, where);
   out.input_ids = tokenizer.encode(out.text, add_special_tokens).ids;
   out.token_type_ids = processor::image_token_types(out.input_ids, *image_token_id);
   return out;

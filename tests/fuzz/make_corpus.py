@@ -73,6 +73,7 @@ def model_config_seeds():
         config = AutoConfig.for_model(model_type, **small, **extra)
         put("model_config", f"{model_type}.json", config.to_json_string())
     shutil.copy(ROOT / "assets" / "tiny-gemma3-vlm" / "config.json", CORPUS / "model_config" / "tiny_gemma3_vlm.json")
+    shutil.copy(ROOT / "assets" / "tiny-smolvlm" / "config.json", CORPUS / "model_config" / "tiny_smolvlm.json")
     put("model_config", "yarn.json", dump({**small, "model_type": "qwen2", "rope_scaling": {
         "type": "yarn", "factor": 4.0, "original_max_position_embeddings": 16, "beta_fast": 32, "beta_slow": 1},
         "eos_token_id": [1, 2], "torch_dtype": "bfloat16"}))

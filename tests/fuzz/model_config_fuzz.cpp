@@ -5,6 +5,7 @@
 #include "fuzz_util.h"
 #include "models/auto_model.h"
 #include "models/gemma3_vision.h"
+#include "models/idefics3.h"
 #include "models/vision_language_model.h"
 
 namespace {
@@ -38,7 +39,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       const models::VisionLanguageConfig config = models::load_vision_language_config(dir.string());
       (void)config.to_json();
       if (small_enough(config.text) && small_enough(config.vision))
-        (void)models::build_gemma3_vision_language_model(config, DType::f32);
+        (void)(config.model_type == "gemma3" ? models::build_gemma3_vision_language_model(config, DType::f32)
+                                             : models::build_idefics3_vision_language_model(config, DType::f32));
       return;
     }
     models::ModelConfig config = models::load_config(dir.string());

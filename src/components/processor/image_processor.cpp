@@ -3,6 +3,7 @@
 #include <cmath>
 #include <filesystem>
 
+#include "components/processor/idefics3_image_processor.h"
 #include "core/error.h"
 #include "io/hf_dir.h"
 
@@ -72,15 +73,35 @@ ImageProcessorConfig parse_image_processor_config(const json& config, const std:
     if (!type->is_string()) throw Error("expected a string", where_key(where, "image_processor_type"));
     c.image_processor_type = type->get<std::string>();
   }
-  if (!c.image_processor_type.empty() && c.image_processor_type.rfind("Gemma3ImageProcessor", 0) != 0 &&
-      c.image_processor_type.rfind("SiglipImageProcessor", 0) != 0)
+  auto is = [&](const char* prefix) { return c.image_processor_type.rfind(prefix, 0) == 0; };
+  if (!c.image_processor_type.empty() && !is("Gemma3ImageProcessor") && !is("SiglipImageProcessor") &&
+      !is("Idefics3ImageProcessor") && !is("SmolVLMImageProcessor"))
     throw Error("unsupported image processor " + c.image_processor_type, where_key(where, "image_processor_type"),
-                "supported: Gemma3ImageProcessor (and SiglipImageProcessor, the same steps)");
+                "supported: Gemma3ImageProcessor (and SiglipImageProcessor, the same steps), Idefics3ImageProcessor, "
+                "SmolVLMImageProcessor");
+  if (is("Idefics3ImageProcessor") || is("SmolVLMImageProcessor")) {
+    c.splitting.idefics3 = true;
+    c.resample = Resample::kLanczos;
+  }
   c.do_resize = read_bool(config, "do_resize", c.do_resize, where);
   c.do_rescale = read_bool(config, "do_rescale", c.do_rescale, where);
   c.do_normalize = read_bool(config, "do_normalize", c.do_normalize, where);
   read_bool(config, "do_convert_rgb", true, where);  // decoded images are RGB already
-  if (const json* size = field(config, "size")) {
+  // Idefics 3: {"longest_edge": N} for size and max_image_size.
+  auto longest_edge = [&](const char* key, int64_t fallback) {
+    const json* v = field(config, key);
+    if (!v) return fallback;
+    if (!v->is_object() || !v->contains("longest_edge"))
+      throw Error("expected {\"longest_edge\": N}, got " + v->dump(), where_key(where, key),
+                  "Idefics 3 / SmolVLM size the longest edge of each image and tile");
+    return read_positive((*v)["longest_edge"], where_key(where, key) + ".longest_edge");
+  };
+  if (c.splitting.idefics3) {
+    c.splitting.enabled = read_bool(config, "do_image_splitting", c.splitting.enabled, where);
+    c.splitting.longest_edge = longest_edge("size", c.splitting.longest_edge);
+    c.splitting.max_image_size = longest_edge("max_image_size", c.splitting.max_image_size);
+    read_bool(config, "do_pad", true, where);  // tiles are padded when batched (all-zero tiles, dropped by the model)
+  } else if (const json* size = field(config, "size")) {
     if (size->is_number()) {
       c.height = c.width = read_positive(*size, where_key(where, "size"));
     } else if (size->is_object() && size->contains("height") && size->contains("width")) {
@@ -130,22 +151,34 @@ ProcessorConfig load_processor_config(const std::string& model_dir) {
   if (c.processor_class.empty() && preprocessor.is_object())
     if (const json* cls = field(preprocessor, "processor_class"))
       c.processor_class = cls->is_string() ? cls->get<std::string>() : "";
-  if (!c.processor_class.empty() && c.processor_class != "Gemma3Processor")
+  const bool idefics3 = c.processor_class == "Idefics3Processor" || c.processor_class == "SmolVLMProcessor";
+  if (!c.processor_class.empty() && c.processor_class != "Gemma3Processor" && !idefics3)
     throw Error("unsupported processor " + c.processor_class, processor_path + ": processor_class",
-                "supported: Gemma3Processor");
-  const json* seq = field(processor, "image_seq_length");
+                "supported: Gemma3Processor, Idefics3Processor, SmolVLMProcessor");
+  if (idefics3 != c.image.splitting.idefics3)
+    throw Error("processor " + c.processor_class + " does not go with image processor " + c.image.image_processor_type,
+                processor_path + ": processor_class", "save the model's processor with AutoProcessor.save_pretrained");
+  const char* seq_key = c.image.splitting.idefics3 ? "image_seq_len" : "image_seq_length";
+  if (c.image.splitting.idefics3) c.image_seq_length = 169;  // Idefics3Processor's default
+  const json* seq = field(processor, seq_key);
   const std::string seq_where = seq ? processor_path : preprocessor_path;
-  if (!seq && preprocessor.is_object()) seq = field(preprocessor, "image_seq_length");
+  if (!seq && preprocessor.is_object()) seq = field(preprocessor, seq_key);
   if (seq) {
     if (!seq->is_number_integer() || seq->get<int64_t>() <= 0 || seq->get<int64_t>() > (int64_t{1} << 20))
-      throw Error("expected a positive integer, got " + seq->dump(), seq_where + ": image_seq_length");
+      throw Error("expected a positive integer, got " + seq->dump(), seq_where + ": " + seq_key);
     c.image_seq_length = seq->get<int64_t>();
   }
+  if (c.image.splitting.idefics3) c.boi_token = c.eoi_token = "<fake_token_around_image>", c.image_token = "<image>";
   if (fs::exists(tokenizer_config_path, ec)) {
     json tokenizer_config = io::read_json_file(tokenizer_config_path);
     if (tokenizer_config.is_object()) {
-      c.boi_token = read_token(tokenizer_config, "boi_token", c.boi_token);
-      c.eoi_token = read_token(tokenizer_config, "eoi_token", c.eoi_token);
+      if (c.image.splitting.idefics3) {
+        c.boi_token = c.eoi_token = read_token(tokenizer_config, "fake_image_token", c.boi_token);
+        c.global_image_token = read_token(tokenizer_config, "global_image_token", c.global_image_token);
+      } else {
+        c.boi_token = read_token(tokenizer_config, "boi_token", c.boi_token);
+        c.eoi_token = read_token(tokenizer_config, "eoi_token", c.eoi_token);
+      }
       c.image_token = read_token(tokenizer_config, "image_token", c.image_token);
     }
   }
@@ -190,13 +223,18 @@ std::vector<io::ImageRGB8> pan_and_scan_crops(const io::ImageRGB8& image, const 
   return crops;
 }
 
+const std::string& image_placeholder(const ProcessorConfig& config) {
+  return config.image.splitting.idefics3 ? config.image_token : config.boi_token;
+}
+
 PixelValues preprocess_images(const std::vector<io::ImageRGB8>& images, const ImageProcessorConfig& config) {
   PixelValues out;
   std::array<float, 3> mean{}, std_dev{};
   for (int c = 0; c < 3; ++c) mean[c] = float(config.image_mean[c]), std_dev[c] = float(config.image_std[c]);
   auto append = [&](const io::ImageRGB8& source) {
-    io::ImageRGB8 resized =
-        config.do_resize ? resize_like_pil(source, config.width, config.height, config.resample) : source;
+    io::ImageRGB8 resized = config.do_resize && !config.splitting.idefics3  // Idefics 3's tiles come sized
+                                ? resize_like_pil(source, config.width, config.height, config.resample)
+                                : source;
     if (out.count == 0) {
       out.height = resized.height, out.width = resized.width;
     } else if (resized.height != out.height || resized.width != out.width) {
@@ -219,6 +257,15 @@ PixelValues preprocess_images(const std::vector<io::ImageRGB8>& images, const Im
     }
     ++out.count;
   };
+  if (config.splitting.idefics3) {
+    for (const io::ImageRGB8& image : images) {
+      int64_t rows = 0, cols = 0;
+      for (const io::ImageRGB8& tile : idefics3_tiles(image, config, rows, cols)) append(tile);
+      out.rows.push_back(rows);
+      out.cols.push_back(cols);
+    }
+    return out;
+  }
   for (const io::ImageRGB8& image : images) {
     append(image);
     std::vector<io::ImageRGB8> crops;

@@ -1,5 +1,6 @@
 #pragma once
-// The Gemma 3 processor as transformers' slow (PIL) Gemma3ImageProcessor + Gemma3Processor run it: images to
+// The Gemma 3 processor as transformers' slow (PIL) Gemma3ImageProcessor + Gemma3Processor run it (and Idefics 3 /
+// SmolVLM's, idefics3_image_processor.h): images to
 // pixel_values (pan-and-scan crops, resize with Pillow's filters, rescale, normalise) and the settings the text side
 // needs (image_seq_length, the image tokens).
 #include <array>
@@ -22,8 +23,17 @@ struct PanAndScan {
   double min_ratio_to_activate = 1.2;
 };
 
+// Idefics 3 / SmolVLM's image splitting: the longest edge resized to longest_edge, both edges rounded up to multiples
+// of max_image_size, cut into max_image_size tiles, then the whole image resized to one more tile (the global image).
+struct ImageSplitting {
+  bool idefics3 = false;  // the processor is Idefics3ImageProcessor / SmolVLMImageProcessor
+  bool enabled = true;    // do_image_splitting (off: every image becomes one max_image_size tile)
+  int64_t longest_edge = 4 * 364, max_image_size = 364;
+};
+
 struct ImageProcessorConfig {
   std::string image_processor_type;
+  ImageSplitting splitting;  // Idefics 3 / SmolVLM (then height and width are unused)
   bool do_resize = true, do_rescale = true, do_normalize = true;
   int64_t height = 224, width = 224;
   Resample resample = Resample::kBilinear;
@@ -38,7 +48,13 @@ struct ProcessorConfig {
   int64_t image_seq_length = 256;
   // The tokenizer's image tokens (tokenizer_config.json's boi_token, eoi_token, image_token).
   std::string boi_token = "<start_of_image>", eoi_token = "<end_of_image>", image_token = "<image_soft_token>";
+  // Idefics 3 / SmolVLM (Idefics3Processor, SmolVLMProcessor): image_token is the placeholder too ("<image>"), and
+  // boi_token and eoi_token are both fake_image_token. image_seq_length is the processor's image_seq_len.
+  std::string global_image_token = "<global-img>";
 };
+
+// The text that stands for one image in a prompt: Gemma 3's boi_token, Idefics 3's image_token.
+const std::string& image_placeholder(const ProcessorConfig& config);
 
 // Reads a model directory's processor settings as AutoProcessor does: processor_config.json (image_seq_length, and in
 // transformers 5's layout the image processor under "image_processor"), else preprocessor_config.json for the image
@@ -57,6 +73,8 @@ struct PixelValues {
   std::vector<float> values;  // [count, 3, height, width]
   int64_t count = 0, height = 0, width = 0;
   std::vector<int64_t> num_crops;  // per input image: how many crops follow it in `values`
+  // Idefics 3 / SmolVLM, per input image: its tile rows and columns (0 x 0: the image is one tile, no global image).
+  std::vector<int64_t> rows, cols;
 };
 
 // The processor's pixel_values for these images (already RGB): each image, then its pan-and-scan crops, resized,

@@ -5,6 +5,7 @@
 
 #include "autograd/engine.h"
 #include "kernel_params.h"
+#include "models/idefics3.h"
 #include "models/vision_language_model.h"
 #include "ops/cast.h"
 #include "registry.h"
@@ -26,9 +27,10 @@ std::unique_ptr<models::VisionLanguageModel> load_vlm(const OpCall& c, bool trai
 
 // params: model_dir, dtype ("f32" | "bf16"), names_out (with labels), checkpoint_layers, fused / flash_attention
 // (kernel_params.h). Inputs: input_ids [B, T] i64, optional pixel_values [N, C, H, W] f32, optional
-// token_type_ids [B, T] i64, optional attention_mask [B, T] i64, optional labels [B, T] i64. Returns [logits as
-// f32]; with labels also the loss (causal_lm_loss) and every parameter's gradient (f32) in named_parameters()
-// order, under transformers' module names (VisionLanguageModel::module_name, written to params["names_out"]).
+// token_type_ids [B, T] i64, optional pixel_attention_mask (Idefics 3), optional attention_mask [B, T] i64, optional
+// labels [B, T] i64. Returns [logits as f32]; with labels also the loss (causal_lm_loss) and every parameter's gradient
+// (f32) in named_parameters() order, under transformers' module names (VisionLanguageModel::module_name, written to
+// params["names_out"]).
 ORACLE_OP("vlm", [](const OpCall& c) -> std::vector<Tensor> {
   Tensor labels = c.maybe("labels");
   auto model = load_vlm(c, labels.defined());
@@ -38,6 +40,7 @@ ORACLE_OP("vlm", [](const OpCall& c) -> std::vector<Tensor> {
   models::DecoderInput input(c.in("input_ids"));
   input.pixel_values = c.maybe("pixel_values");
   input.token_type_ids = c.maybe("token_type_ids");
+  input.pixel_attention_mask = c.maybe("pixel_attention_mask");
   Tensor logits = model->forward(input, options);
   std::vector<Tensor> out{ops::to_dtype(logits, DType::f32)};
   if (!labels.defined()) return out;
@@ -88,6 +91,21 @@ ORACLE_OP("vlm_logprobs", [](const OpCall& c) -> std::vector<Tensor> {
   std::vector<double> lp =
       models::sequence_logprobs(*model, std::vector<int64_t>(p, p + tokens.numel()), c.maybe("pixel_values"));
   return {Tensor::from_vector(lp, {static_cast<int64_t>(lp.size())})};
+});
+
+// Idefics 3's bucketed position ids (models::bucketed_position_ids) of input patch_mask [N, rows, cols] i64 on a
+// params["side"] x side position grid -> [N, rows * cols] i64.
+ORACLE_OP("vlm_position_ids", [](const OpCall& c) -> std::vector<Tensor> {
+  const Tensor mask = ops::to_dtype(c.in("patch_mask"), DType::i64);
+  const int64_t N = mask.size(0), rows = mask.size(1), cols = mask.size(2);
+  const int64_t* m = mask.data<int64_t>();
+  std::vector<int64_t> out;
+  for (int64_t n = 0; n < N; ++n) {
+    std::vector<uint8_t> tile(m + n * rows * cols, m + (n + 1) * rows * cols);
+    const std::vector<int64_t> ids = models::bucketed_position_ids(tile, rows, cols, c.params.at("side"), n);
+    out.insert(out.end(), ids.begin(), ids.end());
+  }
+  return {Tensor::from_vector(out, {N, rows * cols})};
 });
 
 }  // namespace automodel::oracle
