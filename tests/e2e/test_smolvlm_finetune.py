@@ -95,15 +95,16 @@ def test_fsdp2_on_two_ranks_trains_as_one_process(run, tmp_path):
 
 
 def test_lora_adapter_loads_in_peft(tmp_path):
-    """LoRA on the decoder: the adapter is named by transformers' module paths (model.text_model.*), so peft attaches
-    every tensor to SmolVLMForConditionalGeneration."""
+    """LoRA on the decoder, its exclude patterns written against transformers' module paths as a NeMo recipe writes
+    them (model.vision_model, model.connector): the adapter is named by those paths (model.text_model.*), so peft
+    attaches every tensor to SmolVLMForConditionalGeneration."""
     import torch
     from peft import PeftModel
     from safetensors.torch import load_file
     from transformers import SmolVLMForConditionalGeneration
     d = tmp_path / "lora"
     r = finetune(d, "--peft._target_", "nemo_automodel.components._peft.lora.PeftConfig", "--peft.match_all_linear",
-                 "false", "--peft.exclude_modules", '["*vision_tower*", "*connector*", "*lm_head*"]', "--peft.dim", 8,
+                 "false", "--peft.exclude_modules", '["*vision_model*", "*connector*", "*lm_head*"]', "--peft.dim", 8,
                  "--peft.alpha", 32, "--step_scheduler.max_steps", 4, "--step_scheduler.ckpt_every_steps", 4,
                  "--lr_scheduler.lr_warmup_steps", 2)
     assert r.returncode == 0, r.stdout + r.stderr

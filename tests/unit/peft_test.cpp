@@ -77,14 +77,30 @@ TEST(PeftConfig, WildcardsAreAnchoredAsNeMo) {
   EXPECT_FALSE(peft::wildcard_match("*.layers.0.*.q_proj", "model.layers.1.self_attn.q_proj"));
   EXPECT_FALSE(peft::wildcard_match("q_proj", "model.layers.0.self_attn.q_proj"));
   peft::PeftConfig c;  // nothing set: '*_proj'
-  EXPECT_TRUE(peft::selects(c, "model.layers.0.mlp.up_proj"));
-  EXPECT_FALSE(peft::selects(c, "lm_head"));
+  EXPECT_TRUE(peft::selects(c, "model.layers.0.mlp.up_proj", "model.layers.0.mlp.up_proj"));
+  EXPECT_FALSE(peft::selects(c, "lm_head", "lm_head"));
   c.exclude_modules = {"*.mlp.*"};
-  EXPECT_TRUE(peft::selects(c, "lm_head"));
-  EXPECT_FALSE(peft::selects(c, "model.layers.0.mlp.up_proj"));
+  EXPECT_TRUE(peft::selects(c, "lm_head", "lm_head"));
+  EXPECT_FALSE(peft::selects(c, "model.layers.0.mlp.up_proj", "model.layers.0.mlp.up_proj"));
   EXPECT_DOUBLE_EQ(c.scale(), 4.0);
   c.use_rslora = true;
   EXPECT_DOUBLE_EQ(c.scale(), 32.0 / std::sqrt(8.0));
+}
+
+// Patterns written against transformers' module paths (NeMo's) select an image-text model's layers as our names do.
+TEST(PeftConfig, PatternsMatchOurNameOrTheTransformersModulePath) {
+  const std::string ours = "vision_tower.encoder.layers.0.mlp.fc1", hf = "model.vision_model.encoder.layers.0.mlp.fc1";
+  peft::PeftConfig c;
+  c.exclude_modules = {"*vision_model*"};
+  EXPECT_FALSE(peft::selects(c, ours, hf));
+  c.exclude_modules = {"*vision_tower*"};
+  EXPECT_FALSE(peft::selects(c, ours, hf));
+  c.exclude_modules = {"*lm_head*"};
+  EXPECT_TRUE(peft::selects(c, ours, hf));
+  c.exclude_modules.clear();
+  c.target_modules = {"model.vision_model.*.fc1"};
+  EXPECT_TRUE(peft::selects(c, ours, hf));
+  EXPECT_FALSE(peft::selects(c, "language_model.model.layers.0.mlp.up_proj", "model.text_model.layers.0.mlp.up_proj"));
 }
 
 TEST(ApplyLora, FreezesBaseNamesAdaptersAndCountsParameters) {

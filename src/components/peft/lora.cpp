@@ -99,7 +99,7 @@ std::vector<std::string> apply_lora(models::LanguageModel& model, const PeftConf
     auto* lin = dynamic_cast<nn::Linear*>(m);
     if (!lin) continue;
     linear_names.push_back(name);
-    if (selects(config, name)) chosen.emplace_back(name, lin);
+    if (selects(config, name, model.module_name(name))) chosen.emplace_back(name, lin);
   }
   if (chosen.empty() && config.target_parameters.empty()) {
     std::string some;

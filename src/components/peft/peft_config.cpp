@@ -64,18 +64,16 @@ bool wildcard_match(const std::string& pattern, const std::string& name) {
   }
 }
 
-bool selects(const PeftConfig& c, const std::string& name) {
+bool selects(const PeftConfig& c, const std::string& name, const std::string& module_path) {
   if (c.match_all_linear) return true;
+  auto matches = [&](const std::string& p) {
+    return name == p || wildcard_match(p, name) ||
+           (module_path != name && (module_path == p || wildcard_match(p, module_path)));
+  };
   const std::vector<std::string> targets = effective_target_modules(c);
-  if (!targets.empty()) {
-    for (const std::string& p : targets)
-      if (name == p || wildcard_match(p, name)) return true;
-    return false;
-  }
+  if (!targets.empty()) return std::any_of(targets.begin(), targets.end(), matches);
   if (c.exclude_modules.empty()) return false;  // target_parameters alone
-  for (const std::string& p : c.exclude_modules)
-    if (name == p || wildcard_match(p, name)) return false;
-  return true;
+  return std::none_of(c.exclude_modules.begin(), c.exclude_modules.end(), matches);
 }
 
 bool selects_parameter(const PeftConfig& c, const std::string& parameter) {

@@ -42,8 +42,10 @@ std::vector<std::string> effective_target_modules(const PeftConfig& config);
 // NeMo's wildcard_match: pattern (with `*`) against a dotted name, anchored at both ends.
 bool wildcard_match(const std::string& pattern, const std::string& name);
 
-// Whether a linear layer named `name` is selected by the config.
-bool selects(const PeftConfig& config, const std::string& name);
+// Whether a linear layer named `name` (module_path: its transformers module path, which NeMo's patterns are written
+// against; an image-text model's differ from our names) is selected by the config: a target pattern matching either
+// selects it, an exclude pattern matching either leaves it out.
+bool selects(const PeftConfig& config, const std::string& name, const std::string& module_path);
 
 // Whether the config's target_parameters name the grouped expert tensor `parameter` ("gate_up_proj", "down_proj").
 bool selects_parameter(const PeftConfig& config, const std::string& parameter);
