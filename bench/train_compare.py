@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
-"""Side-by-side CPU training benchmark: automodel vs PyTorch + transformers (+ peft for LoRA) on the same model
-directory, token ids, batch, sequence length, AdamW settings and step count, each configuration in its own process.
+"""Side-by-side CPU training benchmark: automodel vs PyTorch + transformers (+ peft for LoRA), and optionally
+llama.cpp's own training (framework llamacpp, bench/llamacpp_peer.py), on the same model directory, token ids, batch,
+sequence length, AdamW settings and step count, each configuration in its own process.
 Prints tokens/s, step time, peak RSS, MFU and loss@step0 per configuration and the ratio of automodel to PyTorch's
 best thread count; --markdown writes the same with the machine, versions and date. See bench/README.md.
 
@@ -26,6 +27,7 @@ import time
 HERE = pathlib.Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path.insert(0, str(HERE))
+import llamacpp_peer  # noqa: E402
 import train_common as common  # noqa: E402
 
 TORCH_SCRIPT = HERE / "train_torch.py"
@@ -62,7 +64,8 @@ def parse_args(argv=None):
     p.add_argument("--dtype", "--dtypes", dest="dtypes", type=csv(str), default=["fp32", "bf16"])
     p.add_argument("--frameworks", type=csv(str),
                    default=["automodel", "torch", "torch-autocast", "torch-compile", "torch-compile-autocast"],
-                   help="automodel, baseline, and PyTorch's variants: " + ", ".join(TORCH_FRAMEWORKS) +
+                   help="automodel, baseline, llamacpp (llama.cpp's llama-finetune: full fine-tune, fp32, batch 1, "
+                   "seq a multiple of 256), and PyTorch's variants: " + ", ".join(TORCH_FRAMEWORKS) +
                    " (-autocast: bf16 autocast over fp32 weights, run for dtype bf16 only; -max: torch.compile's "
                    "max-autotune mode)")
     p.add_argument("--batch", type=int, default=1)
@@ -80,7 +83,7 @@ def parse_args(argv=None):
                         "fp32 weights under torch.autocast('cpu', bfloat16)")
     p.add_argument("--torch-attn", default="sdpa", help="transformers attn_implementation (sdpa, eager)")
     p.add_argument("--quick", action="store_true",
-                   help="tiny shape, seq 128, batch 2, 3 timed steps after 1 warmup step (plumbing check, seconds)")
+                   help="tiny shape, seq 256, batch 2, 3 timed steps after 1 warmup step (plumbing check, seconds)")
     p.add_argument("--work-dir", default="/tmp/automodel_bench", help="model directories, data, run logs (cached)")
     p.add_argument("--automodel-bin", default=str(REPO / "build" / "automodel"))
     p.add_argument("--baseline-bin", help="another automodel binary (e.g. a build of the previous commit), run in turn "
@@ -91,6 +94,11 @@ def parse_args(argv=None):
     p.add_argument("--automodel-extra", default="",
                    help="extra automodel overrides, e.g. \"--loss_fn._target_ "
                         "nemo_automodel.components.loss.linear_ce.FusedLinearCrossEntropy\"")
+    p.add_argument("--llamacpp-dir", default=None,
+                   help="llama.cpp's source, build, GGUF models and texts (default: <work-dir>/llamacpp; built once)")
+    p.add_argument("--llamacpp-src", default=None,
+                   help="a llama.cpp source tree to build instead of the one vendored in the llama-cpp-python "
+                        f"{llamacpp_peer.LLAMA_CPP_PYTHON} sdist (which pip downloads)")
     p.add_argument("--python", default=sys.executable, help="Python with torch, transformers, peft, tokenizers")
     p.add_argument("--timeout", type=float, default=1800, help="seconds per configuration")
     p.add_argument("--mem-limit-gb", type=float, default=None,
@@ -100,7 +108,8 @@ def parse_args(argv=None):
     p.add_argument("--json", help="also write every measurement as JSON to this file")
     args = p.parse_args(argv)
     if args.quick:
-        args.shapes, args.seqs, args.batch, args.steps, args.warmup_steps = ["tiny"], [128], 2, 3, 1
+        # seq 256: llama.cpp pads its context to a multiple of 256 tokens
+        args.shapes, args.seqs, args.batch, args.steps, args.warmup_steps = ["tiny"], [256], 2, 3, 1
     for s in args.shapes:
         if s not in common.SHAPES:
             p.error(f"unknown shape {s!r}; use {', '.join(common.SHAPES)}")
@@ -113,8 +122,8 @@ def parse_args(argv=None):
     if args.baseline_bin and "baseline" not in args.frameworks:
         args.frameworks.append("baseline")
     for f in args.frameworks:
-        if f != "automodel" and not is_torch(f) and not (f == "baseline" and args.baseline_bin):
-            p.error(f"unknown framework {f!r}; use automodel, {', '.join(TORCH_FRAMEWORKS)} "
+        if f not in ("automodel", "llamacpp") and not is_torch(f) and not (f == "baseline" and args.baseline_bin):
+            p.error(f"unknown framework {f!r}; use automodel, llamacpp, {', '.join(TORCH_FRAMEWORKS)} "
                     "(baseline: give --baseline-bin)")
     if args.baseline_bin and not os.path.exists(args.baseline_bin):
         p.error(f"no automodel binary at --baseline-bin {args.baseline_bin}")
@@ -430,13 +439,36 @@ def run_torch(args, cfg, model_dir, data, run_dir):
     return row, r
 
 
+def run_llamacpp(args, cfg, model_dir, data, run_dir):
+    """llama-finetune on the configuration (bench/llamacpp_peer.py); `unsupported` with the reason where llama.cpp's
+    training cannot run it, `failed` with the reason where its setup or run failed."""
+    no_run = {"maxrss_bytes": 0, "wall_s": 0.0}
+    reason = llamacpp_peer.unsupported_reason(cfg)
+    if reason:
+        return {"status": "unsupported", "reason": reason}, no_run
+    try:
+        cmd, meta, check = args.llamacpp_peer.command(cfg, model_dir, data)
+    except llamacpp_peer.SetupError as e:
+        return {"status": "failed", "reason": str(e)}, no_run
+    r = run_child(cmd, thread_env(cfg["threads"]), str(run_dir / "llamacpp"), args.timeout, args.mem_limit)
+    row = {"command": shlex.join(cmd)}
+    if r["rc"] != 0:
+        row.update(status="failed", reason=failure_reason(r))
+        return row, r
+    row.update(llamacpp_peer.result_row(r, cfg, meta, check, args))
+    return row, r
+
+
+RUNNERS = {"automodel": run_automodel, "baseline": run_automodel, "llamacpp": run_llamacpp}
+
+
 def measure(args, cfg, model_dir, data, peak, work, rep=0):
     name = "-".join(str(cfg[k]) for k in ("framework", "shape", "seq", "mode", "dtype")) + \
         f"-t{cfg['threads']}" + ("-ac" if cfg["ac"] else "") + (f"-r{rep + 1}" if rep else "")
     run_dir = work / "runs" / name
     shutil.rmtree(run_dir, ignore_errors=True)
     run_dir.mkdir(parents=True)
-    runner = run_torch if is_torch(cfg["framework"]) else run_automodel
+    runner = run_torch if is_torch(cfg["framework"]) else RUNNERS[cfg["framework"]]
     row, r = runner(args, cfg, model_dir, data, run_dir)
     row.update(cfg)
     row["peak_rss_mb"] = r["maxrss_bytes"] / 2**20
@@ -457,7 +489,8 @@ def measure(args, cfg, model_dir, data, peak, work, rep=0):
     # What the warm-up steps took beyond timed steps: torch.compile's compilation, mostly.
     row["warmup_extra_s"] = sum(s["seconds"] - seconds for s in steps if s["step"] < args.warmup_steps)
     shape_cfg = common.SHAPES[cfg["shape"]]
-    flops = common.train_flops_per_token(shape_cfg, cfg["seq"], cfg["mode"])
+    # a runner whose framework computes less than the formula's model FLOPs says how much it computes
+    flops = row.pop("flops_per_token", None) or common.train_flops_per_token(shape_cfg, cfg["seq"], cfg["mode"])
     row["gemm_peak"] = peak
     row["mfu"] = row["tokens_per_s"] * flops / (peak * 1e9) if peak and row["tokens_per_s"] else None
     return row
@@ -515,10 +548,11 @@ def table_rows(rows, args_torch_bf16):
             ratio = r["tokens_per_s"] / best[k]
         status = r["status"]
         if r["status"] == "unsupported":
-            status += " (automodel rejects the peft: section)"
+            status += f" ({r['reason']})" if r["framework"] == "llamacpp" else " (automodel rejects the peft: section)"
         elif r["status"] != "ok":
             status += f": {r.get('reason', '')[:100]}"
-        elif r.get("trainable_params") not in (None, expected_trainable(r)):
+        elif r["framework"] != "llamacpp" and r.get("trainable_params") not in (None, expected_trainable(r)):
+            # (llama.cpp's count differs by design: its notes say which tensors it leaves frozen)
             status += f" (trains {r['trainable_params']} parameters, expected {expected_trainable(r)})"
         elif not is_torch(r["framework"]) and r.get("loss0") is not None and \
                 abs(r["loss0"] - torch_loss0.get(k + (r["threads"],), r["loss0"])) > \
@@ -530,6 +564,8 @@ def table_rows(rows, args_torch_bf16):
                 status += f" (model weights are {weights}, not bf16)"
         if r["status"] == "ok" and r.get("tokens_per_step") != r["batch"] * r["seq"]:
             status += f" (trained {r.get('tokens_per_step')} tokens/step, expected {r['batch'] * r['seq']})"
+        if r.get("notes"):
+            status += f" ({'; '.join(r['notes'])})"
         out.append([r["shape"], str(r["seq"]), r["mode"], r["dtype"], "on" if r["ac"] else "off", str(r["threads"]),
                     r["framework"], tokens_per_s(r), step_ms(r),
                     fmt(r.get("peak_rss_mb") if r["status"] == "ok" else None, ".0f"),
@@ -539,26 +575,35 @@ def table_rows(rows, args_torch_bf16):
     return out
 
 
-def summary_rows(rows):
+def summary_table(rows):
     """Per shape / seq / mode / ac: automodel's fastest configuration against PyTorch's fastest (any dtype, any
-    thread count): the tokens/s ratio and the ratio of those two configurations' peak RSS."""
+    thread count): the tokens/s ratio and the ratio of those two configurations' peak RSS; with llamacpp rows, the
+    same against llama.cpp's fastest. Returns (header, rows)."""
     groups = {}
     for r in rows:
         if r.get("tokens_per_s"):
             family = "torch" if is_torch(r["framework"]) else r["framework"]
             groups.setdefault((r["shape"], r["seq"], r["mode"], r["ac"]), {}).setdefault(family, []).append(r)
+    with_llamacpp = any("llamacpp" in by for by in groups.values())
     out = []
     for (shape, seq, mode, ac), by in groups.items():
         if "automodel" not in by or "torch" not in by:
             continue
         a = max(by["automodel"], key=lambda r: r["tokens_per_s"])
         t = max(by["torch"], key=lambda r: r["tokens_per_s"])
-        out.append([shape, str(seq), mode, "on" if ac else "off",
-                    f"{a['tokens_per_s']:.1f} ({a['dtype']}, {a['threads']}t)",
-                    f"{t['tokens_per_s']:.1f} ({t['framework']}, {t['dtype']}, {t['threads']}t)",
-                    f"{a['tokens_per_s'] / t['tokens_per_s']:.2f}×",
-                    f"{a['peak_rss_mb']:.0f} / {t['peak_rss_mb']:.0f} = {a['peak_rss_mb'] / t['peak_rss_mb']:.2f}×"])
-    return out
+        row = [shape, str(seq), mode, "on" if ac else "off",
+               f"{a['tokens_per_s']:.1f} ({a['dtype']}, {a['threads']}t)",
+               f"{t['tokens_per_s']:.1f} ({t['framework']}, {t['dtype']}, {t['threads']}t)",
+               f"{a['tokens_per_s'] / t['tokens_per_s']:.2f}×",
+               f"{a['peak_rss_mb']:.0f} / {t['peak_rss_mb']:.0f} = {a['peak_rss_mb'] / t['peak_rss_mb']:.2f}×"]
+        if with_llamacpp:
+            lc = max(by["llamacpp"], key=lambda r: r["tokens_per_s"]) if "llamacpp" in by else None
+            row += [f"{lc['tokens_per_s']:.1f} ({lc['dtype']}, {lc['threads']}t)" if lc else "—",
+                    f"{a['tokens_per_s'] / lc['tokens_per_s']:.2f}×" if lc else "—",
+                    f"{a['peak_rss_mb']:.0f} / {lc['peak_rss_mb']:.0f} = {a['peak_rss_mb'] / lc['peak_rss_mb']:.2f}×"
+                    if lc else "—"]
+        out.append(row)
+    return (SUMMARY_COLUMNS + (LLAMACPP_SUMMARY_COLUMNS if with_llamacpp else []), out)
 
 
 def baseline_rows(rows):
@@ -584,6 +629,7 @@ BASELINE_COLUMNS = ["shape", "seq", "mode", "dtype", "ac", "threads", "automodel
 
 SUMMARY_COLUMNS = ["shape", "seq", "mode", "ac", "automodel best tok/s", "torch best tok/s", "speed ratio",
                    "peak RSS automodel / torch"]
+LLAMACPP_SUMMARY_COLUMNS = ["llama.cpp best tok/s", "automodel / llama.cpp", "peak RSS automodel / llama.cpp"]
 
 
 def text_table(header, rows):
@@ -632,7 +678,23 @@ def notes(args):
         "`vs torch best`: automodel tokens/s over PyTorch's fastest variant and thread count for the same shape, seq, "
         "mode, dtype and activation checkpointing. `loss@0` is the loss of the first step (same weights, same token ids: "
         "the two sides should agree closely).",
+        *([llamacpp_note(args)] if "llamacpp" in args.frameworks else []),
     ]
+
+
+def llamacpp_note(args):
+    return (f"llamacpp: llama.cpp's `llama-finetune` (ggml-opt, CPU backend, llama-cpp-python "
+            f"{llamacpp_peer.LLAMA_CPP_PYTHON}'s vendored llama.cpp unless --llamacpp-src) on an f32 GGUF converted "
+            "from the same model directory, context = seq, `-b` = `-ub` = seq, `-t`/`-tb` = threads, AdamW with the "
+            f"same lr and weight decay (betas {llamacpp_peer.FIXED_BETAS}, eps {llamacpp_peer.FIXED_EPS:g}: fixed in "
+            "llama.cpp), constant lr, one epoch. It differs in what it computes: it trains one sequence per optimizer "
+            "step (batch 1); it never trains the token embedding (nor a tied LM head, the same tensor); its data are "
+            "windows of seq tokens taken every seq/2 tokens of one token stream (the samples joined), so only step 0 "
+            "trains the same ids as the other rows (its loss@0 is comparable, later steps are other windows of the "
+            "same text); no LoRA, f32 only, no activation checkpointing (those rows read `unsupported`). Steps are "
+            "timed between llama.cpp's per-step log lines (microsecond timestamps); MFU counts its model FLOPs "
+            "without the frozen LM head's weight gradient (6·N − 2·V·H per token plus attention). bench/README.md "
+            "has the details.")
 
 
 def report(args, rows, peaks, round_peaks, env, machine, am_info, started):
@@ -650,7 +712,7 @@ def report(args, rows, peaks, round_peaks, env, machine, am_info, started):
                            f"{' ac' if e['ac'] else ''} run {e['run']}", e) for e in round_peaks]
     peak_header = ["dtype", "threads", "measured", "torch.matmul GFLOP/s", "automodel_bench GFLOP/s", "peak"]
     return (head, (peak_header, peak_rows), (COLUMNS, table_rows(rows, args.torch_bf16)),
-            (SUMMARY_COLUMNS, summary_rows(rows)), (BASELINE_COLUMNS, baseline_rows(rows)))
+            summary_table(rows), (BASELINE_COLUMNS, baseline_rows(rows)))
 
 
 def write_markdown(path, args, parts):
@@ -683,6 +745,10 @@ def main(argv=None):
     env, _ = torch_json(args, "env", [], str(work / "logs" / "env"), timeout=300)
     env = env or {}
     model_dirs, data = prepare_assets(args, work)
+    if "llamacpp" in args.frameworks:  # the source and build, once per --llamacpp-dir
+        args.llamacpp_peer = llamacpp_peer.Peer(args, work)
+        if args.llamacpp_peer.error:
+            print(f"llamacpp: {args.llamacpp_peer.error}", flush=True)
     peaks = gemm_peaks(args, work)
 
     out_json = pathlib.Path(args.json or work / "results" / "latest.json")
