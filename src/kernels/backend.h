@@ -61,6 +61,10 @@ namespace automodel::kernels {
   X(geglu_tanh_forward, void(DType dt, const void* gate, const void* up, void* y, int64_t n))                          \
   X(geglu_tanh_backward,                                                                                               \
     void(DType dt, const void* gate, const void* up, const void* g, void* ggate, void* gup, int64_t n))                \
+  /* clamped_swiglu.h (gate_up holds 2n interleaved values) */                                                         \
+  X(clamped_swiglu_forward, void(DType dt, const void* gate_up, void* y, int64_t n, double alpha, double limit))       \
+  X(clamped_swiglu_backward,                                                                                           \
+    void(DType dt, const void* gate_up, const void* g, void* dgate_up, int64_t n, double alpha, double limit))         \
   /* softmax.h */                                                                                                      \
   X(softmax_forward, void(DType dt, const void* x, void* y, int64_t outer, int64_t dim, int64_t inner, bool log))      \
   X(softmax_backward,                                                                                                  \

@@ -1,6 +1,7 @@
 // Cases of backend_ops_test.cpp for the mixture-of-experts entries: top-k, token routing and permutation, grouped
-// GEMM, each against a naive reference. The routing covers an expert that gets no token.
+// GEMM, GPT-OSS's clamped SwiGLU, each against a naive reference. The routing covers an expert that gets no token.
 #include <algorithm>
+#include <cmath>
 #include <numeric>
 
 #include "backend_ops_cases.h"
@@ -192,12 +193,48 @@ void grouped_gemm_cases(std::vector<Case>& cases) {
                    }});
 }
 
+// GPT-OSS's expert activation over interleaved (gate, up) pairs, with a limit (1.5) inside the inputs' range so that
+// both clamps bite (gate above, up on both sides).
+void clamped_swiglu_cases(std::vector<Case>& cases) {
+  const int64_t n = 40;
+  const double alpha = 1.702, limit = 1.5;
+  auto sigmoid = [](double x) { return 1 / (1 + std::exp(-x)); };
+  for (bool backward : {false, true}) {
+    const std::string kernel = backward ? "clamped_swiglu_backward" : "clamped_swiglu_forward";
+    cases.push_back({kernel, kFloating, [=](const Target& t, DType dt) {
+                       Random r(kernel);
+                       const std::vector<double> x = r.values(2 * n, dt, -3, 3), g = r.values(n, dt);
+                       std::vector<double> y(static_cast<size_t>(n)), dx(static_cast<size_t>(2 * n));
+                       for (int64_t i = 0; i < n; ++i) {
+                         const double gate_in = x[size_t(2 * i)], up_in = x[size_t(2 * i + 1)];
+                         const double gate = std::min(gate_in, limit), up = std::clamp(up_in, -limit, limit);
+                         const double s = sigmoid(alpha * gate), glu = gate * s;
+                         y[size_t(i)] = (up + 1) * glu;
+                         const double dglu = s + gate * alpha * s * (1 - s);
+                         dx[size_t(2 * i)] = gate_in <= limit ? g[size_t(i)] * (up + 1) * dglu : 0;
+                         dx[size_t(2 * i + 1)] = std::abs(up_in) <= limit ? g[size_t(i)] * glu : 0;
+                       }
+                       Tensor tx = upload(t, x, dt);
+                       if (!backward) {
+                         Tensor out = output(t, n, dt);
+                         t.backend->clamped_swiglu_forward(dt, tx.raw_data(), out.raw_data(), n, alpha, limit);
+                         return std::vector<Check>{{"y", download(out), y, tolerance(dt)}};
+                       }
+                       Tensor tg = upload(t, g, dt), out = output(t, 2 * n, dt);
+                       t.backend->clamped_swiglu_backward(dt, tx.raw_data(), tg.raw_data(), out.raw_data(), n, alpha,
+                                                          limit);
+                       return std::vector<Check>{{"dgate_up", download(out), dx, tolerance(dt)}};
+                     }});
+  }
+}
+
 }  // namespace
 
 void moe_cases(std::vector<Case>& cases) {
   topk_cases(cases);
   routing_cases(cases);
   grouped_gemm_cases(cases);
+  clamped_swiglu_cases(cases);
 }
 
 }  // namespace automodel::backend_test
