@@ -53,7 +53,21 @@ VARIANTS = {
         dict(num_hidden_layers=2, num_local_experts=8, num_experts_per_tok=2, intermediate_size=48, sliding_window=8,
              rope_parameters=dict(rope_type="default", rope_theta=10000.0)),
     ),
+    # GPT-OSS: attention sinks, q/k/v/o biases, sliding (window 6, below the sequence length) / full / sliding
+    # layers, a router with a bias, experts with biases and a clamped SwiGLU whose limit (0.6) clamps a good share of
+    # the gate and up values, YaRN (factor 4 over an original length of 32, unrounded ramp ends).
+    "gpt_oss_sliding_yarn": (
+        "gpt_oss",
+        dict(num_hidden_layers=3, num_local_experts=8, num_experts_per_tok=2, intermediate_size=32, sliding_window=6,
+             swiglu_limit=0.6, layer_types=["sliding_attention", "full_attention", "sliding_attention"],
+             rope_parameters=dict(rope_type="yarn", rope_theta=10000.0, factor=4.0, beta_fast=16.0, beta_slow=1.0,
+                                  original_max_position_embeddings=32, truncate=False)),
+    ),
 }
+
+
+def tm_family(name):
+    return VARIANTS[name][0]
 
 
 def _build(name, out_dir):
@@ -66,8 +80,10 @@ def _build(name, out_dir):
         for pname, p in model.named_parameters():
             if "norm" in pname and p.dim() == 1:
                 p.copy_(1.0 + 0.2 * torch.randn(p.shape, generator=g))
-            elif pname.endswith("gate.weight"):  # routers decisive enough that no top-k choice is a near tie
-                p.copy_(torch.randn(p.shape, generator=g))
+            elif pname.endswith(("gate.weight", "router.weight")):  # routers decisive enough that no top-k choice
+                p.copy_(torch.randn(p.shape, generator=g))  # is a near tie
+            elif pname.endswith(("bias", ".sinks")):  # GPT-OSS initializes some to zero: make each one show
+                p.copy_(0.3 * torch.randn(p.shape, generator=g))
     model.save_pretrained(str(out_dir))
     return out_dir
 
@@ -121,7 +137,8 @@ def test_fp32_logits_loss_with_aux_loss_and_gradients_match_transformers(name, k
         f"parameter names differ: ours only {sorted(set(grads) - set(ref_grads))}, "
         f"transformers only {sorted(set(ref_grads) - set(grads))}"
     )
-    assert any(".mlp.gate.weight" in n for n in grads) and any("experts.gate_up_proj" in n for n in grads)
+    assert any(n.endswith((".mlp.gate.weight", ".mlp.router.weight")) for n in grads)
+    assert any("experts.gate_up_proj" in n for n in grads)
     bad = {n: f"{e:.2e}" for n in ref_grads if (e := rel_err(grads[n], ref_grads[n])) > GRAD_F32}
     assert not bad, f"{name}: gradients over {GRAD_F32:.0e}: {bad}"
 
@@ -197,7 +214,10 @@ def test_saved_directory_is_what_transformers_writes_and_loads_with_identical_lo
     run_op("save_reload", {}, {"model_dir": str(src), "out_dir": str(out)})
     ref_sd, our_sd = _tensor_names(src), _tensor_names(out)
     assert sorted(our_sd) == sorted(ref_sd)
-    assert any(".experts.0." in k for k in our_sd), "per-expert tensors, as transformers 5.24 saves them"
+    if tm_family(name) == "gpt_oss":
+        assert any(k.endswith("experts.gate_up_proj_bias") for k in our_sd), "GPT-OSS saves its experts grouped"
+    else:
+        assert any(".experts.0." in k for k in our_sd), "per-expert tensors, as transformers 5.24 saves them"
     for k, v in ref_sd.items():
         assert our_sd[k].dtype == v.dtype and torch.equal(our_sd[k], v), k
     ids, mask, _ = _batch()
