@@ -166,9 +166,9 @@ namespace automodel::kernels {
     void(DType dt, const void* g, const void* y, const void* weights, const int64_t* positions, int64_t tokens,        \
          int64_t k, int64_t hidden, void* dy, void* dweights))                                                         \
   X(grouped_gemm_forward, void(DType dt, const void* x, const void* w, const int64_t* counts, int64_t groups,          \
-                               int64_t n, int64_t k, void* y))                                                         \
+                               int64_t n, int64_t k, bool w_transposed, void* y))                                      \
   X(grouped_gemm_backward, void(DType dt, const void* g, const void* x, const void* w, const int64_t* counts,          \
-                                int64_t groups, int64_t n, int64_t k, void* dx, void* dw))
+                                int64_t groups, int64_t n, int64_t k, bool w_transposed, void* dx, void* dw))
 
 struct Backend {
   const char* name;

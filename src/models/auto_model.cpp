@@ -207,7 +207,9 @@ void load_weights(nn::Module& model, const StateDictAdapter& adapter, const std:
     std::vector<Tensor> parts;
     for (size_t i = 0; i < stored.size(); ++i)
       parts.push_back(raw[i] ? reader.get(stored[i]) : reader.get_weight(stored[i], param.dtype()));
-    ops::copy_into(param, adapter.from_hf(name, std::move(parts)));
+    // Dequantized parts (MXFP4) come in fp32 whatever the model's dtype.
+    Tensor value = adapter.from_hf(name, std::move(parts));
+    ops::copy_into(param, value.dtype() == param.dtype() ? value : ops::to_dtype(value, param.dtype()));
   }
   if (!missing.empty())
     throw Error(

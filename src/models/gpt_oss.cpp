@@ -120,7 +120,7 @@ class GptOssStateDictAdapter : public StateDictAdapter {
     if (parts.size() != 2) return StateDictAdapter::from_hf(name, std::move(parts));
     // MXFP4: dequantized in fp32 (exact: every value is a small power-of-two multiple), per expert [out, in].
     Tensor dequantized = io::dequantize_mxfp4(parts[0], parts[1], DType::f32, name + "_blocks / " + name + "_scales");
-    return ops::contiguous(ops::transpose(dequantized, 1, 2));
+    return ops::transpose(dequantized, 1, 2);
   }
 };
 

@@ -115,8 +115,7 @@ std::pair<Tensor, Tensor> expert_factors(const Tensor& a, const Tensor& b, int64
 }  // namespace
 
 Tensor GroupedExperts::project(ExpertProjection p, const Tensor& rows, const Tensor& counts) const {
-  // A transposed weight is copied into [E, out, in] for the grouped GEMM (its gradient transposed back).
-  Tensor y = ops::grouped_gemm(rows, transposed_ ? ops::transpose(weight(p), 1, 2) : weight(p), counts);
+  Tensor y = ops::grouped_gemm(rows, weight(p), counts, transposed_);
   if (!has_lora(p)) return y;
   auto [a3, b3] = expert_factors(lora_A(p), lora_B(p), num_experts());
   // The adapter's products in its own dtype (fp32 adapters over a bf16 model, as peft keeps them), back to y's.

@@ -173,6 +173,16 @@ TEST(GptOss, Mxfp4ExpertsLoadDequantizedAndSaveWithoutQuantizationConfig) {
       EXPECT_EQ(p.to_doubles(), expected[name]) << name;
     }
 
+  // A bf16 model holds every dequantized value exactly (FP4 values times powers of two).
+  LoadOptions bf16;
+  bf16.dtype = DType::bf16;
+  auto loaded_bf16 = AutoModelForCausalLM::from_pretrained(dir.str(), bf16);
+  for (const auto& [name, p] : loaded_bf16->named_parameters())
+    if (expected.count(name)) {
+      EXPECT_EQ(p.dtype(), DType::bf16);
+      EXPECT_EQ(p.to_doubles(), expected[name]) << name;
+    }
+
   TempDir saved;
   save_pretrained(*loaded, saved.str());
   EXPECT_FALSE(read_json(saved / "config.json").contains("quantization_config"));

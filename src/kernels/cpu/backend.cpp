@@ -521,17 +521,18 @@ void moe_unpermute_backward(DType dt, const void* g, const void* y, const void* 
   });
 }
 void grouped_gemm_forward(DType dt, const void* x, const void* w, const int64_t* counts, int64_t groups, int64_t n,
-                          int64_t k, void* y) {
+                          int64_t k, bool w_transposed, void* y) {
   floating(dt, "grouped_gemm_forward", [&](auto t) {
     using T = decltype(t);
-    cpu::grouped_gemm_forward(in<T>(x), in<T>(w), counts, groups, n, k, out<T>(y));
+    cpu::grouped_gemm_forward(in<T>(x), in<T>(w), counts, groups, n, k, w_transposed, out<T>(y));
   });
 }
 void grouped_gemm_backward(DType dt, const void* g, const void* x, const void* w, const int64_t* counts, int64_t groups,
-                           int64_t n, int64_t k, void* dx, void* dw) {
+                           int64_t n, int64_t k, bool w_transposed, void* dx, void* dw) {
   floating(dt, "grouped_gemm_backward", [&](auto t) {
     using T = decltype(t);
-    cpu::grouped_gemm_backward(in<T>(g), in<T>(x), in<T>(w), counts, groups, n, k, out<T>(dx), out<T>(dw));
+    cpu::grouped_gemm_backward(in<T>(g), in<T>(x), in<T>(w), counts, groups, n, k, w_transposed, out<T>(dx),
+                               out<T>(dw));
   });
 }
 
