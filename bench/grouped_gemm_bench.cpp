@@ -50,9 +50,10 @@ void BM_grouped_gemm(benchmark::State& state) {
                  dw(size_t(kExperts * N * K));
   for (auto _ : state) {
     if (backward)
-      cpu::grouped_gemm_backward(g.data(), x.data(), w.data(), counts.data(), kExperts, N, K, dx.data(), dw.data());
+      cpu::grouped_gemm_backward(g.data(), x.data(), w.data(), counts.data(), kExperts, N, K, false, dx.data(),
+                                 dw.data());
     else
-      cpu::grouped_gemm_forward(x.data(), w.data(), counts.data(), kExperts, N, K, y.data());
+      cpu::grouped_gemm_forward(x.data(), w.data(), counts.data(), kExperts, N, K, false, y.data());
     benchmark::ClobberMemory();
   }
   set_flops(state, (backward ? 4.0 : 2.0) * double(kRows) * double(N) * double(K));

@@ -61,6 +61,10 @@ namespace automodel::kernels {
   X(geglu_tanh_forward, void(DType dt, const void* gate, const void* up, void* y, int64_t n))                          \
   X(geglu_tanh_backward,                                                                                               \
     void(DType dt, const void* gate, const void* up, const void* g, void* ggate, void* gup, int64_t n))                \
+  /* clamped_swiglu.h (gate_up holds 2n interleaved values) */                                                         \
+  X(clamped_swiglu_forward, void(DType dt, const void* gate_up, void* y, int64_t n, double alpha, double limit))       \
+  X(clamped_swiglu_backward,                                                                                           \
+    void(DType dt, const void* gate_up, const void* g, void* dgate_up, int64_t n, double alpha, double limit))         \
   /* softmax.h */                                                                                                      \
   X(softmax_forward, void(DType dt, const void* x, void* y, int64_t outer, int64_t dim, int64_t inner, bool log))      \
   X(softmax_backward,                                                                                                  \
@@ -162,9 +166,9 @@ namespace automodel::kernels {
     void(DType dt, const void* g, const void* y, const void* weights, const int64_t* positions, int64_t tokens,        \
          int64_t k, int64_t hidden, void* dy, void* dweights))                                                         \
   X(grouped_gemm_forward, void(DType dt, const void* x, const void* w, const int64_t* counts, int64_t groups,          \
-                               int64_t n, int64_t k, void* y))                                                         \
+                               int64_t n, int64_t k, bool w_transposed, void* y))                                      \
   X(grouped_gemm_backward, void(DType dt, const void* g, const void* x, const void* w, const int64_t* counts,          \
-                                int64_t groups, int64_t n, int64_t k, void* dx, void* dw))
+                                int64_t groups, int64_t n, int64_t k, bool w_transposed, void* dx, void* dw))
 
 struct Backend {
   const char* name;

@@ -21,6 +21,11 @@ struct AttentionShape {
   // [batch, kv_len] or null: under causality the query at position p sees keys up to horizons[p] (>= p; beyond p
   // inside a bidirectional block, e.g. one image's tokens). Non-decreasing along each row.
   const int64_t* horizons = nullptr;
+  // [q_heads] or null: attention sinks (GPT-OSS), one learned logit per query head that joins every row's softmax
+  // denominator and takes no value. In the statistics type (f32; f64 for f64). Backward writes their gradient to
+  // dsinks (same type, overwritten) when it is not null.
+  const void* sinks = nullptr;
+  void* dsinks = nullptr;
 };
 
 // Rotary position embeddings on a contiguous [batch, seq, heads, head_dim] buffer (kernels/cpu/rope.h).

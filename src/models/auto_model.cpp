@@ -46,6 +46,7 @@ std::map<std::string, FamilyFactory>& registry() {
     register_phi3_family();
     register_qwen3_moe_family();
     register_mixtral_family();
+    register_gpt_oss_family();
   });
   return families();
 }
@@ -187,6 +188,7 @@ void load_weights(nn::Module& model, const StateDictAdapter& adapter, const std:
           return missing_of(x) * int64_t(y.size()) < missing_of(y) * int64_t(x.size());
         });
     std::vector<std::string> stored;  // the name each tensor has in this checkpoint
+    std::vector<bool> raw;
     for (const HfTensorSpec& hf : layout) {
       const std::string file_name = stored_name(hf.name);
       if (file_name.empty()) {
@@ -199,11 +201,15 @@ void load_weights(nn::Module& model, const StateDictAdapter& adapter, const std:
                         " in the checkpoint but the config implies " + shape_str(hf.shape),
                     reader.file_of(file_name), "the weights and config.json disagree; re-export the model");
       stored.push_back(file_name);
+      raw.push_back(hf.raw);
     }
     if (stored.size() != layout.size()) continue;
     std::vector<Tensor> parts;
-    for (const std::string& file_name : stored) parts.push_back(reader.get_weight(file_name, param.dtype()));
-    ops::copy_into(param, adapter.from_hf(name, std::move(parts)));
+    for (size_t i = 0; i < stored.size(); ++i)
+      parts.push_back(raw[i] ? reader.get(stored[i]) : reader.get_weight(stored[i], param.dtype()));
+    // Dequantized parts (MXFP4) come in fp32 whatever the model's dtype.
+    Tensor value = adapter.from_hf(name, std::move(parts));
+    ops::copy_into(param, value.dtype() == param.dtype() ? value : ops::to_dtype(value, param.dtype()));
   }
   if (!missing.empty())
     throw Error(

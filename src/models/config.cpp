@@ -136,7 +136,7 @@ void require_positive(double v, bool allow_zero, const std::string& source, cons
         std::string("must be a ") + (allow_zero ? "non-negative" : "positive") + " finite number, got " + num(v));
 }
 
-const char* const kRopeTypes[] = {"default", "linear", "dynamic", "llama3", "longrope"};
+const char* const kRopeTypes[] = {"default", "linear", "dynamic", "llama3", "longrope", "yarn"};
 
 // One RoPE parameter group `params` (named `group` in errors); keys it lacks come from the top level of j.
 RopeConfig parse_rope_group(const json& j, const json& params, const std::string& group, const ModelConfig& c,
@@ -163,11 +163,26 @@ RopeConfig parse_rope_group(const json& j, const json& params, const std::string
   if (params.contains("attention_factor") && !params["attention_factor"].is_null())
     r.attention_factor = get_d("attention_factor", 1.0);
   if (r.type == "longrope" && !params.contains("factor")) r.factor = 0;  // derived from the lengths
+  if (r.type == "yarn") {
+    // transformers: a null or absent factor is max_position_embeddings / original_max_position_embeddings; a
+    // beta of 0 (or null) takes its default.
+    if (!params.contains("factor") || params["factor"].is_null())
+      r.factor = r.original_max_position_embeddings > 0
+                     ? double(c.max_position_embeddings) / double(r.original_max_position_embeddings)
+                     : 0;
+    r.beta_fast = get_d("beta_fast", 32.0);
+    r.beta_slow = get_d("beta_slow", 1.0);
+    if (r.beta_fast == 0) r.beta_fast = 32.0;
+    if (r.beta_slow == 0) r.beta_slow = 1.0;
+    r.truncate = read<bool>(params, "truncate", key("truncate"), true, source);
+    r.mscale = get_d("mscale", 0.0);
+    r.mscale_all_dim = get_d("mscale_all_dim", 0.0);
+  }
 
   // Validation: every value below would otherwise become a NaN or infinite frequency, or a crash.
   if (std::find(std::begin(kRopeTypes), std::end(kRopeTypes), r.type) == std::end(kRopeTypes))
     config_error(source, key("rope_type"), "'" + r.type + "' is not supported",
-                 "supported rope types: default, linear, dynamic, llama3, longrope");
+                 "supported rope types: default, linear, dynamic, llama3, longrope, yarn");
   require_positive(r.theta, false, source, params.contains("rope_theta") ? key("rope_theta") : "rope_theta");
   if (!(r.partial_rotary_factor > 0 && r.partial_rotary_factor <= 1))
     config_error(source,
@@ -179,11 +194,11 @@ RopeConfig parse_rope_group(const json& j, const json& params, const std::string
                  "gives a rotary dimension of " + std::to_string(rotary) + " (head_dim " + std::to_string(c.head_dim) +
                      " x partial_rotary_factor " + num(r.partial_rotary_factor) + "); RoPE needs it even and positive",
                  "fix head_dim (or hidden_size / num_attention_heads) or partial_rotary_factor");
-  const bool uses_original = r.type == "llama3" || r.type == "longrope";
+  const bool uses_original = r.type == "llama3" || r.type == "longrope" || r.type == "yarn";
   if (uses_original && r.original_max_position_embeddings <= 0)
     config_error(source, "original_max_position_embeddings",
                  "must be a positive integer, got " + std::to_string(r.original_max_position_embeddings));
-  if (r.type == "linear" || r.type == "dynamic" || r.type == "llama3" ||
+  if (r.type == "linear" || r.type == "dynamic" || r.type == "llama3" || r.type == "yarn" ||
       (r.type == "longrope" && params.contains("factor")))
     require_positive(r.factor, false, source, key("factor"));
   if (r.type == "dynamic" && rotary <= 2)
@@ -209,6 +224,12 @@ RopeConfig parse_rope_group(const json& j, const json& params, const std::string
     }
   }
   if (r.attention_factor) require_positive(*r.attention_factor, false, source, key("attention_factor"));
+  if (r.type == "yarn") {
+    require_positive(r.beta_fast, false, source, key("beta_fast"));
+    require_positive(r.beta_slow, false, source, key("beta_slow"));
+    require_positive(r.mscale, true, source, key("mscale"));
+    require_positive(r.mscale_all_dim, true, source, key("mscale_all_dim"));
+  }
   return r;
 }
 

@@ -29,8 +29,11 @@ struct RopeConfig {
   std::vector<double> short_factor, long_factor;
   // longrope / yarn
   std::optional<double> attention_factor;
+  // yarn: the ramp's bounds (in rotations), whether they are rounded to whole dims, and (without attention_factor)
+  // DeepSeek's mscale / mscale_all_dim (0: absent)
   double beta_fast = 32.0, beta_slow = 1.0;
   bool truncate = true;
+  double mscale = 0, mscale_all_dim = 0;
 };
 
 struct ModelConfig {

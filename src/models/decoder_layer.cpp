@@ -32,6 +32,11 @@ Attention::Attention(const ModelConfig& c, const DecoderSpec& spec, int64_t wind
     k_norm =
         register_module("k_norm", std::make_shared<RMSNorm>(head_dim_, c.rms_norm_eps, spec.norm_unit_offset, dtype));
   }
+  if (spec.attention_sinks) {
+    sinks = Tensor::zeros({heads_}, dtype);
+    sinks.set_requires_grad(true);
+    register_parameter("sinks", &sinks);
+  }
   options_.scale = spec.attention_scale > 0 ? spec.attention_scale : 1.0 / std::sqrt(double(head_dim_));
   options_.window = window;
   options_.softcap = c.attn_logit_softcapping;
@@ -72,6 +77,7 @@ Tensor Attention::forward(const Tensor& h, const LayerContext& ctx) const {
   ops::AttentionOptions options = options_;
   options.seq_ids = ctx.seq_ids;
   options.bidirectional_blocks = ctx.bidirectional_blocks;
+  options.sinks = sinks;
   Tensor out = ctx.kernels.flash_attention ? ops::attention(q, k, v, options) : nn::attention_eager(q, k, v, options);
   return o_proj->forward(ops::reshape(out, {B, T, heads_ * head_dim_}));
 }

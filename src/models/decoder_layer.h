@@ -27,6 +27,7 @@ struct DecoderSpec {
   bool norm_unit_offset = false;  // gemma: RMSNorm scales by (1 + w)
   bool scale_embeddings = false;  // gemma: embeddings times sqrt(hidden_size)
   bool sandwich_norms = false;    // gemma2: pre/post_feedforward_layernorm around the MLP
+  bool attention_sinks = false;   // gpt_oss: self_attn.sinks, one learned softmax logit per head
   MlpActivation activation = MlpActivation::silu;
   double attention_scale = 0;  // 0: 1/sqrt(head_dim)
 };
@@ -70,6 +71,7 @@ class Attention : public nn::Module {
 
   std::shared_ptr<nn::Linear> q_proj, k_proj, v_proj, qkv_proj, o_proj;
   std::shared_ptr<nn::RMSNorm> q_norm, k_norm;
+  Tensor sinks;  // [heads] with DecoderSpec::attention_sinks, else undefined
 
  private:
   int64_t heads_, kv_heads_, head_dim_;

@@ -13,5 +13,6 @@ void register_gemma3_text_family();
 void register_phi3_family();
 void register_qwen3_moe_family();
 void register_mixtral_family();
+void register_gpt_oss_family();
 
 }  // namespace automodel::models

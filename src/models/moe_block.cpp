@@ -27,7 +27,8 @@ MoeOptions moe_options(const ModelConfig& c, bool norm_topk_prob) {
   return o;
 }
 
-GroupedExperts::GroupedExperts(int64_t num_experts, int64_t hidden, int64_t intermediate, DType dtype) {
+GroupedExperts::GroupedExperts(int64_t num_experts, int64_t hidden, int64_t intermediate, DType dtype, bool transposed)
+    : transposed_(transposed) {
   // As nn.Linear initialises each expert's projections (a model from config is re-initialised by from_config).
   auto make = [&](const Shape& shape, int64_t fan_in) {
     const double bound = 1.0 / std::sqrt(double(fan_in));
@@ -36,8 +37,10 @@ GroupedExperts::GroupedExperts(int64_t num_experts, int64_t hidden, int64_t inte
     t.set_requires_grad(true);
     return t;
   };
-  gate_up_proj = make({num_experts, 2 * intermediate, hidden}, hidden);
-  down_proj = make({num_experts, hidden, intermediate}, intermediate);
+  gate_up_proj = transposed ? make({num_experts, hidden, 2 * intermediate}, hidden)
+                            : make({num_experts, 2 * intermediate, hidden}, hidden);
+  down_proj = transposed ? make({num_experts, intermediate, hidden}, intermediate)
+                         : make({num_experts, hidden, intermediate}, intermediate);
   register_parameter("gate_up_proj", &gate_up_proj);
   register_parameter("down_proj", &down_proj);
 }
@@ -60,8 +63,8 @@ void GroupedExperts::attach_lora(const Tensor& gate_up_a, const Tensor& gate_up_
   const int64_t E = num_experts();
   auto check = [&](ExpertProjection p, const Tensor& a, const Tensor& b) {
     const Tensor& w = weight(p);
-    AM_CHECK(a.dim() == 2 && b.dim() == 2 && a.size(0) % E == 0 && a.size(0) > 0 && a.size(1) == w.size(2) &&
-                 b.size(0) == w.size(1) && b.size(1) == a.size(0),
+    AM_CHECK(a.dim() == 2 && b.dim() == 2 && a.size(0) % E == 0 && a.size(0) > 0 && a.size(1) == in_features(p) &&
+                 b.size(0) == out_features(p) && b.size(1) == a.size(0),
              "expert LoRA for ", p == ExpertProjection::gate_up ? "gate_up_proj" : "down_proj", " ", w.describe(),
              ": lora_A ", a.describe(), " and lora_B ", b.describe(), " are not [E * r, in] and [out, r * E]");
   };
@@ -112,7 +115,7 @@ std::pair<Tensor, Tensor> expert_factors(const Tensor& a, const Tensor& b, int64
 }  // namespace
 
 Tensor GroupedExperts::project(ExpertProjection p, const Tensor& rows, const Tensor& counts) const {
-  Tensor y = ops::grouped_gemm(rows, weight(p), counts);
+  Tensor y = ops::grouped_gemm(rows, weight(p), counts, transposed_);
   if (!has_lora(p)) return y;
   auto [a3, b3] = expert_factors(lora_A(p), lora_B(p), num_experts());
   // The adapter's products in its own dtype (fp32 adapters over a bf16 model, as peft keeps them), back to y's.
@@ -126,7 +129,8 @@ Tensor GroupedExperts::lora_delta(ExpertProjection p) const {
   AM_CHECK(has_lora(p), "lora_delta: no adapter on this projection");
   const DType acc = weight(p).dtype() == DType::f64 ? DType::f64 : DType::f32;
   auto [a3, b3] = expert_factors(ops::to_dtype(lora_A(p), acc), ops::to_dtype(lora_B(p), acc), num_experts());
-  return ops::scale(ops::matmul(ops::contiguous(b3), a3), lora_scale(p));
+  Tensor delta = ops::scale(ops::matmul(ops::contiguous(b3), a3), lora_scale(p));
+  return transposed_ ? ops::contiguous(ops::transpose(delta, 1, 2)) : delta;
 }
 
 MoeBlock::MoeBlock(const ModelConfig& c, const MoeOptions& options, DType dtype) : options_(options) {
@@ -137,10 +141,6 @@ MoeBlock::MoeBlock(const ModelConfig& c, const MoeOptions& options, DType dtype)
                                                                         options.intermediate_size, dtype));
 }
 
-namespace {
-
-// [2, E]: the fraction of the (unmasked) tokens routed to each expert (counting each of a token's k choices), a
-// constant, and the mean router probability of each expert, differentiable. Rows of seq_ids < 0 are padding.
 Tensor router_statistics(const Tensor& probs, const Tensor& chosen, const Tensor& seq_ids, int64_t num_experts) {
   const int64_t tokens = probs.size(0), k = chosen.size(1);
   std::vector<double> keep(size_t(tokens), 1.0);
@@ -160,8 +160,6 @@ Tensor router_statistics(const Tensor& probs, const Tensor& chosen, const Tensor
   Tensor fraction = Tensor::from_values(routed, {num_experts}, DType::f32, probs.device());
   return ops::concat({ops::reshape(fraction, {1, num_experts}), ops::reshape(mean_prob, {1, num_experts})}, 0);
 }
-
-}  // namespace
 
 Tensor MoeBlock::forward(const Tensor& h, const LayerContext& ctx, std::vector<Tensor>& aux_losses) const {
   const int64_t hidden = h.size(-1), tokens = h.numel() / hidden, E = options_.num_experts;

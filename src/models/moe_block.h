@@ -40,11 +40,16 @@ class ExpertLoraPair : public nn::Module {
 // down_proj's at `lora_A.weight` / ....
 class GroupedExperts : public nn::Module {
  public:
-  GroupedExperts(int64_t num_experts, int64_t hidden, int64_t intermediate, DType dtype);
-  Tensor gate_up_proj;  // [E, 2I, H]: gate rows, then up rows
-  Tensor down_proj;     // [E, H, I]
+  // transposed: each expert's matrices are [in, out] (GPT-OSS: gate_up_proj [E, H, 2I], down_proj [E, I, H]), as
+  // transformers marks with is_transposed; peft's adapters have the same [E * r, in] / [out, r * E] shapes either way.
+  GroupedExperts(int64_t num_experts, int64_t hidden, int64_t intermediate, DType dtype, bool transposed = false);
+  Tensor gate_up_proj;  // [E, 2I, H]: gate rows, then up rows (transposed: [E, H, 2I])
+  Tensor down_proj;     // [E, H, I] (transposed: [E, I, H])
 
   int64_t num_experts() const { return gate_up_proj.size(0); }
+  bool transposed() const { return transposed_; }
+  int64_t in_features(ExpertProjection p) const { return weight(p).size(transposed_ ? 1 : 2); }
+  int64_t out_features(ExpertProjection p) const { return weight(p).size(transposed_ ? 2 : 1); }
   Tensor& weight(ExpertProjection p) { return p == ExpertProjection::gate_up ? gate_up_proj : down_proj; }
   const Tensor& weight(ExpertProjection p) const { return p == ExpertProjection::gate_up ? gate_up_proj : down_proj; }
 
@@ -60,10 +65,12 @@ class GroupedExperts : public nn::Module {
   // The projection's rows (grouped by expert, counts [E]) times its weight, plus its adapter's product when it has
   // one.
   Tensor project(ExpertProjection p, const Tensor& rows, const Tensor& counts) const;
-  // scale * B_e A_e for every expert, [E, out, in] in fp32 (f64 for f64): what merging adds to the weight.
+  // scale * B_e A_e for every expert in the weight's layout ([E, out, in]; transposed: [E, in, out]), in fp32 (f64
+  // for f64): what merging adds to the weight.
   Tensor lora_delta(ExpertProjection p) const;
 
  private:
+  bool transposed_;
   const ExpertLoraPair* pair(ExpertProjection p) const;
   std::shared_ptr<nn::LoraWeight> outer_a_, outer_b_;  // this module's lora_A / lora_B (registered on first use)
   std::shared_ptr<ExpertLoraPair> inner_;              // base_layer (registered on first use)
@@ -88,5 +95,10 @@ class MoeBlock : public FeedForward {
 // tensor per MoE layer) into transformers' load-balancing loss times router_aux_loss_coef; nothing when no block
 // appended any.
 AuxLossFinisher load_balancing_loss(const ModelConfig& config);
+
+// One MoE layer's router statistics for load_balancing_loss, [2, E]: the fraction of the (unmasked) tokens routed to
+// each expert (counting each of a token's k choices), a constant, and the mean router probability of each expert,
+// differentiable. probs [tokens, E] (softmax over all experts), chosen [tokens, k]; rows of seq_ids < 0 are padding.
+Tensor router_statistics(const Tensor& probs, const Tensor& chosen, const Tensor& seq_ids, int64_t num_experts);
 
 }  // namespace automodel::models

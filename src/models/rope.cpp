@@ -1,5 +1,6 @@
 #include "models/rope.h"
 
+#include <algorithm>
 #include <cmath>
 
 #include "core/error.h"
@@ -38,6 +39,38 @@ void llama3_scale(std::vector<float>& inv, const RopeConfig& r) {
   }
 }
 
+// YaRN (transformers' _compute_yarn_parameters): the low-frequency dims are interpolated (divided by factor), the
+// high-frequency ones kept, with a linear ramp between the dims whose wavelengths make beta_slow and beta_fast
+// rotations over the original context. The ramp's ends are computed in double, the frequencies in fp32.
+std::vector<float> yarn_inv_freq(const RopeConfig& r, int64_t dim) {
+  const double base = r.theta, original = double(r.original_max_position_embeddings);
+  auto correction_dim = [&](double rotations) {
+    return double(dim) * std::log(original / (rotations * 2 * M_PI)) / (2 * std::log(base));
+  };
+  double low = correction_dim(r.beta_fast), high = correction_dim(r.beta_slow);
+  if (r.truncate) low = std::floor(low), high = std::ceil(high);
+  low = std::max(low, 0.0), high = std::min(high, double(dim - 1));
+  if (low == high) high += 0.001;  // as transformers, against a zero-width ramp
+  std::vector<float> inv(static_cast<size_t>(dim / 2));
+  for (int64_t i = 0; i < dim / 2; ++i) {
+    const float pos_freq = std::pow(float(base), float(2 * i) / float(dim));
+    const float extrapolation = 1.0f / pos_freq, interpolation = 1.0f / (float(r.factor) * pos_freq);
+    const float ramp = std::clamp((float(i) - float(low)) / float(high - low), 0.0f, 1.0f);
+    const float keep = 1.0f - ramp;  // the share of the unscaled (extrapolated) frequency
+    inv[size_t(i)] = interpolation * (1.0f - keep) + extrapolation * keep;
+  }
+  return inv;
+}
+
+double yarn_mscale(double factor, double mscale) { return factor <= 1 ? 1.0 : 0.1 * mscale * std::log(factor) + 1.0; }
+
+double yarn_attention_scaling(const RopeConfig& r) {
+  if (r.attention_factor) return *r.attention_factor;
+  if (r.mscale != 0 && r.mscale_all_dim != 0)
+    return yarn_mscale(r.factor, r.mscale) / yarn_mscale(r.factor, r.mscale_all_dim);
+  return yarn_mscale(r.factor, 1.0);
+}
+
 }  // namespace
 
 RopeFrequencies rope_frequencies(const ModelConfig& c, int64_t seq_len) {
@@ -71,9 +104,12 @@ RopeFrequencies rope_frequencies(const ModelConfig& c, int64_t seq_len) {
     out.attention_scaling = r.attention_factor ? *r.attention_factor
                             : factor <= 1.0    ? 1.0
                                                : std::sqrt(1 + std::log(factor) / std::log(double(orig)));
+  } else if (r.type == "yarn") {
+    inv = yarn_inv_freq(r, dim);
+    out.attention_scaling = yarn_attention_scaling(r);
   } else {
     throw Error("rope_type '" + r.type + "' is not supported", "config.json rope_parameters",
-                "supported: default, linear, dynamic, llama3, longrope");
+                "supported: default, linear, dynamic, llama3, longrope, yarn");
   }
   out.inv_freq = Tensor::from_vector(inv, {int64_t(inv.size())});
   return out;

@@ -1,6 +1,6 @@
 #pragma once
 // RoPE inverse frequencies for each rope_type transformers knows here (default, linear, dynamic,
-// llama3, longrope), computed in fp32 the way transformers computes them.
+// llama3, longrope, yarn), computed in fp32 the way transformers computes them.
 #include <vector>
 
 #include "core/tensor.h"

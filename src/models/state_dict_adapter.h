@@ -14,6 +14,9 @@ namespace automodel::models {
 struct HfTensorSpec {
   std::string name;
   Shape shape;
+  // Read as stored (integers allowed) rather than as a weight of the parameter's dtype: quantized data the adapter's
+  // from_hf decodes (GPT-OSS's MXFP4 blocks and scales).
+  bool raw = false;
 };
 
 class StateDictAdapter {

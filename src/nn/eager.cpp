@@ -108,7 +108,18 @@ Tensor attention_eager(const Tensor& q, const Tensor& k, const Tensor& v, const 
   const DType cdt = compute_dtype(q.dtype());
   scores = ops::reshape(ops::to_dtype(scores, cdt), {B, Hkv, G, Tq, Tk});
   scores = ops::add(scores, constant(mask, {mb, 1, 1, Tq, Tk}, cdt));
-  const Tensor probs = ops::reshape(ops::to_dtype(ops::softmax(scores, -1), q.dtype()), {B, Hkv, G * Tq, Tk});
+  Tensor weights;
+  if (o.sinks.defined()) {
+    // GptOss's eager_attention_forward: each head's sink is one more column of every row, dropped after softmax.
+    AM_CHECK(o.sinks.dim() == 1 && o.sinks.size(0) == Hq, "attention_eager: sinks ", o.sinks.describe(), " for ", Hq,
+             " heads");
+    const Tensor column =
+        ops::mul(Tensor::ones({B, Hkv, G, Tq, 1}, cdt), ops::reshape(ops::to_dtype(o.sinks, cdt), {1, Hkv, G, 1, 1}));
+    weights = ops::narrow(ops::softmax(ops::concat({scores, column}, -1), -1), -1, 0, Tk);
+  } else {
+    weights = ops::softmax(scores, -1);
+  }
+  const Tensor probs = ops::reshape(ops::to_dtype(weights, q.dtype()), {B, Hkv, G * Tq, Tk});
   const Tensor out = ops::reshape(ops::matmul(probs, vh), {B, Hq, Tq, Dv});
   return ops::contiguous(ops::permute(out, {0, 2, 1, 3}));
 }

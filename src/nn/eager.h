@@ -19,8 +19,9 @@ Tensor rope_eager(const Tensor& x, const Tensor& position_ids, const Tensor& inv
 
 // eager_attention_forward: scores = q k^T * scale (soft-capped) in q's dtype, an additive mask
 // (causal, window, sequence ids; masked = lowest finite fp32), softmax in fp32, back to q's dtype,
-// times v. Grouped-query heads are handled by grouping the queries of each kv head (no K/V copies).
-// Same layouts and options as ops::attention.
+// times v; with sinks, each head's sink joins every row as one more score column, dropped after the softmax.
+// Grouped-query heads are handled by grouping the queries of each kv head (no K/V copies). Same layouts and options as
+// ops::attention.
 Tensor attention_eager(const Tensor& q, const Tensor& k, const Tensor& v, const ops::AttentionOptions& options);
 
 }  // namespace automodel::nn

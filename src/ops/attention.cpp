@@ -21,13 +21,15 @@ struct AttentionBackward : Node {
   Tensor q, k, v, out, lse;  // contiguous, detached
   Tensor seq_ids;            // [B, Tk] i64, contiguous; undefined without
   Tensor horizons;           // [B, Tk] i64, contiguous; undefined without bidirectional blocks
+  Tensor sinks;              // [Hq] in lse's dtype, contiguous; undefined without sinks
+  DType sinks_dtype = DType::f32;
   kernels::AttentionShape shape;
   std::string name() const override { return "AttentionBackward"; }
 
   std::vector<Tensor> apply(std::vector<Tensor>&& grads) override {
     AM_CHECK(q.defined(), "AttentionBackward: saved tensors were already released (backward run twice?)");
     const Tensor& g = grads[0];
-    if (!g.defined()) return {Tensor(), Tensor(), Tensor()};
+    if (!g.defined()) return {Tensor(), Tensor(), Tensor(), Tensor()};
     AM_CHECK(g.shape() == out.shape() && g.dtype() == out.dtype(), "attention backward: gradient ", g.describe(),
              " for an output ", out.describe());
     Tensor gc = contiguous(g.detach());
@@ -40,12 +42,17 @@ struct AttentionBackward : Node {
     kernels::AttentionShape s = shape;
     s.seq_ids = seq_ids.defined() ? seq_ids.data<int64_t>() : nullptr;
     s.horizons = horizons.defined() ? horizons.data<int64_t>() : nullptr;
+    const bool need_sinks = next_edges.size() > 3 && next_edges[3].fn != nullptr;
+    Tensor dsinks = need_sinks ? Tensor::empty(sinks.shape(), sinks.dtype(), sinks.device()) : Tensor();
+    s.sinks = sinks.defined() ? sinks.raw_data() : nullptr;
+    s.dsinks = need_sinks ? dsinks.raw_data() : nullptr;
     be.attention_backward(q.dtype(), s, q.raw_data(), k.raw_data(), v.raw_data(), out.raw_data(), gc.raw_data(),
                           lse.raw_data(), need_q ? dq.raw_data() : nullptr, need_kv ? dk.raw_data() : nullptr,
                           need_kv ? dv.raw_data() : nullptr);
-    return {dq, dk, dv};
+    if (need_sinks) dsinks = to_dtype(dsinks, sinks_dtype);
+    return {dq, dk, dv, dsinks};
   }
-  void release_saved() override { q = k = v = out = lse = seq_ids = horizons = Tensor(); }
+  void release_saved() override { q = k = v = out = lse = seq_ids = horizons = sinks = Tensor(); }
 };
 
 // The sequence ids as a contiguous i64 tensor (what the kernels read).
@@ -101,7 +108,7 @@ Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, const Attent
   check_defined(q, kOp, "q");
   check_defined(k, kOp, "k");
   check_defined(v, kOp, "v");
-  const kernels::Backend& be = backend_of(kOp, q, k, v, options.seq_ids);
+  const kernels::Backend& be = backend_of(kOp, q, k, v, options.seq_ids, options.sinks);
   check_same_dtype(q, k, kOp);
   check_same_dtype(q, v, kOp);
   if (q.dim() != 4 || k.dim() != 4 || v.dim() != 4)
@@ -131,6 +138,17 @@ Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, const Attent
   if (!std::isfinite(options.scale))
     throw Error(detail::str("attention: scale must be finite, got ", options.scale), kOp);
 
+  Tensor sinks;  // in lse's dtype, as the kernels read them
+  if (options.sinks.defined()) {
+    const Tensor& given = options.sinks;
+    if (!is_floating(given.dtype()) || given.dim() != 1 || given.size(0) != Hq)
+      throw Error(detail::str("attention: sinks must be a floating [", Hq, "] tensor (one logit per query head), got ",
+                              given.describe()),
+                  kOp, "give self_attn.sinks one entry per attention head");
+    NoGradGuard no_grad;
+    sinks = contiguous(to_dtype(given.detach(), lse_dtype(q.dtype())));
+    if (sinks.storage() == given.storage()) sinks = clone(sinks);  // the backward reads them after the caller
+  }
   Tensor ids, horizons;
   if (options.seq_ids.defined()) ids = seq_ids_i64(options.seq_ids, B, Tk);
   if (options.bidirectional_blocks.defined() && options.causal)
@@ -150,6 +168,7 @@ Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, const Attent
   s.softcap = options.softcap;
   s.seq_ids = ids.defined() ? ids.data<int64_t>() : nullptr;
   s.horizons = horizons.defined() ? horizons.data<int64_t>() : nullptr;
+  s.sinks = sinks.defined() ? sinks.raw_data() : nullptr;
 
   dispatch_floating(q.dtype(), kOp, [](auto) {});
   Tensor qc = contiguous(q), kc = contiguous(k), vc = contiguous(v);
@@ -157,7 +176,8 @@ Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, const Attent
   Tensor lse = Tensor::empty({B, Hq, Tq}, lse_dtype(q.dtype()), q.device());
   be.attention_forward(q.dtype(), s, qc.raw_data(), kc.raw_data(), vc.raw_data(), out.raw_data(), lse.raw_data());
 
-  if (needs_grad(qc, kc, vc)) {
+  const Tensor sinks_input = options.sinks.defined() ? options.sinks : Tensor();
+  if (needs_grad(qc, kc, vc) || (sinks_input.defined() && needs_grad(sinks_input))) {
     auto node = std::make_shared<AttentionBackward>();
     node->q = qc.detach();
     node->k = kc.detach();
@@ -166,10 +186,13 @@ Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, const Attent
     node->lse = lse;
     node->seq_ids = ids;
     node->horizons = horizons;
+    node->sinks = sinks;
+    if (sinks_input.defined()) node->sinks_dtype = sinks_input.dtype();
     node->shape = s;
-    node->shape.seq_ids = nullptr;  // re-pointed at node->seq_ids / horizons in apply()
+    node->shape.seq_ids = nullptr;  // re-pointed at node->seq_ids / horizons / sinks in apply()
     node->shape.horizons = nullptr;
-    record(node, {qc, kc, vc}, {out});
+    node->shape.sinks = nullptr;
+    record(node, {qc, kc, vc, sinks_input}, {out});
   }
   return out;
 }

@@ -15,6 +15,9 @@ struct AttentionOptions {
   // the later keys of their own block, on top of causality (-1: none). The window and seq_ids still apply. Each
   // block must be one contiguous run of positions.
   Tensor bidirectional_blocks;
+  // Optional floating [Hq]: attention sinks (GPT-OSS), one learned logit per query head that joins each row's
+  // softmax denominator and takes no value. Differentiable.
+  Tensor sinks;
 };
 
 // q [B, Tq, Hq, D], k [B, Tk, Hkv, D], v [B, Tk, Hkv, Dv] with Hq a multiple of Hkv (grouped-query

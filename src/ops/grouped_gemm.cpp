@@ -14,6 +14,7 @@ struct GroupedGemmBackward : Node {
   Tensor x, w;                  // detached, contiguous
   std::vector<int64_t> counts;  // host
   int64_t rows = 0, n = 0, k = 0;
+  bool w_transposed = false;
   std::string name() const override { return "GroupedGemmBackward"; }
   void release_saved() override { x = w = Tensor(); }
   std::vector<Tensor> apply(std::vector<Tensor>&& grads) override {
@@ -28,8 +29,8 @@ struct GroupedGemmBackward : Node {
     const kernels::Backend& be = backend_of("grouped_gemm backward", g, x, w);
     const int64_t groups = int64_t(counts.size());
     Tensor dx = need_x ? Tensor::empty({rows, k}, dt, g.device()) : Tensor();
-    Tensor dw = need_w ? Tensor::empty({groups, n, k}, dt, g.device()) : Tensor();
-    be.grouped_gemm_backward(dt, g.raw_data(), x.raw_data(), w.raw_data(), counts.data(), groups, n, k,
+    Tensor dw = need_w ? Tensor::empty(w.shape(), dt, g.device()) : Tensor();
+    be.grouped_gemm_backward(dt, g.raw_data(), x.raw_data(), w.raw_data(), counts.data(), groups, n, k, w_transposed,
                              need_x ? dx.raw_data() : nullptr, need_w ? dw.raw_data() : nullptr);
     return {dx, dw};
   }
@@ -37,13 +38,14 @@ struct GroupedGemmBackward : Node {
 
 }  // namespace
 
-Tensor grouped_gemm(const Tensor& x, const Tensor& w, const Tensor& counts) {
+Tensor grouped_gemm(const Tensor& x, const Tensor& w, const Tensor& counts, bool w_transposed) {
   check_defined(x, "grouped_gemm", "x");
   check_defined(w, "grouped_gemm", "w");
   check_defined(counts, "grouped_gemm", "counts");
-  if (x.dim() != 2 || w.dim() != 3 || x.size(1) != w.size(2))
-    throw Error(detail::str("grouped_gemm: x must be [rows, in] and w [groups, out, in], got ", x.describe(), " and ",
-                            w.describe()),
+  if (x.dim() != 2 || w.dim() != 3 || x.size(1) != w.size(w_transposed ? 1 : 2))
+    throw Error(detail::str("grouped_gemm: x must be [rows, in] and w ",
+                            w_transposed ? "[groups, in, out] (transposed)" : "[groups, out, in]", ", got ",
+                            x.describe(), " and ", w.describe()),
                 "grouped_gemm");
   if (counts.dtype() != DType::i64 || counts.shape() != Shape{w.size(0)})
     throw Error(detail::str("grouped_gemm: counts must be i64 [", w.size(0), "], got ", counts.describe()),
@@ -62,13 +64,14 @@ Tensor grouped_gemm(const Tensor& x, const Tensor& w, const Tensor& counts) {
                 "grouped_gemm");
   const kernels::Backend& be = backend_of("grouped_gemm", x, w);
   Tensor xc = contiguous(x), wc = contiguous(w);
-  const int64_t n = w.size(1), k = w.size(2);
+  const int64_t n = w.size(w_transposed ? 2 : 1), k = x.size(1);
   Tensor y = Tensor::empty({x.size(0), n}, x.dtype(), x.device());
-  be.grouped_gemm_forward(x.dtype(), xc.raw_data(), wc.raw_data(), host_counts.data(), w.size(0), n, k, y.raw_data());
+  be.grouped_gemm_forward(x.dtype(), xc.raw_data(), wc.raw_data(), host_counts.data(), w.size(0), n, k, w_transposed,
+                          y.raw_data());
   if (needs_grad(xc, wc)) {
     auto node = std::make_shared<GroupedGemmBackward>();
     node->x = xc.detach(), node->w = wc.detach(), node->counts = std::move(host_counts);
-    node->rows = x.size(0), node->n = n, node->k = k;
+    node->rows = x.size(0), node->n = n, node->k = k, node->w_transposed = w_transposed;
     record(node, {xc, wc}, {y});
   }
   return y;

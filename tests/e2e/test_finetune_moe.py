@@ -203,3 +203,48 @@ def test_the_recipe_turns_the_router_loss_on_as_from_pretrained_kwargs_do(tmp_pa
     assert abs((on[0]["loss"] - on[0]["aux_loss"]) - off[0]["loss"]) <= 1e-5 * off[0]["loss"]
     saved = json.loads((ckpt / "epoch_0_step_1" / "model" / "consolidated" / "config.json").read_text())
     assert saved["output_router_logits"] is True
+
+
+def tiny_gpt_oss(out_dir):
+    """A tiny GPT-OSS (sinks, alternating sliding / full attention with a window below the sequence, YaRN, a router
+    with a bias, clamped SwiGLU experts with biases) with the embedded tiny Llama's tokenizer."""
+    llama = json.loads((TINY_LLAMA / "config.json").read_text())
+    config = transformers.GptOssConfig(
+        vocab_size=llama["vocab_size"], hidden_size=64, intermediate_size=32, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, head_dim=16, num_local_experts=8, num_experts_per_tok=2,
+        sliding_window=16, output_router_logits=True, router_aux_loss_coef=0.01, max_position_embeddings=512,
+        rope_parameters=dict(rope_type="yarn", rope_theta=10000.0, factor=4.0, beta_fast=32.0, beta_slow=1.0,
+                             original_max_position_embeddings=128, truncate=False),
+        bos_token_id=llama.get("bos_token_id"), eos_token_id=llama.get("eos_token_id"),
+        pad_token_id=llama.get("pad_token_id"), tie_word_embeddings=False,
+    )
+    torch.manual_seed(0)
+    transformers.AutoModelForCausalLM.from_config(config).save_pretrained(str(out_dir))
+    for f in TINY_LLAMA.iterdir():
+        if f.name.startswith("tokenizer") or f.suffix == ".jinja":
+            shutil.copy(f, out_dir / f.name)
+    return out_dir
+
+
+def test_gpt_oss_finetune_logs_aux_loss_loss_falls_and_loads_in_transformers(tmp_path):
+    model = tiny_gpt_oss(tmp_path / "model")
+    ckpt = tmp_path / "ckpt"
+    r = subprocess.run(
+        [str(BIN), "finetune", "llm", "-c", str(RECIPE), "--threads", "2", "--checkpoint.checkpoint_dir", str(ckpt),
+         "--model.pretrained_model_name_or_path", str(model), "--step_scheduler.max_steps", "20",
+         "--step_scheduler.val_every_steps", "100", "--step_scheduler.ckpt_every_steps", "20",
+         "--step_scheduler.global_batch_size", "8"],
+        capture_output=True, text=True, timeout=900, cwd=ROOT)
+    assert r.returncode == 0, r.stdout + r.stderr
+    train = [json.loads(line) for line in (ckpt / "training.jsonl").read_text().splitlines()]
+    assert [m["step"] for m in train] == list(range(20))
+    assert all(0.015 < m["aux_loss"] < 0.2 and m["loss"] > m["aux_loss"] for m in train), train
+    first = sum(m["loss"] for m in train[:4]) / 4
+    last = sum(m["loss"] for m in train[-4:]) / 4
+    assert last < 0.8 * first, (first, last)
+    saved = ckpt / "epoch_0_step_19" / "model" / "consolidated"
+    loaded, info = transformers.AutoModelForCausalLM.from_pretrained(str(saved), output_loading_info=True)
+    assert not {k: v for k, v in info.items() if v}, info
+    base = transformers.AutoModelForCausalLM.from_pretrained(str(model))
+    for part in (lambda m: m.model.layers[0].self_attn.sinks, lambda m: m.model.layers[0].mlp.experts.gate_up_proj):
+        assert not torch.equal(part(base), part(loaded)), "sinks and experts were trained"

@@ -294,3 +294,37 @@ def test_cross_entropy_all_ignored_mean_is_nan_like_torch():
 def test_cross_entropy_bad_label():
     with pytest.raises(OpError, match="label 10 .*vocab size 10"):
         run_op("cross_entropy", {"logits": torch.randn(2, 10), "labels": torch.tensor([1, 10])})
+
+
+# ---- YaRN RoPE -----------------------------------------------------------------------------------------------------
+
+YARN_CASES = {
+    # GPT-OSS's defaults: unrounded ramp ends, attention factor 0.1 ln(32) + 1.
+    "gpt_oss_defaults": dict(rope_type="yarn", rope_theta=150000.0, factor=32.0, beta_fast=32.0, beta_slow=1.0,
+                             original_max_position_embeddings=4096, truncate=False),
+    # Rounded ends (truncate default), other betas, a small factor.
+    "truncated": dict(rope_type="yarn", rope_theta=10000.0, factor=4.0, beta_fast=16.0, beta_slow=2.0,
+                      original_max_position_embeddings=64),
+    # DeepSeek-style mscale / mscale_all_dim, factor null: from the lengths (256 / 32).
+    "mscale_factor_from_lengths": dict(rope_type="yarn", rope_theta=10000.0, factor=None, mscale=0.707,
+                                       mscale_all_dim=1.0, original_max_position_embeddings=32),
+    # An explicit attention_factor, and half of each head rotated.
+    "attention_factor_partial": dict(rope_type="yarn", rope_theta=500000.0, factor=8.0, attention_factor=0.8,
+                                     original_max_position_embeddings=128, partial_rotary_factor=0.5),
+}
+
+
+@pytest.mark.parametrize("case", YARN_CASES)
+def test_yarn_frequencies_and_attention_scaling_match_transformers(case, tmp_path):
+    from transformers import LlamaConfig
+    from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
+
+    params = dict(YARN_CASES[case])
+    config = LlamaConfig(hidden_size=64, num_attention_heads=2, head_dim=32, max_position_embeddings=256,
+                         rope_parameters=params)
+    config.save_pretrained(str(tmp_path))
+    inv_freq, scaling = ROPE_INIT_FUNCTIONS["yarn"](config, "cpu")
+    r = run_op("rope_frequencies", {}, {"model_dir": str(tmp_path)})
+    np.testing.assert_allclose(r.outputs[0], inv_freq.numpy(), rtol=2e-7, atol=0)
+    assert abs(float(r.outputs[1][0]) - scaling) <= 1e-12 * scaling, (float(r.outputs[1][0]), scaling)
+    assert inv_freq.numel() * 2 == int(32 * params.get("partial_rotary_factor", 1.0))

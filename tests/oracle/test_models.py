@@ -23,7 +23,8 @@ from conftest import OpError, rel_err, run_op
 LOGITS_F32, LOSS_F32, GRAD_F32, LOGITS_BF16 = 1e-5, 1e-6, 1e-4, 3e-2
 T = 20
 VARIANTS = list(tm.VARIANTS)
-SUPPORTED = ["llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "gemma3_text", "phi3", "qwen3_moe", "mixtral"]
+SUPPORTED = ["llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "gemma3_text", "phi3", "qwen3_moe", "mixtral",
+             "gpt_oss"]
 
 # Largest errors seen, per variant and check; printed at the end of the session (pytest -s).
 ERRORS = {}

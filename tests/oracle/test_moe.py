@@ -53,7 +53,21 @@ VARIANTS = {
         dict(num_hidden_layers=2, num_local_experts=8, num_experts_per_tok=2, intermediate_size=48, sliding_window=8,
              rope_parameters=dict(rope_type="default", rope_theta=10000.0)),
     ),
+    # GPT-OSS: attention sinks, q/k/v/o biases, sliding (window 6, below the sequence length) / full / sliding
+    # layers, a router with a bias, experts with biases and a clamped SwiGLU whose limit (0.6) clamps a good share of
+    # the gate and up values, YaRN (factor 4 over an original length of 32, unrounded ramp ends).
+    "gpt_oss_sliding_yarn": (
+        "gpt_oss",
+        dict(num_hidden_layers=3, num_local_experts=8, num_experts_per_tok=2, intermediate_size=32, sliding_window=6,
+             swiglu_limit=0.6, layer_types=["sliding_attention", "full_attention", "sliding_attention"],
+             rope_parameters=dict(rope_type="yarn", rope_theta=10000.0, factor=4.0, beta_fast=16.0, beta_slow=1.0,
+                                  original_max_position_embeddings=32, truncate=False)),
+    ),
 }
+
+
+def tm_family(name):
+    return VARIANTS[name][0]
 
 
 def _build(name, out_dir):
@@ -66,8 +80,10 @@ def _build(name, out_dir):
         for pname, p in model.named_parameters():
             if "norm" in pname and p.dim() == 1:
                 p.copy_(1.0 + 0.2 * torch.randn(p.shape, generator=g))
-            elif pname.endswith("gate.weight"):  # routers decisive enough that no top-k choice is a near tie
-                p.copy_(torch.randn(p.shape, generator=g))
+            elif pname.endswith(("gate.weight", "router.weight")):  # routers decisive enough that no top-k choice
+                p.copy_(torch.randn(p.shape, generator=g))  # is a near tie
+            elif pname.endswith(("bias", ".sinks")):  # GPT-OSS initializes some to zero: make each one show
+                p.copy_(0.3 * torch.randn(p.shape, generator=g))
     model.save_pretrained(str(out_dir))
     return out_dir
 
@@ -121,7 +137,8 @@ def test_fp32_logits_loss_with_aux_loss_and_gradients_match_transformers(name, k
         f"parameter names differ: ours only {sorted(set(grads) - set(ref_grads))}, "
         f"transformers only {sorted(set(ref_grads) - set(grads))}"
     )
-    assert any(".mlp.gate.weight" in n for n in grads) and any("experts.gate_up_proj" in n for n in grads)
+    assert any(n.endswith((".mlp.gate.weight", ".mlp.router.weight")) for n in grads)
+    assert any("experts.gate_up_proj" in n for n in grads)
     bad = {n: f"{e:.2e}" for n in ref_grads if (e := rel_err(grads[n], ref_grads[n])) > GRAD_F32}
     assert not bad, f"{name}: gradients over {GRAD_F32:.0e}: {bad}"
 
@@ -156,7 +173,7 @@ def test_without_output_router_logits_there_is_no_aux_loss(moe_dir, tmp_path):
 
 
 @pytest.mark.parametrize("kernels", list(KERNELS))
-@pytest.mark.parametrize("name", ["qwen3_moe_mlp_only", "mixtral_sliding"])
+@pytest.mark.parametrize("name", ["qwen3_moe_mlp_only", "mixtral_sliding", "gpt_oss_sliding_yarn"])
 def test_bf16_logits_match_transformers_bf16(name, kernels, moe_dir, tmp_path):
     """The eager kernels round where transformers rounds, so every position holds. The fused ones round less often
     (SwiGLU, residual + norm in fp32), and a token whose router sees a near tie between its k-th and (k+1)-th expert
@@ -197,7 +214,10 @@ def test_saved_directory_is_what_transformers_writes_and_loads_with_identical_lo
     run_op("save_reload", {}, {"model_dir": str(src), "out_dir": str(out)})
     ref_sd, our_sd = _tensor_names(src), _tensor_names(out)
     assert sorted(our_sd) == sorted(ref_sd)
-    assert any(".experts.0." in k for k in our_sd), "per-expert tensors, as transformers 5.24 saves them"
+    if tm_family(name) == "gpt_oss":
+        assert any(k.endswith("experts.gate_up_proj_bias") for k in our_sd), "GPT-OSS saves its experts grouped"
+    else:
+        assert any(".experts.0." in k for k in our_sd), "per-expert tensors, as transformers 5.24 saves them"
     for k, v in ref_sd.items():
         assert our_sd[k].dtype == v.dtype and torch.equal(our_sd[k], v), k
     ids, mask, _ = _batch()
@@ -205,6 +225,58 @@ def test_saved_directory_is_what_transformers_writes_and_loads_with_identical_lo
         a = _hf_load_clean(src)(input_ids=ids, attention_mask=mask).logits
         b = _hf_load_clean(out)(input_ids=ids, attention_mask=mask).logits
     assert torch.equal(a, b)
+
+
+def _mxfp4_checkpoint(src, dst):
+    """src with its experts' weights replaced by random MXFP4 blocks and scales, stored as the GPT-OSS releases store
+    them (uint8 `<name>_blocks` [E, out, in / 32, 16] and `<name>_scales` [E, out, in / 32], quantization_config
+    quant_method mxfp4); scales 2^-7 .. 2^-3 keep the weights at the scale of the others."""
+    dst.mkdir()
+    g = torch.Generator().manual_seed(5)
+    tensors = {}
+    for k, v in safetensors.torch.load_file(str(src / "model.safetensors")).items():
+        if k.endswith(("experts.gate_up_proj", "experts.down_proj")):
+            experts, rows, cols = v.shape
+            tensors[k + "_blocks"] = torch.randint(0, 256, (experts, cols, rows // 32, 16), generator=g,
+                                                   dtype=torch.uint8)
+            tensors[k + "_scales"] = torch.randint(120, 125, (experts, cols, rows // 32), generator=g,
+                                                   dtype=torch.uint8)
+        else:
+            tensors[k] = v
+    safetensors.torch.save_file(tensors, str(dst / "model.safetensors"), metadata={"format": "pt"})
+    cfg = json.loads((src / "config.json").read_text())
+    cfg["quantization_config"] = {"quant_method": "mxfp4", "modules_to_not_convert": [
+        "model.layers.*.self_attn", "model.layers.*.mlp.router", "model.embed_tokens", "lm_head"]}
+    (dst / "config.json").write_text(json.dumps(cfg))
+    (dst / "generation_config.json").write_bytes((src / "generation_config.json").read_bytes())
+    return dst
+
+
+def test_mxfp4_checkpoint_loads_as_transformers_dequantizes_it(moe_dir, tmp_path):
+    """transformers' Mxfp4Config(dequantize=True) (its _convert_moe_packed_tensors, which runs on the CPU) is the
+    reference: the same logits and loss, and save_pretrained writes what transformers writes after dequantizing (the
+    dequantized tensors, no quantization_config)."""
+    src = _mxfp4_checkpoint(moe_dir("gpt_oss_sliding_yarn"), tmp_path / "mxfp4")
+    ref = transformers.AutoModelForCausalLM.from_pretrained(
+        str(src), quantization_config=transformers.Mxfp4Config(dequantize=True), dtype=torch.float32,
+        attn_implementation="eager")
+    ref.eval()
+    ids, mask, labels = _batch()
+    with torch.no_grad():
+        ref_out = ref(input_ids=ids, attention_mask=mask, labels=labels, output_router_logits=True)
+    logits, loss, _, _ = _ours(src, tmp_path, ids, mask, labels)
+    assert rel_err(_masked(logits, mask), _masked(ref_out.logits, mask)) <= LOGITS_F32
+    assert abs(loss - ref_out.loss.item()) <= LOSS_F32 * abs(ref_out.loss.item())
+
+    ours_dir, theirs_dir = tmp_path / "ours", tmp_path / "theirs"
+    run_op("save_reload", {}, {"model_dir": str(src), "out_dir": str(ours_dir)})
+    ref.save_pretrained(str(theirs_dir))
+    ours_sd, theirs_sd = _tensor_names(ours_dir), _tensor_names(theirs_dir)
+    assert sorted(ours_sd) == sorted(theirs_sd)
+    for k, v in theirs_sd.items():
+        assert torch.equal(ours_sd[k], v), k
+    assert "quantization_config" not in json.loads((ours_dir / "config.json").read_text())
+    assert "quantization_config" not in json.loads((theirs_dir / "config.json").read_text())
 
 
 @pytest.mark.parametrize("name", ["qwen3_moe_mlp_only", "mixtral_sliding"])
@@ -247,6 +319,7 @@ def _without_router_loss(src, dst):
         # The router too: peft 0.21 wraps transformers 5's router weight (a parameter of a custom module), which
         # computes what LoRA on a linear router computes, under the same adapter names.
         ("mixtral_sliding", ["q_proj", "v_proj", "o_proj", "gate"]),
+        ("gpt_oss_sliding_yarn", ["q_proj", "k_proj", "v_proj", "o_proj"]),
     ],
 )
 def test_lora_on_attention_matches_peft(name, targets, moe_dir, tmp_path, monkeypatch):
@@ -287,8 +360,12 @@ def _expert_adapter(base_dir, out_dir, **lora):
         # Mixtral's v4 names, which peft turns into target_parameters, gate_up_proj with rank and alpha doubled.
         ("mixtral_sliding", dict(target_modules=["w1", "w3"])),
         ("mixtral_sliding", dict(target_modules=["w2", "v_proj"])),
+        # GPT-OSS's transposed grouped tensors ([E, in, out]), with the attention.
+        ("gpt_oss_sliding_yarn",
+         dict(target_modules=["q_proj", "v_proj"], target_parameters=["gate_up_proj", "down_proj"])),
+        ("gpt_oss_sliding_yarn", dict(target_modules=["o_proj"], target_parameters=["down_proj"])),
     ],
-    ids=["qwen3_both", "mixtral_w1_w3", "mixtral_w2"],
+    ids=["qwen3_both", "mixtral_w1_w3", "mixtral_w2", "gpt_oss_both", "gpt_oss_down"],
 )
 def test_lora_on_the_experts_matches_peft(name, lora, moe_dir, tmp_path):
     """A peft adapter on the grouped experts: logits, loss, gradients and 3 AdamW steps as peft + torch's AdamW; our

@@ -1,6 +1,7 @@
 // Cases of backend_ops_test.cpp for the mixture-of-experts entries: top-k, token routing and permutation, grouped
-// GEMM, each against a naive reference. The routing covers an expert that gets no token.
+// GEMM, GPT-OSS's clamped SwiGLU, each against a naive reference. The routing covers an expert that gets no token.
 #include <algorithm>
+#include <cmath>
 #include <numeric>
 
 #include "backend_ops_cases.h"
@@ -157,26 +158,38 @@ void routing_cases(std::vector<Case>& cases) {
                    }});
 }
 
+// w [groups, n, k] as the transposed layout stores it: [groups, k, n].
+std::vector<double> transposed_groups(const std::vector<double>& w, int64_t groups, int64_t n, int64_t k) {
+  std::vector<double> t(w.size());
+  for (int64_t g = 0; g < groups; ++g)
+    for (int64_t j = 0; j < n; ++j)
+      for (int64_t p = 0; p < k; ++p) t[size_t((g * k + p) * n + j)] = w[size_t((g * n + j) * k + p)];
+  return t;
+}
+
+// Each case runs w as [groups, out, in] and, transposed, as [groups, in, out] (GPT-OSS's experts).
 void grouped_gemm_cases(std::vector<Case>& cases) {
   // Group 1 has no rows, group 3 most of them.
   const std::vector<int64_t> counts{3, 0, 2, 6};
   const int64_t groups = 4, rows = 11, n = 5, k = 7;
-  cases.push_back(
-      {"grouped_gemm_forward", kFloating, [=](const Target& t, DType dt) {
-         Random r("grouped_gemm_forward");
-         const std::vector<double> x = r.values(rows * k, dt), w = r.values(groups * n * k, dt);
-         Tensor tx = upload(t, x, dt), tw = upload(t, w, dt), y = output(t, rows * n, dt);
-         t.backend->grouped_gemm_forward(dt, tx.raw_data(), tw.raw_data(), counts.data(), groups, n, k, y.raw_data());
-         return std::vector<Check>{{"y", download(y), rounded(grouped_ref(x, w, counts, n, k), dt), 4 * tolerance(dt)}};
-       }});
+  cases.push_back({"grouped_gemm_forward", kFloating, [=](const Target& t, DType dt) {
+                     Random r("grouped_gemm_forward");
+                     const std::vector<double> x = r.values(rows * k, dt), w = r.values(groups * n * k, dt);
+                     const std::vector<double> want = rounded(grouped_ref(x, w, counts, n, k), dt);
+                     std::vector<Check> checks;
+                     for (bool transposed : {false, true}) {
+                       Tensor tx = upload(t, x, dt), y = output(t, rows * n, dt);
+                       Tensor tw = upload(t, transposed ? transposed_groups(w, groups, n, k) : w, dt);
+                       t.backend->grouped_gemm_forward(dt, tx.raw_data(), tw.raw_data(), counts.data(), groups, n, k,
+                                                       transposed, y.raw_data());
+                       checks.push_back({transposed ? "y (w transposed)" : "y", download(y), want, 4 * tolerance(dt)});
+                     }
+                     return checks;
+                   }});
   cases.push_back({"grouped_gemm_backward", kFloating, [=](const Target& t, DType dt) {
                      Random r("grouped_gemm_backward");
                      const std::vector<double> x = r.values(rows * k, dt), w = r.values(groups * n * k, dt),
                                                g = r.values(rows * n, dt);
-                     Tensor tx = upload(t, x, dt), tw = upload(t, w, dt), tg = upload(t, g, dt),
-                            dx = output(t, rows * k, dt), dw = output(t, groups * n * k, dt);
-                     t.backend->grouped_gemm_backward(dt, tg.raw_data(), tx.raw_data(), tw.raw_data(), counts.data(),
-                                                      groups, n, k, dx.raw_data(), dw.raw_data());
                      std::vector<double> want_dx(size_t(rows * k), 0.0), want_dw(size_t(groups * n * k), 0.0);
                      int64_t row = 0;
                      for (int64_t gi = 0; gi < groups; ++gi)
@@ -187,9 +200,56 @@ void grouped_gemm_cases(std::vector<Case>& cases) {
                              want_dx[size_t(row * k + p)] += gv * w[size_t((gi * n + j) * k + p)];
                              want_dw[size_t((gi * n + j) * k + p)] += gv * x[size_t(row * k + p)];
                            }
-                     return std::vector<Check>{{"dx", download(dx), rounded(want_dx, dt), 4 * tolerance(dt)},
-                                               {"dw", download(dw), rounded(want_dw, dt), 4 * tolerance(dt)}};
+                     std::vector<Check> checks;
+                     for (bool transposed : {false, true}) {
+                       Tensor tx = upload(t, x, dt), tg = upload(t, g, dt), dx = output(t, rows * k, dt),
+                              dw = output(t, groups * n * k, dt);
+                       Tensor tw = upload(t, transposed ? transposed_groups(w, groups, n, k) : w, dt);
+                       t.backend->grouped_gemm_backward(dt, tg.raw_data(), tx.raw_data(), tw.raw_data(), counts.data(),
+                                                        groups, n, k, transposed, dx.raw_data(), dw.raw_data());
+                       const std::string tag = transposed ? " (w transposed)" : "";
+                       checks.push_back({"dx" + tag, download(dx), rounded(want_dx, dt), 4 * tolerance(dt)});
+                       checks.push_back({"dw" + tag, download(dw),
+                                         rounded(transposed ? transposed_groups(want_dw, groups, n, k) : want_dw, dt),
+                                         4 * tolerance(dt)});
+                     }
+                     return checks;
                    }});
+}
+
+// GPT-OSS's expert activation over interleaved (gate, up) pairs, with a limit (1.5) inside the inputs' range so that
+// both clamps bite (gate above, up on both sides).
+void clamped_swiglu_cases(std::vector<Case>& cases) {
+  const int64_t n = 40;
+  const double alpha = 1.702, limit = 1.5;
+  auto sigmoid = [](double x) { return 1 / (1 + std::exp(-x)); };
+  for (bool backward : {false, true}) {
+    const std::string kernel = backward ? "clamped_swiglu_backward" : "clamped_swiglu_forward";
+    cases.push_back({kernel, kFloating, [=](const Target& t, DType dt) {
+                       Random r(kernel);
+                       const std::vector<double> x = r.values(2 * n, dt, -3, 3), g = r.values(n, dt);
+                       std::vector<double> y(static_cast<size_t>(n)), dx(static_cast<size_t>(2 * n));
+                       for (int64_t i = 0; i < n; ++i) {
+                         const double gate_in = x[size_t(2 * i)], up_in = x[size_t(2 * i + 1)];
+                         const double gate = std::min(gate_in, limit), up = std::clamp(up_in, -limit, limit);
+                         const double s = sigmoid(alpha * gate), glu = gate * s;
+                         y[size_t(i)] = (up + 1) * glu;
+                         const double dglu = s + gate * alpha * s * (1 - s);
+                         dx[size_t(2 * i)] = gate_in <= limit ? g[size_t(i)] * (up + 1) * dglu : 0;
+                         dx[size_t(2 * i + 1)] = std::abs(up_in) <= limit ? g[size_t(i)] * glu : 0;
+                       }
+                       Tensor tx = upload(t, x, dt);
+                       if (!backward) {
+                         Tensor out = output(t, n, dt);
+                         t.backend->clamped_swiglu_forward(dt, tx.raw_data(), out.raw_data(), n, alpha, limit);
+                         return std::vector<Check>{{"y", download(out), y, tolerance(dt)}};
+                       }
+                       Tensor tg = upload(t, g, dt), out = output(t, 2 * n, dt);
+                       t.backend->clamped_swiglu_backward(dt, tx.raw_data(), tg.raw_data(), out.raw_data(), n, alpha,
+                                                          limit);
+                       return std::vector<Check>{{"dgate_up", download(out), dx, tolerance(dt)}};
+                     }});
+  }
 }
 
 }  // namespace
@@ -198,6 +258,7 @@ void moe_cases(std::vector<Case>& cases) {
   topk_cases(cases);
   routing_cases(cases);
   grouped_gemm_cases(cases);
+  clamped_swiglu_cases(cases);
 }
 
 }  // namespace automodel::backend_test

@@ -79,13 +79,13 @@ void rope_cases(std::vector<Case>& cases) {
 }
 
 struct AttentionRef {
-  std::vector<double> out, lse, dq, dk, dv;
+  std::vector<double> out, lse, dq, dk, dv, dsinks;
 };
 
 // Attention as attention.h defines it, one query row at a time with the full score row, and its gradients.
 AttentionRef attention_ref(const kernels::AttentionShape& s, const std::vector<double>& q, const std::vector<double>& k,
                            const std::vector<double>& v, const std::vector<double>& ids,
-                           const std::vector<double>& dout) {
+                           const std::vector<double>& dout, const std::vector<double>& sinks) {
   const int64_t B = s.batch, Tq = s.q_len, Tk = s.kv_len, Hq = s.q_heads, Hkv = s.kv_heads;
   const int64_t D = s.head_dim, Dv = s.v_head_dim;
   AttentionRef r;
@@ -94,6 +94,7 @@ AttentionRef attention_ref(const kernels::AttentionShape& s, const std::vector<d
   r.dq.assign(q.size(), 0.0);
   r.dk.assign(k.size(), 0.0);
   r.dv.assign(v.size(), 0.0);
+  r.dsinks.assign(sinks.size(), 0.0);
   auto qi = [&](int64_t b, int64_t i, int64_t h, int64_t d) { return size_t(((b * Tq + i) * Hq + h) * D + d); };
   auto ki = [&](int64_t b, int64_t j, int64_t h, int64_t d) { return size_t(((b * Tk + j) * Hkv + h) * D + d); };
   auto vi = [&](int64_t b, int64_t j, int64_t h, int64_t d) { return size_t(((b * Tk + j) * Hkv + h) * Dv + d); };
@@ -104,7 +105,9 @@ AttentionRef attention_ref(const kernels::AttentionShape& s, const std::vector<d
         const int64_t kh = h / (Hq / Hkv), qp = i + Tk - Tq;
         std::vector<double> score(static_cast<size_t>(Tk)), raw(static_cast<size_t>(Tk)), prob(size_t(Tk), 0.0);
         std::vector<bool> on(static_cast<size_t>(Tk));
-        double m = -INFINITY;
+        // A sink is one more score in the softmax, with no value.
+        const double sink = sinks.empty() ? -INFINITY : sinks[size_t(h)];
+        double m = sink;
         for (int64_t j = 0; j < Tk; ++j) {
           on[size_t(j)] = (!s.causal || j <= qp) && (s.window <= 0 || qp - j < s.window) &&
                           (ids.empty() || ids[size_t(b * Tk + j)] == ids[size_t(b * Tk + qp)]);
@@ -114,10 +117,11 @@ AttentionRef attention_ref(const kernels::AttentionShape& s, const std::vector<d
           score[size_t(j)] = s.softcap > 0 ? s.softcap * std::tanh(raw[size_t(j)] / s.softcap) : raw[size_t(j)];
           if (on[size_t(j)]) m = std::max(m, score[size_t(j)]);
         }
-        double l = 0;
+        double l = sinks.empty() ? 0 : std::exp(sink - m);
         for (int64_t j = 0; j < Tk; ++j)
           if (on[size_t(j)]) l += std::exp(score[size_t(j)] - m);
-        r.lse[size_t((b * Hq + h) * Tq + i)] = l > 0 ? m + std::log(l) : INFINITY;
+        const double lse = l > 0 ? m + std::log(l) : INFINITY;
+        r.lse[size_t((b * Hq + h) * Tq + i)] = lse;
         if (l == 0) continue;  // every key masked: zero output and gradients
         for (int64_t j = 0; j < Tk; ++j)
           if (on[size_t(j)]) prob[size_t(j)] = std::exp(score[size_t(j)] - m) / l;
@@ -129,6 +133,7 @@ AttentionRef attention_ref(const kernels::AttentionShape& s, const std::vector<d
         if (dout.empty()) continue;
         double delta = 0;  // sum_d dout * out
         for (int64_t d = 0; d < Dv; ++d) delta += dout[oi(b, i, h, d)] * r.out[oi(b, i, h, d)];
+        if (!sinks.empty()) r.dsinks[size_t(h)] -= std::exp(sink - lse) * delta;
         for (int64_t j = 0; j < Tk; ++j) {
           if (!on[size_t(j)]) continue;
           double dp = 0;
@@ -179,9 +184,13 @@ void attention_cases(std::vector<Case>& cases) {
         {kernel, kFloating, [=](const Target& t, DType dt) {
            std::vector<Check> checks;
            int shape_nr = 0;
-           for (kernels::AttentionShape s : attention_shapes()) {
+           // Each shape plain, then with attention sinks (which change every lse and take a gradient).
+           std::vector<std::pair<kernels::AttentionShape, bool>> runs;
+           for (bool with_sinks : {false, true})
+             for (const kernels::AttentionShape& s : attention_shapes()) runs.emplace_back(s, with_sinks);
+           for (auto [s, with_sinks] : runs) {
              Random r(kernel);
-             const std::string tag = " shape " + std::to_string(shape_nr++);
+             const std::string tag = " shape " + std::to_string(shape_nr++) + (with_sinks ? " with sinks" : "");
              const int64_t nq = s.batch * s.q_len * s.q_heads * s.head_dim;
              const int64_t nk = s.batch * s.kv_len * s.kv_heads * s.head_dim;
              const int64_t nv = s.batch * s.kv_len * s.kv_heads * s.v_head_dim;
@@ -192,7 +201,11 @@ void attention_cases(std::vector<Case>& cases) {
              Tensor tq = upload(t, q, dt), tk = upload(t, k, dt), tv = upload(t, v, dt);
              Tensor tids = upload(t, ids, DType::i64);
              s.seq_ids = ids.empty() ? nullptr : tids.data<int64_t>();
-             const AttentionRef want = attention_ref(s, q, k, v, ids, backward ? dout : std::vector<double>{});
+             const std::vector<double> sinks =
+                 with_sinks ? rounded(r.values(s.q_heads, DType::f32, -1, 3), stat_dtype(dt)) : std::vector<double>{};
+             Tensor tsinks = upload(t, sinks, stat_dtype(dt));
+             s.sinks = with_sinks ? tsinks.raw_data() : nullptr;
+             const AttentionRef want = attention_ref(s, q, k, v, ids, backward ? dout : std::vector<double>{}, sinks);
              if (!backward) {
                Tensor out = output(t, no, dt), lse = output(t, nl, stat_dtype(dt));
                t.backend->attention_forward(dt, s, tq.raw_data(), tk.raw_data(), tv.raw_data(), out.raw_data(),
@@ -206,11 +219,15 @@ void attention_cases(std::vector<Case>& cases) {
              Tensor tl = upload(t, rounded(want.lse, stat_dtype(dt)), stat_dtype(dt));
              Tensor tg = upload(t, dout, dt);
              Tensor dq = output(t, nq, dt), dk = output(t, nk, dt), dv = output(t, nv, dt);
+             Tensor dsinks = output(t, s.q_heads, stat_dtype(dt));
+             s.dsinks = with_sinks ? dsinks.raw_data() : nullptr;
              t.backend->attention_backward(dt, s, tq.raw_data(), tk.raw_data(), tv.raw_data(), to.raw_data(),
                                            tg.raw_data(), tl.raw_data(), dq.raw_data(), dk.raw_data(), dv.raw_data());
              checks.push_back({"dq" + tag, download(dq), want.dq, tolerance(dt)});
              checks.push_back({"dk" + tag, download(dk), want.dk, tolerance(dt)});
              checks.push_back({"dv" + tag, download(dv), want.dv, tolerance(dt)});
+             if (with_sinks) checks.push_back({"dsinks" + tag, download(dsinks), want.dsinks, 4 * tolerance(dt)});
+             s.dsinks = nullptr;
              // dq alone (dk, dv not wanted), then dk and dv alone.
              Tensor dq_only = output(t, nq, dt), dk_only = output(t, nk, dt), dv_only = output(t, nv, dt);
              t.backend->attention_backward(dt, s, tq.raw_data(), tk.raw_data(), tv.raw_data(), to.raw_data(),

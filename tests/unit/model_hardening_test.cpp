@@ -107,8 +107,13 @@ TEST(ConfigValidation, RopeParametersAreChecked) {
   EXPECT_TRUE(says(config_error_of(with(tiny_model_config(), "rope_theta", -1.0)), {"'rope_theta'", "positive"}));
   EXPECT_TRUE(
       says(config_error_of(rope({{"rope_type", "linear"}, {"factor", 0}})), {"rope_parameters.factor", "positive"}));
-  EXPECT_TRUE(says(config_error_of(rope({{"rope_type", "yarn"}, {"factor", 4.0}})),
-                   {"rope_parameters.rope_type", "'yarn' is not supported", "longrope"}));
+  EXPECT_TRUE(says(config_error_of(rope({{"rope_type", "proportional"}, {"factor", 4.0}})),
+                   {"rope_parameters.rope_type", "'proportional' is not supported", "longrope", "yarn"}));
+  EXPECT_TRUE(says(config_error_of(rope({{"rope_type", "yarn"}, {"factor", 4.0}, {"beta_slow", -1.0}})),
+                   {"rope_parameters.beta_slow", "positive"}));
+  EXPECT_TRUE(says(config_error_of(rope({{"rope_type", "yarn"}, {"factor", 0.0}})), {"rope_parameters.factor"}));
+  EXPECT_TRUE(says(config_error_of(rope({{"rope_type", "yarn"}, {"factor", 4.0}, {"truncate", "yes"}})),
+                   {"rope_parameters.truncate"}));
   // legacy rope_scaling keys are named as such
   EXPECT_TRUE(says(config_error_of(with(tiny_model_config(), "rope_scaling", {{"type", "dynamic"}, {"factor", -2.0}})),
                    {"rope_scaling.factor"}));

@@ -13,6 +13,7 @@
 #include "ops/moe_permute.h"
 #include "ops/reduce.h"
 #include "ops/topk.h"
+#include "ops/view.h"
 
 namespace automodel {
 namespace {
@@ -154,6 +155,23 @@ TEST(GroupedGemm, CountsThatDoNotAddUpToTheRowsAreAnError) {
                     ops::grouped_gemm(x, Tensor::zeros({2, 4, 2}), Tensor::from_vector<int64_t>({5, 0}, {2}));
                   }),
                   "grouped_gemm: x must be [rows, in] and w [groups, out, in]"));
+}
+
+// GPT-OSS's layout: each group's matrix stored [in, out]. The same products as the [out, in] copy, and gradients
+// (in the stored layout) that match finite differences.
+TEST(GroupedGemm, TransposedWeightsMatchTheirCopyAndFiniteDifferences) {
+  const Tensor counts = Tensor::from_vector<int64_t>({3, 0, 4}, {3});
+  Tensor x = rand_leaf({7, 5}, 31), w = rand_leaf({3, 5, 6}, 32);  // [groups, in, out]
+  {
+    NoGradGuard no_grad;
+    const Tensor copy = ops::contiguous(ops::transpose(w, 1, 2));
+    expect_near_all(ops::grouped_gemm(x, w, counts, true).to_doubles(), ops::grouped_gemm(x, copy, counts).to_doubles(),
+                    1e-12);
+  }
+  expect_gradients_match([&](const std::vector<Tensor>& in) { return ops::grouped_gemm(in[0], in[1], counts, true); },
+                         {x, w});
+  const std::string err = error_of([&] { ops::grouped_gemm(x, Tensor::zeros({3, 6, 5}), counts, true); });
+  EXPECT_TRUE(has(err, "w [groups, in, out] (transposed)")) << err;
 }
 
 TEST(MoeUnpermute, WeightsOfTheWrongShapeAreAnError) {

@@ -442,8 +442,8 @@ std::map<std::string, ExpertAdapters> read_expert_adapters(models::LanguageModel
       Tensor a = weight(k.a), b = weight(k.b);
       const Tensor& w = ex->weight(p);
       const int64_t E = ex->num_experts();
-      if (a.dim() != 2 || b.dim() != 2 || a.size(0) % E != 0 || a.size(1) != w.size(2) || b.size(0) != w.size(1) ||
-          b.size(1) != a.size(0))
+      if (a.dim() != 2 || b.dim() != 2 || a.size(0) % E != 0 || a.size(1) != ex->in_features(p) ||
+          b.size(0) != ex->out_features(p) || b.size(1) != a.size(0))
         throw Error("adapter for '" + what + "': lora_A " + a.describe() + " and lora_B " + b.describe() +
                         " do not fit " + w.describe(),
                     reader.path(), "expected lora_A [experts x r, in] and lora_B [out, r x experts]");

@@ -57,7 +57,7 @@ void check_expert_selection(models::LanguageModel& model, const PeftConfig& conf
   auto experts = expert_modules(model);
   if (experts.empty())
     throw Error("peft.target_parameters names grouped expert tensors, but the model has no MoE layer", "peft config",
-                "target_parameters is for mixture-of-experts models (qwen3_moe, mixtral); use target_modules");
+                "target_parameters is for mixture-of-experts models (qwen3_moe, mixtral, gpt_oss); use target_modules");
   for (auto& [name, ex] : experts)
     if (ex->has_lora(ExpertProjection::gate_up) || ex->has_lora(ExpertProjection::down))
       throw Error("peft: module '" + name + "' already has a LoRA adapter", "apply_lora",
@@ -77,7 +77,7 @@ std::vector<std::string> apply_expert_lora(models::LanguageModel& model, const P
       if (!selects_parameter(config, p == ExpertProjection::gate_up ? "gate_up_proj" : "down_proj")) continue;
       const Tensor& w = ex->weight(p);
       const DType dt = config.lora_dtype.value_or(w.dtype());
-      const int64_t E = ex->num_experts(), in = w.size(2), out = w.size(1);
+      const int64_t E = ex->num_experts(), in = ex->in_features(p), out = ex->out_features(p);
       const double bound = 1.0 / std::sqrt(double(in));
       Tensor* f = factors[p == ExpertProjection::gate_up ? 0 : 1];
       f[0] = ops::to_dtype(rand_uniform({E * config.dim, in}, -bound, bound, gen, DType::f64), dt).detach();

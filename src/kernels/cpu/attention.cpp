@@ -208,6 +208,7 @@ struct Geometry : detail::AttentionMask {
   static constexpr int64_t W = Simd<C>::W;
   int64_t B, Hq, Hkv, D, Dv, G, Dp, Dvp;
   C scale, cap;
+  const C* sinks;  // [Hq] or null
 
   explicit Geometry(const AttentionShape& s)
       : AttentionMask(s),
@@ -220,7 +221,8 @@ struct Geometry : detail::AttentionMask {
         Dp(round_up(s.head_dim, W)),
         Dvp(round_up(s.v_head_dim, W)),
         scale(C(s.scale)),
-        cap(C(s.softcap)) {}
+        cap(C(s.softcap)),
+        sinks(static_cast<const C*>(s.sinks)) {}
 
   // dst[r, d] = mult * x[b, t0 + r, h, d] (x is [B, len, H, width]) for r < n; zeros up to rows mr
   // and columns ldd.
@@ -351,8 +353,9 @@ void forward_impl(const AttentionShape& shape, const T* q, const T* k, const T* 
       g.load_transposed(q, b, h, i0, nq, g.Tq, g.Hq, g.D, g.scale, qt);
       g.load_ids(b, i0 + g.off, nq, qid);
       std::fill(O, O + mr * g.Dvp, C(0));
-      std::fill(m, m + kTile, -inf);
-      std::fill(l, l + kTile, C(0));
+      // A sink starts each row's softmax as a key of score `sink` whose value is zero.
+      std::fill(m, m + kTile, g.sinks ? g.sinks[h] : -inf);
+      std::fill(l, l + kTile, C(g.sinks ? 1 : 0));
       int64_t klo, khi;
       g.key_range(b, i0, nq, klo, khi);
       for (int64_t j0 = klo; j0 < khi; j0 += kTile) {
@@ -611,11 +614,37 @@ void backward_impl(const AttentionShape& shape, const T* q, const T* k, const T*
   if (g.B == 0 || g.Hq == 0) return;
   Scratch<compute_t<T>> delta(std::max<int64_t>(1, g.B * g.Hq * g.Tq));
   row_deltas(g, out, dout, delta.data());
+  detail::sink_gradients(shape, lse, delta.data());
   if (dk && dv) backward_dkdv(g, q, k, v, dout, lse, delta.data(), dk, dv);
   if (dq && g.Tq > 0) backward_dq(g, q, k, v, dout, lse, delta.data(), dq);
 }
 
+template <class C>
+void sink_gradients_impl(const AttentionShape& s, const C* lse, const C* delta) {
+  if (!s.dsinks || !s.sinks) return;
+  const C* sinks = static_cast<const C*>(s.sinks);
+  C* dsinks = static_cast<C*>(s.dsinks);
+  for (int64_t h = 0; h < s.q_heads; ++h) {
+    double acc = 0;
+    for (int64_t b = 0; b < s.batch; ++b)
+      for (int64_t i = 0; i < s.q_len; ++i) {
+        const int64_t idx = (b * s.q_heads + h) * s.q_len + i;
+        acc += std::exp(double(sinks[h]) - double(lse[idx])) * double(delta[idx]);
+      }
+    dsinks[h] = C(-acc);
+  }
+}
+
 }  // namespace
+
+namespace detail {
+void sink_gradients(const AttentionShape& s, const float* lse, const float* delta) {
+  sink_gradients_impl(s, lse, delta);
+}
+void sink_gradients(const AttentionShape& s, const double* lse, const double* delta) {
+  sink_gradients_impl(s, lse, delta);
+}
+}  // namespace detail
 
 void attention_forward(const AttentionShape& s, const float* q, const float* k, const float* v, float* out,
                        float* lse) {

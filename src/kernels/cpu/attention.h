@@ -10,7 +10,10 @@
 //   causal: key position <= query position (<= horizons[query position] when given);
 //   window > 0: query position - key position < window;
 //   seq_ids [B, Tk]: equal ids (the query's id is that of its position).
-// A row with every key masked gets a zero output, lse = +inf and zero gradients.
+// A row with every key masked gets a zero output, lse = +inf and zero gradients. With sinks, head h's sink logit
+// joins each row's softmax denominator (the row's lse includes it: a row with every key masked gets lse = sink and
+// a zero output); the backward needs nothing else from it, as the sink takes no value, and writes
+// dsinks[h] = -sum over rows of exp(sink[h] - lse) * delta (delta = dout . out).
 #include <cstdint>
 
 #include "core/dtype.h"

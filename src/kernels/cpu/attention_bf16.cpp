@@ -450,8 +450,10 @@ void attention_forward_dpbf16(const AttentionShape& shape, const bf16* q, const 
       const uint32_t* vph = vp.data() + (b * g.Hkv + hk) * vp_size;
       tile_rows(head_rows(q, b, h, g.Tq, g.Hq, g.D), i0, nq, g.D, qt, g.Dh);
       std::fill(O, O + kTile * g.Dv16, 0.0f);
-      std::fill(m, m + kTile, -inf);
-      std::fill(l, l + kTile, 0.0f);
+      // A sink starts each row's softmax as a key of score `sink` whose value is zero.
+      const float* sinks = static_cast<const float*>(shape.sinks);
+      std::fill(m, m + kTile, sinks ? sinks[h] : -inf);
+      std::fill(l, l + kTile, sinks ? 1.0f : 0.0f);
       int64_t klo, khi;
       g.key_tiles(b, i0, nq, klo, khi);
       for (int64_t j0 = klo; j0 < khi; j0 += kTile) {
@@ -662,6 +664,7 @@ void attention_backward_dpbf16(const AttentionShape& shape, const bf16* q, const
   const bool amx = amx_bf16_enabled();
   Scratch<float> delta(std::max<int64_t>(1, g.B * g.Hq * g.Tq));
   row_deltas(g, out, dout, parallel, delta.data());
+  sink_gradients(shape, lse, delta.data());
   const BackwardOperands ops(g, q, k, v, dout, parallel);
 
   const int64_t nthreads = parallel ? omp_get_max_threads() : 1;

@@ -7,6 +7,11 @@
 
 namespace automodel::cpu::detail {
 
+// dsinks of attention.h from the forward's lse and the rows' delta = dout . out ([B, Hq, Tq] each); nothing without
+// s.dsinks. Shared by the generic and the AVX512-BF16 backward.
+void sink_gradients(const AttentionShape& s, const float* lse, const float* delta);
+void sink_gradients(const AttentionShape& s, const double* lse, const double* delta);
+
 #if defined(__AVX512BF16__)
 // Whether this kernel serves the shape (enough queries that a 64-query tile is not mostly padding).
 bool dpbf16_attention_serves(const AttentionShape& s);

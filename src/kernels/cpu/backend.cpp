@@ -12,6 +12,7 @@
 #include "kernels/cpu/attention.h"
 #include "kernels/cpu/binary.h"
 #include "kernels/cpu/cast.h"
+#include "kernels/cpu/clamped_swiglu.h"
 #include "kernels/cpu/concat.h"
 #include "kernels/cpu/copy.h"
 #include "kernels/cpu/cross_entropy.h"
@@ -177,6 +178,19 @@ void rsqrt_backward(DType dt, const void* x, const void* g, void* gx, int64_t n)
   floating(dt, "rsqrt_backward", [&](auto t) {
     using T = decltype(t);
     cpu::rsqrt_backward(in<T>(x), in<T>(g), out<T>(gx), n);
+  });
+}
+void clamped_swiglu_forward(DType dt, const void* gate_up, void* y, int64_t n, double alpha, double limit) {
+  floating(dt, "clamped_swiglu_forward", [&](auto t) {
+    using T = decltype(t);
+    cpu::clamped_swiglu_forward(in<T>(gate_up), out<T>(y), n, alpha, limit);
+  });
+}
+void clamped_swiglu_backward(DType dt, const void* gate_up, const void* g, void* dgate_up, int64_t n, double alpha,
+                             double limit) {
+  floating(dt, "clamped_swiglu_backward", [&](auto t) {
+    using T = decltype(t);
+    cpu::clamped_swiglu_backward(in<T>(gate_up), in<T>(g), out<T>(dgate_up), n, alpha, limit);
   });
 }
 void swiglu_forward(DType dt, const void* gate, const void* up, void* y, int64_t n) {
@@ -507,17 +521,18 @@ void moe_unpermute_backward(DType dt, const void* g, const void* y, const void* 
   });
 }
 void grouped_gemm_forward(DType dt, const void* x, const void* w, const int64_t* counts, int64_t groups, int64_t n,
-                          int64_t k, void* y) {
+                          int64_t k, bool w_transposed, void* y) {
   floating(dt, "grouped_gemm_forward", [&](auto t) {
     using T = decltype(t);
-    cpu::grouped_gemm_forward(in<T>(x), in<T>(w), counts, groups, n, k, out<T>(y));
+    cpu::grouped_gemm_forward(in<T>(x), in<T>(w), counts, groups, n, k, w_transposed, out<T>(y));
   });
 }
 void grouped_gemm_backward(DType dt, const void* g, const void* x, const void* w, const int64_t* counts, int64_t groups,
-                           int64_t n, int64_t k, void* dx, void* dw) {
+                           int64_t n, int64_t k, bool w_transposed, void* dx, void* dw) {
   floating(dt, "grouped_gemm_backward", [&](auto t) {
     using T = decltype(t);
-    cpu::grouped_gemm_backward(in<T>(g), in<T>(x), in<T>(w), counts, groups, n, k, out<T>(dx), out<T>(dw));
+    cpu::grouped_gemm_backward(in<T>(g), in<T>(x), in<T>(w), counts, groups, n, k, w_transposed, out<T>(dx),
+                               out<T>(dw));
   });
 }
 
@@ -545,6 +560,8 @@ constexpr kernels::Backend kCpu{
     .swiglu_backward = swiglu_backward,
     .geglu_tanh_forward = geglu_tanh_forward,
     .geglu_tanh_backward = geglu_tanh_backward,
+    .clamped_swiglu_forward = clamped_swiglu_forward,
+    .clamped_swiglu_backward = clamped_swiglu_backward,
     .softmax_forward = softmax_forward,
     .softmax_backward = softmax_backward,
     .softmax_backward_from_input = softmax_backward_from_input,

@@ -9,14 +9,17 @@
 
 namespace automodel::cpu {
 
-// y[rows of g, :] = x[rows of g, :] @ w[g]^T: y [rows, n]. counts is host memory, each count >= 0.
+// y[rows of g, :] = x[rows of g, :] @ w[g]^T: y [rows, n]. counts is host memory, each count >= 0. With
+// w_transposed, w is [groups, k, n] (each group's matrix stored [in, out], as GPT-OSS's experts) and y = x @ w[g].
 template <class T>
-void grouped_gemm_forward(const T* x, const T* w, const int64_t* counts, int64_t groups, int64_t n, int64_t k, T* y);
+void grouped_gemm_forward(const T* x, const T* w, const int64_t* counts, int64_t groups, int64_t n, int64_t k,
+                          bool w_transposed, T* y);
 
 // dx[rows of g, :] = g[rows of g, :] @ w[g] (dx [rows, k]); dw[g] = g[rows of g, :]^T @ x[rows of g, :] (dw
-// [groups, n, k], zero for a group with no rows). Either output may be null (not wanted).
+// [groups, n, k], zero for a group with no rows; with w_transposed, w and dw are [groups, k, n]). Either output may be
+// null (not wanted).
 template <class T>
 void grouped_gemm_backward(const T* grad, const T* x, const T* w, const int64_t* counts, int64_t groups, int64_t n,
-                           int64_t k, T* dx, T* dw);
+                           int64_t k, bool w_transposed, T* dx, T* dw);
 
 }  // namespace automodel::cpu

@@ -6,6 +6,7 @@
 #include "kernel_params.h"
 #include "models/auto_model.h"
 #include "models/generate.h"
+#include "models/rope.h"
 #include "ops/cast.h"
 #include "registry.h"
 
@@ -78,6 +79,14 @@ ORACLE_OP("generate", [](const OpCall& c) -> std::vector<Tensor> {
   const int64_t* p = prompt.data<int64_t>();
   std::vector<int64_t> tokens = models::generate(*model, std::vector<int64_t>(p, p + prompt.numel()), gen);
   return {Tensor::from_vector(tokens, {static_cast<int64_t>(tokens.size())})};
+});
+
+// RoPE frequencies of the config.json in params model_dir for a sequence of params seq_len (default 1) tokens:
+// [inv_freq f32, attention_scaling as a one-element f64].
+ORACLE_OP("rope_frequencies", [](const OpCall& c) -> std::vector<Tensor> {
+  const models::ModelConfig config = models::load_config(c.params.at("model_dir").get<std::string>());
+  const models::RopeFrequencies f = models::rope_frequencies(config, c.params.value("seq_len", int64_t(1)));
+  return {f.inv_freq, Tensor::from_vector(std::vector<double>{f.attention_scaling}, {1})};
 });
 
 }  // namespace automodel::oracle
