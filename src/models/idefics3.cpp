@@ -118,7 +118,6 @@ class Idefics3ForConditionalGeneration : public VisionLanguageModel {
   const VisionLanguageConfig& vision_language_config() const override { return config_; }
   const ModelConfig& config() const override { return config_.text; }
   DType dtype() const override { return dtype_; }
-  const LanguageModel& language_model() const override { return *language_model_; }
   Tensor lm_head_weight() const override { return language_model_->lm_head_weight(); }
 
   Tensor image_features(const Tensor& pixel_values) const override { return features(pixel_values, Tensor()); }
@@ -223,20 +222,7 @@ class Idefics3ForConditionalGeneration : public VisionLanguageModel {
 
   Tensor logits(const Tensor& hidden) const override { return language_model_->logits(hidden); }
 
-  void set_kernels(const KernelOptions& kernels) override {
-    kernels_ = kernels;
-    for (auto& [name, m] : named_modules())
-      if (auto* linear = dynamic_cast<nn::Linear*>(m)) linear->fused = kernels.fused;
-    language_model_->set_kernels(kernels);
-  }
-  const KernelOptions& kernels() const override { return kernels_; }
-  KVCache make_cache(int64_t batch, int64_t capacity) const override {
-    return language_model_->make_cache(batch, capacity);
-  }
   const StateDictAdapter& state_dict_adapter() const override { return adapter_; }
-  std::string decoder_layer_name(int64_t l) const override {
-    return "language_model." + language_model_->decoder_layer_name(l);
-  }
   std::string module_name(const std::string& name) const override { return hf_name(name); }
 
  private:
@@ -252,9 +238,7 @@ class Idefics3ForConditionalGeneration : public VisionLanguageModel {
 
   VisionLanguageConfig config_;
   DType dtype_;
-  KernelOptions kernels_;
   Idefics3StateDictAdapter adapter_;
-  std::shared_ptr<CausalLM> language_model_;
   std::shared_ptr<SiglipVisionTower> vision_tower_;
   std::shared_ptr<Connector> connector_;
 };

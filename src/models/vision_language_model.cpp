@@ -12,6 +12,8 @@
 #include "models/gemma3_vision.h"
 #include "models/idefics3.h"
 #include "nn/init.h"
+#include "nn/linear.h"
+#include "nn/norm.h"
 #include "ops/cast.h"
 #include "ops/concat.h"
 #include "ops/softmax.h"
@@ -127,6 +129,15 @@ std::vector<int64_t> checked_token_ids(const Tensor& input_ids, int64_t vocab, i
                   "input_ids", "pass ids below text_config.vocab_size (or the image token id)");
   }
   return ids;
+}
+
+void VisionLanguageModel::set_kernels(const KernelOptions& kernels) {
+  kernels_ = kernels;
+  for (auto& [name, m] : named_modules()) {
+    if (auto* norm = dynamic_cast<nn::RMSNorm*>(m)) norm->fused = kernels.fused;
+    if (auto* linear = dynamic_cast<nn::Linear*>(m)) linear->fused = kernels.fused;
+  }
+  language_model_->set_kernels(kernels);
 }
 
 Tensor splice_image_features(const Tensor& embeds, const std::vector<int64_t>& ids, const Tensor& features,

@@ -9,6 +9,7 @@
 
 #include "io/safetensors.h"
 #include "models/auto_model.h"
+#include "models/causal_lm.h"
 #include "models/config.h"
 #include "models/generate.h"
 #include "models/language_model.h"
@@ -42,7 +43,7 @@ struct VisionLanguageConfig {
 class VisionLanguageModel : public LanguageModel {
  public:
   virtual const VisionLanguageConfig& vision_language_config() const = 0;
-  virtual const LanguageModel& language_model() const = 0;
+  const LanguageModel& language_model() const { return *language_model_; }
 
   // Projected image features [images, mm_tokens_per_image, text hidden] for pixel_values (Idefics 3: one per real
   // tile, all-zero padding tiles dropped; undefined when every tile is padding).
@@ -51,6 +52,20 @@ class VisionLanguageModel : public LanguageModel {
   // Errors when the number of image tokens is not images x mm_tokens_per_image.
   virtual Tensor embed(const Tensor& input_ids, const Tensor& pixel_values) const = 0;
   Tensor embed(const Tensor& input_ids) const override { return embed(input_ids, Tensor()); }
+
+  // The kernels of the tower's and projector's linear layers and norms, and the decoder's.
+  void set_kernels(const KernelOptions& kernels) override;
+  const KernelOptions& kernels() const override { return kernels_; }
+  KVCache make_cache(int64_t batch, int64_t capacity) const override {
+    return language_model_->make_cache(batch, capacity);
+  }
+  std::string decoder_layer_name(int64_t l) const override {
+    return "language_model." + language_model_->decoder_layer_name(l);
+  }
+
+ protected:
+  KernelOptions kernels_;
+  std::shared_ptr<CausalLM> language_model_;  // the decoder, registered by each family as `language_model`
 };
 
 // The decoder's inputs_embeds of `ids` ([B, T] as a flat row-major vector) with `features` [K, hidden] written over
