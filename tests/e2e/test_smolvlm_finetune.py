@@ -2,31 +2,20 @@
 falls while freeze_config keeps the vision tower and embeddings as loaded, the consolidated checkpoint loads in
 transformers (SmolVLMForConditionalGeneration) with the log-probabilities automodel computes, fsdp2 on 2 ranks cuts it
 per decoder layer and trains as one process, and a LoRA adapter loads in peft."""
+import functools
 import json
-import os
 import pathlib
 import subprocess
 
 import numpy as np
 import pytest
 
-ROOT = pathlib.Path(__file__).resolve().parents[2]
-BIN = pathlib.Path(os.environ.get("AUTOMODEL_BUILD_DIR", ROOT / "build")) / "automodel"
+import vlm_runs
+from vlm_runs import BIN, ROOT, jsonl, logprobs_match
+
 RECIPE = ROOT / "examples" / "vlm_finetune" / "tiny_smolvlm.yaml"
 VLM = ROOT / "assets" / "tiny-smolvlm"
-MPI_ENV = {**os.environ, "OMPI_ALLOW_RUN_AS_ROOT": "1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1"}
-
-
-def finetune(ckpt_dir, *overrides, ranks=1):
-    cmd = [str(BIN), "finetune", "vlm", "-c", str(RECIPE), "--checkpoint.checkpoint_dir", str(ckpt_dir),
-           *map(str, overrides)]
-    if ranks > 1:
-        cmd += ["--nproc-per-node", str(ranks)]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=ROOT, env=MPI_ENV)
-
-
-def jsonl(path):
-    return [json.loads(line) for line in pathlib.Path(path).read_text().splitlines()]
+finetune = functools.partial(vlm_runs.finetune, RECIPE)
 
 
 @pytest.fixture(scope="module")
@@ -56,29 +45,10 @@ def test_validation_loss_falls_and_only_the_unfrozen_parts_train(run):
 def test_the_consolidated_checkpoint_gives_transformers_the_same_logprobs(run, tmp_path):
     import torch
     from transformers import SmolVLMForConditionalGeneration
-    data = ROOT / "assets" / "tiny-vlm-data"
-    record = json.loads((data / "validation.jsonl").read_text().splitlines()[0])
-    for m in record["messages"]:
-        for part in m["content"] if isinstance(m["content"], list) else []:
-            if part.get("type") == "image":
-                part["image"] = str(data / part["image"])
-    chat = tmp_path / "chat.json"
-    chat.write_text(json.dumps(record["messages"]))
-    ours = subprocess.run([str(BIN), "logprobs", "--model", str(final(run)), "--messages", str(chat)],
-                          capture_output=True, text=True, timeout=300)
-    assert ours.returncode == 0, ours.stderr
-    ours = json.loads(ours.stdout)
-    pre = subprocess.run([str(BIN), "preprocess", "--model", str(final(run)), "--messages", str(chat), "--out",
-                          str(tmp_path / "pixels.npy")], capture_output=True, text=True, timeout=300)
-    assert pre.returncode == 0, pre.stderr
-    inputs = json.loads(pre.stdout)
-    assert inputs["input_ids"] == ours["tokens"] and inputs["rows"] == [2]
     model = SmolVLMForConditionalGeneration.from_pretrained(str(final(run)), dtype=torch.float32).eval()
-    ids = torch.tensor([inputs["input_ids"]])
-    with torch.no_grad():
-        logits = model(input_ids=ids, pixel_values=torch.from_numpy(np.load(tmp_path / "pixels.npy"))[None]).logits
-    ref = torch.log_softmax(logits.double()[0, :-1], -1).gather(1, ids[0, 1:, None])[:, 0]
-    assert np.max(np.abs(np.array(ours["logprobs"]) - ref.numpy())) <= 1e-5
+    inputs = logprobs_match(final(run), lambda ids, pixels, _: model(input_ids=ids, pixel_values=pixels[None]).logits,
+                            tmp_path)
+    assert inputs["rows"] == [2]
 
 
 def test_fsdp2_on_two_ranks_trains_as_one_process(run, tmp_path):

@@ -1,31 +1,19 @@
 """`automodel finetune vlm` on the embedded tiny Gemma 3 image-text model and data (examples/vlm_finetune): it
 trains what freeze_config leaves trainable, its validation loss falls, the consolidated checkpoint loads in
 transformers with the log-probabilities automodel computes, and it resumes as the uninterrupted run continues."""
-import json
-import os
+import functools
 import pathlib
 import subprocess
 
 import numpy as np
 import pytest
 
-ROOT = pathlib.Path(__file__).resolve().parents[2]
-BIN = pathlib.Path(os.environ.get("AUTOMODEL_BUILD_DIR", ROOT / "build")) / "automodel"
+import vlm_runs
+from vlm_runs import BIN, ROOT, jsonl, logprobs_match
+
 RECIPE = ROOT / "examples" / "vlm_finetune" / "tiny_gemma3.yaml"
 VLM = ROOT / "assets" / "tiny-gemma3-vlm"
-MPI_ENV = {**os.environ, "OMPI_ALLOW_RUN_AS_ROOT": "1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1"}
-
-
-def finetune(ckpt_dir, *overrides, ranks=1):
-    cmd = [str(BIN), "finetune", "vlm", "-c", str(RECIPE), "--checkpoint.checkpoint_dir", str(ckpt_dir),
-           *map(str, overrides)]
-    if ranks > 1:
-        cmd += ["--nproc-per-node", str(ranks)]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=ROOT, env=MPI_ENV)
-
-
-def jsonl(path):
-    return [json.loads(line) for line in pathlib.Path(path).read_text().splitlines()]
+finetune = functools.partial(vlm_runs.finetune, RECIPE)
 
 
 @pytest.fixture(scope="module")
@@ -53,41 +41,18 @@ def test_validation_loss_falls_and_only_the_unfrozen_parts_train(run):
     assert any(k.startswith("language_model.model.layers.") for k in changed)
 
 
-def logprobs_match(model_dir, reference, tmp_path):
-    """`automodel logprobs --messages` on a validation conversation against the transformers (or peft) model
-    `reference`, given the same inputs (`automodel preprocess`, whose pixel values equal transformers' processor's):
-    every log-probability within 1e-5."""
+def gemma3_logits(model):
+    """Gemma 3's forward on preprocess's inputs (their token_type_ids mark the image tokens)."""
     import torch
-    data = ROOT / "assets" / "tiny-vlm-data"
-    record = json.loads((data / "validation.jsonl").read_text().splitlines()[0])
-    for m in record["messages"]:
-        for part in m["content"] if isinstance(m["content"], list) else []:
-            if part.get("type") == "image":
-                part["image"] = str(data / part["image"])
-    chat = tmp_path / "chat.json"
-    chat.write_text(json.dumps(record["messages"]))
-    ours = subprocess.run([str(BIN), "logprobs", "--model", str(model_dir), "--messages", str(chat)],
-                          capture_output=True, text=True, timeout=300)
-    assert ours.returncode == 0, ours.stderr
-    ours = json.loads(ours.stdout)
-    pre = subprocess.run([str(BIN), "preprocess", "--model", str(model_dir), "--messages", str(chat), "--out",
-                          str(tmp_path / "pixels.npy")], capture_output=True, text=True, timeout=300)
-    assert pre.returncode == 0, pre.stderr
-    inputs = json.loads(pre.stdout)
-    assert inputs["input_ids"] == ours["tokens"]
-    ids = torch.tensor([inputs["input_ids"]])
-    with torch.no_grad():
-        logits = reference(input_ids=ids, pixel_values=torch.from_numpy(np.load(tmp_path / "pixels.npy")),
-                           token_type_ids=torch.tensor([inputs["token_type_ids"]])).logits
-    ref = torch.log_softmax(logits.double()[0, :-1], -1).gather(1, ids[0, 1:, None])[:, 0]
-    assert np.max(np.abs(np.array(ours["logprobs"]) - ref.numpy())) <= 1e-5
+    return lambda ids, pixels, inputs: model(input_ids=ids, pixel_values=pixels,
+                                             token_type_ids=torch.tensor([inputs["token_type_ids"]])).logits
 
 
 def test_the_consolidated_checkpoint_gives_transformers_the_same_logprobs(run, tmp_path):
     import torch
     from transformers import Gemma3ForConditionalGeneration
     model = Gemma3ForConditionalGeneration.from_pretrained(str(final(run)), dtype=torch.float32).eval()
-    logprobs_match(final(run), model, tmp_path)
+    logprobs_match(final(run), gemma3_logits(model), tmp_path)
 
 
 def test_resume_continues_as_the_uninterrupted_run(run, tmp_path):
@@ -183,7 +148,7 @@ def test_lora_on_the_vision_tower_equals_peft(tmp_path):
     r = subprocess.run([str(BIN), "merge-lora", "--base", str(VLM), "--adapter", str(adapter), "--out", str(merged)],
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stdout + r.stderr
-    logprobs_match(merged, peft_model, tmp_path)
+    logprobs_match(merged, gemma3_logits(peft_model), tmp_path)
     ours = Gemma3ForConditionalGeneration.from_pretrained(str(merged), dtype=torch.float32).state_dict()
     for name, ref in peft_model.merge_and_unload().state_dict().items():
         assert (ours[name] - ref).abs().max() <= 1e-6 * max(1.0, ref.abs().max().item()), name
