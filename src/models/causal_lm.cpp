@@ -159,7 +159,8 @@ DecoderOutput CausalLM::forward_hidden(const DecoderInput& input, const ForwardO
   DecoderOutput out;
   const auto& layers = *impl_->model->layers;
   for (size_t l = 0; l < layers.size(); ++l) {
-    LayerContext ctx{positions, rope, seq_ids, options.cache, int64_t(l), kernels_, options.bidirectional_blocks};
+    LayerContext ctx{positions,       rope, seq_ids, options.cache, int64_t(l), kernels_, options.bidirectional_blocks,
+                     options.training};
     const DecoderLayer& layer = layers[l];
     x = autograd::run_layer(
         options.layer_hooks, int64_t(l), x,

@@ -42,6 +42,7 @@ struct LayerContext {
   int64_t layer_index;
   KernelOptions kernels;
   Tensor bidirectional_blocks;  // undefined: none (ForwardOptions::bidirectional_blocks)
+  bool training = false;        // ForwardOptions::training
 };
 
 // The block after attention, registered as the layer's `mlp`.

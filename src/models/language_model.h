@@ -35,6 +35,7 @@ struct ForwardOptions {
   Tensor bidirectional_blocks;
   KVCache* cache = nullptr;
   bool checkpoint_layers = false;  // activation checkpointing per decoder layer
+  bool training = false;           // a training step: training-only noise (Mixtral's router jitter) applies
   // Called around each decoder layer's forward and backward (e.g. to gather and reduce per-layer flat buffers).
   std::shared_ptr<const autograd::LayerHooks> layer_hooks;
 };

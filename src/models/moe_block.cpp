@@ -2,6 +2,7 @@
 
 #include <cmath>
 
+#include "core/rng.h"
 #include "nn/init.h"
 #include "ops/activation.h"
 #include "ops/binary.h"
@@ -164,6 +165,9 @@ Tensor router_statistics(const Tensor& probs, const Tensor& chosen, const Tensor
 Tensor MoeBlock::forward(const Tensor& h, const LayerContext& ctx, std::vector<Tensor>& aux_losses) const {
   const int64_t hidden = h.size(-1), tokens = h.numel() / hidden, E = options_.num_experts;
   Tensor x = ops::reshape(h, {tokens, hidden});
+  if (ctx.training && options_.jitter_noise > 0)
+    x = ops::mul(x, rand_uniform(x.shape(), 1.0 - options_.jitter_noise, 1.0 + options_.jitter_noise,
+                                 default_generator(), x.dtype()));
   // transformers: the router's softmax and top-k in fp32, the chosen weights back in the activations' dtype.
   Tensor probs = ops::softmax(ops::to_dtype(gate->forward(x), DType::f32), -1);
   ops::TopK top = ops::topk(probs, options_.top_k);

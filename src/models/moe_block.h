@@ -17,6 +17,9 @@ struct MoeOptions {
   int64_t num_experts = 0, top_k = 0, intermediate_size = 0;
   bool norm_topk_prob = false;        // renormalise the chosen probabilities to sum to 1 (Mixtral always does)
   bool output_router_logits = false;  // append router statistics for the load-balancing loss
+  // Mixtral's router_jitter_noise: in a training step the block's input is scaled by noise uniform in [1 - j, 1 + j]
+  // (one draw per element, from the default generator) before the router and the experts see it.
+  double jitter_noise = 0.0;
 };
 
 // MoeOptions from the config's num_local_experts, num_experts_per_tok, moe_intermediate_size, output_router_logits;

@@ -498,8 +498,9 @@ class FinetuneRun {
   // FusedLinearCrossEntropy takes the hidden states and the LM-head weight and never forms the logits; under
   // validation's NoGradGuard it computes the loss alone. `aux` (when given) gets the sum of the model's auxiliary
   // losses (undefined when it has none).
-  Tensor loss_of(const data::Batch& b, int64_t denominator, Tensor* aux = nullptr) const {
+  Tensor loss_of(const data::Batch& b, int64_t denominator, bool training, Tensor* aux = nullptr) const {
     models::ForwardOptions fo;
+    fo.training = training;
     // Packed rows confine attention by sequence id (pack padding has its own id); the model takes one or the other.
     if (b.seq_ids.defined()) {
       fo.seq_ids = b.seq_ids;
@@ -554,7 +555,7 @@ class FinetuneRun {
       if (reducer_) reducer_->begin_backward(i + 1 == micro_batches.size());
       if (b.input_ids.defined()) {
         Tensor aux;
-        Tensor loss = loss_of(b, num_label_tokens, &aux);
+        Tensor loss = loss_of(b, num_label_tokens, true, &aux);
         if (aux.defined()) {
           // A mean over the batch: each micro-batch's (on each rank) counts for its share of the step.
           aux = ops::scale(ops::to_dtype(aux, loss.dtype()), 1.0 / double(micro_batches.size() * comm_.size()));
@@ -567,7 +568,7 @@ class FinetuneRun {
       } else if (sharded_) {
         // A rank without samples still takes part in every layer's gather and reduction: a batch whose labels
         // are all masked contributes nothing.
-        autograd::backward({loss_of(padding_batch(), num_label_tokens)});
+        autograd::backward({loss_of(padding_batch(), num_label_tokens, true)});
       }
       if (reducer_) reducer_->finish_backward();
       if (sharded_) sharded_->finish_backward(i + 1 == micro_batches.size());
@@ -637,10 +638,10 @@ class FinetuneRun {
     while (loader.next(indices)) {
       data::Batch b = collate(/*validation=*/true, rank_slice(indices));
       if (!b.input_ids.defined()) {
-        if (sharded_) loss_of(padding_batch(), 1);  // the layers' gathers need every rank
+        if (sharded_) loss_of(padding_batch(), 1, false);  // the layers' gathers need every rank
         continue;
       }
-      total += loss_of(b, 1).item();
+      total += loss_of(b, 1, false).item();
       label_tokens += b.num_label_tokens;
     }
     if (sharded_) sharded_->end_step();

@@ -248,3 +248,43 @@ def test_gpt_oss_finetune_logs_aux_loss_loss_falls_and_loads_in_transformers(tmp
     base = transformers.AutoModelForCausalLM.from_pretrained(str(model))
     for part in (lambda m: m.model.layers[0].self_attn.sinks, lambda m: m.model.layers[0].mlp.experts.gate_up_proj):
         assert not torch.equal(part(base), part(loaded)), "sinks and experts were trained"
+
+
+def test_mixtral_router_jitter_trains_and_recomputes_the_same_noise(tmp_path):
+    """router_jitter_noise perturbs the MoE blocks' input in training steps (the losses differ from a run without
+    it); activation checkpointing recomputes each layer with the same noise, so it trains as the run that keeps the
+    activations."""
+    llama = json.loads((TINY_LLAMA / "config.json").read_text())
+    model = tmp_path / "model"
+    config = transformers.MixtralConfig(
+        vocab_size=llama["vocab_size"], hidden_size=64, intermediate_size=64, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, num_local_experts=4, num_experts_per_tok=2,
+        router_jitter_noise=0.2, max_position_embeddings=512, bos_token_id=llama.get("bos_token_id"),
+        eos_token_id=llama.get("eos_token_id"), pad_token_id=llama.get("pad_token_id"))
+    torch.manual_seed(0)
+    transformers.AutoModelForCausalLM.from_config(config).save_pretrained(str(model))
+    for f in TINY_LLAMA.iterdir():
+        if f.name.startswith("tokenizer") or f.suffix == ".jinja":
+            shutil.copy(f, model / f.name)
+
+    def train(name, *overrides, model=model):
+        ckpt = tmp_path / name
+        r = subprocess.run(
+            [str(BIN), "finetune", "llm", "-c", str(RECIPE), "--threads", "2", "--checkpoint.enabled", "false",
+             "--checkpoint.checkpoint_dir", str(ckpt), "--model.pretrained_model_name_or_path", str(model),
+             "--step_scheduler.max_steps", "4", "--lr_scheduler.lr_warmup_steps", "1", "--step_scheduler.val_every_steps", "100",
+             "--step_scheduler.global_batch_size", "8", *overrides],
+            capture_output=True, text=True, timeout=600, cwd=ROOT)
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert "router_jitter_noise" not in r.stderr
+        return [json.loads(line) for line in (ckpt / "training.jsonl").read_text().splitlines()]
+
+    jittered = train("jitter")
+    checkpointed = train("ac", "--distributed.activation_checkpointing", "true")
+    for x, y in zip(jittered, checkpointed, strict=True):
+        assert abs(x["loss"] - y["loss"]) <= 1e-6 * x["loss"], (x, y)
+        assert abs(x["grad_norm"] - y["grad_norm"]) <= 1e-5 * x["grad_norm"], (x, y)
+    unjittered = shutil.copytree(model, tmp_path / "unjittered")
+    cfg = json.loads((unjittered / "config.json").read_text())
+    (unjittered / "config.json").write_text(json.dumps(dict(cfg, router_jitter_noise=0.0)))
+    assert train("plain", model=unjittered)[0]["loss"] != jittered[0]["loss"]

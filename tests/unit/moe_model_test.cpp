@@ -7,9 +7,11 @@
 #include "components/checkpoint/model_io.h"
 #include "components/peft/adapter_io.h"
 #include "components/peft/lora.h"
+#include "core/rng.h"
 #include "error_of.h"
 #include "io/safetensors.h"
 #include "models/auto_model.h"
+#include "models/decoder_layer.h"
 #include "ops/binary.h"
 #include "ops/view.h"
 #include "temp_dir.h"
@@ -258,3 +260,30 @@ TEST(MoeFamilies, ConfigOverridesAtLoadAreAppliedAndChecked) {
 }
 
 }  // namespace
+
+// transformers' MixtralSparseMoeBlock in training mode: hidden_states *= uniform(1 - j, 1 + j), before the router and
+// the experts; in evaluation the input is as given.
+TEST(MoeFamilies, MixtralRouterJitterScalesTheBlockInputInTrainingStepsOnly) {
+  auto m = model_of(moe_config("mixtral", {{"router_jitter_noise", 0.1}}));
+  const FeedForward* block = nullptr;
+  for (const auto& [name, module] : m->named_modules())
+    if (name == "model.layers.0.mlp") block = dynamic_cast<const FeedForward*>(module);
+  ASSERT_NE(block, nullptr);
+  Generator gen(11);
+  const Tensor h = randn({2, 4, 32}, gen);
+  LayerContext evaluation{}, training{};
+  training.training = true;
+  std::vector<Tensor> aux;
+  const GeneratorState before = default_generator().state();
+  const Tensor noise = rand_uniform({8, 32}, 0.9, 1.1);
+  default_generator().set_state(before);
+  const std::vector<double> jittered = block->forward(h, training, aux).to_doubles();
+  EXPECT_EQ(jittered, block->forward(ops::mul(h, ops::reshape(noise, {2, 4, 32})), evaluation, aux).to_doubles());
+  const std::vector<double> plain = block->forward(h, evaluation, aux).to_doubles();
+  EXPECT_NE(jittered, plain);
+  EXPECT_EQ(plain, block->forward(h, evaluation, aux).to_doubles());
+  EXPECT_TRUE(has(error_of([] {
+                    model_of(moe_config("mixtral", {{"router_jitter_noise", -0.1}}));
+                  }),
+                  "router_jitter_noise"));
+}
