@@ -340,6 +340,13 @@ def gemm_peaks(args, work):
 
 # ---- one configuration -----------------------------------------------------------------------------------------------
 
+def optimizer_lines(args):
+    """The recipe's optimizer section: the AdamW settings the PyTorch side gets too."""
+    return ["optimizer:", "  _target_: torch.optim.AdamW", f"  lr: {args.lr:.6e}",
+            f"  betas: [{args.betas[0]:.6e}, {args.betas[1]:.6e}]", f"  eps: {args.eps:.6e}",
+            f"  weight_decay: {args.weight_decay:.6e}"]
+
+
 def automodel_recipe(args, cfg, model_dir, data, run_dir):
     total = args.steps + args.warmup_steps
     lines = [
@@ -373,12 +380,7 @@ def automodel_recipe(args, cfg, model_dir, data, run_dir):
         "  collate_fn:",
         "    _target_: nemo_automodel.components.datasets.utils.default_collater",
         "  shuffle: false",
-        "optimizer:",
-        "  _target_: torch.optim.AdamW",
-        f"  lr: {args.lr:.6e}",
-        f"  betas: [{args.betas[0]:.6e}, {args.betas[1]:.6e}]",
-        f"  eps: {args.eps:.6e}",
-        f"  weight_decay: {args.weight_decay:.6e}",
+        *optimizer_lines(args),
     ]
     if cfg["ac"]:
         lines += ["distributed:", "  activation_checkpointing: true"]

@@ -87,19 +87,13 @@ class Gemma3ForConditionalGeneration : public VisionLanguageModel {
 
   using VisionLanguageModel::embed;
   Tensor embed(const Tensor& input_ids, const Tensor& pixel_values) const override {
-    const int64_t B = input_ids.size(0), T = input_ids.size(1), image_id = config_.image_token_id;
-    const std::vector<int64_t> ids = checked_token_ids(input_ids, config_.text.vocab_size, image_id);
-    // An image token id outside the text vocabulary embeds as token 0 (its embedding is replaced anyway).
-    std::vector<int64_t> text_ids = ids;
-    if (image_id >= config_.text.vocab_size)
-      for (int64_t& id : text_ids)
-        if (id == image_id) id = 0;
-    Tensor embeds = language_model_->embed(Tensor::from_vector(text_ids, {B, T}));
+    std::vector<int64_t> ids;
+    Tensor embeds = text_embeddings(input_ids, ids);
     if (!pixel_values.defined()) return embeds;
     const Tensor features = image_features(ops::to_dtype(pixel_values, dtype_));  // [N, M, H]
     const int64_t N = features.size(0), M = features.size(1);
     return splice_image_features(
-        embeds, ids, ops::reshape(features, {N * M, features.size(2)}), image_id,
+        embeds, ids, ops::reshape(features, {N * M, features.size(2)}), config_.image_token_id,
         std::to_string(N) + " image(s) of " + std::to_string(M) + " tokens each (mm_tokens_per_image)");
   }
 

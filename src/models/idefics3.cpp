@@ -192,18 +192,13 @@ class Idefics3ForConditionalGeneration : public VisionLanguageModel {
   }
 
   Tensor embed(const Tensor& input_ids, const Tensor& pixel_values, const Tensor& pixel_attention_mask) const {
-    const int64_t B = input_ids.size(0), T = input_ids.size(1), image_id = config_.image_token_id;
-    const std::vector<int64_t> ids = checked_token_ids(input_ids, config_.text.vocab_size, image_id);
-    std::vector<int64_t> text_ids = ids;
-    if (image_id >= config_.text.vocab_size)
-      for (int64_t& id : text_ids)
-        if (id == image_id) id = 0;
-    Tensor embeds = language_model_->embed(Tensor::from_vector(text_ids, {B, T}));
+    std::vector<int64_t> ids;
+    Tensor embeds = text_embeddings(input_ids, ids);
     if (!pixel_values.defined()) return embeds;
     const Tensor tiles = features(pixel_values, pixel_attention_mask);  // [N, M, hidden]
     const int64_t N = tiles.defined() ? tiles.size(0) : 0, M = config_.mm_tokens_per_image;
     return splice_image_features(embeds, ids, tiles.defined() ? ops::reshape(tiles, {N * M, tiles.size(2)}) : Tensor(),
-                                 image_id,
+                                 config_.image_token_id,
                                  std::to_string(N) + " image tile(s) of " + std::to_string(M) +
                                      " tokens each (image_seq_len; all-zero padding tiles do not count)");
   }

@@ -131,6 +131,17 @@ std::vector<int64_t> checked_token_ids(const Tensor& input_ids, int64_t vocab, i
   return ids;
 }
 
+Tensor VisionLanguageModel::text_embeddings(const Tensor& input_ids, std::vector<int64_t>& ids) const {
+  const VisionLanguageConfig& c = vision_language_config();
+  const int64_t image_id = c.image_token_id;
+  ids = checked_token_ids(input_ids, c.text.vocab_size, image_id);
+  std::vector<int64_t> text_ids = ids;
+  if (image_id >= c.text.vocab_size)
+    for (int64_t& id : text_ids)
+      if (id == image_id) id = 0;
+  return language_model_->embed(Tensor::from_vector(text_ids, {input_ids.size(0), input_ids.size(1)}));
+}
+
 void VisionLanguageModel::set_kernels(const KernelOptions& kernels) {
   kernels_ = kernels;
   for (auto& [name, m] : named_modules()) {

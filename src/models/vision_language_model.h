@@ -64,6 +64,10 @@ class VisionLanguageModel : public LanguageModel {
   }
 
  protected:
+  // The text embeddings of input_ids [B, T], checked against the vocabulary (image tokens whose id lies outside it
+  // embed as token 0: their embeddings are replaced); `ids` gets input_ids as a flat vector.
+  Tensor text_embeddings(const Tensor& input_ids, std::vector<int64_t>& ids) const;
+
   KernelOptions kernels_;
   std::shared_ptr<CausalLM> language_model_;  // the decoder, registered by each family as `language_model`
 };
